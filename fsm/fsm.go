@@ -1,0 +1,79 @@
+package fsm
+
+import (
+	"io"
+	"time"
+)
+
+// Options tune an FSM. The zero value is production's default.
+type Options struct {
+	// IdempotencyRetention is how long, in log time, idempotency records of
+	// usage events, grants, purchases and reservations are kept.
+	// 0 = DefaultIdempotencyRetention.
+	IdempotencyRetention time.Duration
+	// InitialMmapSize sizes bbolt's first memory map, so that a long read
+	// (a snapshot, an export) rarely blocks a write that grows the file.
+	// 0 = 1 GiB.
+	InitialMmapSize int
+	// NoSync skips fsync of the state file. Only for tests and benchmarks
+	// that measure apply alone: the raft log is not a substitute, since a
+	// restart trusts the applied index stored with the state.
+	NoSync bool
+}
+
+// Entry is one log entry to apply: its raft index and its encoded commands
+// (EncodeEntry). Data may be nil for log entries that carry no command; the
+// applied index still moves.
+type Entry struct {
+	Index uint64
+	Data  []byte
+}
+
+// CheckResult answers "may this customer use this much now?".
+type CheckResult struct {
+	Allowed      bool
+	CreditTypeID string
+	Credits      int64 // needed
+	Available    int64
+	Floor        int64 // lowest available may go (−overdraft limit)
+	Reason       string
+}
+
+// GrantFilter selects grants for ListGrants. After is the last grant id of
+// the previous page.
+type GrantFilter struct {
+	CustomerID   string
+	CreditTypeID string
+	Status       []GrantStatus // empty = any
+	After        string
+	Limit        int
+}
+
+// LedgerFilter selects ledger entries by customer (optional), credit type
+// (optional, with customer) and sequence range [FromSeq, ToSeq] (ToSeq 0 =
+// open).
+type LedgerFilter struct {
+	CustomerID   string
+	CreditTypeID string
+	FromSeq      uint64
+	ToSeq        uint64
+	Limit        int
+}
+
+var _ = io.EOF
+
+// The FSM's methods, in brief (see each for details):
+//
+//	Open(path, Options) (*FSM, error); (*FSM).Close() error
+//	EncodeCommand(Command) ([]byte, error)           // one command, no time
+//	EncodeEntry(t Timestamp, cmds [][]byte) []byte   // a log entry: time + commands
+//	DecodeEntry([]byte) (Timestamp, []Command, error)
+//	(*FSM).Apply([]Entry) ([][]Result, error)        // one bbolt tx; error = storage failure only
+//	(*FSM).AppliedIndex() uint64; LastTime() Timestamp; LastSeq() uint64
+//	(*FSM).View(func(*View) error) error            // consistent read transaction
+//	(*View).CreditType/Feature/Plan/Customer/Grant/Reservation/Purchase(id)
+//	(*View).ListFeatures(); Balance(customer, creditType); Check(customer, feature, qty, credits)
+//	(*View).ListGrants(GrantFilter); Ledger(LedgerFilter); ScanLedger(from, to, fn); ScanGrants(fn)
+//	(*View).BalanceAt(customer, creditType, seq); PendingPurchases(limit)
+//	(*FSM).Snapshot() (*Snapshot, error); (*Snapshot).WriteTo(w); (*Snapshot).Release()
+//	(*FSM).Restore(io.Reader) error; (*FSM).Dump(io.Writer) error

@@ -33,6 +33,11 @@ const (
 	EventStatus_EVENT_STATUS_BURNED EventStatus = 1
 	// Not enough credits (or the pool does not allow it): nothing burned.
 	EventStatus_EVENT_STATUS_DENIED EventStatus = 2
+	// The event is wrong (error_code and field say how): an unknown customer,
+	// feature or credit type, or an id reused with a different payload.
+	// Rejections are not remembered: a corrected retry with the same id is
+	// applied.
+	EventStatus_EVENT_STATUS_REJECTED EventStatus = 3
 )
 
 // Enum value maps for EventStatus.
@@ -41,11 +46,13 @@ var (
 		0: "EVENT_STATUS_UNSPECIFIED",
 		1: "EVENT_STATUS_BURNED",
 		2: "EVENT_STATUS_DENIED",
+		3: "EVENT_STATUS_REJECTED",
 	}
 	EventStatus_value = map[string]int32{
 		"EVENT_STATUS_UNSPECIFIED": 0,
 		"EVENT_STATUS_BURNED":      1,
 		"EVENT_STATUS_DENIED":      2,
+		"EVENT_STATUS_REJECTED":    3,
 	}
 )
 
@@ -297,10 +304,16 @@ type EventResult struct {
 	BalanceAfter string `protobuf:"bytes,7,opt,name=balance_after,json=balanceAfter,proto3" json:"balance_after,omitempty"`
 	// Available credits after the event.
 	AvailableAfter string `protobuf:"bytes,8,opt,name=available_after,json=availableAfter,proto3" json:"available_after,omitempty"`
-	// Why it was denied.
+	// Why it was denied or rejected.
 	Reason string `protobuf:"bytes,9,opt,name=reason,proto3" json:"reason,omitempty"`
 	// Credits available when it was denied.
-	Available     string `protobuf:"bytes,10,opt,name=available,proto3" json:"available,omitempty"`
+	Available string `protobuf:"bytes,10,opt,name=available,proto3" json:"available,omitempty"`
+	// For rejections: the Connect code the error would have had
+	// ("not_found", "already_exists", "invalid_argument",
+	// "failed_precondition").
+	ErrorCode string `protobuf:"bytes,11,opt,name=error_code,json=errorCode,proto3" json:"error_code,omitempty"`
+	// For rejections: the event field at fault ("customer_id", "feature_id").
+	Field         string `protobuf:"bytes,12,opt,name=field,proto3" json:"field,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -401,6 +414,20 @@ func (x *EventResult) GetReason() string {
 func (x *EventResult) GetAvailable() string {
 	if x != nil {
 		return x.Available
+	}
+	return ""
+}
+
+func (x *EventResult) GetErrorCode() string {
+	if x != nil {
+		return x.ErrorCode
+	}
+	return ""
+}
+
+func (x *EventResult) GetField() string {
+	if x != nil {
+		return x.Field
 	}
 	return ""
 }
@@ -1055,7 +1082,7 @@ const file_creditd_v1_usage_proto_rawDesc = "" +
 	"\x06events\x18\x01 \x03(\v2\x16.creditd.v1.UsageEventR\x06events\">\n" +
 	"\tGrantBurn\x12\x19\n" +
 	"\bgrant_id\x18\x01 \x01(\tR\agrantId\x12\x16\n" +
-	"\x06amount\x18\x02 \x01(\tR\x06amount\"\xe8\x02\n" +
+	"\x06amount\x18\x02 \x01(\tR\x06amount\"\x9d\x03\n" +
 	"\vEventResult\x12\x19\n" +
 	"\bevent_id\x18\x01 \x01(\tR\aeventId\x12/\n" +
 	"\x06status\x18\x02 \x01(\x0e2\x17.creditd.v1.EventStatusR\x06status\x12\x1c\n" +
@@ -1067,7 +1094,10 @@ const file_creditd_v1_usage_proto_rawDesc = "" +
 	"\x0favailable_after\x18\b \x01(\tR\x0eavailableAfter\x12\x16\n" +
 	"\x06reason\x18\t \x01(\tR\x06reason\x12\x1c\n" +
 	"\tavailable\x18\n" +
-	" \x01(\tR\tavailable\"H\n" +
+	" \x01(\tR\tavailable\x12\x1d\n" +
+	"\n" +
+	"error_code\x18\v \x01(\tR\terrorCode\x12\x14\n" +
+	"\x05field\x18\f \x01(\tR\x05field\"H\n" +
 	"\x13ReportUsageResponse\x121\n" +
 	"\aresults\x18\x01 \x03(\v2\x17.creditd.v1.EventResultR\aresults\"\xe5\x01\n" +
 	"\fCheckRequest\x12\x1f\n" +
@@ -1110,11 +1140,12 @@ const file_creditd_v1_usage_proto_rawDesc = "" +
 	"\x0eReleaseRequest\x12%\n" +
 	"\x0ereservation_id\x18\x01 \x01(\tR\rreservationId\"L\n" +
 	"\x0fReleaseResponse\x129\n" +
-	"\vreservation\x18\x01 \x01(\v2\x17.creditd.v1.ReservationR\vreservation*]\n" +
+	"\vreservation\x18\x01 \x01(\v2\x17.creditd.v1.ReservationR\vreservation*x\n" +
 	"\vEventStatus\x12\x1c\n" +
 	"\x18EVENT_STATUS_UNSPECIFIED\x10\x00\x12\x17\n" +
 	"\x13EVENT_STATUS_BURNED\x10\x01\x12\x17\n" +
-	"\x13EVENT_STATUS_DENIED\x10\x022\xea\x02\n" +
+	"\x13EVENT_STATUS_DENIED\x10\x02\x12\x19\n" +
+	"\x15EVENT_STATUS_REJECTED\x10\x032\xea\x02\n" +
 	"\fUsageService\x12N\n" +
 	"\vReportUsage\x12\x1e.creditd.v1.ReportUsageRequest\x1a\x1f.creditd.v1.ReportUsageResponse\x12A\n" +
 	"\x05Check\x12\x18.creditd.v1.CheckRequest\x1a\x19.creditd.v1.CheckResponse\"\x03\x90\x02\x01\x12B\n" +

@@ -50,9 +50,12 @@ const (
 type UsageServiceClient interface {
 	// ReportUsage burns credits for a batch of 1 to 10,000 usage events, in
 	// order, as one atomic command. Each event gets a result: burned (with the
-	// grants touched and the balance after), denied (with the reason), or, for
-	// an event id seen before, the original result with duplicate set. A
-	// denial is a result, not an error; errors are for malformed requests.
+	// grants touched and the balance after), denied (with the reason),
+	// rejected (unknown customer or feature, an id reused with another
+	// payload), or, for an event id seen before, the original result with
+	// duplicate set. Denials and rejections are results, not errors: the error
+	// codes are for malformed requests (a bad id, amount or batch size fails
+	// the whole batch with INVALID_ARGUMENT naming events[i].field).
 	ReportUsage(context.Context, *connect.Request[v1.ReportUsageRequest]) (*connect.Response[v1.ReportUsageResponse], error)
 	// Check answers "may this customer use this much now?" and changes nothing.
 	Check(context.Context, *connect.Request[v1.CheckRequest]) (*connect.Response[v1.CheckResponse], error)
@@ -148,9 +151,12 @@ func (c *usageServiceClient) Release(ctx context.Context, req *connect.Request[v
 type UsageServiceHandler interface {
 	// ReportUsage burns credits for a batch of 1 to 10,000 usage events, in
 	// order, as one atomic command. Each event gets a result: burned (with the
-	// grants touched and the balance after), denied (with the reason), or, for
-	// an event id seen before, the original result with duplicate set. A
-	// denial is a result, not an error; errors are for malformed requests.
+	// grants touched and the balance after), denied (with the reason),
+	// rejected (unknown customer or feature, an id reused with another
+	// payload), or, for an event id seen before, the original result with
+	// duplicate set. Denials and rejections are results, not errors: the error
+	// codes are for malformed requests (a bad id, amount or batch size fails
+	// the whole batch with INVALID_ARGUMENT naming events[i].field).
 	ReportUsage(context.Context, *connect.Request[v1.ReportUsageRequest]) (*connect.Response[v1.ReportUsageResponse], error)
 	// Check answers "may this customer use this much now?" and changes nothing.
 	Check(context.Context, *connect.Request[v1.CheckRequest]) (*connect.Response[v1.CheckResponse], error)

@@ -1,0 +1,132 @@
+package billing
+
+import (
+	"fmt"
+	"math/big"
+	"sort"
+	"strings"
+)
+
+// moneyScale is fsm.MoneyScale: money is int64 micros of the currency unit.
+const moneyScale = 6
+
+// minorUnitExponent is how many decimal places a currency's smallest unit
+// has at the providers (ISO 4217 minor units, as Stripe uses them). Currencies
+// not listed have two.
+var minorUnitExponent = map[string]int{
+	// zero-decimal
+	"BIF": 0, "CLP": 0, "DJF": 0, "GNF": 0, "JPY": 0, "KMF": 0, "KRW": 0, "MGA": 0,
+	"PYG": 0, "RWF": 0, "UGX": 0, "VND": 0, "VUV": 0, "XAF": 0, "XOF": 0, "XPF": 0,
+	// three-decimal
+	"BHD": 3, "JOD": 3, "KWD": 3, "OMR": 3, "TND": 3,
+}
+
+// exponentOf returns the minor-unit exponent of a currency. It is a function
+// over a map literal rather than global state that callers could change.
+func exponentOf(currency string) int {
+	if e, ok := minorUnitExponent[strings.ToUpper(currency)]; ok {
+		return e
+	}
+	return 2
+}
+
+func pow10(n int) int64 {
+	p := int64(1)
+	for range n {
+		p *= 10
+	}
+	return p
+}
+
+// MicrosToMinor converts money micros to the currency's smallest unit,
+// rounding half to even (the rounding fsm uses for money), so 1.234567 USD is
+// charged as 123 cents and 0.125 USD as 12.
+func MicrosToMinor(micros int64, currency string) (int64, error) {
+	if micros < 0 {
+		return 0, fmt.Errorf("amount %d micros is negative", micros)
+	}
+	div := pow10(moneyScale - exponentOf(currency))
+	q, r := micros/div, micros%div
+	switch {
+	case 2*r > div, 2*r == div && q%2 == 1:
+		q++
+	}
+	return q, nil
+}
+
+// MinorToMicros converts an amount in the currency's smallest unit to micros.
+func MinorToMicros(minor int64, currency string) (int64, error) {
+	if minor < 0 {
+		return 0, fmt.Errorf("amount %d is negative", minor)
+	}
+	mul := pow10(moneyScale - exponentOf(currency))
+	if minor > (1<<63-1)/mul {
+		return 0, fmt.Errorf("amount %d %s overflows micros", minor, currency)
+	}
+	return minor * mul, nil
+}
+
+// refundRevocation is the credits one refund revokes.
+type refundRevocation struct {
+	RefundID string
+	Credits  int64
+}
+
+// RevocationsForRefunds decides how many credits each refund of a purchase
+// revokes. A refund revokes in proportion to the money it returns:
+//
+//	revoked(i) = ⌊credits × R(i) / total⌋ − ⌊credits × R(i−1) / total⌋
+//
+// where R(i) is the money refunded by refund i and all refunds before it
+// (ordered by creation time, then id), capped at the purchase total. Taking
+// the difference of floors of the running total, instead of rounding each
+// refund on its own, means partial refunds that add up to the whole purchase
+// revoke exactly the whole grant, and each refund's share is fixed once the
+// refunds before it are known. Refunds that do not count (failed, canceled)
+// revoke nothing. totalMinor is the purchase total in the charge's minor
+// units (what the provider charged).
+func RevocationsForRefunds(credits, totalMinor int64, refunds []Refund) ([]refundRevocation, error) {
+	if credits < 0 {
+		return nil, fmt.Errorf("credits %d is negative", credits)
+	}
+	if totalMinor <= 0 {
+		return nil, fmt.Errorf("purchase total %d must be positive to refund against", totalMinor)
+	}
+	rs := append([]Refund(nil), refunds...)
+	sort.Slice(rs, func(i, j int) bool {
+		if rs[i].Created != rs[j].Created {
+			return rs[i].Created < rs[j].Created
+		}
+		return rs[i].ID < rs[j].ID
+	})
+	c, t := big.NewInt(credits), big.NewInt(totalMinor)
+	share := func(refunded int64) int64 {
+		if refunded >= totalMinor {
+			return credits
+		}
+		var n big.Int
+		n.Mul(c, big.NewInt(refunded))
+		n.Quo(&n, t) // both non-negative: Quo is floor
+		return n.Int64()
+	}
+	out := make([]refundRevocation, 0, len(rs))
+	var cum int64
+	for _, r := range rs {
+		if r.ID == "" {
+			return nil, fmt.Errorf("refund without an id")
+		}
+		if !r.Counts {
+			continue
+		}
+		if r.AmountMinor < 0 {
+			return nil, fmt.Errorf("refund %s: amount %d is negative", r.ID, r.AmountMinor)
+		}
+		before := share(cum)
+		cum += r.AmountMinor
+		if cum < 0 || cum > totalMinor {
+			cum = totalMinor
+		}
+		out = append(out, refundRevocation{RefundID: r.ID, Credits: share(cum) - before})
+	}
+	return out, nil
+}

@@ -1,0 +1,298 @@
+package billing
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"sort"
+	"time"
+)
+
+// MetadataPurchaseID is the metadata key that carries the creditd purchase id
+// on every object a connector creates (payment intents, invoices, invoice
+// items), so that webhooks can be mapped back to the purchase.
+const MetadataPurchaseID = "creditd_purchase_id"
+
+// MetadataCustomerID carries the creditd customer id on provider customers.
+const MetadataCustomerID = "creditd_customer_id"
+
+// Provider is a billing system creditd sells credits through. Every method
+// that moves money takes an idempotency key derived from the purchase id, so
+// calling it again after a timeout or a leader change returns the first
+// result instead of charging again.
+type Provider interface {
+	// Name is the connector's registry name.
+	Name() string
+	// EnsureCustomer returns the provider's id for the customer, creating
+	// the customer when c.ProviderRef is empty.
+	EnsureCustomer(ctx context.Context, c CustomerInfo) (string, error)
+	// ChargeOffSession charges the customer's saved payment method without
+	// the customer present. A decline is a Payment with StatusFailed, not an
+	// error; an error means the outcome is unknown and the call may be
+	// retried with the same key.
+	ChargeOffSession(ctx context.Context, req PaymentRequest) (Payment, error)
+	// StartOnSession starts a payment the customer completes in the caller's
+	// front end (Payment.ClientSecret or Payment.CheckoutURL).
+	StartOnSession(ctx context.Context, req PaymentRequest) (Payment, error)
+	// CreateInvoice creates and finalizes an invoice with one line for the
+	// credits; keys for each step are derived from req.IdempotencyKey.
+	CreateInvoice(ctx context.Context, req InvoiceRequest) (Invoice, error)
+	// LookupPayment returns a payment's current state.
+	LookupPayment(ctx context.Context, ref string) (Payment, error)
+	// LookupInvoice returns an invoice's current state.
+	LookupInvoice(ctx context.Context, ref string) (Invoice, error)
+	// Refunds lists the refunds of a charge (a provider-side payment
+	// attempt), for a refund event that does not carry them.
+	Refunds(ctx context.Context, chargeRef string) ([]Refund, error)
+	// ParseWebhook verifies a webhook's signature (with a tolerance window
+	// against replays of old payloads) and parses it into a neutral event.
+	// A verification failure matches ErrBadSignature.
+	ParseWebhook(payload []byte, header http.Header) (Event, error)
+}
+
+// ErrBadSignature is returned by ParseWebhook for a payload whose signature
+// is missing, wrong or outside the tolerance window.
+var ErrBadSignature = errors.New("webhook signature not valid")
+
+// ErrOperatorAction is returned by connectors that cannot carry out a
+// purchase themselves (manual): an operator completes it.
+var ErrOperatorAction = errors.New("purchase needs an operator")
+
+// ErrPermanent marks a provider error that retrying cannot fix (a malformed
+// request, a missing customer); the worker fails the purchase instead of
+// retrying.
+var ErrPermanent = errors.New("permanent provider error")
+
+// CustomerInfo identifies a creditd customer to a provider.
+type CustomerInfo struct {
+	ID          string // creditd customer id
+	Name        string
+	ProviderRef string // the provider's id, if known
+}
+
+// PaymentRequest asks for a payment of a purchase.
+type PaymentRequest struct {
+	PurchaseID     string
+	CustomerRef    string // the provider's customer id
+	AmountMicros   int64  // money micros (fsm.MoneyScale)
+	Currency       string // ISO 4217, upper case
+	Description    string
+	IdempotencyKey string
+}
+
+// InvoiceRequest asks for an invoice with one line for a purchase's credits.
+type InvoiceRequest struct {
+	PurchaseID     string
+	CustomerRef    string
+	AmountMicros   int64
+	Currency       string
+	Description    string // the line's text, e.g. "1000 AI credits"
+	DaysUntilDue   int64
+	IdempotencyKey string
+}
+
+// PaymentStatus is a payment's state in provider-neutral terms.
+type PaymentStatus uint8
+
+const (
+	// PaymentPending: no decision yet (processing, waiting for the customer).
+	PaymentPending PaymentStatus = iota
+	// PaymentSucceeded: the money is in.
+	PaymentSucceeded
+	// PaymentFailed: this attempt failed; Payment.Retryable says whether a
+	// new attempt may succeed.
+	PaymentFailed
+	// PaymentCanceled: the payment will never complete.
+	PaymentCanceled
+)
+
+func (s PaymentStatus) String() string {
+	switch s {
+	case PaymentPending:
+		return "pending"
+	case PaymentSucceeded:
+		return "succeeded"
+	case PaymentFailed:
+		return "failed"
+	case PaymentCanceled:
+		return "canceled"
+	}
+	return fmt.Sprintf("PaymentStatus(%d)", uint8(s))
+}
+
+// Payment is the state of one payment at the provider.
+type Payment struct {
+	Ref            string // payment intent id
+	PurchaseID     string // from the provider's metadata, if present
+	Status         PaymentStatus
+	ProviderStatus string // the provider's own word for it
+	FailureReason  string
+	// Retryable is set on a failed off-session charge that a later attempt
+	// may turn (a decline), and clear when no attempt can (no saved payment
+	// method).
+	Retryable    bool
+	ClientSecret string // on-session: for the front end's payment form
+	CheckoutURL  string // on-session: a hosted page, where the provider has one
+	AmountMinor  int64
+	Currency     string
+}
+
+// InvoiceStatus is an invoice's state in provider-neutral terms.
+type InvoiceStatus uint8
+
+const (
+	InvoiceDraft InvoiceStatus = iota
+	InvoiceOpen                // finalized, not yet paid
+	InvoicePaid
+	InvoiceVoid
+	InvoiceUncollectible
+)
+
+func (s InvoiceStatus) String() string {
+	switch s {
+	case InvoiceDraft:
+		return "draft"
+	case InvoiceOpen:
+		return "open"
+	case InvoicePaid:
+		return "paid"
+	case InvoiceVoid:
+		return "void"
+	case InvoiceUncollectible:
+		return "uncollectible"
+	}
+	return fmt.Sprintf("InvoiceStatus(%d)", uint8(s))
+}
+
+// Invoice is the state of one invoice at the provider.
+type Invoice struct {
+	Ref            string
+	PurchaseID     string
+	Status         InvoiceStatus
+	ProviderStatus string
+	HostedURL      string
+	AmountMinor    int64
+	Currency       string
+}
+
+// Refund is one refund of a charge.
+type Refund struct {
+	ID          string
+	AmountMinor int64
+	Currency    string
+	// Counts is false for refunds that failed or were canceled: they give
+	// no money back and revoke nothing.
+	Counts  bool
+	Created int64 // provider time, seconds; orders refunds of one charge
+}
+
+// EventKind is a webhook event in provider-neutral terms.
+type EventKind uint8
+
+const (
+	EventIgnored EventKind = iota // a type billing does not act on
+	EventPaymentSucceeded
+	EventPaymentFailed
+	EventInvoiceFinalized
+	EventInvoicePaid
+	EventInvoiceVoided
+	EventInvoiceUncollectible
+	EventChargeRefunded
+)
+
+func (k EventKind) String() string {
+	switch k {
+	case EventIgnored:
+		return "ignored"
+	case EventPaymentSucceeded:
+		return "payment succeeded"
+	case EventPaymentFailed:
+		return "payment failed"
+	case EventInvoiceFinalized:
+		return "invoice finalized"
+	case EventInvoicePaid:
+		return "invoice paid"
+	case EventInvoiceVoided:
+		return "invoice voided"
+	case EventInvoiceUncollectible:
+		return "invoice uncollectible"
+	case EventChargeRefunded:
+		return "charge refunded"
+	}
+	return fmt.Sprintf("EventKind(%d)", uint8(k))
+}
+
+// Event is a verified webhook event.
+type Event struct {
+	ID             string // the provider's event id: the replay key
+	Type           string // the provider's event type
+	Kind           EventKind
+	PurchaseID     string // from metadata; may be empty for refunds
+	ObjectRef      string // payment intent, invoice or charge id
+	PaymentRef     string // for refunds: the charge's payment intent
+	ProviderStatus string
+	FailureReason  string
+	// Refund events: the charge's amounts and, when the payload carries
+	// them, its refunds.
+	AmountMinor         int64
+	AmountRefundedMinor int64
+	Currency            string
+	Refunds             []Refund
+	RefundsComplete     bool // Refunds lists every refund of the charge
+}
+
+// Config is what connectors are built from. Secrets are read through Getenv
+// and ReadFile so that tests and the process wire them alike.
+type Config struct {
+	// Getenv reads the environment (os.Getenv in production).
+	Getenv func(string) string
+	// ReadFile reads a secret file (os.ReadFile in production).
+	ReadFile func(string) ([]byte, error)
+	// StripeURL overrides the Stripe API's base URL (stripe-mock in tests);
+	// CREDITD_STRIPE_API_URL sets it too.
+	StripeURL string
+	// HTTPClient is used for provider calls; nil = a client with a 30 s
+	// timeout.
+	HTTPClient *http.Client
+	// WebhookTolerance bounds the age of a signed webhook; 0 = 5 minutes.
+	WebhookTolerance time.Duration
+	Logger           *slog.Logger
+}
+
+// Constructor builds a connector from its configuration.
+type Constructor func(Config) (Provider, error)
+
+// Connectors lists the connectors by registry name. It builds a new map on
+// each call, so nothing global can be changed by a caller.
+func Connectors() map[string]Constructor {
+	return map[string]Constructor{
+		"stripe": func(c Config) (Provider, error) { return NewStripeFromConfig(c) },
+		"manual": func(Config) (Provider, error) { return NewManual(), nil },
+	}
+}
+
+// ConnectorNames lists the registry names in order, for flag help.
+func ConnectorNames() []string {
+	m := Connectors()
+	names := make([]string, 0, len(m))
+	for n := range m {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// Open builds the connector registered under name.
+func Open(name string, cfg Config) (Provider, error) {
+	ctor, ok := Connectors()[name]
+	if !ok {
+		return nil, fmt.Errorf("billing: unknown connector %q (known: %v)", name, ConnectorNames())
+	}
+	p, err := ctor(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("billing: open connector %q: %w", name, err)
+	}
+	return p, nil
+}

@@ -1,0 +1,527 @@
+package billing
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/stripe/stripe-go/v82"
+	"github.com/stripe/stripe-go/v82/webhook"
+)
+
+// Environment variables the stripe connector reads. Each secret may instead
+// be given as a file path in NAME_FILE.
+const (
+	EnvStripeSecretKey     = "CREDITD_STRIPE_SECRET_KEY"
+	EnvStripeWebhookSecret = "CREDITD_STRIPE_WEBHOOK_SECRET"
+	EnvStripeAPIURL        = "CREDITD_STRIPE_API_URL"
+)
+
+// Limits of the stripe connector.
+const (
+	// defaultStripeHTTPTimeout bounds one HTTP call when the caller's
+	// context has no earlier deadline.
+	defaultStripeHTTPTimeout = 30 * time.Second
+	// maxRefundsListed bounds the refunds read for one charge.
+	maxRefundsListed = 100
+	// maxStripeAmountMinor is Stripe's largest amount (eight digits).
+	maxStripeAmountMinor = 99_999_999
+	// defaultDaysUntilDue is the payment term of invoices.
+	defaultDaysUntilDue = 30
+)
+
+// Stripe is the connector to Stripe through stripe-go's client.
+type Stripe struct {
+	client           *stripe.Client
+	webhookSecret    Secret
+	webhookTolerance time.Duration
+}
+
+// StripeOptions configure a Stripe connector built directly (tests);
+// NewStripeFromConfig reads the same from the environment.
+type StripeOptions struct {
+	SecretKey        Secret
+	WebhookSecret    Secret
+	URL              string // API base URL; "" = Stripe's
+	HTTPClient       *http.Client
+	WebhookTolerance time.Duration
+}
+
+// NewStripeFromConfig builds the connector from CREDITD_STRIPE_SECRET_KEY,
+// CREDITD_STRIPE_WEBHOOK_SECRET (or their _FILE forms) and the API URL.
+func NewStripeFromConfig(cfg Config) (*Stripe, error) {
+	key, err := LoadSecret(cfg, EnvStripeSecretKey)
+	if err != nil {
+		return nil, err
+	}
+	if key.Empty() {
+		return nil, fmt.Errorf("%s (or %s_FILE) is not set", EnvStripeSecretKey, EnvStripeSecretKey)
+	}
+	whsec, err := LoadSecret(cfg, EnvStripeWebhookSecret)
+	if err != nil {
+		return nil, err
+	}
+	if whsec.Empty() {
+		return nil, fmt.Errorf("%s (or %s_FILE) is not set: webhooks could not be verified", EnvStripeWebhookSecret, EnvStripeWebhookSecret)
+	}
+	u := cfg.StripeURL
+	if u == "" && cfg.Getenv != nil {
+		u = cfg.Getenv(EnvStripeAPIURL)
+	}
+	return NewStripe(StripeOptions{SecretKey: key, WebhookSecret: whsec, URL: u,
+		HTTPClient: cfg.HTTPClient, WebhookTolerance: cfg.WebhookTolerance})
+}
+
+// NewStripe builds the connector.
+func NewStripe(o StripeOptions) (*Stripe, error) {
+	if o.SecretKey.Empty() {
+		return nil, errors.New("stripe: secret key is empty")
+	}
+	if o.WebhookSecret.Empty() {
+		return nil, errors.New("stripe: webhook secret is empty")
+	}
+	if o.WebhookTolerance < 0 {
+		return nil, fmt.Errorf("stripe: webhook tolerance %v is negative", o.WebhookTolerance)
+	}
+	if o.WebhookTolerance == 0 {
+		o.WebhookTolerance = webhook.DefaultTolerance
+	}
+	hc := o.HTTPClient
+	if hc == nil {
+		hc = &http.Client{Timeout: defaultStripeHTTPTimeout}
+	}
+	bc := &stripe.BackendConfig{
+		HTTPClient: hc,
+		// Our worker retries with the same idempotency key; one quick
+		// retry in the client covers a dropped connection.
+		MaxNetworkRetries: stripe.Int64(1),
+		// stripe-go's own logging is off: errors come back to the caller,
+		// which logs them with context and without secrets.
+		LeveledLogger: &stripe.LeveledLogger{Level: stripe.LevelNull},
+	}
+	if o.URL != "" {
+		pu, err := url.Parse(o.URL)
+		if err != nil || (pu.Scheme != "http" && pu.Scheme != "https") || pu.Host == "" {
+			return nil, fmt.Errorf("stripe: API URL %q is not an http(s) URL", o.URL)
+		}
+		bc.URL = stripe.String(strings.TrimRight(o.URL, "/"))
+	}
+	client := stripe.NewClient(o.SecretKey.Reveal(), stripe.WithBackends(stripe.NewBackendsWithConfig(bc)))
+	return &Stripe{client: client, webhookSecret: o.WebhookSecret, webhookTolerance: o.WebhookTolerance}, nil
+}
+
+func (*Stripe) Name() string { return "stripe" }
+
+// EnsureCustomer creates the Stripe customer for c unless it has one. The
+// idempotency key is derived from the creditd customer id, so two leaders
+// racing (or a retry) create one customer.
+func (s *Stripe) EnsureCustomer(ctx context.Context, c CustomerInfo) (string, error) {
+	if c.ProviderRef != "" {
+		return c.ProviderRef, nil
+	}
+	if c.ID == "" {
+		return "", fmt.Errorf("stripe: ensure customer: id is empty: %w", ErrPermanent)
+	}
+	p := &stripe.CustomerCreateParams{Metadata: map[string]string{MetadataCustomerID: c.ID}}
+	if c.Name != "" {
+		p.Name = stripe.String(c.Name)
+	}
+	p.SetIdempotencyKey("creditd-customer:" + c.ID)
+	cust, err := s.client.V1Customers.Create(ctx, p)
+	if err != nil {
+		return "", fmt.Errorf("stripe: create customer for %s: %w", c.ID, classify(err))
+	}
+	return cust.ID, nil
+}
+
+// defaultPaymentMethod finds the payment method to charge off-session: the
+// customer's invoice default, else the first saved card.
+func (s *Stripe) defaultPaymentMethod(ctx context.Context, customerRef string) (string, error) {
+	cust, err := s.client.V1Customers.Retrieve(ctx, customerRef, nil)
+	if err != nil {
+		return "", fmt.Errorf("stripe: retrieve customer %s: %w", customerRef, classify(err))
+	}
+	if cust.InvoiceSettings != nil && cust.InvoiceSettings.DefaultPaymentMethod != nil &&
+		cust.InvoiceSettings.DefaultPaymentMethod.ID != "" {
+		return cust.InvoiceSettings.DefaultPaymentMethod.ID, nil
+	}
+	lp := &stripe.CustomerListPaymentMethodsParams{Customer: stripe.String(customerRef)}
+	lp.Limit = stripe.Int64(1)
+	for pm, err := range s.client.V1Customers.ListPaymentMethods(ctx, lp) {
+		if err != nil {
+			return "", fmt.Errorf("stripe: list payment methods of %s: %w", customerRef, classify(err))
+		}
+		return pm.ID, nil
+	}
+	return "", nil
+}
+
+func (s *Stripe) paymentParams(req PaymentRequest) (*stripe.PaymentIntentCreateParams, error) {
+	if req.PurchaseID == "" || req.IdempotencyKey == "" {
+		return nil, fmt.Errorf("stripe: purchase id and idempotency key are required: %w", ErrPermanent)
+	}
+	if req.CustomerRef == "" {
+		return nil, fmt.Errorf("stripe: purchase %s: customer has no Stripe id: %w", req.PurchaseID, ErrPermanent)
+	}
+	amount, err := MicrosToMinor(req.AmountMicros, req.Currency)
+	if err != nil || amount <= 0 || amount > maxStripeAmountMinor {
+		return nil, fmt.Errorf("stripe: purchase %s: amount %d micros %s is not chargeable: %w",
+			req.PurchaseID, req.AmountMicros, req.Currency, ErrPermanent)
+	}
+	p := &stripe.PaymentIntentCreateParams{
+		Amount:   stripe.Int64(amount),
+		Currency: stripe.String(strings.ToLower(req.Currency)),
+		Customer: stripe.String(req.CustomerRef),
+		Metadata: map[string]string{MetadataPurchaseID: req.PurchaseID},
+	}
+	if req.Description != "" {
+		p.Description = stripe.String(req.Description)
+	}
+	p.SetIdempotencyKey(req.IdempotencyKey)
+	return p, nil
+}
+
+// ChargeOffSession creates and confirms a PaymentIntent on the customer's
+// saved payment method with off_session set.
+func (s *Stripe) ChargeOffSession(ctx context.Context, req PaymentRequest) (Payment, error) {
+	p, err := s.paymentParams(req)
+	if err != nil {
+		return Payment{}, err
+	}
+	pm, err := s.defaultPaymentMethod(ctx, req.CustomerRef)
+	if err != nil {
+		return Payment{}, err
+	}
+	if pm == "" {
+		return Payment{PurchaseID: req.PurchaseID, Status: PaymentFailed, ProviderStatus: "no_payment_method",
+			FailureReason: "customer has no saved payment method", Retryable: false}, nil
+	}
+	p.PaymentMethod = stripe.String(pm)
+	p.OffSession = stripe.Bool(true)
+	p.Confirm = stripe.Bool(true)
+	pi, err := s.client.V1PaymentIntents.Create(ctx, p)
+	if err != nil {
+		var se *stripe.Error
+		if errors.As(err, &se) && se.Type == stripe.ErrorTypeCard {
+			// A decline: the outcome is known.
+			pay := Payment{PurchaseID: req.PurchaseID, Status: PaymentFailed, ProviderStatus: string(se.Code),
+				FailureReason: declineReason(se), Retryable: se.Code != stripe.ErrorCodeAuthenticationRequired}
+			if se.PaymentIntent != nil {
+				pay.Ref = se.PaymentIntent.ID
+			}
+			return pay, nil
+		}
+		return Payment{}, fmt.Errorf("stripe: charge purchase %s: %w", req.PurchaseID, classify(err))
+	}
+	return paymentOf(pi), nil
+}
+
+// StartOnSession creates a PaymentIntent for the customer to confirm in the
+// front end with its client secret.
+func (s *Stripe) StartOnSession(ctx context.Context, req PaymentRequest) (Payment, error) {
+	p, err := s.paymentParams(req)
+	if err != nil {
+		return Payment{}, err
+	}
+	p.AutomaticPaymentMethods = &stripe.PaymentIntentCreateAutomaticPaymentMethodsParams{Enabled: stripe.Bool(true)}
+	// Saving the method lets later automatic top-ups charge it off-session.
+	p.SetupFutureUsage = stripe.String(string(stripe.PaymentIntentSetupFutureUsageOffSession))
+	pi, err := s.client.V1PaymentIntents.Create(ctx, p)
+	if err != nil {
+		return Payment{}, fmt.Errorf("stripe: start payment of purchase %s: %w", req.PurchaseID, classify(err))
+	}
+	return paymentOf(pi), nil
+}
+
+// CreateInvoice creates a draft invoice, adds one line for the credits and
+// finalizes it. Each step has its own key derived from req.IdempotencyKey,
+// so a retry after any step resumes without a second invoice or line.
+func (s *Stripe) CreateInvoice(ctx context.Context, req InvoiceRequest) (Invoice, error) {
+	if req.PurchaseID == "" || req.IdempotencyKey == "" {
+		return Invoice{}, fmt.Errorf("stripe: purchase id and idempotency key are required: %w", ErrPermanent)
+	}
+	if req.CustomerRef == "" {
+		return Invoice{}, fmt.Errorf("stripe: purchase %s: customer has no Stripe id: %w", req.PurchaseID, ErrPermanent)
+	}
+	amount, err := MicrosToMinor(req.AmountMicros, req.Currency)
+	if err != nil || amount <= 0 || amount > maxStripeAmountMinor {
+		return Invoice{}, fmt.Errorf("stripe: purchase %s: amount %d micros %s is not invoiceable: %w",
+			req.PurchaseID, req.AmountMicros, req.Currency, ErrPermanent)
+	}
+	days := req.DaysUntilDue
+	if days <= 0 {
+		days = defaultDaysUntilDue
+	}
+	meta := map[string]string{MetadataPurchaseID: req.PurchaseID}
+	ip := &stripe.InvoiceCreateParams{
+		Customer:                    stripe.String(req.CustomerRef),
+		Currency:                    stripe.String(strings.ToLower(req.Currency)),
+		CollectionMethod:            stripe.String(string(stripe.InvoiceCollectionMethodSendInvoice)),
+		DaysUntilDue:                stripe.Int64(days),
+		AutoAdvance:                 stripe.Bool(false),
+		PendingInvoiceItemsBehavior: stripe.String("exclude"),
+		Metadata:                    meta,
+	}
+	ip.SetIdempotencyKey(req.IdempotencyKey + ":invoice")
+	inv, err := s.client.V1Invoices.Create(ctx, ip)
+	if err != nil {
+		return Invoice{}, fmt.Errorf("stripe: create invoice for purchase %s: %w", req.PurchaseID, classify(err))
+	}
+	lp := &stripe.InvoiceItemCreateParams{
+		Customer: stripe.String(req.CustomerRef),
+		Invoice:  stripe.String(inv.ID),
+		Amount:   stripe.Int64(amount),
+		Currency: stripe.String(strings.ToLower(req.Currency)),
+		Metadata: meta,
+	}
+	if req.Description != "" {
+		lp.Description = stripe.String(req.Description)
+	}
+	lp.SetIdempotencyKey(req.IdempotencyKey + ":line")
+	if _, err := s.client.V1InvoiceItems.Create(ctx, lp); err != nil {
+		return Invoice{}, fmt.Errorf("stripe: add line to invoice %s of purchase %s: %w", inv.ID, req.PurchaseID, classify(err))
+	}
+	fp := &stripe.InvoiceFinalizeInvoiceParams{AutoAdvance: stripe.Bool(false)}
+	fp.SetIdempotencyKey(req.IdempotencyKey + ":finalize")
+	fin, err := s.client.V1Invoices.FinalizeInvoice(ctx, inv.ID, fp)
+	if err != nil {
+		return Invoice{}, fmt.Errorf("stripe: finalize invoice %s of purchase %s: %w", inv.ID, req.PurchaseID, classify(err))
+	}
+	out := invoiceOf(fin)
+	if out.PurchaseID == "" {
+		out.PurchaseID = req.PurchaseID
+	}
+	return out, nil
+}
+
+// LookupPayment reads a PaymentIntent. When its metadata has no purchase id
+// (a payment Stripe made for an invoice), the invoice it paid is asked.
+func (s *Stripe) LookupPayment(ctx context.Context, ref string) (Payment, error) {
+	if ref == "" {
+		return Payment{}, fmt.Errorf("stripe: look up payment: ref is empty: %w", ErrPermanent)
+	}
+	pi, err := s.client.V1PaymentIntents.Retrieve(ctx, ref, nil)
+	if err != nil {
+		return Payment{}, fmt.Errorf("stripe: retrieve payment intent %s: %w", ref, classify(err))
+	}
+	pay := paymentOf(pi)
+	if pay.PurchaseID == "" {
+		lp := &stripe.InvoicePaymentListParams{Payment: &stripe.InvoicePaymentListPaymentParams{
+			Type: stripe.String("payment_intent"), PaymentIntent: stripe.String(ref)}}
+		lp.Limit = stripe.Int64(1)
+		lp.AddExpand("data.invoice")
+		for ip, err := range s.client.V1InvoicePayments.List(ctx, lp) {
+			if err != nil {
+				return Payment{}, fmt.Errorf("stripe: find invoice paid by %s: %w", ref, classify(err))
+			}
+			if ip.Invoice != nil && ip.Invoice.Metadata != nil {
+				pay.PurchaseID = ip.Invoice.Metadata[MetadataPurchaseID]
+			}
+			break
+		}
+	}
+	return pay, nil
+}
+
+// LookupInvoice reads an invoice.
+func (s *Stripe) LookupInvoice(ctx context.Context, ref string) (Invoice, error) {
+	if ref == "" {
+		return Invoice{}, fmt.Errorf("stripe: look up invoice: ref is empty: %w", ErrPermanent)
+	}
+	inv, err := s.client.V1Invoices.Retrieve(ctx, ref, nil)
+	if err != nil {
+		return Invoice{}, fmt.Errorf("stripe: retrieve invoice %s: %w", ref, classify(err))
+	}
+	return invoiceOf(inv), nil
+}
+
+// Refunds lists a charge's refunds (at most maxRefundsListed).
+func (s *Stripe) Refunds(ctx context.Context, chargeRef string) ([]Refund, error) {
+	if chargeRef == "" {
+		return nil, fmt.Errorf("stripe: list refunds: charge is empty: %w", ErrPermanent)
+	}
+	lp := &stripe.RefundListParams{Charge: stripe.String(chargeRef)}
+	lp.Limit = stripe.Int64(maxRefundsListed)
+	var out []Refund
+	for r, err := range s.client.V1Refunds.List(ctx, lp) {
+		if err != nil {
+			return nil, fmt.Errorf("stripe: list refunds of %s: %w", chargeRef, classify(err))
+		}
+		if len(out) == maxRefundsListed {
+			return nil, fmt.Errorf("stripe: charge %s has more than %d refunds", chargeRef, maxRefundsListed)
+		}
+		out = append(out, refundOf(r))
+	}
+	return out, nil
+}
+
+// ParseWebhook verifies the Stripe-Signature header with the webhook secret
+// and the tolerance window, then maps the event.
+func (s *Stripe) ParseWebhook(payload []byte, header http.Header) (Event, error) {
+	sig := header.Get("Stripe-Signature")
+	if sig == "" {
+		return Event{}, fmt.Errorf("stripe: no Stripe-Signature header: %w", ErrBadSignature)
+	}
+	ev, err := webhook.ConstructEventWithOptions(payload, sig, s.webhookSecret.Reveal(),
+		webhook.ConstructEventOptions{Tolerance: s.webhookTolerance})
+	if err != nil {
+		return Event{}, fmt.Errorf("stripe: %v: %w", err, ErrBadSignature)
+	}
+	return eventOf(ev)
+}
+
+// eventOf maps a verified Stripe event onto a neutral Event.
+func eventOf(ev stripe.Event) (Event, error) {
+	out := Event{ID: ev.ID, Type: string(ev.Type)}
+	if ev.ID == "" {
+		return Event{}, errors.New("stripe: event has no id")
+	}
+	if ev.Data == nil {
+		return Event{}, fmt.Errorf("stripe: event %s has no data", ev.ID)
+	}
+	switch ev.Type {
+	case stripe.EventTypePaymentIntentSucceeded, stripe.EventTypePaymentIntentPaymentFailed:
+		var pi stripe.PaymentIntent
+		if err := json.Unmarshal(ev.Data.Raw, &pi); err != nil {
+			return Event{}, fmt.Errorf("stripe: event %s: decode payment intent: %w", ev.ID, err)
+		}
+		p := paymentOf(&pi)
+		out.Kind = EventPaymentSucceeded
+		if ev.Type == stripe.EventTypePaymentIntentPaymentFailed {
+			out.Kind = EventPaymentFailed
+		}
+		out.PurchaseID, out.ObjectRef, out.ProviderStatus, out.FailureReason = p.PurchaseID, p.Ref, p.ProviderStatus, p.FailureReason
+		out.AmountMinor, out.Currency = p.AmountMinor, p.Currency
+	case stripe.EventTypeInvoiceFinalized, stripe.EventTypeInvoicePaid, stripe.EventTypeInvoiceVoided,
+		stripe.EventTypeInvoiceMarkedUncollectible:
+		var inv stripe.Invoice
+		if err := json.Unmarshal(ev.Data.Raw, &inv); err != nil {
+			return Event{}, fmt.Errorf("stripe: event %s: decode invoice: %w", ev.ID, err)
+		}
+		i := invoiceOf(&inv)
+		switch ev.Type {
+		case stripe.EventTypeInvoiceFinalized:
+			out.Kind = EventInvoiceFinalized
+		case stripe.EventTypeInvoicePaid:
+			out.Kind = EventInvoicePaid
+		case stripe.EventTypeInvoiceVoided:
+			out.Kind = EventInvoiceVoided
+		default:
+			out.Kind = EventInvoiceUncollectible
+		}
+		out.PurchaseID, out.ObjectRef, out.ProviderStatus = i.PurchaseID, i.Ref, i.ProviderStatus
+		out.AmountMinor, out.Currency = i.AmountMinor, i.Currency
+	case stripe.EventTypeChargeRefunded:
+		var ch stripe.Charge
+		if err := json.Unmarshal(ev.Data.Raw, &ch); err != nil {
+			return Event{}, fmt.Errorf("stripe: event %s: decode charge: %w", ev.ID, err)
+		}
+		out.Kind = EventChargeRefunded
+		out.ObjectRef = ch.ID
+		out.PurchaseID = ch.Metadata[MetadataPurchaseID]
+		if ch.PaymentIntent != nil {
+			out.PaymentRef = ch.PaymentIntent.ID
+		}
+		out.AmountMinor, out.AmountRefundedMinor = ch.Amount, ch.AmountRefunded
+		out.Currency = strings.ToUpper(string(ch.Currency))
+		out.ProviderStatus = string(ch.Status)
+		if ch.Refunds != nil {
+			for _, r := range ch.Refunds.Data {
+				out.Refunds = append(out.Refunds, refundOf(r))
+			}
+			out.RefundsComplete = !ch.Refunds.HasMore
+		}
+	default:
+		out.Kind = EventIgnored
+	}
+	return out, nil
+}
+
+func paymentOf(pi *stripe.PaymentIntent) Payment {
+	p := Payment{Ref: pi.ID, ProviderStatus: string(pi.Status), ClientSecret: pi.ClientSecret,
+		AmountMinor: pi.Amount, Currency: strings.ToUpper(string(pi.Currency))}
+	if pi.Metadata != nil {
+		p.PurchaseID = pi.Metadata[MetadataPurchaseID]
+	}
+	switch pi.Status {
+	case stripe.PaymentIntentStatusSucceeded:
+		p.Status = PaymentSucceeded
+	case stripe.PaymentIntentStatusCanceled:
+		p.Status = PaymentCanceled
+	case stripe.PaymentIntentStatusRequiresPaymentMethod:
+		if pi.LastPaymentError != nil {
+			p.Status = PaymentFailed
+			p.FailureReason = declineReason(pi.LastPaymentError)
+			p.Retryable = pi.LastPaymentError.Code != stripe.ErrorCodeAuthenticationRequired
+		}
+	}
+	return p
+}
+
+func invoiceOf(inv *stripe.Invoice) Invoice {
+	i := Invoice{Ref: inv.ID, ProviderStatus: string(inv.Status), HostedURL: inv.HostedInvoiceURL,
+		AmountMinor: inv.AmountDue, Currency: strings.ToUpper(string(inv.Currency))}
+	if inv.Metadata != nil {
+		i.PurchaseID = inv.Metadata[MetadataPurchaseID]
+	}
+	switch inv.Status {
+	case stripe.InvoiceStatusOpen:
+		i.Status = InvoiceOpen
+	case stripe.InvoiceStatusPaid:
+		i.Status = InvoicePaid
+	case stripe.InvoiceStatusVoid:
+		i.Status = InvoiceVoid
+	case stripe.InvoiceStatusUncollectible:
+		i.Status = InvoiceUncollectible
+	default:
+		i.Status = InvoiceDraft
+	}
+	return i
+}
+
+func refundOf(r *stripe.Refund) Refund {
+	return Refund{ID: r.ID, AmountMinor: r.Amount, Currency: strings.ToUpper(string(r.Currency)),
+		Counts:  r.Status != stripe.RefundStatusFailed && r.Status != stripe.RefundStatusCanceled,
+		Created: r.Created}
+}
+
+func declineReason(e *stripe.Error) string {
+	parts := []string{}
+	if e.Code != "" {
+		parts = append(parts, string(e.Code))
+	}
+	if e.DeclineCode != "" {
+		parts = append(parts, string(e.DeclineCode))
+	}
+	if e.Msg != "" {
+		parts = append(parts, e.Msg)
+	}
+	if len(parts) == 0 {
+		return "declined"
+	}
+	return strings.Join(parts, ": ")
+}
+
+// classify marks Stripe errors that a retry cannot fix as ErrPermanent:
+// malformed requests (400, 404) and a key reused with other parameters.
+// Everything else (network, 409 lock, 429, 5xx, and 401 — a key an operator
+// will fix) is left transient: the worker retries it with the same key.
+func classify(err error) error {
+	var se *stripe.Error
+	if !errors.As(err, &se) {
+		return err
+	}
+	switch {
+	case se.Type == stripe.ErrorTypeIdempotency && se.HTTPStatusCode != http.StatusConflict:
+		return fmt.Errorf("%w (%w)", err, ErrPermanent)
+	case se.Type == stripe.ErrorTypeInvalidRequest &&
+		(se.HTTPStatusCode == http.StatusBadRequest || se.HTTPStatusCode == http.StatusNotFound):
+		return fmt.Errorf("%w (%w)", err, ErrPermanent)
+	}
+	return err
+}

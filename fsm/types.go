@@ -300,7 +300,13 @@ type EventStatus uint8
 
 const (
 	EventBurned EventStatus = iota
+	// EventDenied: the pool could not cover the event; nothing was burned.
 	EventDenied
+	// EventRejected: the event itself is wrong (Code and Reason say how):
+	// an unknown customer or feature, a bad field, or an id reused with a
+	// different payload. Rejections are not remembered, so a corrected
+	// retry with the same id is applied.
+	EventRejected
 )
 
 // GrantBurn is the part of a burn taken from one grant.
@@ -320,8 +326,10 @@ type EventResult struct {
 	Burns          []GrantBurn
 	BalanceAfter   int64
 	AvailableAfter int64
-	Reason         string // for denials
+	Reason         string // for denials and rejections
 	Available      int64  // at the time of a denial
+	Code           Code   // for rejections
+	Field          string // for rejections
 }
 
 // Balance is a pool's position at a time.

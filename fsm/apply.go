@@ -1,0 +1,348 @@
+package fsm
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// Apply applies entries in order in one storage transaction. results[i][j]
+// is the result of command j of entries[i]. Entries at or below the applied
+// index are skipped (their results are nil). The error is a storage failure
+// or an entry from a newer creditd (ErrUnknownVersion); the FSM has then
+// changed nothing, and the node must stop rather than go on without it.
+func (f *FSM) Apply(entries []Entry) ([][]Result, error) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	if f.db == nil {
+		return nil, errClosed
+	}
+	tx, err := f.db.Begin(true)
+	if err != nil {
+		return nil, fmt.Errorf("apply: begin: %w", err)
+	}
+	a := f.ap
+	if a == nil {
+		a = &applier{}
+		f.ap = a
+	}
+	a.reset(f, tx)
+	results := make([][]Result, len(entries))
+	for i, e := range entries {
+		if e.Index <= a.applied {
+			continue
+		}
+		a.applied = e.Index
+		if len(e.Data) == 0 {
+			continue
+		}
+		t, cmds, err := DecodeEntry(e.Data)
+		if errors.Is(err, ErrUnknownVersion) {
+			tx.Rollback()
+			return nil, fmt.Errorf("apply entry %d: %w", e.Index, err)
+		}
+		if err != nil {
+			// A malformed entry is refused the same way on every replica.
+			results[i] = []Result{{Err: invalid("entry", "%v", err)}}
+			continue
+		}
+		if t < a.now {
+			t = a.now // time never goes backwards, whatever the leader sent
+		}
+		a.now = t
+		a.index = e.Index
+		rs := make([]Result, len(cmds))
+		for j, c := range cmds {
+			a.cmdPos = j
+			rs[j] = a.apply(c)
+			if a.err != nil {
+				tx.Rollback()
+				return nil, fmt.Errorf("apply entry %d command %d: %w", e.Index, j, a.err)
+			}
+		}
+		results[i] = rs
+	}
+	if err := a.flush(); err != nil {
+		tx.Rollback()
+		return nil, fmt.Errorf("apply: flush: %w", err)
+	}
+	if err := tx.Commit(); err != nil {
+		return nil, fmt.Errorf("apply: commit: %w", err)
+	}
+	f.applied.Store(a.applied)
+	f.lastTime.Store(int64(a.now))
+	f.lastSeq.Store(a.seq)
+	a.tx = nil
+	return results, nil
+}
+
+// applier holds one Apply call's transaction and the records it has loaded.
+// Records are decoded once per call, changed in memory and written back in
+// flush, in the order they were first changed.
+type applier struct {
+	f       *FSM
+	tx      *bolt.Tx
+	applied uint64
+	index   uint64
+	cmdPos  int
+	now     Timestamp
+	seq     uint64
+	err     error // storage failure: fatal
+
+	customers map[string]*Customer
+	pools     map[string]*Pool
+	grants    map[string]*Grant
+	features  map[string]*Feature
+	ctypes    map[string]*CreditType
+	plans     map[string]*Plan
+	dirty     []dirtyRecord
+	isDirty   map[any]bool
+
+	buf     enc
+	scratch []*Grant
+
+	bLedger, bCustLedger, bIdem, bIdemTime, bGrant, bBurnOrder *bolt.Bucket
+}
+
+type dirtyRecord struct {
+	bucket []byte
+	key    []byte
+	rec    interface{ encode(*enc) }
+}
+
+func (a *applier) reset(f *FSM, tx *bolt.Tx) {
+	a.f, a.tx, a.err = f, tx, nil
+	a.applied = f.applied.Load()
+	a.now = Timestamp(f.lastTime.Load())
+	a.seq = f.lastSeq.Load()
+	if a.customers == nil || len(a.grants) > 4096 {
+		a.customers = map[string]*Customer{}
+		a.pools = map[string]*Pool{}
+		a.grants = map[string]*Grant{}
+		a.features = map[string]*Feature{}
+		a.ctypes = map[string]*CreditType{}
+		a.plans = map[string]*Plan{}
+		a.isDirty = map[any]bool{}
+	} else {
+		clear(a.customers)
+		clear(a.pools)
+		clear(a.grants)
+		clear(a.features)
+		clear(a.ctypes)
+		clear(a.plans)
+		clear(a.isDirty)
+	}
+	a.dirty = a.dirty[:0]
+	a.bLedger = tx.Bucket(bLedger)
+	a.bLedger.FillPercent = 1.0 // keys only ever grow
+	a.bCustLedger = tx.Bucket(bCustLedger)
+	a.bIdem = tx.Bucket(bIdem)
+	a.bIdemTime = tx.Bucket(bIdemTime)
+	a.bGrant = tx.Bucket(bGrant)
+	a.bBurnOrder = tx.Bucket(bBurnOrder)
+}
+
+func (a *applier) flush() error {
+	for _, d := range a.dirty {
+		a.buf.b = a.buf.b[:0]
+		d.rec.encode(&a.buf)
+		if err := a.tx.Bucket(d.bucket).Put(d.key, bytes.Clone(a.buf.b)); err != nil {
+			return err
+		}
+	}
+	m := a.tx.Bucket(bMeta)
+	if err := m.Put(metaApplied, u64key(a.applied)); err != nil {
+		return err
+	}
+	if err := m.Put(metaTime, u64key(uint64(a.now))); err != nil {
+		return err
+	}
+	return m.Put(metaSeq, u64key(a.seq))
+}
+
+func (a *applier) markDirty(bucket []byte, key string, rec interface{ encode(*enc) }) {
+	if a.isDirty[rec] {
+		return
+	}
+	a.isDirty[rec] = true
+	a.dirty = append(a.dirty, dirtyRecord{bucket: bucket, key: []byte(key), rec: rec})
+}
+
+// put writes a value now (for records not cached in the applier).
+func (a *applier) put(b *bolt.Bucket, key, val []byte) {
+	if a.err != nil {
+		return
+	}
+	if err := b.Put(key, val); err != nil {
+		a.err = err
+	}
+}
+
+func (a *applier) del(b *bolt.Bucket, key []byte) {
+	if a.err != nil {
+		return
+	}
+	if err := b.Delete(key); err != nil {
+		a.err = err
+	}
+}
+
+func (a *applier) encodeRec(rec interface{ encode(*enc) }) []byte {
+	a.buf.b = a.buf.b[:0]
+	rec.encode(&a.buf)
+	return bytes.Clone(a.buf.b)
+}
+
+func (a *applier) apply(c Command) Result {
+	var v any
+	var err error
+	dup := false
+	switch c := c.(type) {
+	case CreateCreditType:
+		v, err = a.createCreditType(c)
+	case UpsertFeature:
+		v, err = a.upsertFeature(c)
+	case UpsertPlan:
+		v, err = a.upsertPlan(c)
+	case UpsertCustomer:
+		v, err = a.upsertCustomer(c)
+	case CreateGrant:
+		v, dup, err = a.createGrant(c)
+	case RevokeGrant:
+		v, dup, err = a.revokeGrant(c)
+	case BurnUsage:
+		v, err = a.burnUsage(c)
+	case Reserve:
+		v, dup, err = a.reserve(c)
+	case Settle:
+		v, dup, err = a.settle(c)
+	case Release:
+		v, dup, err = a.release(c)
+	case StartPurchase:
+		v, dup, err = a.startPurchase(c)
+	case CompletePurchase:
+		v, dup, err = a.completePurchase(c)
+	case Tick:
+		a.tick()
+	case Adjust:
+		v, dup, err = a.adjust(c)
+	case Noop:
+	default:
+		err = invalid("command", "unknown command %T", c)
+	}
+	if err != nil {
+		return Result{Err: err}
+	}
+	return Result{Value: v, Duplicate: dup}
+}
+
+// ---- loading records ----
+
+func loadRec[T any, P interface {
+	*T
+	decode(*dec)
+}](a *applier, cache map[string]*T, bucket []byte, id string) *T {
+	if r, ok := cache[id]; ok {
+		return r
+	}
+	raw := a.tx.Bucket(bucket).Get([]byte(id))
+	if raw == nil {
+		return nil
+	}
+	r := new(T)
+	d := dec{b: raw}
+	P(r).decode(&d)
+	if d.err != nil {
+		a.err = fmt.Errorf("decode %s %q: %w", bucket, id, d.err)
+		return nil
+	}
+	cache[id] = r
+	return r
+}
+
+func (a *applier) creditType(id string) *CreditType {
+	return loadRec(a, a.ctypes, bCreditType, id)
+}
+func (a *applier) feature(id string) *Feature    { return loadRec(a, a.features, bFeature, id) }
+func (a *applier) plan(id string) *Plan          { return loadRec(a, a.plans, bPlan, id) }
+func (a *applier) customer(id string) *Customer  { return loadRec(a, a.customers, bCustomer, id) }
+func (a *applier) grant(id string) *Grant        { return loadRec(a, a.grants, bGrant, id) }
+func (a *applier) poolIfAny(k string) *Pool      { return loadRec(a, a.pools, bPool, k) }
+
+// pool returns the pool, creating it in memory if new; it is stored only
+// once marked dirty.
+func (a *applier) pool(customerID, creditTypeID string) *Pool {
+	k := string(poolKey(customerID, creditTypeID))
+	if p := a.poolIfAny(k); p != nil {
+		return p
+	}
+	p := &Pool{CustomerID: customerID, CreditTypeID: creditTypeID}
+	a.pools[k] = p
+	return p
+}
+
+func (a *applier) touchPool(p *Pool) {
+	p.UpdatedAt = a.now
+	a.markDirty(bPool, string(poolKey(p.CustomerID, p.CreditTypeID)), p)
+}
+
+func (a *applier) touchGrant(g *Grant) {
+	g.UpdatedAt = a.now
+	a.markDirty(bGrant, g.ID, g)
+}
+
+func (a *applier) touchCustomer(c *Customer) {
+	c.UpdatedAt = a.now
+	a.markDirty(bCustomer, c.ID, c)
+}
+
+// ---- idempotency ----
+
+// payloadHash fingerprints a command's payload for idempotency checks.
+func (a *applier) payloadHash(fill func(e *enc)) [16]byte {
+	a.buf.b = a.buf.b[:0]
+	fill(&a.buf)
+	sum := sha256.Sum256(a.buf.b)
+	var h [16]byte
+	copy(h[:], sum[:16])
+	return h
+}
+
+// idemLookup returns the stored result of a key, and whether the payload
+// matches. found is false if the key is new (or was pruned).
+func (a *applier) idemLookup(kind byte, id string, h [16]byte) (result []byte, found, same bool) {
+	v := a.bIdem.Get(idemKey(kind, id))
+	if v == nil {
+		return nil, false, false
+	}
+	if len(v) < 8+16 {
+		a.err = fmt.Errorf("idempotency record %c %q is short", kind, id)
+		return nil, false, false
+	}
+	return v[24:], true, bytes.Equal(v[8:24], h[:])
+}
+
+func (a *applier) idemStore(kind byte, id string, h [16]byte, result []byte) {
+	v := make([]byte, 0, 24+len(result))
+	v = appendTS(v, a.now)
+	v = append(v, h[:]...)
+	v = append(v, result...)
+	a.put(a.bIdem, idemKey(kind, id), v)
+	tk := appendTS(make([]byte, 0, 9+len(id)), a.now)
+	tk = append(tk, kind)
+	tk = append(tk, id...)
+	a.put(a.bIdemTime, tk, nil)
+}
+
+// ---- the ledger ----
+
+func (a *applier) appendLedger(e *LedgerEntry) {
+	a.seq++
+	e.Seq = a.seq
+	e.Time = a.now
+	a.put(a.bLedger, u64key(e.Seq), a.encodeRec(e))
+	a.put(a.bCustLedger, custLedgerKey(e.CustomerID, e.Seq), []byte(e.CreditTypeID))
+}

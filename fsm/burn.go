@@ -1,0 +1,277 @@
+package fsm
+
+import (
+	"bytes"
+	"strconv"
+)
+
+// poolGrants loads a pool's live grants in burn order and returns those that
+// may burn now (active, effective, unexpired, remaining > 0) and their sum.
+// The slice is scratch space, valid until the next call.
+func (a *applier) poolGrants(p *Pool) (burnable []*Grant, usable int64) {
+	a.scratch = a.scratch[:0]
+	prefix := burnPrefix(p.CustomerID, p.CreditTypeID)
+	c := a.bBurnOrder.Cursor()
+	for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
+		g := a.grant(string(v))
+		if g == nil {
+			if a.err == nil {
+				a.err = errIndex("burn order names missing grant " + string(v))
+			}
+			return nil, 0
+		}
+		if canBurn(g, a.now) {
+			a.scratch = append(a.scratch, g)
+			usable += g.Remaining
+		}
+	}
+	return a.scratch, usable
+}
+
+type errIndex string
+
+func (e errIndex) Error() string { return "index corrupt: " + string(e) }
+
+func canBurn(g *Grant, now Timestamp) bool {
+	return g.Status == GrantActive && g.Remaining > 0 && g.EffectiveAt <= now && (g.ExpiresAt == 0 || now < g.ExpiresAt)
+}
+
+// floorOf is the lowest a pool's available may fall: −limit when the
+// customer's plan for this credit type allows overdraft, else 0.
+func (a *applier) floorOf(cu *Customer, creditTypeID string) int64 {
+	if cu == nil || cu.PlanID == "" {
+		return 0
+	}
+	pl := a.plan(cu.PlanID)
+	if pl == nil || pl.CreditTypeID != creditTypeID || pl.Overdraft != OverdraftAllow {
+		return 0
+	}
+	return -pl.OverdraftLimit
+}
+
+// burn takes credits from the burnable grants in order and puts any
+// shortfall on the pool's overdraft; the caller has checked it is allowed.
+func (a *applier) burn(p *Pool, grants []*Grant, credits int64, cause CauseKind, causeID string, burns []GrantBurn) []GrantBurn {
+	left := credits
+	for _, g := range grants {
+		if left == 0 {
+			break
+		}
+		take := min(g.Remaining, left)
+		money := a.takeFromGrant(g, take)
+		p.Balance -= take
+		left -= take
+		a.appendLedger(&LedgerEntry{CustomerID: p.CustomerID, CreditTypeID: p.CreditTypeID, GrantID: g.ID,
+			Kind: EntryBurn, Amount: -take, BalanceAfter: p.Balance, CostBasis: g.CostBasis, Currency: g.Currency,
+			MoneyMicros: money, CauseKind: cause, CauseID: causeID, SourceKind: g.SourceKind, SourceRef: g.SourceRef})
+		burns = append(burns, GrantBurn{GrantID: g.ID, Amount: take})
+	}
+	if left > 0 {
+		p.Overdraft += left
+		p.Balance -= left
+		a.appendLedger(&LedgerEntry{CustomerID: p.CustomerID, CreditTypeID: p.CreditTypeID, Kind: EntryBurn,
+			Amount: -left, BalanceAfter: p.Balance, CauseKind: cause, CauseID: causeID, Reason: "overdraft"})
+		burns = append(burns, GrantBurn{Amount: left})
+	}
+	a.touchPool(p)
+	return burns
+}
+
+// usageCredits resolves an event's credit type and credits.
+func (a *applier) usageCredits(featureID string, quantity int64, creditTypeID string, credits int64) (string, int64, *Error) {
+	switch {
+	case featureID != "" && creditTypeID != "":
+		return "", 0, invalid("feature_id", "give either a feature and quantity or a credit type and credits, not both")
+	case featureID != "":
+		if err := firstErr(checkID("feature_id", featureID), checkAmount("quantity", quantity, true)); err != nil {
+			return "", 0, err.(*Error)
+		}
+		if credits != 0 {
+			return "", 0, invalid("credits", "must be empty when a feature is given")
+		}
+		f := a.feature(featureID)
+		if f == nil {
+			return "", 0, notFound("feature_id", "no feature %s", featureID)
+		}
+		ct := a.creditType(f.CreditTypeID)
+		if ct == nil {
+			return "", 0, notFound("feature_id", "feature %s names missing credit type %s", featureID, f.CreditTypeID)
+		}
+		n, err := creditsFor(quantity, f.Rate, ct.Scale)
+		if err != nil || n > MaxAmount {
+			return "", 0, invalid("quantity", "quantity × rate is too large")
+		}
+		return f.CreditTypeID, n, nil
+	case creditTypeID != "":
+		if err := firstErr(checkID("credit_type_id", creditTypeID), checkAmount("credits", credits, true)); err != nil {
+			return "", 0, err.(*Error)
+		}
+		if quantity != 0 {
+			return "", 0, invalid("quantity", "must be empty when credits are given")
+		}
+		if a.creditType(creditTypeID) == nil {
+			return "", 0, notFound("credit_type_id", "no credit type %s", creditTypeID)
+		}
+		return creditTypeID, credits, nil
+	}
+	return "", 0, invalid("feature_id", "is required (or credit_type_id and credits)")
+}
+
+func (a *applier) burnUsage(c BurnUsage) ([]EventResult, error) {
+	if len(c.Events) == 0 {
+		return nil, invalid("events", "must not be empty")
+	}
+	if len(c.Events) > MaxEventsPerBatch {
+		return nil, invalid("events", "at most %d per batch", MaxEventsPerBatch)
+	}
+	results := make([]EventResult, len(c.Events))
+	for i := range c.Events {
+		a.burnEvent(&c.Events[i], i, &results[i])
+		if a.err != nil {
+			return nil, nil
+		}
+	}
+	return results, nil
+}
+
+func reject(r *EventResult, err *Error) {
+	r.Status, r.Code, r.Field, r.Reason = EventRejected, err.Code, err.Field, err.Msg
+}
+
+func (a *applier) burnEvent(ev *UsageEvent, pos int, r *EventResult) {
+	r.EventID = ev.ID
+	if err := checkID("event_id", ev.ID); err != nil {
+		reject(r, err)
+		return
+	}
+	h := a.payloadHash(func(e *enc) { encodeUsageEvent(e, ev) })
+	if stored, found, same := a.idemLookup(idemUsage, ev.ID, h); found {
+		if !same {
+			reject(r, conflict("event_id", "event %s was reported before with a different payload", ev.ID))
+			return
+		}
+		d := dec{b: stored}
+		r.decode(&d)
+		if d.err != nil {
+			a.err = d.err
+			return
+		}
+		r.Duplicate = true
+		return
+	}
+	if err := checkID("customer_id", ev.CustomerID); err != nil {
+		reject(r, err)
+		return
+	}
+	cu := a.customer(ev.CustomerID)
+	if cu == nil {
+		reject(r, notFound("customer_id", "no customer %s", ev.CustomerID))
+		return
+	}
+	ctID, credits, err := a.usageCredits(ev.FeatureID, ev.Quantity, ev.CreditTypeID, ev.Credits)
+	if err != nil {
+		reject(r, err)
+		return
+	}
+	r.CreditTypeID, r.Credits = ctID, credits
+	p := a.pool(ev.CustomerID, ctID)
+	grants, usable := a.poolGrants(p)
+	available := usable - p.Reserved - p.Overdraft
+	floor := a.floorOf(cu, ctID)
+	if available-credits < floor {
+		r.Status, r.Available = EventDenied, available
+		r.Reason = "not enough credits: available " + FormatUnits(available, a.scaleOf(ctID)) +
+			", needed " + FormatUnits(credits, a.scaleOf(ctID))
+		r.BalanceAfter, r.AvailableAfter = p.Balance, available
+	} else {
+		r.Status = EventBurned
+		if credits > 0 {
+			r.Burns = a.burn(p, grants, credits, CauseUsage, ev.ID, nil)
+		}
+		r.BalanceAfter, r.AvailableAfter = p.Balance, available-credits
+		if credits > 0 {
+			a.maybeAutoTopUp(cu, p, r.AvailableAfter, pos)
+		}
+	}
+	a.buf.b = a.buf.b[:0]
+	r.encode(&a.buf)
+	a.idemStore(idemUsage, ev.ID, h, bytes.Clone(a.buf.b))
+}
+
+// effectiveAutoTopUp is the customer's settings, or the plan's defaults when
+// the customer has none of its own.
+func effectiveAutoTopUp(cu *Customer, pl *Plan) AutoTopUp {
+	if cu.AutoTopUp != (AutoTopUp{}) {
+		return cu.AutoTopUp
+	}
+	return pl.AutoTopUp
+}
+
+func monthOf(t Timestamp) int32 {
+	tt := t.Time()
+	return int32(tt.Year()*100 + int(tt.Month()))
+}
+
+func (a *applier) setAutoTopUpLast(cu *Customer, why string) {
+	if cu.AutoTopUpLast != why {
+		cu.AutoTopUpLast = why
+		a.touchCustomer(cu)
+	}
+}
+
+// maybeAutoTopUp starts an automatic purchase when a burn leaves available
+// below the customer's threshold, or records why it did not.
+func (a *applier) maybeAutoTopUp(cu *Customer, p *Pool, available int64, pos int) {
+	if cu.PlanID == "" {
+		return
+	}
+	pl := a.plan(cu.PlanID)
+	if pl == nil || pl.CreditTypeID != p.CreditTypeID {
+		return
+	}
+	s := effectiveAutoTopUp(cu, pl)
+	if available >= s.ThresholdCredits {
+		return
+	}
+	switch {
+	case !s.Enabled:
+		a.setAutoTopUpLast(cu, "disabled")
+		return
+	case cu.AutoTopUpPaused != "":
+		a.setAutoTopUpLast(cu, "paused: "+cu.AutoTopUpPaused)
+		return
+	case cu.AutoPendingPurchase != "":
+		a.setAutoTopUpLast(cu, "already pending: "+cu.AutoPendingPurchase)
+		return
+	}
+	credits := s.AmountCredits
+	if s.Mode == TopUpToTarget {
+		credits = s.AmountCredits - available
+	}
+	credits = max(credits, pl.MinPurchaseCredits, 1)
+	if pl.MaxPurchaseCredits > 0 {
+		credits = min(credits, pl.MaxPurchaseCredits)
+	}
+	cost, err := moneyFor(credits, pl.PricePerCredit, a.scaleOf(pl.CreditTypeID))
+	if err != nil {
+		a.setAutoTopUpLast(cu, "top-up cost overflows")
+		return
+	}
+	month := monthOf(a.now)
+	if cu.AutoSpendMonth != month {
+		cu.AutoSpendMonth, cu.AutoSpendMicros = month, 0
+	}
+	if s.MonthlyCapMicros > 0 && cu.AutoSpendMicros+cost > s.MonthlyCapMicros {
+		a.setAutoTopUpLast(cu, "monthly cap reached")
+		return
+	}
+	id := "auto-" + strconv.FormatUint(a.index, 10) + "-" + strconv.Itoa(a.cmdPos) + "-" + strconv.Itoa(pos)
+	pu := &Purchase{ID: id, CustomerID: cu.ID, PlanID: pl.ID, CreditTypeID: pl.CreditTypeID, Credits: credits,
+		UnitPrice: pl.PricePerCredit, Currency: pl.Currency, TotalMicros: cost, Flow: FlowAuto,
+		Status: PurchasePending, CreatedAt: a.now, UpdatedAt: a.now}
+	a.storePurchase(pu)
+	cu.AutoSpendMicros += cost
+	cu.AutoPendingPurchase = id
+	cu.AutoTopUpLast = ""
+	a.touchCustomer(cu)
+}

@@ -1,0 +1,160 @@
+package fsm
+
+func (a *applier) loadReservation(id string) *Reservation {
+	raw := a.tx.Bucket(bResv).Get([]byte(id))
+	if raw == nil {
+		return nil
+	}
+	r := &Reservation{}
+	d := dec{b: raw}
+	r.decode(&d)
+	if d.err != nil {
+		a.err = d.err
+		return nil
+	}
+	return r
+}
+
+func (a *applier) storeReservation(r *Reservation) {
+	r.UpdatedAt = a.now
+	a.put(a.tx.Bucket(bResv), []byte(r.ID), a.encodeRec(r))
+}
+
+func (a *applier) reserve(c Reserve) (*Reservation, bool, error) {
+	if err := firstErr(checkID("id", c.ID), checkID("customer_id", c.CustomerID)); err != nil {
+		return nil, false, err
+	}
+	ttl := c.TTL
+	if ttl == 0 {
+		ttl = DefaultReservationTTL
+	}
+	if ttl < 0 || ttl > MaxReservationTTL {
+		return nil, false, invalid("ttl", "must be between 0 and %s", MaxReservationTTL)
+	}
+	h := a.payloadHash(func(e *enc) { encodeCommandBody(e, c) })
+	if _, found, same := a.idemLookup(idemReservation, c.ID, h); found {
+		if !same {
+			return nil, false, conflict("id", "reservation %s was made with a different payload", c.ID)
+		}
+		if r := a.loadReservation(c.ID); r != nil {
+			return r, true, nil
+		}
+	}
+	if a.loadReservation(c.ID) != nil {
+		return nil, false, &Error{Code: CodeAlreadyExists, Field: "id", Msg: "reservation " + c.ID + " exists"}
+	}
+	cu := a.customer(c.CustomerID)
+	if cu == nil {
+		return nil, false, notFound("customer_id", "no customer %s", c.CustomerID)
+	}
+	ctID, credits, verr := a.usageCredits(c.FeatureID, c.Quantity, c.CreditTypeID, c.Credits)
+	if verr != nil {
+		return nil, false, verr
+	}
+	if credits == 0 {
+		return nil, false, invalid("quantity", "a reservation must hold some credits")
+	}
+	p := a.pool(c.CustomerID, ctID)
+	_, usable := a.poolGrants(p)
+	available := usable - p.Reserved - p.Overdraft
+	if available-credits < a.floorOf(cu, ctID) {
+		return nil, false, insufficient(available, credits)
+	}
+	r := &Reservation{ID: c.ID, CustomerID: c.CustomerID, CreditTypeID: ctID, FeatureID: c.FeatureID, Amount: credits,
+		Status: ReservationHeld, ExpiresAt: a.now + Timestamp(ttl.Microseconds()), CreatedAt: a.now}
+	p.Reserved += credits
+	a.touchPool(p)
+	a.storeReservation(r)
+	a.put(a.tx.Bucket(bResvExp), timeIDKey(r.ExpiresAt, r.ID), nil)
+	a.idemStore(idemReservation, c.ID, h, nil)
+	return r, false, nil
+}
+
+// heldReservation loads a reservation for Settle or Release; done is true
+// when it was already settled or released, which makes a retry a no-op.
+func (a *applier) heldReservation(id string, want ReservationStatus) (r *Reservation, done bool, err error) {
+	if e := checkID("reservation_id", id); e != nil {
+		return nil, false, e
+	}
+	r = a.loadReservation(id)
+	if r == nil {
+		return nil, false, notFound("reservation_id", "no reservation %s", id)
+	}
+	switch r.Status {
+	case ReservationHeld:
+		if a.now >= r.ExpiresAt {
+			return nil, false, precondition("reservation_id", "reservation %s expired at %s", id, r.ExpiresAt.Time())
+		}
+		return r, false, nil
+	case want:
+		return r, true, nil
+	}
+	return nil, false, precondition("reservation_id", "reservation %s is %s", id, r.Status)
+}
+
+func (a *applier) freeHold(r *Reservation) *Pool {
+	p := a.pool(r.CustomerID, r.CreditTypeID)
+	p.Reserved -= r.Amount
+	a.touchPool(p)
+	a.del(a.tx.Bucket(bResvExp), timeIDKey(r.ExpiresAt, r.ID))
+	return p
+}
+
+func (a *applier) settle(c Settle) (*Reservation, bool, error) {
+	r, done, err := a.heldReservation(c.ReservationID, ReservationSettled)
+	if err != nil || done {
+		return r, done, err
+	}
+	var credits int64
+	if c.UseCredits {
+		if c.Quantity != 0 {
+			return nil, false, invalid("quantity", "give either quantity or credits")
+		}
+		if e := checkAmount("credits", c.Credits, true); e != nil {
+			return nil, false, e
+		}
+		credits = c.Credits
+	} else {
+		if c.Credits != 0 {
+			return nil, false, invalid("credits", "set use_credits to settle in credits")
+		}
+		if r.FeatureID == "" {
+			return nil, false, invalid("quantity", "reservation %s was made in credits; settle in credits", r.ID)
+		}
+		_, n, verr := a.usageCredits(r.FeatureID, c.Quantity, "", 0)
+		if verr != nil {
+			return nil, false, verr
+		}
+		credits = n
+	}
+	p := a.pool(r.CustomerID, r.CreditTypeID)
+	grants, usable := a.poolGrants(p)
+	if extra := credits - r.Amount; extra > 0 {
+		available := usable - p.Reserved - p.Overdraft // excludes this hold
+		if available-extra < a.floorOf(a.customer(r.CustomerID), r.CreditTypeID) {
+			return nil, false, insufficient(available, extra)
+		}
+	}
+	a.freeHold(r)
+	if credits > 0 {
+		a.burn(p, grants, credits, CauseReservation, r.ID, nil)
+	}
+	r.Status, r.SettledAmount = ReservationSettled, credits
+	a.storeReservation(r)
+	if cu := a.customer(r.CustomerID); cu != nil && credits > 0 {
+		_, usable := a.poolGrants(p)
+		a.maybeAutoTopUp(cu, p, usable-p.Reserved-p.Overdraft, 0)
+	}
+	return r, false, nil
+}
+
+func (a *applier) release(c Release) (*Reservation, bool, error) {
+	r, done, err := a.heldReservation(c.ReservationID, ReservationReleased)
+	if err != nil || done {
+		return r, done, err
+	}
+	a.freeHold(r)
+	r.Status = ReservationReleased
+	a.storeReservation(r)
+	return r, false, nil
+}

@@ -1,0 +1,242 @@
+package fsm
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// Buckets of the state file. Keys are built so that bbolt's byte order is
+// the order every reader needs: ids never contain 0x00 (validation keeps
+// them to [A-Za-z0-9._:-]), so 0x00 separates key parts.
+var (
+	bMeta       = []byte("meta")
+	bCreditType = []byte("credit_types")
+	bFeature    = []byte("features")
+	bPlan       = []byte("plans")
+	bCustomer   = []byte("customers")
+	bPool       = []byte("pools")
+	bGrant      = []byte("grants")
+	bCustGrant  = []byte("customer_grants") // customer 0x00 grant id → nil
+	bBurnOrder  = []byte("burn_order")   // pool key 0x00 burn key → grant id; live grants only
+	bGrantExp   = []byte("grant_expiry") // expires_at, grant id → nil; live grants with an expiry
+	bGrantStart = []byte("grant_start")  // effective_at, grant id → nil; pending grants
+	bResv       = []byte("reservations")
+	bResvExp    = []byte("reservation_expiry") // expires_at, id → nil; held reservations
+	bPurchase   = []byte("purchases")
+	bPurPending = []byte("purchases_pending") // id → nil
+	bLedger     = []byte("ledger")            // seq → entry
+	bCustLedger = []byte("customer_ledger")   // customer 0x00 seq → credit type id
+	bIdem       = []byte("idempotency")       // kind, id → time, payload hash, result
+	bIdemTime   = []byte("idempotency_time")  // time, kind, id → nil
+)
+
+var allBuckets = [][]byte{bMeta, bCreditType, bFeature, bPlan, bCustomer, bPool, bGrant, bCustGrant, bBurnOrder, bGrantExp,
+	bGrantStart, bResv, bResvExp, bPurchase, bPurPending, bLedger, bCustLedger, bIdem, bIdemTime}
+
+var (
+	metaApplied = []byte("applied_index")
+	metaTime    = []byte("last_time")
+	metaSeq     = []byte("last_seq")
+	metaFormat  = []byte("format")
+)
+
+// stateFormat is the layout version of the state file.
+const stateFormat = 1
+
+// FSM is the state machine over one bbolt file. Apply, Snapshot and Restore
+// are called by one goroutine at a time (raft's); reads through View may
+// run concurrently with all of them.
+type FSM struct {
+	path string
+	opts Options
+
+	mu sync.RWMutex // guards db against Restore swapping the file
+	db *bolt.DB
+
+	applied  atomic.Uint64
+	lastTime atomic.Int64
+	lastSeq  atomic.Uint64
+
+	ap *applier // reused across Apply calls
+}
+
+// Open opens (or creates) the state file at path.
+func Open(path string, opts Options) (*FSM, error) {
+	if opts.IdempotencyRetention == 0 {
+		opts.IdempotencyRetention = DefaultIdempotencyRetention
+	}
+	if opts.InitialMmapSize == 0 {
+		opts.InitialMmapSize = 1 << 30
+	}
+	f := &FSM{path: path, opts: opts}
+	if err := f.open(); err != nil {
+		return nil, err
+	}
+	return f, nil
+}
+
+func (f *FSM) open() error {
+	db, err := bolt.Open(f.path, 0o600, &bolt.Options{
+		Timeout:         5 * time.Second,
+		InitialMmapSize: f.opts.InitialMmapSize,
+		NoSync:          f.opts.NoSync,
+		FreelistType:    bolt.FreelistMapType,
+	})
+	if err != nil {
+		return fmt.Errorf("open state %s: %w", f.path, err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		for _, name := range allBuckets {
+			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
+				return err
+			}
+		}
+		m := tx.Bucket(bMeta)
+		if v := m.Get(metaFormat); v == nil {
+			return m.Put(metaFormat, u64key(stateFormat))
+		} else if binary.BigEndian.Uint64(v) != stateFormat {
+			return fmt.Errorf("state format %d is not %d: %w", binary.BigEndian.Uint64(v), stateFormat, ErrUnknownVersion)
+		}
+		return nil
+	})
+	if err != nil {
+		db.Close()
+		return fmt.Errorf("init state %s: %w", f.path, err)
+	}
+	f.db = db
+	return db.View(func(tx *bolt.Tx) error {
+		m := tx.Bucket(bMeta)
+		f.applied.Store(getU64(m, metaApplied))
+		f.lastTime.Store(int64(getU64(m, metaTime)))
+		f.lastSeq.Store(getU64(m, metaSeq))
+		return nil
+	})
+}
+
+// Close closes the state file.
+func (f *FSM) Close() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.db == nil {
+		return nil
+	}
+	err := f.db.Close()
+	f.db = nil
+	return err
+}
+
+// AppliedIndex is the index of the last applied entry.
+func (f *FSM) AppliedIndex() uint64 { return f.applied.Load() }
+
+// LastTime is the log time of the last applied entry.
+func (f *FSM) LastTime() Timestamp { return Timestamp(f.lastTime.Load()) }
+
+// LastSeq is the sequence of the last ledger entry (0 if none).
+func (f *FSM) LastSeq() uint64 { return f.lastSeq.Load() }
+
+var errClosed = errors.New("fsm: closed")
+
+// View runs fn in a read transaction; fn must not keep v after it returns.
+func (f *FSM) View(fn func(v *View) error) error {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	if f.db == nil {
+		return errClosed
+	}
+	return f.db.View(func(tx *bolt.Tx) error {
+		return fn(newView(tx))
+	})
+}
+
+func getU64(b *bolt.Bucket, k []byte) uint64 {
+	v := b.Get(k)
+	if len(v) != 8 {
+		return 0
+	}
+	return binary.BigEndian.Uint64(v)
+}
+
+func u64key(v uint64) []byte {
+	var b [8]byte
+	binary.BigEndian.PutUint64(b[:], v)
+	return b[:]
+}
+
+// tsKey orders signed timestamps bytewise.
+func appendTS(b []byte, t Timestamp) []byte {
+	return binary.BigEndian.AppendUint64(b, uint64(t)^(1<<63))
+}
+
+func readTS(b []byte) Timestamp { return Timestamp(binary.BigEndian.Uint64(b) ^ (1 << 63)) }
+
+func poolKey(customerID, creditTypeID string) []byte {
+	k := make([]byte, 0, len(customerID)+len(creditTypeID)+1)
+	k = append(k, customerID...)
+	k = append(k, 0)
+	return append(k, creditTypeID...)
+}
+
+// burnKey is the burn order of a grant within its pool (package doc).
+func burnKey(g *Grant) []byte {
+	k := make([]byte, 0, len(g.CustomerID)+len(g.CreditTypeID)+2+4+8+1+8+8+len(g.ID))
+	k = append(k, g.CustomerID...)
+	k = append(k, 0)
+	k = append(k, g.CreditTypeID...)
+	k = append(k, 0)
+	k = binary.BigEndian.AppendUint32(k, g.Priority)
+	exp := uint64(1<<64 - 1) // never expires: last
+	if g.ExpiresAt != 0 {
+		exp = uint64(g.ExpiresAt) ^ (1 << 63)
+	}
+	k = binary.BigEndian.AppendUint64(k, exp)
+	k = append(k, byte(g.Category)) // Promotional (0) before Paid (1)
+	k = appendTS(k, g.EffectiveAt)
+	k = appendTS(k, g.CreatedAt)
+	return append(k, g.ID...)
+}
+
+func burnPrefix(customerID, creditTypeID string) []byte {
+	k := poolKey(customerID, creditTypeID)
+	return append(k, 0)
+}
+
+func timeIDKey(t Timestamp, id string) []byte {
+	k := make([]byte, 0, 8+len(id))
+	k = appendTS(k, t)
+	return append(k, id...)
+}
+
+func custLedgerKey(customerID string, seq uint64) []byte {
+	k := make([]byte, 0, len(customerID)+9)
+	k = append(k, customerID...)
+	k = append(k, 0)
+	return binary.BigEndian.AppendUint64(k, seq)
+}
+
+// Idempotency kinds.
+const (
+	idemUsage       byte = 'u'
+	idemGrant       byte = 'g'
+	idemPurchase    byte = 'p'
+	idemReservation byte = 'r'
+	idemRevoke      byte = 'v'
+	idemAdjust      byte = 'a'
+)
+
+func idemKey(kind byte, id string) []byte {
+	k := make([]byte, 0, 1+len(id))
+	k = append(k, kind)
+	return append(k, id...)
+}
+
+func fileExists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
+}

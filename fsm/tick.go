@@ -1,0 +1,102 @@
+package fsm
+
+import (
+	"bytes"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// maxTickWork bounds how many grants, reservations and idempotency records
+// one Tick touches of each kind; what is left waits for the next Tick.
+// Until then, reads and burns already treat an expired grant as unusable.
+const maxTickWork = 10000
+
+// dueKeys collects up to limit keys of a time-ordered index whose time is ≤ t.
+func dueKeys(b *bolt.Bucket, t Timestamp, limit int) [][]byte {
+	var keys [][]byte
+	c := b.Cursor()
+	for k, _ := c.First(); k != nil && len(keys) < limit; k, _ = c.Next() {
+		if len(k) < 8 || readTS(k[:8]) > t {
+			break
+		}
+		keys = append(keys, bytes.Clone(k))
+	}
+	return keys
+}
+
+func (a *applier) tick() {
+	a.activateGrants()
+	a.expireGrants()
+	a.expireReservations()
+	a.pruneIdempotency()
+}
+
+func (a *applier) activateGrants() {
+	b := a.tx.Bucket(bGrantStart)
+	for _, k := range dueKeys(b, a.now, maxTickWork) {
+		a.del(b, k)
+		g := a.grant(string(k[8:]))
+		if g == nil || g.Status != GrantPending {
+			continue
+		}
+		g.Status = GrantActive
+		a.touchGrant(g)
+		a.repayOverdraft(a.pool(g.CustomerID, g.CreditTypeID), g)
+	}
+}
+
+func (a *applier) expireGrants() {
+	b := a.tx.Bucket(bGrantExp)
+	for _, k := range dueKeys(b, a.now, maxTickWork) {
+		g := a.grant(string(k[8:]))
+		if g == nil {
+			a.del(b, k)
+			continue
+		}
+		if g.Status == GrantPending {
+			a.del(a.tx.Bucket(bGrantStart), timeIDKey(g.EffectiveAt, g.ID))
+		}
+		a.unindexLive(g)
+		n, money := g.Remaining, -g.DeferredMicros
+		g.Expired += n
+		g.Remaining, g.DeferredMicros = 0, 0
+		g.Status = GrantExpired
+		a.touchGrant(g)
+		if n == 0 {
+			continue
+		}
+		p := a.pool(g.CustomerID, g.CreditTypeID)
+		p.Balance -= n
+		a.touchPool(p)
+		a.appendLedger(&LedgerEntry{CustomerID: g.CustomerID, CreditTypeID: g.CreditTypeID, GrantID: g.ID,
+			Kind: EntryExpire, Amount: -n, BalanceAfter: p.Balance, CostBasis: g.CostBasis, Currency: g.Currency,
+			MoneyMicros: money, CauseKind: CauseTick, SourceKind: g.SourceKind, SourceRef: g.SourceRef})
+	}
+}
+
+func (a *applier) expireReservations() {
+	b := a.tx.Bucket(bResvExp)
+	for _, k := range dueKeys(b, a.now, maxTickWork) {
+		r := a.loadReservation(string(k[8:]))
+		if r == nil || r.Status != ReservationHeld {
+			a.del(b, k)
+			continue
+		}
+		a.freeHold(r)
+		r.Status = ReservationExpired
+		a.storeReservation(r)
+	}
+}
+
+func (a *applier) pruneIdempotency() {
+	cutoff := a.now - Timestamp(a.f.opts.IdempotencyRetention.Microseconds())
+	b := a.tx.Bucket(bIdemTime)
+	for _, k := range dueKeys(b, cutoff, maxPruneBatch) {
+		a.del(b, k)
+		// Delete the record only if it is the one this index key was
+		// written for: an id stored again later has a later time.
+		if v := a.bIdem.Get(k[8:]); len(v) >= 8 && bytes.Equal(v[:8], k[:8]) {
+			a.del(a.bIdem, k[8:])
+		}
+	}
+}

@@ -1,0 +1,418 @@
+package fsm
+
+import (
+	"bytes"
+	"encoding/binary"
+	"fmt"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// View is a consistent read transaction over the state.
+type View struct {
+	tx  *bolt.Tx
+	now Timestamp
+}
+
+func newView(tx *bolt.Tx) *View {
+	m := tx.Bucket(bMeta)
+	return &View{tx: tx, now: Timestamp(getU64(m, metaTime))}
+}
+
+// AppliedIndex, LastSeq and LastTime as seen by this view.
+func (v *View) AppliedIndex() uint64 { return getU64(v.tx.Bucket(bMeta), metaApplied) }
+func (v *View) LastSeq() uint64      { return getU64(v.tx.Bucket(bMeta), metaSeq) }
+func (v *View) LastTime() Timestamp  { return v.now }
+
+func getRec[T any, P interface {
+	*T
+	decode(*dec)
+}](v *View, bucket []byte, field, id string) (T, error) {
+	var r T
+	raw := v.tx.Bucket(bucket).Get([]byte(id))
+	if raw == nil {
+		return r, notFound(field, "no %s %s", kindName(bucket), id)
+	}
+	d := dec{b: raw}
+	P(&r).decode(&d)
+	if d.err != nil {
+		return r, fmt.Errorf("decode %s %q: %w", bucket, id, d.err)
+	}
+	return r, nil
+}
+
+func kindName(bucket []byte) string {
+	switch string(bucket) {
+	case string(bCreditType):
+		return "credit type"
+	case string(bFeature):
+		return "feature"
+	case string(bPlan):
+		return "plan"
+	case string(bCustomer):
+		return "customer"
+	case string(bGrant):
+		return "grant"
+	case string(bResv):
+		return "reservation"
+	case string(bPurchase):
+		return "purchase"
+	}
+	return string(bucket)
+}
+
+func (v *View) CreditType(id string) (CreditType, error) {
+	return getRec[CreditType](v, bCreditType, "credit_type_id", id)
+}
+func (v *View) Feature(id string) (Feature, error) { return getRec[Feature](v, bFeature, "feature_id", id) }
+func (v *View) Plan(id string) (Plan, error)       { return getRec[Plan](v, bPlan, "plan_id", id) }
+func (v *View) Customer(id string) (Customer, error) {
+	return getRec[Customer](v, bCustomer, "customer_id", id)
+}
+func (v *View) Grant(id string) (Grant, error) { return getRec[Grant](v, bGrant, "grant_id", id) }
+func (v *View) Reservation(id string) (Reservation, error) {
+	return getRec[Reservation](v, bResv, "reservation_id", id)
+}
+func (v *View) Purchase(id string) (Purchase, error) { return getRec[Purchase](v, bPurchase, "purchase_id", id) }
+
+// ListFeatures lists every feature in id order.
+func (v *View) ListFeatures() ([]Feature, error) {
+	var out []Feature
+	err := v.tx.Bucket(bFeature).ForEach(func(k, raw []byte) error {
+		var f Feature
+		d := dec{b: raw}
+		f.decode(&d)
+		out = append(out, f)
+		return d.err
+	})
+	return out, err
+}
+
+// ListCreditTypes lists every credit type in id order.
+func (v *View) ListCreditTypes() ([]CreditType, error) {
+	var out []CreditType
+	err := v.tx.Bucket(bCreditType).ForEach(func(k, raw []byte) error {
+		var c CreditType
+		d := dec{b: raw}
+		c.decode(&d)
+		out = append(out, c)
+		return d.err
+	})
+	return out, err
+}
+
+func (v *View) pool(customerID, creditTypeID string) (Pool, error) {
+	raw := v.tx.Bucket(bPool).Get(poolKey(customerID, creditTypeID))
+	if raw == nil {
+		return Pool{CustomerID: customerID, CreditTypeID: creditTypeID}, nil
+	}
+	var p Pool
+	d := dec{b: raw}
+	p.decode(&d)
+	return p, d.err
+}
+
+// liveGrants lists a pool's live grants in burn order and sums those that
+// may burn now.
+func (v *View) liveGrants(customerID, creditTypeID string) ([]Grant, int64, error) {
+	var out []Grant
+	var usable int64
+	prefix := burnPrefix(customerID, creditTypeID)
+	c := v.tx.Bucket(bBurnOrder).Cursor()
+	for k, id := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, id = c.Next() {
+		g, err := v.Grant(string(id))
+		if err != nil {
+			return nil, 0, err
+		}
+		if canBurn(&g, v.now) {
+			usable += g.Remaining
+		}
+		out = append(out, g)
+	}
+	return out, usable, nil
+}
+
+// Balance is a pool's balance, available, reserved and live grants in burn
+// order, as of the last applied time. A customer with no pool of this
+// credit type has a zero balance.
+func (v *View) Balance(customerID, creditTypeID string) (Balance, error) {
+	if _, err := v.Customer(customerID); err != nil {
+		return Balance{}, err
+	}
+	if _, err := v.CreditType(creditTypeID); err != nil {
+		return Balance{}, err
+	}
+	p, err := v.pool(customerID, creditTypeID)
+	if err != nil {
+		return Balance{}, err
+	}
+	grants, usable, err := v.liveGrants(customerID, creditTypeID)
+	if err != nil {
+		return Balance{}, err
+	}
+	return Balance{CustomerID: customerID, CreditTypeID: creditTypeID, Balance: p.Balance,
+		Available: usable - p.Reserved - p.Overdraft, Reserved: p.Reserved, Overdraft: p.Overdraft, Grants: grants,
+		AsOf: v.now, AppliedIndex: v.AppliedIndex()}, nil
+}
+
+// BalanceAt is a pool's balance right after ledger sequence seq (the as-of
+// balance): the balance_after of its last entry at or before seq.
+func (v *View) BalanceAt(customerID, creditTypeID string, seq uint64) (int64, error) {
+	prefix := append([]byte(customerID), 0)
+	c := v.tx.Bucket(bCustLedger).Cursor()
+	k, ct := c.Seek(custLedgerKey(customerID, seq+1))
+	if k == nil {
+		k, ct = c.Last()
+	} else {
+		k, ct = c.Prev()
+	}
+	for ; k != nil && bytes.HasPrefix(k, prefix); k, ct = c.Prev() {
+		if string(ct) != creditTypeID {
+			continue
+		}
+		e, err := v.entry(binary.BigEndian.Uint64(k[len(prefix):]))
+		if err != nil {
+			return 0, err
+		}
+		return e.BalanceAfter, nil
+	}
+	return 0, nil
+}
+
+// BalanceAtTime is a pool's balance at the end of log time t.
+func (v *View) BalanceAtTime(customerID, creditTypeID string, t Timestamp) (int64, error) {
+	prefix := append([]byte(customerID), 0)
+	c := v.tx.Bucket(bCustLedger).Cursor()
+	k, ct := c.Seek(custLedgerKey(customerID, ^uint64(0)))
+	if k == nil {
+		k, ct = c.Last()
+	} else {
+		k, ct = c.Prev()
+	}
+	for ; k != nil && bytes.HasPrefix(k, prefix); k, ct = c.Prev() {
+		if string(ct) != creditTypeID {
+			continue
+		}
+		e, err := v.entry(binary.BigEndian.Uint64(k[len(prefix):]))
+		if err != nil {
+			return 0, err
+		}
+		if e.Time <= t {
+			return e.BalanceAfter, nil
+		}
+	}
+	return 0, nil
+}
+
+func (v *View) entry(seq uint64) (LedgerEntry, error) {
+	var e LedgerEntry
+	raw := v.tx.Bucket(bLedger).Get(u64key(seq))
+	if raw == nil {
+		return e, notFound("seq", "no ledger entry %d", seq)
+	}
+	d := dec{b: raw}
+	e.decode(&d)
+	return e, d.err
+}
+
+// Check answers whether usage would be allowed now, changing nothing:
+// either featureID and quantity, or creditTypeID and credits.
+func (v *View) Check(customerID, featureID string, quantity int64, creditTypeID string, credits int64) (CheckResult, error) {
+	cu, err := v.Customer(customerID)
+	if err != nil {
+		return CheckResult{}, err
+	}
+	if featureID != "" {
+		f, err := v.Feature(featureID)
+		if err != nil {
+			return CheckResult{}, err
+		}
+		ct, err := v.CreditType(f.CreditTypeID)
+		if err != nil {
+			return CheckResult{}, err
+		}
+		if quantity < 0 {
+			return CheckResult{}, invalid("quantity", "must not be negative")
+		}
+		credits, err = creditsFor(quantity, f.Rate, ct.Scale)
+		if err != nil {
+			return CheckResult{}, invalid("quantity", "quantity × rate is too large")
+		}
+		creditTypeID = f.CreditTypeID
+	} else if _, err := v.CreditType(creditTypeID); err != nil {
+		return CheckResult{}, err
+	}
+	p, err := v.pool(customerID, creditTypeID)
+	if err != nil {
+		return CheckResult{}, err
+	}
+	_, usable, err := v.liveGrants(customerID, creditTypeID)
+	if err != nil {
+		return CheckResult{}, err
+	}
+	floor := int64(0)
+	if cu.PlanID != "" {
+		if pl, err := v.Plan(cu.PlanID); err == nil && pl.CreditTypeID == creditTypeID && pl.Overdraft == OverdraftAllow {
+			floor = -pl.OverdraftLimit
+		}
+	}
+	available := usable - p.Reserved - p.Overdraft
+	r := CheckResult{CreditTypeID: creditTypeID, Credits: credits, Available: available, Floor: floor}
+	r.Allowed = available-credits >= floor
+	if !r.Allowed {
+		r.Reason = "not enough credits"
+	}
+	return r, nil
+}
+
+func matchStatus(s GrantStatus, want []GrantStatus) bool {
+	if len(want) == 0 {
+		return true
+	}
+	for _, w := range want {
+		if s == w {
+			return true
+		}
+	}
+	return false
+}
+
+// ListGrants pages through grants in id order (within a customer when
+// CustomerID is set). nextAfter is "" on the last page.
+func (v *View) ListGrants(f GrantFilter) (grants []Grant, nextAfter string, err error) {
+	limit := f.Limit
+	if limit <= 0 || limit > 1000 {
+		limit = 1000
+	}
+	var c *bolt.Cursor
+	var prefix, start []byte
+	if f.CustomerID != "" {
+		c = v.tx.Bucket(bCustGrant).Cursor()
+		prefix = append([]byte(f.CustomerID), 0)
+		start = append(bytes.Clone(prefix), f.After...)
+	} else {
+		c = v.tx.Bucket(bGrant).Cursor()
+		start = []byte(f.After)
+	}
+	k, _ := c.Seek(start)
+	if f.After != "" && k != nil && bytes.Equal(k, start) {
+		k, _ = c.Next()
+	}
+	for ; k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
+		id := string(k[len(prefix):])
+		g, err := v.Grant(id)
+		if err != nil {
+			return nil, "", err
+		}
+		if (f.CreditTypeID != "" && g.CreditTypeID != f.CreditTypeID) || !matchStatus(g.Status, f.Status) {
+			continue
+		}
+		if len(grants) == limit {
+			return grants, grants[len(grants)-1].ID, nil
+		}
+		grants = append(grants, g)
+	}
+	return grants, "", nil
+}
+
+// Ledger pages through ledger entries in sequence order; next is the
+// FromSeq of the following page (0 when there is none).
+func (v *View) Ledger(f LedgerFilter) (entries []LedgerEntry, next uint64, err error) {
+	limit := f.Limit
+	if limit <= 0 || limit > 10000 {
+		limit = 10000
+	}
+	add := func(e LedgerEntry) bool {
+		if len(entries) == limit {
+			next = e.Seq
+			return false
+		}
+		entries = append(entries, e)
+		return true
+	}
+	if f.CustomerID == "" {
+		err = v.ScanLedger(f.FromSeq, f.ToSeq, func(e *LedgerEntry) error {
+			if !add(*e) {
+				return errStop
+			}
+			return nil
+		})
+		if err == errStop {
+			err = nil
+		}
+		return entries, next, err
+	}
+	prefix := append([]byte(f.CustomerID), 0)
+	c := v.tx.Bucket(bCustLedger).Cursor()
+	for k, ct := c.Seek(custLedgerKey(f.CustomerID, f.FromSeq)); k != nil && bytes.HasPrefix(k, prefix); k, ct = c.Next() {
+		seq := binary.BigEndian.Uint64(k[len(prefix):])
+		if f.ToSeq != 0 && seq > f.ToSeq {
+			break
+		}
+		if f.CreditTypeID != "" && string(ct) != f.CreditTypeID {
+			continue
+		}
+		e, err := v.entry(seq)
+		if err != nil {
+			return nil, 0, err
+		}
+		if !add(e) {
+			break
+		}
+	}
+	return entries, next, nil
+}
+
+type stopError struct{}
+
+func (stopError) Error() string { return "stop" }
+
+var errStop error = stopError{}
+
+// ScanLedger calls fn for every entry with fromSeq ≤ seq ≤ toSeq (toSeq 0 =
+// to the end) in order. The entry is reused between calls.
+func (v *View) ScanLedger(fromSeq, toSeq uint64, fn func(e *LedgerEntry) error) error {
+	var e LedgerEntry
+	c := v.tx.Bucket(bLedger).Cursor()
+	for k, raw := c.Seek(u64key(fromSeq)); k != nil; k, raw = c.Next() {
+		if toSeq != 0 && binary.BigEndian.Uint64(k) > toSeq {
+			return nil
+		}
+		d := dec{b: raw}
+		e.decode(&d)
+		if d.err != nil {
+			return fmt.Errorf("decode ledger entry %d: %w", binary.BigEndian.Uint64(k), d.err)
+		}
+		if err := fn(&e); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// ScanGrants calls fn for every grant in id order. The grant is reused.
+func (v *View) ScanGrants(fn func(g *Grant) error) error {
+	var g Grant
+	return v.tx.Bucket(bGrant).ForEach(func(k, raw []byte) error {
+		d := dec{b: raw}
+		g.decode(&d)
+		if d.err != nil {
+			return fmt.Errorf("decode grant %q: %w", k, d.err)
+		}
+		return fn(&g)
+	})
+}
+
+// PendingPurchases lists pending purchases in id order, at most limit.
+func (v *View) PendingPurchases(limit int) ([]Purchase, error) {
+	var out []Purchase
+	c := v.tx.Bucket(bPurPending).Cursor()
+	for k, _ := c.First(); k != nil && len(out) < limit; k, _ = c.Next() {
+		p, err := v.Purchase(string(k))
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, p)
+	}
+	return out, nil
+}

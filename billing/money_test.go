@@ -1,0 +1,87 @@
+package billing
+
+import "testing"
+
+func TestMicrosToMinorRoundsHalfToEven(t *testing.T) {
+	tests := []struct {
+		name     string
+		micros   int64
+		currency string
+		want     int64
+	}{
+		{"whole dollars", 12_000_000, "USD", 1200},
+		{"below half a cent rounds down", 1_234_567, "USD", 123},
+		{"half a cent rounds to the even cent (down)", 125_000, "USD", 12},
+		{"half a cent rounds to the even cent (up)", 135_000, "USD", 14},
+		{"above half a cent rounds up", 1_235_001, "USD", 124},
+		{"yen have no minor unit", 1_500_000, "JPY", 2},
+		{"dinars have three decimals", 1_234_567, "KWD", 1235},
+		{"lower-case currency codes work", 2_000_000, "jpy", 2},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := MicrosToMinor(tc.micros, tc.currency)
+			if err != nil || got != tc.want {
+				t.Fatalf("MicrosToMinor(%d, %s) = %d, %v; want %d", tc.micros, tc.currency, got, err, tc.want)
+			}
+		})
+	}
+	if _, err := MicrosToMinor(-1, "USD"); err == nil {
+		t.Fatal("negative micros accepted")
+	}
+	if got, _ := MinorToMicros(123, "USD"); got != 1_230_000 {
+		t.Fatalf("MinorToMicros(123 USD) = %d", got)
+	}
+	if _, err := MinorToMicros(1<<62, "JPY"); err == nil {
+		t.Fatal("overflow accepted")
+	}
+}
+
+func TestRevocationsForRefunds(t *testing.T) {
+	r := func(id string, amount int64, created int64) Refund {
+		return Refund{ID: id, AmountMinor: amount, Counts: true, Created: created}
+	}
+	tests := []struct {
+		name       string
+		credits    int64
+		totalMinor int64
+		refunds    []Refund
+		want       map[string]int64
+	}{
+		{"a full refund revokes the whole grant", 1000, 5000, []Refund{r("re_1", 5000, 1)}, map[string]int64{"re_1": 1000}},
+		{"a half refund revokes half", 1000, 5000, []Refund{r("re_1", 2500, 1)}, map[string]int64{"re_1": 500}},
+		{"a share that is not whole rounds down", 10, 3, []Refund{r("re_1", 1, 1)}, map[string]int64{"re_1": 3}},
+		{"thirds add up to the whole grant", 10, 3,
+			[]Refund{r("re_1", 1, 1), r("re_2", 1, 2), r("re_3", 1, 3)},
+			map[string]int64{"re_1": 3, "re_2": 3, "re_3": 4}},
+		{"order is by creation time, not input order", 10, 3,
+			[]Refund{r("re_3", 1, 3), r("re_1", 1, 1), r("re_2", 1, 2)},
+			map[string]int64{"re_1": 3, "re_2": 3, "re_3": 4}},
+		{"failed refunds revoke nothing", 1000, 5000,
+			[]Refund{{ID: "re_f", AmountMinor: 5000, Created: 1}, r("re_2", 1000, 2)},
+			map[string]int64{"re_2": 200}},
+		{"refunds beyond the total are capped", 1000, 5000,
+			[]Refund{r("re_1", 4000, 1), r("re_2", 4000, 2)}, map[string]int64{"re_1": 800, "re_2": 200}},
+		{"huge products do not overflow", 1 << 60, 1 << 40, []Refund{r("re_1", 1 << 39, 1)},
+			map[string]int64{"re_1": 1 << 59}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := RevocationsForRefunds(tc.credits, tc.totalMinor, tc.refunds)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(got) != len(tc.want) {
+				t.Fatalf("got %+v, want %v", got, tc.want)
+			}
+			for _, g := range got {
+				if tc.want[g.RefundID] != g.Credits {
+					t.Fatalf("refund %s revokes %d, want %d (all: %+v)", g.RefundID, g.Credits, tc.want[g.RefundID], got)
+				}
+			}
+		})
+	}
+	if _, err := RevocationsForRefunds(10, 0, nil); err == nil {
+		t.Fatal("zero total accepted")
+	}
+}

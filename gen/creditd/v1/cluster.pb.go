@@ -66,10 +66,16 @@ type Member struct {
 	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
 	// Raft address.
 	RaftAddr string `protobuf:"bytes,2,opt,name=raft_addr,json=raftAddr,proto3" json:"raft_addr,omitempty"`
-	// Whether it votes.
+	// Whether it votes (suffrage "voter").
 	Voter bool `protobuf:"varint,3,opt,name=voter,proto3" json:"voter,omitempty"`
 	// Whether it is the leader.
-	Leader        bool `protobuf:"varint,4,opt,name=leader,proto3" json:"leader,omitempty"`
+	Leader bool `protobuf:"varint,4,opt,name=leader,proto3" json:"leader,omitempty"`
+	// Its API address, as it advertises it.
+	RpcAddr string `protobuf:"bytes,5,opt,name=rpc_addr,json=rpcAddr,proto3" json:"rpc_addr,omitempty"`
+	// "voter", "nonvoter", or "none" (gossiping, not in Raft yet).
+	Suffrage string `protobuf:"bytes,6,opt,name=suffrage,proto3" json:"suffrage,omitempty"`
+	// Its gossip state: "alive", "suspect", "dead", "left" or "unknown".
+	Gossip        string `protobuf:"bytes,7,opt,name=gossip,proto3" json:"gossip,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -132,6 +138,27 @@ func (x *Member) GetLeader() bool {
 	return false
 }
 
+func (x *Member) GetRpcAddr() string {
+	if x != nil {
+		return x.RpcAddr
+	}
+	return ""
+}
+
+func (x *Member) GetSuffrage() string {
+	if x != nil {
+		return x.Suffrage
+	}
+	return ""
+}
+
+func (x *Member) GetGossip() string {
+	if x != nil {
+		return x.Gossip
+	}
+	return ""
+}
+
 // GetStatusResponse is the node's view.
 type GetStatusResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -157,8 +184,18 @@ type GetStatusResponse struct {
 	LastSeq uint64 `protobuf:"varint,10,opt,name=last_seq,json=lastSeq,proto3" json:"last_seq,omitempty"`
 	// Log time of the last applied entry.
 	LastTime *timestamppb.Timestamp `protobuf:"bytes,11,opt,name=last_time,json=lastTime,proto3" json:"last_time,omitempty"`
-	// The Raft configuration.
-	Members       []*Member `protobuf:"bytes,12,rep,name=members,proto3" json:"members,omitempty"`
+	// The Raft configuration and the gossip pool.
+	Members []*Member `protobuf:"bytes,12,rep,name=members,proto3" json:"members,omitempty"`
+	// This node's Raft address.
+	RaftAddr string `protobuf:"bytes,13,opt,name=raft_addr,json=raftAddr,proto3" json:"raft_addr,omitempty"`
+	// This node's gossip address.
+	GossipAddr string `protobuf:"bytes,14,opt,name=gossip_addr,json=gossipAddr,proto3" json:"gossip_addr,omitempty"`
+	// This node's advertised API address.
+	RpcAddr string `protobuf:"bytes,15,opt,name=rpc_addr,json=rpcAddr,proto3" json:"rpc_addr,omitempty"`
+	// Index of the last snapshot.
+	LastSnapshotIndex uint64 `protobuf:"varint,16,opt,name=last_snapshot_index,json=lastSnapshotIndex,proto3" json:"last_snapshot_index,omitempty"`
+	// Last contact with the leader (unset on the leader or if never).
+	LastContact   *timestamppb.Timestamp `protobuf:"bytes,17,opt,name=last_contact,json=lastContact,proto3" json:"last_contact,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -273,6 +310,41 @@ func (x *GetStatusResponse) GetLastTime() *timestamppb.Timestamp {
 func (x *GetStatusResponse) GetMembers() []*Member {
 	if x != nil {
 		return x.Members
+	}
+	return nil
+}
+
+func (x *GetStatusResponse) GetRaftAddr() string {
+	if x != nil {
+		return x.RaftAddr
+	}
+	return ""
+}
+
+func (x *GetStatusResponse) GetGossipAddr() string {
+	if x != nil {
+		return x.GossipAddr
+	}
+	return ""
+}
+
+func (x *GetStatusResponse) GetRpcAddr() string {
+	if x != nil {
+		return x.RpcAddr
+	}
+	return ""
+}
+
+func (x *GetStatusResponse) GetLastSnapshotIndex() uint64 {
+	if x != nil {
+		return x.LastSnapshotIndex
+	}
+	return 0
+}
+
+func (x *GetStatusResponse) GetLastContact() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastContact
 	}
 	return nil
 }
@@ -532,12 +604,15 @@ const file_creditd_v1_cluster_proto_rawDesc = "" +
 	"\n" +
 	"\x18creditd/v1/cluster.proto\x12\n" +
 	"creditd.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x12\n" +
-	"\x10GetStatusRequest\"c\n" +
+	"\x10GetStatusRequest\"\xb2\x01\n" +
 	"\x06Member\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
 	"\traft_addr\x18\x02 \x01(\tR\braftAddr\x12\x14\n" +
 	"\x05voter\x18\x03 \x01(\bR\x05voter\x12\x16\n" +
-	"\x06leader\x18\x04 \x01(\bR\x06leader\"\xa1\x03\n" +
+	"\x06leader\x18\x04 \x01(\bR\x06leader\x12\x19\n" +
+	"\brpc_addr\x18\x05 \x01(\tR\arpcAddr\x12\x1a\n" +
+	"\bsuffrage\x18\x06 \x01(\tR\bsuffrage\x12\x16\n" +
+	"\x06gossip\x18\a \x01(\tR\x06gossip\"\xe9\x04\n" +
 	"\x11GetStatusResponse\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x14\n" +
 	"\x05state\x18\x02 \x01(\tR\x05state\x12\x1b\n" +
@@ -551,7 +626,13 @@ const file_creditd_v1_cluster_proto_rawDesc = "" +
 	"\blast_seq\x18\n" +
 	" \x01(\x04R\alastSeq\x127\n" +
 	"\tlast_time\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\blastTime\x12,\n" +
-	"\amembers\x18\f \x03(\v2\x12.creditd.v1.MemberR\amembers\".\n" +
+	"\amembers\x18\f \x03(\v2\x12.creditd.v1.MemberR\amembers\x12\x1b\n" +
+	"\traft_addr\x18\r \x01(\tR\braftAddr\x12\x1f\n" +
+	"\vgossip_addr\x18\x0e \x01(\tR\n" +
+	"gossipAddr\x12\x19\n" +
+	"\brpc_addr\x18\x0f \x01(\tR\arpcAddr\x12.\n" +
+	"\x13last_snapshot_index\x18\x10 \x01(\x04R\x11lastSnapshotIndex\x12=\n" +
+	"\flast_contact\x18\x11 \x01(\v2\x1a.google.protobuf.TimestampR\vlastContact\".\n" +
 	"\x13RemoveMemberRequest\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\"\x16\n" +
 	"\x14RemoveMemberResponse\"4\n" +
@@ -595,19 +676,20 @@ var file_creditd_v1_cluster_proto_goTypes = []any{
 var file_creditd_v1_cluster_proto_depIdxs = []int32{
 	9, // 0: creditd.v1.GetStatusResponse.last_time:type_name -> google.protobuf.Timestamp
 	1, // 1: creditd.v1.GetStatusResponse.members:type_name -> creditd.v1.Member
-	0, // 2: creditd.v1.ClusterService.GetStatus:input_type -> creditd.v1.GetStatusRequest
-	3, // 3: creditd.v1.ClusterService.RemoveMember:input_type -> creditd.v1.RemoveMemberRequest
-	5, // 4: creditd.v1.ClusterService.TransferLeadership:input_type -> creditd.v1.TransferLeadershipRequest
-	7, // 5: creditd.v1.ClusterService.SaveSnapshot:input_type -> creditd.v1.SaveSnapshotRequest
-	2, // 6: creditd.v1.ClusterService.GetStatus:output_type -> creditd.v1.GetStatusResponse
-	4, // 7: creditd.v1.ClusterService.RemoveMember:output_type -> creditd.v1.RemoveMemberResponse
-	6, // 8: creditd.v1.ClusterService.TransferLeadership:output_type -> creditd.v1.TransferLeadershipResponse
-	8, // 9: creditd.v1.ClusterService.SaveSnapshot:output_type -> creditd.v1.SaveSnapshotResponse
-	6, // [6:10] is the sub-list for method output_type
-	2, // [2:6] is the sub-list for method input_type
-	2, // [2:2] is the sub-list for extension type_name
-	2, // [2:2] is the sub-list for extension extendee
-	0, // [0:2] is the sub-list for field type_name
+	9, // 2: creditd.v1.GetStatusResponse.last_contact:type_name -> google.protobuf.Timestamp
+	0, // 3: creditd.v1.ClusterService.GetStatus:input_type -> creditd.v1.GetStatusRequest
+	3, // 4: creditd.v1.ClusterService.RemoveMember:input_type -> creditd.v1.RemoveMemberRequest
+	5, // 5: creditd.v1.ClusterService.TransferLeadership:input_type -> creditd.v1.TransferLeadershipRequest
+	7, // 6: creditd.v1.ClusterService.SaveSnapshot:input_type -> creditd.v1.SaveSnapshotRequest
+	2, // 7: creditd.v1.ClusterService.GetStatus:output_type -> creditd.v1.GetStatusResponse
+	4, // 8: creditd.v1.ClusterService.RemoveMember:output_type -> creditd.v1.RemoveMemberResponse
+	6, // 9: creditd.v1.ClusterService.TransferLeadership:output_type -> creditd.v1.TransferLeadershipResponse
+	8, // 10: creditd.v1.ClusterService.SaveSnapshot:output_type -> creditd.v1.SaveSnapshotResponse
+	7, // [7:11] is the sub-list for method output_type
+	3, // [3:7] is the sub-list for method input_type
+	3, // [3:3] is the sub-list for extension type_name
+	3, // [3:3] is the sub-list for extension extendee
+	0, // [0:3] is the sub-list for field type_name
 }
 
 func init() { file_creditd_v1_cluster_proto_init() }

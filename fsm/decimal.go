@@ -233,14 +233,11 @@ func moneyFor(credits int64, price Decimal, creditScale uint8) (int64, error) {
 			return 0, ErrOverflow
 		}
 		q, r := bits.Div64(hi, lo, div)
-		// half-even
-		twice := r * 2
-		if r >= div-r { // r*2 >= div without overflow
-			if r != div-r || q%2 == 1 {
-				q++
-			}
+		// Half-even: compare r with div−r instead of 2r with div, which
+		// could overflow.
+		if r > div-r || (r == div-r && q%2 == 1) {
+			q++
 		}
-		_ = twice
 		if q > math.MaxInt64 {
 			return 0, ErrOverflow
 		}

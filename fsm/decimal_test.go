@@ -1,0 +1,117 @@
+package fsm
+
+import (
+	"errors"
+	"math"
+	"testing"
+)
+
+func TestParseAndFormatUnits(t *testing.T) {
+	tests := []struct {
+		in      string
+		scale   uint8
+		want    int64
+		wantErr bool
+	}{
+		{"12.5", 2, 1250, false},
+		{"12", 2, 1200, false},
+		{"0.01", 2, 1, false},
+		{"-3.25", 2, -325, false},
+		{"0.001", 2, 0, true},
+		{"1e5", 2, 0, true},
+		{"", 2, 0, true},
+		{".5", 2, 0, true},
+		{"5.", 2, 0, true},
+		{"92233720368547758.08", 2, 0, true},
+		{"92233720368547758.07", 2, math.MaxInt64, false},
+	}
+	for _, tt := range tests {
+		got, err := ParseUnits(tt.in, tt.scale)
+		if (err != nil) != tt.wantErr || got != tt.want {
+			t.Errorf("ParseUnits(%q, %d) = %d, %v; want %d, err %v", tt.in, tt.scale, got, err, tt.want, tt.wantErr)
+		}
+		if err == nil {
+			if back, _ := ParseUnits(FormatUnits(got, tt.scale), tt.scale); back != got {
+				t.Errorf("FormatUnits(%d) does not round-trip", got)
+			}
+		}
+	}
+	if s := FormatUnits(5, 3); s != "0.005" {
+		t.Errorf("FormatUnits(5, 3) = %q", s)
+	}
+	if s := FormatUnits(-1250, 2); s != "-12.50" {
+		t.Errorf("FormatUnits(-1250, 2) = %q", s)
+	}
+}
+
+func TestCreditsForRoundsUp(t *testing.T) {
+	tests := []struct {
+		name     string
+		quantity int64
+		rate     string
+		scale    uint8
+		want     int64
+	}{
+		{"exact", 100, "0.01", 2, 100},
+		{"a fraction of the smallest unit rounds up", 1, "0.001", 2, 1},
+		{"rate finer than the scale rounds up", 3, "0.333", 2, 100},
+		{"scale zero", 7, "1.5", 0, 11},
+		{"zero quantity costs nothing", 0, "5", 2, 0},
+		{"rate coarser than the scale multiplies", 2, "3", 4, 60000},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := creditsFor(tt.quantity, mustDec(tt.rate), tt.scale)
+			if err != nil || got != tt.want {
+				t.Fatalf("creditsFor = %d, %v; want %d", got, err, tt.want)
+			}
+		})
+	}
+	// Splitting usage never costs less than reporting it at once.
+	whole, _ := creditsFor(1000, mustDec("0.0007"), 2)
+	var split int64
+	for i := 0; i < 1000; i++ {
+		n, _ := creditsFor(1, mustDec("0.0007"), 2)
+		split += n
+	}
+	if split < whole {
+		t.Fatalf("split %d < whole %d", split, whole)
+	}
+	if _, err := creditsFor(math.MaxInt64, mustDec("10"), 9); !errors.Is(err, ErrOverflow) {
+		t.Fatalf("overflow not detected: %v", err)
+	}
+}
+
+func TestMoneyForRoundsHalfEven(t *testing.T) {
+	tests := []struct {
+		credits int64
+		price   string
+		scale   uint8
+		want    int64
+	}{
+		{100, "0.10", 2, 100_000},           // 1.00 credit × 0.10 = 0.10 USD
+		{1, "0.0000005", 0, 0},              // 0.5 micro → even 0
+		{3, "0.0000005", 0, 2},              // 1.5 micro → even 2
+		{5, "0.0000005", 0, 2},              // 2.5 micro → even 2
+		{7, "0.0000005", 0, 4},              // 3.5 micro → even 4
+		{-3, "0.0000005", 0, -2},            // symmetric
+		{1, "0.00000051", 0, 1},             // above half rounds up
+		{123456789, "0.000000001", 9, 0},    // tiny
+		{1_000_000_000, "1.25", 9, 1250000}, // 1 credit at scale 9
+	}
+	for _, tt := range tests {
+		got, err := moneyFor(tt.credits, mustDec(tt.price), tt.scale)
+		if err != nil || got != tt.want {
+			t.Errorf("moneyFor(%d, %s, %d) = %d, %v; want %d", tt.credits, tt.price, tt.scale, got, err, tt.want)
+		}
+	}
+	if _, err := moneyFor(math.MaxInt64, mustDec("1000000"), 0); !errors.Is(err, ErrOverflow) {
+		t.Fatalf("overflow not detected: %v", err)
+	}
+}
+
+func TestDecimalCmp(t *testing.T) {
+	if mustDec("0.10").Cmp(mustDec("0.1")) != 0 || mustDec("0.2").Cmp(mustDec("0.19")) != 1 || mustDec("1").Cmp(mustDec("1.0001")) != -1 {
+		t.Fatal("Cmp is wrong")
+	}
+}

@@ -1,0 +1,242 @@
+package node
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/creditd/creditd/fsm"
+)
+
+// batcher is the group commit: one dispatcher goroutine turns queued
+// commands into log entries, so log order is stamp order, and up to
+// MaxInflight entries wait for raft at once.
+type batcher struct {
+	n        *Node
+	cfg      BatchConfig
+	queue    chan *request
+	inflight chan struct{} // semaphore
+	waiters  sync.WaitGroup
+	// lastStamp is the time of the last entry handed to raft (dispatcher
+	// only); entries in flight are not yet in fsm.LastTime.
+	lastStamp fsm.Timestamp
+	// carry is a command that did not fit the last entry (dispatcher only).
+	carry *request
+}
+
+type request struct {
+	data []byte
+	done chan response // buffered 1: the dispatcher never blocks on a caller
+}
+
+type response struct {
+	res fsm.Result
+	err error
+}
+
+func newBatcher(n *Node) *batcher {
+	return &batcher{
+		n:        n,
+		cfg:      n.cfg.Batch,
+		queue:    make(chan *request, n.cfg.Batch.QueueSize),
+		inflight: make(chan struct{}, n.cfg.Batch.MaxInflight),
+	}
+}
+
+// submit queues one encoded command and waits for its result.
+func (b *batcher) submit(ctx context.Context, data []byte) (fsm.Result, error) {
+	if data == nil {
+		return fsm.Result{}, fmt.Errorf("submit: empty command")
+	}
+	if len(data) > b.cfg.MaxBytes {
+		return fsm.Result{}, fmt.Errorf("submit: command of %d bytes exceeds the entry limit of %d bytes", len(data), b.cfg.MaxBytes)
+	}
+	req := &request{data: data, done: make(chan response, 1)}
+	full := time.NewTimer(b.n.cfg.LeaderWait)
+	defer full.Stop()
+	select {
+	case b.queue <- req:
+	case <-ctx.Done():
+		return fsm.Result{}, fmt.Errorf("queue write: %w", ctx.Err())
+	case <-b.n.stop:
+		return fsm.Result{}, ErrShuttingDown
+	case <-full.C:
+		return fsm.Result{}, fmt.Errorf("%w: %d commands waiting for %s", ErrQueueFull, cap(b.queue), b.n.cfg.LeaderWait)
+	}
+	select {
+	case r := <-req.done:
+		return r.res, r.err
+	case <-ctx.Done():
+		// The command may still commit; idempotency keys make a retry safe.
+		return fsm.Result{}, fmt.Errorf("wait for write: %w", ctx.Err())
+	}
+}
+
+func (b *batcher) run() {
+	for {
+		first := b.carry
+		b.carry = nil
+		if first == nil {
+			select {
+			case <-b.n.stop:
+				b.failQueued(ErrShuttingDown)
+				return
+			case first = <-b.queue:
+			}
+		}
+		select {
+		case b.inflight <- struct{}{}:
+		case <-b.n.stop:
+			first.done <- response{err: ErrShuttingDown}
+			b.failQueued(ErrShuttingDown)
+			return
+		}
+		batch := b.gather(first)
+		if !b.n.writable.Load() {
+			err := error(b.n.notLeader())
+			if b.n.IsLeader() {
+				// Elected but still catching up on earlier terms.
+				err = fmt.Errorf("%w: leader is catching up", ErrNoLeader)
+			}
+			for _, r := range batch {
+				r.done <- response{err: err}
+			}
+			<-b.inflight
+			continue
+		}
+		b.dispatch(batch)
+	}
+}
+
+// gather takes what is queued now, and with MaxWait waits a little for
+// more, up to the entry's bounds. A command that does not fit is carried
+// over to open the next entry.
+func (b *batcher) gather(first *request) []*request {
+	batch := []*request{first}
+	if b.cfg.Disabled {
+		return batch
+	}
+	size := len(first.data)
+	add := func(r *request) bool {
+		if size+len(r.data) > b.cfg.MaxBytes {
+			b.carry = r
+			return false
+		}
+		batch = append(batch, r)
+		size += len(r.data)
+		return len(batch) < b.cfg.MaxCommands
+	}
+	for len(batch) < b.cfg.MaxCommands {
+		select {
+		case r := <-b.queue:
+			if !add(r) {
+				return batch
+			}
+			continue
+		default:
+		}
+		break
+	}
+	if b.cfg.MaxWait <= 0 || len(batch) >= b.cfg.MaxCommands {
+		return batch
+	}
+	wait := time.NewTimer(b.cfg.MaxWait)
+	defer wait.Stop()
+	for {
+		select {
+		case r := <-b.queue:
+			if !add(r) {
+				return batch
+			}
+		case <-wait.C:
+			return batch
+		case <-b.n.stop:
+			return batch
+		}
+	}
+}
+
+// dispatch stamps the batch, appends it to raft as one entry and hands the
+// future to a waiter that answers each caller. The caller holds an
+// inflight slot, released by the waiter.
+func (b *batcher) dispatch(batch []*request) {
+	now := fsm.TimestampOf(time.Now())
+	t := max(now, b.lastStamp+1, b.n.sm.LastTime()+1)
+	b.lastStamp = t
+	cmds := make([][]byte, len(batch))
+	for i, r := range batch {
+		cmds[i] = r.data
+	}
+	entry := fsm.EncodeEntry(t, cmds)
+	start := time.Now()
+	f := b.n.raft.Apply(entry, b.n.cfg.ApplyTimeout)
+	b.waiters.Add(1)
+	go func() {
+		defer b.waiters.Done()
+		defer func() { <-b.inflight }()
+		err := f.Error()
+		if err != nil {
+			err = b.n.mapRaftErr("replicate entry", err)
+			for _, r := range batch {
+				r.done <- response{err: err}
+			}
+			return
+		}
+		resp, ok := f.Response().(applyResponse)
+		switch {
+		case !ok:
+			err = fmt.Errorf("replicate entry %d: unexpected response %T", f.Index(), f.Response())
+		case resp.err != nil:
+			err = resp.err
+		case resp.results == nil:
+			// The no-op state machine answers nothing; every command
+			// succeeded in the sense that it is in the log.
+			for _, r := range batch {
+				r.done <- response{}
+			}
+			return
+		case len(resp.results) != len(batch):
+			err = fmt.Errorf("replicate entry %d: state machine returned %d results for %d commands", f.Index(), len(resp.results), len(batch))
+		}
+		if err != nil {
+			for _, r := range batch {
+				r.done <- response{err: err}
+			}
+			return
+		}
+		for i, r := range batch {
+			r.done <- response{res: resp.results[i]}
+		}
+		if d := time.Since(start); d > 5*time.Second {
+			b.n.logger.Warn("slow log entry", "index", f.Index(), "commands", len(batch), "took", d)
+		}
+	}()
+}
+
+// failQueued answers every queued command with err (dispatcher only).
+func (b *batcher) failQueued(err error) {
+	if b.carry != nil {
+		b.carry.done <- response{err: err}
+		b.carry = nil
+	}
+	for {
+		select {
+		case r := <-b.queue:
+			r.done <- response{err: err}
+		default:
+			return
+		}
+	}
+}
+
+// drain waits, bounded by ctx, for entries already in raft to resolve.
+// Called after n.stop is closed.
+func (b *batcher) drain(ctx context.Context) {
+	done := make(chan struct{})
+	go func() { b.waiters.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+	}
+}

@@ -1,0 +1,236 @@
+package node
+
+import (
+	"fmt"
+	"log/slog"
+	"net"
+	"time"
+)
+
+// Config configures one node. Start fills zero fields with the defaults
+// below; Validate names the first wrong field.
+type Config struct {
+	// NodeID identifies the node in raft and gossip. "" = the id stored in
+	// DataDir/node-id, created at first start.
+	NodeID string
+	// DataDir holds the raft log, snapshots and the state file.
+	DataDir string
+
+	// RaftAddr is the raft TCP listen address (port 0 picks one).
+	RaftAddr string
+	// AdvertiseRaftAddr is the raft address others dial; "" = the bound address.
+	AdvertiseRaftAddr string
+	// GossipAddr is the memberlist listen address, TCP and UDP (port 0 picks one).
+	GossipAddr string
+	// AdvertiseGossipAddr is the gossip address others use; "" = the bound address.
+	AdvertiseGossipAddr string
+	// RPCAddr is this node's advertised API address, handed to followers so
+	// they can forward writes here when this node leads.
+	RPCAddr string
+
+	// Join lists gossip addresses of existing members; the node keeps
+	// trying until one answers or it shuts down.
+	Join []string
+	// BootstrapExpect forms a new cluster when this many nodes, none of
+	// which is already in a cluster, have met. 0 = never bootstrap (wait to
+	// be added). A node that has raft state never bootstraps.
+	BootstrapExpect int
+	// Voters is how many voters the leader keeps; other members are
+	// non-voters, promoted when a voter goes. Default 5.
+	Voters int
+	// DeadServerTimeout is how long a member must be dead (not left) before
+	// the leader removes it from raft, and only if a quorum remains.
+	// Default 30m.
+	DeadServerTimeout time.Duration
+	// LeaveOnShutdown makes Shutdown leave the gossip pool gracefully, so the
+	// leader removes this node from raft. Off: a restart keeps membership.
+	LeaveOnShutdown bool
+
+	// Batch bounds group commit.
+	Batch BatchConfig
+
+	// TickInterval is how often the leader proposes fsm.Tick. Default 1s;
+	// negative disables ticks (benchmarks).
+	TickInterval time.Duration
+
+	// SnapshotThreshold is the number of new entries after which raft
+	// snapshots and compacts. Default 8192.
+	SnapshotThreshold uint64
+	// SnapshotInterval is how often raft checks the threshold. Default 30s.
+	SnapshotInterval time.Duration
+	// TrailingLogs is how many entries stay in the log after a snapshot, so
+	// slightly lagging followers catch up without a snapshot. Default 10240.
+	TrailingLogs uint64
+	// SnapshotRetain is how many snapshots are kept on disk. Default 2.
+	SnapshotRetain int
+
+	// HeartbeatTimeout and ElectionTimeout are raft's; default 1s each.
+	HeartbeatTimeout time.Duration
+	ElectionTimeout  time.Duration
+	// LeaderLeaseTimeout is how long a leader without contact from a quorum
+	// keeps leading; default 500ms (≤ HeartbeatTimeout).
+	LeaderLeaseTimeout time.Duration
+	// LeaderWait bounds how long Apply waits for a leader to be known (or
+	// for this node to be ready to lead) before ErrNoLeader. Default 5s.
+	LeaderWait time.Duration
+	// ApplyTimeout bounds how long a write may wait to be enqueued into
+	// raft. Default 10s.
+	ApplyTimeout time.Duration
+
+	// NoSync turns fsync off for the raft log. Only for tests.
+	NoSync bool
+
+	// StateMachine replaces the fsm (benchmarks use NewNoopStateMachine).
+	// nil = open fsm at DataDir/fsm.db; the node then owns and closes it.
+	StateMachine StateMachine
+
+	// Logger receives the node's, raft's and memberlist's logs. nil = discard.
+	Logger *slog.Logger
+}
+
+// BatchConfig bounds one group-committed log entry.
+type BatchConfig struct {
+	// Disabled puts every command in its own entry (for comparisons).
+	Disabled bool
+	// MaxCommands per entry. Default 1024.
+	MaxCommands int
+	// MaxBytes of encoded commands per entry. Default 1 MiB.
+	MaxBytes int
+	// MaxWait is how long the dispatcher waits for more commands once it
+	// has one and the entry is not full. Default 0: take what is queued
+	// now; under load commands queue while earlier entries are in flight,
+	// so batches grow without adding latency to a lone writer.
+	MaxWait time.Duration
+	// MaxInflight is how many entries may be appended and not yet applied.
+	// Default 8.
+	MaxInflight int
+	// QueueSize bounds commands waiting for the dispatcher. Default 16384.
+	QueueSize int
+}
+
+// Limits on configuration values, so a typo cannot ask for absurd memory.
+const (
+	maxBatchCommands = 1 << 16
+	maxBatchBytes    = 64 << 20
+	maxInflight      = 1024
+	maxQueueSize     = 1 << 20
+	maxEntryBytes    = maxBatchBytes + 1<<20
+	maxMetaBytes     = 512 // memberlist's meta limit
+)
+
+func (c *Config) setDefaults() {
+	if c.Voters == 0 {
+		c.Voters = 5
+	}
+	if c.DeadServerTimeout == 0 {
+		c.DeadServerTimeout = 30 * time.Minute
+	}
+	if c.Batch.MaxCommands == 0 {
+		c.Batch.MaxCommands = 1024
+	}
+	if c.Batch.MaxBytes == 0 {
+		c.Batch.MaxBytes = 1 << 20
+	}
+	if c.Batch.MaxInflight == 0 {
+		c.Batch.MaxInflight = 8
+	}
+	if c.Batch.QueueSize == 0 {
+		c.Batch.QueueSize = 16384
+	}
+	if c.TickInterval == 0 {
+		c.TickInterval = time.Second
+	}
+	if c.SnapshotThreshold == 0 {
+		c.SnapshotThreshold = 8192
+	}
+	if c.SnapshotInterval == 0 {
+		c.SnapshotInterval = 30 * time.Second
+	}
+	if c.TrailingLogs == 0 {
+		c.TrailingLogs = 10240
+	}
+	if c.SnapshotRetain == 0 {
+		c.SnapshotRetain = 2
+	}
+	if c.HeartbeatTimeout == 0 {
+		c.HeartbeatTimeout = time.Second
+	}
+	if c.ElectionTimeout == 0 {
+		c.ElectionTimeout = time.Second
+	}
+	if c.LeaderLeaseTimeout == 0 {
+		c.LeaderLeaseTimeout = 500 * time.Millisecond
+	}
+	if c.LeaderWait == 0 {
+		c.LeaderWait = 5 * time.Second
+	}
+	if c.ApplyTimeout == 0 {
+		c.ApplyTimeout = 10 * time.Second
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+}
+
+// Validate checks the configuration after defaults are applied.
+func (c *Config) Validate() error {
+	if c.DataDir == "" {
+		return fmt.Errorf("node config: DataDir is required")
+	}
+	if len(c.NodeID) > 128 {
+		return fmt.Errorf("node config: NodeID %q is longer than 128 bytes", c.NodeID)
+	}
+	for _, a := range []struct{ name, addr string }{
+		{"RaftAddr", c.RaftAddr}, {"GossipAddr", c.GossipAddr},
+	} {
+		if _, _, err := net.SplitHostPort(a.addr); err != nil {
+			return fmt.Errorf("node config: %s %q is not host:port: %w", a.name, a.addr, err)
+		}
+	}
+	for _, a := range []struct{ name, addr string }{
+		{"AdvertiseRaftAddr", c.AdvertiseRaftAddr}, {"AdvertiseGossipAddr", c.AdvertiseGossipAddr}, {"RPCAddr", c.RPCAddr},
+	} {
+		if a.addr == "" {
+			continue
+		}
+		if _, _, err := net.SplitHostPort(a.addr); err != nil {
+			return fmt.Errorf("node config: %s %q is not host:port: %w", a.name, a.addr, err)
+		}
+	}
+	for i, j := range c.Join {
+		if _, _, err := net.SplitHostPort(j); err != nil {
+			return fmt.Errorf("node config: Join[%d] %q is not host:port: %w", i, j, err)
+		}
+	}
+	switch {
+	case c.BootstrapExpect < 0 || c.BootstrapExpect > 64:
+		return fmt.Errorf("node config: BootstrapExpect %d is outside 0..64", c.BootstrapExpect)
+	case c.Voters < 1 || c.Voters > 64:
+		return fmt.Errorf("node config: Voters %d is outside 1..64", c.Voters)
+	case c.Batch.MaxCommands < 1 || c.Batch.MaxCommands > maxBatchCommands:
+		return fmt.Errorf("node config: Batch.MaxCommands %d is outside 1..%d", c.Batch.MaxCommands, maxBatchCommands)
+	case c.Batch.MaxBytes < 1024 || c.Batch.MaxBytes > maxBatchBytes:
+		return fmt.Errorf("node config: Batch.MaxBytes %d is outside 1024..%d", c.Batch.MaxBytes, maxBatchBytes)
+	case c.Batch.MaxWait < 0 || c.Batch.MaxWait > time.Second:
+		return fmt.Errorf("node config: Batch.MaxWait %s is outside 0..1s", c.Batch.MaxWait)
+	case c.Batch.MaxInflight < 1 || c.Batch.MaxInflight > maxInflight:
+		return fmt.Errorf("node config: Batch.MaxInflight %d is outside 1..%d", c.Batch.MaxInflight, maxInflight)
+	case c.Batch.QueueSize < 1 || c.Batch.QueueSize > maxQueueSize:
+		return fmt.Errorf("node config: Batch.QueueSize %d is outside 1..%d", c.Batch.QueueSize, maxQueueSize)
+	case c.TickInterval > 0 && c.TickInterval < 10*time.Millisecond:
+		return fmt.Errorf("node config: TickInterval %s is below 10ms", c.TickInterval)
+	case c.HeartbeatTimeout < 5*time.Millisecond:
+		return fmt.Errorf("node config: HeartbeatTimeout %s is below 5ms", c.HeartbeatTimeout)
+	case c.ElectionTimeout < c.HeartbeatTimeout:
+		return fmt.Errorf("node config: ElectionTimeout %s is below HeartbeatTimeout %s", c.ElectionTimeout, c.HeartbeatTimeout)
+	case c.LeaderLeaseTimeout > c.HeartbeatTimeout:
+		return fmt.Errorf("node config: LeaderLeaseTimeout %s is above HeartbeatTimeout %s", c.LeaderLeaseTimeout, c.HeartbeatTimeout)
+	case c.LeaderWait < 0 || c.LeaderWait > 5*time.Minute:
+		return fmt.Errorf("node config: LeaderWait %s is outside 0..5m", c.LeaderWait)
+	case c.SnapshotRetain < 1 || c.SnapshotRetain > 100:
+		return fmt.Errorf("node config: SnapshotRetain %d is outside 1..100", c.SnapshotRetain)
+	case c.DeadServerTimeout < time.Second:
+		return fmt.Errorf("node config: DeadServerTimeout %s is below 1s", c.DeadServerTimeout)
+	}
+	return nil
+}

@@ -1,0 +1,355 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/creditd/creditd/fsm"
+	"github.com/hashicorp/memberlist"
+	"github.com/hashicorp/raft"
+)
+
+// leadershipLoop starts the leader's work when this node wins an election
+// and stops it (cancelling its context) when leadership goes.
+func (n *Node) leadershipLoop() {
+	var cancel context.CancelFunc // non-nil while leading
+	stopLeading := func() {
+		if cancel == nil {
+			return
+		}
+		n.writable.Store(false)
+		cancel()
+		n.leaderMu.Lock()
+		wg := n.leaderWG
+		n.leaderCtx, n.leaderWG = nil, nil
+		n.leaderMu.Unlock()
+		wg.Wait()
+		cancel = nil
+		n.logger.Info("stopped leading")
+	}
+	for {
+		select {
+		case <-n.stop:
+			stopLeading()
+			return
+		case isLeader := <-n.raft.LeaderCh():
+			if !isLeader {
+				stopLeading()
+				continue
+			}
+			if cancel != nil {
+				continue
+			}
+			ctx, c := context.WithCancel(context.Background())
+			cancel = c
+			wg := &sync.WaitGroup{}
+			n.leaderMu.Lock()
+			n.leaderCtx, n.leaderWG = ctx, wg
+			n.leaderMu.Unlock()
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				n.lead(ctx, wg)
+			}()
+		}
+	}
+}
+
+// lead prepares a new leader: a barrier makes sure every entry of earlier
+// terms is applied, so fsm.LastTime is final and stamps never go back;
+// only then are writes accepted and the leader's workers started.
+func (n *Node) lead(ctx context.Context, wg *sync.WaitGroup) {
+	n.logger.Info("elected leader; catching up before accepting writes")
+	for {
+		err := n.waitFuture(ctx, n.raft.Barrier(n.cfg.ApplyTimeout))
+		if err == nil {
+			break
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		n.logger.Warn("leader barrier failed; retrying", "err", err)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	n.writable.Store(true)
+	n.logger.Info("leading", "applied_index", n.applied.Load(), "last_time", n.sm.LastTime().Time())
+
+	// The first tick also moves the applied index past the term's no-op
+	// and the barrier (which the state machine never sees), so
+	// linearizable reads can complete without waiting for other traffic.
+	n.tick(ctx)
+	wg.Add(2)
+	go func() { defer wg.Done(); n.tickLoop(ctx) }()
+	go func() { defer wg.Done(); n.reconcileLoop(ctx) }()
+
+	n.leaderMu.Lock()
+	tasks := slices.Clone(n.onLeader)
+	n.leaderMu.Unlock()
+	for _, t := range tasks {
+		n.startLeaderTask(ctx, wg, t)
+	}
+}
+
+func (n *Node) startLeaderTask(ctx context.Context, wg *sync.WaitGroup, t leaderTask) {
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		n.logger.Info("starting leader task", "task", t.name)
+		t.fn(ctx)
+		n.logger.Info("leader task stopped", "task", t.name)
+	}()
+}
+
+// RunOnLeader runs fn, in its own goroutine, each time this node becomes
+// a leader ready for writes, and cancels fn's ctx when leadership is lost
+// or the node shuts down. fn must return soon after ctx ends; leadership
+// changes wait for it.
+func (n *Node) RunOnLeader(name string, fn func(ctx context.Context)) {
+	t := leaderTask{name: name, fn: fn}
+	n.leaderMu.Lock()
+	defer n.leaderMu.Unlock()
+	n.onLeader = append(n.onLeader, t)
+	if n.leaderCtx != nil && n.writable.Load() {
+		n.startLeaderTask(n.leaderCtx, n.leaderWG, t)
+	}
+}
+
+func (n *Node) tickLoop(ctx context.Context) {
+	if n.cfg.TickInterval < 0 {
+		return
+	}
+	t := time.NewTicker(n.cfg.TickInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			n.tick(ctx)
+		}
+	}
+}
+
+func (n *Node) tick(ctx context.Context) {
+	data, err := fsm.EncodeCommand(fsm.Tick{})
+	if err != nil {
+		n.logger.Error("encode tick", "err", err)
+		return
+	}
+	res, err := n.batch.submit(ctx, data)
+	switch {
+	case err != nil && ctx.Err() == nil:
+		n.logger.Warn("tick failed", "err", err)
+	case res.Err != nil:
+		n.logger.Warn("tick rejected", "err", res.Err)
+	}
+}
+
+func (n *Node) kickReconcile() {
+	select {
+	case n.reconcileC <- struct{}{}:
+	default:
+	}
+}
+
+// reconcileLoop brings the raft configuration in line with the gossip pool
+// on every gossip event and every few seconds (dead-member timeouts).
+func (n *Node) reconcileLoop(ctx context.Context) {
+	t := time.NewTicker(2 * time.Second)
+	defer t.Stop()
+	for {
+		if err := n.reconcile(ctx); err != nil && ctx.Err() == nil {
+			n.logger.Warn("reconcile membership", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-n.reconcileC:
+		}
+	}
+}
+
+// reconcile applies the membership rules:
+//   - an alive member not in raft is added: a voter while there are fewer
+//     than Config.Voters, else a non-voter;
+//   - a member whose raft address changed is re-added with the new one;
+//   - a member that left gracefully is removed;
+//   - a member dead longer than DeadServerTimeout is removed, but only if
+//     the alive voters would still be a quorum of the smaller configuration;
+//   - while there are fewer voters than Config.Voters, alive non-voters are
+//     promoted.
+func (n *Node) reconcile(ctx context.Context) error {
+	f := n.raft.GetConfiguration()
+	if err := f.Error(); err != nil {
+		return fmt.Errorf("read raft configuration: %w", err)
+	}
+	servers := map[string]raft.Server{}
+	voters := 0
+	for _, s := range f.Configuration().Servers {
+		servers[string(s.ID)] = s
+		if s.Suffrage == raft.Voter {
+			voters++
+		}
+	}
+	members := n.members.list()
+	alive := func(id string) bool {
+		if id == n.id {
+			return true
+		}
+		mi, ok := n.members.get(id)
+		return ok && mi.state == memberlist.StateAlive
+	}
+	timeout := n.cfg.ApplyTimeout
+	var errs []error
+	change := func(what, id string, fut raft.Future) {
+		if err := n.waitFuture(ctx, fut); err != nil {
+			errs = append(errs, fmt.Errorf("%s %s: %w", what, id, err))
+			return
+		}
+		n.logger.Info("membership changed", "change", what, "member", id)
+	}
+
+	for _, mi := range members {
+		id := mi.meta.ID
+		s, in := servers[id]
+		switch {
+		case mi.state == memberlist.StateAlive && !in:
+			if n.recentlyRemoved(id) {
+				continue
+			}
+			if voters < n.cfg.Voters {
+				change("add voter", id, n.raft.AddVoter(raft.ServerID(id), raft.ServerAddress(mi.meta.Raft), 0, timeout))
+				voters++
+			} else {
+				change("add non-voter", id, n.raft.AddNonvoter(raft.ServerID(id), raft.ServerAddress(mi.meta.Raft), 0, timeout))
+			}
+		case mi.state == memberlist.StateAlive && string(s.Address) != mi.meta.Raft:
+			if s.Suffrage == raft.Voter {
+				change("update voter address", id, n.raft.AddVoter(raft.ServerID(id), raft.ServerAddress(mi.meta.Raft), 0, timeout))
+			} else {
+				change("update non-voter address", id, n.raft.AddNonvoter(raft.ServerID(id), raft.ServerAddress(mi.meta.Raft), 0, timeout))
+			}
+		case mi.state == memberlist.StateLeft && in:
+			change("remove left member", id, n.raft.RemoveServer(raft.ServerID(id), 0, timeout))
+			if s.Suffrage == raft.Voter {
+				voters--
+			}
+		case mi.state == memberlist.StateDead && in && time.Since(mi.since) > n.cfg.DeadServerTimeout:
+			if s.Suffrage == raft.Voter {
+				healthy := 0
+				for sid, srv := range servers {
+					if srv.Suffrage == raft.Voter && alive(sid) {
+						healthy++
+					}
+				}
+				if healthy < (voters-1)/2+1 {
+					n.logger.Warn("not removing a dead voter: the rest would not be a quorum",
+						"member", id, "alive_voters", healthy, "voters", voters)
+					continue
+				}
+				voters--
+			}
+			change("remove dead member", id, n.raft.RemoveServer(raft.ServerID(id), 0, timeout))
+		}
+	}
+
+	if voters < n.cfg.Voters {
+		ids := make([]string, 0, len(servers))
+		for id := range servers {
+			ids = append(ids, id)
+		}
+		slices.Sort(ids)
+		for _, id := range ids {
+			s := servers[id]
+			if voters >= n.cfg.Voters {
+				break
+			}
+			if s.Suffrage == raft.Nonvoter && alive(id) {
+				change("promote to voter", id, n.raft.AddVoter(s.ID, s.Address, 0, timeout))
+				voters++
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (n *Node) recentlyRemoved(id string) bool {
+	n.removedMu.Lock()
+	defer n.removedMu.Unlock()
+	at, ok := n.removed[id]
+	if ok && time.Since(at) > 10*time.Minute {
+		delete(n.removed, id)
+		return false
+	}
+	return ok
+}
+
+// RemoveMember removes a server from the raft configuration (leader only).
+// A removed node's raft stops and it leaves the gossip pool; this leader
+// does not add it back for 10 minutes even if it keeps gossiping.
+func (n *Node) RemoveMember(ctx context.Context, id string) error {
+	if id == "" {
+		return fmt.Errorf("remove member: id is required")
+	}
+	if !n.IsLeader() {
+		return n.notLeader()
+	}
+	f := n.raft.GetConfiguration()
+	if err := f.Error(); err != nil {
+		return fmt.Errorf("remove member %s: read configuration: %w", id, err)
+	}
+	if !slices.ContainsFunc(f.Configuration().Servers, func(s raft.Server) bool { return string(s.ID) == id }) {
+		return fmt.Errorf("remove member %s: %w", id, ErrUnknownMember)
+	}
+	n.removedMu.Lock()
+	n.removed[id] = time.Now()
+	n.removedMu.Unlock()
+	if err := n.waitFuture(ctx, n.raft.RemoveServer(raft.ServerID(id), 0, n.cfg.ApplyTimeout)); err != nil {
+		return n.mapRaftErr("remove member "+id, err)
+	}
+	n.logger.Info("membership changed", "change", "remove member (operator)", "member", id)
+	n.kickReconcile() // promote a non-voter if a voter went
+	return nil
+}
+
+// ErrUnknownMember is returned for a member id not in the configuration.
+var ErrUnknownMember = errors.New("node: no such member")
+
+// TransferLeadership hands leadership to id, or to the most up-to-date
+// voter when id is "" (leader only).
+func (n *Node) TransferLeadership(ctx context.Context, id string) error {
+	if !n.IsLeader() {
+		return n.notLeader()
+	}
+	var fut raft.Future
+	if id == "" {
+		fut = n.raft.LeadershipTransfer()
+	} else {
+		f := n.raft.GetConfiguration()
+		if err := f.Error(); err != nil {
+			return fmt.Errorf("transfer leadership: read configuration: %w", err)
+		}
+		i := slices.IndexFunc(f.Configuration().Servers, func(s raft.Server) bool { return string(s.ID) == id })
+		if i < 0 {
+			return fmt.Errorf("transfer leadership to %s: %w", id, ErrUnknownMember)
+		}
+		s := f.Configuration().Servers[i]
+		if s.Suffrage != raft.Voter {
+			return fmt.Errorf("transfer leadership to %s: it is not a voter", id)
+		}
+		fut = n.raft.LeadershipTransferToServer(s.ID, s.Address)
+	}
+	if err := n.waitFuture(ctx, fut); err != nil {
+		return fmt.Errorf("transfer leadership: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,310 @@
+package node
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log"
+	"log/slog"
+	"net"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+	"github.com/hashicorp/raft"
+)
+
+// nodeMeta is what a node tells the others through gossip.
+type nodeMeta struct {
+	Version int    `json:"v"`
+	ID      string `json:"id"`
+	Raft    string `json:"raft"`
+	RPC     string `json:"rpc"`
+	// InCluster is set once the node has raft state or has seen a leader:
+	// nodes that meet such a node join its cluster instead of forming one.
+	InCluster bool `json:"in_cluster,omitempty"`
+}
+
+type memberInfo struct {
+	meta  nodeMeta
+	state memberlist.NodeStateType
+	since time.Time // when state last changed
+}
+
+// memberTable is this node's picture of the gossip pool, kept from
+// memberlist's events (memberlist itself forgets dead and left nodes).
+type memberTable struct {
+	mu sync.Mutex
+	m  map[string]memberInfo
+}
+
+func newMemberTable() *memberTable { return &memberTable{m: map[string]memberInfo{}} }
+
+func (t *memberTable) get(id string) (memberInfo, bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	mi, ok := t.m[id]
+	return mi, ok
+}
+
+func (t *memberTable) list() []memberInfo {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	out := make([]memberInfo, 0, len(t.m))
+	for _, mi := range t.m {
+		out = append(out, mi)
+	}
+	slices.SortFunc(out, func(a, b memberInfo) int { return cmpString(a.meta.ID, b.meta.ID) })
+	return out
+}
+
+func cmpString(a, b string) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// update records a memberlist node; it returns false for nodes whose meta
+// is not creditd's.
+func (t *memberTable) update(n *memberlist.Node, state memberlist.NodeStateType) (memberInfo, bool) {
+	var meta nodeMeta
+	if err := json.Unmarshal(n.Meta, &meta); err != nil || meta.ID != n.Name || meta.Raft == "" {
+		return memberInfo{}, false
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	old, ok := t.m[n.Name]
+	mi := memberInfo{meta: meta, state: state, since: time.Now()}
+	if ok && old.state == state {
+		mi.since = old.since
+	}
+	t.m[n.Name] = mi
+	return mi, true
+}
+
+// gossip implements memberlist's Delegate and EventDelegate.
+type gossip struct {
+	n    *Node
+	meta atomic.Pointer[[]byte]
+}
+
+func (g *gossip) NodeMeta(limit int) []byte {
+	b := *g.meta.Load()
+	if len(b) > limit {
+		return nil
+	}
+	return b
+}
+func (g *gossip) NotifyMsg([]byte)                           {}
+func (g *gossip) GetBroadcasts(overhead, limit int) [][]byte { return nil }
+func (g *gossip) LocalState(join bool) []byte                { return nil }
+func (g *gossip) MergeRemoteState(buf []byte, join bool)     {}
+
+func (g *gossip) NotifyJoin(m *memberlist.Node)   { g.event(m, memberlist.StateAlive, "joined") }
+func (g *gossip) NotifyUpdate(m *memberlist.Node) { g.event(m, memberlist.StateAlive, "updated") }
+func (g *gossip) NotifyLeave(m *memberlist.Node) {
+	// memberlist reports both a graceful leave and a death here.
+	state := m.State
+	if state != memberlist.StateLeft {
+		state = memberlist.StateDead
+	}
+	g.event(m, state, stateName(state))
+}
+
+func (g *gossip) event(m *memberlist.Node, state memberlist.NodeStateType, what string) {
+	if m.Name == g.n.id {
+		return
+	}
+	mi, ok := g.n.members.update(m, state)
+	if !ok {
+		g.n.logger.Warn("ignoring a gossip member without creditd metadata", "member", m.Name, "addr", m.Address())
+		return
+	}
+	lvl := slog.LevelInfo
+	if what == "updated" {
+		lvl = slog.LevelDebug
+	}
+	g.n.logger.Log(context.Background(), lvl, "gossip member "+what, "member", m.Name, "raft", mi.meta.Raft, "rpc", mi.meta.RPC)
+	g.n.kickReconcile()
+}
+
+func (g *gossip) setMeta(meta nodeMeta) error {
+	b, err := json.Marshal(meta)
+	if err != nil {
+		return fmt.Errorf("encode gossip metadata: %w", err)
+	}
+	if len(b) > maxMetaBytes {
+		return fmt.Errorf("gossip metadata is %d bytes, over memberlist's %d (shorten NodeID or addresses)", len(b), maxMetaBytes)
+	}
+	g.meta.Store(&b)
+	return nil
+}
+
+func (n *Node) startGossip(inCluster bool) error {
+	host, portStr, _ := net.SplitHostPort(n.cfg.GossipAddr)
+	port, err := strconv.Atoi(portStr)
+	if err != nil {
+		return fmt.Errorf("GossipAddr %q: port: %w", n.cfg.GossipAddr, err)
+	}
+	mc := memberlist.DefaultLANConfig()
+	mc.Name = n.id
+	mc.BindAddr, mc.BindPort = host, port
+	mc.AdvertisePort = port
+	if n.cfg.AdvertiseGossipAddr != "" {
+		ah, ap, _ := net.SplitHostPort(n.cfg.AdvertiseGossipAddr)
+		mc.AdvertiseAddr = ah
+		if mc.AdvertisePort, err = strconv.Atoi(ap); err != nil {
+			return fmt.Errorf("AdvertiseGossipAddr %q: port: %w", n.cfg.AdvertiseGossipAddr, err)
+		}
+	}
+	g := &gossip{n: n}
+	n.gossip = g
+	if err := g.setMeta(n.localMeta(inCluster)); err != nil {
+		return err
+	}
+	mc.Delegate = g
+	mc.Events = g
+	mc.Logger = log.New(&levelWriter{l: n.logger, component: "memberlist"}, "", 0)
+	if n.ml, err = memberlist.Create(mc); err != nil {
+		return fmt.Errorf("start gossip on %s: %w", n.cfg.GossipAddr, err)
+	}
+	ln := n.ml.LocalNode()
+	n.gossipAddr = net.JoinHostPort(ln.Addr.String(), strconv.Itoa(int(ln.Port)))
+	return nil
+}
+
+func (n *Node) localMeta(inCluster bool) nodeMeta {
+	return nodeMeta{Version: 1, ID: n.id, Raft: n.raftAddr, RPC: n.cfg.RPCAddr, InCluster: inCluster}
+}
+
+// joinLoop joins the gossip pool through Config.Join, retrying until one
+// address answers: the others may not be up yet.
+func (n *Node) joinLoop() {
+	backoff := 200 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		joined, err := n.ml.Join(n.cfg.Join)
+		if joined > 0 {
+			n.logger.Info("joined the gossip pool", "through", n.cfg.Join, "contacted", joined)
+			return
+		}
+		if attempt == 1 || attempt%10 == 0 {
+			n.logger.Warn("join failed; retrying", "join", n.cfg.Join, "attempt", attempt, "err", err)
+		}
+		select {
+		case <-n.stop:
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, 5*time.Second)
+	}
+}
+
+// bootstrapLoop forms a new cluster once BootstrapExpect nodes, none in a
+// cluster yet, have met. Every one of them computes the same configuration
+// from the same member list, so bootstrapping each is safe. If any member
+// is already in a cluster, this node waits to be added instead.
+func (n *Node) bootstrapLoop() {
+	t := time.NewTicker(200 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-n.stop:
+			return
+		case <-t.C:
+		}
+		if id, _ := n.Leader(); id != "" {
+			return
+		}
+		var peers []nodeMeta
+		inCluster := false
+		for _, mi := range n.members.list() {
+			if mi.state != memberlist.StateAlive {
+				continue
+			}
+			inCluster = inCluster || mi.meta.InCluster
+			peers = append(peers, mi.meta)
+		}
+		if inCluster {
+			n.logger.Info("met a node already in a cluster; waiting to be added instead of bootstrapping")
+			return
+		}
+		peers = append(peers, n.localMeta(false))
+		if len(peers) < n.cfg.BootstrapExpect {
+			continue
+		}
+		slices.SortFunc(peers, func(a, b nodeMeta) int { return cmpString(a.ID, b.ID) })
+		peers = peers[:n.cfg.BootstrapExpect]
+		if !slices.ContainsFunc(peers, func(m nodeMeta) bool { return m.ID == n.id }) {
+			return // the cluster forms without us; its leader adds us
+		}
+		var conf raft.Configuration
+		for i, p := range peers {
+			s := raft.Server{ID: raft.ServerID(p.ID), Address: raft.ServerAddress(p.Raft), Suffrage: raft.Voter}
+			if i >= n.cfg.Voters {
+				s.Suffrage = raft.Nonvoter
+			}
+			conf.Servers = append(conf.Servers, s)
+		}
+		if err := n.raft.BootstrapCluster(conf).Error(); err != nil {
+			n.logger.Warn("bootstrap failed", "err", err)
+			return
+		}
+		n.logger.Info("bootstrapped a new cluster", "servers", len(conf.Servers))
+		return
+	}
+}
+
+// monitorLoop keeps the gossip metadata current and notices when raft shut
+// itself down because this node was removed from the configuration.
+func (n *Node) monitorLoop() {
+	t := time.NewTicker(500 * time.Millisecond)
+	defer t.Stop()
+	announced := false
+	for {
+		select {
+		case <-n.stop:
+			return
+		case <-t.C:
+		}
+		if !announced {
+			id, _ := n.Leader()
+			if id != "" || n.raft.LastIndex() > 0 {
+				if err := n.gossip.setMeta(n.localMeta(true)); err != nil {
+					n.logger.Error("update gossip metadata", "err", err)
+				} else if err := n.ml.UpdateNode(5 * time.Second); err != nil {
+					n.logger.Warn("announce cluster membership", "err", err)
+				} else {
+					announced = true
+				}
+			}
+		}
+		if n.raft.State() == raft.Shutdown && !n.closing.Load() {
+			n.logger.Warn("removed from the cluster; leaving the gossip pool")
+			if err := n.ml.Leave(5 * time.Second); err != nil {
+				n.logger.Warn("leave gossip", "err", err)
+			}
+			return
+		}
+	}
+}
+
+func stateName(s memberlist.NodeStateType) string {
+	switch s {
+	case memberlist.StateAlive:
+		return "alive"
+	case memberlist.StateSuspect:
+		return "suspect"
+	case memberlist.StateDead:
+		return "dead"
+	case memberlist.StateLeft:
+		return "left"
+	}
+	return "unknown"
+}

@@ -1,0 +1,700 @@
+package node
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/creditd/creditd/fsm"
+	"github.com/hashicorp/memberlist"
+	"github.com/hashicorp/raft"
+	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+)
+
+// Node is one running member of a creditd cluster.
+type Node struct {
+	cfg    Config
+	id     string
+	logger *slog.Logger
+
+	fsm       *fsm.FSM // nil when Config.StateMachine replaced it
+	sm        StateMachine
+	rfsm      *raftFSM
+	raft      *raft.Raft
+	store     *raftboltdb.BoltStore
+	snaps     *raft.FileSnapshotStore
+	transport *raft.NetworkTransport
+	ml        *memberlist.Memberlist
+	gossip    *gossip
+	batch     *batcher
+
+	raftAddr   string // advertised
+	gossipAddr string // advertised
+
+	// applied is the highest raft index the state machine has applied
+	// (including configuration entries, which carry no command).
+	applied   atomic.Uint64
+	appliedMu sync.Mutex
+	appliedCh chan struct{}
+
+	// writable is set while this node leads and has applied everything
+	// committed before its term (so fsm.LastTime is final for earlier
+	// terms and stamps cannot go backwards).
+	writable atomic.Bool
+	closing  atomic.Bool
+
+	members *memberTable
+
+	leaderMu   sync.Mutex
+	leaderCtx  context.Context // nil unless leading
+	leaderWG   *sync.WaitGroup
+	onLeader   []leaderTask
+	reconcileC chan struct{}
+	// removed remembers members removed by an operator, so the leader does
+	// not add them back while they still gossip.
+	removedMu sync.Mutex
+	removed   map[string]time.Time
+
+	stop     chan struct{} // closed by Shutdown
+	wg       sync.WaitGroup
+	shutOnce sync.Once
+	shutErr  error
+}
+
+type leaderTask struct {
+	name string
+	fn   func(ctx context.Context)
+}
+
+// Start opens the node's stores, starts raft and gossip, and returns while
+// the cluster forms in the background (Ready reports when writes can go).
+// On error everything opened is closed again.
+func Start(ctx context.Context, cfg Config) (n *Node, err error) {
+	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
+		return nil, fmt.Errorf("create data dir %s: %w", cfg.DataDir, err)
+	}
+	if cfg.NodeID == "" {
+		if cfg.NodeID, err = loadOrCreateNodeID(cfg.DataDir); err != nil {
+			return nil, err
+		}
+	}
+	n = &Node{
+		cfg:        cfg,
+		id:         cfg.NodeID,
+		logger:     cfg.Logger.With("node", cfg.NodeID),
+		appliedCh:  make(chan struct{}),
+		members:    newMemberTable(),
+		reconcileC: make(chan struct{}, 1),
+		removed:    map[string]time.Time{},
+		stop:       make(chan struct{}),
+	}
+	var closers []func() error
+	defer func() {
+		if err != nil {
+			for i := len(closers) - 1; i >= 0; i-- {
+				_ = closers[i]()
+			}
+		}
+	}()
+
+	n.sm = cfg.StateMachine
+	if n.sm == nil {
+		path := filepath.Join(cfg.DataDir, "fsm.db")
+		f, err := fsm.Open(path, fsm.Options{})
+		if err != nil {
+			return nil, fmt.Errorf("open state %s: %w", path, err)
+		}
+		closers = append(closers, f.Close)
+		n.fsm, n.sm = f, FSMStateMachine{F: f}
+	}
+	n.applied.Store(n.sm.AppliedIndex())
+	n.rfsm = &raftFSM{sm: n.sm, onApplied: n.markApplied}
+
+	logPath := filepath.Join(cfg.DataDir, "raft.db")
+	n.store, err = raftboltdb.New(raftboltdb.Options{Path: logPath, NoSync: cfg.NoSync})
+	if err != nil {
+		return nil, fmt.Errorf("open raft log %s: %w", logPath, err)
+	}
+	closers = append(closers, n.store.Close)
+	logs, err := raft.NewLogCache(4096, n.store)
+	if err != nil {
+		return nil, fmt.Errorf("create log cache: %w", err)
+	}
+	n.snaps, err = raft.NewFileSnapshotStoreWithLogger(cfg.DataDir, cfg.SnapshotRetain, newHclog(n.logger, "raft-snapshots"))
+	if err != nil {
+		return nil, fmt.Errorf("open snapshot store in %s: %w", cfg.DataDir, err)
+	}
+	if err := n.catchUpFromLocalSnapshot(); err != nil {
+		return nil, err
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+
+	var advertise net.Addr
+	if cfg.AdvertiseRaftAddr != "" {
+		if advertise, err = net.ResolveTCPAddr("tcp", cfg.AdvertiseRaftAddr); err != nil {
+			return nil, fmt.Errorf("resolve AdvertiseRaftAddr %q: %w", cfg.AdvertiseRaftAddr, err)
+		}
+	}
+	n.transport, err = raft.NewTCPTransportWithLogger(cfg.RaftAddr, advertise, 8, 10*time.Second, newHclog(n.logger, "raft-net"))
+	if err != nil {
+		return nil, fmt.Errorf("listen for raft on %s: %w", cfg.RaftAddr, err)
+	}
+	closers = append(closers, n.transport.Close)
+	n.raftAddr = string(n.transport.LocalAddr())
+
+	hasState, err := raft.HasExistingState(logs, n.store, n.snaps)
+	if err != nil {
+		return nil, fmt.Errorf("check raft state: %w", err)
+	}
+
+	rc := raft.DefaultConfig()
+	rc.LocalID = raft.ServerID(n.id)
+	rc.HeartbeatTimeout = cfg.HeartbeatTimeout
+	rc.ElectionTimeout = cfg.ElectionTimeout
+	rc.LeaderLeaseTimeout = cfg.LeaderLeaseTimeout
+	rc.SnapshotThreshold = cfg.SnapshotThreshold
+	rc.SnapshotInterval = cfg.SnapshotInterval
+	rc.TrailingLogs = cfg.TrailingLogs
+	rc.NoSnapshotRestoreOnStart = true
+	rc.BatchApplyCh = true
+	rc.MaxAppendEntries = 256
+	rc.Logger = newHclog(n.logger, "raft")
+	n.raft, err = raft.NewRaft(rc, n.rfsm, logs, n.store, n.snaps, n.transport)
+	if err != nil {
+		return nil, fmt.Errorf("start raft: %w", err)
+	}
+	closers = append(closers, func() error { return n.raft.Shutdown().Error() })
+
+	if err := n.startGossip(hasState); err != nil {
+		return nil, err
+	}
+	closers = append(closers, n.ml.Shutdown)
+
+	if !hasState && cfg.BootstrapExpect == 1 {
+		conf := raft.Configuration{Servers: []raft.Server{{ID: raft.ServerID(n.id), Address: raft.ServerAddress(n.raftAddr), Suffrage: raft.Voter}}}
+		if err := n.raft.BootstrapCluster(conf).Error(); err != nil {
+			return nil, fmt.Errorf("bootstrap single-node cluster: %w", err)
+		}
+		n.logger.Info("bootstrapped a new cluster", "voters", 1)
+	}
+
+	n.batch = newBatcher(n)
+	n.goRun(n.batch.run)
+	n.goRun(n.leadershipLoop)
+	n.goRun(n.monitorLoop)
+	if !hasState && cfg.BootstrapExpect > 1 {
+		n.goRun(n.bootstrapLoop)
+	}
+	if len(cfg.Join) > 0 {
+		n.goRun(n.joinLoop)
+	}
+	n.logger.Info("node started", "raft", n.raftAddr, "gossip", n.gossipAddr, "rpc", cfg.RPCAddr,
+		"data_dir", cfg.DataDir, "existing_state", hasState, "applied_index", n.sm.AppliedIndex())
+	return n, nil
+}
+
+// catchUpFromLocalSnapshot restores the newest local snapshot when it is
+// ahead of the state file: raft installed it (from a leader) but the node
+// stopped before the state caught up. Otherwise the state already holds it
+// and NoSnapshotRestoreOnStart skips the restore.
+func (n *Node) catchUpFromLocalSnapshot() error {
+	metas, err := n.snaps.List()
+	if err != nil {
+		return fmt.Errorf("list snapshots: %w", err)
+	}
+	if len(metas) == 0 {
+		return nil
+	}
+	_, rc, err := n.snaps.Open(metas[0].ID)
+	if err != nil {
+		return fmt.Errorf("open snapshot %s: %w", metas[0].ID, err)
+	}
+	defer rc.Close()
+	index, err := readSnapshotHeader(rc)
+	if err != nil {
+		return fmt.Errorf("snapshot %s: %w", metas[0].ID, err)
+	}
+	if index <= n.sm.AppliedIndex() {
+		return nil
+	}
+	n.logger.Info("state is behind the newest snapshot; restoring it", "snapshot", metas[0].ID,
+		"snapshot_applied_index", index, "state_applied_index", n.sm.AppliedIndex())
+	if err := n.sm.Restore(rc); err != nil {
+		return fmt.Errorf("restore snapshot %s: %w", metas[0].ID, err)
+	}
+	n.applied.Store(n.sm.AppliedIndex())
+	return nil
+}
+
+func loadOrCreateNodeID(dir string) (string, error) {
+	path := filepath.Join(dir, "node-id")
+	b, err := os.ReadFile(path)
+	if err == nil {
+		id := strings.TrimSpace(string(b))
+		if id == "" || len(id) > 128 {
+			return "", fmt.Errorf("node id file %s holds an invalid id %q", path, id)
+		}
+		return id, nil
+	}
+	if !errors.Is(err, os.ErrNotExist) {
+		return "", fmt.Errorf("read node id: %w", err)
+	}
+	var r [6]byte
+	if _, err := rand.Read(r[:]); err != nil {
+		return "", fmt.Errorf("generate node id: %w", err)
+	}
+	id := "node-" + hex.EncodeToString(r[:])
+	if err := os.WriteFile(path, []byte(id+"\n"), 0o640); err != nil {
+		return "", fmt.Errorf("write node id: %w", err)
+	}
+	return id, nil
+}
+
+func (n *Node) goRun(fn func()) {
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		fn()
+	}()
+}
+
+func (n *Node) markApplied(index uint64) {
+	for {
+		cur := n.applied.Load()
+		if index <= cur || n.applied.CompareAndSwap(cur, index) {
+			break
+		}
+	}
+	n.appliedMu.Lock()
+	close(n.appliedCh)
+	n.appliedCh = make(chan struct{})
+	n.appliedMu.Unlock()
+}
+
+// AppliedNotify returns a channel closed after the next apply; call it
+// again for the one after.
+func (n *Node) AppliedNotify() <-chan struct{} {
+	n.appliedMu.Lock()
+	defer n.appliedMu.Unlock()
+	return n.appliedCh
+}
+
+// AppliedIndex is the highest raft index this replica has applied.
+func (n *Node) AppliedIndex() uint64 { return n.applied.Load() }
+
+// FSM returns the state machine for reads (nil when Config.StateMachine
+// replaced it).
+func (n *Node) FSM() *fsm.FSM { return n.fsm }
+
+// ID is this node's id.
+func (n *Node) ID() string { return n.id }
+
+// RaftAddr and GossipAddr are the advertised addresses (useful with port 0).
+func (n *Node) RaftAddr() string   { return n.raftAddr }
+func (n *Node) GossipAddr() string { return n.gossipAddr }
+
+// IsLeader reports whether this node is the raft leader.
+func (n *Node) IsLeader() bool { return n.raft.State() == raft.Leader }
+
+// Ready reports whether this node can serve writes now: it leads and is
+// ready to stamp, or it follows a known leader whose API address it knows.
+func (n *Node) Ready() bool {
+	if n.closing.Load() || n.rfsm.failure() != nil {
+		return false
+	}
+	if n.writable.Load() {
+		return true
+	}
+	id, addr := n.Leader()
+	return id != "" && id != n.id && addr != ""
+}
+
+// Leader returns the leader's id and API address ("" when unknown).
+func (n *Node) Leader() (id, rpcAddr string) {
+	_, lid := n.raft.LeaderWithID()
+	id = string(lid)
+	if id == "" {
+		return "", ""
+	}
+	if id == n.id {
+		return id, n.cfg.RPCAddr
+	}
+	if m, ok := n.members.get(id); ok {
+		return id, m.meta.RPC
+	}
+	return id, ""
+}
+
+func (n *Node) notLeader() *NotLeaderError {
+	id, addr := n.Leader()
+	if id == n.id {
+		id, addr = "", ""
+	}
+	return &NotLeaderError{LeaderID: id, LeaderRPCAddr: addr}
+}
+
+// awaitWritable waits, up to LeaderWait, until this node can stamp writes
+// or another node is known to lead (then *NotLeaderError).
+func (n *Node) awaitWritable(ctx context.Context) error {
+	deadline := time.NewTimer(n.cfg.LeaderWait)
+	defer deadline.Stop()
+	poll := time.NewTicker(20 * time.Millisecond)
+	defer poll.Stop()
+	for {
+		if n.closing.Load() {
+			return ErrShuttingDown
+		}
+		if err := n.rfsm.failure(); err != nil {
+			return err
+		}
+		if n.writable.Load() {
+			return nil
+		}
+		if n.raft.State() != raft.Leader {
+			if id, addr := n.Leader(); id != "" && id != n.id && addr != "" {
+				return &NotLeaderError{LeaderID: id, LeaderRPCAddr: addr}
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("wait for a leader: %w", ctx.Err())
+		case <-n.stop:
+			return ErrShuttingDown
+		case <-deadline.C:
+			return fmt.Errorf("%w: none usable within %s", ErrNoLeader, n.cfg.LeaderWait)
+		case <-poll.C:
+		}
+	}
+}
+
+// Apply replicates one command and returns its result. On the leader the
+// command is group-committed with other callers' commands into one log
+// entry. On a follower it returns *NotLeaderError; with no leader within
+// Config.LeaderWait an error matching ErrNoLeader. When ctx ends after the
+// command was handed to raft, the command may still be applied.
+func (n *Node) Apply(ctx context.Context, cmd fsm.Command) (fsm.Result, error) {
+	data, err := fsm.EncodeCommand(cmd)
+	if err != nil {
+		return fsm.Result{}, fmt.Errorf("encode %T: %w", cmd, err)
+	}
+	if err := n.awaitWritable(ctx); err != nil {
+		return fsm.Result{}, err
+	}
+	return n.batch.submit(ctx, data)
+}
+
+// LinearizableRead returns once this node has confirmed it still leads
+// and has applied everything committed when the read began, so a read of
+// the FSM after it sees every write acknowledged before it. On a follower
+// it returns *NotLeaderError.
+func (n *Node) LinearizableRead(ctx context.Context) error {
+	if err := n.awaitWritable(ctx); err != nil {
+		return err
+	}
+	readIndex := n.raft.CommitIndex()
+	if err := n.waitFuture(ctx, n.raft.VerifyLeader()); err != nil {
+		return n.mapRaftErr("confirm leadership", err)
+	}
+	for n.applied.Load() < readIndex {
+		ch := n.AppliedNotify()
+		if n.applied.Load() >= readIndex {
+			break
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return fmt.Errorf("wait for apply of index %d: %w", readIndex, ctx.Err())
+		case <-n.stop:
+			return ErrShuttingDown
+		}
+	}
+	return nil
+}
+
+// waitFuture waits for a raft future without outliving ctx.
+func (n *Node) waitFuture(ctx context.Context, f raft.Future) error {
+	done := make(chan error, 1)
+	go func() { done <- f.Error() }() // raft resolves every future, at the latest on shutdown
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (n *Node) mapRaftErr(doing string, err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, raft.ErrNotLeader):
+		return n.notLeader()
+	case errors.Is(err, raft.ErrLeadershipLost), errors.Is(err, raft.ErrLeadershipTransferInProgress):
+		return fmt.Errorf("%s: %w: %w: %w", doing, ErrNoLeader, ErrOutcomeUnknown, err)
+	case errors.Is(err, raft.ErrRaftShutdown):
+		return fmt.Errorf("%s: %w", doing, ErrShuttingDown)
+	case errors.Is(err, raft.ErrEnqueueTimeout):
+		return fmt.Errorf("%s: %w: %w", doing, ErrNoLeader, err)
+	}
+	return fmt.Errorf("%s: %w", doing, err)
+}
+
+// Status is a point-in-time view of this node and the cluster as it sees it.
+type Status struct {
+	NodeID            string
+	RaftAddr          string
+	GossipAddr        string
+	RPCAddr           string
+	State             string // Leader, Follower, Candidate, Shutdown
+	Ready             bool
+	LeaderID          string
+	LeaderRPCAddr     string
+	Term              uint64
+	CommitIndex       uint64
+	AppliedIndex      uint64
+	LastLogIndex      uint64
+	LastSnapshotIndex uint64
+	LastContact       time.Time // zero on the leader, or when never contacted
+	Members           []Member
+}
+
+// Member is one server of the raft configuration or of the gossip pool.
+type Member struct {
+	ID       string
+	RaftAddr string
+	RPCAddr  string
+	Suffrage string // voter, nonvoter, or none (gossiping, not in raft)
+	Gossip   string // alive, suspect, dead, left, or unknown
+	Leader   bool
+}
+
+// Status reports this node's view.
+func (n *Node) Status() Status {
+	st := Status{
+		NodeID:       n.id,
+		RaftAddr:     n.raftAddr,
+		GossipAddr:   n.gossipAddr,
+		RPCAddr:      n.cfg.RPCAddr,
+		State:        n.raft.State().String(),
+		Ready:        n.Ready(),
+		AppliedIndex: n.applied.Load(),
+		Term:         n.raft.CurrentTerm(),
+		CommitIndex:  n.raft.CommitIndex(),
+		LastLogIndex: n.raft.LastIndex(),
+	}
+	st.LeaderID, st.LeaderRPCAddr = n.Leader()
+	if s, ok := n.raft.Stats()["last_snapshot_index"]; ok {
+		st.LastSnapshotIndex, _ = strconv.ParseUint(s, 10, 64)
+	}
+	if n.raft.State() != raft.Leader {
+		st.LastContact = n.raft.LastContact()
+	}
+	seen := map[string]bool{}
+	if f := n.raft.GetConfiguration(); f.Error() == nil {
+		for _, s := range f.Configuration().Servers {
+			id := string(s.ID)
+			seen[id] = true
+			m := Member{ID: id, RaftAddr: string(s.Address), Suffrage: "voter", Gossip: "unknown", Leader: id == st.LeaderID}
+			if s.Suffrage != raft.Voter {
+				m.Suffrage = "nonvoter"
+			}
+			n.fillGossip(&m)
+			st.Members = append(st.Members, m)
+		}
+	}
+	for _, mi := range n.members.list() {
+		if seen[mi.meta.ID] {
+			continue
+		}
+		m := Member{ID: mi.meta.ID, RaftAddr: mi.meta.Raft, Suffrage: "none"}
+		n.fillGossip(&m)
+		st.Members = append(st.Members, m)
+	}
+	return st
+}
+
+func (n *Node) fillGossip(m *Member) {
+	if m.ID == n.id {
+		m.RPCAddr, m.Gossip = n.cfg.RPCAddr, "alive"
+		return
+	}
+	if mi, ok := n.members.get(m.ID); ok {
+		m.RPCAddr, m.Gossip = mi.meta.RPC, stateName(mi.state)
+	}
+}
+
+// SaveSnapshot streams a consistent snapshot of the state to w, in the
+// format RestoreSnapshot and raft's snapshots use. It needs no leader.
+func (n *Node) SaveSnapshot(ctx context.Context, w io.Writer) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	s, index, err := n.rfsm.snapshot()
+	if err != nil {
+		return fmt.Errorf("save snapshot: %w", err)
+	}
+	defer s.Release()
+	if _, err := writeSnapshotHeader(w, index); err != nil {
+		return fmt.Errorf("save snapshot header: %w", err)
+	}
+	if _, err := s.WriteTo(ctxWriter{ctx, w}); err != nil {
+		return fmt.Errorf("save snapshot at index %d: %w", index, err)
+	}
+	return nil
+}
+
+// ctxWriter stops a long stream once its context ends.
+type ctxWriter struct {
+	ctx context.Context
+	w   io.Writer
+}
+
+func (c ctxWriter) Write(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.w.Write(p)
+}
+
+// RestoreSnapshot replaces the whole cluster's state with a snapshot saved
+// by SaveSnapshot (disaster recovery into a new cluster). Leader only. The
+// raft index moves past both the cluster's log and the snapshot's own
+// applied index, so the state never skips entries that follow.
+func (n *Node) RestoreSnapshot(ctx context.Context, r io.Reader) error {
+	if err := n.awaitWritable(ctx); err != nil {
+		return err
+	}
+	index, err := readSnapshotHeader(r)
+	if err != nil {
+		return err
+	}
+	// raft.Restore reads the whole stream; it needs the header back since
+	// raftFSM.Restore reads it.
+	var hdr strings.Builder
+	if _, err := writeSnapshotHeader(&hdr, index); err != nil {
+		return err
+	}
+	meta := &raft.SnapshotMeta{Index: index, Term: n.raft.CurrentTerm()}
+	body := io.MultiReader(strings.NewReader(hdr.String()), ctxReader{ctx, r})
+	if err := n.raft.Restore(meta, body, n.cfg.ApplyTimeout); err != nil {
+		return n.mapRaftErr("restore snapshot", err)
+	}
+	n.logger.Warn("restored the cluster's state from a snapshot", "snapshot_applied_index", index)
+	// Move the applied index past raft's restore index, for reads.
+	if _, err := n.batch.submit(ctx, mustEncode(fsm.Tick{})); err != nil {
+		return fmt.Errorf("tick after restore: %w", err)
+	}
+	return nil
+}
+
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (c ctxReader) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.r.Read(p)
+}
+
+func mustEncode(c fsm.Command) []byte {
+	b, err := fsm.EncodeCommand(c)
+	if err != nil {
+		// Encoding a fixed, field-less command cannot fail unless fsm is
+		// broken; the callers turn a nil entry into an error result.
+		return nil
+	}
+	return b
+}
+
+// Shutdown stops the node. A leader first hands leadership to another
+// voter; queued writes fail with ErrShuttingDown or *NotLeaderError (so
+// callers can retry on the new leader); writes already in raft finish or
+// fail with ErrOutcomeUnknown. Shutdown waits for every goroutine it
+// started, bounded by ctx.
+func (n *Node) Shutdown(ctx context.Context) error {
+	n.shutOnce.Do(func() { n.shutErr = n.shutdown(ctx) })
+	return n.shutErr
+}
+
+func (n *Node) shutdown(ctx context.Context) error {
+	n.logger.Info("shutting down")
+	var errs []error
+	if n.raft.State() == raft.Leader && n.otherVoters() > 0 {
+		n.writable.Store(false) // new writes wait for the next leader
+		f := n.raft.LeadershipTransfer()
+		if err := n.waitFuture(ctx, f); err != nil {
+			n.logger.Warn("leadership transfer failed; shutting down as leader", "err", err)
+		} else {
+			n.logger.Info("handed leadership over")
+		}
+	}
+	n.closing.Store(true)
+	close(n.stop)
+	n.batch.drain(ctx) // in-flight entries resolve; queued ones fail clearly
+	if n.cfg.LeaveOnShutdown {
+		if err := n.ml.Leave(5 * time.Second); err != nil {
+			errs = append(errs, fmt.Errorf("leave gossip: %w", err))
+		}
+	}
+	if err := n.raft.Shutdown().Error(); err != nil {
+		errs = append(errs, fmt.Errorf("stop raft: %w", err))
+	}
+	if err := n.ml.Shutdown(); err != nil {
+		errs = append(errs, fmt.Errorf("stop gossip: %w", err))
+	}
+	done := make(chan struct{})
+	go func() { n.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		errs = append(errs, fmt.Errorf("wait for node goroutines: %w", ctx.Err()))
+	}
+	if err := n.transport.Close(); err != nil {
+		errs = append(errs, fmt.Errorf("close raft transport: %w", err))
+	}
+	if err := n.store.Close(); err != nil {
+		errs = append(errs, fmt.Errorf("close raft log: %w", err))
+	}
+	if n.fsm != nil {
+		if err := n.fsm.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("close state: %w", err))
+		}
+	}
+	n.logger.Info("stopped")
+	return errors.Join(errs...)
+}
+
+func (n *Node) otherVoters() int {
+	f := n.raft.GetConfiguration()
+	if f.Error() != nil {
+		return 0
+	}
+	c := 0
+	for _, s := range f.Configuration().Servers {
+		if s.Suffrage == raft.Voter && string(s.ID) != n.id {
+			c++
+		}
+	}
+	return c
+}

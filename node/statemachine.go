@@ -1,0 +1,250 @@
+package node
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"sync/atomic"
+
+	"github.com/creditd/creditd/fsm"
+	"github.com/hashicorp/raft"
+)
+
+// StateMachine is what node replicates into. *fsm.FSM satisfies it through
+// FSMStateMachine; NewNoopStateMachine measures raft alone.
+type StateMachine interface {
+	// Apply applies entries in order; results[i][j] is command j of entry
+	// i. Entries at or below AppliedIndex are skipped. An error is a
+	// storage failure after which the state machine is not used again.
+	Apply(entries []fsm.Entry) ([][]fsm.Result, error)
+	AppliedIndex() uint64
+	// LastTime is the log time of the last applied entry.
+	LastTime() fsm.Timestamp
+	// Snapshot starts a consistent snapshot, safe to stream while applies
+	// go on.
+	Snapshot() (StateSnapshot, error)
+	// Restore replaces the whole state, applied index included.
+	Restore(r io.Reader) error
+}
+
+// StateSnapshot is a consistent copy being streamed.
+type StateSnapshot interface {
+	WriteTo(w io.Writer) (int64, error)
+	Release()
+}
+
+// FSMStateMachine adapts *fsm.FSM to StateMachine.
+type FSMStateMachine struct{ F *fsm.FSM }
+
+func (s FSMStateMachine) Apply(e []fsm.Entry) ([][]fsm.Result, error) { return s.F.Apply(e) }
+func (s FSMStateMachine) AppliedIndex() uint64                        { return s.F.AppliedIndex() }
+func (s FSMStateMachine) LastTime() fsm.Timestamp                     { return s.F.LastTime() }
+func (s FSMStateMachine) Restore(r io.Reader) error                   { return s.F.Restore(r) }
+func (s FSMStateMachine) Snapshot() (StateSnapshot, error) {
+	snap, err := s.F.Snapshot()
+	if err != nil {
+		return nil, err
+	}
+	return snap, nil
+}
+
+// NoopStateMachine decodes nothing and keeps only its applied index: the
+// ceiling of replication plus fsync. Each entry yields nil results; the
+// batcher answers each caller with an empty fsm.Result.
+type NoopStateMachine struct {
+	applied atomic.Uint64
+}
+
+// NewNoopStateMachine returns a state machine that applies nothing.
+func NewNoopStateMachine() *NoopStateMachine { return &NoopStateMachine{} }
+
+func (s *NoopStateMachine) Apply(entries []fsm.Entry) ([][]fsm.Result, error) {
+	if len(entries) > 0 {
+		s.applied.Store(entries[len(entries)-1].Index)
+	}
+	return make([][]fsm.Result, len(entries)), nil
+}
+func (s *NoopStateMachine) AppliedIndex() uint64    { return s.applied.Load() }
+func (s *NoopStateMachine) LastTime() fsm.Timestamp { return 0 }
+func (s *NoopStateMachine) Snapshot() (StateSnapshot, error) {
+	return noopSnapshot(s.applied.Load()), nil
+}
+func (s *NoopStateMachine) Restore(r io.Reader) error {
+	var b [8]byte
+	if _, err := io.ReadFull(r, b[:]); err != nil {
+		return fmt.Errorf("restore noop state: %w", err)
+	}
+	s.applied.Store(binary.BigEndian.Uint64(b[:]))
+	return nil
+}
+
+type noopSnapshot uint64
+
+func (s noopSnapshot) WriteTo(w io.Writer) (int64, error) {
+	var b [8]byte
+	binary.BigEndian.PutUint64(b[:], uint64(s))
+	n, err := w.Write(b[:])
+	return int64(n), err
+}
+func (noopSnapshot) Release() {}
+
+// raftFSM adapts a StateMachine to raft.BatchingFSM: one StateMachine.Apply
+// (one bbolt transaction) per batch raft hands over.
+type raftFSM struct {
+	sm StateMachine
+	// onApplied is called with the highest index applied, after each batch.
+	onApplied func(index uint64)
+
+	mu     sync.Mutex
+	failed error // first storage failure; afterwards nothing is applied
+}
+
+var _ raft.BatchingFSM = (*raftFSM)(nil)
+
+// applyResponse is what raft hands back through ApplyFuture.Response().
+type applyResponse struct {
+	results []fsm.Result
+	err     error
+}
+
+func (f *raftFSM) ApplyBatch(logs []*raft.Log) []any {
+	resps := make([]any, len(logs))
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.failed != nil {
+		for i := range resps {
+			resps[i] = applyResponse{err: f.failed}
+		}
+		return resps
+	}
+	entries := make([]fsm.Entry, len(logs))
+	for i, l := range logs {
+		entries[i].Index = l.Index
+		// Configuration entries carry no command but still move the
+		// applied index, so linearizable reads see them as applied.
+		if l.Type == raft.LogCommand {
+			entries[i].Data = l.Data
+		}
+	}
+	results, err := f.sm.Apply(entries)
+	if err == nil && len(results) != len(entries) {
+		err = fmt.Errorf("state machine returned %d results for %d entries", len(results), len(entries))
+	}
+	if err != nil {
+		// Keep the state what is on disk: a restart re-applies from the
+		// state's own applied index. Applying later entries over a gap
+		// would diverge from the other replicas.
+		f.failed = fmt.Errorf("%w: apply entries %d..%d: %w", ErrStateMachineFailed, logs[0].Index, logs[len(logs)-1].Index, err)
+		for i := range resps {
+			resps[i] = applyResponse{err: f.failed}
+		}
+		return resps
+	}
+	for i := range resps {
+		resps[i] = applyResponse{results: results[i]}
+	}
+	f.onApplied(logs[len(logs)-1].Index)
+	return resps
+}
+
+func (f *raftFSM) Apply(l *raft.Log) any { return f.ApplyBatch([]*raft.Log{l})[0] }
+
+func (f *raftFSM) failure() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.failed
+}
+
+func (f *raftFSM) Snapshot() (raft.FSMSnapshot, error) {
+	s, index, err := f.snapshot()
+	if err != nil {
+		return nil, err
+	}
+	return &raftSnapshot{s: s, index: index}, nil
+}
+
+// snapshot starts a state snapshot together with the applied index it
+// holds; holding mu keeps an apply from slipping in between.
+func (f *raftFSM) snapshot() (StateSnapshot, uint64, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.failed != nil {
+		return nil, 0, f.failed
+	}
+	s, err := f.sm.Snapshot()
+	if err != nil {
+		return nil, 0, fmt.Errorf("start state snapshot: %w", err)
+	}
+	return s, f.sm.AppliedIndex(), nil
+}
+
+func (f *raftFSM) Restore(rc io.ReadCloser) error {
+	defer rc.Close()
+	index, err := readSnapshotHeader(rc)
+	if err != nil {
+		return err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.sm.Restore(rc); err != nil {
+		// A half-restored state is unusable; stop applying until restart.
+		f.failed = fmt.Errorf("%w: restore snapshot: %w", ErrStateMachineFailed, err)
+		return f.failed
+	}
+	if got := f.sm.AppliedIndex(); got != index {
+		f.failed = fmt.Errorf("%w: restored snapshot says applied index %d, state says %d", ErrStateMachineFailed, index, got)
+		return f.failed
+	}
+	f.failed = nil
+	f.onApplied(index)
+	return nil
+}
+
+// Snapshots (raft's and the ones operators save) are framed with a header
+// naming the state's applied index, so a restart can tell whether its state
+// file already holds a snapshot without reading it, and a restore into a new
+// cluster can place the state past the index it already covers.
+const snapshotMagic = "CRDSNAP1"
+
+const snapshotHeaderLen = len(snapshotMagic) + 8
+
+func writeSnapshotHeader(w io.Writer, index uint64) (int64, error) {
+	var b [snapshotHeaderLen]byte
+	copy(b[:], snapshotMagic)
+	binary.BigEndian.PutUint64(b[len(snapshotMagic):], index)
+	n, err := w.Write(b[:])
+	return int64(n), err
+}
+
+func readSnapshotHeader(r io.Reader) (uint64, error) {
+	var b [snapshotHeaderLen]byte
+	if _, err := io.ReadFull(r, b[:]); err != nil {
+		return 0, fmt.Errorf("read snapshot header: %w", err)
+	}
+	if string(b[:len(snapshotMagic)]) != snapshotMagic {
+		return 0, fmt.Errorf("read snapshot header: not a creditd snapshot (magic %q)", b[:len(snapshotMagic)])
+	}
+	return binary.BigEndian.Uint64(b[len(snapshotMagic):]), nil
+}
+
+type raftSnapshot struct {
+	s     StateSnapshot
+	index uint64
+}
+
+func (s *raftSnapshot) Persist(sink raft.SnapshotSink) error {
+	if _, err := writeSnapshotHeader(sink, s.index); err != nil {
+		return errors.Join(fmt.Errorf("write snapshot header: %w", err), sink.Cancel())
+	}
+	if _, err := s.s.WriteTo(sink); err != nil {
+		return errors.Join(fmt.Errorf("write snapshot: %w", err), sink.Cancel())
+	}
+	if err := sink.Close(); err != nil {
+		return fmt.Errorf("close snapshot: %w", err)
+	}
+	return nil
+}
+
+func (s *raftSnapshot) Release() { s.s.Release() }

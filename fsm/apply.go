@@ -266,11 +266,11 @@ func loadRec[T any, P interface {
 func (a *applier) creditType(id string) *CreditType {
 	return loadRec(a, a.ctypes, bCreditType, id)
 }
-func (a *applier) feature(id string) *Feature    { return loadRec(a, a.features, bFeature, id) }
-func (a *applier) plan(id string) *Plan          { return loadRec(a, a.plans, bPlan, id) }
-func (a *applier) customer(id string) *Customer  { return loadRec(a, a.customers, bCustomer, id) }
-func (a *applier) grant(id string) *Grant        { return loadRec(a, a.grants, bGrant, id) }
-func (a *applier) poolIfAny(k string) *Pool      { return loadRec(a, a.pools, bPool, k) }
+func (a *applier) feature(id string) *Feature   { return loadRec(a, a.features, bFeature, id) }
+func (a *applier) plan(id string) *Plan         { return loadRec(a, a.plans, bPlan, id) }
+func (a *applier) customer(id string) *Customer { return loadRec(a, a.customers, bCustomer, id) }
+func (a *applier) grant(id string) *Grant       { return loadRec(a, a.grants, bGrant, id) }
+func (a *applier) poolIfAny(k string) *Pool     { return loadRec(a, a.pools, bPool, k) }
 
 // pool returns the pool, creating it in memory if new; it is stored only
 // once marked dirty.

@@ -35,7 +35,7 @@ var errTruncated = errors.New("truncated")
 
 type enc struct{ b []byte }
 
-func (e *enc) u8(v uint8)   { e.b = append(e.b, v) }
+func (e *enc) u8(v uint8) { e.b = append(e.b, v) }
 func (e *enc) bool(v bool) {
 	if v {
 		e.b = append(e.b, 1)
@@ -43,11 +43,11 @@ func (e *enc) bool(v bool) {
 		e.b = append(e.b, 0)
 	}
 }
-func (e *enc) uv(v uint64)          { e.b = binary.AppendUvarint(e.b, v) }
-func (e *enc) iv(v int64)           { e.b = binary.AppendVarint(e.b, v) }
-func (e *enc) ts(v Timestamp)       { e.b = binary.AppendVarint(e.b, int64(v)) }
-func (e *enc) str(s string)         { e.uv(uint64(len(s))); e.b = append(e.b, s...) }
-func (e *enc) dec(d Decimal)        { e.iv(d.Coef); e.u8(d.Scale) }
+func (e *enc) uv(v uint64)    { e.b = binary.AppendUvarint(e.b, v) }
+func (e *enc) iv(v int64)     { e.b = binary.AppendVarint(e.b, v) }
+func (e *enc) ts(v Timestamp) { e.b = binary.AppendVarint(e.b, int64(v)) }
+func (e *enc) str(s string)   { e.uv(uint64(len(s))); e.b = append(e.b, s...) }
+func (e *enc) dec(d Decimal)  { e.iv(d.Coef); e.u8(d.Scale) }
 
 type dec struct {
 	b   []byte

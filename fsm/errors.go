@@ -9,12 +9,12 @@ import (
 type Code uint8
 
 const (
-	CodeInvalid          Code = iota + 1 // a field is wrong
-	CodeNotFound                         // an id names nothing
-	CodeAlreadyExists                    // an id is taken by something different
-	CodeInsufficient                     // not enough credits
-	CodeFailedPrecondition               // the state does not allow it
-	CodeConflict                         // an idempotency key reused with another payload
+	CodeInvalid            Code = iota + 1 // a field is wrong
+	CodeNotFound                           // an id names nothing
+	CodeAlreadyExists                      // an id is taken by something different
+	CodeInsufficient                       // not enough credits
+	CodeFailedPrecondition                 // the state does not allow it
+	CodeConflict                           // an idempotency key reused with another payload
 )
 
 func (c Code) String() string {

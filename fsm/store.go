@@ -24,9 +24,9 @@ var (
 	bPool       = []byte("pools")
 	bGrant      = []byte("grants")
 	bCustGrant  = []byte("customer_grants") // customer 0x00 grant id → nil
-	bBurnOrder  = []byte("burn_order")   // pool key 0x00 burn key → grant id; live grants only
-	bGrantExp   = []byte("grant_expiry") // expires_at, grant id → nil; live grants with an expiry
-	bGrantStart = []byte("grant_start")  // effective_at, grant id → nil; pending grants
+	bBurnOrder  = []byte("burn_order")      // pool key 0x00 burn key → grant id; live grants only
+	bGrantExp   = []byte("grant_expiry")    // expires_at, grant id → nil; live grants with an expiry
+	bGrantStart = []byte("grant_start")     // effective_at, grant id → nil; pending grants
 	bResv       = []byte("reservations")
 	bResvExp    = []byte("reservation_expiry") // expires_at, id → nil; held reservations
 	bPurchase   = []byte("purchases")

@@ -74,10 +74,10 @@ const (
 
 // AutoTopUp holds a customer's (or a plan's default) automatic top-up settings.
 type AutoTopUp struct {
-	Enabled         bool
+	Enabled          bool
 	ThresholdCredits int64 // start a top-up when available falls below this
-	Mode            AutoTopUpMode
-	AmountCredits   int64 // fixed amount, or target balance
+	Mode             AutoTopUpMode
+	AmountCredits    int64 // fixed amount, or target balance
 	MonthlyCapMicros int64 // spend cap per UTC calendar month, money micros; 0 = no cap
 }
 
@@ -177,7 +177,7 @@ type Grant struct {
 	Burned         int64
 	Expired        int64
 	Revoked        int64
-	Adjusted       int64 // signed
+	Adjusted       int64  // signed
 	Reason         string // of the revocation, if any
 	CreatedAt      Timestamp
 	UpdatedAt      Timestamp

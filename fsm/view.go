@@ -64,8 +64,10 @@ func kindName(bucket []byte) string {
 func (v *View) CreditType(id string) (CreditType, error) {
 	return getRec[CreditType](v, bCreditType, "credit_type_id", id)
 }
-func (v *View) Feature(id string) (Feature, error) { return getRec[Feature](v, bFeature, "feature_id", id) }
-func (v *View) Plan(id string) (Plan, error)       { return getRec[Plan](v, bPlan, "plan_id", id) }
+func (v *View) Feature(id string) (Feature, error) {
+	return getRec[Feature](v, bFeature, "feature_id", id)
+}
+func (v *View) Plan(id string) (Plan, error) { return getRec[Plan](v, bPlan, "plan_id", id) }
 func (v *View) Customer(id string) (Customer, error) {
 	return getRec[Customer](v, bCustomer, "customer_id", id)
 }
@@ -73,7 +75,9 @@ func (v *View) Grant(id string) (Grant, error) { return getRec[Grant](v, bGrant,
 func (v *View) Reservation(id string) (Reservation, error) {
 	return getRec[Reservation](v, bResv, "reservation_id", id)
 }
-func (v *View) Purchase(id string) (Purchase, error) { return getRec[Purchase](v, bPurchase, "purchase_id", id) }
+func (v *View) Purchase(id string) (Purchase, error) {
+	return getRec[Purchase](v, bPurchase, "purchase_id", id)
+}
 
 // ListFeatures lists every feature in id order.
 func (v *View) ListFeatures() ([]Feature, error) {

@@ -1,0 +1,196 @@
+package fsm
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestPurchases(t *testing.T) {
+	t.Run("a successful self-serve purchase makes a paid grant at the plan's price and expiry", func(t *testing.T) {
+		h := newHarness(t)
+		h.seed()
+		h.ok(UpsertPlan{Plan: Plan{ID: "pro", CreditTypeID: "ai", Currency: "USD", PricePerCredit: mustDec("0.10"),
+			MinPurchaseCredits: 100, MaxPurchaseCredits: 100000, DefaultExpiry: 365 * 24 * time.Hour}})
+		p := h.ok(StartPurchase{ID: "buy1", CustomerID: "c1", Credits: 5000, Flow: FlowSelfServe}).Value.(*Purchase)
+		if p.Status != PurchasePending || p.TotalMicros != 5_000_000 || p.UnitPrice.String() != "0.10" {
+			t.Fatalf("%+v", p)
+		}
+		var pending []Purchase
+		h.f.View(func(v *View) (err error) { pending, err = v.PendingPurchases(10); return })
+		if len(pending) != 1 || pending[0].ID != "buy1" {
+			t.Fatalf("pending %+v", pending)
+		}
+		p = h.ok(CompletePurchase{ID: "buy1", Outcome: OutcomeSucceeded, ProviderRef: "pi_1", ProviderStatus: "succeeded"}).Value.(*Purchase)
+		if p.Status != PurchaseSucceeded || p.GrantID == "" || p.ProviderRef != "pi_1" {
+			t.Fatalf("%+v", p)
+		}
+		g := h.grant(p.GrantID)
+		if g.Category != Paid || g.Amount != 5000 || g.CostBasis.String() != "0.10" || g.Currency != "USD" ||
+			g.ExpiresAt != h.now+Timestamp((365*24*time.Hour).Microseconds()) || g.SourceKind != SourcePurchase || g.SourceRef != "buy1" {
+			t.Fatalf("%+v", g)
+		}
+		if r := h.ok(CompletePurchase{ID: "buy1", Outcome: OutcomeSucceeded}); !r.Duplicate {
+			t.Fatal("a repeated success granted twice")
+		}
+		h.fails(CompletePurchase{ID: "buy1", Outcome: OutcomeFailed, FailureReason: "late"}, CodeFailedPrecondition, "outcome")
+		h.f.View(func(v *View) (err error) { pending, err = v.PendingPurchases(10); return })
+		if len(pending) != 0 {
+			t.Fatalf("still pending %+v", pending)
+		}
+	})
+	t.Run("plan limits", func(t *testing.T) {
+		h := newHarness(t)
+		h.seed()
+		h.fails(StartPurchase{ID: "b", CustomerID: "c1", Credits: 99, Flow: FlowSelfServe}, CodeInvalid, "credits")
+		h.fails(StartPurchase{ID: "b", CustomerID: "c1", Credits: 1_000_000_01, Flow: FlowSelfServe}, CodeInvalid, "credits")
+		h.fails(StartPurchase{ID: "b", CustomerID: "c1", Credits: 100, Flow: FlowAuto}, CodeInvalid, "flow")
+		h.ok(UpsertCustomer{ID: "noplan"})
+		h.fails(StartPurchase{ID: "b", CustomerID: "noplan", Credits: 100}, CodeFailedPrecondition, "customer_id")
+		h.ok(StartPurchase{ID: "b", CustomerID: "c1", Credits: 100})
+		if r := h.ok(StartPurchase{ID: "b", CustomerID: "c1", Credits: 100}); !r.Duplicate {
+			t.Fatal("retry was not a duplicate")
+		}
+		h.fails(StartPurchase{ID: "b", CustomerID: "c1", Credits: 200}, CodeConflict, "id")
+	})
+	for _, tt := range []struct {
+		policy    InvoiceGrantPolicy
+		grantedOn PurchaseOutcome
+	}{{GrantOnIssue, OutcomeInvoiceIssued}, {GrantOnPayment, OutcomeInvoicePaid}} {
+		t.Run("invoice grants on "+map[InvoiceGrantPolicy]string{GrantOnIssue: "issue", GrantOnPayment: "payment"}[tt.policy], func(t *testing.T) {
+			h := newHarness(t)
+			h.seed()
+			h.ok(UpsertPlan{Plan: Plan{ID: "pro", CreditTypeID: "ai", Currency: "USD", PricePerCredit: mustDec("0.10"),
+				InvoiceGrant: tt.policy}})
+			h.ok(StartPurchase{ID: "inv1", CustomerID: "c1", Credits: 1000, Flow: FlowInvoice})
+			p := h.ok(CompletePurchase{ID: "inv1", Outcome: OutcomeInvoiceIssued, ProviderRef: "in_1", ProviderStatus: "open"}).Value.(*Purchase)
+			if (p.Status == PurchaseSucceeded) != (tt.grantedOn == OutcomeInvoiceIssued) {
+				t.Fatalf("after issue: %+v", p)
+			}
+			p = h.ok(CompletePurchase{ID: "inv1", Outcome: OutcomeInvoicePaid, ProviderStatus: "paid"}).Value.(*Purchase)
+			if p.Status != PurchaseSucceeded || p.GrantID != "purchase:inv1" {
+				t.Fatalf("after payment: %+v", p)
+			}
+			if g := h.grant(p.GrantID); g.SourceKind != SourceInvoice || g.Amount != 1000 {
+				t.Fatalf("%+v", g)
+			}
+			if b := h.balance("c1", "ai"); b.Balance != 1000 {
+				t.Fatalf("granted twice? %+v", b)
+			}
+		})
+	}
+	t.Run("a failed purchase records the reason and grants nothing", func(t *testing.T) {
+		h := newHarness(t)
+		h.seed()
+		h.ok(StartPurchase{ID: "b", CustomerID: "c1", Credits: 100})
+		h.fails(CompletePurchase{ID: "b", Outcome: OutcomeFailed}, CodeInvalid, "failure_reason")
+		p := h.ok(CompletePurchase{ID: "b", Outcome: OutcomeFailed, FailureReason: "card_declined"}).Value.(*Purchase)
+		if p.Status != PurchaseFailed || p.FailureReason != "card_declined" || p.GrantID != "" {
+			t.Fatalf("%+v", p)
+		}
+		h.fails(CompletePurchase{ID: "b", Outcome: OutcomeSucceeded}, CodeFailedPrecondition, "outcome")
+		h.fails(CompletePurchase{ID: "nope", Outcome: OutcomeSucceeded}, CodeNotFound, "id")
+	})
+}
+
+func autoTopUpHarness(t *testing.T, s AutoTopUp) *harness {
+	h := newHarness(t)
+	h.seed()
+	h.ok(UpsertCustomer{ID: "c1", PlanID: "pro", AutoTopUp: s})
+	h.paid("g", 1000, "0.10")
+	return h
+}
+
+func TestAutoTopUp(t *testing.T) {
+	fixed := AutoTopUp{Enabled: true, ThresholdCredits: 300, Mode: TopUpFixed, AmountCredits: 2000}
+	t.Run("a burn below the threshold starts one automatic purchase", func(t *testing.T) {
+		h := autoTopUpHarness(t, fixed)
+		h.burnCredits("e1", 600) // 400 left: above
+		if c := h.customer("c1"); c.AutoPendingPurchase != "" {
+			t.Fatalf("started above threshold: %+v", c)
+		}
+		h.burnCredits("e2", 200) // 200 left: below
+		c := h.customer("c1")
+		if c.AutoPendingPurchase == "" || c.AutoSpendMicros != 2_000_000 {
+			t.Fatalf("%+v", c)
+		}
+		var p Purchase
+		h.f.View(func(v *View) (err error) { p, err = v.Purchase(c.AutoPendingPurchase); return })
+		if p.Flow != FlowAuto || p.Credits != 2000 || p.Status != PurchasePending || p.TotalMicros != 2_000_000 {
+			t.Fatalf("%+v", p)
+		}
+		h.burnCredits("e3", 10)
+		if c := h.customer("c1"); !strings.HasPrefix(c.AutoTopUpLast, "already pending") {
+			t.Fatalf("%+v", c)
+		}
+		h.ok(CompletePurchase{ID: p.ID, Outcome: OutcomeSucceeded, ProviderRef: "pi_auto"})
+		if b := h.balance("c1", "ai"); b.Available != 2190 {
+			t.Fatalf("%+v", b)
+		}
+		if c := h.customer("c1"); c.AutoPendingPurchase != "" {
+			t.Fatalf("%+v", c)
+		}
+	})
+	t.Run("the monthly cap stops top-ups and resets next month", func(t *testing.T) {
+		s := fixed
+		s.MonthlyCapMicros = 3_000_000
+		h := autoTopUpHarness(t, s)
+		h.burnCredits("e1", 800)
+		first := h.customer("c1").AutoPendingPurchase
+		h.ok(CompletePurchase{ID: first, Outcome: OutcomeSucceeded})
+		h.burnCredits("e2", 2000) // 200 left again: 2 + 2 > 3 USD
+		if c := h.customer("c1"); c.AutoPendingPurchase != "" || c.AutoTopUpLast != "monthly cap reached" {
+			t.Fatalf("%+v", c)
+		}
+		h.now = TimestampOf(time.Date(2026, 2, 1, 0, 0, 0, 0, time.UTC))
+		h.burnCredits("e3", 1)
+		if c := h.customer("c1"); c.AutoPendingPurchase == "" || c.AutoSpendMonth != 202602 || c.AutoSpendMicros != 2_000_000 {
+			t.Fatalf("%+v", c)
+		}
+	})
+	t.Run("a failed automatic charge pauses auto top-up until resumed", func(t *testing.T) {
+		h := autoTopUpHarness(t, fixed)
+		h.burnCredits("e1", 800)
+		id := h.customer("c1").AutoPendingPurchase
+		h.ok(CompletePurchase{ID: id, Outcome: OutcomeFailed, FailureReason: "card_declined"})
+		c := h.customer("c1")
+		if c.AutoTopUpPaused == "" || c.AutoPendingPurchase != "" || c.AutoSpendMicros != 0 {
+			t.Fatalf("%+v", c)
+		}
+		h.burnCredits("e2", 1)
+		if c := h.customer("c1"); c.AutoPendingPurchase != "" || !strings.HasPrefix(c.AutoTopUpLast, "paused") {
+			t.Fatalf("%+v", c)
+		}
+		h.ok(UpsertCustomer{ID: "c1", PlanID: "pro", AutoTopUp: fixed, ResumeAutoTopUp: true})
+		h.burnCredits("e3", 1)
+		if c := h.customer("c1"); c.AutoPendingPurchase == "" {
+			t.Fatalf("not resumed: %+v", c)
+		}
+	})
+	t.Run("to-target tops up to the target", func(t *testing.T) {
+		h := autoTopUpHarness(t, AutoTopUp{Enabled: true, ThresholdCredits: 300, Mode: TopUpToTarget, AmountCredits: 5000})
+		h.burnCredits("e1", 900) // 100 left → buy 4900
+		var p Purchase
+		h.f.View(func(v *View) (err error) { p, err = v.Purchase(h.customer("c1").AutoPendingPurchase); return })
+		if p.Credits != 4900 {
+			t.Fatalf("%+v", p)
+		}
+	})
+	t.Run("disabled records why", func(t *testing.T) {
+		h := autoTopUpHarness(t, AutoTopUp{Enabled: false, ThresholdCredits: 300, AmountCredits: 100})
+		h.burnCredits("e1", 900)
+		if c := h.customer("c1"); c.AutoPendingPurchase != "" || c.AutoTopUpLast != "disabled" {
+			t.Fatalf("%+v", c)
+		}
+	})
+	t.Run("the plan's defaults apply to a customer with no settings", func(t *testing.T) {
+		h := newHarness(t)
+		h.seed()
+		h.ok(UpsertPlan{Plan: Plan{ID: "pro", CreditTypeID: "ai", Currency: "USD", PricePerCredit: mustDec("0.10"), AutoTopUp: fixed}})
+		h.paid("g", 1000, "0.10")
+		h.burnCredits("e1", 900)
+		if c := h.customer("c1"); c.AutoPendingPurchase == "" {
+			t.Fatalf("%+v", c)
+		}
+	})
+}

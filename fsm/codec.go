@@ -132,11 +132,8 @@ func (d *dec) str() string {
 }
 
 func (d *dec) decimal() Decimal {
-	x := Decimal{Coef: d.iv(), Scale: d.u8()}
-	if x.Coef < 0 || x.Scale > MaxDecimalScale {
-		d.fail(errors.New("bad decimal"))
-	}
-	return x
+	// Range is checked by apply's validation, which names the field.
+	return Decimal{Coef: d.iv(), Scale: d.u8()}
 }
 
 func (d *dec) dur() int64 { return d.iv() }

@@ -62,7 +62,7 @@ func TestRevocationsForRefunds(t *testing.T) {
 			map[string]int64{"re_2": 200}},
 		{"refunds beyond the total are capped", 1000, 5000,
 			[]Refund{r("re_1", 4000, 1), r("re_2", 4000, 2)}, map[string]int64{"re_1": 800, "re_2": 200}},
-		{"huge products do not overflow", 1 << 60, 1 << 40, []Refund{r("re_1", 1 << 39, 1)},
+		{"huge products do not overflow", 1 << 60, 1 << 40, []Refund{r("re_1", 1<<39, 1)},
 			map[string]int64{"re_1": 1 << 59}},
 	}
 	for _, tc := range tests {

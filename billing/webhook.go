@@ -1,0 +1,474 @@
+package billing
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/creditd/creditd/fsm"
+)
+
+// Applier submits a command to the cluster; *node.Node satisfies it. On a
+// node that does not lead, Apply fails and the caller retries elsewhere.
+type Applier interface {
+	Apply(ctx context.Context, cmd fsm.Command) (fsm.Result, error)
+}
+
+// StateReader reads the replicated state; *fsm.FSM satisfies it.
+type StateReader interface {
+	View(fn func(v *fsm.View) error) error
+}
+
+// Limits of the webhook endpoint.
+const (
+	// DefaultMaxWebhookBytes bounds a webhook body; Stripe's events are far
+	// smaller.
+	DefaultMaxWebhookBytes = 512 << 10
+	// DefaultSeenEvents bounds the replay set. Beyond it, the oldest ids are
+	// forgotten and a replay is caught by the commands' own idempotency
+	// (purchase ids, refund request ids) instead.
+	DefaultSeenEvents = 10000
+	// DefaultWebhookTimeout bounds the work done for one event.
+	DefaultWebhookTimeout = 15 * time.Second
+	// forwardedHeader marks a webhook a follower passed to the leader, so a
+	// second hop is refused instead of looping.
+	forwardedHeader = "X-Creditd-Forwarded"
+	// WebhookPath is where the Stripe webhook is mounted.
+	WebhookPath = "/webhooks/stripe"
+)
+
+// WebhookOptions configure a WebhookHandler.
+type WebhookOptions struct {
+	Provider Provider
+	Applier  Applier
+	State    StateReader
+	// Leader, when set, reports whether this node leads and, if not, the
+	// leader's API address (host:port). A follower verifies a webhook and
+	// forwards it there, since only the leader applies commands.
+	Leader func() (isLeader bool, leaderAddr string)
+	// ForwardClient carries forwarded webhooks; nil = a client with the
+	// handler's timeout.
+	ForwardClient *http.Client
+	Logger        *slog.Logger
+	SeenEvents    int           // 0 = DefaultSeenEvents
+	Timeout       time.Duration // 0 = DefaultWebhookTimeout
+	MaxBodyBytes  int64         // 0 = DefaultMaxWebhookBytes
+}
+
+// WebhookHandler serves POST /webhooks/stripe: it verifies each event, drops
+// replays, and maps the event onto purchase completions and revocations.
+//
+// Responses: 200 when the event is applied, ignored, or a replay (so the
+// provider stops sending it); 400 for a bad signature or body; 405 for other
+// methods; 503 when the cluster could not take the command now (the provider
+// retries later, and the event is not marked seen).
+type WebhookHandler struct {
+	o    WebhookOptions
+	log  *slog.Logger
+	seen *seenSet
+}
+
+// NewWebhookHandler checks the options and builds the handler.
+func NewWebhookHandler(o WebhookOptions) (*WebhookHandler, error) {
+	if o.Provider == nil || o.Applier == nil || o.State == nil {
+		return nil, errors.New("billing: webhook handler needs Provider, Applier and State")
+	}
+	if o.SeenEvents < 0 || o.Timeout < 0 || o.MaxBodyBytes < 0 {
+		return nil, errors.New("billing: webhook limits must not be negative")
+	}
+	if o.SeenEvents == 0 {
+		o.SeenEvents = DefaultSeenEvents
+	}
+	if o.Timeout == 0 {
+		o.Timeout = DefaultWebhookTimeout
+	}
+	if o.MaxBodyBytes == 0 {
+		o.MaxBodyBytes = DefaultMaxWebhookBytes
+	}
+	if o.ForwardClient == nil {
+		o.ForwardClient = &http.Client{Timeout: o.Timeout}
+	}
+	log := o.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &WebhookHandler{o: o, log: log.With("component", "billing-webhook", "provider", o.Provider.Name()),
+		seen: newSeenSet(o.SeenEvents)}, nil
+}
+
+func (h *WebhookHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", http.MethodPost)
+		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+		return
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, h.o.MaxBodyBytes))
+	if err != nil {
+		http.Error(w, fmt.Sprintf("body: read failed or larger than %d bytes", h.o.MaxBodyBytes), http.StatusBadRequest)
+		return
+	}
+	ev, err := h.o.Provider.ParseWebhook(body, r.Header)
+	if err != nil {
+		h.log.Info("webhook refused", "err", err)
+		if errors.Is(err, ErrBadSignature) {
+			http.Error(w, "signature: not valid or outside the tolerance window", http.StatusBadRequest)
+			return
+		}
+		http.Error(w, "body: not a valid event", http.StatusBadRequest)
+		return
+	}
+	if h.o.Leader != nil {
+		if lead, addr := h.o.Leader(); !lead {
+			h.forward(w, r, body, addr, ev)
+			return
+		}
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), h.o.Timeout)
+	defer cancel()
+	code, msg := h.Handle(ctx, ev)
+	http.Error(w, msg, code)
+}
+
+// Handle applies one verified event and returns the HTTP status and message
+// to answer with.
+func (h *WebhookHandler) Handle(ctx context.Context, ev Event) (int, string) {
+	switch h.seen.begin(ev.ID) {
+	case seenDone:
+		return http.StatusOK, "duplicate event " + ev.ID + ": already applied"
+	case seenBusy:
+		return http.StatusConflict, "event " + ev.ID + " is being applied"
+	}
+	note, err := h.apply(ctx, ev)
+	if err != nil {
+		h.seen.abort(ev.ID)
+		h.log.Warn("webhook not applied; the provider will retry", "event", ev.ID, "type", ev.Type, "err", err)
+		return http.StatusServiceUnavailable, "not applied now, retry: " + err.Error()
+	}
+	h.seen.done(ev.ID)
+	h.log.Info("webhook applied", "event", ev.ID, "type", ev.Type, "purchase", ev.PurchaseID, "result", note)
+	return http.StatusOK, note
+}
+
+// forward passes a verified webhook to the leader unchanged (its signature
+// is checked again there).
+func (h *WebhookHandler) forward(w http.ResponseWriter, r *http.Request, body []byte, addr string, ev Event) {
+	if addr == "" || r.Header.Get(forwardedHeader) != "" {
+		http.Error(w, "no leader to apply the event; retry", http.StatusServiceUnavailable)
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), h.o.Timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+addr+WebhookPath, bytes.NewReader(body))
+	if err != nil {
+		http.Error(w, "forward: "+err.Error(), http.StatusServiceUnavailable)
+		return
+	}
+	for _, k := range []string{"Stripe-Signature", "Content-Type"} {
+		if v := r.Header.Get(k); v != "" {
+			req.Header.Set(k, v)
+		}
+	}
+	req.Header.Set(forwardedHeader, "1")
+	resp, err := h.o.ForwardClient.Do(req)
+	if err != nil {
+		h.log.Warn("forward webhook to leader failed", "event", ev.ID, "leader", addr, "err", err)
+		http.Error(w, "forward to leader failed; retry", http.StatusServiceUnavailable)
+		return
+	}
+	defer resp.Body.Close()
+	msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.WriteHeader(resp.StatusCode)
+	_, _ = w.Write(msg)
+}
+
+// apply maps an event onto commands. It returns a note for the response, or
+// an error when the provider should send the event again later. Domain
+// refusals (a purchase already completed the other way, a grant already
+// used up) are final answers, not errors: retrying cannot change them.
+func (h *WebhookHandler) apply(ctx context.Context, ev Event) (string, error) {
+	if ev.Kind == EventIgnored {
+		return "event type " + ev.Type + " ignored", nil
+	}
+	purchaseID := ev.PurchaseID
+	if purchaseID == "" && ev.Kind == EventChargeRefunded && ev.PaymentRef != "" {
+		pay, err := h.o.Provider.LookupPayment(ctx, ev.PaymentRef)
+		if err != nil {
+			if errors.Is(err, ErrPermanent) {
+				return "payment " + ev.PaymentRef + " not found at the provider; ignored", nil
+			}
+			return "", fmt.Errorf("look up payment %s of charge %s: %w", ev.PaymentRef, ev.ObjectRef, err)
+		}
+		purchaseID = pay.PurchaseID
+	}
+	if purchaseID == "" {
+		return "no " + MetadataPurchaseID + " on " + ev.ObjectRef + ": not a creditd purchase; ignored", nil
+	}
+	p, found, err := h.purchase(purchaseID)
+	if err != nil {
+		return "", err
+	}
+	if !found {
+		h.log.Warn("webhook names an unknown purchase", "event", ev.ID, "purchase", purchaseID)
+		return "purchase " + purchaseID + " unknown; ignored", nil
+	}
+	switch ev.Kind {
+	case EventPaymentSucceeded:
+		return h.complete(ctx, fsm.CompletePurchase{ID: p.ID, Outcome: fsm.OutcomeSucceeded,
+			ProviderRef: ev.ObjectRef, ProviderStatus: clip(ev.ProviderStatus, fsm.MaxNameLen)})
+	case EventPaymentFailed:
+		// A failed attempt is not the end of a payment: the customer may
+		// retry on the same payment intent, and an automatic charge is
+		// retried by the worker, which alone decides when it has failed. So
+		// the failure is recorded as progress on a self-serve purchase and
+		// left to the worker otherwise; making it final here would let an
+		// earlier failure, delivered late, refuse a later success.
+		if p.Flow != fsm.FlowSelfServe || p.Status != fsm.PurchasePending {
+			return "payment failure of a " + p.Flow.String() + " purchase left to the worker", nil
+		}
+		return h.complete(ctx, fsm.CompletePurchase{ID: p.ID, Outcome: fsm.OutcomeProgress, ProviderRef: ev.ObjectRef,
+			ProviderStatus: clip(ev.ProviderStatus+": "+ev.FailureReason, fsm.MaxNameLen)})
+	case EventInvoiceFinalized:
+		if p.Flow != fsm.FlowInvoice {
+			return "invoice event for a " + p.Flow.String() + " purchase ignored", nil
+		}
+		return h.complete(ctx, fsm.CompletePurchase{ID: p.ID, Outcome: fsm.OutcomeInvoiceIssued,
+			ProviderRef: ev.ObjectRef, ProviderStatus: clip(ev.ProviderStatus, fsm.MaxNameLen)})
+	case EventInvoicePaid:
+		if p.Flow != fsm.FlowInvoice {
+			return "invoice event for a " + p.Flow.String() + " purchase ignored", nil
+		}
+		return h.complete(ctx, fsm.CompletePurchase{ID: p.ID, Outcome: fsm.OutcomeInvoicePaid,
+			ProviderRef: ev.ObjectRef, ProviderStatus: clip(ev.ProviderStatus, fsm.MaxNameLen)})
+	case EventInvoiceVoided, EventInvoiceUncollectible:
+		if p.Flow != fsm.FlowInvoice {
+			return "invoice event for a " + p.Flow.String() + " purchase ignored", nil
+		}
+		return h.invoiceUnpaid(ctx, p, ev)
+	case EventChargeRefunded:
+		return h.refund(ctx, p, ev)
+	}
+	return "event kind " + ev.Kind.String() + " ignored", nil
+}
+
+func (h *WebhookHandler) purchase(id string) (fsm.Purchase, bool, error) {
+	var p fsm.Purchase
+	err := h.o.State.View(func(v *fsm.View) error {
+		var err error
+		p, err = v.Purchase(id)
+		return err
+	})
+	if fsm.CodeOf(err) == fsm.CodeNotFound {
+		return fsm.Purchase{}, false, nil
+	}
+	if err != nil {
+		return fsm.Purchase{}, false, fmt.Errorf("read purchase %s: %w", id, err)
+	}
+	return p, true, nil
+}
+
+// complete proposes a CompletePurchase. fsm makes a report that agrees with
+// the purchase's end state a no-op, and refuses one that contradicts it.
+func (h *WebhookHandler) complete(ctx context.Context, c fsm.CompletePurchase) (string, error) {
+	res, err := h.o.Applier.Apply(ctx, c)
+	if err != nil {
+		return "", fmt.Errorf("complete purchase %s: %w", c.ID, err)
+	}
+	if res.Err != nil {
+		h.log.Warn("purchase completion refused", "purchase", c.ID, "outcome", outcomeName(c.Outcome), "err", res.Err)
+		return "purchase " + c.ID + ": " + res.Err.Error(), nil
+	}
+	if res.Duplicate {
+		return "purchase " + c.ID + " already in that state", nil
+	}
+	return "purchase " + c.ID + ": " + outcomeName(c.Outcome) + " recorded", nil
+}
+
+// invoiceUnpaid handles a voided or uncollectible invoice: a purchase still
+// waiting for the invoice fails; one granted on issue loses what remains of
+// its grant.
+func (h *WebhookHandler) invoiceUnpaid(ctx context.Context, p fsm.Purchase, ev Event) (string, error) {
+	what := "voided"
+	if ev.Kind == EventInvoiceUncollectible {
+		what = "marked uncollectible"
+	}
+	reason := "invoice " + ev.ObjectRef + " " + what
+	switch {
+	case p.Status == fsm.PurchasePending:
+		return h.complete(ctx, fsm.CompletePurchase{ID: p.ID, Outcome: fsm.OutcomeFailed, ProviderRef: ev.ObjectRef,
+			ProviderStatus: clip(ev.ProviderStatus, fsm.MaxNameLen), FailureReason: clip(reason, fsm.MaxReasonLen)})
+	case p.Status == fsm.PurchaseSucceeded && p.GrantID != "":
+		// One request id for both events of one invoice: an uncollectible
+		// invoice that is later voided revokes once.
+		return h.revoke(ctx, fsm.RevokeGrant{GrantID: p.GrantID, Reason: clip("invoice "+ev.ObjectRef+" not paid", fsm.MaxReasonLen),
+			RequestID: clip("invoice-unpaid:"+ev.ObjectRef, fsm.MaxIDLen)})
+	}
+	return "purchase " + p.ID + " is " + p.Status.String() + "; nothing to do", nil
+}
+
+// refund revokes, for each refund of the charge, credits in proportion to
+// the money it returned (RevocationsForRefunds), once per refund id.
+func (h *WebhookHandler) refund(ctx context.Context, p fsm.Purchase, ev Event) (string, error) {
+	if p.Status != fsm.PurchaseSucceeded || p.GrantID == "" {
+		return "purchase " + p.ID + " has no grant to revoke", nil
+	}
+	if ev.Currency != "" && !strings.EqualFold(ev.Currency, p.Currency) {
+		h.log.Error("refund currency differs from the purchase's", "purchase", p.ID, "charge", ev.ObjectRef,
+			"charge_currency", ev.Currency, "purchase_currency", p.Currency)
+		return "charge currency " + ev.Currency + " is not the purchase's " + p.Currency + "; ignored", nil
+	}
+	refunds := ev.Refunds
+	if !ev.RefundsComplete {
+		var err error
+		refunds, err = h.o.Provider.Refunds(ctx, ev.ObjectRef)
+		if err != nil {
+			return "", fmt.Errorf("list refunds of charge %s: %w", ev.ObjectRef, err)
+		}
+	}
+	totalMinor, err := MicrosToMinor(p.TotalMicros, p.Currency)
+	if err != nil {
+		return "", fmt.Errorf("purchase %s total: %w", p.ID, err)
+	}
+	if totalMinor <= 0 {
+		return "purchase " + p.ID + " cost nothing; no refund share to revoke", nil
+	}
+	revs, err := RevocationsForRefunds(p.Credits, totalMinor, refunds)
+	if err != nil {
+		return "", fmt.Errorf("refunds of charge %s: %w", ev.ObjectRef, err)
+	}
+	var notes []string
+	for _, rv := range revs {
+		if rv.Credits == 0 {
+			continue // Amount 0 would mean "all that remains".
+		}
+		note, err := h.revoke(ctx, fsm.RevokeGrant{GrantID: p.GrantID, Amount: rv.Credits,
+			Reason:    clip("refund "+rv.RefundID+" of charge "+ev.ObjectRef, fsm.MaxReasonLen),
+			RequestID: clip("refund:"+rv.RefundID, fsm.MaxIDLen)})
+		if err != nil {
+			return "", err
+		}
+		notes = append(notes, note)
+	}
+	if len(notes) == 0 {
+		return "no refund of charge " + ev.ObjectRef + " revokes credits", nil
+	}
+	return strings.Join(notes, "; "), nil
+}
+
+func (h *WebhookHandler) revoke(ctx context.Context, c fsm.RevokeGrant) (string, error) {
+	res, err := h.o.Applier.Apply(ctx, c)
+	if err != nil {
+		return "", fmt.Errorf("revoke grant %s (%s): %w", c.GrantID, c.RequestID, err)
+	}
+	if res.Err != nil {
+		// A grant already used up, expired or revoked has nothing left to
+		// take back; the ledger shows why.
+		h.log.Warn("revocation refused", "grant", c.GrantID, "request", c.RequestID, "err", res.Err)
+		return "revoke " + c.RequestID + ": " + res.Err.Error(), nil
+	}
+	if res.Duplicate {
+		return "revocation " + c.RequestID + " already applied", nil
+	}
+	return fmt.Sprintf("revocation %s applied", c.RequestID), nil
+}
+
+func outcomeName(o fsm.PurchaseOutcome) string {
+	switch o {
+	case fsm.OutcomeProgress:
+		return "progress"
+	case fsm.OutcomeSucceeded:
+		return "succeeded"
+	case fsm.OutcomeFailed:
+		return "failed"
+	case fsm.OutcomeInvoiceIssued:
+		return "invoice issued"
+	case fsm.OutcomeInvoicePaid:
+		return "invoice paid"
+	}
+	return fmt.Sprintf("outcome %d", o)
+}
+
+// clip cuts s to at most n bytes, on a rune boundary, so provider text never
+// makes fsm refuse a command for length.
+func clip(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && (s[n]&0xC0) == 0x80 {
+		n--
+	}
+	return s[:n]
+}
+
+// seenSet remembers event ids: those applied (bounded, oldest forgotten
+// first) and those being applied right now.
+type seenSet struct {
+	mu      sync.Mutex
+	limit   int
+	applied map[string]struct{}
+	order   []string // ring of done ids, oldest at head
+	head    int
+	busy    map[string]struct{}
+}
+
+type seenState uint8
+
+const (
+	seenNew seenState = iota
+	seenBusy
+	seenDone
+)
+
+func newSeenSet(limit int) *seenSet {
+	return &seenSet{limit: limit, applied: make(map[string]struct{}, limit), busy: map[string]struct{}{}}
+}
+
+// begin claims id for applying, unless it is done or claimed.
+func (s *seenSet) begin(id string) seenState {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.applied[id]; ok {
+		return seenDone
+	}
+	if _, ok := s.busy[id]; ok {
+		return seenBusy
+	}
+	s.busy[id] = struct{}{}
+	return seenNew
+}
+
+func (s *seenSet) abort(id string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.busy, id)
+}
+
+func (s *seenSet) done(id string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.busy, id)
+	if _, ok := s.applied[id]; ok {
+		return
+	}
+	if len(s.order) < s.limit {
+		s.order = append(s.order, id)
+	} else {
+		delete(s.applied, s.order[s.head])
+		s.order[s.head] = id
+		s.head = (s.head + 1) % s.limit
+	}
+	s.applied[id] = struct{}{}
+}
+
+func (s *seenSet) len() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.applied)
+}

@@ -1,0 +1,24 @@
+// Package export owns creditd's exports for finance: the ledger and the grants
+// written as Parquet files (through Apache Arrow) to a directory or any
+// gocloud.dev/blob bucket, the manifest whose sequence watermark makes exports
+// incremental and exactly once, and the reconciliation report that ties the
+// ledger out in credits and in money.
+//
+// It reads state only through one consistent fsm read transaction (a cut):
+// any replica can export from its own applied state, and two replicas that
+// applied the same log produce the same rows, byte for byte. It never writes
+// to the state machine, never talks to raft and never reads the clock to
+// decide what goes into a file (file contents depend on the ledger alone).
+//
+// # Exactly once
+//
+// A run reads the manifest's watermark W, takes a cut C (the last ledger
+// sequence of its read transaction), deletes parts left beyond W by an
+// interrupted run, writes the parts of (W, C] and a grants snapshot at C, and
+// only then replaces the manifest with watermark C. Each object appears
+// whole or not at all (blob writes commit on Close; fileblob renames a
+// temporary file). Part names depend only on the range and the ledger, so a
+// rerun writes the same names; a crash between a part and the manifest leaves
+// at most complete parts beyond the watermark, which the next run deletes or
+// overwrites before it commits. One exporter per destination at a time.
+package export

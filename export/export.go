@@ -1,0 +1,471 @@
+package export
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/apache/arrow-go/v18/arrow/memory"
+	"gocloud.dev/blob"
+	"gocloud.dev/gcerrors"
+
+	"github.com/creditd/creditd/fsm"
+)
+
+// Defaults and limits of Options.
+const (
+	DefaultRowGroupRows = 1 << 20 // ≈ 1M rows: 20–40 MB compressed, what warehouses load best
+	DefaultFileRows     = 8 << 20
+	DefaultBatchRows    = 64 << 10
+	MinRows             = 1
+	MaxRowGroupRows     = 16 << 20
+	MaxFileRows         = 256 << 20
+)
+
+// Options tune an Exporter. The zero value is production's default.
+type Options struct {
+	// RowGroupRows caps a Parquet row group; a row group is buffered in
+	// memory (encoded, compressed) until full. 0 = DefaultRowGroupRows.
+	RowGroupRows int
+	// FileRows caps one ledger part; a day with more entries is split into
+	// several parts. 0 = DefaultFileRows.
+	FileRows int
+	// BatchRows is the size of the Arrow record batches fed to the writer.
+	// 0 = DefaultBatchRows.
+	BatchRows int
+	// TempDir holds each part while it is written, before it is stored
+	// under its final name. "" = os.TempDir().
+	TempDir string
+	// Barrier, when set, runs before the cut is taken: a read barrier
+	// (node.LinearizableRead) makes the export include every write
+	// acknowledged before the run started.
+	Barrier func(ctx context.Context) error
+	// Progress, when set, receives a progress line (entries done of total,
+	// entries/s) at most twice a second. Set it only for a terminal.
+	Progress io.Writer
+	// AfterObject, when set, is called after each part and grants snapshot
+	// is stored and before the manifest is committed; an error aborts the
+	// run there. Tests use it to simulate a crash between the two.
+	AfterObject func(key string) error
+	// Logger receives one line per run. nil = no logging.
+	Logger *slog.Logger
+	// Allocator for Arrow buffers. nil = Go's allocator.
+	Allocator memory.Allocator
+}
+
+func (o *Options) defaults() error {
+	for _, f := range []struct {
+		v        *int
+		def, max int
+		name     string
+	}{
+		{&o.RowGroupRows, DefaultRowGroupRows, MaxRowGroupRows, "RowGroupRows"},
+		{&o.FileRows, DefaultFileRows, MaxFileRows, "FileRows"},
+		{&o.BatchRows, DefaultBatchRows, MaxRowGroupRows, "BatchRows"},
+	} {
+		if *f.v == 0 {
+			*f.v = f.def
+		}
+		if *f.v < MinRows || *f.v > f.max {
+			return fmt.Errorf("export options: %s %d out of range [%d, %d]", f.name, *f.v, MinRows, f.max)
+		}
+	}
+	if o.Allocator == nil {
+		o.Allocator = memory.NewGoAllocator()
+	}
+	return nil
+}
+
+// Exporter writes a replica's ledger and grants to one destination.
+type Exporter struct {
+	src  Source
+	dst  *blob.Bucket
+	opts Options
+}
+
+// New makes an Exporter from src to dst. The caller keeps dst and closes it.
+func New(src Source, dst *blob.Bucket, opts Options) (*Exporter, error) {
+	if src == nil || dst == nil {
+		return nil, errors.New("export: source and destination are required")
+	}
+	if err := opts.defaults(); err != nil {
+		return nil, err
+	}
+	return &Exporter{src: src, dst: dst, opts: opts}, nil
+}
+
+// ErrBehind is returned when the replica has applied less of the ledger
+// than the destination already holds; export from a replica that caught up
+// (or ask for a read barrier).
+var ErrBehind = errors.New("export: replica is behind the destination's watermark")
+
+// Result says what a run did.
+type Result struct {
+	FromSeq, ToSeq uint64 // exported range; FromSeq > ToSeq when nothing was new
+	Entries        int64
+	Parts          []Part
+	Grants         *Snapshot
+	Removed        []string // uncommitted objects of an interrupted run that were deleted
+	Elapsed        time.Duration
+}
+
+// Run exports every ledger entry after the destination's watermark up to the
+// replica's last applied entry, plus a grants snapshot at that point, then
+// commits the manifest. Running it again exports nothing twice; after a
+// failure at any step, the next Run completes the job.
+func (e *Exporter) Run(ctx context.Context) (Result, error) {
+	start := time.Now()
+	var res Result
+	m, err := ReadManifest(ctx, e.dst)
+	if err != nil {
+		return res, err
+	}
+	if e.opts.Barrier != nil {
+		if err := e.opts.Barrier(ctx); err != nil {
+			return res, fmt.Errorf("export: read barrier: %w", err)
+		}
+	}
+	err = e.src.Read(func(c Cut) error {
+		cut := c.LastSeq()
+		res.FromSeq, res.ToSeq = m.WatermarkSeq+1, cut
+		if cut < m.WatermarkSeq {
+			return fmt.Errorf("%w: replica at ledger sequence %d, destination at %d", ErrBehind, cut, m.WatermarkSeq)
+		}
+		removed, err := e.sweep(ctx, m.WatermarkSeq)
+		res.Removed = removed
+		if err != nil {
+			return err
+		}
+		if cut == m.WatermarkSeq {
+			return nil
+		}
+		parts, err := e.writeLedger(ctx, c, m.WatermarkSeq+1, cut)
+		if err != nil {
+			return err
+		}
+		res.Parts = parts
+		for _, p := range parts {
+			res.Entries += p.Rows
+		}
+		snap, err := e.writeGrants(ctx, c, cut)
+		if err != nil {
+			return err
+		}
+		res.Grants = &snap
+		next := *m
+		next.WatermarkSeq = cut
+		next.AppliedIndex = c.AppliedIndex()
+		next.LogTime = c.LastTime().Time().Format(time.RFC3339Nano)
+		next.LedgerParts = append(append([]Part(nil), m.LedgerParts...), parts...)
+		next.GrantSnapshots = append(append([]Snapshot(nil), m.GrantSnapshots...), snap)
+		return writeManifest(ctx, e.dst, &next)
+	})
+	res.Elapsed = time.Since(start)
+	if err != nil {
+		return res, err
+	}
+	if l := e.opts.Logger; l != nil {
+		l.Info("export done", "from_seq", res.FromSeq, "to_seq", res.ToSeq, "entries", res.Entries,
+			"parts", len(res.Parts), "removed", len(res.Removed), "elapsed", res.Elapsed)
+	}
+	return res, nil
+}
+
+// sweep deletes what an interrupted run left beyond the watermark: parts and
+// grants snapshots past it and the blob driver's temporary files. Nothing
+// the manifest lists is touched, and no object of another name is.
+func (e *Exporter) sweep(ctx context.Context, watermark uint64) ([]string, error) {
+	var removed []string
+	for _, prefix := range []string{ledgerPrefix, grantsPrefix} {
+		it := e.dst.List(&blob.ListOptions{Prefix: prefix})
+		for {
+			obj, err := it.Next(ctx)
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				return removed, fmt.Errorf("export: list %s: %w", prefix, err)
+			}
+			if obj.IsDir || !e.orphan(obj.Key, watermark) {
+				continue
+			}
+			if err := e.dst.Delete(ctx, obj.Key); err != nil && gcerrors.Code(err) != gcerrors.NotFound {
+				return removed, fmt.Errorf("export: delete uncommitted %s: %w", obj.Key, err)
+			}
+			removed = append(removed, obj.Key)
+		}
+	}
+	return removed, nil
+}
+
+func (e *Exporter) orphan(key string, watermark uint64) bool {
+	if first, last, ok := parsePartKey(key); ok {
+		return last > watermark || first > watermark
+	}
+	if seq, ok := parseGrantsKey(key); ok {
+		return seq > watermark
+	}
+	// fileblob's temporary files ("<name>.<hex>.tmp") of a killed writer.
+	base := key[strings.LastIndexByte(key, '/')+1:]
+	return strings.HasSuffix(base, ".tmp") && (strings.HasPrefix(base, "part-") || strings.HasPrefix(base, grantsFile))
+}
+
+// partWriter streams one ledger part into a local temporary file.
+type partWriter struct {
+	f     *os.File
+	buf   *bufio.Writer
+	fw    *fileWriter
+	date  string
+	first uint64
+	last  uint64
+}
+
+// nonCloser hides Close from the Parquet writer, which would otherwise close
+// the file before it is stored.
+type nonCloser struct{ io.Writer }
+
+func (e *Exporter) startPart(date string, first uint64, meta map[string]string) (*partWriter, error) {
+	f, err := os.CreateTemp(e.opts.TempDir, "creditd-export-*.parquet")
+	if err != nil {
+		return nil, fmt.Errorf("export: temporary file: %w", err)
+	}
+	buf := bufio.NewWriterSize(f, 1<<20)
+	fw, err := newFileWriter(nonCloser{buf}, ledgerSchema, LedgerColumns, e.opts.Allocator, e.opts.RowGroupRows, meta)
+	if err != nil {
+		f.Close()
+		os.Remove(f.Name())
+		return nil, err
+	}
+	return &partWriter{f: f, buf: buf, fw: fw, date: date, first: first}, nil
+}
+
+func (p *partWriter) discard() {
+	p.f.Close()
+	os.Remove(p.f.Name())
+}
+
+// store finishes the part's file and uploads it under its final name.
+func (e *Exporter) storePart(ctx context.Context, p *partWriter) (Part, error) {
+	defer p.discard()
+	if err := p.fw.close(); err != nil {
+		return Part{}, err
+	}
+	key := partKey(p.date, p.first, p.last)
+	size, err := e.upload(ctx, key, p.f, p.buf)
+	if err != nil {
+		return Part{}, err
+	}
+	if err := e.after(key); err != nil {
+		return Part{}, err
+	}
+	return Part{Key: key, Date: p.date, FirstSeq: p.first, LastSeq: p.last, Rows: int64(p.fw.rows), Bytes: size}, nil
+}
+
+func (e *Exporter) upload(ctx context.Context, key string, f *os.File, buf *bufio.Writer) (int64, error) {
+	if err := buf.Flush(); err != nil {
+		return 0, fmt.Errorf("export: write %s: %w", key, err)
+	}
+	size, err := f.Seek(0, io.SeekCurrent)
+	if err != nil {
+		return 0, fmt.Errorf("export: write %s: %w", key, err)
+	}
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return 0, fmt.Errorf("export: write %s: %w", key, err)
+	}
+	// blob writes are atomic: a cancelled or failed upload leaves nothing
+	// under key (fileblob renames its temporary file only on success).
+	if err := e.dst.Upload(ctx, key, f, &blob.WriterOptions{ContentType: "application/vnd.apache.parquet"}); err != nil {
+		return 0, fmt.Errorf("export: store %s: %w", key, err)
+	}
+	return size, nil
+}
+
+func (e *Exporter) after(key string) error {
+	if e.opts.AfterObject == nil {
+		return nil
+	}
+	if err := e.opts.AfterObject(key); err != nil {
+		return fmt.Errorf("export: after storing %s: %w", key, err)
+	}
+	return nil
+}
+
+// writeLedger writes entries from..to as parts: a new part starts at every
+// change of UTC date and after FileRows rows, so part boundaries depend only
+// on the ledger and the range.
+func (e *Exporter) writeLedger(ctx context.Context, c Cut, from, to uint64) ([]Part, error) {
+	var (
+		parts  []Part
+		part   *partWriter
+		lb     = newLedgerBuilder(e.opts.Allocator)
+		look   = newLookups(c)
+		expect = from
+		prog   = newProgress(e.opts.Progress, "export", int64(to-from+1))
+	)
+	defer lb.release()
+	defer func() {
+		if part != nil {
+			part.discard()
+		}
+	}()
+	flush := func() error {
+		if lb.rows() == 0 {
+			return nil
+		}
+		return part.fw.write(lb.batch())
+	}
+	finish := func() error {
+		if err := flush(); err != nil {
+			return err
+		}
+		p, err := e.storePart(ctx, part)
+		part = nil
+		if err != nil {
+			return err
+		}
+		parts = append(parts, p)
+		return nil
+	}
+	err := c.ScanLedger(from, to, func(le *fsm.LedgerEntry) error {
+		if le.Seq != expect {
+			return fmt.Errorf("export: ledger sequence %d follows %d: a gap or reordering in the ledger", le.Seq, expect-1)
+		}
+		expect++
+		date := dateOf(le.Time)
+		if part != nil && (part.date != date || part.fw.rows+lb.rows() >= e.opts.FileRows) {
+			if err := finish(); err != nil {
+				return err
+			}
+		}
+		if part == nil {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			p, err := e.startPart(date, le.Seq, map[string]string{"creditd.format": "1", "creditd.first_seq": fmt.Sprint(le.Seq)})
+			if err != nil {
+				return err
+			}
+			part = p
+		}
+		scale, err := look.scale(le.CreditTypeID)
+		if err != nil {
+			return fmt.Errorf("export: credit type %q of entry %d: %w", le.CreditTypeID, le.Seq, err)
+		}
+		var cat fsm.GrantCategory
+		if le.GrantID != "" {
+			g, err := look.grant(le.GrantID)
+			if err != nil {
+				return fmt.Errorf("export: grant %q of entry %d: %w", le.GrantID, le.Seq, err)
+			}
+			cat = g.category
+		}
+		if err := lb.add(le, scale, cat); err != nil {
+			return err
+		}
+		part.last = le.Seq
+		if lb.rows() >= e.opts.BatchRows {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			if err := flush(); err != nil {
+				return err
+			}
+		}
+		prog.add(1)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("export ledger %d..%d: %w", from, to, err)
+	}
+	if expect != to+1 {
+		return nil, fmt.Errorf("export ledger %d..%d: the ledger ends at %d", from, to, expect-1)
+	}
+	if part != nil {
+		if err := finish(); err != nil {
+			return nil, fmt.Errorf("export ledger %d..%d: %w", from, to, err)
+		}
+	}
+	prog.done()
+	return parts, nil
+}
+
+// writeGrants writes every grant of the cut, in id order, as one snapshot.
+func (e *Exporter) writeGrants(ctx context.Context, c Cut, seq uint64) (Snapshot, error) {
+	key := grantsKey(seq)
+	f, err := os.CreateTemp(e.opts.TempDir, "creditd-grants-*.parquet")
+	if err != nil {
+		return Snapshot{}, fmt.Errorf("export: temporary file: %w", err)
+	}
+	defer func() { f.Close(); os.Remove(f.Name()) }()
+	buf := bufio.NewWriterSize(f, 1<<20)
+	fw, err := newFileWriter(nonCloser{buf}, grantSchema, GrantColumns, e.opts.Allocator, e.opts.RowGroupRows,
+		map[string]string{"creditd.format": "1", "creditd.snapshot_seq": fmt.Sprint(seq)})
+	if err != nil {
+		return Snapshot{}, err
+	}
+	gb := newGrantBuilder(e.opts.Allocator)
+	defer gb.release()
+	look := newLookups(c)
+	var rows int64
+	err = c.ScanGrants(func(g *fsm.Grant) error {
+		scale, err := look.scale(g.CreditTypeID)
+		if err != nil {
+			return fmt.Errorf("credit type %q of grant %q: %w", g.CreditTypeID, g.ID, err)
+		}
+		if err := gb.add(g, scale, seq); err != nil {
+			return err
+		}
+		rows++
+		if gb.rows() >= e.opts.BatchRows {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			return fw.write(gb.batch())
+		}
+		return nil
+	})
+	if err == nil && gb.rows() > 0 {
+		err = fw.write(gb.batch())
+	}
+	if err == nil {
+		err = fw.close()
+	}
+	if err != nil {
+		return Snapshot{}, fmt.Errorf("export grants at %d: %w", seq, err)
+	}
+	size, err := e.upload(ctx, key, f, buf)
+	if err != nil {
+		return Snapshot{}, err
+	}
+	if err := e.after(key); err != nil {
+		return Snapshot{}, err
+	}
+	return Snapshot{Key: key, Seq: seq, Rows: rows, Bytes: size}, nil
+}
+
+// Every returns a loop that runs an export every interval until its context
+// is cancelled: the function node.RunOnLeader runs while this node leads.
+// A failed run is logged and retried at the next tick; a run is never
+// started while another is in progress.
+func (e *Exporter) Every(interval time.Duration) func(ctx context.Context) {
+	return func(ctx context.Context) {
+		t := time.NewTicker(interval)
+		defer t.Stop()
+		for {
+			if _, err := e.Run(ctx); err != nil && ctx.Err() == nil && e.opts.Logger != nil {
+				e.opts.Logger.Error("scheduled export failed", "err", err)
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+		}
+	}
+}

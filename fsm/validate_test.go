@@ -1,8 +1,8 @@
 package fsm
 
 import (
-	"fmt"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 )
@@ -163,4 +163,5 @@ func TestCommandEncodingRoundTrips(t *testing.T) {
 }
 
 func fmtCmd(c Command) string { return strings.ReplaceAll(sprintf("%T%+v", c, c), " ", "") }
+
 var sprintf = fmt.Sprintf

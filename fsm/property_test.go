@@ -1,0 +1,361 @@
+package fsm
+
+import (
+	"bytes"
+	"fmt"
+	"math/rand/v2"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+// randomLog builds a long, valid-looking but random command log over a few
+// customers, credit types and grants: most commands succeed, many fail, all
+// must leave the invariants intact.
+func randomLog(seed uint64, entries int) []Entry {
+	rng := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
+	customers := []string{"c0", "c1", "c2", "c3"}
+	var cmds [][]byte
+	enc := func(c Command) {
+		b, err := EncodeCommand(c)
+		if err != nil {
+			panic(err)
+		}
+		cmds = append(cmds, b)
+	}
+	now := t0
+	var log []Entry
+	flush := func() {
+		log = append(log, Entry{Index: uint64(len(log) + 1), Data: EncodeEntry(now, cmds)})
+		cmds = nil
+	}
+	enc(CreateCreditType{ID: "ai", Name: "AI", Scale: 2})
+	enc(CreateCreditType{ID: "gpu", Name: "GPU", Scale: 0})
+	enc(UpsertFeature{ID: "tokens", CreditTypeID: "ai", Rate: mustDec("0.013")})
+	enc(UpsertFeature{ID: "secs", CreditTypeID: "gpu", Rate: mustDec("2")})
+	enc(UpsertPlan{Plan: Plan{ID: "deny", CreditTypeID: "ai", Currency: "USD", PricePerCredit: mustDec("0.0137"),
+		MinPurchaseCredits: 100, AutoTopUp: AutoTopUp{Enabled: true, ThresholdCredits: 500, AmountCredits: 3000, MonthlyCapMicros: 200_000}}})
+	enc(UpsertPlan{Plan: Plan{ID: "od", CreditTypeID: "gpu", Currency: "EUR", PricePerCredit: mustDec("0.3"),
+		Overdraft: OverdraftAllow, OverdraftLimit: 40}})
+	for i, c := range customers {
+		plan := []string{"deny", "od", "", "deny"}[i]
+		enc(UpsertCustomer{ID: c, PlanID: plan})
+	}
+	flush()
+	grants, resvs, purchases := 0, 0, 0
+	pick := func(n int) int { return rng.IntN(n) }
+	for len(log) < entries {
+		now += Timestamp(rng.IntN(600_000_000)) // up to 10 minutes per entry
+		for n := 1 + pick(5); n > 0; n-- {
+			cu := customers[pick(len(customers))]
+			ct := []string{"ai", "gpu"}[pick(2)]
+			switch k := pick(100); {
+			case k < 15:
+				grants++
+				g := CreateGrant{ID: fmt.Sprintf("g%d", grants), CustomerID: cu, CreditTypeID: ct, Amount: int64(1 + pick(5000)),
+					Priority: uint32(pick(3))}
+				if pick(2) == 0 {
+					g.Category, g.CostBasis, g.Currency = Paid, Decimal{Coef: int64(1 + pick(999)), Scale: uint8(pick(5))}, "USD"
+				}
+				if pick(3) == 0 {
+					g.ExpiresAt = now + Timestamp(1+pick(7200))*1e6
+				}
+				if pick(5) == 0 {
+					g.EffectiveAt = now + Timestamp(pick(3600))*1e6
+				}
+				enc(g)
+			case k < 55:
+				var evs []UsageEvent
+				for m := 1 + pick(20); m > 0; m-- {
+					ev := UsageEvent{ID: fmt.Sprintf("e%d", pick(100000)), CustomerID: customers[pick(len(customers))]}
+					if pick(2) == 0 {
+						ev.FeatureID = []string{"tokens", "secs"}[pick(2)]
+						ev.Quantity = int64(pick(3000))
+					} else {
+						ev.CreditTypeID, ev.Credits = ct, int64(pick(400))
+					}
+					evs = append(evs, ev)
+				}
+				enc(BurnUsage{Events: evs})
+			case k < 63:
+				resvs++
+				enc(Reserve{ID: fmt.Sprintf("r%d", resvs), CustomerID: cu, CreditTypeID: ct, Credits: int64(1 + pick(300)),
+					TTL: time.Duration(1+pick(1800)) * time.Second})
+			case k < 70:
+				enc(Settle{ReservationID: fmt.Sprintf("r%d", 1+pick(resvs+1)), Credits: int64(pick(400)), UseCredits: true})
+			case k < 74:
+				enc(Release{ReservationID: fmt.Sprintf("r%d", 1+pick(resvs+1))})
+			case k < 78:
+				enc(RevokeGrant{GrantID: fmt.Sprintf("g%d", 1+pick(grants+1)), Amount: int64(pick(2) * pick(1000)), Reason: "refund"})
+			case k < 82:
+				enc(Adjust{ID: fmt.Sprintf("a%d", pick(1000)), GrantID: fmt.Sprintf("g%d", 1+pick(grants+1)),
+					Amount: int64(pick(600) - 300), Reason: "fix"})
+			case k < 86:
+				purchases++
+				enc(StartPurchase{ID: fmt.Sprintf("p%d", purchases), CustomerID: cu, Credits: int64(100 + pick(5000))})
+			case k < 92:
+				id := fmt.Sprintf("p%d", 1+pick(purchases+1))
+				if pick(3) == 0 {
+					id = fmt.Sprintf("auto-%d-0-%d", pick(len(log)+1), pick(3))
+				}
+				outcome := []PurchaseOutcome{OutcomeSucceeded, OutcomeFailed, OutcomeProgress}[pick(3)]
+				enc(CompletePurchase{ID: id, Outcome: outcome, FailureReason: "declined"})
+			case k < 97:
+				enc(Tick{})
+			default:
+				enc(UpsertCustomer{ID: cu, PlanID: []string{"deny", "od", ""}[pick(3)], ResumeAutoTopUp: pick(2) == 0})
+			}
+		}
+		flush()
+	}
+	return log
+}
+
+func openAt(t testing.TB, dir string) *FSM {
+	f, err := Open(filepath.Join(dir, "state.db"), Options{NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	return f
+}
+
+func applyAll(t testing.TB, f *FSM, log []Entry, batch int, check func(rs [][]Result)) {
+	t.Helper()
+	for i := 0; i < len(log); i += batch {
+		rs, err := f.Apply(log[i:min(i+batch, len(log))])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if check != nil {
+			check(rs)
+		}
+	}
+}
+
+func dumpOf(t testing.TB, f *FSM) []byte {
+	var b bytes.Buffer
+	if err := f.Dump(&b); err != nil {
+		t.Fatal(err)
+	}
+	return b.Bytes()
+}
+
+func TestInvariantsOverRandomLogs(t *testing.T) {
+	for seed := uint64(1); seed <= 6; seed++ {
+		t.Run(fmt.Sprintf("seed %d", seed), func(t *testing.T) {
+			f := openAt(t, t.TempDir())
+			log := randomLog(seed, 400)
+			burned, denied := 0, 0
+			applyAll(t, f, log, 1, func(rs [][]Result) {
+				for _, r := range rs[0] {
+					evs, ok := r.Value.([]EventResult)
+					if !ok {
+						continue
+					}
+					for _, ev := range evs {
+						switch ev.Status {
+						case EventBurned:
+							burned++
+							if ev.Duplicate {
+								continue
+							}
+							floor := int64(0)
+							if ev.CreditTypeID == "gpu" {
+								floor = -40 // only the "od" plan allows overdraft
+							}
+							if ev.AvailableAfter < floor && ev.Credits > 0 {
+								t.Fatalf("event %s left available %d below the floor %d", ev.EventID, ev.AvailableAfter, floor)
+							}
+						case EventDenied:
+							denied++
+						}
+					}
+				}
+				checkInvariants(t, f)
+			})
+			if burned == 0 || denied == 0 {
+				t.Fatalf("the log exercised too little: %d burned, %d denied", burned, denied)
+			}
+		})
+	}
+}
+
+// checkInvariants verifies, for every pool: the balance equals the sum of
+// its ledger, equals granted − burned − expired − revoked ± adjusted,
+// equals live remaining − overdraft; no grant's remaining is outside
+// [0, amount]; deferred revenue is exactly round(remaining × cost basis) and
+// equals the sum of the ledger's money.
+func checkInvariants(t testing.TB, f *FSM) {
+	t.Helper()
+	type sums struct{ ledger, byKind, money, remaining, deferred int64 }
+	pools := map[string]*sums{}
+	get := func(cu, ct string) *sums {
+		k := cu + "/" + ct
+		if pools[k] == nil {
+			pools[k] = &sums{}
+		}
+		return pools[k]
+	}
+	err := f.View(func(v *View) error {
+		var prev uint64
+		err := v.ScanLedger(0, 0, func(e *LedgerEntry) error {
+			if e.Seq != prev+1 {
+				return fmt.Errorf("ledger sequence jumps from %d to %d", prev, e.Seq)
+			}
+			prev = e.Seq
+			s := get(e.CustomerID, e.CreditTypeID)
+			s.ledger += e.Amount
+			switch e.Kind {
+			case EntryGrant, EntryAdjust:
+				s.byKind += e.Amount
+			case EntryBurn, EntryExpire, EntryRevoke:
+				s.byKind -= -e.Amount
+			case EntryRepay:
+				if e.Amount != 0 {
+					return fmt.Errorf("repay entry %d moves the balance", e.Seq)
+				}
+			}
+			s.money += e.MoneyMicros
+			if s.ledger != e.BalanceAfter {
+				return fmt.Errorf("entry %d: balance after %d, ledger sums to %d", e.Seq, e.BalanceAfter, s.ledger)
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		cts := map[string]uint8{"ai": 2, "gpu": 0}
+		err = v.ScanGrants(func(g *Grant) error {
+			if g.Remaining < 0 || g.Remaining > g.Amount {
+				return fmt.Errorf("grant %s remaining %d outside [0, %d]", g.ID, g.Remaining, g.Amount)
+			}
+			want, _ := moneyFor(g.Remaining, g.CostBasis, cts[g.CreditTypeID])
+			if g.Category == Promotional {
+				want = 0
+			}
+			if g.DeferredMicros != want {
+				return fmt.Errorf("grant %s deferred %d, want %d", g.ID, g.DeferredMicros, want)
+			}
+			if g.Amount-g.Burned-g.Expired-g.Revoked != g.Remaining {
+				return fmt.Errorf("grant %s: amount %d − burned %d − expired %d − revoked %d ≠ remaining %d", g.ID,
+					g.Amount, g.Burned, g.Expired, g.Revoked, g.Remaining)
+			}
+			s := get(g.CustomerID, g.CreditTypeID)
+			if isLive(g.Status) {
+				s.remaining += g.Remaining
+			} else if g.Remaining != 0 {
+				return fmt.Errorf("grant %s is %s with %d remaining", g.ID, g.Status, g.Remaining)
+			}
+			s.deferred += g.DeferredMicros
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		for k, s := range pools {
+			var cu, ct string
+			fmt.Sscanf(k, "%2s/%s", &cu, &ct)
+			p, err := v.pool(cu, ct)
+			if err != nil {
+				return err
+			}
+			if p.Balance != s.ledger || s.byKind != s.ledger || p.Balance != s.remaining-p.Overdraft {
+				return fmt.Errorf("pool %s: balance %d, ledger %d, by kind %d, remaining−overdraft %d", k, p.Balance, s.ledger, s.byKind, s.remaining-p.Overdraft)
+			}
+			if s.money != s.deferred {
+				return fmt.Errorf("pool %s: ledger money %d ≠ deferred revenue %d", k, s.money, s.deferred)
+			}
+			if p.Reserved < 0 || p.Overdraft < 0 {
+				return fmt.Errorf("pool %s: reserved %d, overdraft %d", k, p.Reserved, p.Overdraft)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestReplicasThatApplyTheSameLogAreByteIdentical(t *testing.T) {
+	log := randomLog(42, 600)
+	a, b := openAt(t, t.TempDir()), openAt(t, t.TempDir())
+	applyAll(t, a, log, 1, nil)
+	applyAll(t, b, log, 37, nil) // batching of entries must not matter
+	da, db := dumpOf(t, a), dumpOf(t, b)
+	if !bytes.Equal(da, db) {
+		t.Fatal("dumps differ")
+	}
+	if a.LastSeq() < 100 {
+		t.Fatalf("only %d ledger entries", a.LastSeq())
+	}
+}
+
+func TestSnapshotMidLogRestoresToTheSameState(t *testing.T) {
+	log := randomLog(7, 500)
+	never := openAt(t, t.TempDir())
+	applyAll(t, never, log, 10, nil)
+
+	first := openAt(t, t.TempDir())
+	applyAll(t, first, log[:250], 10, nil)
+	snap, err := first.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	// Applies go on while the snapshot is open.
+	applyAll(t, first, log[250:260], 10, nil)
+	if _, err := snap.WriteTo(&buf); err != nil {
+		t.Fatal(err)
+	}
+	if snap.AppliedIndex() != 250 {
+		t.Fatalf("snapshot at %d", snap.AppliedIndex())
+	}
+	snap.Release()
+
+	restored := openAt(t, t.TempDir())
+	applyAll(t, restored, log[:3], 10, nil) // some unrelated state, replaced whole
+	if err := restored.Restore(&buf); err != nil {
+		t.Fatal(err)
+	}
+	if restored.AppliedIndex() != 250 {
+		t.Fatalf("restored at %d", restored.AppliedIndex())
+	}
+	applyAll(t, restored, log[200:], 10, nil) // overlap is skipped by index
+	if !bytes.Equal(dumpOf(t, never), dumpOf(t, restored)) {
+		t.Fatal("restored replica differs from the one that never stopped")
+	}
+}
+
+func TestRestartResumesFromTheStoredIndex(t *testing.T) {
+	dir := t.TempDir()
+	log := randomLog(3, 120)
+	f, err := Open(filepath.Join(dir, "state.db"), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	applyAll(t, f, log[:60], 7, nil)
+	f.Close()
+	f = openAt(t, dir)
+	if f.AppliedIndex() != 60 {
+		t.Fatalf("reopened at %d", f.AppliedIndex())
+	}
+	applyAll(t, f, log, 7, nil) // raft may resend from an older index
+	ref := openAt(t, t.TempDir())
+	applyAll(t, ref, log, 1, nil)
+	if !bytes.Equal(dumpOf(t, f), dumpOf(t, ref)) {
+		t.Fatal("restart changed the outcome")
+	}
+}
+
+func TestRestoreRefusesSomethingThatIsNotAState(t *testing.T) {
+	f := openAt(t, t.TempDir())
+	applyAll(t, f, randomLog(1, 5), 5, nil)
+	before := dumpOf(t, f)
+	if err := f.Restore(bytes.NewReader([]byte("not a database"))); err == nil {
+		t.Fatal("restored garbage")
+	}
+	if !bytes.Equal(before, dumpOf(t, f)) {
+		t.Fatal("a failed restore changed the state")
+	}
+}

@@ -1,0 +1,127 @@
+package rpc
+
+import (
+	"context"
+	"errors"
+
+	"connectrpc.com/connect"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	v1 "github.com/creditd/creditd/gen/creditd/v1"
+	"github.com/creditd/creditd/node"
+)
+
+// snapshotChunk bounds one SaveSnapshot message.
+const snapshotChunk = 1 << 20
+
+func (a *api) GetStatus(ctx context.Context, req *connect.Request[v1.GetStatusRequest]) (*connect.Response[v1.GetStatusResponse], error) {
+	st := a.s.n.Status()
+	out := &v1.GetStatusResponse{
+		NodeId:            st.NodeID,
+		State:             st.State,
+		LeaderId:          st.LeaderID,
+		LeaderRpcAddr:     st.LeaderRPCAddr,
+		Ready:             st.Ready,
+		Term:              st.Term,
+		LastLogIndex:      st.LastLogIndex,
+		CommitIndex:       st.CommitIndex,
+		AppliedIndex:      st.AppliedIndex,
+		RaftAddr:          st.RaftAddr,
+		GossipAddr:        st.GossipAddr,
+		RpcAddr:           st.RPCAddr,
+		LastSnapshotIndex: st.LastSnapshotIndex,
+	}
+	if !st.LastContact.IsZero() {
+		out.LastContact = timestamppb.New(st.LastContact)
+	}
+	if f := a.s.n.FSM(); f != nil {
+		out.LastSeq = f.LastSeq()
+		out.LastTime = ts(f.LastTime())
+	}
+	for _, m := range st.Members {
+		out.Members = append(out.Members, &v1.Member{
+			Id:       m.ID,
+			RaftAddr: m.RaftAddr,
+			RpcAddr:  m.RPCAddr,
+			Voter:    m.Suffrage == "voter",
+			Leader:   m.Leader,
+			Suffrage: m.Suffrage,
+			Gossip:   m.Gossip,
+		})
+	}
+	return connect.NewResponse(out), nil
+}
+
+func memberError(err error, id string) error {
+	if errors.Is(err, node.ErrUnknownMember) {
+		return notFoundField("node_id", "no member %s in the Raft configuration", id)
+	}
+	return err
+}
+
+func (a *api) RemoveMember(ctx context.Context, req *connect.Request[v1.RemoveMemberRequest]) (*connect.Response[v1.RemoveMemberResponse], error) {
+	return handle(ctx, a.s, req, func(c *leaderClients) func(context.Context, *connect.Request[v1.RemoveMemberRequest]) (*connect.Response[v1.RemoveMemberResponse], error) {
+		return c.cluster.RemoveMember
+	}, func(ctx context.Context, m *v1.RemoveMemberRequest) (*v1.RemoveMemberResponse, error) {
+		if err := checkID("node_id", m.NodeId); err != nil {
+			return nil, err
+		}
+		if err := a.s.n.RemoveMember(ctx, m.NodeId); err != nil {
+			return nil, memberError(err, m.NodeId)
+		}
+		return &v1.RemoveMemberResponse{}, nil
+	})
+}
+
+func (a *api) TransferLeadership(ctx context.Context, req *connect.Request[v1.TransferLeadershipRequest]) (*connect.Response[v1.TransferLeadershipResponse], error) {
+	return handle(ctx, a.s, req, func(c *leaderClients) func(context.Context, *connect.Request[v1.TransferLeadershipRequest]) (*connect.Response[v1.TransferLeadershipResponse], error) {
+		return c.cluster.TransferLeadership
+	}, func(ctx context.Context, m *v1.TransferLeadershipRequest) (*v1.TransferLeadershipResponse, error) {
+		if err := checkOptionalID("node_id", m.NodeId); err != nil {
+			return nil, err
+		}
+		if err := a.s.n.TransferLeadership(ctx, m.NodeId); err != nil {
+			return nil, memberError(err, m.NodeId)
+		}
+		return &v1.TransferLeadershipResponse{}, nil
+	})
+}
+
+// chunkWriter sends what is written as SaveSnapshot messages of at most
+// snapshotChunk bytes.
+type chunkWriter struct {
+	stream *connect.ServerStream[v1.SaveSnapshotResponse]
+	buf    []byte
+}
+
+func (w *chunkWriter) Write(p []byte) (int, error) {
+	n := len(p)
+	for len(p) > 0 {
+		k := min(snapshotChunk-len(w.buf), len(p))
+		w.buf = append(w.buf, p[:k]...)
+		p = p[k:]
+		if len(w.buf) == snapshotChunk {
+			if err := w.flush(); err != nil {
+				return n - len(p), err
+			}
+		}
+	}
+	return n, nil
+}
+
+func (w *chunkWriter) flush() error {
+	if len(w.buf) == 0 {
+		return nil
+	}
+	err := w.stream.Send(&v1.SaveSnapshotResponse{Chunk: w.buf})
+	w.buf = w.buf[:0] // Send has marshaled the message: the buffer is free
+	return err
+}
+
+func (a *api) SaveSnapshot(ctx context.Context, req *connect.Request[v1.SaveSnapshotRequest], stream *connect.ServerStream[v1.SaveSnapshotResponse]) error {
+	w := &chunkWriter{stream: stream, buf: make([]byte, 0, snapshotChunk)}
+	if err := a.s.n.SaveSnapshot(ctx, w); err != nil {
+		return a.s.toConnect(ctx, err)
+	}
+	return a.s.toConnect(ctx, w.flush())
+}

@@ -1,0 +1,33 @@
+// Package rpc owns creditd's public API: the Connect handlers of the
+// creditd.v1 services, their authentication (API keys with scopes),
+// validation of every request field, the mapping of domain errors to Connect
+// codes, and the forwarding of writes and linearizable reads from followers
+// to the leader.
+//
+// Handlers are thin: they decode and validate a request, turn it into one
+// fsm command (node.Apply) or one read of the replica's state (fsm View),
+// and encode the answer. They never change state themselves and never talk
+// to the billing provider. Cross-cutting concerns (request ids, logging,
+// metrics, auth) are interceptors.
+//
+// Amounts travel as decimal strings in the credit type's scale and are
+// converted with fsm.ParseUnits/FormatUnits using the scale read from the
+// replica's state; money travels as a decimal string of the currency unit
+// (fsm.MoneyScale places).
+//
+// Error codes, in one place (toConnect):
+//
+//	fsm.CodeInvalid            INVALID_ARGUMENT  (FieldViolation detail)
+//	fsm.CodeNotFound           NOT_FOUND
+//	fsm.CodeAlreadyExists      ALREADY_EXISTS
+//	fsm.CodeConflict           ALREADY_EXISTS: an idempotency key reused with
+//	                           another payload names something that exists
+//	                           and differs, which is what ALREADY_EXISTS says;
+//	                           retrying cannot succeed, unlike
+//	                           FAILED_PRECONDITION whose state may change.
+//	fsm.CodeInsufficient       FAILED_PRECONDITION (InsufficientCredits detail)
+//	fsm.CodeFailedPrecondition FAILED_PRECONDITION
+//	node.ErrNoLeader, ErrShuttingDown, no reachable leader  UNAVAILABLE
+//	node.ErrQueueFull          RESOURCE_EXHAUSTED
+//	anything else              INTERNAL (logged with the request id)
+package rpc

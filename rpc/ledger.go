@@ -1,0 +1,129 @@
+package rpc
+
+import (
+	"context"
+	"errors"
+
+	"connectrpc.com/connect"
+
+	"github.com/creditd/creditd/fsm"
+	v1 "github.com/creditd/creditd/gen/creditd/v1"
+)
+
+// watchBatch bounds the entries of one WatchEntries message.
+const watchBatch = 500
+
+func checkLedgerFilter(customerID, creditTypeID string) error {
+	if err := firstError(checkOptionalID("customer_id", customerID), checkOptionalID("credit_type_id", creditTypeID)); err != nil {
+		return err
+	}
+	if creditTypeID != "" && customerID == "" {
+		return invalidField("credit_type_id", "needs customer_id")
+	}
+	return nil
+}
+
+func entriesPB(v *fsm.View, es []fsm.LedgerEntry) []*v1.LedgerEntry {
+	sc := newScales(v)
+	out := make([]*v1.LedgerEntry, len(es))
+	for i := range es {
+		out[i] = entryPB(&es[i], sc.known(es[i].CreditTypeID))
+	}
+	return out
+}
+
+func (a *api) ListEntries(ctx context.Context, req *connect.Request[v1.ListEntriesRequest]) (*connect.Response[v1.ListEntriesResponse], error) {
+	return handle(ctx, a.s, req, func(c *leaderClients) func(context.Context, *connect.Request[v1.ListEntriesRequest]) (*connect.Response[v1.ListEntriesResponse], error) {
+		return c.ledger.ListEntries
+	}, func(ctx context.Context, m *v1.ListEntriesRequest) (*v1.ListEntriesResponse, error) {
+		if err := checkLedgerFilter(m.CustomerId, m.CreditTypeId); err != nil {
+			return nil, err
+		}
+		if m.ToSeq != 0 && m.ToSeq < m.FromSeq {
+			return nil, invalidField("to_seq", "is before from_seq")
+		}
+		f := fsm.LedgerFilter{CustomerID: m.CustomerId, CreditTypeID: m.CreditTypeId, FromSeq: m.FromSeq, ToSeq: m.ToSeq}
+		var err error
+		if f.Limit, err = pageSize("page_size", m.PageSize); err != nil {
+			return nil, err
+		}
+		if m.PageToken != "" {
+			if f.FromSeq, err = parseLedgerPageToken("page_token", m.PageToken); err != nil {
+				return nil, err
+			}
+		}
+		stale, err := checkConsistency("consistency", m.Consistency)
+		if err != nil {
+			return nil, err
+		}
+		out := &v1.ListEntriesResponse{}
+		err = a.s.read(ctx, stale, func(v *fsm.View) error {
+			es, next, err := v.Ledger(f)
+			if err != nil {
+				return err
+			}
+			out.Entries = entriesPB(v, es)
+			out.NextPageToken = ledgerPageToken(next)
+			out.AppliedIndex = v.AppliedIndex()
+			return nil
+		})
+		return out, err
+	})
+}
+
+// WatchEntries is served by the replica called: every replica holds the same
+// ledger in the same order, so a client may watch any node (and resume from
+// the last seq it saw on another). It wakes on each apply of this replica.
+func (a *api) WatchEntries(ctx context.Context, req *connect.Request[v1.WatchEntriesRequest], stream *connect.ServerStream[v1.WatchEntriesResponse]) error {
+	m := req.Msg
+	if err := checkLedgerFilter(m.CustomerId, m.CreditTypeId); err != nil {
+		return a.s.toConnect(ctx, err)
+	}
+	select {
+	case a.s.watch <- struct{}{}:
+		defer func() { <-a.s.watch }()
+	default:
+		return connect.NewError(connect.CodeResourceExhausted, errors.New("too many WatchEntries streams on this node; try another node or later"))
+	}
+	f, err := a.s.state()
+	if err != nil {
+		return a.s.toConnect(ctx, err)
+	}
+	from := m.FromSeq
+	if from == 0 {
+		from = 1
+	}
+	for {
+		// Take the notification channel before reading, so an apply that
+		// lands between the read and the wait still wakes us.
+		applied := a.s.n.AppliedNotify()
+		var msg *v1.WatchEntriesResponse
+		err := f.View(func(v *fsm.View) error {
+			es, _, err := v.Ledger(fsm.LedgerFilter{CustomerID: m.CustomerId, CreditTypeID: m.CreditTypeId, FromSeq: from, Limit: watchBatch})
+			if err != nil || len(es) == 0 {
+				return err
+			}
+			msg = &v1.WatchEntriesResponse{Entries: entriesPB(v, es), AppliedIndex: v.AppliedIndex()}
+			from = es[len(es)-1].Seq + 1
+			return nil
+		})
+		if err != nil {
+			return a.s.toConnect(ctx, err)
+		}
+		if msg != nil {
+			if err := stream.Send(msg); err != nil {
+				return err
+			}
+			if len(msg.Entries) == watchBatch {
+				continue // more may be waiting already
+			}
+		}
+		select {
+		case <-applied:
+		case <-ctx.Done():
+			return nil
+		case <-a.s.done:
+			return nil
+		}
+	}
+}

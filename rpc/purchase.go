@@ -1,0 +1,89 @@
+package rpc
+
+import (
+	"context"
+
+	"connectrpc.com/connect"
+
+	"github.com/creditd/creditd/fsm"
+	v1 "github.com/creditd/creditd/gen/creditd/v1"
+)
+
+func (a *api) PurchaseCredits(ctx context.Context, req *connect.Request[v1.PurchaseCreditsRequest]) (*connect.Response[v1.PurchaseCreditsResponse], error) {
+	return handle(ctx, a.s, req, func(c *leaderClients) func(context.Context, *connect.Request[v1.PurchaseCreditsRequest]) (*connect.Response[v1.PurchaseCreditsResponse], error) {
+		return c.purchase.PurchaseCredits
+	}, func(ctx context.Context, m *v1.PurchaseCreditsRequest) (*v1.PurchaseCreditsResponse, error) {
+		if err := firstError(checkID("idempotency_key", m.IdempotencyKey), checkID("customer_id", m.CustomerId)); err != nil {
+			return nil, err
+		}
+		cmd := fsm.StartPurchase{ID: m.IdempotencyKey, CustomerID: m.CustomerId}
+		switch m.Flow {
+		case v1.PurchaseFlow_PURCHASE_FLOW_SELF_SERVE:
+			cmd.Flow = fsm.FlowSelfServe
+		case v1.PurchaseFlow_PURCHASE_FLOW_INVOICE:
+			cmd.Flow = fsm.FlowInvoice
+		default:
+			return nil, invalidField("flow", "must be PURCHASE_FLOW_SELF_SERVE or PURCHASE_FLOW_INVOICE")
+		}
+		var ctID string
+		var scale uint8
+		err := a.s.preRead(func(v *fsm.View) error {
+			c, err := v.Customer(m.CustomerId)
+			if err != nil {
+				if fsm.CodeOf(err) == fsm.CodeNotFound {
+					return notFoundField("customer_id", "no customer %s", m.CustomerId)
+				}
+				return err
+			}
+			if c.PlanID == "" {
+				return preconditionField("customer_id", "customer %s has no plan to price a purchase", m.CustomerId)
+			}
+			p, err := v.Plan(c.PlanID)
+			if err != nil {
+				return err
+			}
+			ctID = p.CreditTypeID
+			scale, err = newScales(v).of("customer_id", ctID)
+			return err
+		})
+		if err != nil {
+			return nil, err
+		}
+		if cmd.Credits, err = parseAmount("credits", m.Credits, scale, false, false); err != nil {
+			return nil, err
+		}
+		res, err := a.s.apply(ctx, cmd)
+		if err != nil {
+			return nil, inCredits(err, ctID, scale)
+		}
+		return &v1.PurchaseCreditsResponse{Purchase: purchasePB(*res.Value.(*fsm.Purchase), scale), Duplicate: res.Duplicate}, nil
+	})
+}
+
+func (a *api) GetPurchase(ctx context.Context, req *connect.Request[v1.GetPurchaseRequest]) (*connect.Response[v1.GetPurchaseResponse], error) {
+	return handle(ctx, a.s, req, func(c *leaderClients) func(context.Context, *connect.Request[v1.GetPurchaseRequest]) (*connect.Response[v1.GetPurchaseResponse], error) {
+		return c.purchase.GetPurchase
+	}, func(ctx context.Context, m *v1.GetPurchaseRequest) (*v1.GetPurchaseResponse, error) {
+		if err := checkID("id", m.Id); err != nil {
+			return nil, err
+		}
+		stale, err := checkConsistency("consistency", m.Consistency)
+		if err != nil {
+			return nil, err
+		}
+		out := &v1.GetPurchaseResponse{}
+		err = a.s.read(ctx, stale, func(v *fsm.View) error {
+			p, err := v.Purchase(m.Id)
+			if err != nil {
+				if fsm.CodeOf(err) == fsm.CodeNotFound {
+					return notFoundField("id", "no purchase %s", m.Id)
+				}
+				return err
+			}
+			out.Purchase = purchasePB(p, newScales(v).known(p.CreditTypeID))
+			out.AppliedIndex = v.AppliedIndex()
+			return nil
+		})
+		return out, err
+	})
+}

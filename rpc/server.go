@@ -1,0 +1,299 @@
+package rpc
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"sync"
+	"time"
+
+	"connectrpc.com/connect"
+	"connectrpc.com/grpchealth"
+	"connectrpc.com/grpcreflect"
+
+	"github.com/creditd/creditd/fsm"
+	"github.com/creditd/creditd/gen/creditd/v1/creditdv1connect"
+	"github.com/creditd/creditd/node"
+)
+
+// Options configure a Server. The zero value serves loopback clients only.
+type Options struct {
+	// APIKeys are the accepted bearer tokens. None: only loopback clients
+	// are accepted (New logs a warning).
+	APIKeys []APIKey
+	// Logger receives request logs (errors at Info and above, successes at
+	// Debug). nil = discard.
+	Logger *slog.Logger
+	// Extra routes mounted on the same mux (billing's POST
+	// /webhooks/stripe). They bypass API-key auth: they authenticate
+	// themselves.
+	Extra map[string]http.Handler
+	// MaxMessageBytes bounds a request message. 0 = DefaultMaxMessageBytes.
+	MaxMessageBytes int
+	// ForwardTimeout bounds one request forwarded to the leader (the
+	// caller's deadline applies too). 0 = 30s.
+	ForwardTimeout time.Duration
+	// ForwardTLS, when set, makes forwarding use HTTPS with this config
+	// (the cluster serves TLS); nil = cleartext HTTP/2 (h2c).
+	ForwardTLS *tls.Config
+	// MaxWatchers bounds concurrent WatchEntries streams on this node.
+	// 0 = 256.
+	MaxWatchers int
+}
+
+// Server serves the creditd.v1 API of one node.
+type Server struct {
+	n       *node.Node
+	opts    Options
+	log     *slog.Logger
+	auth    *authenticator
+	metrics *metrics
+	fwd     *forwarder
+	watch   chan struct{} // semaphore of WatchEntries streams
+	done    chan struct{} // closed by Close: ends streams
+	once    sync.Once
+	handler http.Handler
+}
+
+// New builds the API server of node n.
+func New(n *node.Node, opts Options) (*Server, error) {
+	if n == nil {
+		return nil, errors.New("rpc: nil node")
+	}
+	if opts.MaxMessageBytes == 0 {
+		opts.MaxMessageBytes = DefaultMaxMessageBytes
+	}
+	if opts.MaxMessageBytes < 1<<10 || opts.MaxMessageBytes > 256<<20 {
+		return nil, fmt.Errorf("rpc: MaxMessageBytes %d out of range [1 KiB, 256 MiB]", opts.MaxMessageBytes)
+	}
+	if opts.ForwardTimeout == 0 {
+		opts.ForwardTimeout = 30 * time.Second
+	}
+	if opts.ForwardTimeout < 0 {
+		return nil, errors.New("rpc: negative ForwardTimeout")
+	}
+	if opts.MaxWatchers == 0 {
+		opts.MaxWatchers = 256
+	}
+	if opts.MaxWatchers < 0 || opts.MaxWatchers > 1<<16 {
+		return nil, fmt.Errorf("rpc: MaxWatchers %d out of range", opts.MaxWatchers)
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	s := &Server{
+		n:       n,
+		opts:    opts,
+		log:     log,
+		auth:    newAuthenticator(opts.APIKeys),
+		metrics: newMetrics(),
+		watch:   make(chan struct{}, opts.MaxWatchers),
+		done:    make(chan struct{}),
+	}
+	s.fwd = newForwarder(s)
+	if len(opts.APIKeys) == 0 {
+		log.Warn("no API keys configured: the API accepts only loopback clients")
+	}
+	h, err := s.routes()
+	if err != nil {
+		return nil, err
+	}
+	s.handler = h
+	return s, nil
+}
+
+// Handler serves every service, /healthz, /readyz, /metrics, gRPC health,
+// reflection and the Extra routes.
+func (s *Server) Handler() http.Handler { return s.handler }
+
+// Close ends WatchEntries streams and closes idle forwarding connections.
+// Call it before http.Server.Shutdown, which waits for streams to end.
+func (s *Server) Close() {
+	s.once.Do(func() {
+		close(s.done)
+		s.fwd.close()
+	})
+}
+
+func (s *Server) routes() (http.Handler, error) {
+	opts := []connect.HandlerOption{
+		connect.WithInterceptors(&observer{s: s}),
+		connect.WithReadMaxBytes(s.opts.MaxMessageBytes),
+		connect.WithSendMaxBytes(s.opts.MaxMessageBytes * 2),
+	}
+	a := &api{s: s}
+	mux := http.NewServeMux()
+	for _, reg := range []func() (string, http.Handler){
+		func() (string, http.Handler) { return creditdv1connect.NewCatalogServiceHandler(a, opts...) },
+		func() (string, http.Handler) { return creditdv1connect.NewUsageServiceHandler(a, opts...) },
+		func() (string, http.Handler) { return creditdv1connect.NewGrantServiceHandler(a, opts...) },
+		func() (string, http.Handler) { return creditdv1connect.NewBalanceServiceHandler(a, opts...) },
+		func() (string, http.Handler) { return creditdv1connect.NewLedgerServiceHandler(a, opts...) },
+		func() (string, http.Handler) { return creditdv1connect.NewPurchaseServiceHandler(a, opts...) },
+		func() (string, http.Handler) { return creditdv1connect.NewClusterServiceHandler(a, opts...) },
+	} {
+		path, h := reg()
+		mux.Handle(path, h)
+	}
+	reflector := grpcreflect.NewStaticReflector(serviceNames...)
+	mux.Handle(grpcreflect.NewHandlerV1(reflector))
+	mux.Handle(grpcreflect.NewHandlerV1Alpha(reflector))
+	mux.Handle(grpchealth.NewHandler(&healthChecker{s: s}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		fmt.Fprintln(w, "ok")
+	})
+	mux.HandleFunc("GET /readyz", s.readyz)
+	mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; version=0.0.4")
+		s.metrics.writeTo(w)
+	})
+	for pattern, h := range s.opts.Extra {
+		if h == nil {
+			return nil, fmt.Errorf("rpc: Extra route %q has a nil handler", pattern)
+		}
+		if err := safeHandle(mux, pattern, h); err != nil {
+			return nil, err
+		}
+	}
+	return mux, nil
+}
+
+// safeHandle turns ServeMux's panic on a conflicting pattern into an error.
+func safeHandle(mux *http.ServeMux, pattern string, h http.Handler) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("rpc: Extra route %q: %v", pattern, r)
+		}
+	}()
+	mux.Handle(pattern, h)
+	return nil
+}
+
+var serviceNames = []string{
+	creditdv1connect.CatalogServiceName,
+	creditdv1connect.UsageServiceName,
+	creditdv1connect.GrantServiceName,
+	creditdv1connect.BalanceServiceName,
+	creditdv1connect.LedgerServiceName,
+	creditdv1connect.PurchaseServiceName,
+	creditdv1connect.ClusterServiceName,
+}
+
+// readyz answers 200 when the node has a leader and has caught up.
+func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	if !s.n.Ready() {
+		w.WriteHeader(http.StatusServiceUnavailable)
+		fmt.Fprintln(w, "not ready: no leader known, or still catching up")
+		return
+	}
+	fmt.Fprintln(w, "ready")
+}
+
+// healthChecker answers the standard gRPC health check: SERVING when the
+// node is ready (has a leader and has caught up), for the whole server and
+// for each creditd service.
+type healthChecker struct{ s *Server }
+
+func (h *healthChecker) Check(_ context.Context, req *grpchealth.CheckRequest) (*grpchealth.CheckResponse, error) {
+	if req.Service != "" {
+		known := false
+		for _, n := range serviceNames {
+			known = known || n == req.Service
+		}
+		if !known {
+			return nil, connect.NewError(connect.CodeNotFound, fmt.Errorf("unknown service %s", req.Service))
+		}
+	}
+	if h.s.n.Ready() {
+		return &grpchealth.CheckResponse{Status: grpchealth.StatusServing}, nil
+	}
+	return &grpchealth.CheckResponse{Status: grpchealth.StatusNotServing}, nil
+}
+
+// NewHTTPServer returns an http.Server for h that speaks HTTP/1.1 and
+// HTTP/2 both over TLS and in cleartext (h2c), so Connect, gRPC and
+// gRPC-Web clients, curl and grpcurl all work on one port. Its timeouts
+// bound slow clients without cutting long WatchEntries streams.
+func NewHTTPServer(addr string, h http.Handler) *http.Server {
+	var p http.Protocols
+	p.SetHTTP1(true)
+	p.SetHTTP2(true)
+	p.SetUnencryptedHTTP2(true)
+	return &http.Server{
+		Addr:              addr,
+		Handler:           h,
+		Protocols:         &p,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+	}
+}
+
+// state is the local replica's state machine.
+func (s *Server) state() (*fsm.FSM, error) {
+	f := s.n.FSM()
+	if f == nil {
+		return nil, errors.New("this node runs without a state machine")
+	}
+	return f, nil
+}
+
+// read runs fn on the local state, after confirming with a quorum that it
+// is current unless stale is set. On a follower a linearizable read
+// returns *node.NotLeaderError, which the caller forwards.
+func (s *Server) read(ctx context.Context, stale bool, fn func(v *fsm.View) error) error {
+	if !stale {
+		if err := s.n.LinearizableRead(ctx); err != nil {
+			return err
+		}
+	}
+	f, err := s.state()
+	if err != nil {
+		return err
+	}
+	return f.View(fn)
+}
+
+// preRead runs fn on the local state before a write, to read what the
+// write needs: credit type scales and a feature's credit type, which never
+// change once created, so any replica's copy is right. A replica that does
+// not know them yet may lag the leader: on a follower a NotFound becomes
+// *node.NotLeaderError, and the request is forwarded for the leader to
+// decide.
+func (s *Server) preRead(fn func(v *fsm.View) error) error {
+	f, err := s.state()
+	if err != nil {
+		return err
+	}
+	err = f.View(fn)
+	if fsm.CodeOf(err) == fsm.CodeNotFound && !s.n.IsLeader() {
+		return s.notLeader()
+	}
+	return err
+}
+
+func (s *Server) notLeader() *node.NotLeaderError {
+	id, addr := s.n.Leader()
+	if id == s.n.ID() {
+		id, addr = "", ""
+	}
+	return &node.NotLeaderError{LeaderID: id, LeaderRPCAddr: addr}
+}
+
+// apply proposes cmd and returns its result; a domain failure is the error.
+func (s *Server) apply(ctx context.Context, cmd fsm.Command) (fsm.Result, error) {
+	res, err := s.n.Apply(ctx, cmd)
+	if err != nil {
+		return res, err
+	}
+	if res.Err != nil {
+		return res, res.Err
+	}
+	return res, nil
+}

@@ -1,0 +1,239 @@
+package rpc
+
+import (
+	"encoding/base64"
+	"errors"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/creditd/creditd/fsm"
+	v1 "github.com/creditd/creditd/gen/creditd/v1"
+)
+
+// Limits of the API beyond those fsm enforces.
+const (
+	// DefaultMaxMessageBytes bounds a request message: 10,000 usage events
+	// of ≈ 200 bytes each fit with room to spare.
+	DefaultMaxMessageBytes = 8 << 20
+	defaultPageSize        = 100
+	maxPageSize            = 1000
+	maxAmountText          = 40 // characters of a decimal string
+)
+
+// Times before 2000 or after 9999 are typos, not business dates; the upper
+// bound also keeps unix microseconds far inside int64.
+var (
+	minTime = time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC)
+	maxTime = time.Date(9999, 12, 31, 23, 59, 59, 0, time.UTC)
+)
+
+func checkID(field, s string) error {
+	if s == "" {
+		return invalidField(field, "is required")
+	}
+	if !fsm.ValidID(s) {
+		return invalidField(field, "must be 1 to %d characters of A-Z a-z 0-9 . _ : -", fsm.MaxIDLen)
+	}
+	return nil
+}
+
+func checkOptionalID(field, s string) error {
+	if s == "" {
+		return nil
+	}
+	return checkID(field, s)
+}
+
+func checkText(field, s string, maxLen int) error {
+	if len(s) > maxLen {
+		return invalidField(field, "is longer than %d bytes", maxLen)
+	}
+	if !utf8.ValidString(s) {
+		return invalidField(field, "is not valid UTF-8")
+	}
+	return nil
+}
+
+func checkCurrency(field, s string) error {
+	if len(s) != 3 || strings.ToUpper(s) != s || strings.IndexFunc(s, func(r rune) bool { return r < 'A' || r > 'Z' }) >= 0 {
+		return invalidField(field, "must be a 3-letter ISO 4217 code in upper case, like USD")
+	}
+	return nil
+}
+
+// parseAmount parses a non-negative credit amount in the given scale. An
+// empty string is zero when optional.
+func parseAmount(field, s string, scale uint8, optional, allowZero bool) (int64, error) {
+	if s == "" {
+		if optional {
+			return 0, nil
+		}
+		return 0, invalidField(field, "is required")
+	}
+	if len(s) > maxAmountText {
+		return 0, invalidField(field, "is longer than %d characters", maxAmountText)
+	}
+	if strings.HasPrefix(s, "-") {
+		return 0, invalidField(field, "must not be negative")
+	}
+	v, err := fsm.ParseUnits(s, scale)
+	if err != nil {
+		if errors.Is(err, fsm.ErrOverflow) {
+			return 0, invalidField(field, "is too large")
+		}
+		return 0, invalidField(field, "%v (an amount with at most %d decimal places, like %q)", err, scale, fsm.FormatUnits(1250*pow10(scale)/100, scale))
+	}
+	if v > fsm.MaxAmount {
+		return 0, invalidField(field, "is too large (at most %s)", fsm.FormatUnits(fsm.MaxAmount, scale))
+	}
+	if v == 0 && !allowZero {
+		return 0, invalidField(field, "must be positive")
+	}
+	return v, nil
+}
+
+func pow10(n uint8) int64 {
+	v := int64(1)
+	for range n {
+		v *= 10
+	}
+	return v
+}
+
+// parseMoney parses a non-negative currency amount into micros.
+func parseMoney(field, s string) (int64, error) {
+	return parseAmount(field, s, fsm.MoneyScale, true, true)
+}
+
+// parseDecimal parses a non-negative exact decimal (a rate or a price).
+func parseDecimal(field, s string, optional bool) (fsm.Decimal, error) {
+	if s == "" {
+		if optional {
+			return fsm.Decimal{}, nil
+		}
+		return fsm.Decimal{}, invalidField(field, "is required")
+	}
+	if len(s) > maxAmountText {
+		return fsm.Decimal{}, invalidField(field, "is longer than %d characters", maxAmountText)
+	}
+	d, err := fsm.ParseDecimal(s, fsm.MaxDecimalScale)
+	if err != nil {
+		if errors.Is(err, fsm.ErrOverflow) {
+			return fsm.Decimal{}, invalidField(field, "is too large")
+		}
+		return fsm.Decimal{}, invalidField(field, "%v (a non-negative decimal like \"0.0025\")", err)
+	}
+	if d.Coef > fsm.MaxAmount {
+		return fsm.Decimal{}, invalidField(field, "is too large")
+	}
+	return d, nil
+}
+
+// parseTime converts an optional timestamp; nil is 0 ("none" or "now",
+// as the field says). Precision finer than a microsecond is dropped.
+func parseTime(field string, ts *timestamppb.Timestamp) (fsm.Timestamp, error) {
+	if ts == nil {
+		return 0, nil
+	}
+	if err := ts.CheckValid(); err != nil {
+		return 0, invalidField(field, "is not a valid timestamp")
+	}
+	t := ts.AsTime()
+	if t.Before(minTime) || t.After(maxTime) {
+		return 0, invalidField(field, "must be between 2000-01-01 and 9999-12-31")
+	}
+	return fsm.TimestampOf(t), nil
+}
+
+// parseDuration converts an optional non-negative duration of at most max.
+func parseDuration(field string, d *durationpb.Duration, maxDur time.Duration) (time.Duration, error) {
+	if d == nil {
+		return 0, nil
+	}
+	if err := d.CheckValid(); err != nil {
+		return 0, invalidField(field, "is not a valid duration")
+	}
+	v := d.AsDuration()
+	if v < 0 {
+		return 0, invalidField(field, "must not be negative")
+	}
+	if maxDur > 0 && v > maxDur {
+		return 0, invalidField(field, "must be at most %s", maxDur)
+	}
+	return v, nil
+}
+
+func checkQuantity(field string, q int64) error {
+	if q < 0 {
+		return invalidField(field, "must not be negative")
+	}
+	if q > fsm.MaxAmount {
+		return invalidField(field, "is too large")
+	}
+	return nil
+}
+
+// pageSize turns a requested page size into a limit.
+func pageSize(field string, n int32) (int, error) {
+	switch {
+	case n == 0:
+		return defaultPageSize, nil
+	case n < 0 || n > maxPageSize:
+		return 0, invalidField(field, "must be 1 to %d (0 = %d)", maxPageSize, defaultPageSize)
+	}
+	return int(n), nil
+}
+
+// Page tokens are opaque to clients: a grant id or a ledger sequence,
+// base64url-encoded with a kind prefix so one list's token is refused by
+// the other.
+func grantPageToken(after string) string {
+	if after == "" {
+		return ""
+	}
+	return base64.RawURLEncoding.EncodeToString([]byte("g:" + after))
+}
+
+func parseGrantPageToken(field, tok string) (string, error) {
+	if tok == "" {
+		return "", nil
+	}
+	b, err := base64.RawURLEncoding.DecodeString(tok)
+	id, ok := strings.CutPrefix(string(b), "g:")
+	if err != nil || !ok || !fsm.ValidID(id) {
+		return "", invalidField(field, "is not a token returned by ListGrants")
+	}
+	return id, nil
+}
+
+func ledgerPageToken(next uint64) string {
+	if next == 0 {
+		return ""
+	}
+	return base64.RawURLEncoding.EncodeToString([]byte("l:" + strconv.FormatUint(next, 10)))
+}
+
+func parseLedgerPageToken(field, tok string) (uint64, error) {
+	b, err := base64.RawURLEncoding.DecodeString(tok)
+	n, ok := strings.CutPrefix(string(b), "l:")
+	seq, perr := strconv.ParseUint(n, 10, 64)
+	if err != nil || !ok || perr != nil || seq == 0 {
+		return 0, invalidField(field, "is not a token returned by ListEntries")
+	}
+	return seq, nil
+}
+
+func checkConsistency(field string, c v1.Consistency) (stale bool, err error) {
+	switch c {
+	case v1.Consistency_CONSISTENCY_UNSPECIFIED, v1.Consistency_CONSISTENCY_LINEARIZABLE:
+		return false, nil
+	case v1.Consistency_CONSISTENCY_STALE:
+		return true, nil
+	}
+	return false, invalidField(field, "must be CONSISTENCY_LINEARIZABLE or CONSISTENCY_STALE")
+}

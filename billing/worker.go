@@ -1,0 +1,530 @@
+package billing
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"regexp"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/creditd/creditd/fsm"
+)
+
+// Defaults and limits of the purchase worker.
+const (
+	DefaultWorkerConcurrency = 4
+	DefaultCallTimeout       = 30 * time.Second
+	DefaultScanInterval      = 2 * time.Second
+	// minScanGap bounds how often applies (Wake) can trigger a scan.
+	minScanGap             = 100 * time.Millisecond
+	DefaultScanLimit       = 1000
+	DefaultMaxAttempts     = 4
+	DefaultRetryBackoff    = time.Minute
+	DefaultMaxRetryBackoff = time.Hour
+	// DefaultTransientBackoff is the wait before retrying a call whose
+	// outcome is unknown (timeout, 5xx, lost leader) with the same key.
+	DefaultTransientBackoff = 5 * time.Second
+	DefaultPollInterval     = 5 * time.Minute
+	// MaxWorkerConcurrency bounds concurrent provider calls.
+	MaxWorkerConcurrency = 64
+)
+
+// WorkerOptions configure the purchase worker.
+type WorkerOptions struct {
+	Provider Provider
+	Applier  Applier
+	State    StateReader
+	Logger   *slog.Logger
+	// Concurrency bounds purchases carried out at once (1..64; 0 = 4).
+	Concurrency int
+	// CallTimeout bounds each provider call and each Apply.
+	CallTimeout time.Duration
+	// ScanInterval is how often pending purchases are read when nothing
+	// wakes the worker sooner.
+	ScanInterval time.Duration
+	// ScanLimit bounds the pending purchases read per scan.
+	ScanLimit int
+	// Wake, when set, returns a channel closed after the next apply
+	// (node.AppliedNotify), so new purchases start without waiting for the
+	// next scan.
+	Wake func() <-chan struct{}
+	// MaxAttempts bounds the charges tried for one automatic top-up before
+	// it fails and auto top-up pauses for the customer.
+	MaxAttempts int
+	// RetryBackoff is the wait after the first declined automatic charge;
+	// it doubles per attempt up to MaxRetryBackoff.
+	RetryBackoff    time.Duration
+	MaxRetryBackoff time.Duration
+	// TransientBackoff is the wait before retrying a call whose outcome is
+	// unknown, with the same idempotency key.
+	TransientBackoff time.Duration
+	// PollInterval is how often a purchase waiting at the provider (an
+	// on-session payment, an unpaid invoice) is looked up, in case its
+	// webhook was lost.
+	PollInterval time.Duration
+	// InvoiceDaysUntilDue is the payment term of invoices (0 = 30).
+	InvoiceDaysUntilDue int64
+	// Now is the clock for backoff; nil = time.Now.
+	Now func() time.Time
+}
+
+// Worker carries out pending purchases with the provider. Run it on the
+// leader alone: node.RunOnLeader("billing", w.Run).
+type Worker struct {
+	o   WorkerOptions
+	log *slog.Logger
+}
+
+// NewWorker checks the options and builds a worker.
+func NewWorker(o WorkerOptions) (*Worker, error) {
+	if o.Provider == nil || o.Applier == nil || o.State == nil {
+		return nil, errors.New("billing: worker needs Provider, Applier and State")
+	}
+	if o.Concurrency < 0 || o.Concurrency > MaxWorkerConcurrency {
+		return nil, fmt.Errorf("billing: worker concurrency %d is outside 0..%d", o.Concurrency, MaxWorkerConcurrency)
+	}
+	if o.CallTimeout < 0 || o.ScanInterval < 0 || o.ScanLimit < 0 || o.MaxAttempts < 0 || o.RetryBackoff < 0 ||
+		o.MaxRetryBackoff < 0 || o.TransientBackoff < 0 || o.PollInterval < 0 || o.InvoiceDaysUntilDue < 0 {
+		return nil, errors.New("billing: worker limits must not be negative")
+	}
+	def := func(d *time.Duration, v time.Duration) {
+		if *d == 0 {
+			*d = v
+		}
+	}
+	if o.Concurrency == 0 {
+		o.Concurrency = DefaultWorkerConcurrency
+	}
+	def(&o.CallTimeout, DefaultCallTimeout)
+	def(&o.ScanInterval, DefaultScanInterval)
+	def(&o.RetryBackoff, DefaultRetryBackoff)
+	def(&o.MaxRetryBackoff, DefaultMaxRetryBackoff)
+	def(&o.TransientBackoff, DefaultTransientBackoff)
+	def(&o.PollInterval, DefaultPollInterval)
+	if o.ScanLimit == 0 {
+		o.ScanLimit = DefaultScanLimit
+	}
+	if o.MaxAttempts == 0 {
+		o.MaxAttempts = DefaultMaxAttempts
+	}
+	if o.InvoiceDaysUntilDue == 0 {
+		o.InvoiceDaysUntilDue = defaultDaysUntilDue
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	log := o.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Worker{o: o, log: log.With("component", "billing-worker", "provider", o.Provider.Name())}, nil
+}
+
+// task is the worker's memory of one pending purchase, kept for one term of
+// leadership. What must survive a leader change (the charge attempt) is in
+// the replicated state instead.
+type task struct {
+	busy   bool
+	nextAt time.Time // not before
+	parked bool      // needs an operator; not retried this term
+}
+
+// pendingItem is a pending purchase with the customer it bills.
+type pendingItem struct {
+	p  fsm.Purchase
+	cu fsm.Customer
+}
+
+// Run carries out pending purchases until ctx ends (leadership lost or
+// shutdown), then waits for the calls in flight to return.
+func (w *Worker) Run(ctx context.Context) {
+	w.log.Info("purchase worker started")
+	defer w.log.Info("purchase worker stopped")
+	var (
+		mu    sync.Mutex
+		tasks = map[string]*task{}
+		wg    sync.WaitGroup
+		sem   = make(chan struct{}, w.o.Concurrency)
+	)
+	defer wg.Wait()
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	for {
+		var wake <-chan struct{}
+		if w.o.Wake != nil {
+			wake = w.o.Wake()
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-timer.C:
+		case <-wake:
+			// Coalesce bursts of applies into one scan.
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(minScanGap):
+			}
+		}
+		items, err := w.pending()
+		if err != nil {
+			w.log.Warn("read pending purchases", "err", err)
+		}
+		now := w.o.Now()
+		mu.Lock()
+		live := make(map[string]bool, len(items))
+		var due []pendingItem
+		for _, it := range items {
+			live[it.p.ID] = true
+			t := tasks[it.p.ID]
+			if t == nil {
+				t = &task{nextAt: w.resumeAt(it.p)}
+				tasks[it.p.ID] = t
+			}
+			if t.busy || t.parked || now.Before(t.nextAt) {
+				continue
+			}
+			t.busy = true
+			due = append(due, it)
+		}
+		for id, t := range tasks {
+			if !live[id] && !t.busy {
+				delete(tasks, id)
+			}
+		}
+		mu.Unlock()
+		for _, it := range due {
+			select {
+			case sem <- struct{}{}:
+			case <-ctx.Done():
+				return
+			}
+			wg.Add(1)
+			go func(it pendingItem) {
+				defer wg.Done()
+				defer func() { <-sem }()
+				next, parked := w.process(ctx, it)
+				mu.Lock()
+				if t := tasks[it.p.ID]; t != nil {
+					t.busy, t.nextAt, t.parked = false, next, parked
+				}
+				mu.Unlock()
+			}(it)
+		}
+		timer.Reset(w.o.ScanInterval)
+	}
+}
+
+func (w *Worker) pending() ([]pendingItem, error) {
+	var out []pendingItem
+	err := w.o.State.View(func(v *fsm.View) error {
+		ps, err := v.PendingPurchases(w.o.ScanLimit)
+		if err != nil {
+			return err
+		}
+		for _, p := range ps {
+			cu, err := v.Customer(p.CustomerID)
+			if err != nil {
+				return fmt.Errorf("customer %s of purchase %s: %w", p.CustomerID, p.ID, err)
+			}
+			out = append(out, pendingItem{p: p, cu: cu})
+		}
+		return nil
+	})
+	return out, err
+}
+
+// declinedRE reads back the attempt an automatic charge was declined at,
+// as the worker records it in ProviderStatus.
+var declinedRE = regexp.MustCompile(`^declined \(attempt (\d+)/\d+\)`)
+
+func declinedAttempt(providerStatus string) int {
+	m := declinedRE.FindStringSubmatch(providerStatus)
+	if m == nil {
+		return 0
+	}
+	n, err := strconv.Atoi(m[1])
+	if err != nil {
+		return 0
+	}
+	return n
+}
+
+// backoff is the wait after the n-th declined attempt.
+func (w *Worker) backoff(n int) time.Duration {
+	d := w.o.RetryBackoff
+	for i := 1; i < n && d < w.o.MaxRetryBackoff; i++ {
+		d *= 2
+	}
+	return min(d, w.o.MaxRetryBackoff)
+}
+
+// resumeAt is when a purchase first seen this term is due: a declined
+// automatic charge waits out its backoff from when the decline was
+// recorded (log time), so a new leader neither hurries nor restarts it.
+func (w *Worker) resumeAt(p fsm.Purchase) time.Time {
+	if p.Flow == fsm.FlowAuto {
+		if n := declinedAttempt(p.ProviderStatus); n > 0 {
+			return p.UpdatedAt.Time().Add(w.backoff(n))
+		}
+	}
+	return time.Time{}
+}
+
+// chargeKey is the idempotency key of attempt n of a purchase's automatic
+// charge: the purchase id itself for the first, so a retry after a timeout
+// or a leader change reuses it; a derived key for each new attempt after a
+// decline (the provider would replay the decline for a reused key).
+func chargeKey(purchaseID string, attempt int) string {
+	if attempt <= 1 {
+		return purchaseID
+	}
+	return purchaseID + ":attempt-" + strconv.Itoa(attempt)
+}
+
+// process carries a purchase one step further. It returns when it is next
+// due, and whether it needs an operator.
+func (w *Worker) process(ctx context.Context, it pendingItem) (time.Time, bool) {
+	p := it.p
+	log := w.log.With("purchase", p.ID, "flow", p.Flow.String())
+	custRef, err := w.customerRef(ctx, it.cu)
+	if err == nil {
+		switch p.Flow {
+		case fsm.FlowAuto:
+			err = w.auto(ctx, p, custRef, log)
+		case fsm.FlowSelfServe:
+			err = w.selfServe(ctx, p, custRef, log)
+		case fsm.FlowInvoice:
+			err = w.invoice(ctx, p, custRef, log)
+		default:
+			err = fmt.Errorf("unknown flow %v: %w", p.Flow, ErrPermanent)
+		}
+	}
+	now := w.o.Now()
+	var wait waitError
+	switch {
+	case err == nil:
+		return now.Add(w.o.PollInterval), false
+	case errors.As(err, &wait):
+		return now.Add(wait.d), false
+	case errors.Is(err, ErrOperatorAction):
+		w.progress(ctx, p, "", "awaiting operator", log)
+		log.Info("purchase left to an operator")
+		return time.Time{}, true
+	case errors.Is(err, ErrPermanent):
+		log.Warn("purchase failed permanently", "err", err)
+		w.apply(ctx, fsm.CompletePurchase{ID: p.ID, Outcome: fsm.OutcomeFailed,
+			FailureReason: clip(err.Error(), fsm.MaxReasonLen)}, log)
+		return now.Add(w.o.TransientBackoff), false
+	}
+	// Unknown outcome: same key again after a pause.
+	log.Warn("purchase step failed; will retry with the same key", "err", err)
+	return now.Add(w.o.TransientBackoff), false
+}
+
+// waitError asks for the purchase to be looked at again after d.
+type waitError struct{ d time.Duration }
+
+func (e waitError) Error() string { return "wait " + e.d.String() }
+
+// customerRef returns the provider's id of the customer, creating the
+// provider customer and recording its id in the state when there is none.
+func (w *Worker) customerRef(ctx context.Context, cu fsm.Customer) (string, error) {
+	if cu.BillingRef != "" {
+		return cu.BillingRef, nil
+	}
+	cctx, cancel := context.WithTimeout(ctx, w.o.CallTimeout)
+	defer cancel()
+	ref, err := w.o.Provider.EnsureCustomer(cctx, CustomerInfo{ID: cu.ID, Name: cu.Name})
+	if err != nil {
+		return "", fmt.Errorf("ensure provider customer for %s: %w", cu.ID, err)
+	}
+	if ref == "" {
+		return "", nil
+	}
+	// Keep every other setting as read; ResumeAutoTopUp stays false so a
+	// pause is not lifted by this write.
+	res, err := w.o.Applier.Apply(cctx, fsm.UpsertCustomer{ID: cu.ID, Name: cu.Name, BillingRef: ref,
+		PlanID: cu.PlanID, AutoTopUp: cu.AutoTopUp})
+	if err != nil {
+		return "", fmt.Errorf("record provider customer %s for %s: %w", ref, cu.ID, err)
+	}
+	if res.Err != nil {
+		return "", fmt.Errorf("record provider customer %s for %s: %w", ref, cu.ID, res.Err)
+	}
+	return ref, nil
+}
+
+func (w *Worker) call(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, w.o.CallTimeout)
+}
+
+func describe(p fsm.Purchase) string {
+	return fmt.Sprintf("creditd purchase %s: %d credits", p.ID, p.Credits)
+}
+
+// auto charges the saved payment method, retrying declines with backoff up
+// to MaxAttempts, then fails the purchase (fsm pauses auto top-up).
+func (w *Worker) auto(ctx context.Context, p fsm.Purchase, custRef string, log *slog.Logger) error {
+	if p.ProviderRef != "" && declinedAttempt(p.ProviderStatus) == 0 {
+		// A charge is in flight at the provider (processing): look it up.
+		return w.pollPayment(ctx, p, log)
+	}
+	attempt := declinedAttempt(p.ProviderStatus) + 1
+	cctx, cancel := w.call(ctx)
+	pay, err := w.o.Provider.ChargeOffSession(cctx, PaymentRequest{PurchaseID: p.ID, CustomerRef: custRef,
+		AmountMicros: p.TotalMicros, Currency: p.Currency, Description: describe(p),
+		IdempotencyKey: chargeKey(p.ID, attempt)})
+	cancel()
+	if err != nil {
+		return fmt.Errorf("charge attempt %d: %w", attempt, err)
+	}
+	log.Info("automatic charge", "attempt", attempt, "status", pay.Status.String(), "ref", pay.Ref)
+	switch pay.Status {
+	case PaymentSucceeded:
+		return w.apply(ctx, fsm.CompletePurchase{ID: p.ID, Outcome: fsm.OutcomeSucceeded, ProviderRef: pay.Ref,
+			ProviderStatus: clip(pay.ProviderStatus, fsm.MaxNameLen)}, log)
+	case PaymentFailed, PaymentCanceled:
+		reason := pay.FailureReason
+		if reason == "" {
+			reason = pay.ProviderStatus
+		}
+		if pay.Status == PaymentFailed && pay.Retryable && attempt < w.o.MaxAttempts {
+			status := fmt.Sprintf("declined (attempt %d/%d): %s", attempt, w.o.MaxAttempts, reason)
+			if err := w.apply(ctx, fsm.CompletePurchase{ID: p.ID, Outcome: fsm.OutcomeProgress, ProviderRef: pay.Ref,
+				ProviderStatus: clip(status, fsm.MaxNameLen)}, log); err != nil {
+				return err
+			}
+			return waitError{w.backoff(attempt)}
+		}
+		return w.fail(ctx, p, fmt.Sprintf("charge declined after %d attempt(s): %s", attempt, reason), log)
+	}
+	// Processing: record the reference, then poll.
+	return w.progress(ctx, p, pay.Ref, pay.ProviderStatus, log)
+}
+
+// selfServe starts the on-session payment once, then polls it in case its
+// webhook is lost.
+func (w *Worker) selfServe(ctx context.Context, p fsm.Purchase, custRef string, log *slog.Logger) error {
+	if p.ProviderRef != "" {
+		return w.pollPayment(ctx, p, log)
+	}
+	cctx, cancel := w.call(ctx)
+	pay, err := w.o.Provider.StartOnSession(cctx, PaymentRequest{PurchaseID: p.ID, CustomerRef: custRef,
+		AmountMicros: p.TotalMicros, Currency: p.Currency, Description: describe(p), IdempotencyKey: p.ID})
+	cancel()
+	if err != nil {
+		return fmt.Errorf("start on-session payment: %w", err)
+	}
+	if pay.Status == PaymentSucceeded {
+		return w.apply(ctx, fsm.CompletePurchase{ID: p.ID, Outcome: fsm.OutcomeSucceeded, ProviderRef: pay.Ref,
+			ProviderStatus: clip(pay.ProviderStatus, fsm.MaxNameLen)}, log)
+	}
+	return w.progress(ctx, p, pay.Ref, pay.ProviderStatus, log)
+}
+
+func (w *Worker) pollPayment(ctx context.Context, p fsm.Purchase, log *slog.Logger) error {
+	cctx, cancel := w.call(ctx)
+	pay, err := w.o.Provider.LookupPayment(cctx, p.ProviderRef)
+	cancel()
+	if err != nil {
+		return fmt.Errorf("look up payment %s: %w", p.ProviderRef, err)
+	}
+	switch pay.Status {
+	case PaymentSucceeded:
+		return w.apply(ctx, fsm.CompletePurchase{ID: p.ID, Outcome: fsm.OutcomeSucceeded, ProviderRef: pay.Ref,
+			ProviderStatus: clip(pay.ProviderStatus, fsm.MaxNameLen)}, log)
+	case PaymentCanceled:
+		return w.fail(ctx, p, "payment "+pay.Ref+" was canceled", log)
+	}
+	return nil
+}
+
+// invoice creates and finalizes the invoice once (keys derived from the
+// purchase id), reports it issued, then polls it until paid or abandoned.
+func (w *Worker) invoice(ctx context.Context, p fsm.Purchase, custRef string, log *slog.Logger) error {
+	if p.ProviderRef != "" {
+		cctx, cancel := w.call(ctx)
+		inv, err := w.o.Provider.LookupInvoice(cctx, p.ProviderRef)
+		cancel()
+		if err != nil {
+			return fmt.Errorf("look up invoice %s: %w", p.ProviderRef, err)
+		}
+		switch inv.Status {
+		case InvoicePaid:
+			return w.apply(ctx, fsm.CompletePurchase{ID: p.ID, Outcome: fsm.OutcomeInvoicePaid, ProviderRef: inv.Ref,
+				ProviderStatus: clip(inv.ProviderStatus, fsm.MaxNameLen)}, log)
+		case InvoiceVoid, InvoiceUncollectible:
+			return w.fail(ctx, p, "invoice "+inv.Ref+" "+inv.Status.String(), log)
+		}
+		return nil
+	}
+	cctx, cancel := w.call(ctx)
+	inv, err := w.o.Provider.CreateInvoice(cctx, InvoiceRequest{PurchaseID: p.ID, CustomerRef: custRef,
+		AmountMicros: p.TotalMicros, Currency: p.Currency, Description: describe(p),
+		DaysUntilDue: w.o.InvoiceDaysUntilDue, IdempotencyKey: p.ID})
+	cancel()
+	if err != nil {
+		return fmt.Errorf("create invoice: %w", err)
+	}
+	outcome := fsm.OutcomeInvoiceIssued
+	if inv.Status == InvoicePaid {
+		outcome = fsm.OutcomeInvoicePaid
+	}
+	return w.apply(ctx, fsm.CompletePurchase{ID: p.ID, Outcome: outcome, ProviderRef: inv.Ref,
+		ProviderStatus: clip(inv.ProviderStatus, fsm.MaxNameLen)}, log)
+}
+
+func (w *Worker) fail(ctx context.Context, p fsm.Purchase, reason string, log *slog.Logger) error {
+	log.Warn("purchase failed", "reason", reason)
+	return w.apply(ctx, fsm.CompletePurchase{ID: p.ID, Outcome: fsm.OutcomeFailed,
+		FailureReason: clip(reason, fsm.MaxReasonLen)}, log)
+}
+
+func (w *Worker) progress(ctx context.Context, p fsm.Purchase, ref, status string, log *slog.Logger) error {
+	if (ref == "" || ref == p.ProviderRef) && status == p.ProviderStatus {
+		return nil
+	}
+	return w.apply(ctx, fsm.CompletePurchase{ID: p.ID, Outcome: fsm.OutcomeProgress, ProviderRef: ref,
+		ProviderStatus: clip(status, fsm.MaxNameLen)}, log)
+}
+
+// apply proposes a command. A cluster error is returned (the step is
+// retried with the same key); a domain refusal is final — the purchase was
+// completed otherwise, e.g. by a webhook — and is only logged.
+func (w *Worker) apply(ctx context.Context, c fsm.CompletePurchase, log *slog.Logger) error {
+	cctx, cancel := w.call(ctx)
+	defer cancel()
+	res, err := w.o.Applier.Apply(cctx, c)
+	if err != nil {
+		return fmt.Errorf("propose %s for purchase %s: %w", outcomeName(c.Outcome), c.ID, err)
+	}
+	if res.Err != nil {
+		log.Warn("purchase report refused", "outcome", outcomeName(c.Outcome), "err", res.Err)
+	}
+	return nil
+}
+
+// PaymentAction returns what a front end needs to complete a self-serve
+// purchase (the payment's client secret or checkout URL), once the worker
+// has started its payment. rpc reaches it through an interface of its own.
+func PaymentAction(ctx context.Context, prov Provider, state StateReader, purchaseID string) (Payment, error) {
+	var p fsm.Purchase
+	if err := state.View(func(v *fsm.View) error {
+		var err error
+		p, err = v.Purchase(purchaseID)
+		return err
+	}); err != nil {
+		return Payment{}, fmt.Errorf("read purchase %s: %w", purchaseID, err)
+	}
+	if p.Flow != fsm.FlowSelfServe {
+		return Payment{}, fmt.Errorf("purchase %s is %s; only self-serve purchases have a payment action", p.ID, p.Flow)
+	}
+	if p.ProviderRef == "" {
+		return Payment{Status: PaymentPending, PurchaseID: p.ID}, nil
+	}
+	return prov.LookupPayment(ctx, p.ProviderRef)
+}

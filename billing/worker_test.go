@@ -1,0 +1,297 @@
+package billing
+
+import (
+	"context"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/creditd/creditd/fsm"
+)
+
+var testAutoTopUp = fsm.AutoTopUp{Enabled: true, ThresholdCredits: 100, Mode: fsm.TopUpFixed, AmountCredits: 500}
+
+// startWorker runs a worker until the test ends.
+func startWorker(t *testing.T, o WorkerOptions) context.CancelFunc {
+	t.Helper()
+	if o.ScanInterval == 0 {
+		o.ScanInterval = 20 * time.Millisecond
+	}
+	if o.RetryBackoff == 0 {
+		o.RetryBackoff = 10 * time.Millisecond
+	}
+	if o.TransientBackoff == 0 {
+		o.TransientBackoff = 10 * time.Millisecond
+	}
+	if o.PollInterval == 0 {
+		o.PollInterval = 20 * time.Millisecond
+	}
+	w, err := NewWorker(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { w.Run(ctx); close(done) }()
+	stop := func() { cancel(); <-done }
+	t.Cleanup(stop)
+	return stop
+}
+
+// burnToAutoTopUp gives c1 200 promotional credits and burns 150, which
+// leaves 50 available, below the threshold of 100: fsm starts an automatic
+// purchase of 500 credits. It returns the purchase id.
+func burnToAutoTopUp(t *testing.T, a Applier, s StateReader) string {
+	t.Helper()
+	must(t, a, fsm.CreateGrant{ID: "promo", CustomerID: "c1", CreditTypeID: "ai", Category: fsm.Promotional, Amount: 200})
+	must(t, a, fsm.BurnUsage{Events: []fsm.UsageEvent{{ID: "u1", CustomerID: "c1", CreditTypeID: "ai", Credits: 150}}})
+	var cu fsm.Customer
+	if err := s.View(func(v *fsm.View) error {
+		var err error
+		cu, err = v.Customer("c1")
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if cu.AutoPendingPurchase == "" {
+		t.Fatalf("no automatic purchase started: %q", cu.AutoTopUpLast)
+	}
+	return cu.AutoPendingPurchase
+}
+
+func purchaseStatus(s StateReader, id string) fsm.PurchaseStatus {
+	var st fsm.PurchaseStatus = 255
+	_ = s.View(func(v *fsm.View) error {
+		p, err := v.Purchase(id)
+		st = p.Status
+		return err
+	})
+	return st
+}
+
+func TestWorkerChargesAnAutomaticTopUpOnce(t *testing.T) {
+	f, a := newLocalFSM(t)
+	seedCatalog(t, a, fsm.GrantOnPayment, testAutoTopUp)
+	id := burnToAutoTopUp(t, a, f)
+	prov := newFakeProvider()
+	startWorker(t, WorkerOptions{Provider: prov, Applier: a, State: f})
+	eventually(t, "the automatic purchase to succeed", func() bool { return purchaseStatus(f, id) == fsm.PurchaseSucceeded })
+	keys, distinct := prov.chargeKeys()
+	if len(keys) != 1 || keys[0] != id || distinct != 1 {
+		t.Fatalf("charge keys %v (%d distinct), want one charge keyed by the purchase id %s", keys, distinct, id)
+	}
+	p := readPurchase(t, f, id)
+	g := readGrant(t, f, p.GrantID)
+	if g.Amount != 500 || g.Category != fsm.Paid || p.TotalMicros != 5_000_000 {
+		t.Fatalf("grant %+v for purchase %+v, want 500 paid credits for 5 USD", g, p)
+	}
+}
+
+func TestWorkerRetriesATimedOutChargeWithTheSameKey(t *testing.T) {
+	f, a := newLocalFSM(t)
+	seedCatalog(t, a, fsm.GrantOnPayment, testAutoTopUp)
+	id := burnToAutoTopUp(t, a, f)
+	prov := newFakeProvider()
+	prov.timeoutAfterCharge = 2
+	startWorker(t, WorkerOptions{Provider: prov, Applier: a, State: f})
+	eventually(t, "the automatic purchase to succeed", func() bool { return purchaseStatus(f, id) == fsm.PurchaseSucceeded })
+	keys, distinct := prov.chargeKeys()
+	if len(keys) != 3 || distinct != 1 {
+		t.Fatalf("charge keys %v (%d distinct charges), want 3 calls making 1 charge", keys, distinct)
+	}
+	for _, k := range keys {
+		if k != id {
+			t.Fatalf("charge keys %v, want every retry keyed %s", keys, id)
+		}
+	}
+}
+
+func TestWorkerDeclinedChargesRetryThenPauseAutoTopUp(t *testing.T) {
+	tests := []struct {
+		name       string
+		declines   int
+		wantStatus fsm.PurchaseStatus
+		wantKeys   []string
+	}{
+		{"a decline then a success succeeds on the second attempt", 1, fsm.PurchaseSucceeded, []string{"", ":attempt-2"}},
+		{"declines up to the limit fail the purchase", 3, fsm.PurchaseFailed, []string{"", ":attempt-2", ":attempt-3"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			f, a := newLocalFSM(t)
+			seedCatalog(t, a, fsm.GrantOnPayment, testAutoTopUp)
+			id := burnToAutoTopUp(t, a, f)
+			prov := newFakeProvider()
+			prov.declineNext = tc.declines
+			startWorker(t, WorkerOptions{Provider: prov, Applier: a, State: f, MaxAttempts: 3})
+			eventually(t, "the purchase to end", func() bool { return purchaseStatus(f, id) != fsm.PurchasePending })
+			if st := purchaseStatus(f, id); st != tc.wantStatus {
+				t.Fatalf("purchase %s, want %s", st, tc.wantStatus)
+			}
+			keys, _ := prov.chargeKeys()
+			if len(keys) != len(tc.wantKeys) {
+				t.Fatalf("charge keys %v, want %d", keys, len(tc.wantKeys))
+			}
+			for i, k := range keys {
+				if k != id+tc.wantKeys[i] {
+					t.Fatalf("charge keys %v, want %v after %s", keys, tc.wantKeys, id)
+				}
+			}
+			var cu fsm.Customer
+			_ = f.View(func(v *fsm.View) error { cu, _ = v.Customer("c1"); return nil })
+			paused := cu.AutoTopUpPaused != ""
+			if paused != (tc.wantStatus == fsm.PurchaseFailed) {
+				t.Fatalf("auto top-up paused = %q, want paused only after a failed purchase", cu.AutoTopUpPaused)
+			}
+			if paused && !strings.Contains(cu.AutoTopUpPaused, "card_declined") {
+				t.Fatalf("pause reason %q does not say why", cu.AutoTopUpPaused)
+			}
+		})
+	}
+}
+
+func TestWorkerSelfServeStartsOncePollsAndCompletes(t *testing.T) {
+	f, a := newLocalFSM(t)
+	seedCatalog(t, a, fsm.GrantOnPayment, fsm.AutoTopUp{})
+	must(t, a, fsm.StartPurchase{ID: "web1", CustomerID: "c1", Credits: 1000, Flow: fsm.FlowSelfServe})
+	prov := newFakeProvider()
+	startWorker(t, WorkerOptions{Provider: prov, Applier: a, State: f})
+	eventually(t, "the payment to be started", func() bool { return readPurchase(t, f, "web1").ProviderRef != "" })
+	p := readPurchase(t, f, "web1")
+	act, err := PaymentAction(context.Background(), prov, f, "web1")
+	if err != nil || act.ClientSecret == "" {
+		t.Fatalf("PaymentAction = %+v, %v; want a client secret", act, err)
+	}
+	// The customer pays; the webhook is lost; the worker's poll finds it.
+	prov.setPayment(p.ProviderRef, PaymentSucceeded, "succeeded")
+	eventually(t, "the purchase to succeed", func() bool { return purchaseStatus(f, "web1") == fsm.PurchaseSucceeded })
+	prov.mu.Lock()
+	defer prov.mu.Unlock()
+	starts := 0
+	for _, c := range prov.calls {
+		if c.method == "start" {
+			starts++
+		}
+	}
+	if starts != 1 {
+		t.Fatalf("%d payments started, want 1", starts)
+	}
+}
+
+func TestWorkerInvoiceIsIssuedThenPaid(t *testing.T) {
+	f, a := newLocalFSM(t)
+	seedCatalog(t, a, fsm.GrantOnPayment, fsm.AutoTopUp{})
+	must(t, a, fsm.StartPurchase{ID: "inv1", CustomerID: "c1", Credits: 1000, Flow: fsm.FlowInvoice})
+	prov := newFakeProvider()
+	startWorker(t, WorkerOptions{Provider: prov, Applier: a, State: f})
+	eventually(t, "the invoice to be issued", func() bool { return readPurchase(t, f, "inv1").ProviderRef != "" })
+	p := readPurchase(t, f, "inv1")
+	if p.Status != fsm.PurchasePending || countGrants(t, f) != 0 {
+		t.Fatalf("purchase %+v granted before payment under a grant-on-payment plan", p)
+	}
+	prov.setInvoice(p.ProviderRef, InvoicePaid)
+	eventually(t, "the purchase to succeed", func() bool { return purchaseStatus(f, "inv1") == fsm.PurchaseSucceeded })
+	if n := countGrants(t, f); n != 1 {
+		t.Fatalf("%d grants, want 1", n)
+	}
+}
+
+func TestWorkerRecordsTheProviderCustomer(t *testing.T) {
+	f, a := newLocalFSM(t)
+	seedCatalog(t, a, fsm.GrantOnPayment, fsm.AutoTopUp{})
+	must(t, a, fsm.UpsertCustomer{ID: "c2", Name: "Beta", PlanID: "pro"})
+	must(t, a, fsm.StartPurchase{ID: "inv2", CustomerID: "c2", Credits: 100, Flow: fsm.FlowInvoice})
+	prov := newFakeProvider()
+	startWorker(t, WorkerOptions{Provider: prov, Applier: a, State: f})
+	eventually(t, "the invoice to be issued", func() bool { return readPurchase(t, f, "inv2").ProviderRef != "" })
+	var cu fsm.Customer
+	_ = f.View(func(v *fsm.View) error { cu, _ = v.Customer("c2"); return nil })
+	if cu.BillingRef != "cus_c2" || cu.PlanID != "pro" || cu.Name != "Beta" {
+		t.Fatalf("customer %+v, want billing ref cus_c2 and its other settings kept", cu)
+	}
+}
+
+func TestWorkerWithManualConnectorLeavesPurchasesToAnOperator(t *testing.T) {
+	f, a := newLocalFSM(t)
+	seedCatalog(t, a, fsm.GrantOnPayment, testAutoTopUp)
+	id := burnToAutoTopUp(t, a, f)
+	must(t, a, fsm.StartPurchase{ID: "deal1", CustomerID: "c1", Credits: 1000, Flow: fsm.FlowInvoice})
+	startWorker(t, WorkerOptions{Provider: NewManual(), Applier: a, State: f})
+	for _, pid := range []string{id, "deal1"} {
+		eventually(t, "the purchase to await an operator", func() bool {
+			return readPurchase(t, f, pid).ProviderStatus == "awaiting operator"
+		})
+		if st := purchaseStatus(f, pid); st != fsm.PurchasePending {
+			t.Fatalf("purchase %s is %s, want pending for the operator", pid, st)
+		}
+	}
+	// The operator completes the deal.
+	must(t, a, fsm.CompletePurchase{ID: "deal1", Outcome: fsm.OutcomeInvoicePaid, ProviderRef: "wire-42"})
+	if st := purchaseStatus(f, "deal1"); st != fsm.PurchaseSucceeded {
+		t.Fatalf("deal1 %s after the operator, want succeeded", st)
+	}
+}
+
+// A leader that dies between the provider call and the commit of its
+// result: the next term's worker charges again with the same key and the
+// provider returns the first charge.
+func TestWorkerNewTermFinishesWhatTheLastLeftWithTheSameKey(t *testing.T) {
+	f, a := newLocalFSM(t)
+	seedCatalog(t, a, fsm.GrantOnPayment, testAutoTopUp)
+	id := burnToAutoTopUp(t, a, f)
+	prov := newFakeProvider()
+	var once sync.Once
+	charged := make(chan struct{})
+	prov.afterCharge = func(string) {
+		once.Do(func() {
+			// Leadership is lost: the result cannot be committed.
+			a.mu.Lock()
+			a.failNext = 1 << 30
+			a.mu.Unlock()
+			close(charged)
+		})
+	}
+	stop1 := startWorker(t, WorkerOptions{Provider: prov, Applier: a, State: f})
+	<-charged
+	stop1()
+	if st := purchaseStatus(f, id); st != fsm.PurchasePending {
+		t.Fatalf("purchase %s after the lost term, want still pending", st)
+	}
+	a.mu.Lock()
+	a.failNext = 0
+	a.mu.Unlock()
+	startWorker(t, WorkerOptions{Provider: prov, Applier: a, State: f})
+	eventually(t, "the new term to complete the purchase", func() bool { return purchaseStatus(f, id) == fsm.PurchaseSucceeded })
+	keys, distinct := prov.chargeKeys()
+	if distinct != 1 || len(keys) < 2 {
+		t.Fatalf("charge keys %v (%d distinct charges), want ≥2 calls with one charge", keys, distinct)
+	}
+	for _, k := range keys {
+		if k != id {
+			t.Fatalf("charge keys %v, want all %s", keys, id)
+		}
+	}
+	if n := countGrants(t, f); n != 2 { // the promotional grant and the purchase's
+		t.Fatalf("%d grants, want 2", n)
+	}
+}
+
+func TestNewWorkerRefusesBadOptions(t *testing.T) {
+	f, a := newLocalFSM(t)
+	tests := []struct {
+		name string
+		o    WorkerOptions
+	}{
+		{"no provider", WorkerOptions{Applier: a, State: f}},
+		{"too much concurrency", WorkerOptions{Provider: NewManual(), Applier: a, State: f, Concurrency: 1000}},
+		{"a negative timeout", WorkerOptions{Provider: NewManual(), Applier: a, State: f, CallTimeout: -1}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if _, err := NewWorker(tc.o); err == nil {
+				t.Fatal("accepted")
+			}
+		})
+	}
+}

@@ -26,6 +26,9 @@ type nodeMeta struct {
 	// InCluster is set once the node has raft state or has seen a leader:
 	// nodes that meet such a node join its cluster instead of forming one.
 	InCluster bool `json:"in_cluster,omitempty"`
+	// Leaving is announced just before a graceful leave: memberlist's leave
+	// event does not tell a leave from a death, this flag does.
+	Leaving bool `json:"leaving,omitempty"`
 }
 
 type memberInfo struct {
@@ -110,10 +113,12 @@ func (g *gossip) MergeRemoteState(buf []byte, join bool)     {}
 func (g *gossip) NotifyJoin(m *memberlist.Node)   { g.event(m, memberlist.StateAlive, "joined") }
 func (g *gossip) NotifyUpdate(m *memberlist.Node) { g.event(m, memberlist.StateAlive, "updated") }
 func (g *gossip) NotifyLeave(m *memberlist.Node) {
-	// memberlist reports both a graceful leave and a death here.
-	state := m.State
-	if state != memberlist.StateLeft {
-		state = memberlist.StateDead
+	// memberlist reports both a graceful leave and a death here, and its
+	// Node.State does not say which; the leaving flag in the meta does.
+	state := memberlist.StateDead
+	var meta nodeMeta
+	if m.State == memberlist.StateLeft || (json.Unmarshal(m.Meta, &meta) == nil && meta.Leaving) {
+		state = memberlist.StateLeft
 	}
 	g.event(m, state, stateName(state))
 }
@@ -287,7 +292,7 @@ func (n *Node) monitorLoop() {
 		}
 		if n.raft.State() == raft.Shutdown && !n.closing.Load() {
 			n.logger.Warn("removed from the cluster; leaving the gossip pool")
-			if err := n.ml.Leave(5 * time.Second); err != nil {
+			if err := n.leaveGossip(); err != nil {
 				n.logger.Warn("leave gossip", "err", err)
 			}
 			return
@@ -307,4 +312,21 @@ func stateName(s memberlist.NodeStateType) string {
 		return "left"
 	}
 	return "unknown"
+}
+
+// leaveGossip announces the leave in the metadata, then leaves, so the
+// leader removes this node from raft instead of waiting for it as dead.
+func (n *Node) leaveGossip() error {
+	meta := n.localMeta(true)
+	meta.Leaving = true
+	if err := n.gossip.setMeta(meta); err != nil {
+		return err
+	}
+	if err := n.ml.UpdateNode(2 * time.Second); err != nil {
+		return fmt.Errorf("announce leave: %w", err)
+	}
+	if err := n.ml.Leave(5 * time.Second); err != nil {
+		return fmt.Errorf("leave: %w", err)
+	}
+	return nil
 }

@@ -586,15 +586,26 @@ func (n *Node) RestoreSnapshot(ctx context.Context, r io.Reader) error {
 	if err != nil {
 		return err
 	}
-	// raft.Restore reads the whole stream; it needs the header back since
-	// raftFSM.Restore reads it.
-	var hdr strings.Builder
-	if _, err := writeSnapshotHeader(&hdr, index); err != nil {
-		return err
+	// raft.Restore needs the exact size up front, so the stream is spooled
+	// to a file in the data dir first (a snapshot may not fit in memory).
+	tmp, err := os.CreateTemp(n.cfg.DataDir, "restore-*.snap")
+	if err != nil {
+		return fmt.Errorf("restore snapshot: spool: %w", err)
 	}
-	meta := &raft.SnapshotMeta{Index: index, Term: n.raft.CurrentTerm()}
-	body := io.MultiReader(strings.NewReader(hdr.String()), ctxReader{ctx, r})
-	if err := n.raft.Restore(meta, body, n.cfg.ApplyTimeout); err != nil {
+	defer os.Remove(tmp.Name())
+	defer tmp.Close()
+	if _, err := writeSnapshotHeader(tmp, index); err != nil {
+		return fmt.Errorf("restore snapshot: spool: %w", err)
+	}
+	size, err := io.Copy(tmp, ctxReader{ctx, r})
+	if err != nil {
+		return fmt.Errorf("restore snapshot: spool: %w", err)
+	}
+	if _, err := tmp.Seek(0, io.SeekStart); err != nil {
+		return fmt.Errorf("restore snapshot: spool: %w", err)
+	}
+	meta := &raft.SnapshotMeta{Version: raft.SnapshotVersionMax, Index: index, Term: n.raft.CurrentTerm(), Size: size + int64(snapshotHeaderLen)}
+	if err := n.raft.Restore(meta, tmp, n.cfg.ApplyTimeout); err != nil {
 		return n.mapRaftErr("restore snapshot", err)
 	}
 	n.logger.Warn("restored the cluster's state from a snapshot", "snapshot_applied_index", index)
@@ -653,7 +664,7 @@ func (n *Node) shutdown(ctx context.Context) error {
 	close(n.stop)
 	n.batch.drain(ctx) // in-flight entries resolve; queued ones fail clearly
 	if n.cfg.LeaveOnShutdown {
-		if err := n.ml.Leave(5 * time.Second); err != nil {
+		if err := n.leaveGossip(); err != nil {
 			errs = append(errs, fmt.Errorf("leave gossip: %w", err))
 		}
 	}

@@ -1,0 +1,324 @@
+package export
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/creditd/creditd/export/internal/ledgergen"
+	"github.com/creditd/creditd/fsm"
+)
+
+func TestExportHoldsEveryEntryOnceAndTiesToThePools(t *testing.T) {
+	g := newGen(t, 1)
+	run(t, g, 3000, 30*time.Minute) // ≈ 30 hours of log time: several dates
+	pools, grants, last, err := g.Check()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	b := openDir(t, dir)
+	res := exportOnce(t, FromFSM(g.F), b, smallFiles())
+	if res.ToSeq != last || res.Entries != int64(last) || len(res.Parts) < 3 {
+		t.Fatalf("exported %d..%d (%d entries, %d parts), ledger ends at %d", res.FromSeq, res.ToSeq, res.Entries, len(res.Parts), last)
+	}
+	checkManifestMatchesFiles(t, dir, b, last)
+	rows := ledgerRows(t, dir)
+	checkExactlyOnce(t, rows, last)
+
+	sums := map[[2]string]int64{}
+	kinds := map[string]int{}
+	for _, r := range rows {
+		k := [2]string{r.customer, r.ct}
+		sums[k] += unitsAt(t, r.amount, r.scale)
+		if got := unitsAt(t, r.balanceAfter, r.scale); got != sums[k] {
+			t.Fatalf("entry %d: balance_after %d, running sum %d", r.seq, got, sums[k])
+		}
+		date := time.UnixMicro(r.timeMicros).UTC().Format(time.DateOnly)
+		if !strings.HasPrefix(r.file, "ledger/date="+date+"/") {
+			t.Fatalf("entry %d of %s is in %s", r.seq, date, r.file)
+		}
+		kinds[r.kind]++
+	}
+	for k, bal := range pools {
+		if sums[k] != bal {
+			t.Errorf("pool %v: Σ amount in the export %d, fsm balance %d", k, sums[k], bal)
+		}
+	}
+	for _, kind := range []string{"grant", "burn", "expire", "revoke", "adjust", "repay"} {
+		if kinds[kind] == 0 {
+			t.Errorf("the generated ledger has no %s entry; the test would not cover it", kind)
+		}
+	}
+
+	// The grants snapshot holds every grant as the state does.
+	snaps := readFiles(t, dir, "grants")
+	if len(snaps) != 1 {
+		t.Fatalf("%d grants snapshots, want 1", len(snaps))
+	}
+	c := func(n string) int { return colIndex(GrantColumns, n) }
+	for _, rs := range snaps {
+		if len(rs) != len(grants) {
+			t.Fatalf("snapshot has %d grants, fsm %d", len(rs), len(grants))
+		}
+		for i, r := range rs {
+			want := grants[i]
+			scale := int64(r[c("credit_scale")].Int32())
+			if id := string(r[c("grant_id")].ByteArray()); id != want.ID {
+				t.Fatalf("row %d is grant %s, want %s", i, id, want.ID)
+			}
+			if got := unitsAt(t, decimal(r[c("remaining")].ByteArray()), scale); got != want.Remaining {
+				t.Errorf("grant %s remaining %d, fsm %d", want.ID, got, want.Remaining)
+			}
+			if got := decimal(r[c("deferred_revenue")].ByteArray()).Int64(); got != want.DeferredMicros {
+				t.Errorf("grant %s deferred %d, fsm %d", want.ID, got, want.DeferredMicros)
+			}
+			if got := string(r[c("status")].ByteArray()); got != statusName(want.Status) {
+				t.Errorf("grant %s status %s, fsm %s", want.ID, got, statusName(want.Status))
+			}
+			if got := r[c("snapshot_seq")].Int64(); got != int64(last) {
+				t.Errorf("snapshot_seq %d, want %d", got, last)
+			}
+		}
+	}
+}
+
+func TestIncrementalExportsWriteEachEntryExactlyOnce(t *testing.T) {
+	g := newGen(t, 2)
+	dir := t.TempDir()
+	b := openDir(t, dir)
+	var prev uint64
+	for i := range 3 {
+		run(t, g, 800, 20*time.Minute)
+		_, _, last, err := g.Check()
+		if err != nil {
+			t.Fatal(err)
+		}
+		res := exportOnce(t, FromFSM(g.F), b, smallFiles())
+		if res.FromSeq != prev+1 || res.ToSeq != last {
+			t.Fatalf("run %d exported %d..%d, want %d..%d", i, res.FromSeq, res.ToSeq, prev+1, last)
+		}
+		prev = last
+		checkManifestMatchesFiles(t, dir, b, last)
+		checkExactlyOnce(t, ledgerRows(t, dir), last)
+	}
+	// Nothing new: nothing written, not even a grants snapshot.
+	res := exportOnce(t, FromFSM(g.F), b, smallFiles())
+	if res.Entries != 0 || len(res.Parts) != 0 || res.Grants != nil {
+		t.Fatalf("a run with nothing new wrote %+v", res)
+	}
+	m := checkManifestMatchesFiles(t, dir, b, prev)
+	if len(m.GrantSnapshots) != 3 {
+		t.Errorf("%d grants snapshots, want 3", len(m.GrantSnapshots))
+	}
+}
+
+var errCrash = errors.New("simulated crash")
+
+func TestAFailedRunLeavesNoDuplicateAndTheNextCompletesIt(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		failAt  int  // fail after storing this many objects
+		writeIn bool // new writes between the crash and the rerun
+	}{
+		{"after the first part, rerun at the same cut", 1, false},
+		{"after the third part, with writes before the rerun", 3, true},
+		{"after the grants snapshot, before the manifest", 1 << 30, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			g := newGen(t, 3)
+			dir := t.TempDir()
+			b := openDir(t, dir)
+			run(t, g, 500, 20*time.Minute)
+			exportOnce(t, FromFSM(g.F), b, smallFiles())
+			_, _, w, _ := g.Check()
+			run(t, g, 1500, 20*time.Minute)
+
+			opts := smallFiles()
+			stored := 0
+			opts.AfterObject = func(key string) error {
+				stored++
+				if stored == tc.failAt || (tc.failAt > 100 && strings.HasPrefix(key, "grants/")) {
+					return errCrash
+				}
+				return nil
+			}
+			e, err := New(FromFSM(g.F), b, opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := e.Run(testCtx(t)); !errors.Is(err, errCrash) {
+				t.Fatalf("run: %v, want the simulated crash", err)
+			}
+			// The crash left complete parts past the watermark, and the
+			// manifest where it was.
+			m, err := ReadManifest(testCtx(t), b)
+			if err != nil || m.WatermarkSeq != w {
+				t.Fatalf("manifest after the crash: %+v, %v; want watermark %d", m, err, w)
+			}
+			if tc.writeIn {
+				run(t, g, 300, 20*time.Minute)
+			}
+			_, _, last, _ := g.Check()
+			res := exportOnce(t, FromFSM(g.F), b, smallFiles())
+			if len(res.Removed) == 0 {
+				t.Errorf("the rerun removed nothing; the crash should have left objects")
+			}
+			checkManifestMatchesFiles(t, dir, b, last)
+			checkExactlyOnce(t, ledgerRows(t, dir), last)
+		})
+	}
+}
+
+// The helper process: exports the state given in the environment, reporting
+// each stored object on stdout, and hangs after the second until killed.
+func TestHelperProcessExport(t *testing.T) {
+	state, dest := os.Getenv("CREDITD_EXPORT_HELPER_STATE"), os.Getenv("CREDITD_EXPORT_HELPER_DEST")
+	if state == "" {
+		t.Skip("helper process for TestKilledExportLeavesNoDuplicateOrGap")
+	}
+	f, err := fsm.Open(state, fsm.Options{NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := openDir(t, dest)
+	opts := smallFiles()
+	n := 0
+	hang := make(chan struct{}) // never closed: the parent kills this process
+	opts.AfterObject = func(key string) error {
+		fmt.Printf("stored %s\n", key)
+		if n++; n == 2 {
+			<-hang
+		}
+		return nil
+	}
+	e, _ := New(FromFSM(f), b, opts)
+	e.Run(testCtx(t))
+}
+
+func TestKilledExportLeavesNoDuplicateOrGap(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a process")
+	}
+	statePath := filepath.Join(t.TempDir(), "state.db")
+	dir := t.TempDir()
+	g, err := ledgergen.Open(statePath, 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	run(t, g, 2000, 20*time.Minute)
+	g.Close() // the child takes the state file's lock
+
+	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperProcessExport$", "-test.v")
+	cmd.Env = append(os.Environ(), "CREDITD_EXPORT_HELPER_STATE="+statePath, "CREDITD_EXPORT_HELPER_DEST="+dir)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	sc := bufio.NewScanner(out)
+	stored := 0
+	for stored < 2 && sc.Scan() {
+		if strings.HasPrefix(sc.Text(), "stored ") {
+			stored++
+		}
+	}
+	if stored < 2 {
+		cmd.Process.Kill()
+		cmd.Wait()
+		t.Fatalf("the helper stored %d objects before exiting", stored)
+	}
+	if err := cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	cmd.Wait()
+	if _, err := os.Stat(filepath.Join(dir, ManifestKey)); !os.IsNotExist(err) {
+		t.Fatalf("a manifest exists after the kill: %v", err)
+	}
+
+	g, err = ledgergen.Open(statePath, 5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	run(t, g, 300, 20*time.Minute)
+	_, _, last, _ := g.Check()
+	b := openDir(t, dir)
+	res := exportOnce(t, FromFSM(g.F), b, smallFiles())
+	if len(res.Removed) < 2 {
+		t.Errorf("the rerun removed %v; the killed run left 2 parts", res.Removed)
+	}
+	checkManifestMatchesFiles(t, dir, b, last)
+	checkExactlyOnce(t, ledgerRows(t, dir), last)
+}
+
+func TestReplicasThatAppliedTheSameLogExportTheSameBytes(t *testing.T) {
+	a, b := newGen(t, 6), newGen(t, 6)
+	run(t, a, 1500, 30*time.Minute)
+	run(t, b, 1500, 30*time.Minute)
+	da, db := t.TempDir(), t.TempDir()
+	exportOnce(t, FromFSM(a.F), openDir(t, da), smallFiles())
+	exportOnce(t, FromFSM(b.F), openDir(t, db), smallFiles())
+	files := 0
+	err := filepath.WalkDir(da, func(path string, d os.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		rel, _ := filepath.Rel(da, path)
+		x, _ := os.ReadFile(path)
+		y, err := os.ReadFile(filepath.Join(db, rel))
+		if err != nil {
+			return err
+		}
+		if !bytes.Equal(x, y) {
+			t.Errorf("%s differs between the replicas", rel)
+		}
+		files++
+		return nil
+	})
+	if err != nil || files < 4 {
+		t.Fatalf("compared %d files: %v", files, err)
+	}
+}
+
+func TestReplicaBehindTheWatermarkRefusesToExport(t *testing.T) {
+	ahead, behind := newGen(t, 7), newGen(t, 7)
+	run(t, ahead, 600, time.Minute)
+	run(t, behind, 300, time.Minute)
+	b := openDir(t, t.TempDir())
+	exportOnce(t, FromFSM(ahead.F), b, Options{})
+	e, _ := New(FromFSM(behind.F), b, Options{})
+	if _, err := e.Run(testCtx(t)); !errors.Is(err, ErrBehind) {
+		t.Fatalf("export from a lagging replica: %v, want ErrBehind", err)
+	}
+}
+
+func TestOptionsOutOfRangeAreRefused(t *testing.T) {
+	b := openDir(t, t.TempDir())
+	for _, o := range []Options{{RowGroupRows: -1}, {FileRows: MaxFileRows + 1}, {BatchRows: -5}} {
+		if _, err := New(&memCut{}, b, o); err == nil {
+			t.Errorf("New accepted %+v", o)
+		}
+	}
+}
+
+func TestProgressIsPrintedOnlyWhereAsked(t *testing.T) {
+	g := newGen(t, 8)
+	run(t, g, 300, time.Minute)
+	var out bytes.Buffer
+	opts := Options{Progress: &out}
+	exportOnce(t, FromFSM(g.F), openDir(t, t.TempDir()), opts)
+	_, _, last, _ := g.Check()
+	if want := fmt.Sprintf("export: %d/%d entries (100%%)", last, last); !strings.Contains(out.String(), want) {
+		t.Errorf("progress %q lacks %q", out.String(), want)
+	}
+}

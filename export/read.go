@@ -1,0 +1,211 @@
+package export
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/arrow-go/v18/arrow/decimal128"
+	"github.com/apache/arrow-go/v18/arrow/memory"
+	"github.com/apache/arrow-go/v18/parquet/file"
+	"github.com/apache/arrow-go/v18/parquet/pqarrow"
+	"gocloud.dev/blob"
+
+	"github.com/creditd/creditd/fsm"
+)
+
+// ScanExport reads the committed ledger of an export back, in sequence
+// order, as movements: the report computed from them equals the one computed
+// from the state. Only the parts the manifest lists are read. tempDir holds
+// one downloaded part at a time ("" = os.TempDir()).
+func ScanExport(ctx context.Context, b *blob.Bucket, tempDir string, fn func(m *Movement) error) (*Manifest, error) {
+	man, err := ReadManifest(ctx, b)
+	if err != nil {
+		return nil, err
+	}
+	for _, p := range man.LedgerParts {
+		if err := scanPart(ctx, b, p, tempDir, fn); err != nil {
+			return man, fmt.Errorf("read %s: %w", p.Key, err)
+		}
+	}
+	return man, nil
+}
+
+func scanPart(ctx context.Context, b *blob.Bucket, p Part, tempDir string, fn func(m *Movement) error) error {
+	f, err := os.CreateTemp(tempDir, "creditd-read-*.parquet")
+	if err != nil {
+		return err
+	}
+	defer func() { f.Close(); os.Remove(f.Name()) }()
+	r, err := b.NewReader(ctx, p.Key, nil)
+	if err != nil {
+		return err
+	}
+	_, err = io.Copy(f, r)
+	r.Close()
+	if err != nil {
+		return err
+	}
+	pf, err := file.NewParquetReader(f)
+	if err != nil {
+		return err
+	}
+	defer pf.Close()
+	mem := memory.NewGoAllocator()
+	fr, err := pqarrow.NewFileReader(pf, pqarrow.ArrowReadProperties{BatchSize: DefaultBatchRows}, mem)
+	if err != nil {
+		return err
+	}
+	sc, err := fr.Schema()
+	if err != nil {
+		return err
+	}
+	if !sc.Equal(ledgerSchema) {
+		return fmt.Errorf("schema differs from this creditd's ledger schema:\n%s", sc)
+	}
+	rr, err := fr.GetRecordReader(ctx, nil, nil)
+	if err != nil {
+		return err
+	}
+	defer rr.Release()
+	var (
+		m    Movement
+		rows int64
+		next = p.FirstSeq
+	)
+	for rr.Next() {
+		rec := rr.RecordBatch()
+		for i := 0; i < int(rec.NumRows()); i++ {
+			if err := movementAt(rec, i, &m); err != nil {
+				return err
+			}
+			if m.Seq != next {
+				return fmt.Errorf("row %d has sequence %d, expected %d", rows, m.Seq, next)
+			}
+			next++
+			rows++
+			if err := fn(&m); err != nil {
+				return err
+			}
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+	}
+	if err := rr.Err(); err != nil && err != io.EOF {
+		return err
+	}
+	if rows != p.Rows || next-1 != p.LastSeq {
+		return fmt.Errorf("holds %d rows up to %d; the manifest says %d rows up to %d", rows, next-1, p.Rows, p.LastSeq)
+	}
+	return nil
+}
+
+func col[T arrow.Array](rec arrow.RecordBatch, name string) T {
+	idx := rec.Schema().FieldIndices(name)
+	return rec.Column(idx[0]).(T)
+}
+
+func str(a *array.String, i int) string {
+	if a.IsNull(i) {
+		return ""
+	}
+	return a.Value(i)
+}
+
+// units converts a decimal at scale `from` back to an int64 at scale `to`
+// (to ≤ from), failing if that would drop digits.
+func units(n decimal128.Num, from, to uint8) (int64, error) {
+	q, rem := n.Div(pow10Num[from-to])
+	if rem != (decimal128.Num{}) || !q.FitsInPrecision(19) {
+		return 0, fmt.Errorf("%s does not fit scale %d", n.ToString(int32(from)), to)
+	}
+	bi := q.BigInt()
+	if !bi.IsInt64() {
+		return 0, fmt.Errorf("%s overflows int64", n.ToString(int32(from)))
+	}
+	return bi.Int64(), nil
+}
+
+// costBasis converts a scale-12 decimal to the smallest scale that holds it.
+func costBasis(n decimal128.Num) (fsm.Decimal, error) {
+	scale := uint8(costBasisScale)
+	for scale > 0 {
+		q, rem := n.Div(pow10Num[1])
+		if rem != (decimal128.Num{}) {
+			break
+		}
+		n, scale = q, scale-1
+	}
+	v, err := units(n, 0, 0)
+	return fsm.Decimal{Coef: v, Scale: scale}, err
+}
+
+func movementAt(rec arrow.RecordBatch, i int, m *Movement) error {
+	seq := col[*array.Int64](rec, "seq").Value(i)
+	fail := func(field string, err error) error {
+		return &FormatError{Seq: uint64(seq), Field: field, Msg: err.Error()}
+	}
+	scale := col[*array.Int32](rec, "credit_scale").Value(i)
+	if scale < 0 || scale > fsm.MaxCreditScale {
+		return fail("credit_scale", fmt.Errorf("%d out of range", scale))
+	}
+	kind, ok := parseKind(col[*array.String](rec, "kind").Value(i))
+	if !ok {
+		return fail("kind", fmt.Errorf("unknown kind %q", col[*array.String](rec, "kind").Value(i)))
+	}
+	*m = Movement{Scale: uint8(scale)}
+	e := &m.LedgerEntry
+	e.Seq = uint64(seq)
+	e.Time = fsm.Timestamp(col[*array.Timestamp](rec, "time").Value(i))
+	e.CustomerID = col[*array.String](rec, "customer_id").Value(i)
+	e.CreditTypeID = col[*array.String](rec, "credit_type_id").Value(i)
+	e.GrantID = str(col[*array.String](rec, "grant_id"), i)
+	if str(col[*array.String](rec, "grant_category"), i) == "paid" {
+		m.Category = fsm.Paid
+	}
+	e.Kind = kind
+	var err error
+	for _, c := range []struct {
+		name string
+		dst  *int64
+	}{{"amount", &e.Amount}, {"repaid", &e.Repaid}, {"balance_after", &e.BalanceAfter}} {
+		if *c.dst, err = units(col[*array.Decimal128](rec, c.name).Value(i), creditsScale, uint8(scale)); err != nil {
+			return fail(c.name, err)
+		}
+	}
+	if e.CostBasis, err = costBasis(col[*array.Decimal128](rec, "cost_basis").Value(i)); err != nil {
+		return fail("cost_basis", err)
+	}
+	e.Currency = str(col[*array.String](rec, "currency"), i)
+	if e.MoneyMicros, err = units(col[*array.Decimal128](rec, "money_amount").Value(i), moneyScale, moneyScale); err != nil {
+		return fail("money_amount", err)
+	}
+	e.CauseID = str(col[*array.String](rec, "cause_id"), i)
+	e.SourceRef = str(col[*array.String](rec, "source_ref"), i)
+	e.Reason = str(col[*array.String](rec, "reason"), i)
+	return nil
+}
+
+// ReportFromExport reconciles [from, to) from an export's committed ledger.
+func ReportFromExport(ctx context.Context, b *blob.Bucket, tempDir string, from, to time.Time) (*Report, error) {
+	r, err := NewReconciler(from, to)
+	if err != nil {
+		return nil, err
+	}
+	_, err = ScanExport(ctx, b, tempDir, func(m *Movement) error {
+		if r.Done() {
+			return errStopScan
+		}
+		return r.Add(m)
+	})
+	if err != nil && !errors.Is(err, errStopScan) {
+		return nil, err
+	}
+	return r.Finish()
+}

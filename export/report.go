@@ -1,0 +1,473 @@
+package export
+
+import (
+	"context"
+	"fmt"
+	"math/big"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/creditd/creditd/fsm"
+)
+
+// Movement is one ledger entry as the report reads it: the entry plus the
+// facts it needs that the entry does not carry (its credit type's scale, its
+// grant's category). Both the fsm and the Parquet export yield these.
+type Movement struct {
+	fsm.LedgerEntry
+	Scale    uint8
+	Category fsm.GrantCategory // meaningful when GrantID != ""
+}
+
+// Row is one line of the reconciliation report: one credit type and one
+// currency over the period. Credits are integer units of the credit type's
+// scale; money is integer micros of the currency.
+//
+// Credits without a currency (promotional grants and the overdraft, usage
+// burned beyond the grants) form the row with Currency "".
+//
+// The identities, checked for every row:
+//
+//	closing = opening + granted_paid + granted_promotional − burned − expired − revoked + adjusted + overdraft_repaid
+//	closing_deferred = opening_deferred + deferred_granted − recognized − breakage − refunded + adjusted_money
+//
+// overdraft_repaid moves credits from a new grant's row to the row without
+// currency when the grant covers the pool's overdraft; it sums to zero over
+// a credit type.
+type Row struct {
+	CreditTypeID string
+	Currency     string
+	Scale        uint8
+
+	OpeningBalance     int64
+	GrantedPaid        int64
+	GrantedPromotional int64
+	Burned             int64
+	Expired            int64
+	Revoked            int64
+	Adjusted           int64
+	OverdraftRepaid    int64
+	ClosingBalance     int64
+
+	OpeningDeferred int64
+	DeferredGranted int64
+	Recognized      int64
+	Breakage        int64
+	Refunded        int64
+	AdjustedMoney   int64
+	ClosingDeferred int64
+}
+
+// Report is the reconciliation of a period [From, To).
+type Report struct {
+	From, To time.Time
+	// LastSeq is the last ledger sequence read; Entries those in the period.
+	LastSeq uint64
+	Entries int64
+	Rows    []Row // by credit type, then currency
+}
+
+// IdentityError reports a broken identity or a ledger inconsistency: the
+// report refuses to print figures that do not tie out.
+type IdentityError struct {
+	Seq uint64 // entry where it was found; 0 for a period total
+	Msg string
+}
+
+func (e *IdentityError) Error() string {
+	if e.Seq != 0 {
+		return fmt.Sprintf("reconciliation failed at ledger entry %d: %s", e.Seq, e.Msg)
+	}
+	return "reconciliation failed: " + e.Msg
+}
+
+type groupKey struct{ creditType, currency string }
+
+type grantTrack struct {
+	remaining int64
+	money     int64
+	costBasis fsm.Decimal
+	scale     uint8
+	category  fsm.GrantCategory
+	currency  string
+	creditTyp string
+}
+
+// Reconciler folds ledger movements, in sequence order, into a Report. It
+// checks every movement as it goes: the pool's balance chain, each grant's
+// remaining credits and deferred revenue (remaining × cost basis, rounded
+// half-even: recomputed here independently of fsm), sign conventions per
+// kind; and at both ends of the period that the rows add up to the pools.
+// Memory: one small record per pool and per grant.
+type Reconciler struct {
+	from, to fsm.Timestamp
+	phase    int // 0 before the period, 1 in it, 2 after
+	rows     map[groupKey]*Row
+	balances map[groupKey]int64 // running credits per row
+	deferred map[groupKey]int64 // running money per row
+	pools    map[groupKey]int64 // (customer, credit type) → balance after its last entry
+	ctBal    map[string]int64   // credit type → Σ pool balances
+	grants   map[string]*grantTrack
+	scales   map[string]uint8
+	lastSeq  uint64
+	lastTime fsm.Timestamp
+	entries  int64
+}
+
+// NewReconciler reconciles the period [from, to), both UTC instants.
+func NewReconciler(from, to time.Time) (*Reconciler, error) {
+	if !from.Before(to) {
+		return nil, fmt.Errorf("report: --from %s must be before --to %s", from.Format(time.DateOnly), to.Format(time.DateOnly))
+	}
+	return &Reconciler{
+		from: fsm.TimestampOf(from), to: fsm.TimestampOf(to),
+		rows: map[groupKey]*Row{}, balances: map[groupKey]int64{}, deferred: map[groupKey]int64{},
+		pools: map[groupKey]int64{}, ctBal: map[string]int64{}, grants: map[string]*grantTrack{},
+		scales: map[string]uint8{},
+	}, nil
+}
+
+// Done reports whether the period is over: later movements change nothing.
+func (r *Reconciler) Done() bool { return r.phase == 2 }
+
+func (r *Reconciler) row(k groupKey, scale uint8) *Row {
+	row := r.rows[k]
+	if row == nil {
+		row = &Row{CreditTypeID: k.creditType, Currency: k.currency, Scale: scale}
+		r.rows[k] = row
+	}
+	return row
+}
+
+// Add folds one movement in. Movements must come in sequence order without
+// gaps, starting at 1.
+func (r *Reconciler) Add(m *Movement) error {
+	fail := func(format string, args ...any) error {
+		return &IdentityError{Seq: m.Seq, Msg: fmt.Sprintf(format, args...)}
+	}
+	if m.Seq != r.lastSeq+1 {
+		return fail("follows entry %d: the ledger has a gap or is out of order", r.lastSeq)
+	}
+	if m.Time < r.lastTime {
+		return fail("log time goes backwards")
+	}
+	r.lastSeq, r.lastTime = m.Seq, m.Time
+	for r.phase < 2 && m.Time >= r.boundary() {
+		if err := r.cross(); err != nil {
+			return err
+		}
+	}
+	if s, ok := r.scales[m.CreditTypeID]; ok && s != m.Scale {
+		return fail("credit type %s has scale %d here and %d before", m.CreditTypeID, m.Scale, s)
+	}
+	r.scales[m.CreditTypeID] = m.Scale
+
+	// The pool's balance chain: each entry moves the balance by its amount.
+	pk := groupKey{m.CustomerID, m.CreditTypeID}
+	prev := r.pools[pk]
+	if prev+m.Amount != m.BalanceAfter {
+		return fail("pool %s/%s: balance %d + amount %d ≠ balance_after %d", m.CustomerID, m.CreditTypeID, prev, m.Amount, m.BalanceAfter)
+	}
+	r.pools[pk] = m.BalanceAfter
+	r.ctBal[m.CreditTypeID] += m.Amount
+
+	if m.Currency == "" && m.MoneyMicros != 0 {
+		return fail("money %d without a currency", m.MoneyMicros)
+	}
+	key := groupKey{m.CreditTypeID, m.Currency}
+	if m.GrantID == "" {
+		if m.Kind != fsm.EntryBurn || m.Amount > 0 || m.MoneyMicros != 0 || m.Currency != "" {
+			return fail("an entry without a grant must be an overdraft burn without money")
+		}
+	} else if err := r.trackGrant(m); err != nil {
+		return err
+	}
+
+	// Signs per kind, then the flows.
+	var (
+		in     = r.phase == 1
+		row    = r.row(key, m.Scale)
+		noCur  = groupKey{m.CreditTypeID, ""}
+		amount = m.Amount
+		money  = m.MoneyMicros
+	)
+	if m.Kind != fsm.EntryRepay && m.Repaid != 0 {
+		return fail("%s entry with repaid %d", kindName(m.Kind), m.Repaid)
+	}
+	switch m.Kind {
+	case fsm.EntryGrant:
+		if amount < 0 || money < 0 {
+			return fail("grant with negative amount or money")
+		}
+		if in {
+			if m.Category == fsm.Paid {
+				row.GrantedPaid += amount
+			} else {
+				row.GrantedPromotional += amount
+			}
+			row.DeferredGranted += money
+		}
+	case fsm.EntryBurn, fsm.EntryExpire, fsm.EntryRevoke:
+		if amount > 0 || money > 0 {
+			return fail("%s with positive amount or money", kindName(m.Kind))
+		}
+		if in {
+			switch m.Kind {
+			case fsm.EntryBurn:
+				row.Burned -= amount
+				row.Recognized -= money
+			case fsm.EntryExpire:
+				row.Expired -= amount
+				row.Breakage -= money
+			default:
+				row.Revoked -= amount
+				row.Refunded -= money
+			}
+		}
+	case fsm.EntryAdjust:
+		if in {
+			row.Adjusted += amount
+			row.AdjustedMoney += money
+		}
+	case fsm.EntryRepay:
+		if amount != 0 || m.Repaid <= 0 || money > 0 {
+			return fail("repay must have amount 0, repaid > 0 and money ≤ 0")
+		}
+		// The grant's credits cover the overdraft, held in the row without
+		// currency; its money is recognized revenue.
+		r.balances[key] -= m.Repaid
+		r.balances[noCur] += m.Repaid
+		if in {
+			row.OverdraftRepaid -= m.Repaid
+			r.row(noCur, m.Scale).OverdraftRepaid += m.Repaid
+			row.Recognized -= money
+		}
+	default:
+		return fail("unknown entry kind %d", m.Kind)
+	}
+	r.balances[key] += amount
+	r.deferred[key] += money
+	if in {
+		r.entries++
+	}
+	return nil
+}
+
+// trackGrant checks the grant's remaining credits and deferred revenue.
+func (r *Reconciler) trackGrant(m *Movement) error {
+	g := r.grants[m.GrantID]
+	if g == nil {
+		if m.Kind != fsm.EntryGrant {
+			return &IdentityError{Seq: m.Seq, Msg: fmt.Sprintf("grant %s moves before its grant entry", m.GrantID)}
+		}
+		g = &grantTrack{costBasis: m.CostBasis, scale: m.Scale, category: m.Category, currency: m.Currency, creditTyp: m.CreditTypeID}
+		r.grants[m.GrantID] = g
+	} else if m.Kind == fsm.EntryGrant {
+		return &IdentityError{Seq: m.Seq, Msg: fmt.Sprintf("grant %s granted twice", m.GrantID)}
+	}
+	if g.costBasis != m.CostBasis || g.currency != m.Currency || g.creditTyp != m.CreditTypeID {
+		return &IdentityError{Seq: m.Seq, Msg: fmt.Sprintf("grant %s changed cost basis, currency or credit type", m.GrantID)}
+	}
+	g.remaining += m.Amount - m.Repaid
+	g.money += m.MoneyMicros
+	if g.remaining < 0 {
+		return &IdentityError{Seq: m.Seq, Msg: fmt.Sprintf("grant %s remaining %d is negative", m.GrantID, g.remaining)}
+	}
+	want := int64(0)
+	if g.category == fsm.Paid {
+		var err error
+		if want, err = deferredMicros(g.remaining, g.costBasis, g.scale); err != nil {
+			return &IdentityError{Seq: m.Seq, Msg: fmt.Sprintf("grant %s: %v", m.GrantID, err)}
+		}
+	}
+	if g.money != want {
+		return &IdentityError{Seq: m.Seq, Msg: fmt.Sprintf("grant %s deferred revenue %d micros ≠ remaining %d × cost basis %s = %d micros",
+			m.GrantID, g.money, g.remaining, g.costBasis, want)}
+	}
+	return nil
+}
+
+// deferredMicros is round_half_even(remaining × 10^-scale × costBasis × 10^6),
+// computed with big integers: an implementation apart from fsm's, so that a
+// rounding bug in either shows up here.
+func deferredMicros(remaining int64, cb fsm.Decimal, scale uint8) (int64, error) {
+	num := new(big.Int).Mul(big.NewInt(remaining), big.NewInt(cb.Coef))
+	num.Mul(num, new(big.Int).Exp(big.NewInt(10), big.NewInt(fsm.MoneyScale), nil))
+	den := new(big.Int).Exp(big.NewInt(10), big.NewInt(int64(scale)+int64(cb.Scale)), nil)
+	q, rem := new(big.Int).QuoRem(num, den, new(big.Int))
+	twice := new(big.Int).Lsh(rem.Abs(rem), 1)
+	if c := twice.Cmp(den); c > 0 || (c == 0 && q.Bit(0) == 1) {
+		if num.Sign() < 0 {
+			q.Sub(q, big.NewInt(1))
+		} else {
+			q.Add(q, big.NewInt(1))
+		}
+	}
+	if !q.IsInt64() {
+		return 0, fmt.Errorf("deferred revenue overflows int64")
+	}
+	return q.Int64(), nil
+}
+
+func (r *Reconciler) boundary() fsm.Timestamp {
+	if r.phase == 0 {
+		return r.from
+	}
+	return r.to
+}
+
+// cross closes one end of the period: it records the opening (or closing)
+// figures of every row and checks them against the pools' balances.
+func (r *Reconciler) cross() error {
+	for k := range r.balances {
+		r.row(k, r.scales[k.creditType])
+	}
+	perType := map[string]int64{}
+	for k, row := range r.rows {
+		bal, def := r.balances[k], r.deferred[k]
+		perType[k.creditType] += bal
+		if r.phase == 0 {
+			row.OpeningBalance, row.OpeningDeferred = bal, def
+		} else {
+			row.ClosingBalance, row.ClosingDeferred = bal, def
+		}
+	}
+	for ct, sum := range perType {
+		if sum != r.ctBal[ct] {
+			return &IdentityError{Msg: fmt.Sprintf("credit type %s: rows hold %d, pools hold %d", ct, sum, r.ctBal[ct])}
+		}
+	}
+	// Deferred revenue of every grant, recomputed, must add up to the rows'.
+	want := map[groupKey]int64{}
+	for _, g := range r.grants {
+		want[groupKey{g.creditTyp, g.currency}] += g.money
+	}
+	for k := range r.rows {
+		if want[k] != r.deferred[k] {
+			return &IdentityError{Msg: fmt.Sprintf("%s/%s: grants defer %d micros, rows %d", k.creditType, k.currency, want[k], r.deferred[k])}
+		}
+	}
+	r.phase++
+	return nil
+}
+
+// Finish closes the period and checks both identities on every row.
+func (r *Reconciler) Finish() (*Report, error) {
+	for r.phase < 2 {
+		if err := r.cross(); err != nil {
+			return nil, err
+		}
+	}
+	rep := &Report{From: r.from.Time(), To: r.to.Time(), LastSeq: r.lastSeq, Entries: r.entries}
+	for _, row := range r.rows {
+		credits := row.OpeningBalance + row.GrantedPaid + row.GrantedPromotional - row.Burned - row.Expired -
+			row.Revoked + row.Adjusted + row.OverdraftRepaid
+		if credits != row.ClosingBalance {
+			return nil, &IdentityError{Msg: fmt.Sprintf("%s/%s credits: opening %d + granted %d + %d − burned %d − expired %d − revoked %d + adjusted %d + repaid %d = %d ≠ closing %d",
+				row.CreditTypeID, row.Currency, row.OpeningBalance, row.GrantedPaid, row.GrantedPromotional, row.Burned, row.Expired,
+				row.Revoked, row.Adjusted, row.OverdraftRepaid, credits, row.ClosingBalance)}
+		}
+		money := row.OpeningDeferred + row.DeferredGranted - row.Recognized - row.Breakage - row.Refunded + row.AdjustedMoney
+		if money != row.ClosingDeferred {
+			return nil, &IdentityError{Msg: fmt.Sprintf("%s/%s money: opening %d + granted %d − recognized %d − breakage %d − refunded %d + adjusted %d = %d ≠ closing %d micros",
+				row.CreditTypeID, row.Currency, row.OpeningDeferred, row.DeferredGranted, row.Recognized, row.Breakage, row.Refunded,
+				row.AdjustedMoney, money, row.ClosingDeferred)}
+		}
+		rep.Rows = append(rep.Rows, *row)
+	}
+	slices.SortFunc(rep.Rows, func(a, b Row) int {
+		if c := strings.Compare(a.CreditTypeID, b.CreditTypeID); c != 0 {
+			return c
+		}
+		return strings.Compare(a.Currency, b.Currency)
+	})
+	return rep, nil
+}
+
+// checkGrants compares the reconciler's view of every grant with the
+// state's, when the period reaches the end of the ledger.
+func (r *Reconciler) checkGrants(c Cut) error {
+	seen := 0
+	err := c.ScanGrants(func(g *fsm.Grant) error {
+		t := r.grants[g.ID]
+		if t == nil {
+			if g.Amount == 0 && g.Remaining == 0 {
+				return nil
+			}
+			return &IdentityError{Msg: fmt.Sprintf("grant %s is in the state but not in the ledger", g.ID)}
+		}
+		seen++
+		if t.remaining != g.Remaining || t.money != g.DeferredMicros {
+			return &IdentityError{Msg: fmt.Sprintf("grant %s: ledger says remaining %d and deferred %d, state says %d and %d",
+				g.ID, t.remaining, t.money, g.Remaining, g.DeferredMicros)}
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if seen != len(r.grants) {
+		return &IdentityError{Msg: fmt.Sprintf("the ledger names %d grants, the state holds %d of them", len(r.grants), seen)}
+	}
+	return nil
+}
+
+// ReportFromSource reconciles [from, to) from one cut of a replica's state.
+// When the period reaches past the last entry, it also ties every grant's
+// remaining credits and deferred revenue to the state.
+func ReportFromSource(ctx context.Context, src Source, from, to time.Time, progressOut *progress) (*Report, error) {
+	r, err := NewReconciler(from, to)
+	if err != nil {
+		return nil, err
+	}
+	var rep *Report
+	err = src.Read(func(c Cut) error {
+		look := newLookups(c)
+		var m Movement
+		n := 0
+		err := c.ScanLedger(1, c.LastSeq(), func(e *fsm.LedgerEntry) error {
+			if r.Done() {
+				return errStopScan
+			}
+			if n++; n%4096 == 0 {
+				if err := ctx.Err(); err != nil {
+					return err
+				}
+			}
+			m.LedgerEntry = *e
+			if m.Scale, err = look.scale(e.CreditTypeID); err != nil {
+				return fmt.Errorf("credit type of entry %d: %w", e.Seq, err)
+			}
+			m.Category = 0
+			if e.GrantID != "" {
+				f, err := look.grant(e.GrantID)
+				if err != nil {
+					return fmt.Errorf("grant of entry %d: %w", e.Seq, err)
+				}
+				m.Category = f.category
+			}
+			if progressOut != nil {
+				progressOut.add(1)
+			}
+			return r.Add(&m)
+		})
+		if err != nil && err != errStopScan {
+			return err
+		}
+		atEnd := !r.Done()
+		if rep, err = r.Finish(); err != nil {
+			return err
+		}
+		if atEnd {
+			return r.checkGrants(c)
+		}
+		return nil
+	})
+	if progressOut != nil {
+		progressOut.done()
+	}
+	return rep, err
+}
+
+var errStopScan = fmt.Errorf("stop scan")

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
@@ -519,4 +520,49 @@ func TestSaveAndRestoreSnapshotIntoANewCluster(t *testing.T) {
 	if len(counts) != 21 || counts["new-after-restore"] != 1 {
 		t.Errorf("restored cluster has usage %v, want the 20 old events and the new one", len(counts))
 	}
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+func TestRestoreDataDirStartsANewClusterFromASavedSnapshot(t *testing.T) {
+	old := newTestCluster(t)
+	old.start("a1", func(cfg *Config) { cfg.BootstrapExpect = 1 })
+	setupLedger(old)
+	for i := range 20 {
+		old.mustApply(burn(fmt.Sprintf("old-%d", i)))
+	}
+	var saved bytes.Buffer
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := old.leader().SaveSnapshot(ctx, &saved); err != nil {
+		t.Fatalf("save: %v", err)
+	}
+
+	cfg := testConfig("r1", filepath.Join(t.TempDir(), "r1"), 20999)
+	cfg.RaftAddr = freeAddr(t)
+	if err := RestoreDataDir(cfg, bytes.NewReader(saved.Bytes())); err != nil {
+		t.Fatalf("restore data dir: %v", err)
+	}
+	if err := RestoreDataDir(cfg, bytes.NewReader(saved.Bytes())); err == nil {
+		t.Fatalf("a second restore into the same data dir succeeded")
+	}
+	fresh := newTestCluster(t)
+	fresh.start("r1", func(c *Config) { *c = cfg })
+	fresh.mustApply(burn("new-after-restore"))
+	counts := usageCounts(t, fresh.leader())
+	if len(counts) != 21 || counts["new-after-restore"] != 1 {
+		t.Errorf("restored cluster has %d usage events, want the 20 old ones and the new one", len(counts))
+	}
+	// A second node joins the restored cluster and catches up.
+	fresh.start("r2", func(c *Config) { c.Join = []string{fresh.node("r1").GossipAddr()} })
+	fresh.mustApply(burn("after-join"))
+	fresh.waitConverged()
 }

@@ -234,3 +234,5 @@ func (c *Config) Validate() error {
 	}
 	return nil
 }
+
+func splitHostPort(addr string) (host, port string, err error) { return net.SplitHostPort(addr) }

@@ -1,0 +1,117 @@
+package node
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+
+	"github.com/creditd/creditd/fsm"
+	"github.com/hashicorp/raft"
+	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+)
+
+// RestoreDataDir prepares an empty data dir, offline, to start a new
+// cluster from a snapshot saved by SaveSnapshot (disaster recovery). It
+// writes the snapshot into raft's snapshot store at the snapshot's own
+// applied index, with a configuration of this node alone, and restores the
+// state file from it. Started afterwards (no bootstrap needed), the node
+// elects itself; other nodes join it as usual and catch up from the
+// snapshot. Because raft's log starts after the snapshot's index, no new
+// entry is ever skipped as already applied.
+//
+// cfg needs DataDir, NodeID (or DataDir/node-id) and the raft address the
+// node will advertise (AdvertiseRaftAddr, else RaftAddr; not port 0).
+func RestoreDataDir(cfg Config, r io.Reader) (err error) {
+	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	addr := cfg.AdvertiseRaftAddr
+	if addr == "" {
+		addr = cfg.RaftAddr
+	}
+	if _, port, _ := splitHostPort(addr); port == "0" {
+		return fmt.Errorf("restore: the raft address %q must name a fixed port", addr)
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
+		return fmt.Errorf("restore: create data dir %s: %w", cfg.DataDir, err)
+	}
+	if cfg.NodeID == "" {
+		if cfg.NodeID, err = loadOrCreateNodeID(cfg.DataDir); err != nil {
+			return err
+		}
+	}
+	index, err := readSnapshotHeader(r)
+	if err != nil {
+		return fmt.Errorf("restore: %w", err)
+	}
+	if index == 0 {
+		return errors.New("restore: the snapshot holds no applied entry")
+	}
+
+	store, err := raftboltdb.New(raftboltdb.Options{Path: filepath.Join(cfg.DataDir, "raft.db")})
+	if err != nil {
+		return fmt.Errorf("restore: open raft log: %w", err)
+	}
+	defer func() { err = errors.Join(err, store.Close()) }()
+	snaps, err := raft.NewFileSnapshotStoreWithLogger(cfg.DataDir, cfg.SnapshotRetain, newHclog(cfg.Logger, "raft-snapshots"))
+	if err != nil {
+		return fmt.Errorf("restore: open snapshot store: %w", err)
+	}
+	has, err := raft.HasExistingState(store, store, snaps)
+	if err != nil {
+		return fmt.Errorf("restore: check raft state: %w", err)
+	}
+	if has {
+		return fmt.Errorf("restore: %s already holds raft state; restore into an empty data dir", cfg.DataDir)
+	}
+	statePath := filepath.Join(cfg.DataDir, "fsm.db")
+	if _, err := os.Stat(statePath); err == nil {
+		return fmt.Errorf("restore: %s already exists; restore into an empty data dir", statePath)
+	}
+
+	conf := raft.Configuration{Servers: []raft.Server{{ID: raft.ServerID(cfg.NodeID), Address: raft.ServerAddress(addr), Suffrage: raft.Voter}}}
+	_, trans := raft.NewInmemTransport("") // only encodes the legacy peer list
+	defer trans.Close()
+	sink, err := snaps.Create(raft.SnapshotVersionMax, index, 1, conf, index, trans)
+	if err != nil {
+		return fmt.Errorf("restore: create raft snapshot: %w", err)
+	}
+	if _, err := writeSnapshotHeader(sink, index); err != nil {
+		return errors.Join(fmt.Errorf("restore: write snapshot: %w", err), sink.Cancel())
+	}
+	if _, err := io.Copy(sink, r); err != nil {
+		return errors.Join(fmt.Errorf("restore: write snapshot: %w", err), sink.Cancel())
+	}
+	if err := sink.Close(); err != nil {
+		return fmt.Errorf("restore: close snapshot: %w", err)
+	}
+	// raft starts its terms after the snapshot's.
+	if err := store.SetUint64([]byte("CurrentTerm"), 1); err != nil {
+		return fmt.Errorf("restore: save current term: %w", err)
+	}
+
+	// Restore the state now, so a broken snapshot fails here and not at
+	// the first start.
+	_, rc, err := snaps.Open(sink.ID())
+	if err != nil {
+		return fmt.Errorf("restore: reopen snapshot: %w", err)
+	}
+	defer rc.Close()
+	if _, err := readSnapshotHeader(rc); err != nil {
+		return fmt.Errorf("restore: %w", err)
+	}
+	f, err := fsm.Open(statePath, fsm.Options{})
+	if err != nil {
+		return fmt.Errorf("restore: open state: %w", err)
+	}
+	if err := f.Restore(rc); err != nil {
+		return errors.Join(fmt.Errorf("restore: state: %w", err), f.Close())
+	}
+	if got := f.AppliedIndex(); got != index {
+		return errors.Join(fmt.Errorf("restore: state says applied index %d, snapshot header %d", got, index), f.Close())
+	}
+	return f.Close()
+}

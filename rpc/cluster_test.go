@@ -1,0 +1,120 @@
+package rpc
+
+import (
+	"testing"
+	"time"
+
+	"connectrpc.com/connect"
+
+	v1 "github.com/creditd/creditd/gen/creditd/v1"
+)
+
+// TestWritesThroughFollowers sends every write and linearizable read to
+// followers of a 3-node cluster: they forward to the leader.
+func TestWritesThroughFollowers(t *testing.T) {
+	nodes := startThree(t, nodeOpts{})
+	leader, f1, f2 := nodes[0], nodes[1], nodes[2]
+	c1, c2 := newClients(f1.url, ""), newClients(f2.url, "")
+
+	setupCatalog(t, c1)
+	g := call(t, c2.grant.CreateGrant, &v1.CreateGrantRequest{Id: "g1", CustomerId: "acme", CreditTypeId: "ai-credits",
+		Category: v1.GrantCategory_GRANT_CATEGORY_PAID, Amount: "100", CostBasis: "0.01", Currency: "USD"})
+	if g.Grant.Remaining != "100.00" {
+		t.Fatalf("CreateGrant via follower = %v", g)
+	}
+	r := call(t, c1.usage.ReportUsage, &v1.ReportUsageRequest{Events: []*v1.UsageEvent{
+		{Id: "e1", CustomerId: "acme", FeatureId: "gpt-tokens", Quantity: 5000},
+		{Id: "e2", CustomerId: "acme", CreditTypeId: "ai-credits", Credits: "1.25"},
+	}})
+	if r.Results[1].BalanceAfter != "88.75" {
+		t.Fatalf("ReportUsage via follower = %v", r.Results)
+	}
+	call(t, c2.usage.Reserve, &v1.ReserveRequest{Id: "r1", CustomerId: "acme", FeatureId: "gpt-tokens", Quantity: 5000})
+	call(t, c1.usage.Settle, &v1.SettleRequest{ReservationId: "r1", Actual: &v1.SettleRequest_Quantity{Quantity: 1500}})
+	call(t, c2.usage.Reserve, &v1.ReserveRequest{Id: "r2", CustomerId: "acme", CreditTypeId: "ai-credits", Credits: "2"})
+	call(t, c1.usage.Release, &v1.ReleaseRequest{ReservationId: "r2"})
+	rv := call(t, c2.grant.RevokeGrant, &v1.RevokeGrantRequest{GrantId: "g1", Amount: "1", Reason: "refund"})
+	if rv.Grant.Remaining != "84.75" {
+		t.Fatalf("RevokeGrant via follower = %v", rv.Grant)
+	}
+	call(t, c1.purchase.PurchaseCredits, &v1.PurchaseCreditsRequest{IdempotencyKey: "p1", CustomerId: "acme", Credits: "200",
+		Flow: v1.PurchaseFlow_PURCHASE_FLOW_INVOICE})
+
+	// Linearizable reads on a follower see every acknowledged write.
+	b := call(t, c2.balance.GetBalance, &v1.GetBalanceRequest{CustomerId: "acme", CreditTypeId: "ai-credits"})
+	if b.Balance != "84.75" {
+		t.Fatalf("linearizable GetBalance via follower = %v", b)
+	}
+	if ck := call(t, c1.usage.Check, &v1.CheckRequest{CustomerId: "acme", CreditTypeId: "ai-credits", Credits: "84.75"}); !ck.Allowed {
+		t.Fatalf("Check via follower = %v", ck)
+	}
+	call(t, c1.catalog.GetCustomer, &v1.GetCustomerRequest{Id: "acme"})
+	call(t, c2.catalog.ListFeatures, &v1.ListFeaturesRequest{})
+	if gs := call(t, c1.grant.ListGrants, &v1.ListGrantsRequest{CustomerId: "acme"}); len(gs.Grants) != 1 {
+		t.Fatalf("ListGrants via follower = %v", gs)
+	}
+	es := call(t, c2.ledger.ListEntries, &v1.ListEntriesRequest{})
+	if p := call(t, c1.purchase.GetPurchase, &v1.GetPurchaseRequest{Id: "p1"}); p.Purchase.Flow != v1.PurchaseFlow_PURCHASE_FLOW_INVOICE {
+		t.Fatalf("GetPurchase via follower = %v", p)
+	}
+
+	// A stale read is served by the follower itself, with its applied
+	// index; once that index reaches the leader's, it agrees.
+	want := leader.n.AppliedIndex()
+	waitFor(t, 30*time.Second, "follower to apply the leader's index", func() bool { return f1.n.AppliedIndex() >= want })
+	sb := call(t, c1.balance.GetBalance, &v1.GetBalanceRequest{CustomerId: "acme", CreditTypeId: "ai-credits",
+		Consistency: v1.Consistency_CONSISTENCY_STALE})
+	if sb.Balance != "84.75" || sb.AppliedIndex < want {
+		t.Fatalf("stale GetBalance on follower = %v (leader applied %d)", sb, want)
+	}
+
+	// WatchEntries on a follower streams the same ledger.
+	ctx := ctxT(t)
+	stream, err := c2.ledger.WatchEntries(ctx, connect.NewRequest(&v1.WatchEntriesRequest{FromSeq: 1}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var seen []*v1.LedgerEntry
+	lastSeq := es.Entries[len(es.Entries)-1].Seq
+	for len(seen) == 0 || seen[len(seen)-1].Seq < lastSeq {
+		if !stream.Receive() {
+			t.Fatalf("watch ended: %v", stream.Err())
+		}
+		seen = append(seen, stream.Msg().Entries...)
+	}
+	call(t, c1.usage.ReportUsage, &v1.ReportUsageRequest{Events: []*v1.UsageEvent{{Id: "e3", CustomerId: "acme", FeatureId: "gpt-tokens", Quantity: 500}}})
+	if !stream.Receive() {
+		t.Fatalf("watch ended: %v", stream.Err())
+	}
+	if e := stream.Msg().Entries[0]; e.Seq != lastSeq+1 || e.CauseId != "e3" {
+		t.Fatalf("watched entry = %v, want seq %d for e3", e, lastSeq+1)
+	}
+	for i, e := range seen {
+		if e.Seq != uint64(i+1) {
+			t.Fatalf("watched entry %d has seq %d", i, e.Seq)
+		}
+	}
+
+	// A request already forwarded once is not forwarded again.
+	req := connect.NewRequest(&v1.ReleaseRequest{ReservationId: "r2"})
+	req.Header().Set(ForwardedHeader, "n9")
+	if _, err := c1.usage.Release(ctxT(t), req); connect.CodeOf(err) != connect.CodeUnavailable {
+		t.Fatalf("twice-forwarded request: %v, want Unavailable", err)
+	}
+	if f1.srv.metrics.forwarded.Load() == 0 {
+		t.Fatal("follower counted no forwarded requests")
+	}
+
+	// Leadership moves on request (sent to a follower), and writes follow.
+	call(t, c1.cluster.TransferLeadership, &v1.TransferLeadershipRequest{NodeId: f2.id})
+	waitFor(t, 30*time.Second, "n3 to lead", func() bool { return f2.n.IsLeader() && f2.n.Ready() })
+	st := call(t, newClients(leader.url, "").cluster.GetStatus, &v1.GetStatusRequest{})
+	if len(st.Members) != 3 || st.NodeId != leader.id {
+		t.Fatalf("GetStatus on the old leader = %v", st)
+	}
+	waitFor(t, 30*time.Second, "the old leader to learn the new one", func() bool {
+		id, _ := leader.n.Leader()
+		return id == f2.id
+	})
+	call(t, newClients(leader.url, "").usage.ReportUsage, &v1.ReportUsageRequest{Events: []*v1.UsageEvent{{Id: "e4", CustomerId: "acme", FeatureId: "gpt-tokens", Quantity: 1}}})
+}

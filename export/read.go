@@ -65,8 +65,8 @@ func scanPart(ctx context.Context, b *blob.Bucket, p Part, tempDir string, fn fu
 	if err != nil {
 		return err
 	}
-	if !sc.Equal(ledgerSchema) {
-		return fmt.Errorf("schema differs from this creditd's ledger schema:\n%s", sc)
+	if err := sameColumns(sc, ledgerSchema); err != nil {
+		return err
 	}
 	rr, err := fr.GetRecordReader(ctx, nil, nil)
 	if err != nil {
@@ -208,4 +208,19 @@ func ReportFromExport(ctx context.Context, b *blob.Bucket, tempDir string, from,
 		return nil, err
 	}
 	return r.Finish()
+}
+
+// sameColumns compares names, types and nullability; the Parquet reader adds
+// field metadata that makes schemas unequal otherwise.
+func sameColumns(got, want *arrow.Schema) error {
+	if got.NumFields() != want.NumFields() {
+		return fmt.Errorf("%d columns, this creditd writes %d", got.NumFields(), want.NumFields())
+	}
+	for i, f := range got.Fields() {
+		w := want.Field(i)
+		if f.Name != w.Name || !arrow.TypeEqual(f.Type, w.Type) || f.Nullable != w.Nullable {
+			return fmt.Errorf("column %d is %s %s, this creditd writes %s %s", i, f.Name, f.Type, w.Name, w.Type)
+		}
+	}
+	return nil
 }

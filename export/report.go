@@ -163,27 +163,10 @@ func (r *Reconciler) Add(m *Movement) error {
 	}
 	r.scales[m.CreditTypeID] = m.Scale
 
-	// The pool's balance chain: each entry moves the balance by its amount.
-	pk := groupKey{m.CustomerID, m.CreditTypeID}
-	prev := r.pools[pk]
-	if prev+m.Amount != m.BalanceAfter {
-		return fail("pool %s/%s: balance %d + amount %d ≠ balance_after %d", m.CustomerID, m.CreditTypeID, prev, m.Amount, m.BalanceAfter)
-	}
-	r.pools[pk] = m.BalanceAfter
-	r.ctBal[m.CreditTypeID] += m.Amount
-
 	if m.Currency == "" && m.MoneyMicros != 0 {
 		return fail("money %d without a currency", m.MoneyMicros)
 	}
 	key := groupKey{m.CreditTypeID, m.Currency}
-	if m.GrantID == "" {
-		if m.Kind != fsm.EntryBurn || m.Amount > 0 || m.MoneyMicros != 0 || m.Currency != "" {
-			return fail("an entry without a grant must be an overdraft burn without money")
-		}
-	} else if err := r.trackGrant(m); err != nil {
-		return err
-	}
-
 	// Signs per kind, then the flows.
 	var (
 		in     = r.phase == 1
@@ -246,6 +229,23 @@ func (r *Reconciler) Add(m *Movement) error {
 	default:
 		return fail("unknown entry kind %d", m.Kind)
 	}
+	if m.GrantID == "" {
+		if m.Kind != fsm.EntryBurn || m.Amount > 0 || m.MoneyMicros != 0 || m.Currency != "" {
+			return fail("an entry without a grant must be an overdraft burn without money")
+		}
+	} else if err := r.trackGrant(m); err != nil {
+		return err
+	}
+
+	// The pool's balance chain: each entry moves the balance by its amount.
+	pk := groupKey{m.CustomerID, m.CreditTypeID}
+	prev := r.pools[pk]
+	if prev+m.Amount != m.BalanceAfter {
+		return fail("pool %s/%s: balance %d + amount %d ≠ balance_after %d", m.CustomerID, m.CreditTypeID, prev, m.Amount, m.BalanceAfter)
+	}
+	r.pools[pk] = m.BalanceAfter
+	r.ctBal[m.CreditTypeID] += m.Amount
+
 	r.balances[key] += amount
 	r.deferred[key] += money
 	if in {

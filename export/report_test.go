@@ -1,0 +1,183 @@
+package export
+
+import (
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/creditd/creditd/export/internal/ledgergen"
+	"github.com/creditd/creditd/fsm"
+)
+
+func day(n int) time.Time { return ledgergen.Start.Time().AddDate(0, 0, n) }
+
+func TestReportTiesOutAndIsTheSameFromTheStateAndFromTheExport(t *testing.T) {
+	g := newGen(t, 11)
+	run(t, g, 4000, 40*time.Minute) // ≈ 53 hours: three dates
+	pools, grants, _, err := g.Check()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := openDir(t, t.TempDir())
+	exportOnce(t, FromFSM(g.F), b, smallFiles())
+
+	for _, p := range []struct {
+		name     string
+		from, to time.Time
+	}{
+		{"everything", day(-1), day(30)},
+		{"the first day", day(0), day(1)},
+		{"the second day", day(1), day(2)},
+		{"a period after the ledger", day(10), day(11)},
+	} {
+		t.Run(p.name, func(t *testing.T) {
+			fromState, err := ReportFromSource(testCtx(t), FromFSM(g.F), p.from, p.to, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			fromExport, err := ReportFromExport(testCtx(t), b, "", p.from, p.to)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(fromState.Rows) == 0 || len(fromState.Rows) != len(fromExport.Rows) {
+				t.Fatalf("%d rows from the state, %d from the export", len(fromState.Rows), len(fromExport.Rows))
+			}
+			for i := range fromState.Rows {
+				if fromState.Rows[i] != fromExport.Rows[i] {
+					t.Errorf("row %d differs:\n state  %+v\n export %+v", i, fromState.Rows[i], fromExport.Rows[i])
+				}
+			}
+		})
+	}
+
+	// Over everything, the closing figures are the state's.
+	rep, err := ReportFromSource(testCtx(t), FromFSM(g.F), day(-1), day(30), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	balance := map[string]int64{}
+	deferred := map[[2]string]int64{}
+	for k, v := range pools {
+		balance[k[1]] += v
+	}
+	for _, gr := range grants {
+		deferred[[2]string{gr.CreditTypeID, gr.Currency}] += gr.DeferredMicros
+	}
+	gotBal := map[string]int64{}
+	var paid, promo, burned, recognized int64
+	for _, r := range rep.Rows {
+		gotBal[r.CreditTypeID] += r.ClosingBalance
+		if r.ClosingDeferred != deferred[[2]string{r.CreditTypeID, r.Currency}] {
+			t.Errorf("%s/%s: closing deferred %d, grants hold %d", r.CreditTypeID, r.Currency, r.ClosingDeferred, deferred[[2]string{r.CreditTypeID, r.Currency}])
+		}
+		if r.OpeningBalance != 0 || r.OpeningDeferred != 0 {
+			t.Errorf("%s/%s opens at %d/%d before the first entry", r.CreditTypeID, r.Currency, r.OpeningBalance, r.OpeningDeferred)
+		}
+		paid += r.GrantedPaid
+		promo += r.GrantedPromotional
+		burned += r.Burned
+		recognized += r.Recognized
+	}
+	for ct, v := range balance {
+		if gotBal[ct] != v {
+			t.Errorf("%s: closing balance %d, pools hold %d", ct, gotBal[ct], v)
+		}
+	}
+	if paid == 0 || promo == 0 || burned == 0 || recognized == 0 {
+		t.Errorf("a flow is empty (paid %d, promotional %d, burned %d, recognized %d): the test covers too little", paid, promo, burned, recognized)
+	}
+
+	// Consecutive periods chain: one's closing is the next one's opening.
+	d1, _ := ReportFromSource(testCtx(t), FromFSM(g.F), day(0), day(1), nil)
+	d2, _ := ReportFromSource(testCtx(t), FromFSM(g.F), day(1), day(2), nil)
+	closing := map[[2]string][2]int64{}
+	for _, r := range d1.Rows {
+		closing[[2]string{r.CreditTypeID, r.Currency}] = [2]int64{r.ClosingBalance, r.ClosingDeferred}
+	}
+	for _, r := range d2.Rows {
+		if c := closing[[2]string{r.CreditTypeID, r.Currency}]; c != [2]int64{r.OpeningBalance, r.OpeningDeferred} {
+			t.Errorf("%s/%s: day 1 closes at %v, day 2 opens at %d/%d", r.CreditTypeID, r.Currency, c, r.OpeningBalance, r.OpeningDeferred)
+		}
+	}
+}
+
+func TestReportRefusesALedgerThatDoesNotTieOut(t *testing.T) {
+	usd := func(e fsm.LedgerEntry) fsm.LedgerEntry {
+		e.CustomerID, e.CreditTypeID, e.Currency, e.CostBasis = "c", "ai", "USD", fsm.Decimal{Coef: 10, Scale: 2}
+		return e
+	}
+	good := []fsm.LedgerEntry{
+		usd(fsm.LedgerEntry{Seq: 1, Time: 10, GrantID: "g", Kind: fsm.EntryGrant, Amount: 1000, BalanceAfter: 1000, MoneyMicros: 1_000_000}),
+		usd(fsm.LedgerEntry{Seq: 2, Time: 20, GrantID: "g", Kind: fsm.EntryBurn, Amount: -333, BalanceAfter: 667, MoneyMicros: -333_000}),
+	}
+	for _, tc := range []struct {
+		name   string
+		change func(es []fsm.LedgerEntry)
+		want   string
+	}{
+		{"a balance that does not follow from the amounts", func(es []fsm.LedgerEntry) { es[1].BalanceAfter = 668 }, "balance_after"},
+		{"money that is not remaining × cost basis", func(es []fsm.LedgerEntry) { es[1].MoneyMicros = -333_001 }, "deferred revenue"},
+		{"a gap in the sequence", func(es []fsm.LedgerEntry) { es[1].Seq = 3 }, "gap"},
+		{"a burn that adds credits", func(es []fsm.LedgerEntry) { es[1].Amount, es[1].BalanceAfter = 1, 1001 }, "positive"},
+		{"money without a currency", func(es []fsm.LedgerEntry) { es[0].Currency = "" }, "currency"},
+		{"a grant burned before it is granted", func(es []fsm.LedgerEntry) { es[0], es[1] = es[1], es[0]; es[0].Seq, es[1].Seq = 1, 2 }, "before its grant"},
+		{"time going backwards", func(es []fsm.LedgerEntry) { es[1].Time = 5 }, "backwards"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			es := append([]fsm.LedgerEntry(nil), good...)
+			tc.change(es)
+			r, _ := NewReconciler(time.UnixMicro(0), time.UnixMicro(100))
+			var err error
+			for i := range es {
+				if err = r.Add(&Movement{LedgerEntry: es[i], Scale: 2, Category: fsm.Paid}); err != nil {
+					break
+				}
+			}
+			if err == nil {
+				_, err = r.Finish()
+			}
+			var ie *IdentityError
+			if !errors.As(err, &ie) || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("got %v, want an identity error about %q", err, tc.want)
+			}
+		})
+	}
+	r, _ := NewReconciler(time.UnixMicro(0), time.UnixMicro(100))
+	for i := range good {
+		if err := r.Add(&Movement{LedgerEntry: good[i], Scale: 2, Category: fsm.Paid}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rep, err := r.Finish()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Row{CreditTypeID: "ai", Currency: "USD", Scale: 2, GrantedPaid: 1000, Burned: 333, ClosingBalance: 667,
+		DeferredGranted: 1_000_000, Recognized: 333_000, ClosingDeferred: 667_000}
+	if len(rep.Rows) != 1 || rep.Rows[0] != want {
+		t.Fatalf("report %+v, want %+v", rep.Rows, want)
+	}
+}
+
+func TestDeferredMicrosRoundsHalfEven(t *testing.T) {
+	for _, tc := range []struct {
+		remaining int64
+		cb        fsm.Decimal
+		scale     uint8
+		want      int64
+	}{
+		{1, fsm.Decimal{Coef: 5, Scale: 7}, 0, 0}, // 0.5 micro → 0 (even)
+		{3, fsm.Decimal{Coef: 5, Scale: 7}, 0, 2}, // 1.5 → 2
+		{5, fsm.Decimal{Coef: 5, Scale: 7}, 0, 2}, // 2.5 → 2
+		{7, fsm.Decimal{Coef: 5, Scale: 7}, 0, 4}, // 3.5 → 4
+		{1, fsm.Decimal{Coef: 6, Scale: 7}, 0, 1}, // 0.6 → 1
+		{150, fsm.Decimal{Coef: 1, Scale: 0}, 2, 1_500_000},
+		{1 << 60, fsm.Decimal{Coef: 123456789, Scale: 12}, 9, 142_335_986_928}, // 1152921504.606846976 × 0.000123456789
+	} {
+		got, err := deferredMicros(tc.remaining, tc.cb, tc.scale)
+		if err != nil || got != tc.want {
+			t.Errorf("deferredMicros(%d, %s, %d) = %d, %v; want %d", tc.remaining, tc.cb, tc.scale, got, err, tc.want)
+		}
+	}
+}

@@ -63,6 +63,10 @@ func (f *FSM) Apply(entries []Entry) ([][]Result, error) {
 				return nil, fmt.Errorf("apply entry %d command %d: %w", e.Index, j, a.err)
 			}
 		}
+		// Ledger blocks close with their entry, so the stored layout is a
+		// function of the log alone, however raft groups entries into
+		// Apply calls.
+		a.flushLedger()
 		results[i] = rs
 	}
 	if err := a.flush(); err != nil {
@@ -104,7 +108,18 @@ type applier struct {
 	buf     enc
 	scratch []*Grant
 
-	bLedger, bCustLedger, bIdem, bIdemTime, bGrant, bBurnOrder *bolt.Bucket
+	bLedger, bCustLedger, bGrant, bBurnOrder *bolt.Bucket
+	// idemCur and idemPrev are the idempotency generations visible at
+	// a.now; idemGen is the current one's number.
+	idemCur, idemPrev *bolt.Bucket
+	idemGen           uint64
+
+	ledgerBlock []byte // entries of the open ledger block
+	ledgerFirst uint64
+	ledgerN     int
+	custRuns    []custRun
+	custRunIdx  map[string]int
+	liveGrants  map[string][]*Grant // pool key → live grants in burn order
 }
 
 type dirtyRecord struct {
@@ -126,7 +141,10 @@ func (a *applier) reset(f *FSM, tx *bolt.Tx) {
 		a.ctypes = map[string]*CreditType{}
 		a.plans = map[string]*Plan{}
 		a.isDirty = map[any]bool{}
+		a.custRunIdx = map[string]int{}
+		a.liveGrants = map[string][]*Grant{}
 	} else {
+		clear(a.liveGrants)
 		clear(a.customers)
 		clear(a.pools)
 		clear(a.grants)
@@ -138,14 +156,20 @@ func (a *applier) reset(f *FSM, tx *bolt.Tx) {
 	a.dirty = a.dirty[:0]
 	a.bLedger = tx.Bucket(bLedger)
 	a.bLedger.FillPercent = 1.0 // keys only ever grow
+	a.ledgerN = 0
+	a.custRuns = a.custRuns[:0]
+	clear(a.custRunIdx)
 	a.bCustLedger = tx.Bucket(bCustLedger)
-	a.bIdem = tx.Bucket(bIdem)
-	a.bIdemTime = tx.Bucket(bIdemTime)
+	a.idemCur, a.idemPrev, a.idemGen = nil, nil, 0
 	a.bGrant = tx.Bucket(bGrant)
 	a.bBurnOrder = tx.Bucket(bBurnOrder)
 }
 
 func (a *applier) flush() error {
+	a.flushLedger()
+	if a.err != nil {
+		return a.err
+	}
 	for _, d := range a.dirty {
 		a.buf.b = a.buf.b[:0]
 		d.rec.encode(&a.buf)
@@ -190,10 +214,12 @@ func (a *applier) del(b *bolt.Bucket, key []byte) {
 	}
 }
 
+// encodeRec encodes a record into a new slice: bbolt keeps values until
+// commit, so each needs its own.
 func (a *applier) encodeRec(rec interface{ encode(*enc) }) []byte {
-	a.buf.b = a.buf.b[:0]
-	rec.encode(&a.buf)
-	return bytes.Clone(a.buf.b)
+	e := enc{b: make([]byte, 0, 128)}
+	rec.encode(&e)
+	return e.b
 }
 
 func (a *applier) apply(c Command) Result {
@@ -311,10 +337,57 @@ func (a *applier) payloadHash(fill func(e *enc)) [16]byte {
 	return h
 }
 
+// Idempotency records live in generations of one retention window each,
+// numbered by log time: generation g holds the records stored during
+// [g·R, (g+1)·R). A lookup sees the current and the previous generation, so
+// a record is honoured for at least R and at most 2R of log time, and
+// pruning drops whole generations in key order instead of keeping a time
+// index beside every record.
+func (a *applier) idemGeneration(t Timestamp) uint64 {
+	r := a.f.opts.IdempotencyRetention.Microseconds()
+	if t < 0 || r <= 0 {
+		return 0
+	}
+	return uint64(int64(t) / r)
+}
+
+// idemBuckets opens the visible generations for a.now, creating the current
+// one on first write.
+func (a *applier) idemBuckets(create bool) (cur, prev *bolt.Bucket) {
+	g := a.idemGeneration(a.now)
+	if a.idemCur != nil && a.idemGen == g {
+		return a.idemCur, a.idemPrev
+	}
+	root := a.tx.Bucket(bIdem)
+	cur = root.Bucket(u64key(g))
+	if cur == nil && create {
+		var err error
+		if cur, err = root.CreateBucket(u64key(g)); err != nil {
+			a.err = err
+			return nil, nil
+		}
+	}
+	if g > 0 {
+		prev = root.Bucket(u64key(g - 1))
+	}
+	if cur != nil {
+		a.idemCur, a.idemPrev, a.idemGen = cur, prev, g
+	}
+	return cur, prev
+}
+
 // idemLookup returns the stored result of a key, and whether the payload
-// matches. found is false if the key is new (or was pruned).
+// matches. found is false if the key is new (or its generation has passed).
 func (a *applier) idemLookup(kind byte, id string, h [16]byte) (result []byte, found, same bool) {
-	v := a.bIdem.Get(idemKey(kind, id))
+	cur, prev := a.idemBuckets(false)
+	key := idemKey(kind, id)
+	var v []byte
+	if cur != nil {
+		v = cur.Get(key)
+	}
+	if v == nil && prev != nil {
+		v = prev.Get(key)
+	}
 	if v == nil {
 		return nil, false, false
 	}
@@ -326,23 +399,14 @@ func (a *applier) idemLookup(kind byte, id string, h [16]byte) (result []byte, f
 }
 
 func (a *applier) idemStore(kind byte, id string, h [16]byte, result []byte) {
+	cur, _ := a.idemBuckets(true)
+	if cur == nil {
+		return
+	}
 	v := make([]byte, 0, 24+len(result))
 	v = appendTS(v, a.now)
 	v = append(v, h[:]...)
 	v = append(v, result...)
-	a.put(a.bIdem, idemKey(kind, id), v)
-	tk := appendTS(make([]byte, 0, 9+len(id)), a.now)
-	tk = append(tk, kind)
-	tk = append(tk, id...)
-	a.put(a.bIdemTime, tk, nil)
+	a.put(cur, idemKey(kind, id), v)
 }
 
-// ---- the ledger ----
-
-func (a *applier) appendLedger(e *LedgerEntry) {
-	a.seq++
-	e.Seq = a.seq
-	e.Time = a.now
-	a.put(a.bLedger, u64key(e.Seq), a.encodeRec(e))
-	a.put(a.bCustLedger, custLedgerKey(e.CustomerID, e.Seq), []byte(e.CreditTypeID))
-}

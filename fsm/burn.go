@@ -5,27 +5,50 @@ import (
 	"strconv"
 )
 
-// poolGrants loads a pool's live grants in burn order and returns those that
-// may burn now (active, effective, unexpired, remaining > 0) and their sum.
-// The slice is scratch space, valid until the next call.
+// poolGrants returns a pool's grants that may burn now (active, effective,
+// unexpired, remaining > 0) in burn order, and their sum. The pool's live
+// grants are read from the burn order index once per Apply; grants leaving
+// the index are filtered out by their status, and indexLive drops the
+// cached list when one joins. The slice is scratch space, valid until the
+// next call.
 func (a *applier) poolGrants(p *Pool) (burnable []*Grant, usable int64) {
-	a.scratch = a.scratch[:0]
-	prefix := burnPrefix(p.CustomerID, p.CreditTypeID)
-	c := a.bBurnOrder.Cursor()
-	for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
-		g := a.grant(string(v))
-		if g == nil {
-			if a.err == nil {
-				a.err = errIndex("burn order names missing grant " + string(v))
-			}
+	k := string(poolKey(p.CustomerID, p.CreditTypeID))
+	live, ok := a.liveGrants[k]
+	if !ok {
+		live = a.loadLiveGrants(p)
+		if a.err != nil {
 			return nil, 0
 		}
+		a.liveGrants[k] = live
+	}
+	a.scratch = a.scratch[:0]
+	for _, g := range live {
 		if canBurn(g, a.now) {
 			a.scratch = append(a.scratch, g)
 			usable += g.Remaining
 		}
 	}
 	return a.scratch, usable
+}
+
+func (a *applier) loadLiveGrants(p *Pool) []*Grant {
+	var live []*Grant
+	prefix := burnPrefix(p.CustomerID, p.CreditTypeID)
+	c := a.bBurnOrder.Cursor()
+	for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
+		g, ok := a.grants[string(v)]
+		if !ok {
+			g = a.grant(string(v))
+		}
+		if g == nil {
+			if a.err == nil {
+				a.err = errIndex("burn order names missing grant " + string(v))
+			}
+			return nil
+		}
+		live = append(live, g)
+	}
+	return live
 }
 
 type errIndex string

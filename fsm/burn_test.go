@@ -1,6 +1,8 @@
 package fsm
 
 import (
+	"bytes"
+	"encoding/hex"
 	"fmt"
 	"testing"
 	"time"
@@ -199,13 +201,19 @@ func TestIdempotencyRecordsArePrunedAfterRetention(t *testing.T) {
 	h.seed()
 	h.promo("p", 100)
 	h.burnCredits("e1", 10)
+	// Records are honoured for at least the retention window...
 	h.after(DefaultIdempotencyRetention - time.Second)
 	h.ok(Tick{})
 	if r := h.burnCredits("e1", 10); !r.Duplicate {
 		t.Fatal("pruned too early")
 	}
-	h.after(2 * time.Second)
+	// ...and at most twice it; then Tick deletes them from the state.
+	h.now = t0 + 2*Timestamp(DefaultIdempotencyRetention.Microseconds()) + 1
 	h.ok(Tick{})
+	h.ok(Tick{})
+	if bytes.Contains(h.dump(), []byte(hex.EncodeToString([]byte("ue1")))) {
+		t.Fatal("the record is still stored")
+	}
 	if r := h.burnCredits("e1", 10); r.Duplicate || r.Status != EventBurned {
 		t.Fatalf("not pruned: %+v", r)
 	}

@@ -16,6 +16,7 @@ func (a *applier) deferredFor(g *Grant, remaining int64) (int64, error) {
 }
 
 func (a *applier) indexLive(g *Grant) {
+	delete(a.liveGrants, string(poolKey(g.CustomerID, g.CreditTypeID)))
 	a.put(a.bBurnOrder, burnKey(g), []byte(g.ID))
 	if g.ExpiresAt != 0 {
 		a.put(a.tx.Bucket(bGrantExp), timeIDKey(g.ExpiresAt, g.ID), nil)

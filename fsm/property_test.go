@@ -226,6 +226,13 @@ func checkInvariants(t testing.TB, f *FSM) {
 			return err
 		}
 		cts := map[string]uint8{"ai": 2, "gpu": 0}
+		v.tx.Bucket(bCreditType).ForEach(func(k, raw []byte) error {
+			var c CreditType
+			d := dec{b: raw}
+			c.decode(&d)
+			cts[c.ID] = c.Scale
+			return nil
+		})
 		err = v.ScanGrants(func(g *Grant) error {
 			if g.Remaining < 0 || g.Remaining > g.Amount {
 				return fmt.Errorf("grant %s remaining %d outside [0, %d]", g.ID, g.Remaining, g.Amount)

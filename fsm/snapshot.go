@@ -129,15 +129,28 @@ func (v *View) Dump(w io.Writer) error {
 	bw := bufio.NewWriter(w)
 	for _, name := range allBuckets {
 		fmt.Fprintf(bw, "[%s]\n", name)
-		err := v.tx.Bucket(name).ForEach(func(k, val []byte) error {
-			bw.WriteString(hex.EncodeToString(k))
-			bw.WriteByte(' ')
-			bw.WriteString(hex.EncodeToString(val))
-			return bw.WriteByte('\n')
-		})
-		if err != nil {
+		if err := dumpBucket(bw, v.tx.Bucket(name), ""); err != nil {
 			return err
 		}
 	}
 	return bw.Flush()
+}
+
+func dumpBucket(bw *bufio.Writer, b *bolt.Bucket, indent string) error {
+	return b.ForEach(func(k, val []byte) error {
+		bw.WriteString(indent)
+		bw.WriteString(hex.EncodeToString(k))
+		if val == nil { // a nested bucket
+			bw.WriteString(" {\n")
+			if err := dumpBucket(bw, b.Bucket(k), indent+"  "); err != nil {
+				return err
+			}
+			bw.WriteString(indent)
+			_, err := bw.WriteString("}\n")
+			return err
+		}
+		bw.WriteByte(' ')
+		bw.WriteString(hex.EncodeToString(val))
+		return bw.WriteByte('\n')
+	})
 }

@@ -31,14 +31,15 @@ var (
 	bResvExp    = []byte("reservation_expiry") // expires_at, id → nil; held reservations
 	bPurchase   = []byte("purchases")
 	bPurPending = []byte("purchases_pending") // id → nil
-	bLedger     = []byte("ledger")            // seq → entry
-	bCustLedger = []byte("customer_ledger")   // customer 0x00 seq → credit type id
-	bIdem       = []byte("idempotency")       // kind, id → time, payload hash, result
-	bIdemTime   = []byte("idempotency_time")  // time, kind, id → nil
+	bLedger     = []byte("ledger")            // blocks of entries by first seq (ledger.go)
+	bCustLedger = []byte("customer_ledger")   // runs of a customer's seqs (ledger.go)
+	// bIdem holds one nested bucket per generation of idempotency records
+	// (see idemGeneration): kind, id → time, payload hash, result.
+	bIdem = []byte("idempotency")
 )
 
 var allBuckets = [][]byte{bMeta, bCreditType, bFeature, bPlan, bCustomer, bPool, bGrant, bCustGrant, bBurnOrder, bGrantExp,
-	bGrantStart, bResv, bResvExp, bPurchase, bPurPending, bLedger, bCustLedger, bIdem, bIdemTime}
+	bGrantStart, bResv, bResvExp, bPurchase, bPurPending, bLedger, bCustLedger, bIdem}
 
 var (
 	metaApplied = []byte("applied_index")

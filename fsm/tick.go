@@ -2,6 +2,7 @@ package fsm
 
 import (
 	"bytes"
+	"encoding/binary"
 
 	bolt "go.etcd.io/bbolt"
 )
@@ -88,15 +89,33 @@ func (a *applier) expireReservations() {
 	}
 }
 
+// pruneIdempotency deletes generations older than the previous one, at
+// most maxPruneBatch records per Tick, oldest first.
 func (a *applier) pruneIdempotency() {
-	cutoff := a.now - Timestamp(a.f.opts.IdempotencyRetention.Microseconds())
-	b := a.tx.Bucket(bIdemTime)
-	for _, k := range dueKeys(b, cutoff, maxPruneBatch) {
-		a.del(b, k)
-		// Delete the record only if it is the one this index key was
-		// written for: an id stored again later has a later time.
-		if v := a.bIdem.Get(k[8:]); len(v) >= 8 && bytes.Equal(v[:8], k[:8]) {
-			a.del(a.bIdem, k[8:])
+	g := a.idemGeneration(a.now)
+	root := a.tx.Bucket(bIdem)
+	budget := maxPruneBatch
+	c := root.Cursor()
+	for name, _ := c.First(); name != nil && budget > 0; name, _ = c.Next() {
+		gen := binary.BigEndian.Uint64(name)
+		if gen+1 >= g {
+			return
+		}
+		b := root.Bucket(name)
+		bc := b.Cursor()
+		var keys [][]byte
+		for k, _ := bc.First(); k != nil && len(keys) < budget; k, _ = bc.Next() {
+			keys = append(keys, bytes.Clone(k))
+		}
+		for _, k := range keys {
+			a.del(b, k)
+		}
+		budget -= len(keys)
+		if budget > 0 { // the generation is empty
+			if err := root.DeleteBucket(bytes.Clone(name)); err != nil {
+				a.err = err
+			}
+			return // the cursor is invalid after a delete; go on next Tick
 		}
 	}
 }

@@ -2,7 +2,6 @@ package fsm
 
 import (
 	"bytes"
-	"encoding/binary"
 	"fmt"
 
 	bolt "go.etcd.io/bbolt"
@@ -12,6 +11,7 @@ import (
 type View struct {
 	tx  *bolt.Tx
 	now Timestamp
+	lr  *ledgerReader // last ledger block read, for lookups by seq
 }
 
 func newView(tx *bolt.Tx) *View {
@@ -162,61 +162,33 @@ func (v *View) Balance(customerID, creditTypeID string) (Balance, error) {
 // BalanceAt is a pool's balance right after ledger sequence seq (the as-of
 // balance): the balance_after of its last entry at or before seq.
 func (v *View) BalanceAt(customerID, creditTypeID string, seq uint64) (int64, error) {
-	prefix := append([]byte(customerID), 0)
-	c := v.tx.Bucket(bCustLedger).Cursor()
-	k, ct := c.Seek(custLedgerKey(customerID, seq+1))
-	if k == nil {
-		k, ct = c.Last()
-	} else {
-		k, ct = c.Prev()
-	}
-	for ; k != nil && bytes.HasPrefix(k, prefix); k, ct = c.Prev() {
-		if string(ct) != creditTypeID {
-			continue
+	var bal int64
+	err := v.customerSeqsBack(customerID, seq, func(s uint64, ct string) (bool, error) {
+		if ct != creditTypeID {
+			return true, nil
 		}
-		e, err := v.entry(binary.BigEndian.Uint64(k[len(prefix):]))
-		if err != nil {
-			return 0, err
-		}
-		return e.BalanceAfter, nil
-	}
-	return 0, nil
+		e, err := v.entry(s)
+		bal = e.BalanceAfter
+		return false, err
+	})
+	return bal, err
 }
 
 // BalanceAtTime is a pool's balance at the end of log time t.
 func (v *View) BalanceAtTime(customerID, creditTypeID string, t Timestamp) (int64, error) {
-	prefix := append([]byte(customerID), 0)
-	c := v.tx.Bucket(bCustLedger).Cursor()
-	k, ct := c.Seek(custLedgerKey(customerID, ^uint64(0)))
-	if k == nil {
-		k, ct = c.Last()
-	} else {
-		k, ct = c.Prev()
-	}
-	for ; k != nil && bytes.HasPrefix(k, prefix); k, ct = c.Prev() {
-		if string(ct) != creditTypeID {
-			continue
+	var bal int64
+	err := v.customerSeqsBack(customerID, ^uint64(0), func(s uint64, ct string) (bool, error) {
+		if ct != creditTypeID {
+			return true, nil
 		}
-		e, err := v.entry(binary.BigEndian.Uint64(k[len(prefix):]))
-		if err != nil {
-			return 0, err
+		e, err := v.entry(s)
+		if err != nil || e.Time > t {
+			return true, err
 		}
-		if e.Time <= t {
-			return e.BalanceAfter, nil
-		}
-	}
-	return 0, nil
-}
-
-func (v *View) entry(seq uint64) (LedgerEntry, error) {
-	var e LedgerEntry
-	raw := v.tx.Bucket(bLedger).Get(u64key(seq))
-	if raw == nil {
-		return e, notFound("seq", "no ledger entry %d", seq)
-	}
-	d := dec{b: raw}
-	e.decode(&d)
-	return e, d.err
+		bal = e.BalanceAfter
+		return false, nil
+	})
+	return bal, err
 }
 
 // Check answers whether usage would be allowed now, changing nothing:
@@ -346,25 +318,20 @@ func (v *View) Ledger(f LedgerFilter) (entries []LedgerEntry, next uint64, err e
 		}
 		return entries, next, err
 	}
-	prefix := append([]byte(f.CustomerID), 0)
-	c := v.tx.Bucket(bCustLedger).Cursor()
-	for k, ct := c.Seek(custLedgerKey(f.CustomerID, f.FromSeq)); k != nil && bytes.HasPrefix(k, prefix); k, ct = c.Next() {
-		seq := binary.BigEndian.Uint64(k[len(prefix):])
+	err = v.customerSeqs(f.CustomerID, f.FromSeq, func(seq uint64, ct string) (bool, error) {
 		if f.ToSeq != 0 && seq > f.ToSeq {
-			break
+			return false, nil
 		}
-		if f.CreditTypeID != "" && string(ct) != f.CreditTypeID {
-			continue
+		if f.CreditTypeID != "" && ct != f.CreditTypeID {
+			return true, nil
 		}
 		e, err := v.entry(seq)
 		if err != nil {
-			return nil, 0, err
+			return false, err
 		}
-		if !add(e) {
-			break
-		}
-	}
-	return entries, next, nil
+		return add(e), nil
+	})
+	return entries, next, err
 }
 
 type stopError struct{}
@@ -372,27 +339,6 @@ type stopError struct{}
 func (stopError) Error() string { return "stop" }
 
 var errStop error = stopError{}
-
-// ScanLedger calls fn for every entry with fromSeq ≤ seq ≤ toSeq (toSeq 0 =
-// to the end) in order. The entry is reused between calls.
-func (v *View) ScanLedger(fromSeq, toSeq uint64, fn func(e *LedgerEntry) error) error {
-	var e LedgerEntry
-	c := v.tx.Bucket(bLedger).Cursor()
-	for k, raw := c.Seek(u64key(fromSeq)); k != nil; k, raw = c.Next() {
-		if toSeq != 0 && binary.BigEndian.Uint64(k) > toSeq {
-			return nil
-		}
-		d := dec{b: raw}
-		e.decode(&d)
-		if d.err != nil {
-			return fmt.Errorf("decode ledger entry %d: %w", binary.BigEndian.Uint64(k), d.err)
-		}
-		if err := fn(&e); err != nil {
-			return err
-		}
-	}
-	return nil
-}
 
 // ScanGrants calls fn for every grant in id order. The grant is reused.
 func (v *View) ScanGrants(fn func(g *Grant) error) error {

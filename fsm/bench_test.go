@@ -1,0 +1,79 @@
+package fsm
+
+import (
+	"fmt"
+	"testing"
+)
+
+// benchState seeds pools customers with grants grants each, plenty of
+// credits, and returns a harness whose next entries burn from them.
+func benchState(b *testing.B, pools, grantsPerPool int, sync bool) *harness {
+	b.Helper()
+	h := newHarness(b)
+	if sync {
+		h.f.Close()
+		f, err := Open(b.TempDir()+"/state.db", Options{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { f.Close() })
+		h.f = f
+	}
+	h.ok(CreateCreditType{ID: "ai", Scale: 2})
+	h.ok(UpsertFeature{ID: "tokens", CreditTypeID: "ai", Rate: mustDec("0.001")})
+	var cmds []Command
+	for p := 0; p < pools; p++ {
+		cu := fmt.Sprintf("cust-%07d", p)
+		cmds = append(cmds, UpsertCustomer{ID: cu})
+		for g := 0; g < grantsPerPool; g++ {
+			cmds = append(cmds, CreateGrant{ID: fmt.Sprintf("%s-g%d", cu, g), CustomerID: cu, CreditTypeID: "ai",
+				Category: Paid, Amount: 1 << 40, CostBasis: mustDec("0.01"), Currency: "USD", Priority: uint32(g % 3)})
+		}
+		if len(cmds) > 5000 {
+			h.apply(cmds...)
+			cmds = cmds[:0]
+		}
+	}
+	if len(cmds) > 0 {
+		h.apply(cmds...)
+	}
+	return h
+}
+
+func benchBurn(b *testing.B, pools, grants, batch int, sync bool) {
+	h := benchState(b, pools, grants, sync)
+	next := 0
+	entries := make([]Entry, b.N)
+	for i := range entries {
+		evs := make([]UsageEvent, batch)
+		for j := range evs {
+			evs[j] = UsageEvent{ID: fmt.Sprintf("ev-%d", next), CustomerID: fmt.Sprintf("cust-%07d", next%pools),
+				FeatureID: "tokens", Quantity: 1500}
+			next++
+		}
+		entries[i] = h.entry(BurnUsage{Events: evs})
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := range entries {
+		rs, err := h.f.Apply(entries[i : i+1])
+		if err != nil {
+			b.Fatal(err)
+		}
+		if ev := rs[0][0].Value.([]EventResult); ev[0].Status != EventBurned {
+			b.Fatalf("%+v", ev[0])
+		}
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(b.N*batch)/b.Elapsed().Seconds(), "events/s")
+}
+
+// BenchmarkApply measures apply alone (state file without fsync) and, for
+// the 1,000-event batch, with fsync as in production.
+func BenchmarkApply(b *testing.B) {
+	b.Run("one event", func(b *testing.B) { benchBurn(b, 100, 3, 1, false) })
+	b.Run("batch of 1000 events", func(b *testing.B) { benchBurn(b, 100, 3, 1000, false) })
+	b.Run("batch of 1000 events with fsync", func(b *testing.B) { benchBurn(b, 100, 3, 1000, true) })
+	b.Run("batch of 1000 events over 10000 pools", func(b *testing.B) { benchBurn(b, 10000, 3, 1000, false) })
+	b.Run("batch of 1000 events, 100 grants per pool", func(b *testing.B) { benchBurn(b, 100, 100, 1000, false) })
+}

@@ -42,6 +42,7 @@ func (f *FSM) Apply(entries []Entry) ([][]Result, error) {
 		t, cmds, err := DecodeEntry(e.Data)
 		if errors.Is(err, ErrUnknownVersion) {
 			tx.Rollback()
+			f.ap = nil
 			return nil, fmt.Errorf("apply entry %d: %w", e.Index, err)
 		}
 		if err != nil {
@@ -60,6 +61,7 @@ func (f *FSM) Apply(entries []Entry) ([][]Result, error) {
 			rs[j] = a.apply(c)
 			if a.err != nil {
 				tx.Rollback()
+				f.ap = nil
 				return nil, fmt.Errorf("apply entry %d command %d: %w", e.Index, j, a.err)
 			}
 		}
@@ -71,9 +73,11 @@ func (f *FSM) Apply(entries []Entry) ([][]Result, error) {
 	}
 	if err := a.flush(); err != nil {
 		tx.Rollback()
+		f.ap = nil
 		return nil, fmt.Errorf("apply: flush: %w", err)
 	}
 	if err := tx.Commit(); err != nil {
+		f.ap = nil
 		return nil, fmt.Errorf("apply: commit: %w", err)
 	}
 	f.applied.Store(a.applied)
@@ -82,6 +86,10 @@ func (f *FSM) Apply(entries []Entry) ([][]Result, error) {
 	a.tx = nil
 	return results, nil
 }
+
+// recordCacheMax bounds the decoded grants, pools and customers kept
+// between Apply calls.
+const recordCacheMax = 200_000
 
 // applier holds one Apply call's transaction and the records it has loaded.
 // Records are decoded once per call, changed in memory and written back in
@@ -133,7 +141,12 @@ func (a *applier) reset(f *FSM, tx *bolt.Tx) {
 	a.applied = f.applied.Load()
 	a.now = Timestamp(f.lastTime.Load())
 	a.seq = f.lastSeq.Load()
-	if a.customers == nil || len(a.grants) > 4096 {
+	// Decoded records stay cached from one Apply to the next: apply is the
+	// only writer, a command changes records only after all its checks
+	// pass, and every change marks the record dirty, so the cache always
+	// equals what was committed. Apply drops the applier on any failure and
+	// Restore drops it too. The cache is bounded by recordCacheMax.
+	if a.customers == nil || len(a.grants)+len(a.pools)+len(a.customers) > recordCacheMax {
 		a.customers = map[string]*Customer{}
 		a.pools = map[string]*Pool{}
 		a.grants = map[string]*Grant{}
@@ -143,16 +156,8 @@ func (a *applier) reset(f *FSM, tx *bolt.Tx) {
 		a.isDirty = map[any]bool{}
 		a.custRunIdx = map[string]int{}
 		a.liveGrants = map[string][]*Grant{}
-	} else {
-		clear(a.liveGrants)
-		clear(a.customers)
-		clear(a.pools)
-		clear(a.grants)
-		clear(a.features)
-		clear(a.ctypes)
-		clear(a.plans)
-		clear(a.isDirty)
 	}
+	clear(a.isDirty)
 	a.dirty = a.dirty[:0]
 	a.bLedger = tx.Bucket(bLedger)
 	a.bLedger.FillPercent = 1.0 // keys only ever grow
@@ -409,4 +414,3 @@ func (a *applier) idemStore(kind byte, id string, h [16]byte, result []byte) {
 	v = append(v, result...)
 	a.put(cur, idemKey(kind, id), v)
 }
-

@@ -281,10 +281,11 @@ func (a *applier) maybeAutoTopUp(cu *Customer, p *Pool, available int64, pos int
 		return
 	}
 	month := monthOf(a.now)
+	spent := cu.AutoSpendMicros
 	if cu.AutoSpendMonth != month {
-		cu.AutoSpendMonth, cu.AutoSpendMicros = month, 0
+		spent = 0
 	}
-	if s.MonthlyCapMicros > 0 && cu.AutoSpendMicros+cost > s.MonthlyCapMicros {
+	if s.MonthlyCapMicros > 0 && spent+cost > s.MonthlyCapMicros {
 		a.setAutoTopUpLast(cu, "monthly cap reached")
 		return
 	}
@@ -293,7 +294,7 @@ func (a *applier) maybeAutoTopUp(cu *Customer, p *Pool, available int64, pos int
 		UnitPrice: pl.PricePerCredit, Currency: pl.Currency, TotalMicros: cost, Flow: FlowAuto,
 		Status: PurchasePending, CreatedAt: a.now, UpdatedAt: a.now}
 	a.storePurchase(pu)
-	cu.AutoSpendMicros += cost
+	cu.AutoSpendMonth, cu.AutoSpendMicros = month, spent+cost
 	cu.AutoPendingPurchase = id
 	cu.AutoTopUpLast = ""
 	a.touchCustomer(cu)

@@ -1,0 +1,286 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"text/tabwriter"
+	"time"
+
+	"connectrpc.com/connect"
+
+	v1 "github.com/creditd/creditd/gen/creditd/v1"
+	"github.com/creditd/creditd/node"
+)
+
+const statusHelp = `
+Shows the cluster as the node at --addr sees it: one row per member with its
+Raft state, suffrage, applied index, last snapshot index and last contact
+with the leader (each member is asked for its own figures; "-" when it does
+not answer). The leader is marked with *.
+
+Examples:
+  creditd status
+  creditd status --addr 10.0.0.2:7420 --api-key "$ADMIN_KEY"`
+
+func runStatus(ctx context.Context, args []string) error {
+	var cf clientFlags
+	fs := newFlagSet("status", "status [flags]", statusHelp)
+	addClientFlags(fs, &cf)
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("status: unexpected argument %q", fs.Arg(0))
+	}
+	ctx, cancel := context.WithTimeout(ctx, cf.timeout)
+	defer cancel()
+	c, err := cf.cluster(cf.addr)
+	if err != nil {
+		return err
+	}
+	resp, err := c.GetStatus(ctx, connect.NewRequest(&v1.GetStatusRequest{}))
+	if err != nil {
+		return fmt.Errorf("status of %s: %w", cf.addr, err)
+	}
+	st := resp.Msg
+	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "NODE\tADDRESS\tSTATE\tSUFFRAGE\tAPPLIED\tSNAPSHOT\tLAST CONTACT")
+	for _, m := range st.Members {
+		mark := " "
+		if m.Leader {
+			mark = "*"
+		}
+		state, applied, snap, contact := "-", "-", "-", "-"
+		// Each member reports its own figures; one slow member does not
+		// hold up the table for long.
+		if m.RpcAddr != "" {
+			mctx, mcancel := context.WithTimeout(ctx, 3*time.Second)
+			if mc, err := cf.cluster(m.RpcAddr); err == nil {
+				if r, err := mc.GetStatus(mctx, connect.NewRequest(&v1.GetStatusRequest{})); err == nil {
+					s := r.Msg
+					state = s.State
+					applied = strconv.FormatUint(s.AppliedIndex, 10)
+					snap = strconv.FormatUint(s.LastSnapshotIndex, 10)
+					switch {
+					case s.State == "Leader":
+						contact = "(leader)"
+					case s.LastContact != nil:
+						contact = time.Since(s.LastContact.AsTime()).Round(time.Millisecond).String() + " ago"
+					default:
+						contact = "never"
+					}
+				}
+			}
+			mcancel()
+		}
+		if state == "-" && m.Gossip != "" && m.Gossip != "alive" {
+			state = m.Gossip
+		}
+		fmt.Fprintf(tw, "%s %s\t%s\t%s\t%s\t%s\t%s\t%s\n", mark, m.Id, m.RpcAddr, state, m.Suffrage, applied, snap, contact)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if st.LeaderId == "" {
+		fmt.Fprintln(os.Stdout, "no leader known")
+	}
+	return nil
+}
+
+const membersHelp = `
+members remove ID removes a node from the Raft configuration (the request
+goes to the leader). A non-voter is promoted if a voter went. The removed
+node stops taking part; to bring it back, wipe its data dir and let it join.
+
+Examples:
+  creditd members remove node-3
+  creditd members remove node-3 --addr 10.0.0.1:7420 --api-key "$ADMIN_KEY"`
+
+func runMembers(ctx context.Context, args []string) error {
+	var cf clientFlags
+	fs := newFlagSet("members", "members remove ID [flags]", membersHelp)
+	addClientFlags(fs, &cf)
+	if len(args) == 0 || args[0] != "remove" {
+		if len(args) > 0 && (args[0] == "-h" || args[0] == "--help") {
+			fs.Usage()
+			return nil
+		}
+		fs.Usage()
+		return fmt.Errorf("members: want \"members remove ID\": %w", errUsage)
+	}
+	if err := parseFlags(fs, args[1:]); err != nil {
+		return err
+	}
+	if fs.NArg() != 1 {
+		return fmt.Errorf("members remove: want exactly one node id, got %d arguments: %w", fs.NArg(), errUsage)
+	}
+	ctx, cancel := context.WithTimeout(ctx, cf.timeout)
+	defer cancel()
+	c, err := cf.cluster(cf.addr)
+	if err != nil {
+		return err
+	}
+	if _, err := c.RemoveMember(ctx, connect.NewRequest(&v1.RemoveMemberRequest{NodeId: fs.Arg(0)})); err != nil {
+		return fmt.Errorf("remove member %s: %w", fs.Arg(0), err)
+	}
+	fmt.Printf("removed %s\n", fs.Arg(0))
+	return nil
+}
+
+const leaderHelp = `
+leader transfer [ID] hands leadership to voter ID, or to the most
+up-to-date voter without ID. Writes pause for about one election.
+
+Examples:
+  creditd leader transfer
+  creditd leader transfer node-2 --addr 10.0.0.1:7420`
+
+func runLeader(ctx context.Context, args []string) error {
+	var cf clientFlags
+	fs := newFlagSet("leader", "leader transfer [ID] [flags]", leaderHelp)
+	addClientFlags(fs, &cf)
+	if len(args) == 0 || args[0] != "transfer" {
+		fs.Usage()
+		if len(args) > 0 && (args[0] == "-h" || args[0] == "--help") {
+			return nil
+		}
+		return fmt.Errorf("leader: want \"leader transfer [ID]\": %w", errUsage)
+	}
+	if err := parseFlags(fs, args[1:]); err != nil {
+		return err
+	}
+	if fs.NArg() > 1 {
+		return fmt.Errorf("leader transfer: want at most one node id: %w", errUsage)
+	}
+	ctx, cancel := context.WithTimeout(ctx, cf.timeout)
+	defer cancel()
+	c, err := cf.cluster(cf.addr)
+	if err != nil {
+		return err
+	}
+	if _, err := c.TransferLeadership(ctx, connect.NewRequest(&v1.TransferLeadershipRequest{NodeId: fs.Arg(0)})); err != nil {
+		return fmt.Errorf("transfer leadership: %w", err)
+	}
+	fmt.Println("leadership transferred")
+	return nil
+}
+
+const snapshotHelp = `
+snapshot save FILE streams a consistent snapshot of the node at --addr into
+FILE (written to FILE.tmp, then renamed).
+
+snapshot restore FILE prepares an EMPTY data dir, offline, to start a new
+cluster from FILE (disaster recovery): then start "creditd serve" on that
+data dir with the same --node-id and --raft-addr, and join other fresh nodes
+to it; they catch up from the snapshot.
+
+Examples:
+  creditd snapshot save backup.snap --addr 10.0.0.1:7420 --api-key "$ADMIN_KEY"
+  creditd snapshot restore backup.snap --data-dir /var/lib/creditd-new --node-id a
+  creditd serve --data-dir /var/lib/creditd-new --node-id a`
+
+func runSnapshot(ctx context.Context, args []string) error {
+	fs := newFlagSet("snapshot", "snapshot save|restore FILE [flags]", snapshotHelp)
+	if len(args) == 0 || (args[0] != "save" && args[0] != "restore") {
+		fs.Usage()
+		if len(args) > 0 && (args[0] == "-h" || args[0] == "--help") {
+			return nil
+		}
+		return fmt.Errorf("snapshot: want \"snapshot save FILE\" or \"snapshot restore FILE\": %w", errUsage)
+	}
+	if args[0] == "save" {
+		return snapshotSave(ctx, fs, args[1:])
+	}
+	return snapshotRestore(fs, args[1:])
+}
+
+func snapshotSave(ctx context.Context, fs *flag.FlagSet, args []string) error {
+	var cf clientFlags
+	addClientFlags(fs, &cf)
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() != 1 {
+		return fmt.Errorf("snapshot save: want one FILE: %w", errUsage)
+	}
+	path := fs.Arg(0)
+	ctx, cancel := context.WithTimeout(ctx, cf.timeout)
+	defer cancel()
+	c, err := cf.cluster(cf.addr)
+	if err != nil {
+		return err
+	}
+	tmp := path + ".tmp"
+	out, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return fmt.Errorf("snapshot save: %w", err)
+	}
+	defer os.Remove(tmp) // after the rename, a no-op
+	defer out.Close()
+	stream, err := c.SaveSnapshot(ctx, connect.NewRequest(&v1.SaveSnapshotRequest{}))
+	if err != nil {
+		return fmt.Errorf("snapshot save: %w", err)
+	}
+	defer stream.Close()
+	var size int64
+	for stream.Receive() {
+		n, err := out.Write(stream.Msg().Chunk)
+		size += int64(n)
+		if err != nil {
+			return fmt.Errorf("snapshot save: write %s: %w", tmp, err)
+		}
+	}
+	if err := stream.Err(); err != nil {
+		return fmt.Errorf("snapshot save: %w", err)
+	}
+	if err := out.Sync(); err != nil {
+		return fmt.Errorf("snapshot save: sync %s: %w", tmp, err)
+	}
+	if err := out.Close(); err != nil {
+		return fmt.Errorf("snapshot save: close %s: %w", tmp, err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return fmt.Errorf("snapshot save: %w", err)
+	}
+	fmt.Printf("saved %d bytes to %s\n", size, path)
+	return nil
+}
+
+func snapshotRestore(fs *flag.FlagSet, args []string) error {
+	var f serveFlags
+	addNodeFlags(fs, &f)
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() != 1 {
+		return fmt.Errorf("snapshot restore: want one FILE: %w", errUsage)
+	}
+	logger, err := newLogger(os.Stderr, f.logFormat, f.logLevel)
+	if err != nil {
+		return err
+	}
+	in, err := os.Open(fs.Arg(0))
+	if err != nil {
+		return fmt.Errorf("snapshot restore: %w", err)
+	}
+	defer in.Close()
+	cfg := node.Config{
+		NodeID:            f.nodeID,
+		DataDir:           f.dataDir,
+		RaftAddr:          f.raftAddr,
+		AdvertiseRaftAddr: f.advRaft,
+		GossipAddr:        "127.0.0.1:0", // not used offline
+		Logger:            logger,
+	}
+	if err := node.RestoreDataDir(cfg, in); err != nil {
+		return err
+	}
+	abs, _ := filepath.Abs(f.dataDir)
+	fmt.Printf("restored %s into %s; start it with: creditd serve --data-dir %s --raft-addr %s\n", fs.Arg(0), abs, f.dataDir, f.raftAddr)
+	return nil
+}
+

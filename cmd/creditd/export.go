@@ -1,0 +1,194 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/creditd/creditd/export"
+	"github.com/creditd/creditd/fsm"
+	"github.com/creditd/creditd/node"
+)
+
+const exportHelp = `
+Exports the ledger and the grants to Parquet files for finance, in a
+directory or a blob bucket URL (file:///path; s3:// and gs:// when built
+with their drivers):
+
+  manifest.json                                         the commit record and watermark
+  ledger/date=YYYY-MM-DD/part-<first>-<last>.parquet    ledger entries by UTC date
+  grants/snapshot=<seq>/grants.parquet                  every grant as of <seq>
+
+Each run writes only what follows the manifest's watermark, then commits the
+manifest: running it twice exports nothing twice, and a run cut short (crash,
+kill, network) is completed by the next one.
+
+The state is read from a stopped node's data dir (--data-dir), or from a
+snapshot of a running cluster (--snapshot FILE, saved by "creditd snapshot
+save"). A running node exports itself on a schedule: serve --export-to URL
+--export-every DURATION (on the leader only).
+
+Examples:
+  creditd export --data-dir /var/lib/creditd --to /srv/exports/creditd
+  creditd snapshot save now.snap --addr 10.0.0.1:7420 && creditd export --snapshot now.snap --to file:///srv/exports/creditd`
+
+func runExport(ctx context.Context, args []string) error {
+	fs := newFlagSet("export", "export --to URL [--data-dir DIR | --snapshot FILE] [flags]", exportHelp)
+	var (
+		to, dataDir, snapshot, tempDir, progress string
+		rowGroupRows, fileRows                   int
+		timeout                                  time.Duration
+	)
+	fs.StringVar(&to, "to", "", "destination: a directory or a blob URL (required)")
+	fs.StringVar(&dataDir, "data-dir", "creditd-data", "data dir of a stopped node to export from")
+	fs.StringVar(&snapshot, "snapshot", "", "export from this snapshot file instead of --data-dir")
+	fs.StringVar(&tempDir, "temp-dir", "", "where parts are written before they are stored (default: the system's)")
+	fs.StringVar(&progress, "progress", "auto", "progress line on stderr: auto (on a terminal), always or never")
+	fs.IntVar(&rowGroupRows, "row-group-rows", export.DefaultRowGroupRows, "rows per Parquet row group")
+	fs.IntVar(&fileRows, "file-rows", export.DefaultFileRows, "most rows in one ledger part")
+	fs.DurationVar(&timeout, "timeout", 6*time.Hour, "give up after this long")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("export: unexpected argument %q: %w", fs.Arg(0), errUsage)
+	}
+	if to == "" {
+		return fmt.Errorf("export: --to is required: %w", errUsage)
+	}
+	prog, err := progressOut(progress)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+
+	f, cleanup, err := openStateForReading(dataDir, snapshot, tempDir)
+	if err != nil {
+		return fmt.Errorf("export: %w", err)
+	}
+	defer cleanup()
+	dst, err := export.OpenDestination(ctx, to)
+	if err != nil {
+		return err
+	}
+	defer dst.Close()
+	e, err := export.New(export.FromFSM(f), dst, export.Options{
+		RowGroupRows: rowGroupRows, FileRows: fileRows, TempDir: tempDir, Progress: prog,
+	})
+	if err != nil {
+		return err
+	}
+	res, err := e.Run(ctx)
+	if err != nil {
+		return err
+	}
+	if res.Entries == 0 {
+		fmt.Printf("nothing new: %s already holds the ledger up to entry %d\n", to, res.ToSeq)
+		return nil
+	}
+	var size int64
+	for _, p := range res.Parts {
+		size += p.Bytes
+	}
+	fmt.Printf("exported ledger entries %d..%d (%d entries, %d parts, %d bytes) and %d grants to %s in %s\n",
+		res.FromSeq, res.ToSeq, res.Entries, len(res.Parts), size, res.Grants.Rows, to, res.Elapsed.Round(time.Millisecond))
+	return nil
+}
+
+// progressOut resolves --progress: a progress line belongs on a terminal.
+func progressOut(mode string) (io.Writer, error) {
+	switch mode {
+	case "auto":
+		if export.IsTerminal(os.Stderr) {
+			return os.Stderr, nil
+		}
+		return nil, nil
+	case "always":
+		return os.Stderr, nil
+	case "never":
+		return nil, nil
+	}
+	return nil, fmt.Errorf("--progress %q: want auto, always or never: %w", mode, errUsage)
+}
+
+// openStateForReading opens a stopped node's state, or restores a snapshot
+// into a temporary data dir and opens that. The state file stays locked
+// while open, so a running node's data dir is refused within seconds.
+func openStateForReading(dataDir, snapshot, tempDir string) (*fsm.FSM, func(), error) {
+	if snapshot == "" {
+		path := filepath.Join(dataDir, "fsm.db")
+		if _, err := os.Stat(path); err != nil {
+			return nil, nil, fmt.Errorf("no state in --data-dir %s: %w", dataDir, err)
+		}
+		f, err := fsm.Open(path, fsm.Options{})
+		if err != nil {
+			return nil, nil, fmt.Errorf("open %s (is a node running on it? export a snapshot instead): %w", path, err)
+		}
+		return f, func() { f.Close() }, nil
+	}
+	in, err := os.Open(snapshot)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer in.Close()
+	dir, err := os.MkdirTemp(tempDir, "creditd-export-state-*")
+	if err != nil {
+		return nil, nil, err
+	}
+	cfg := node.Config{NodeID: "export", DataDir: dir, RaftAddr: "127.0.0.1:1", GossipAddr: "127.0.0.1:0",
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	if err := node.RestoreDataDir(cfg, in); err != nil {
+		os.RemoveAll(dir)
+		return nil, nil, fmt.Errorf("read snapshot %s: %w", snapshot, err)
+	}
+	f, err := fsm.Open(filepath.Join(dir, "fsm.db"), fsm.Options{NoSync: true})
+	if err != nil {
+		os.RemoveAll(dir)
+		return nil, nil, err
+	}
+	return f, func() { f.Close(); os.RemoveAll(dir) }, nil
+}
+
+// exportSchedule is serve's --export-to and --export-every: the leader
+// exports on a schedule.
+type exportSchedule struct {
+	to    string
+	every time.Duration
+}
+
+func (s *exportSchedule) addFlags(fs *flag.FlagSet) {
+	fs.StringVar(&s.to, "export-to", "", "export the ledger and grants to this directory or blob URL while this node leads (see creditd export --help)")
+	fs.DurationVar(&s.every, "export-every", time.Hour, "how often the leader exports, with --export-to")
+}
+
+// start opens the destination and registers the export loop with the node;
+// it runs while this node leads. The returned func closes the destination
+// after the node has shut down.
+func (s *exportSchedule) start(ctx context.Context, n *node.Node, logger *slog.Logger) (func(), error) {
+	if s.to == "" {
+		return func() {}, nil
+	}
+	if s.every < time.Minute || s.every > 7*24*time.Hour {
+		return nil, fmt.Errorf("--export-every %s: want 1m to 168h", s.every)
+	}
+	dst, err := export.OpenDestination(ctx, s.to)
+	if err != nil {
+		return nil, err
+	}
+	e, err := export.New(export.FromFSM(n.FSM()), dst, export.Options{
+		Barrier: n.LinearizableRead,
+		Logger:  logger.With("component", "export", "to", s.to),
+	})
+	if err != nil {
+		return nil, errors.Join(err, dst.Close())
+	}
+	n.RunOnLeader("export", e.Every(s.every))
+	return func() { dst.Close() }, nil
+}

@@ -1,0 +1,228 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"time"
+
+	"github.com/creditd/creditd/node"
+	"github.com/creditd/creditd/rpc"
+)
+
+const serveHelp = `
+Runs one creditd node: the Raft log, gossip membership and the API (Connect,
+gRPC and gRPC-Web on one cleartext HTTP/2 port, plus /healthz and /readyz).
+
+With no flags it starts a single-node cluster: data in ./creditd-data, the
+API on 127.0.0.1:7420, Raft on 127.0.0.1:7421, gossip on 127.0.0.1:7422.
+Stopping and starting it again keeps every balance.
+
+A node started with --join finds the cluster through any member's gossip
+address and waits to be added by the leader. --bootstrap-expect N forms a
+new cluster once N fresh nodes have met; a node that already has state never
+forms a second cluster. The leader keeps --voters voters; other nodes are
+non-voters, promoted when a voter goes.
+
+SIGTERM (or Ctrl-C): a leader hands leadership over first, in-flight
+requests finish (or are forwarded to the new leader), then the node stops.
+
+Examples:
+  creditd serve
+  # a 3-node cluster on one machine:
+  creditd serve --node-id a --data-dir a --rpc-addr 127.0.0.1:7420 --raft-addr 127.0.0.1:7421 --gossip-addr 127.0.0.1:7422
+  creditd serve --node-id b --data-dir b --rpc-addr 127.0.0.1:7430 --raft-addr 127.0.0.1:7431 --gossip-addr 127.0.0.1:7432 --join 127.0.0.1:7422
+  creditd serve --node-id c --data-dir c --rpc-addr 127.0.0.1:7440 --raft-addr 127.0.0.1:7441 --gossip-addr 127.0.0.1:7442 --join 127.0.0.1:7422
+  # the same with the environment:
+  CREDITD_DATA_DIR=/var/lib/creditd CREDITD_JOIN=10.0.0.1:7422 creditd serve`
+
+// serveFlags are serve's flags; snapshot restore shares the node's.
+type serveFlags struct {
+	nodeID, dataDir                   string
+	rpcAddr, raftAddr, gossipAddr     string
+	advRPC, advRaft, advGossip        string
+	join                              listFlag
+	bootstrapExpect                   int
+	voters                            int
+	deadServerTimeout                 time.Duration
+	leaveOnTerminate                  bool
+	groupCommit                       bool
+	batchMaxCommands, batchMaxBytes   int
+	batchMaxWait                      time.Duration
+	batchMaxInflight, batchQueue      int
+	tickInterval                      time.Duration
+	snapshotThreshold, trailingLogs   uint64
+	snapshotInterval                  time.Duration
+	heartbeatTimeout, electionTimeout time.Duration
+	leaderWait, shutdownTimeout       time.Duration
+	apiKeysFile                       string
+	logFormat, logLevel               string
+}
+
+// addNodeFlags registers the flags that say which node and data dir.
+func addNodeFlags(fs *flag.FlagSet, f *serveFlags) {
+	fs.StringVar(&f.nodeID, "node-id", "", "this node's id in the cluster (default: generated once and kept in DATA_DIR/node-id)")
+	fs.StringVar(&f.dataDir, "data-dir", "creditd-data", "directory for the Raft log, snapshots and the state")
+	fs.StringVar(&f.raftAddr, "raft-addr", "127.0.0.1:7421", "Raft listen address (host:port)")
+	fs.StringVar(&f.advRaft, "advertise-raft-addr", "", "Raft address other nodes dial, when it differs from --raft-addr")
+	fs.StringVar(&f.logFormat, "log-format", "text", "log format: text or json")
+	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+}
+
+func runServe(ctx context.Context, args []string) error {
+	var f serveFlags
+	fs := newFlagSet("serve", "serve [flags]", serveHelp)
+	addNodeFlags(fs, &f)
+	fs.StringVar(&f.rpcAddr, "rpc-addr", "127.0.0.1:7420", "API listen address (host:port)")
+	fs.StringVar(&f.advRPC, "advertise-rpc-addr", "", "API address other nodes forward writes to, when it differs from --rpc-addr")
+	fs.StringVar(&f.gossipAddr, "gossip-addr", "127.0.0.1:7422", "gossip (memberlist) listen address, TCP and UDP")
+	fs.StringVar(&f.advGossip, "advertise-gossip-addr", "", "gossip address other nodes use, when it differs from --gossip-addr")
+	fs.Var(&f.join, "join", "gossip address(es) of existing members, host:port[,host:port]; retried until one answers")
+	fs.IntVar(&f.bootstrapExpect, "bootstrap-expect", -1, "form a new cluster when this many fresh nodes have met (default: 1 without --join, else 0 = wait to be added)")
+	fs.IntVar(&f.voters, "voters", 5, "how many voters the leader keeps; other members are non-voters")
+	fs.DurationVar(&f.deadServerTimeout, "dead-server-timeout", 30*time.Minute, "remove a member dead this long from Raft (only if a quorum remains)")
+	fs.BoolVar(&f.leaveOnTerminate, "leave-on-terminate", false, "on SIGTERM leave the cluster for good (the leader removes this node)")
+	fs.BoolVar(&f.groupCommit, "group-commit", true, "gather concurrent writes into one log entry (false: one entry per write)")
+	fs.IntVar(&f.batchMaxCommands, "batch-max-commands", 1024, "most commands in one log entry")
+	fs.IntVar(&f.batchMaxBytes, "batch-max-bytes", 1<<20, "most bytes of commands in one log entry")
+	fs.DurationVar(&f.batchMaxWait, "batch-max-wait", 0, "how long to wait for more commands once one is queued (0: take what is queued)")
+	fs.IntVar(&f.batchMaxInflight, "batch-max-inflight", 8, "log entries replicating at once")
+	fs.IntVar(&f.batchQueue, "batch-queue", 16384, "writes waiting for the batcher before new ones are refused")
+	fs.DurationVar(&f.tickInterval, "tick-interval", time.Second, "how often the leader moves log time (expiries, reservation timeouts)")
+	fs.Uint64Var(&f.snapshotThreshold, "snapshot-threshold", 8192, "snapshot and compact the log after this many entries")
+	fs.DurationVar(&f.snapshotInterval, "snapshot-interval", 30*time.Second, "how often to check --snapshot-threshold")
+	fs.Uint64Var(&f.trailingLogs, "trailing-logs", 10240, "entries kept after a snapshot for followers that lag a little")
+	fs.DurationVar(&f.heartbeatTimeout, "heartbeat-timeout", time.Second, "Raft heartbeat timeout")
+	fs.DurationVar(&f.electionTimeout, "election-timeout", time.Second, "Raft election timeout")
+	fs.DurationVar(&f.leaderWait, "leader-wait", 5*time.Second, "how long a write waits for a leader before failing with Unavailable")
+	fs.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 30*time.Second, "how long SIGTERM waits for in-flight requests")
+	fs.StringVar(&f.apiKeysFile, "api-keys-file", "", "file of API keys, one scope:key per line (also CREDITD_API_KEYS); none = loopback clients only")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("serve: unexpected argument %q", fs.Arg(0))
+	}
+	logger, err := newLogger(os.Stderr, f.logFormat, f.logLevel)
+	if err != nil {
+		return err
+	}
+	return serve(ctx, f, logger)
+}
+
+func serve(ctx context.Context, f serveFlags, logger *slog.Logger) error {
+	keys, err := rpc.LoadAPIKeys(f.apiKeysFile, os.Getenv(rpc.EnvAPIKeys))
+	if err != nil {
+		return err
+	}
+	// Listen for the API first: with port 0 the advertised address is only
+	// known now, and the node advertises it to the others.
+	ln, err := net.Listen("tcp", f.rpcAddr)
+	if err != nil {
+		return fmt.Errorf("listen for the API on %s: %w", f.rpcAddr, err)
+	}
+	defer ln.Close()
+	advRPC := f.advRPC
+	if advRPC == "" {
+		advRPC = ln.Addr().String()
+	}
+	expect := f.bootstrapExpect
+	if expect < 0 {
+		expect = 0
+		if len(f.join) == 0 {
+			expect = 1
+		}
+	}
+	cfg := node.Config{
+		NodeID:              f.nodeID,
+		DataDir:             f.dataDir,
+		RaftAddr:            f.raftAddr,
+		AdvertiseRaftAddr:   f.advRaft,
+		GossipAddr:          f.gossipAddr,
+		AdvertiseGossipAddr: f.advGossip,
+		RPCAddr:             advRPC,
+		Join:                f.join,
+		BootstrapExpect:     expect,
+		Voters:              f.voters,
+		DeadServerTimeout:   f.deadServerTimeout,
+		LeaveOnShutdown:     f.leaveOnTerminate,
+		Batch: node.BatchConfig{
+			Disabled:    !f.groupCommit,
+			MaxCommands: f.batchMaxCommands,
+			MaxBytes:    f.batchMaxBytes,
+			MaxWait:     f.batchMaxWait,
+			MaxInflight: f.batchMaxInflight,
+			QueueSize:   f.batchQueue,
+		},
+		TickInterval:      f.tickInterval,
+		SnapshotThreshold: f.snapshotThreshold,
+		SnapshotInterval:  f.snapshotInterval,
+		TrailingLogs:      f.trailingLogs,
+		HeartbeatTimeout:  f.heartbeatTimeout,
+		ElectionTimeout:   f.electionTimeout,
+		LeaderWait:        f.leaderWait,
+		Logger:            logger,
+	}
+	if f.heartbeatTimeout < 500*time.Millisecond {
+		cfg.LeaderLeaseTimeout = f.heartbeatTimeout
+	}
+	n, err := node.Start(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	stopCtx := func() (context.Context, context.CancelFunc) {
+		return context.WithTimeout(context.Background(), f.shutdownTimeout)
+	}
+	api, err := rpc.New(n, rpc.Options{APIKeys: keys, Logger: logger})
+	if err != nil {
+		sctx, cancel := stopCtx()
+		defer cancel()
+		return errors.Join(err, n.Shutdown(sctx))
+	}
+	var protocols http.Protocols
+	protocols.SetHTTP1(true)
+	protocols.SetUnencryptedHTTP2(true)
+	hs := &http.Server{
+		Handler:           api.Handler(),
+		Protocols:         &protocols,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+	}
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- hs.Serve(ln) }()
+	logger.Info("serving the API", "addr", ln.Addr().String(), "advertised", advRPC)
+
+	select {
+	case <-ctx.Done():
+		logger.Info("signal received; stopping")
+	case err = <-serveErr:
+		logger.Error("API server failed", "err", err)
+	}
+	sctx, cancel := stopCtx()
+	defer cancel()
+	var errs []error
+	if err != nil && !errors.Is(err, http.ErrServerClosed) {
+		errs = append(errs, fmt.Errorf("serve the API: %w", err))
+	}
+	// Leadership goes first, so writes arriving while in-flight requests
+	// finish are forwarded to the new leader instead of waiting here.
+	if n.IsLeader() && len(n.Status().Members) > 1 {
+		if err := n.TransferLeadership(sctx, ""); err != nil {
+			logger.Warn("leadership transfer before shutdown failed", "err", err)
+		}
+	}
+	api.Close()
+	if err := hs.Shutdown(sctx); err != nil {
+		errs = append(errs, fmt.Errorf("stop the API: %w", err))
+	}
+	if err := n.Shutdown(sctx); err != nil {
+		errs = append(errs, fmt.Errorf("stop the node: %w", err))
+	}
+	return errors.Join(errs...)
+}

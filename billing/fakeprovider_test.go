@@ -20,6 +20,7 @@ type fakeProvider struct {
 	byRef    map[string]Payment // current state of payments, by ref
 	invByRef map[string]Invoice
 	nextRef  int
+	charges  int // charges made (a repeated key makes none)
 	// declineNext declines the next n new charges.
 	declineNext int
 	// timeoutAfterCharge makes the next n charge calls do the charge and
@@ -64,6 +65,7 @@ func (f *fakeProvider) ChargeOffSession(ctx context.Context, req PaymentRequest)
 		}
 		f.byKey[req.IdempotencyKey] = p
 		f.byRef[p.Ref] = p
+		f.charges++
 	}
 	timeout := f.timeoutAfterCharge > 0
 	if timeout {
@@ -164,7 +166,7 @@ func (f *fakeProvider) chargeKeys() (keys []string, distinct int) {
 			keys = append(keys, c.key)
 		}
 	}
-	return keys, len(f.byKey)
+	return keys, f.charges
 }
 
 // eventually waits for cond, checking it after each short pause; it fails

@@ -306,8 +306,9 @@ func (e *Exporter) writeLedger(ctx context.Context, c Cut, from, to uint64) ([]P
 		lb     = newLedgerBuilder(e.opts.Allocator)
 		look   = newLookups(c)
 		expect = from
-		prog   = newProgress(e.opts.Progress, "export", int64(to-from+1))
+		prog   = NewProgress(e.opts.Progress, "export")
 	)
+	prog.setTotal(int64(to - from + 1))
 	defer lb.release()
 	defer func() {
 		if part != nil {

@@ -7,9 +7,10 @@ import (
 	"time"
 )
 
-// progress prints "what: done/total entries (pct), rate entries/s" to a
-// terminal, rewriting one line at most twice a second.
-type progress struct {
+// Progress prints "what: done/total entries (pct), rate entries/s" to a
+// terminal, rewriting one line at most twice a second. A nil *Progress, or
+// one with a nil writer, prints nothing.
+type Progress struct {
 	w       io.Writer
 	what    string
 	total   int64
@@ -20,13 +21,20 @@ type progress struct {
 
 const progressEvery = 500 * time.Millisecond
 
-func newProgress(w io.Writer, what string, total int64) *progress {
+// NewProgress returns a progress line on w (nil: none) for entries of what.
+func NewProgress(w io.Writer, what string) *Progress {
 	now := time.Now()
-	return &progress{w: w, what: what, total: total, start: now, lastOut: now}
+	return &Progress{w: w, what: what, start: now, lastOut: now}
 }
 
-func (p *progress) add(n int64) {
-	if p.w == nil {
+func (p *Progress) setTotal(total int64) {
+	if p != nil {
+		p.total = total
+	}
+}
+
+func (p *Progress) add(n int64) {
+	if p == nil || p.w == nil {
 		return
 	}
 	p.count += n
@@ -40,14 +48,14 @@ func (p *progress) add(n int64) {
 	}
 }
 
-func (p *progress) done() {
-	if p.w == nil {
+func (p *Progress) done() {
+	if p == nil || p.w == nil {
 		return
 	}
 	p.print(time.Now(), true)
 }
 
-func (p *progress) print(now time.Time, final bool) {
+func (p *Progress) print(now time.Time, final bool) {
 	elapsed := now.Sub(p.start).Seconds()
 	rate := 0.0
 	if elapsed > 0 {

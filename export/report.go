@@ -416,7 +416,7 @@ func (r *Reconciler) checkGrants(c Cut) error {
 // ReportFromSource reconciles [from, to) from one cut of a replica's state.
 // When the period reaches past the last entry, it also ties every grant's
 // remaining credits and deferred revenue to the state.
-func ReportFromSource(ctx context.Context, src Source, from, to time.Time, progressOut *progress) (*Report, error) {
+func ReportFromSource(ctx context.Context, src Source, from, to time.Time, progressOut *Progress) (*Report, error) {
 	r, err := NewReconciler(from, to)
 	if err != nil {
 		return nil, err
@@ -424,6 +424,7 @@ func ReportFromSource(ctx context.Context, src Source, from, to time.Time, progr
 	var rep *Report
 	err = src.Read(func(c Cut) error {
 		look := newLookups(c)
+		progressOut.setTotal(int64(c.LastSeq()))
 		var m Movement
 		n := 0
 		err := c.ScanLedger(1, c.LastSeq(), func(e *fsm.LedgerEntry) error {
@@ -447,9 +448,7 @@ func ReportFromSource(ctx context.Context, src Source, from, to time.Time, progr
 				}
 				m.Category = f.category
 			}
-			if progressOut != nil {
-				progressOut.add(1)
-			}
+			progressOut.add(1)
 			return r.Add(&m)
 		})
 		if err != nil && err != errStopScan {
@@ -464,9 +463,7 @@ func ReportFromSource(ctx context.Context, src Source, from, to time.Time, progr
 		}
 		return nil
 	})
-	if progressOut != nil {
-		progressOut.done()
-	}
+	progressOut.done()
 	return rep, err
 }
 

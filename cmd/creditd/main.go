@@ -32,6 +32,8 @@ var commands = map[string]command{
 	"members":  {"manage cluster members: members remove ID", runMembers},
 	"leader":   {"manage leadership: leader transfer [ID]", runLeader},
 	"snapshot": {"save a snapshot, or restore one into a new data dir", runSnapshot},
+	"export":   {"export the ledger and grants to Parquet (incremental, exactly once)", runExport},
+	"report":   {"reconcile a period: balances, grants, burns, revenue; fails if it does not tie out", runReport},
 }
 
 func main() {

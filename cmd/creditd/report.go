@@ -39,7 +39,7 @@ func runReport(ctx context.Context, args []string) error {
 	fs := newFlagSet("report", "report --from DATE --to DATE [--format table|csv|parquet] [flags]", reportHelp)
 	var (
 		fromS, toS, format, out, dataDir, snapshot, exportURL, tempDir, progress string
-		timeout                                                                 time.Duration
+		timeout                                                                  time.Duration
 	)
 	fs.StringVar(&fromS, "from", "", "first day of the period, YYYY-MM-DD (UTC; required)")
 	fs.StringVar(&toS, "to", "", "last day of the period, YYYY-MM-DD (UTC, included; required)")

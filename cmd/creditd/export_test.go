@@ -1,0 +1,120 @@
+package main
+
+import (
+	"context"
+	"encoding/csv"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/creditd/creditd/fsm"
+)
+
+// stoppedNode writes a small ledger into dataDir/fsm.db, as a node would.
+func stoppedNode(t *testing.T, dataDir string) {
+	t.Helper()
+	f, err := fsm.Open(filepath.Join(dataDir, "fsm.db"), fsm.Options{NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	day := fsm.TimestampOf(time.Date(2026, 11, 2, 9, 0, 0, 0, time.UTC))
+	cmds := [][]fsm.Command{
+		{fsm.CreateCreditType{ID: "ai", Name: "AI", Scale: 2}, fsm.UpsertCustomer{ID: "c1", Name: "c1"}},
+		{fsm.CreateGrant{ID: "paid", CustomerID: "c1", CreditTypeID: "ai", Category: fsm.Paid, Amount: 10000,
+			CostBasis: fsm.Decimal{Coef: 25, Scale: 3}, Currency: "USD"},
+			fsm.CreateGrant{ID: "promo", CustomerID: "c1", CreditTypeID: "ai", Amount: 500}},
+		{fsm.BurnUsage{Events: []fsm.UsageEvent{{ID: "e1", CustomerID: "c1", CreditTypeID: "ai", Credits: 800}}}},
+		{fsm.RevokeGrant{GrantID: "paid", Amount: 1000, Reason: "refund"}},
+	}
+	for i, cs := range cmds {
+		var enc [][]byte
+		for _, c := range cs {
+			b, err := fsm.EncodeCommand(c)
+			if err != nil {
+				t.Fatal(err)
+			}
+			enc = append(enc, b)
+		}
+		rs, err := f.Apply([]fsm.Entry{{Index: uint64(i + 1), Data: fsm.EncodeEntry(day+fsm.Timestamp(i)*3_600_000_000, enc)}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range rs[0] {
+			if r.Err != nil {
+				t.Fatal(r.Err)
+			}
+		}
+	}
+}
+
+func TestExportThenReportFromTheExportAndFromTheDataDir(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	dataDir, dest, tmp := t.TempDir(), t.TempDir(), t.TempDir()
+	stoppedNode(t, dataDir)
+	for i := range 2 { // the second run finds nothing new
+		if err := run(ctx, []string{"export", "--data-dir", dataDir, "--to", dest, "--progress", "never"}, io.Discard); err != nil {
+			t.Fatalf("export run %d: %v", i, err)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(dest, "ledger", "date=2026-11-02")); err != nil {
+		t.Fatal(err)
+	}
+	var reports [][][]string
+	for _, source := range [][]string{{"--export", dest}, {"--data-dir", dataDir}} {
+		out := filepath.Join(tmp, "r.csv")
+		args := append([]string{"report", "--from", "2026-11-01", "--to", "2026-11-30", "--format", "csv", "--out", out}, source...)
+		if err := run(ctx, args, io.Discard); err != nil {
+			t.Fatalf("report from %v: %v", source, err)
+		}
+		f, err := os.Open(out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		recs, err := csv.NewReader(f).ReadAll()
+		f.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		reports = append(reports, recs)
+	}
+	if !slices.EqualFunc(reports[0], reports[1], slices.Equal) {
+		t.Fatalf("the report from the export differs from the one from the data dir:\n%v\n%v", reports[0], reports[1])
+	}
+	// The burn of 8.00 takes the promotional 5.00 first (same priority, no
+	// expiry: promotional before paid), then 3.00 paid; 10.00 paid revoked.
+	// Money at 0.025 USD per credit.
+	want := map[string][]string{
+		"USD": {"ai", "USD", "0.00", "100.00", "0.00", "3.00", "0.00", "10.00", "0.00", "0.00", "87.00",
+			"0.000000", "2.500000", "0.075000", "0.000000", "0.250000", "0.000000", "2.175000"},
+		"": {"ai", "", "0.00", "0.00", "5.00", "5.00", "0.00", "0.00", "0.00", "0.00", "0.00",
+			"0.000000", "0.000000", "0.000000", "0.000000", "0.000000", "0.000000", "0.000000"},
+	}
+	for _, rec := range reports[0][1:] {
+		if got := rec[2:]; !slices.Equal(got, want[rec[3]]) {
+			t.Errorf("row %v\n want %v", got, want[rec[3]])
+		}
+	}
+	if len(reports[0]) != 3 {
+		t.Errorf("report has %d lines, want a header and 2 rows", len(reports[0]))
+	}
+}
+
+func TestReportRefusesBadFlags(t *testing.T) {
+	ctx := context.Background()
+	for _, args := range [][]string{
+		{"report", "--to", "2026-11-30"},
+		{"report", "--from", "2026-11-30", "--to", "2026-11-01"},
+		{"report", "--from", "2026-11-01", "--to", "2026-11-30", "--format", "xml"},
+		{"report", "--from", "11/01/2026", "--to", "2026-11-30"},
+		{"export"},
+	} {
+		if err := run(ctx, args, io.Discard); err == nil {
+			t.Errorf("%v: accepted", args)
+		}
+	}
+}

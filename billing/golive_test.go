@@ -68,18 +68,14 @@ func startGoLive(t *testing.T) *goLive {
 		t.Fatal(err)
 	}
 	prov := sandboxProvider{fakeProvider: newFakeProvider(), hooks: hooks}
-	wh, err := NewWebhookHandler(WebhookOptions{Provider: prov, Applier: n, State: n.FSM(), Logger: testLogger(),
-		Leader: func() (bool, string) { _, addr := n.Leader(); return n.IsLeader(), addr }})
+	// Wired as cmd/creditd wires it: the worker on the leader, the webhook
+	// on the API's mux.
+	routes, err := AttachProvider(n, prov, testLogger(), AttachOptions{
+		Worker: WorkerOptions{ScanInterval: 50 * time.Millisecond, PollInterval: time.Hour}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	w, err := NewWorker(WorkerOptions{Provider: prov, Applier: n, State: n.FSM(), Wake: n.AppliedNotify,
-		ScanInterval: 50 * time.Millisecond, PollInterval: time.Hour, Logger: testLogger()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	n.RunOnLeader("billing", w.Run)
-	srv, err := rpc.New(n, rpc.Options{Logger: testLogger(), Extra: map[string]http.Handler{WebhookPath: wh}})
+	srv, err := rpc.New(n, rpc.Options{Logger: testLogger(), Extra: routes})
 	if err != nil {
 		t.Fatalf("rpc.New: %v", err)
 	}

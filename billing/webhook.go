@@ -56,10 +56,12 @@ type WebhookOptions struct {
 	// ForwardClient carries forwarded webhooks; nil = a client with the
 	// handler's timeout.
 	ForwardClient *http.Client
-	Logger        *slog.Logger
-	SeenEvents    int           // 0 = DefaultSeenEvents
-	Timeout       time.Duration // 0 = DefaultWebhookTimeout
-	MaxBodyBytes  int64         // 0 = DefaultMaxWebhookBytes
+	// ForwardHTTPS forwards over HTTPS (the cluster's API serves TLS).
+	ForwardHTTPS bool
+	Logger       *slog.Logger
+	SeenEvents   int           // 0 = DefaultSeenEvents
+	Timeout      time.Duration // 0 = DefaultWebhookTimeout
+	MaxBodyBytes int64         // 0 = DefaultMaxWebhookBytes
 }
 
 // WebhookHandler serves POST /webhooks/stripe: it verifies each event, drops
@@ -165,7 +167,11 @@ func (h *WebhookHandler) forward(w http.ResponseWriter, r *http.Request, body []
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), h.o.Timeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+addr+WebhookPath, bytes.NewReader(body))
+	scheme := "http://"
+	if h.o.ForwardHTTPS {
+		scheme = "https://"
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, scheme+addr+WebhookPath, bytes.NewReader(body))
 	if err != nil {
 		http.Error(w, "forward: "+err.Error(), http.StatusServiceUnavailable)
 		return

@@ -1,0 +1,61 @@
+package billing
+
+import (
+	"context"
+	"strings"
+	"testing"
+
+	"github.com/creditd/creditd/fsm"
+)
+
+// fakeCluster is a one-node cluster over localApplier that records the
+// leader tasks it is given instead of running them.
+type fakeCluster struct {
+	*localApplier
+	tasks []string
+}
+
+func (c *fakeCluster) FSM() *fsm.FSM            { return c.f }
+func (c *fakeCluster) IsLeader() bool           { return true }
+func (c *fakeCluster) Leader() (string, string) { return "n1", "127.0.0.1:1" }
+func (c *fakeCluster) RunOnLeader(name string, _ func(context.Context)) {
+	c.tasks = append(c.tasks, name)
+}
+func (c *fakeCluster) AppliedNotify() <-chan struct{} { return make(chan struct{}) }
+
+func TestAttach(t *testing.T) {
+	env := map[string]string{EnvStripeSecretKey: "sk_test_x", EnvStripeWebhookSecret: "whsec_x"}
+	cfg := Config{Getenv: func(k string) string { return env[k] }}
+	tests := []struct {
+		name      string
+		connector string
+		wantRoute bool
+		wantErr   string
+	}{
+		{"stripe runs the worker and mounts the webhook", "stripe", true, ""},
+		{"manual runs the worker and mounts nothing", "manual", false, ""},
+		{"an unknown connector is refused", "paypal", false, "unknown connector"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			_, a := newLocalFSM(t)
+			c := &fakeCluster{localApplier: a}
+			routes, err := Attach(c, tc.connector, cfg, AttachOptions{})
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("Attach error = %v, want %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, ok := routes[WebhookPath]; ok != tc.wantRoute {
+				t.Fatalf("routes %v, want webhook route %v", routes, tc.wantRoute)
+			}
+			if len(c.tasks) != 1 || c.tasks[0] != "billing" {
+				t.Fatalf("leader tasks %v, want [billing]", c.tasks)
+			}
+		})
+	}
+}

@@ -92,7 +92,9 @@ func validationCases(c *clients) []errorCase {
 		{"an event's customer id has a charset", unaryErr(c.usage.ReportUsage, ev(func(e *v1.UsageEvent) { e.CustomerId = "a/b" })), inv, "events[1].customer_id"},
 		{"an event's id is required", unaryErr(c.usage.ReportUsage, ev(func(e *v1.UsageEvent) { e.Id = "" })), inv, "events[1].id"},
 		{"an event names a feature or a credit type, not both", unaryErr(c.usage.ReportUsage, ev(func(e *v1.UsageEvent) { e.CreditTypeId = "ai-credits" })), inv, "events[1].credit_type_id"},
-		{"an event's credits are in the scale", unaryErr(c.usage.ReportUsage, ev(func(e *v1.UsageEvent) { e.FeatureId, e.Quantity, e.CreditTypeId, e.Credits = "", 0, "ai-credits", "0.001" })), inv, "events[1].credits"},
+		{"an event's credits are in the scale", unaryErr(c.usage.ReportUsage, ev(func(e *v1.UsageEvent) {
+			e.FeatureId, e.Quantity, e.CreditTypeId, e.Credits = "", 0, "ai-credits", "0.001"
+		})), inv, "events[1].credits"},
 		{"an event's quantity is not negative", unaryErr(c.usage.ReportUsage, ev(func(e *v1.UsageEvent) { e.Quantity = -1 })), inv, "events[1].quantity"},
 		{"an event's time is plausible", unaryErr(c.usage.ReportUsage, ev(func(e *v1.UsageEvent) { e.EventTime = &timestamppb.Timestamp{Seconds: 1} })), inv, "events[1].event_time"},
 		{"a check names a feature", unaryErr(c.usage.Check, &v1.CheckRequest{CustomerId: "acme"}), inv, "feature_id"},

@@ -27,6 +27,9 @@ func startWorker(t *testing.T, o WorkerOptions) context.CancelFunc {
 	if o.PollInterval == 0 {
 		o.PollInterval = 20 * time.Millisecond
 	}
+	if o.Logger == nil {
+		o.Logger = testLogger()
+	}
 	w, err := NewWorker(o)
 	if err != nil {
 		t.Fatal(err)

@@ -122,6 +122,21 @@ func (f *fakeProvider) LookupPayment(_ context.Context, ref string) (Payment, er
 	return p, nil
 }
 
+func (f *fakeProvider) CancelPayment(_ context.Context, ref string) (Payment, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.calls = append(f.calls, fakeCall{"cancel", ref})
+	p, ok := f.byRef[ref]
+	if !ok {
+		return Payment{}, fmt.Errorf("no payment %s: %w", ref, ErrPermanent)
+	}
+	if p.Status != PaymentSucceeded {
+		p.Status, p.ProviderStatus = PaymentCanceled, "canceled"
+		f.byRef[ref] = p
+	}
+	return p, nil
+}
+
 func (f *fakeProvider) LookupInvoice(_ context.Context, ref string) (Invoice, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()

@@ -31,7 +31,9 @@ func newLocalFSM(t *testing.T) (*fsm.FSM, *localApplier) {
 		t.Fatalf("fsm.Open: %v", err)
 	}
 	t.Cleanup(func() { _ = f.Close() })
-	return f, &localApplier{f: f, now: time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)}
+	// Log time starts at the wall clock, as a leader's stamps would, so
+	// ages the worker computes (the on-session TTL) are realistic.
+	return f, &localApplier{f: f, now: time.Now().UTC()}
 }
 
 var errNoLeaderForTest = fmt.Errorf("no leader (test)")

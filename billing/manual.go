@@ -38,6 +38,10 @@ func (*Manual) LookupPayment(_ context.Context, ref string) (Payment, error) {
 	return Payment{}, fmt.Errorf("look up payment %q: %w", ref, ErrOperatorAction)
 }
 
+func (*Manual) CancelPayment(_ context.Context, ref string) (Payment, error) {
+	return Payment{}, fmt.Errorf("cancel payment %q: %w", ref, ErrOperatorAction)
+}
+
 func (*Manual) LookupInvoice(_ context.Context, ref string) (Invoice, error) {
 	return Invoice{}, fmt.Errorf("look up invoice %q: %w", ref, ErrOperatorAction)
 }

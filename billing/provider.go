@@ -41,6 +41,9 @@ type Provider interface {
 	CreateInvoice(ctx context.Context, req InvoiceRequest) (Invoice, error)
 	// LookupPayment returns a payment's current state.
 	LookupPayment(ctx context.Context, ref string) (Payment, error)
+	// CancelPayment cancels an on-session payment the customer abandoned,
+	// so it can no longer succeed; it returns the payment's state after.
+	CancelPayment(ctx context.Context, ref string) (Payment, error)
 	// LookupInvoice returns an invoice's current state.
 	LookupInvoice(ctx context.Context, ref string) (Invoice, error)
 	// Refunds lists the refunds of a charge (a provider-side payment

@@ -328,6 +328,25 @@ func (s *Stripe) LookupPayment(ctx context.Context, ref string) (Payment, error)
 	return pay, nil
 }
 
+// CancelPayment cancels a PaymentIntent as abandoned. A payment that
+// succeeded meanwhile cannot be canceled; its state is returned instead.
+func (s *Stripe) CancelPayment(ctx context.Context, ref string) (Payment, error) {
+	if ref == "" {
+		return Payment{}, fmt.Errorf("stripe: cancel payment: ref is empty: %w", ErrPermanent)
+	}
+	cp := &stripe.PaymentIntentCancelParams{CancellationReason: stripe.String("abandoned")}
+	cp.SetIdempotencyKey("creditd-cancel:" + ref)
+	pi, err := s.client.V1PaymentIntents.Cancel(ctx, ref, cp)
+	if err != nil {
+		var se *stripe.Error
+		if errors.As(err, &se) && se.Code == stripe.ErrorCodePaymentIntentUnexpectedState {
+			return s.LookupPayment(ctx, ref)
+		}
+		return Payment{}, fmt.Errorf("stripe: cancel payment intent %s: %w", ref, classify(err))
+	}
+	return paymentOf(pi), nil
+}
+
 // LookupInvoice reads an invoice.
 func (s *Stripe) LookupInvoice(ctx context.Context, ref string) (Invoice, error) {
 	if ref == "" {

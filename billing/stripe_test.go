@@ -58,6 +58,12 @@ func TestStripeConnectorAgainstStripeMock(t *testing.T) {
 			t.Fatalf("invoice = %+v, want an in_ id for pur-3", inv)
 		}
 	})
+	t.Run("an abandoned payment is canceled", func(t *testing.T) {
+		p, err := s.CancelPayment(ctx, "pi_123")
+		if err != nil || p.Ref == "" {
+			t.Fatalf("CancelPayment = %+v, %v", p, err)
+		}
+	})
 	t.Run("payment and invoice look-ups map their status", func(t *testing.T) {
 		p, err := s.LookupPayment(ctx, "pi_123")
 		if err != nil || p.Ref == "" {

@@ -20,7 +20,7 @@ const (
 	DefaultScanInterval      = 2 * time.Second
 	// minScanGap bounds how often applies (Wake) can trigger a scan.
 	minScanGap             = 100 * time.Millisecond
-	DefaultScanLimit       = 1000
+	DefaultScanLimit       = 10000
 	DefaultMaxAttempts     = 4
 	DefaultRetryBackoff    = time.Minute
 	DefaultMaxRetryBackoff = time.Hour
@@ -28,6 +28,10 @@ const (
 	// outcome is unknown (timeout, 5xx, lost leader) with the same key.
 	DefaultTransientBackoff = 5 * time.Second
 	DefaultPollInterval     = 5 * time.Minute
+	// DefaultOnSessionTTL is how long a self-serve payment may wait for
+	// the customer before it is canceled and the purchase fails, so
+	// abandoned checkouts do not pile up in the pending set.
+	DefaultOnSessionTTL = 24 * time.Hour
 	// MaxWorkerConcurrency bounds concurrent provider calls.
 	MaxWorkerConcurrency = 64
 )
@@ -45,7 +49,10 @@ type WorkerOptions struct {
 	// ScanInterval is how often pending purchases are read when nothing
 	// wakes the worker sooner.
 	ScanInterval time.Duration
-	// ScanLimit bounds the pending purchases read per scan.
+	// ScanLimit bounds the pending purchases read per scan. fsm lists
+	// pending purchases in id order without a cursor, so the limit must
+	// exceed the purchases that stay pending for long (unpaid invoices),
+	// or later ones would wait behind them.
 	ScanLimit int
 	// Wake, when set, returns a channel closed after the next apply
 	// (node.AppliedNotify), so new purchases start without waiting for the
@@ -65,6 +72,9 @@ type WorkerOptions struct {
 	// on-session payment, an unpaid invoice) is looked up, in case its
 	// webhook was lost.
 	PollInterval time.Duration
+	// OnSessionTTL bounds how long a self-serve payment waits for the
+	// customer (0 = 24h).
+	OnSessionTTL time.Duration
 	// InvoiceDaysUntilDue is the payment term of invoices (0 = 30).
 	InvoiceDaysUntilDue int64
 	// Now is the clock for backoff; nil = time.Now.
@@ -87,7 +97,7 @@ func NewWorker(o WorkerOptions) (*Worker, error) {
 		return nil, fmt.Errorf("billing: worker concurrency %d is outside 0..%d", o.Concurrency, MaxWorkerConcurrency)
 	}
 	if o.CallTimeout < 0 || o.ScanInterval < 0 || o.ScanLimit < 0 || o.MaxAttempts < 0 || o.RetryBackoff < 0 ||
-		o.MaxRetryBackoff < 0 || o.TransientBackoff < 0 || o.PollInterval < 0 || o.InvoiceDaysUntilDue < 0 {
+		o.MaxRetryBackoff < 0 || o.TransientBackoff < 0 || o.PollInterval < 0 || o.OnSessionTTL < 0 || o.InvoiceDaysUntilDue < 0 {
 		return nil, errors.New("billing: worker limits must not be negative")
 	}
 	def := func(d *time.Duration, v time.Duration) {
@@ -104,6 +114,7 @@ func NewWorker(o WorkerOptions) (*Worker, error) {
 	def(&o.MaxRetryBackoff, DefaultMaxRetryBackoff)
 	def(&o.TransientBackoff, DefaultTransientBackoff)
 	def(&o.PollInterval, DefaultPollInterval)
+	def(&o.OnSessionTTL, DefaultOnSessionTTL)
 	if o.ScanLimit == 0 {
 		o.ScanLimit = DefaultScanLimit
 	}
@@ -410,6 +421,9 @@ func (w *Worker) auto(ctx context.Context, p fsm.Purchase, custRef string, log *
 // webhook is lost.
 func (w *Worker) selfServe(ctx context.Context, p fsm.Purchase, custRef string, log *slog.Logger) error {
 	if p.ProviderRef != "" {
+		if w.o.Now().Sub(p.CreatedAt.Time()) > w.o.OnSessionTTL {
+			return w.abandon(ctx, p, log)
+		}
 		return w.pollPayment(ctx, p, log)
 	}
 	cctx, cancel := w.call(ctx)
@@ -441,6 +455,26 @@ func (w *Worker) pollPayment(ctx context.Context, p fsm.Purchase, log *slog.Logg
 		return w.fail(ctx, p, "payment "+pay.Ref+" was canceled", log)
 	}
 	return nil
+}
+
+// abandon cancels a self-serve payment the customer did not complete in
+// time and fails the purchase. Cancelling first means a customer who pays
+// at the last moment is either charged and granted, or not charged.
+func (w *Worker) abandon(ctx context.Context, p fsm.Purchase, log *slog.Logger) error {
+	cctx, cancel := w.call(ctx)
+	pay, err := w.o.Provider.CancelPayment(cctx, p.ProviderRef)
+	cancel()
+	if err != nil {
+		return fmt.Errorf("cancel abandoned payment %s: %w", p.ProviderRef, err)
+	}
+	switch pay.Status {
+	case PaymentSucceeded:
+		return w.apply(ctx, fsm.CompletePurchase{ID: p.ID, Outcome: fsm.OutcomeSucceeded, ProviderRef: pay.Ref,
+			ProviderStatus: clip(pay.ProviderStatus, fsm.MaxNameLen)}, log)
+	case PaymentCanceled:
+		return w.fail(ctx, p, fmt.Sprintf("not paid within %s; payment %s canceled", w.o.OnSessionTTL, p.ProviderRef), log)
+	}
+	return fmt.Errorf("abandoned payment %s is %s after cancel", p.ProviderRef, pay.ProviderStatus)
 }
 
 // invoice creates and finalizes the invoice once (keys derived from the

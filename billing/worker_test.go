@@ -182,6 +182,22 @@ func TestWorkerSelfServeStartsOncePollsAndCompletes(t *testing.T) {
 	}
 }
 
+func TestWorkerCancelsAbandonedSelfServePayments(t *testing.T) {
+	f, a := newLocalFSM(t)
+	seedCatalog(t, a, fsm.GrantOnPayment, fsm.AutoTopUp{})
+	must(t, a, fsm.StartPurchase{ID: "web1", CustomerID: "c1", Credits: 1000, Flow: fsm.FlowSelfServe})
+	prov := newFakeProvider()
+	startWorker(t, WorkerOptions{Provider: prov, Applier: a, State: f, OnSessionTTL: time.Millisecond})
+	eventually(t, "the abandoned purchase to fail", func() bool { return purchaseStatus(f, "web1") == fsm.PurchaseFailed })
+	p := readPurchase(t, f, "web1")
+	if !strings.Contains(p.FailureReason, "not paid within") {
+		t.Fatalf("failure reason %q, want it to say the payment was abandoned", p.FailureReason)
+	}
+	if pay, _ := prov.LookupPayment(context.Background(), p.ProviderRef); pay.Status != PaymentCanceled {
+		t.Fatalf("payment %s is %s at the provider, want canceled before the purchase failed", p.ProviderRef, pay.Status)
+	}
+}
+
 func TestWorkerInvoiceIsIssuedThenPaid(t *testing.T) {
 	f, a := newLocalFSM(t)
 	seedCatalog(t, a, fsm.GrantOnPayment, fsm.AutoTopUp{})

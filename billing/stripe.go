@@ -238,8 +238,8 @@ func (s *Stripe) StartOnSession(ctx context.Context, req PaymentRequest) (Paymen
 	return paymentOf(pi), nil
 }
 
-// CreateInvoice creates a draft invoice, adds one line for the credits and
-// finalizes it. Each step has its own key derived from req.IdempotencyKey,
+// CreateInvoice creates a draft invoice, adds one line for the credits,
+// finalizes it and sends it to the customer. Each step has its own key derived from req.IdempotencyKey,
 // so a retry after any step resumes without a second invoice or line.
 func (s *Stripe) CreateInvoice(ctx context.Context, req InvoiceRequest) (Invoice, error) {
 	if req.PurchaseID == "" || req.IdempotencyKey == "" {
@@ -292,7 +292,15 @@ func (s *Stripe) CreateInvoice(ctx context.Context, req InvoiceRequest) (Invoice
 	if err != nil {
 		return Invoice{}, fmt.Errorf("stripe: finalize invoice %s of purchase %s: %w", inv.ID, req.PurchaseID, classify(err))
 	}
-	out := invoiceOf(fin)
+	// Finalizing with auto_advance off sends nothing: send it, so the
+	// customer gets the invoice and its payment page.
+	sp := &stripe.InvoiceSendInvoiceParams{}
+	sp.SetIdempotencyKey(req.IdempotencyKey + ":send")
+	sent, err := s.client.V1Invoices.SendInvoice(ctx, fin.ID, sp)
+	if err != nil {
+		return Invoice{}, fmt.Errorf("stripe: send invoice %s of purchase %s: %w", fin.ID, req.PurchaseID, classify(err))
+	}
+	out := invoiceOf(sent)
 	if out.PurchaseID == "" {
 		out.PurchaseID = req.PurchaseID
 	}

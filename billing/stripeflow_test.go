@@ -79,16 +79,18 @@ func TestWorkerThroughStripeMockUsesPurchaseKeys(t *testing.T) {
 	if got := rec.keys("/v1/invoiceitems"); !slices.Equal(got, []string{"inv1:line"}) {
 		t.Fatalf("invoice item keys %v, want [inv1:line]", got)
 	}
-	var finalize []string
-	rec.mu.Lock()
-	for path, ks := range rec.posts {
-		if strings.HasSuffix(path, "/finalize") {
-			finalize = append(finalize, ks...)
+	for _, step := range []string{"finalize", "send"} {
+		var got []string
+		rec.mu.Lock()
+		for path, ks := range rec.posts {
+			if strings.HasSuffix(path, "/"+step) {
+				got = append(got, ks...)
+			}
 		}
-	}
-	rec.mu.Unlock()
-	if !slices.Equal(finalize, []string{"inv1:finalize"}) {
-		t.Fatalf("finalize keys %v, want [inv1:finalize]", finalize)
+		rec.mu.Unlock()
+		if !slices.Equal(got, []string{"inv1:" + step}) {
+			t.Fatalf("%s keys %v, want [inv1:%s]", step, got, step)
+		}
 	}
 	var cu fsm.Customer
 	_ = f.View(func(v *fsm.View) error { cu, _ = v.Customer("c1"); return nil })

@@ -34,6 +34,7 @@ var commands = map[string]command{
 	"snapshot": {"save a snapshot, or restore one into a new data dir", runSnapshot},
 	"export":   {"export the ledger and grants to Parquet (incremental, exactly once)", runExport},
 	"report":   {"reconcile a period: balances, grants, burns, revenue; fails if it does not tie out", runReport},
+	"bench":    {"drive a cluster with load and verify it: latency percentiles, events/s, the no-op ceiling", runBench},
 }
 
 func main() {

@@ -1,0 +1,212 @@
+package bench
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Op names an operation of the mix.
+type Op string
+
+// The operations of the mix. reserve is a Reserve followed by a Settle (or,
+// one time in four, a Release) of the same hold; each call is measured on
+// its own.
+const (
+	OpReport  Op = "report"
+	OpCheck   Op = "check"
+	OpReserve Op = "reserve"
+	OpGrant   Op = "grant"
+	// OpSettle and OpRelease are measured, not chosen: they follow reserve.
+	OpSettle  Op = "settle"
+	OpRelease Op = "release"
+)
+
+// mixOps are the operations a mix may name, in report order.
+var mixOps = []Op{OpReport, OpCheck, OpReserve, OpGrant}
+
+// allOps are every measured operation, in report order.
+var allOps = []Op{OpReport, OpCheck, OpReserve, OpSettle, OpRelease, OpGrant}
+
+// Mix is the relative weight of each operation.
+type Mix map[Op]int
+
+// DefaultMix is mostly usage reports, as in production.
+const DefaultMix = "report=80,check=10,reserve=5,grant=5"
+
+// ParseMix reads "report=80,check=10,reserve=5,grant=5". Weights are
+// relative (they need not add to 100); operations left out get 0.
+func ParseMix(s string) (Mix, error) {
+	m := Mix{}
+	for _, part := range strings.Split(s, ",") {
+		part = strings.TrimSpace(part)
+		if part == "" {
+			continue
+		}
+		name, w, ok := strings.Cut(part, "=")
+		if !ok {
+			return nil, fmt.Errorf("mix %q: want op=weight, got %q", s, part)
+		}
+		op := Op(strings.TrimSpace(name))
+		if !slices.Contains(mixOps, op) {
+			return nil, fmt.Errorf("mix %q: unknown operation %q (want report, check, reserve or grant)", s, name)
+		}
+		if _, dup := m[op]; dup {
+			return nil, fmt.Errorf("mix %q: %s given twice", s, op)
+		}
+		n, err := strconv.Atoi(strings.TrimSpace(w))
+		if err != nil || n < 0 || n > 1_000_000 {
+			return nil, fmt.Errorf("mix %q: weight of %s must be an integer 0..1000000", s, op)
+		}
+		m[op] = n
+	}
+	total := 0
+	for _, w := range m {
+		total += w
+	}
+	if total == 0 {
+		return nil, fmt.Errorf("mix %q: no operation has a weight", s)
+	}
+	return m, nil
+}
+
+// String writes the mix in ParseMix's form.
+func (m Mix) String() string {
+	var parts []string
+	for _, op := range mixOps {
+		if w := m[op]; w > 0 {
+			parts = append(parts, fmt.Sprintf("%s=%d", op, w))
+		}
+	}
+	return strings.Join(parts, ",")
+}
+
+// Config is one run.
+type Config struct {
+	// Addr is the API address of any node (http://host:port). The cluster's
+	// other nodes are found through its status.
+	Addr string
+	// APIKey is sent as a bearer token; it needs the admin scope for setup.
+	APIKey string
+	// Spread sends requests to every node in turn (followers forward
+	// writes) instead of only to the leader.
+	Spread bool
+
+	// Customers is how many customers the setup creates and the load uses.
+	Customers int
+	// GrantsPerCustomer is how many grants each pool starts with.
+	GrantsPerCustomer int
+	// Zipf is the skew of customer activity: 0 = uniform, > 1 = Zipf's
+	// exponent (1.1 is mildly skewed, 2 puts most load on a few).
+	Zipf float64
+
+	// Warmup is load that is not measured; Duration is measured load.
+	Warmup, Duration time.Duration
+	// Concurrency is how many clients send at once, each waiting for its
+	// answer before sending again.
+	Concurrency int
+	// Rate, when > 0, caps requests/s over all clients (open loop): each
+	// request has a scheduled start, and its latency counts from that
+	// time, so a slow server is not hidden by clients that wait for it.
+	Rate float64
+	// Batch is the number of events per ReportUsage.
+	Batch int
+	// Mix weighs the operations.
+	Mix Mix
+	// Seed makes the workload (customers, quantities, operations) repeat.
+	Seed uint64
+	// RequestTimeout bounds one call.
+	RequestTimeout time.Duration
+
+	// Noop says the cluster runs the no-op state machine: no setup, only
+	// reports, and no verification; a report is complete when the server
+	// answers, since it has no results to give.
+	Noop bool
+	// SkipVerify skips the end-of-run checks.
+	SkipVerify bool
+	// RunID prefixes every id the run creates, so runs against one cluster
+	// do not collide. "" = derived from the clock.
+	RunID string
+
+	// Progress, when set, gets a live line once a second (a terminal).
+	Progress io.Writer
+	// Log, when set, gets a line per phase.
+	Log io.Writer
+}
+
+// Limits on a run, so a typo cannot ask for absurd memory or time.
+const (
+	MaxCustomers   = 10_000_000
+	MaxGrants      = 1000
+	MaxConcurrency = 4096
+	MaxBatch       = 10_000 // the API's limit per ReportUsage
+	MaxDuration    = 24 * time.Hour
+)
+
+// Defaults fills zero fields.
+func (c *Config) Defaults() {
+	if c.Customers == 0 {
+		c.Customers = 1000
+	}
+	if c.GrantsPerCustomer == 0 {
+		c.GrantsPerCustomer = 1
+	}
+	if c.Duration == 0 {
+		c.Duration = 30 * time.Second
+	}
+	if c.Concurrency == 0 {
+		c.Concurrency = 64
+	}
+	if c.Batch == 0 {
+		c.Batch = 1
+	}
+	if c.Mix == nil {
+		c.Mix, _ = ParseMix(DefaultMix)
+	}
+	if c.RequestTimeout == 0 {
+		c.RequestTimeout = 30 * time.Second
+	}
+	if c.RunID == "" {
+		c.RunID = strconv.FormatInt(time.Now().UnixMilli()%(1<<40), 36)
+	}
+}
+
+// Validate names the first wrong field.
+func (c *Config) Validate() error {
+	u, err := url.Parse(c.Addr)
+	switch {
+	case c.Addr == "":
+		return errors.New("bench: --addr is required")
+	case err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https"):
+		return fmt.Errorf("bench: --addr %q: want http://host:port", c.Addr)
+	case c.Customers < 1 || c.Customers > MaxCustomers:
+		return fmt.Errorf("bench: --customers %d is outside 1..%d", c.Customers, MaxCustomers)
+	case c.GrantsPerCustomer < 1 || c.GrantsPerCustomer > MaxGrants:
+		return fmt.Errorf("bench: --grants %d is outside 1..%d", c.GrantsPerCustomer, MaxGrants)
+	case c.Zipf != 0 && (c.Zipf <= 1 || c.Zipf > 10):
+		return fmt.Errorf("bench: --zipf %g: want 0 (uniform) or an exponent in (1, 10]", c.Zipf)
+	case c.Warmup < 0 || c.Warmup > MaxDuration:
+		return fmt.Errorf("bench: --warmup %s is outside 0..%s", c.Warmup, MaxDuration)
+	case c.Duration <= 0 || c.Duration > MaxDuration:
+		return fmt.Errorf("bench: --duration %s is outside (0, %s]", c.Duration, MaxDuration)
+	case c.Concurrency < 1 || c.Concurrency > MaxConcurrency:
+		return fmt.Errorf("bench: --concurrency %d is outside 1..%d", c.Concurrency, MaxConcurrency)
+	case c.Rate < 0 || c.Rate > 10_000_000:
+		return fmt.Errorf("bench: --rate %g is outside 0..10000000 requests/s", c.Rate)
+	case c.Batch < 1 || c.Batch > MaxBatch:
+		return fmt.Errorf("bench: --batch %d is outside 1..%d", c.Batch, MaxBatch)
+	case c.RequestTimeout < time.Millisecond || c.RequestTimeout > 10*time.Minute:
+		return fmt.Errorf("bench: --timeout %s is outside 1ms..10m", c.RequestTimeout)
+	case len(c.RunID) > 16 || strings.Trim(c.RunID, "abcdefghijklmnopqrstuvwxyz0123456789") != "":
+		return fmt.Errorf("bench: run id %q: want at most 16 of [a-z0-9]", c.RunID)
+	}
+	if len(c.Mix) == 0 {
+		return errors.New("bench: --mix is empty")
+	}
+	return nil
+}

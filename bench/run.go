@@ -1,0 +1,426 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net/url"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"connectrpc.com/connect"
+
+	v1 "github.com/creditd/creditd/gen/creditd/v1"
+)
+
+// The catalog the run creates (the same on every run, so runs against one
+// cluster share it: CreateCreditType and the upserts are idempotent).
+const (
+	creditTypeID = "bench-credits"
+	featureID    = "bench-tokens"
+	planID       = "bench-plan"
+	// creditScale is the credit type's scale: amounts have 2 decimals.
+	creditScale = 2
+	// featureRate is credits per unit; quantities are 1..maxQuantity.
+	featureRate = "0.25"
+	maxQuantity = 8
+	// setupGrantCredits is what each customer starts with, split over its
+	// grants: enough that a long run at full speed on one hot customer
+	// is never denied (10^9 credits at ≤ 2 credits per event).
+	setupGrantCredits = 1_000_000_000
+	// loadGrantCredits is the amount of each grant of the grant operation.
+	loadGrantCredits = "100"
+	// reserveTTL outlives any run's tail, so no hold expires mid-check.
+	reserveTTL = 30 * time.Minute
+
+	maxAttempts     = 5
+	setupParallel   = 128
+	verifyParallel  = 32
+	clientsPerConn  = 32
+	resolveAttempts = 10
+)
+
+const (
+	phaseWarmup int32 = iota
+	phaseMeasure
+	phaseStop
+)
+
+// runner is the state of one run shared by its clients.
+type runner struct {
+	cfg       Config
+	scheme    string
+	leader    *endpoint   // writes and linearizable reads of setup and verification
+	nodes     []*endpoint // every node, for the replica check
+	conns     [][]*endpoint
+	hcs       []*httpClientRef
+	customers []string // ids by index
+
+	// granted and burned are the credits (units) each customer was given
+	// and was acknowledged to burn, as the clients saw it.
+	granted []atomic.Int64
+	burned  []atomic.Int64
+
+	phase    atomic.Int32
+	schedN   atomic.Int64 // next slot when --rate is set
+	loadT0   time.Time
+	interval time.Duration
+
+	liveReqs, liveEvents, liveErrors atomic.Int64
+
+	mu         sync.Mutex
+	unresolved []func(context.Context) error // writes of unknown outcome, idempotent to resend
+}
+
+type httpClientRef struct{ close func() }
+
+func (r *runner) logf(format string, args ...any) {
+	if r.cfg.Log != nil {
+		fmt.Fprintf(r.cfg.Log, format+"\n", args...)
+	}
+}
+
+// Run sets the cluster up, drives it and verifies it. The error is about
+// the run itself (bad config, cluster unreachable, setup failed); a failed
+// verification is in the report (Report.Err).
+func Run(ctx context.Context, cfg Config) (*Report, error) {
+	cfg.Defaults()
+	if cfg.Noop {
+		cfg.Mix = Mix{OpReport: 1}
+		cfg.SkipVerify = true
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	u, _ := url.Parse(cfg.Addr)
+	r := &runner{cfg: cfg, scheme: u.Scheme}
+	defer r.close()
+	rep := &Report{
+		RunID: cfg.RunID, Addr: cfg.Addr, Noop: cfg.Noop, Customers: cfg.Customers, Grants: cfg.GrantsPerCustomer,
+		Zipf: cfg.Zipf, Concurrency: cfg.Concurrency, Rate: cfg.Rate, Batch: cfg.Batch, Mix: cfg.Mix.String(),
+		Seed: cfg.Seed, Spread: cfg.Spread, Started: time.Now().UTC(),
+	}
+	if err := r.discover(ctx); err != nil {
+		return nil, err
+	}
+	rep.Nodes = len(r.nodes)
+	r.customers = make([]string, cfg.Customers)
+	for i := range r.customers {
+		r.customers[i] = fmt.Sprintf("b%s-c%d", cfg.RunID, i)
+	}
+	r.granted = make([]atomic.Int64, cfg.Customers)
+	r.burned = make([]atomic.Int64, cfg.Customers)
+
+	t0 := time.Now()
+	if !cfg.Noop {
+		r.logf("setup: catalog and %d customers × %d grants", cfg.Customers, cfg.GrantsPerCustomer)
+		if err := r.setup(ctx); err != nil {
+			return nil, err
+		}
+	}
+	rep.SetupSec = time.Since(t0).Seconds()
+
+	stats, warm, measured, err := r.load(ctx)
+	if err != nil {
+		return nil, err
+	}
+	rep.WarmupSec, rep.MeasuredSec = warm.Seconds(), measured.Seconds()
+	total := newOpStats()
+	for _, op := range allOps {
+		s := stats[op]
+		if s.requests == 0 && len(s.errors) == 0 {
+			continue
+		}
+		rep.Ops = append(rep.Ops, opReport(op, s, rep.MeasuredSec))
+		total.merge(s)
+	}
+	rep.Total = opReport("total", total, rep.MeasuredSec)
+
+	if !cfg.SkipVerify {
+		r.logf("verify: resolving %d writes of unknown outcome, then checking %d balances on %d nodes",
+			len(r.unresolved), cfg.Customers, len(r.nodes))
+		rep.Verify = r.verify(ctx)
+	}
+	return rep, nil
+}
+
+func (r *runner) close() {
+	for _, h := range r.hcs {
+		h.close()
+	}
+}
+
+// discover finds the leader and every node through the given address.
+func (r *runner) discover(ctx context.Context) error {
+	nConns := (r.cfg.Concurrency + clientsPerConn - 1) / clientsPerConn
+	setupHC := newHTTPClient()
+	r.hcs = append(r.hcs, &httpClientRef{close: func() { closeHTTPClient(setupHC) }})
+	first := newEndpoint("", r.cfg.Addr, setupHC, r.cfg.APIKey)
+	var st *v1.GetStatusResponse
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		res, err := first.cluster.GetStatus(cctx, connect.NewRequest(&v1.GetStatusRequest{}))
+		cancel()
+		if err == nil && res.Msg.LeaderRpcAddr != "" {
+			st = res.Msg
+			break
+		}
+		if err == nil {
+			err = errors.New("no leader known yet")
+		}
+		if ctx.Err() != nil || time.Now().After(deadline) {
+			return errf(err, "bench: find the cluster's leader through %s", r.cfg.Addr)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	type member struct{ id, url string }
+	var members []member
+	for _, m := range st.Members {
+		if m.RpcAddr == "" || m.Suffrage == "none" || m.Gossip == "dead" || m.Gossip == "left" {
+			continue
+		}
+		members = append(members, member{m.Id, rpcURL(r.scheme, m.RpcAddr)})
+	}
+	leaderURL := rpcURL(r.scheme, st.LeaderRpcAddr)
+	if len(members) == 0 {
+		members = []member{{st.NodeId, r.cfg.Addr}}
+	}
+	for c := 0; c < nConns; c++ {
+		hc := newHTTPClient()
+		r.hcs = append(r.hcs, &httpClientRef{close: func() { closeHTTPClient(hc) }})
+		var eps []*endpoint
+		for _, m := range members {
+			ep := newEndpoint(m.id, m.url, hc, r.cfg.APIKey)
+			if m.url == leaderURL {
+				// The leader first: without --spread, load goes there.
+				eps = append([]*endpoint{ep}, eps...)
+			} else {
+				eps = append(eps, ep)
+			}
+		}
+		if eps[0].url != leaderURL {
+			eps = append([]*endpoint{newEndpoint(st.LeaderId, leaderURL, hc, r.cfg.APIKey)}, eps...)
+		}
+		r.conns = append(r.conns, eps)
+	}
+	r.leader = newEndpoint(st.LeaderId, leaderURL, setupHC, r.cfg.APIKey)
+	for _, ep := range r.conns[0] {
+		r.nodes = append(r.nodes, newEndpoint(ep.id, ep.url, setupHC, r.cfg.APIKey))
+	}
+	r.logf("cluster: leader %s at %s, %d node(s)", st.LeaderId, leaderURL, len(r.nodes))
+	return nil
+}
+
+// attempt runs fn with retries for transient failures; for setup and
+// verification, where the error ends the run.
+func attempt(ctx context.Context, timeout time.Duration, attempts int, fn func(context.Context) error) error {
+	var err error
+	for i := 0; i < attempts; i++ {
+		cctx, cancel := context.WithTimeout(ctx, timeout)
+		err = fn(cctx)
+		cancel()
+		if err == nil || !retryable(err) || ctx.Err() != nil {
+			return err
+		}
+		if !sleepCtx(ctx, backoff(i)) {
+			return ctx.Err()
+		}
+	}
+	return err
+}
+
+func backoff(attempt int) time.Duration {
+	d := 20 * time.Millisecond << min(attempt, 6)
+	return min(d, time.Second)
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// parallel runs fn(i) for i in [0, n) on up to workers goroutines; the
+// first error stops the rest.
+func parallel(ctx context.Context, n, workers int, fn func(ctx context.Context, i int) error) error {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for w := 0; w < min(workers, n); w++ {
+		wg.Go(func() {
+			for ctx.Err() == nil {
+				i := int(next.Add(1) - 1)
+				if i >= n {
+					return
+				}
+				if err := fn(ctx, i); err != nil {
+					cancel(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if err := context.Cause(ctx); err != nil && !errors.Is(err, context.Canceled) {
+		return err
+	}
+	return ctx.Err()
+}
+
+// setup creates the catalog and the customers with their grants.
+func (r *runner) setup(ctx context.Context) error {
+	ep, to := r.leader, r.cfg.RequestTimeout
+	steps := []struct {
+		what string
+		fn   func(context.Context) error
+	}{
+		{"create credit type " + creditTypeID, func(ctx context.Context) error {
+			_, err := ep.catalog.CreateCreditType(ctx, connect.NewRequest(&v1.CreateCreditTypeRequest{
+				Id: creditTypeID, Name: "bench credits", Scale: creditScale}))
+			return err
+		}},
+		{"upsert feature " + featureID, func(ctx context.Context) error {
+			_, err := ep.catalog.UpsertFeature(ctx, connect.NewRequest(&v1.UpsertFeatureRequest{
+				Id: featureID, Name: "bench tokens", CreditTypeId: creditTypeID, Rate: featureRate}))
+			return err
+		}},
+		{"upsert plan " + planID, func(ctx context.Context) error {
+			_, err := ep.catalog.UpsertPlan(ctx, connect.NewRequest(&v1.UpsertPlanRequest{Plan: &v1.Plan{
+				Id: planID, Name: "bench plan", CreditTypeId: creditTypeID, Currency: "USD", PricePerCredit: "0.01",
+				Overdraft: v1.OverdraftPolicy_OVERDRAFT_POLICY_DENY}}))
+			return err
+		}},
+	}
+	for _, s := range steps {
+		if err := attempt(ctx, to, maxAttempts, s.fn); err != nil {
+			return errf(err, "bench setup: %s", s.what)
+		}
+	}
+	per := setupGrantCredits / int64(r.cfg.GrantsPerCustomer)
+	amount := formatUnits(per*100, creditScale)
+	return parallel(ctx, r.cfg.Customers, setupParallel, func(ctx context.Context, i int) error {
+		id := r.customers[i]
+		err := attempt(ctx, to, maxAttempts, func(ctx context.Context) error {
+			_, err := ep.catalog.UpsertCustomer(ctx, connect.NewRequest(&v1.UpsertCustomerRequest{Id: id, Name: id, PlanId: planID}))
+			return err
+		})
+		if err != nil {
+			return errf(err, "bench setup: upsert customer %s", id)
+		}
+		for g := 0; g < r.cfg.GrantsPerCustomer; g++ {
+			gid := fmt.Sprintf("%s-g%d", id, g)
+			var units int64
+			err := attempt(ctx, to, maxAttempts, func(ctx context.Context) error {
+				res, err := ep.grant.CreateGrant(ctx, connect.NewRequest(&v1.CreateGrantRequest{
+					Id: gid, CustomerId: id, CreditTypeId: creditTypeID, Category: v1.GrantCategory_GRANT_CATEGORY_PROMOTIONAL,
+					Amount: amount, Priority: uint32(g % 1001)}))
+				if err != nil {
+					return err
+				}
+				units, err = parseUnits(res.Msg.Grant.GetAmount(), creditScale)
+				return err
+			})
+			if err != nil {
+				return errf(err, "bench setup: create grant %s", gid)
+			}
+			r.granted[i].Add(units)
+		}
+		return nil
+	})
+}
+
+// load runs warmup then the measured window and returns the merged
+// per-operation stats of the measured window.
+func (r *runner) load(ctx context.Context) (map[Op]*opStats, time.Duration, time.Duration, error) {
+	cfg := r.cfg
+	var weights []Op
+	for _, op := range mixOps {
+		for i := 0; i < cfg.Mix[op]; i++ {
+			weights = append(weights, op)
+		}
+	}
+	if cfg.Rate > 0 {
+		r.interval = time.Duration(float64(time.Second) / cfg.Rate)
+	}
+	workers := make([]*worker, cfg.Concurrency)
+	for i := range workers {
+		rng := rand.New(rand.NewPCG(cfg.Seed, uint64(i)+1))
+		w := &worker{r: r, id: i, rng: rng, eps: r.conns[i%len(r.conns)], ops: weights,
+			stats: map[Op]*opStats{}, warm: map[Op]*opStats{}}
+		if cfg.Zipf > 0 {
+			w.zipf = rand.NewZipf(rng, cfg.Zipf, 1, uint64(cfg.Customers-1))
+		}
+		for _, op := range allOps {
+			w.stats[op], w.warm[op] = newOpStats(), newOpStats()
+		}
+		workers[i] = w
+	}
+
+	stopProgress := r.startProgress()
+	r.phase.Store(phaseWarmup)
+	r.loadT0 = time.Now()
+	if cfg.Warmup == 0 {
+		r.phase.Store(phaseMeasure)
+	}
+	var wg sync.WaitGroup
+	for _, w := range workers {
+		wg.Go(func() { w.run(ctx) })
+	}
+	r.logf("load: %d clients, warmup %s, measuring %s", cfg.Concurrency, cfg.Warmup, cfg.Duration)
+	sleepCtx(ctx, cfg.Warmup)
+	t1 := time.Now()
+	r.phase.Store(phaseMeasure)
+	sleepCtx(ctx, cfg.Duration)
+	t2 := time.Now()
+	r.phase.Store(phaseStop)
+	wg.Wait()
+	stopProgress()
+	if err := ctx.Err(); err != nil {
+		return nil, 0, 0, errf(err, "bench: interrupted")
+	}
+	out := map[Op]*opStats{}
+	for _, op := range allOps {
+		out[op] = newOpStats()
+		for _, w := range workers {
+			out[op].merge(w.stats[op])
+		}
+	}
+	return out, t1.Sub(r.loadT0), t2.Sub(t1), nil
+}
+
+// startProgress prints a live line once a second while load runs.
+func (r *runner) startProgress() (stop func()) {
+	if r.cfg.Progress == nil {
+		return func() {}
+	}
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		t := time.NewTicker(time.Second)
+		defer t.Stop()
+		var lastReqs, lastEvents int64
+		for {
+			select {
+			case <-done:
+				fmt.Fprint(r.cfg.Progress, "\r\033[K")
+				return
+			case <-t.C:
+			}
+			reqs, events := r.liveReqs.Load(), r.liveEvents.Load()
+			phase := map[int32]string{phaseWarmup: "warmup", phaseMeasure: "measure", phaseStop: "stopping"}[r.phase.Load()]
+			fmt.Fprintf(r.cfg.Progress, "\r\033[K%-8s %6.0fs  %9d req/s  %10d events/s  %d errors",
+				phase, time.Since(r.loadT0).Seconds(), reqs-lastReqs, events-lastEvents, r.liveErrors.Load())
+			lastReqs, lastEvents = reqs, events
+		}
+	})
+	return func() { close(done); wg.Wait() }
+}

@@ -46,7 +46,7 @@ func testConfig(id, dir string, rpcPort int) Config {
 }
 
 type testCluster struct {
-	t     *testing.T
+	t     testing.TB
 	mu    sync.Mutex
 	nodes map[string]*testNode
 }
@@ -57,7 +57,7 @@ type testNode struct {
 	down bool
 }
 
-func newTestCluster(t *testing.T) *testCluster {
+func newTestCluster(t testing.TB) *testCluster {
 	c := &testCluster{t: t, nodes: map[string]*testNode{}}
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)

@@ -206,4 +206,3 @@ func loadavg() string {
 	}
 	return ""
 }
-

@@ -1,6 +1,7 @@
 package billing
 
 import (
+	"context"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
@@ -96,5 +97,49 @@ func TestWorkerThroughStripeMockUsesPurchaseKeys(t *testing.T) {
 	_ = f.View(func(v *fsm.View) error { cu, _ = v.Customer("c1"); return nil })
 	if cu.AutoTopUpPaused == "" {
 		t.Fatal("auto top-up not paused after the declined charges")
+	}
+}
+
+// Refund events as the basil API sends them: the charge carries no refunds
+// list (and may carry no purchase id), so the handler asks Stripe. Against
+// stripe-mock this checks the requests' shapes through the real client.
+func TestWebhookRefundLooksUpRefundsAndPurchaseAtStripeMock(t *testing.T) {
+	url := startStripeMock(t)
+	f, a := newLocalFSM(t)
+	seedCatalog(t, a, fsm.GrantOnPayment, fsm.AutoTopUp{})
+	must(t, a, fsm.StartPurchase{ID: "p1", CustomerID: "c1", Credits: 1000, Flow: fsm.FlowSelfServe})
+	must(t, a, fsm.CompletePurchase{ID: "p1", Outcome: fsm.OutcomeSucceeded, ProviderRef: "pi_123"})
+	h, err := NewWebhookHandler(WebhookOptions{Provider: newTestStripe(t, url), Applier: a, State: f})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name string
+		ev   Event
+		want string
+	}{
+		{"refunds are listed when the charge does not carry them",
+			Event{ID: "evt_1", Type: "charge.refunded", Kind: EventChargeRefunded, PurchaseID: "p1", ObjectRef: "ch_123",
+				PaymentRef: "pi_123", AmountMinor: 1000, AmountRefundedMinor: 100, Currency: "USD"},
+			"revocation refund:re_"},
+		// stripe-mock's payment intent and invoice payment fixtures carry no
+		// creditd metadata: the look-ups are made and the event ignored.
+		{"the purchase is looked up through the payment intent when the charge has no metadata through the payment intent when the charge has no metadata",
+			Event{ID: "evt_2", Type: "charge.refunded", Kind: EventChargeRefunded, ObjectRef: "ch_123",
+				PaymentRef: "pi_123", AmountMinor: 1000, AmountRefundedMinor: 100, Currency: "USD"},
+			"not a creditd purchase"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			code, msg := h.Handle(ctx, tc.ev)
+			if code != http.StatusOK {
+				t.Fatalf("status %d: %s", code, msg)
+			}
+			if !strings.Contains(msg, tc.want) {
+				t.Fatalf("answer %q, want it to contain %q", msg, tc.want)
+			}
+		})
 	}
 }

@@ -133,6 +133,10 @@ type Config struct {
 	// do not collide. "" = derived from the clock.
 	RunID string
 
+	// BeforeLoad and AfterLoad, when set, run just before the warmup and
+	// just after the measured window (a CPU profile of the load alone).
+	BeforeLoad, AfterLoad func()
+
 	// Progress, when set, gets a live line once a second (a terminal).
 	Progress io.Writer
 	// Log, when set, gets a line per phase.

@@ -365,6 +365,9 @@ func (r *runner) load(ctx context.Context) (map[Op]*opStats, time.Duration, time
 		workers[i] = w
 	}
 
+	if cfg.BeforeLoad != nil {
+		cfg.BeforeLoad()
+	}
 	stopProgress := r.startProgress()
 	r.phase.Store(phaseWarmup)
 	r.loadT0 = time.Now()
@@ -384,6 +387,9 @@ func (r *runner) load(ctx context.Context) (map[Op]*opStats, time.Duration, time
 	r.phase.Store(phaseStop)
 	wg.Wait()
 	stopProgress()
+	if cfg.AfterLoad != nil {
+		cfg.AfterLoad()
+	}
 	if err := ctx.Err(); err != nil {
 		return nil, 0, 0, errf(err, "bench: interrupted")
 	}

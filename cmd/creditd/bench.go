@@ -137,10 +137,20 @@ func runBench(ctx context.Context, args []string) error {
 			return fmt.Errorf("bench: create the CPU profile: %w", err)
 		}
 		defer f.Close()
-		if err := pprof.StartCPUProfile(f); err != nil {
-			return fmt.Errorf("bench: start the CPU profile: %w", err)
+		// The profile covers warmup and measured load, not setup or the
+		// verification's reads.
+		var profErr error
+		cfg.BeforeLoad = func() { profErr = pprof.StartCPUProfile(f) }
+		cfg.AfterLoad = func() {
+			if profErr == nil {
+				pprof.StopCPUProfile()
+			}
 		}
-		defer pprof.StopCPUProfile()
+		defer func() {
+			if profErr != nil {
+				fmt.Fprintln(os.Stderr, "bench: the CPU profile did not start:", profErr)
+			}
+		}()
 	}
 	rep, err := bench.Run(ctx, cfg)
 	if err != nil {

@@ -1,0 +1,150 @@
+package bench_test
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/creditd/creditd/bench"
+	"github.com/creditd/creditd/bench/local"
+)
+
+// The benchmarks drive a 3-node cluster on loopback with fsync on, over the
+// API, for -bench.duration each. Node-level benchmarks (raft and group
+// commit without the API) live in package node.
+//
+//	go test ./bench/ -run '^$' -bench . -bench.duration 20s
+var benchDuration = flag.Duration("bench.duration", 10*time.Second, "measured load of each bench benchmark")
+
+func startCluster(tb testing.TB, nodes int, noop bool) *local.Cluster {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	c, err := local.Start(ctx, local.Options{Nodes: nodes, Dir: tb.TempDir(), Noop: noop})
+	if err != nil {
+		tb.Fatalf("start a local cluster: %v", err)
+	}
+	tb.Cleanup(func() {
+		if err := c.Close(context.Background()); err != nil {
+			tb.Errorf("stop the local cluster: %v", err)
+		}
+	})
+	return c
+}
+
+func run(tb testing.TB, cfg bench.Config) *bench.Report {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	rep, err := bench.Run(ctx, cfg)
+	if err != nil {
+		tb.Fatalf("bench.Run: %v", err)
+	}
+	if err := rep.Err(); err != nil {
+		tb.Fatal(err)
+	}
+	return rep
+}
+
+// TestSmoke runs the whole tool briefly against 3 nodes: setup, every
+// operation of the mix, and the verification of burns and replicas.
+func TestSmoke(t *testing.T) {
+	c := startCluster(t, 3, false)
+	rep := run(t, bench.Config{
+		Addr: c.URLs()[0], Customers: 50, GrantsPerCustomer: 2, Zipf: 1.2, Duration: time.Second,
+		Concurrency: 8, Batch: 5, Spread: true, Seed: 7,
+	})
+	if rep.Nodes != 3 {
+		t.Errorf("the run saw %d nodes; want 3", rep.Nodes)
+	}
+	if rep.Op(bench.OpReport).Requests == 0 || rep.Total.Requests == 0 {
+		t.Errorf("no report was answered: %+v", rep.Total)
+	}
+	if got := rep.Op(bench.OpReport).Events; got != 5*rep.Op(bench.OpReport).Requests {
+		t.Errorf("report events %d; want 5 per request", got)
+	}
+	v := rep.Verify
+	if v == nil || !v.OK || len(v.Replicas) != 3 || v.AckedBurned != v.ServerBurned || v.AckedBurned == "0.00" {
+		t.Fatalf("verification: %+v", v)
+	}
+	var text strings.Builder
+	rep.WriteText(&text)
+	if !strings.Contains(text.String(), "verification: OK") {
+		t.Errorf("the text report does not say the verification passed:\n%s", text.String())
+	}
+}
+
+func report(b *testing.B, rep *bench.Report) {
+	o := rep.Op(bench.OpReport)
+	b.ReportMetric(o.EventsPerSec, "events/s")
+	b.ReportMetric(o.RequestsPerSec, "req/s")
+	b.ReportMetric(o.LatencyMs.P99, "p99-ms")
+	b.ReportMetric(o.LatencyMs.P50, "p50-ms")
+}
+
+// loadConfig is a measured run of reports only.
+func loadConfig(addr string, batch, concurrency int) bench.Config {
+	return bench.Config{Addr: addr, Customers: 1000, Batch: batch, Concurrency: concurrency,
+		Mix: bench.Mix{bench.OpReport: 1}, Warmup: 2 * time.Second, Duration: *benchDuration, Seed: 1}
+}
+
+// Each benchmark is one measured run, whatever b.N: the figures are rates
+// and percentiles, reported as metrics.
+
+func BenchmarkReportUsage1000EventBatches(b *testing.B) {
+	c := startCluster(b, 3, false)
+	for b.Loop() {
+		report(b, run(b, loadConfig(c.URLs()[0], 1000, 16)))
+	}
+}
+
+func BenchmarkReportUsageSingleEvents256Clients(b *testing.B) {
+	c := startCluster(b, 3, false)
+	for b.Loop() {
+		report(b, run(b, loadConfig(c.URLs()[0], 1, 256)))
+	}
+}
+
+// BenchmarkP99AtHalfPeak finds the peak with 1,000-event batches, then
+// runs at half of it (open loop) and reports that run's p99.
+func BenchmarkP99AtHalfPeak(b *testing.B) {
+	c := startCluster(b, 3, false)
+	for b.Loop() {
+		peak := run(b, loadConfig(c.URLs()[0], 1000, 16)).Op(bench.OpReport)
+		cfg := loadConfig(c.URLs()[0], 1000, 16)
+		cfg.Rate = peak.RequestsPerSec / 2
+		half := run(b, cfg).Op(bench.OpReport)
+		b.ReportMetric(peak.EventsPerSec, "peak-events/s")
+		b.ReportMetric(half.EventsPerSec, "half-events/s")
+		b.ReportMetric(half.LatencyMs.P99, "half-p99-ms")
+	}
+}
+
+// BenchmarkCeilingRatio runs the same load against creditd and against the
+// same cluster with the no-op state machine.
+func BenchmarkCeilingRatio(b *testing.B) {
+	for _, batch := range []int{1000, 1} {
+		b.Run(fmt.Sprintf("batch=%d", batch), func(b *testing.B) {
+			conc := 16
+			if batch == 1 {
+				conc = 256
+			}
+			real := startCluster(b, 3, false)
+			noop := startCluster(b, 3, true)
+			for b.Loop() {
+				got := run(b, loadConfig(real.URLs()[0], batch, conc)).Op(bench.OpReport)
+				cfg := loadConfig(noop.URLs()[0], batch, conc)
+				cfg.Noop = true
+				ceiling := run(b, cfg).Op(bench.OpReport)
+				b.ReportMetric(got.EventsPerSec, "events/s")
+				b.ReportMetric(ceiling.EventsPerSec, "ceiling-events/s")
+				if ceiling.EventsPerSec > 0 {
+					b.ReportMetric(100*got.EventsPerSec/ceiling.EventsPerSec, "%-of-ceiling")
+				}
+			}
+		})
+	}
+}

@@ -68,7 +68,8 @@ type Config struct {
 	HeartbeatTimeout time.Duration
 	ElectionTimeout  time.Duration
 	// LeaderLeaseTimeout is how long a leader without contact from a quorum
-	// keeps leading; default 500ms (≤ HeartbeatTimeout).
+	// keeps leading; default HeartbeatTimeout (a loaded machine should not
+	// make a healthy leader step down).
 	LeaderLeaseTimeout time.Duration
 	// LeaderWait bounds how long Apply waits for a leader to be known (or
 	// for this node to be ready to lead) before ErrNoLeader. Default 5s.
@@ -159,7 +160,7 @@ func (c *Config) setDefaults() {
 		c.ElectionTimeout = time.Second
 	}
 	if c.LeaderLeaseTimeout == 0 {
-		c.LeaderLeaseTimeout = 500 * time.Millisecond
+		c.LeaderLeaseTimeout = c.HeartbeatTimeout
 	}
 	if c.LeaderWait == 0 {
 		c.LeaderWait = 5 * time.Second

@@ -168,9 +168,6 @@ func serve(ctx context.Context, f serveFlags, logger *slog.Logger) error {
 		LeaderWait:        f.leaderWait,
 		Logger:            logger,
 	}
-	if f.heartbeatTimeout < 500*time.Millisecond {
-		cfg.LeaderLeaseTimeout = f.heartbeatTimeout
-	}
 	n, err := node.Start(ctx, cfg)
 	if err != nil {
 		return err

@@ -235,3 +235,49 @@ func (g *Gen) Check() (pools map[[2]string]int64, grants []fsm.Grant, lastSeq ui
 	})
 	return pools, grants, lastSeq, err
 }
+
+// Bulk adds about entries ledger entries the way a busy production ledger
+// grows: customers customers each get a paid grant, then usage events
+// (one burn entry each, unique event ids) arrive in batches of 100 events
+// per command and 10 commands per log entry, a few seconds of log time
+// apart, so the entries spread over several days.
+func (g *Gen) Bulk(customers, entries int) error {
+	if customers < 1 || entries < customers {
+		return fmt.Errorf("ledgergen: bulk of %d entries over %d customers", entries, customers)
+	}
+	ids := make([]string, customers)
+	for i := range ids {
+		ids[i] = fmt.Sprintf("cust-%06d", i)
+		g.add(fsm.UpsertCustomer{ID: ids[i], Name: ids[i]})
+		g.add(fsm.CreateGrant{ID: g.id("bulk-grant"), CustomerID: ids[i], CreditTypeID: "ai", Category: fsm.Paid,
+			Amount: 1 << 50, CostBasis: fsm.Decimal{Coef: 12345, Scale: 7}, Currency: "USD", SourceKind: fsm.SourcePurchase,
+			SourceRef: g.id("pi")})
+		if len(g.pend) >= 1000 {
+			if err := g.flush(); err != nil {
+				return err
+			}
+		}
+	}
+	if err := g.flush(); err != nil {
+		return err
+	}
+	const perCommand, perEntry = 100, 10
+	batch := make([]fsm.UsageEvent, 0, perCommand)
+	for done := customers; done < entries; {
+		g.Now += fsm.Timestamp((5 * time.Second).Microseconds())
+		for range perEntry {
+			batch = batch[:0]
+			for range perCommand {
+				c := ids[g.rng.IntN(len(ids))]
+				batch = append(batch, fsm.UsageEvent{ID: g.id("ev"), CustomerID: c, CreditTypeID: "ai",
+					Credits: 1 + g.rng.Int64N(5000), EventTime: g.Now})
+			}
+			g.add(fsm.BurnUsage{Events: batch})
+			done += perCommand
+		}
+		if err := g.flush(); err != nil {
+			return err
+		}
+	}
+	return nil
+}

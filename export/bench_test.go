@@ -4,12 +4,12 @@ package export
 
 import (
 	"context"
-	"syscall"
-	"time"
 	"os"
 	"path/filepath"
 	"strconv"
+	"syscall"
 	"testing"
+	"time"
 )
 
 // BenchmarkExport exports a ledger of 1 million entries (real fsm state:

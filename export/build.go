@@ -159,8 +159,13 @@ func (lb *ledgerBuilder) add(e *fsm.LedgerEntry, scale uint8, cat fsm.GrantCateg
 
 func (lb *ledgerBuilder) rows() int { return lb.seq.Len() }
 
-// batch returns the rows appended so far and resets the builder.
-func (lb *ledgerBuilder) batch() arrow.RecordBatch { return lb.b.NewRecordBatch() }
+// batch returns the rows appended so far and resets the builder, sized for
+// another batch of n rows so that appends do not grow buffers row by row.
+func (lb *ledgerBuilder) batch(n int) arrow.RecordBatch {
+	rec := lb.b.NewRecordBatch()
+	lb.b.Reserve(n)
+	return rec
+}
 
 func (lb *ledgerBuilder) release() { lb.b.Release() }
 

@@ -309,6 +309,7 @@ func (e *Exporter) writeLedger(ctx context.Context, c Cut, from, to uint64) ([]P
 		prog   = NewProgress(e.opts.Progress, "export")
 	)
 	prog.setTotal(int64(to - from + 1))
+	lb.b.Reserve(min(e.opts.BatchRows, int(to-from+1)))
 	defer lb.release()
 	defer func() {
 		if part != nil {
@@ -319,7 +320,7 @@ func (e *Exporter) writeLedger(ctx context.Context, c Cut, from, to uint64) ([]P
 		if lb.rows() == 0 {
 			return nil
 		}
-		return part.fw.write(lb.batch())
+		return part.fw.write(lb.batch(e.opts.BatchRows))
 	}
 	finish := func() error {
 		if err := flush(); err != nil {

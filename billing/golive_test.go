@@ -12,6 +12,7 @@ import (
 
 	"connectrpc.com/connect"
 
+	"github.com/creditd/creditd/export"
 	v1 "github.com/creditd/creditd/gen/creditd/v1"
 	"github.com/creditd/creditd/gen/creditd/v1/creditdv1connect"
 	"github.com/creditd/creditd/node"
@@ -184,8 +185,8 @@ func (g *goLive) expectLedgerTail(step string, want ...[3]string) {
 }
 
 // The go-live path through the API: purchase → grant → burn → automatic
-// top-up → refund and revocation, checking balances and the ledger at each
-// step. (Export joins when the export issue lands.)
+// top-up → refund and revocation → export, checking balances and the ledger
+// at each step and the reconciliation of the exported ledger at the end.
 func TestGoLiveThroughTheAPI(t *testing.T) {
 	g := startGoLive(t)
 	ctx := g.ctx()
@@ -292,5 +293,40 @@ func TestGoLiveThroughTheAPI(t *testing.T) {
 	// Money: the revocation removes 2.50 USD of deferred revenue.
 	if last.Money != "-2.50" {
 		t.Fatalf("revocation money %q, want -2.50 USD", last.Money)
+	}
+
+	// 4. Export the ledger to Parquet and reconcile it: the identities hold
+	// in credits and in money, with the refund as revoked credits and
+	// refunded deferred revenue.
+	dst, err := export.OpenDestination(ctx, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dst.Close()
+	ex, err := export.New(export.FromFSM(g.n.FSM()), dst, export.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ex.Run(ctx); err != nil {
+		t.Fatalf("export: %v", err)
+	}
+	rep, err := export.ReportFromExport(ctx, dst, t.TempDir(), time.Unix(0, 0), time.Now().Add(time.Hour))
+	if err != nil {
+		t.Fatalf("reconcile the export: %v", err)
+	}
+	var usd *export.Row
+	for i := range rep.Rows {
+		if rep.Rows[i].CreditTypeID == "ai" && rep.Rows[i].Currency == "USD" {
+			usd = &rep.Rows[i]
+		}
+	}
+	if usd == nil {
+		t.Fatalf("no ai/USD row in the report: %+v", rep.Rows)
+	}
+	want := export.Row{CreditTypeID: "ai", Currency: "USD", Scale: usd.Scale,
+		GrantedPaid: 1500, Burned: 950, Revoked: 250, ClosingBalance: 300,
+		DeferredGranted: 15_000_000, Recognized: 9_500_000, Refunded: 2_500_000, ClosingDeferred: 3_000_000}
+	if *usd != want {
+		t.Fatalf("reconciliation row\n got %+v\nwant %+v", *usd, want)
 	}
 }

@@ -94,7 +94,7 @@ func (b *batcher) run() {
 		}
 		batch := b.gather(first)
 		if !b.n.writable.Load() {
-			err := error(b.n.notLeader())
+			err := b.n.notLeader()
 			if b.n.IsLeader() {
 				// Elected but still catching up on earlier terms.
 				err = fmt.Errorf("%w: leader is catching up", ErrNoLeader)

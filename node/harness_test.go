@@ -62,10 +62,8 @@ func newTestCluster(t testing.TB) *testCluster {
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		for _, tn := range c.all() {
-			if !tn.down {
-				_ = tn.n.Shutdown(ctx)
-			}
+		for _, n := range c.up() {
+			_ = n.Shutdown(ctx)
 		}
 	})
 	return c
@@ -125,9 +123,11 @@ func (c *testCluster) all() []*testNode {
 }
 
 func (c *testCluster) up() []*Node {
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	var out []*Node
-	for _, tn := range c.all() {
-		if !tn.down {
+	for _, id := range sortedKeys(c.nodes) {
+		if tn := c.nodes[id]; !tn.down {
 			out = append(out, tn.n)
 		}
 	}

@@ -343,10 +343,12 @@ func (n *Node) Leader() (id, rpcAddr string) {
 	return id, ""
 }
 
-func (n *Node) notLeader() *NotLeaderError {
+// notLeader is the error for a request this node cannot serve as leader:
+// *NotLeaderError naming the leader, or ErrNoLeader when none is known.
+func (n *Node) notLeader() error {
 	id, addr := n.Leader()
-	if id == n.id {
-		id, addr = "", ""
+	if id == "" || id == n.id {
+		return fmt.Errorf("%w: this node does not lead and knows no leader", ErrNoLeader)
 	}
 	return &NotLeaderError{LeaderID: id, LeaderRPCAddr: addr}
 }

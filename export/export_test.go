@@ -3,6 +3,7 @@ package export
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -321,4 +322,40 @@ func TestProgressIsPrintedOnlyWhereAsked(t *testing.T) {
 	if want := fmt.Sprintf("export: %d/%d entries (100%%)", last, last); !strings.Contains(out.String(), want) {
 		t.Errorf("progress %q lacks %q", out.String(), want)
 	}
+}
+
+func TestEveryKeepsTheDestinationCaughtUpUntilCancelled(t *testing.T) {
+	g := newGen(t, 12)
+	run(t, g, 200, time.Minute)
+	b := openDir(t, t.TempDir())
+	e, err := New(FromFSM(g.F), b, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(testCtx(t))
+	stopped := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		e.Every(20 * time.Millisecond)(ctx)
+	}()
+	awaitWatermark := func() {
+		t.Helper()
+		_, _, last, _ := g.Check()
+		deadline := time.Now().Add(time.Minute)
+		for {
+			m, err := ReadManifest(testCtx(t), b)
+			if err == nil && m.WatermarkSeq == last {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("the scheduled export did not reach entry %d: %+v, %v", last, m, err)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	awaitWatermark()
+	run(t, g, 200, time.Minute) // written while the loop runs
+	awaitWatermark()
+	cancel()
+	<-stopped
 }

@@ -93,6 +93,12 @@ func TestEveryMethodOnOneNode(t *testing.T) {
 		t.Fatalf("replayed event = %v, want the original result marked duplicate", e)
 	}
 
+	// An unknown credit type is a rejection too, not an error.
+	unk := call(t, c.usage.ReportUsage, &v1.ReportUsageRequest{Events: []*v1.UsageEvent{{Id: "ev-5", CustomerId: "acme", CreditTypeId: "nope", Credits: "1"}}})
+	if e := unk.Results[0]; e.Status != v1.EventStatus_EVENT_STATUS_REJECTED || e.ErrorCode != "not_found" || e.Field != "credit_type_id" {
+		t.Fatalf("event of an unknown credit type = %v", e)
+	}
+
 	// Check changes nothing.
 	ck := call(t, c.usage.Check, &v1.CheckRequest{CustomerId: "acme", FeatureId: "gpt-tokens", Quantity: 1000})
 	if !ck.Allowed || ck.Credits != "2.00" || ck.Available != "1024.50" {

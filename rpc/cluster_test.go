@@ -117,4 +117,17 @@ func TestWritesThroughFollowers(t *testing.T) {
 		return id == f2.id
 	})
 	call(t, newClients(leader.url, "").usage.ReportUsage, &v1.ReportUsageRequest{Events: []*v1.UsageEvent{{Id: "e4", CustomerId: "acme", FeatureId: "gpt-tokens", Quantity: 1}}})
+
+	// A member is removed on request (sent to a follower): the leader drops
+	// it from the Raft configuration.
+	call(t, c1.cluster.RemoveMember, &v1.RemoveMemberRequest{NodeId: leader.id})
+	waitFor(t, 30*time.Second, "n1 to leave the Raft configuration", func() bool {
+		st := call(t, newClients(f2.url, "").cluster.GetStatus, &v1.GetStatusRequest{})
+		for _, m := range st.Members {
+			if m.Id == leader.id && (m.Suffrage == "voter" || m.Suffrage == "nonvoter") {
+				return false
+			}
+		}
+		return true
+	})
 }

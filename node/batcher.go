@@ -183,21 +183,24 @@ func (b *batcher) dispatch(batch []*request) {
 			}
 			return
 		}
-		resp, ok := f.Response().(applyResponse)
-		switch {
-		case !ok:
+		pe, ok := f.Response().(pendingEntry)
+		var results []fsm.Result
+		if ok {
+			results, err = pe.wait()
+		} else {
 			err = fmt.Errorf("replicate entry %d: unexpected response %T", f.Index(), f.Response())
-		case resp.err != nil:
-			err = resp.err
-		case resp.results == nil:
+		}
+		switch {
+		case err != nil:
+		case results == nil:
 			// The no-op state machine answers nothing; every command
 			// succeeded in the sense that it is in the log.
 			for _, r := range batch {
 				r.done <- response{}
 			}
 			return
-		case len(resp.results) != len(batch):
-			err = fmt.Errorf("replicate entry %d: state machine returned %d results for %d commands", f.Index(), len(resp.results), len(batch))
+		case len(results) != len(batch):
+			err = fmt.Errorf("replicate entry %d: state machine returned %d results for %d commands", f.Index(), len(results), len(batch))
 		}
 		if err != nil {
 			for _, r := range batch {
@@ -206,7 +209,7 @@ func (b *batcher) dispatch(batch []*request) {
 			return
 		}
 		for i, r := range batch {
-			r.done <- response{res: resp.results[i]}
+			r.done <- response{res: results[i]}
 		}
 		if d := time.Since(start); d > 5*time.Second {
 			b.n.logger.Warn("slow log entry", "index", f.Index(), "commands", len(batch), "took", d)

@@ -16,22 +16,30 @@ import (
 // leader of 3 replicas in one process over loopback TCP, raft-boltdb with
 // fsync on (and fsm's fsync on): creditd's state machine and a no-op one
 // (the ceiling of raft plus fsync), group commit on and off (one log entry
-// per event), with 1, 16 and 256 concurrent writers.
+// per event), with 1, 16 and 256 concurrent writers, each writing one event
+// at a time.
 //
 //	go test -run '^$' -bench ReplicatedApply -benchtime 3s ./node/
 func BenchmarkReplicatedApply(b *testing.B) {
+	modes := []struct {
+		name string
+		set  func(*BatchConfig)
+	}{
+		// Group commit on, the defaults.
+		{"group=on", func(*BatchConfig) {}},
+		// --group-commit=false: one entry per event, 8 entries in flight.
+		{"group=off", func(c *BatchConfig) { c.Disabled = true }},
+		// One entry per event with unbounded pipelining: raft itself still
+		// puts many entries into one disk write, so this shows what the
+		// entry granularity alone costs.
+		{"group=off-pipelined", func(c *BatchConfig) { c.Disabled = true; c.MaxInflight = maxInflight }},
+	}
 	for _, sm := range []string{"fsm", "noop"} {
-		for _, group := range []bool{true, false} {
-			name := fmt.Sprintf("sm=%s/group=%v", sm, map[bool]string{true: "on", false: "off"}[group])
-			b.Run(name, func(b *testing.B) {
+		for _, mode := range modes {
+			b.Run("sm="+sm+"/"+mode.name, func(b *testing.B) {
 				c := newTestCluster(b)
 				c.startThree(func(cfg *Config) {
-					cfg.Batch.Disabled = !group
-					if !group {
-						// Only the entry granularity differs: raft may still
-						// put many one-event entries into one disk write.
-						cfg.Batch.MaxInflight = maxInflight
-					}
+					mode.set(&cfg.Batch)
 					if sm == "noop" {
 						cfg.StateMachine = NewNoopStateMachine()
 					}

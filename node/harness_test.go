@@ -156,6 +156,8 @@ func (n *Node) crash() {
 		n.closing.Store(true)
 		close(n.stop)
 		_ = n.raft.Shutdown().Error()
+		close(n.applierStop)
+		<-n.applierDone
 		_ = n.ml.Shutdown()
 		n.wg.Wait()
 		_ = n.transport.Close()

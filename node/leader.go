@@ -79,6 +79,11 @@ func (n *Node) lead(ctx context.Context, wg *sync.WaitGroup) {
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
+	// The barrier means raft delivered every earlier entry; the applier
+	// may still be applying them.
+	if !n.rfsm.flush(ctx.Done()) {
+		return
+	}
 	n.writable.Store(true)
 	n.logger.Info("leading", "applied_index", n.applied.Load(), "last_time", n.sm.LastTime().Time())
 

@@ -68,6 +68,10 @@ type Node struct {
 	removed   map[string]time.Time
 
 	stop     chan struct{} // closed by Shutdown
+	// The applier stops only after raft, which may still deliver entries
+	// while it shuts down.
+	applierStop chan struct{}
+	applierDone chan struct{}
 	wg       sync.WaitGroup
 	shutOnce sync.Once
 	shutErr  error
@@ -102,7 +106,8 @@ func Start(ctx context.Context, cfg Config) (n *Node, err error) {
 		members:    newMemberTable(),
 		reconcileC: make(chan struct{}, 1),
 		removed:    map[string]time.Time{},
-		stop:       make(chan struct{}),
+		stop:        make(chan struct{}),
+		applierStop: make(chan struct{}),
 	}
 	var closers []func() error
 	defer func() {
@@ -124,7 +129,13 @@ func Start(ctx context.Context, cfg Config) (n *Node, err error) {
 		n.fsm, n.sm = f, FSMStateMachine{F: f}
 	}
 	n.applied.Store(n.sm.AppliedIndex())
-	n.rfsm = &raftFSM{sm: n.sm, onApplied: n.markApplied}
+	n.rfsm = newRaftFSM(n.sm, n.markApplied)
+	n.applierDone = make(chan struct{})
+	go func() {
+		defer close(n.applierDone)
+		n.rfsm.run(n.applierStop)
+	}()
+	closers = append(closers, func() error { close(n.applierStop); <-n.applierDone; return nil })
 
 	logPath := filepath.Join(cfg.DataDir, "raft.db")
 	n.store, err = raftboltdb.New(raftboltdb.Options{Path: logPath, NoSync: cfg.NoSync})
@@ -673,6 +684,8 @@ func (n *Node) shutdown(ctx context.Context) error {
 	if err := n.raft.Shutdown().Error(); err != nil {
 		errs = append(errs, fmt.Errorf("stop raft: %w", err))
 	}
+	close(n.applierStop)
+	<-n.applierDone
 	if err := n.ml.Shutdown(); err != nil {
 		errs = append(errs, fmt.Errorf("stop gossip: %w", err))
 	}

@@ -90,35 +90,75 @@ func (s noopSnapshot) WriteTo(w io.Writer) (int64, error) {
 }
 func (noopSnapshot) Release() {}
 
-// raftFSM adapts a StateMachine to raft.BatchingFSM: one StateMachine.Apply
-// (one bbolt transaction) per batch raft hands over.
+// raftFSM adapts a StateMachine to raft.BatchingFSM.
+//
+// raft hands the FSM one batch per commit and waits for it before the next;
+// with several entries committing at slightly different times that would
+// be one state transaction and one fsync per commit, in series. Instead
+// ApplyBatch queues the batch and returns at once with pending responses,
+// and one applier goroutine merges whatever batches are queued into one
+// StateMachine.Apply (one transaction, one fsync). Order is kept (one
+// queue, one applier). Everything that must see all delivered entries
+// applied — snapshots, restores, a new leader's catch-up — calls flush
+// first.
 type raftFSM struct {
 	sm StateMachine
-	// onApplied is called with the highest index applied, after each batch.
+	// onApplied is called with the highest index applied, after each apply.
 	onApplied func(index uint64)
 
-	mu     sync.Mutex
-	failed error // first storage failure; afterwards nothing is applied
+	queue     chan *applyJob
+	submitted atomic.Uint64 // jobs queued (raft's FSM goroutine only writes)
+	completed atomic.Uint64 // jobs applied
+	doneMu    sync.Mutex
+	doneCh    chan struct{} // closed and replaced when completed moves
+
+	mu     sync.Mutex // serializes use of sm
+	failed error      // first storage failure; afterwards nothing is applied
+}
+
+// Bounds of one merged apply.
+const (
+	applyQueueLen     = 4096
+	maxMergedEntries  = 8192
+	maxMergedJobBatch = 256
+)
+
+type applyJob struct {
+	entries []fsm.Entry
+	pending *pendingApply
+}
+
+// pendingApply is the response raft hands back through
+// ApplyFuture.Response() for every log of one batch; the results are there
+// once done is closed.
+type pendingApply struct {
+	done    chan struct{}
+	results [][]fsm.Result // per entry of the batch
+	err     error
+}
+
+// pendingEntry is one log's response: its batch and its place in it.
+type pendingEntry struct {
+	p *pendingApply
+	i int
+}
+
+// wait returns the entry's results once applied.
+func (e pendingEntry) wait() ([]fsm.Result, error) {
+	<-e.p.done
+	if e.p.err != nil {
+		return nil, e.p.err
+	}
+	return e.p.results[e.i], nil
 }
 
 var _ raft.BatchingFSM = (*raftFSM)(nil)
 
-// applyResponse is what raft hands back through ApplyFuture.Response().
-type applyResponse struct {
-	results []fsm.Result
-	err     error
+func newRaftFSM(sm StateMachine, onApplied func(uint64)) *raftFSM {
+	return &raftFSM{sm: sm, onApplied: onApplied, queue: make(chan *applyJob, applyQueueLen), doneCh: make(chan struct{})}
 }
 
 func (f *raftFSM) ApplyBatch(logs []*raft.Log) []any {
-	resps := make([]any, len(logs))
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.failed != nil {
-		for i := range resps {
-			resps[i] = applyResponse{err: f.failed}
-		}
-		return resps
-	}
 	entries := make([]fsm.Entry, len(logs))
 	for i, l := range logs {
 		entries[i].Index = l.Index
@@ -126,6 +166,72 @@ func (f *raftFSM) ApplyBatch(logs []*raft.Log) []any {
 		// applied index, so linearizable reads see them as applied.
 		if l.Type == raft.LogCommand {
 			entries[i].Data = l.Data
+		}
+	}
+	p := &pendingApply{done: make(chan struct{})}
+	f.submitted.Add(1)
+	f.queue <- &applyJob{entries: entries, pending: p} // bounded: backpressure on raft
+	resps := make([]any, len(logs))
+	for i := range resps {
+		resps[i] = pendingEntry{p: p, i: i}
+	}
+	return resps
+}
+
+func (f *raftFSM) Apply(l *raft.Log) any { return f.ApplyBatch([]*raft.Log{l})[0] }
+
+// run is the applier goroutine; it returns once stop is closed and the
+// queue is empty (raft has stopped delivering by then).
+func (f *raftFSM) run(stop <-chan struct{}) {
+	for {
+		var first *applyJob
+		select {
+		case first = <-f.queue:
+		case <-stop:
+			select {
+			case first = <-f.queue:
+			default:
+				return
+			}
+		}
+		jobs := []*applyJob{first}
+		n := len(first.entries)
+	gather:
+		for len(jobs) < maxMergedJobBatch && n < maxMergedEntries {
+			select {
+			case j := <-f.queue:
+				jobs = append(jobs, j)
+				n += len(j.entries)
+			default:
+				break gather
+			}
+		}
+		f.applyJobs(jobs, n)
+	}
+}
+
+func (f *raftFSM) applyJobs(jobs []*applyJob, n int) {
+	defer func() {
+		f.completed.Add(uint64(len(jobs)))
+		f.doneMu.Lock()
+		close(f.doneCh)
+		f.doneCh = make(chan struct{})
+		f.doneMu.Unlock()
+	}()
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.failed != nil {
+		for _, j := range jobs {
+			j.pending.err = f.failed
+			close(j.pending.done)
+		}
+		return
+	}
+	entries := jobs[0].entries
+	if len(jobs) > 1 {
+		entries = make([]fsm.Entry, 0, n)
+		for _, j := range jobs {
+			entries = append(entries, j.entries...)
 		}
 	}
 	results, err := f.sm.Apply(entries)
@@ -136,20 +242,42 @@ func (f *raftFSM) ApplyBatch(logs []*raft.Log) []any {
 		// Keep the state what is on disk: a restart re-applies from the
 		// state's own applied index. Applying later entries over a gap
 		// would diverge from the other replicas.
-		f.failed = fmt.Errorf("%w: apply entries %d..%d: %w", ErrStateMachineFailed, logs[0].Index, logs[len(logs)-1].Index, err)
-		for i := range resps {
-			resps[i] = applyResponse{err: f.failed}
+		f.failed = fmt.Errorf("%w: apply entries %d..%d: %w", ErrStateMachineFailed, entries[0].Index, entries[len(entries)-1].Index, err)
+		for _, j := range jobs {
+			j.pending.err = f.failed
+			close(j.pending.done)
 		}
-		return resps
+		return
 	}
-	for i := range resps {
-		resps[i] = applyResponse{results: results[i]}
+	at := 0
+	for _, j := range jobs {
+		j.pending.results = results[at : at+len(j.entries)]
+		at += len(j.entries)
 	}
-	f.onApplied(logs[len(logs)-1].Index)
-	return resps
+	f.onApplied(entries[len(entries)-1].Index)
+	for _, j := range jobs {
+		close(j.pending.done)
+	}
 }
 
-func (f *raftFSM) Apply(l *raft.Log) any { return f.ApplyBatch([]*raft.Log{l})[0] }
+// flush waits until every batch queued so far is applied (or ctx-less: it
+// relies on the applier running, which it does until after raft stops).
+func (f *raftFSM) flush(stop <-chan struct{}) bool {
+	target := f.submitted.Load()
+	for {
+		f.doneMu.Lock()
+		ch := f.doneCh
+		f.doneMu.Unlock()
+		if f.completed.Load() >= target {
+			return true
+		}
+		select {
+		case <-ch:
+		case <-stop:
+			return false
+		}
+	}
+}
 
 func (f *raftFSM) failure() error {
 	f.mu.Lock()
@@ -158,6 +286,9 @@ func (f *raftFSM) failure() error {
 }
 
 func (f *raftFSM) Snapshot() (raft.FSMSnapshot, error) {
+	// raft names the snapshot after the last index it delivered; the
+	// state must hold all of it.
+	f.flush(nil)
 	s, index, err := f.snapshot()
 	if err != nil {
 		return nil, err
@@ -182,6 +313,7 @@ func (f *raftFSM) snapshot() (StateSnapshot, uint64, error) {
 
 func (f *raftFSM) Restore(rc io.ReadCloser) error {
 	defer rc.Close()
+	f.flush(nil)
 	index, err := readSnapshotHeader(rc)
 	if err != nil {
 		return err

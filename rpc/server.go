@@ -44,6 +44,10 @@ type Options struct {
 	MaxWatchers int
 }
 
+// compressMinBytes is the smallest answer worth compressing when the client
+// accepts gzip.
+const compressMinBytes = 1 << 20
+
 // Server serves the creditd.v1 API of one node.
 type Server struct {
 	n       *node.Node
@@ -124,6 +128,9 @@ func (s *Server) routes() (http.Handler, error) {
 		connect.WithInterceptors(&observer{s: s}),
 		connect.WithReadMaxBytes(s.opts.MaxMessageBytes),
 		connect.WithSendMaxBytes(s.opts.MaxMessageBytes * 2),
+		// Answers go to services in the same network: gzip would cost more
+		// CPU than the bytes it saves, except for the largest answers.
+		connect.WithCompressMinBytes(compressMinBytes),
 	}
 	a := &api{s: s}
 	mux := http.NewServeMux()

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"runtime"
 	"runtime/pprof"
@@ -76,7 +77,7 @@ func runBench(ctx context.Context, args []string) error {
 	fs.BoolVar(&asJSON, "json", false, "print the report as JSON on stdout")
 	fs.StringVar(&cpuProfile, "cpuprofile", "", "with --local: write a CPU profile of the whole process (nodes and load) over warmup and load")
 	fs.StringVar(&memProfile, "memprofile", "", "with --local: write a heap profile after the load")
-	fs.StringVar(&logLevel, "log-level", "error", "with --local: the nodes' log level (logs go to stderr)")
+	fs.StringVar(&logLevel, "log-level", "", "with --local: the nodes' log level, logs to stderr (default: none; a no-op run would log every answer as an internal error)")
 	fs.IntVar(&batchMaxCmds, "batch-max-commands", 0, "with --local: most commands per log entry (0 = the node's default)")
 	fs.IntVar(&batchBytes, "batch-max-bytes", 0, "with --local: most bytes per log entry (0 = the node's default)")
 	fs.DurationVar(&batchWait, "batch-max-wait", 0, "with --local: how long the leader waits to fill a log entry")
@@ -113,9 +114,11 @@ func runBench(ctx context.Context, args []string) error {
 	loadBefore := loadavg()
 
 	if localN > 0 {
-		logger, err := newLogger(os.Stderr, "text", logLevel)
-		if err != nil {
-			return err
+		logger := slog.New(slog.DiscardHandler)
+		if logLevel != "" {
+			if logger, err = newLogger(os.Stderr, "text", logLevel); err != nil {
+				return err
+			}
 		}
 		fmt.Fprintf(os.Stderr, "starting %d local node(s)…\n", localN)
 		c, err := local.Start(ctx, local.Options{Nodes: localN, Dir: dataDir, Noop: cfg.Noop, NoSync: noSync, Logger: logger,
@@ -164,6 +167,11 @@ func runBench(ctx context.Context, args []string) error {
 	rep.Machine = machine()
 	rep.Machine["loadavg_before"] = loadBefore
 	rep.Machine["loadavg_after"] = loadavg()
+	if localN > 0 {
+		// Every node runs in this process: its peak resident set is the
+		// whole cluster's (and the load generator's).
+		rep.Machine["process_peak_rss"] = peakRSS()
+	}
 	if asJSON {
 		enc := json.NewEncoder(os.Stdout)
 		enc.SetIndent("", "  ")
@@ -206,6 +214,20 @@ func machine() map[string]string {
 		"os":         runtime.GOOS + "/" + runtime.GOARCH,
 	}
 	return m
+}
+
+// peakRSS is this process's peak resident set ("" where unknown).
+func peakRSS() string {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return ""
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			return strings.TrimSpace(v)
+		}
+	}
+	return ""
 }
 
 // loadavg is the 1, 5 and 15 minute load averages ("" where unknown).

@@ -367,6 +367,9 @@ func (n *Node) notLeader() error {
 // awaitWritable waits, up to LeaderWait, until this node can stamp writes
 // or another node is known to lead (then *NotLeaderError).
 func (n *Node) awaitWritable(ctx context.Context) error {
+	if n.writable.Load() && !n.closing.Load() {
+		return nil // the hot path: no timers
+	}
 	deadline := time.NewTimer(n.cfg.LeaderWait)
 	defer deadline.Stop()
 	poll := time.NewTicker(20 * time.Millisecond)

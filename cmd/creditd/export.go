@@ -42,7 +42,7 @@ func runExport(ctx context.Context, args []string) error {
 	fs := newFlagSet("export", "export --to URL [--data-dir DIR | --snapshot FILE] [flags]", exportHelp)
 	var (
 		to, dataDir, snapshot, tempDir, progress string
-		rowGroupRows, fileRows                   int
+		rowGroupRows, fileRows, keepSnapshots    int
 		timeout                                  time.Duration
 	)
 	fs.StringVar(&to, "to", "", "destination: a directory or a blob URL (required)")
@@ -52,6 +52,7 @@ func runExport(ctx context.Context, args []string) error {
 	fs.StringVar(&progress, "progress", "auto", "progress line on stderr: auto (on a terminal), always or never")
 	fs.IntVar(&rowGroupRows, "row-group-rows", export.DefaultRowGroupRows, "rows per Parquet row group")
 	fs.IntVar(&fileRows, "file-rows", export.DefaultFileRows, "most rows in one ledger part")
+	fs.IntVar(&keepSnapshots, "keep-grant-snapshots", 0, "keep only the newest N grants snapshots (0: all)")
 	fs.DurationVar(&timeout, "timeout", 6*time.Hour, "give up after this long")
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -80,7 +81,7 @@ func runExport(ctx context.Context, args []string) error {
 	}
 	defer dst.Close()
 	e, err := export.New(export.FromFSM(f), dst, export.Options{
-		RowGroupRows: rowGroupRows, FileRows: fileRows, TempDir: tempDir, Progress: prog,
+		RowGroupRows: rowGroupRows, FileRows: fileRows, TempDir: tempDir, Progress: prog, KeepGrantSnapshots: keepSnapshots,
 	})
 	if err != nil {
 		return err
@@ -161,11 +162,13 @@ func openStateForReading(dataDir, snapshot, tempDir string) (*fsm.FSM, func(), e
 type exportSchedule struct {
 	to    string
 	every time.Duration
+	keep  int
 }
 
 func (s *exportSchedule) addFlags(fs *flag.FlagSet) {
 	fs.StringVar(&s.to, "export-to", "", "export the ledger and grants to this directory or blob URL while this node leads (see creditd export --help)")
 	fs.DurationVar(&s.every, "export-every", time.Hour, "how often the leader exports, with --export-to")
+	fs.IntVar(&s.keep, "export-keep-grant-snapshots", 0, "with --export-to, keep only the newest N grants snapshots (0: all)")
 }
 
 // start opens the destination and registers the export loop with the node;
@@ -183,8 +186,9 @@ func (s *exportSchedule) start(ctx context.Context, n *node.Node, logger *slog.L
 		return nil, err
 	}
 	e, err := export.New(export.FromFSM(n.FSM()), dst, export.Options{
-		Barrier: n.LinearizableRead,
-		Logger:  logger.With("component", "export", "to", s.to),
+		Barrier:            n.LinearizableRead,
+		KeepGrantSnapshots: s.keep,
+		Logger:             logger.With("component", "export", "to", s.to),
 	})
 	if err != nil {
 		return nil, errors.Join(err, dst.Close())

@@ -116,6 +116,10 @@ func runReport(ctx context.Context, args []string) error {
 		}
 	}
 
+	if rep.AsOf.Before(to) {
+		fmt.Fprintf(os.Stderr, "creditd report: note: the ledger read runs to %s, before the period ends; later entries may still fall into it\n",
+			rep.AsOf.Format(time.RFC3339))
+	}
 	w := io.Writer(os.Stdout)
 	var file *os.File
 	if out != "" {

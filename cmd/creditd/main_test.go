@@ -1,0 +1,83 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"flag"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestFlagsComeFromTheEnvironmentUnlessGivenOnTheCommandLine(t *testing.T) {
+	tests := []struct {
+		name    string
+		env     map[string]string
+		args    []string
+		dataDir string
+		join    string
+		wait    time.Duration
+		wantErr string
+	}{
+		{name: "defaults", dataDir: "creditd-data", wait: 5 * time.Second},
+		{name: "environment sets a flag", env: map[string]string{"CREDITD_DATA_DIR": "/env", "CREDITD_JOIN": "a:1,b:2"}, dataDir: "/env", join: "a:1,b:2", wait: 5 * time.Second},
+		{name: "command line wins", env: map[string]string{"CREDITD_DATA_DIR": "/env"}, args: []string{"--data-dir", "/cli"}, dataDir: "/cli", wait: 5 * time.Second},
+		{name: "a bad environment value names the variable", env: map[string]string{"CREDITD_LEADER_WAIT": "soon"}, wantErr: "CREDITD_LEADER_WAIT"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			for k, v := range tt.env {
+				t.Setenv(k, v)
+			}
+			var f serveFlags
+			fs := flag.NewFlagSet("x", flag.ContinueOnError)
+			addNodeFlags(fs, &f)
+			fs.Var(&f.join, "join", "")
+			fs.DurationVar(&f.leaderWait, "leader-wait", 5*time.Second, "")
+			err := parseFlags(fs, tt.args)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("got %v, want an error naming %s", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if f.dataDir != tt.dataDir || f.join.String() != tt.join || f.leaderWait != tt.wait {
+				t.Errorf("got data-dir %q join %q leader-wait %s", f.dataDir, f.join.String(), f.leaderWait)
+			}
+		})
+	}
+}
+
+func TestUnknownCommandsAndHelp(t *testing.T) {
+	var out bytes.Buffer
+	if err := run(t.Context(), []string{"frobnicate"}, &out); !errors.Is(err, errUsage) || !strings.Contains(out.String(), "unknown command") {
+		t.Errorf("unknown command: %v, %q", err, out.String())
+	}
+	out.Reset()
+	if err := run(t.Context(), []string{"--help"}, &out); !errors.Is(err, flag.ErrHelp) || !strings.Contains(out.String(), "serve") {
+		t.Errorf("help: %v, %q", err, out.String())
+	}
+}
+
+func TestBaseURLAcceptsHostPortOrURL(t *testing.T) {
+	tests := []struct{ in, want, err string }{
+		{in: "127.0.0.1:7420", want: "http://127.0.0.1:7420"},
+		{in: "http://127.0.0.1:7420/", want: "http://127.0.0.1:7420"},
+		{in: "ftp://x:1", err: "--addr"},
+	}
+	for _, tt := range tests {
+		got, err := baseURL(tt.in)
+		if tt.err != "" {
+			if err == nil || !strings.Contains(err.Error(), tt.err) {
+				t.Errorf("%s: got %q, %v; want an error", tt.in, got, err)
+			}
+			continue
+		}
+		if err != nil || got != tt.want {
+			t.Errorf("%s: got %q, %v; want %s", tt.in, got, err, tt.want)
+		}
+	}
+}

@@ -53,6 +53,9 @@ type Options struct {
 	// is stored and before the manifest is committed; an error aborts the
 	// run there. Tests use it to simulate a crash between the two.
 	AfterObject func(key string) error
+	// KeepGrantSnapshots keeps only the newest this many grants snapshots
+	// (each run that exports new entries writes one). 0 = keep them all.
+	KeepGrantSnapshots int
 	// Logger receives one line per run. nil = no logging.
 	Logger *slog.Logger
 	// Allocator for Arrow buffers. nil = Go's allocator.
@@ -75,6 +78,9 @@ func (o *Options) defaults() error {
 		if *f.v < MinRows || *f.v > f.max {
 			return fmt.Errorf("export options: %s %d out of range [%d, %d]", f.name, *f.v, MinRows, f.max)
 		}
+	}
+	if o.KeepGrantSnapshots < 0 {
+		return fmt.Errorf("export options: KeepGrantSnapshots %d is negative", o.KeepGrantSnapshots)
 	}
 	if o.Allocator == nil {
 		o.Allocator = memory.NewGoAllocator()
@@ -137,7 +143,10 @@ func (e *Exporter) Run(ctx context.Context) (Result, error) {
 		if cut < m.WatermarkSeq {
 			return fmt.Errorf("%w: replica at ledger sequence %d, destination at %d", ErrBehind, cut, m.WatermarkSeq)
 		}
-		removed, err := e.sweep(ctx, m.WatermarkSeq)
+		if err := checkDigest(c, m); err != nil {
+			return err
+		}
+		removed, err := e.sweep(ctx, m)
 		res.Removed = removed
 		if err != nil {
 			return err
@@ -164,7 +173,26 @@ func (e *Exporter) Run(ctx context.Context) (Result, error) {
 		next.LogTime = c.LastTime().Time().Format(time.RFC3339Nano)
 		next.LedgerParts = append(append([]Part(nil), m.LedgerParts...), parts...)
 		next.GrantSnapshots = append(append([]Snapshot(nil), m.GrantSnapshots...), snap)
-		return writeManifest(ctx, e.dst, &next)
+		var dropped []Snapshot
+		if k := e.opts.KeepGrantSnapshots; k > 0 && len(next.GrantSnapshots) > k {
+			dropped = next.GrantSnapshots[:len(next.GrantSnapshots)-k]
+			next.GrantSnapshots = next.GrantSnapshots[len(next.GrantSnapshots)-k:]
+		}
+		if next.WatermarkDigest, err = digestAt(c, cut); err != nil {
+			return err
+		}
+		if err := writeManifest(ctx, e.dst, &next); err != nil {
+			return err
+		}
+		// Committed: snapshots past retention go now; if this is cut short,
+		// the next run's sweep removes what the manifest no longer lists.
+		for _, s := range dropped {
+			if err := e.dst.Delete(ctx, s.Key); err != nil && gcerrors.Code(err) != gcerrors.NotFound {
+				return fmt.Errorf("export: delete old grants snapshot %s: %w", s.Key, err)
+			}
+			res.Removed = append(res.Removed, s.Key)
+		}
+		return nil
 	})
 	res.Elapsed = time.Since(start)
 	if err != nil {
@@ -178,10 +206,15 @@ func (e *Exporter) Run(ctx context.Context) (Result, error) {
 }
 
 // sweep deletes what an interrupted run left beyond the watermark: parts and
-// grants snapshots past it and the blob driver's temporary files. Nothing
-// the manifest lists is touched, and no object of another name is.
-func (e *Exporter) sweep(ctx context.Context, watermark uint64) ([]string, error) {
+// grants snapshots past it, snapshots retention dropped, and the blob
+// driver's temporary files. Nothing the manifest lists is touched, and no
+// object of another name is.
+func (e *Exporter) sweep(ctx context.Context, m *Manifest) ([]string, error) {
 	var removed []string
+	listed := make(map[string]bool, len(m.GrantSnapshots))
+	for _, s := range m.GrantSnapshots {
+		listed[s.Key] = true
+	}
 	for _, prefix := range []string{ledgerPrefix, grantsPrefix} {
 		it := e.dst.List(&blob.ListOptions{Prefix: prefix})
 		for {
@@ -192,7 +225,7 @@ func (e *Exporter) sweep(ctx context.Context, watermark uint64) ([]string, error
 			if err != nil {
 				return removed, fmt.Errorf("export: list %s: %w", prefix, err)
 			}
-			if obj.IsDir || !e.orphan(obj.Key, watermark) {
+			if obj.IsDir || !orphan(obj.Key, m.WatermarkSeq, listed) {
 				continue
 			}
 			if err := e.dst.Delete(ctx, obj.Key); err != nil && gcerrors.Code(err) != gcerrors.NotFound {
@@ -204,12 +237,15 @@ func (e *Exporter) sweep(ctx context.Context, watermark uint64) ([]string, error
 	return removed, nil
 }
 
-func (e *Exporter) orphan(key string, watermark uint64) bool {
+// orphan says whether key is an object of ours that the manifest does not
+// cover: a part or snapshot past the watermark, a snapshot dropped by
+// retention, or a blob driver's temporary file.
+func orphan(key string, watermark uint64, listedSnapshots map[string]bool) bool {
 	if first, last, ok := parsePartKey(key); ok {
 		return last > watermark || first > watermark
 	}
 	if seq, ok := parseGrantsKey(key); ok {
-		return seq > watermark
+		return seq > watermark || !listedSnapshots[key]
 	}
 	// fileblob's temporary files ("<name>.<hex>.tmp") of a killed writer.
 	base := key[strings.LastIndexByte(key, '/')+1:]
@@ -470,4 +506,43 @@ func (e *Exporter) Every(interval time.Duration) func(ctx context.Context) {
 			}
 		}
 	}
+}
+
+// ErrForeignDestination is returned when the destination's watermark entry
+// is not the replica's entry of that sequence: the destination holds another
+// ledger's export.
+var ErrForeignDestination = errors.New("export: the destination holds another ledger")
+
+func digestAt(c Cut, seq uint64) (string, error) {
+	if seq == 0 {
+		return "", nil
+	}
+	var d string
+	err := c.ScanLedger(seq, seq, func(e *fsm.LedgerEntry) error {
+		d = entryDigest(e)
+		return nil
+	})
+	if err == nil && d == "" {
+		err = fmt.Errorf("ledger entry %d not found", seq)
+	}
+	if err != nil {
+		return "", fmt.Errorf("export: fingerprint entry %d: %w", seq, err)
+	}
+	return d, nil
+}
+
+// checkDigest refuses a destination whose watermark entry differs from the
+// replica's (manifests without a digest are trusted).
+func checkDigest(c Cut, m *Manifest) error {
+	if m.WatermarkDigest == "" || m.WatermarkSeq > c.LastSeq() {
+		return nil
+	}
+	d, err := digestAt(c, m.WatermarkSeq)
+	if err != nil {
+		return err
+	}
+	if d != m.WatermarkDigest {
+		return fmt.Errorf("%w: its entry %d differs from this replica's", ErrForeignDestination, m.WatermarkSeq)
+	}
+	return nil
 }

@@ -359,3 +359,32 @@ func TestEveryKeepsTheDestinationCaughtUpUntilCancelled(t *testing.T) {
 	cancel()
 	<-stopped
 }
+
+func TestADestinationOfAnotherLedgerIsRefused(t *testing.T) {
+	mine, other := newGen(t, 13), newGen(t, 14)
+	run(t, mine, 300, time.Minute)
+	run(t, other, 600, time.Minute)
+	b := openDir(t, t.TempDir())
+	exportOnce(t, FromFSM(mine.F), b, Options{})
+	e, _ := New(FromFSM(other.F), b, Options{})
+	if _, err := e.Run(testCtx(t)); !errors.Is(err, ErrForeignDestination) {
+		t.Fatalf("export of another ledger onto this destination: %v, want ErrForeignDestination", err)
+	}
+}
+
+func TestOldGrantSnapshotsGoPastRetention(t *testing.T) {
+	g := newGen(t, 15)
+	dir := t.TempDir()
+	b := openDir(t, dir)
+	var last uint64
+	for range 4 {
+		run(t, g, 200, time.Minute)
+		exportOnce(t, FromFSM(g.F), b, Options{KeepGrantSnapshots: 2})
+		_, _, last, _ = g.Check()
+	}
+	m := checkManifestMatchesFiles(t, dir, b, last)
+	if len(m.GrantSnapshots) != 2 || m.GrantSnapshots[1].Seq != last {
+		t.Fatalf("snapshots %+v, want the 2 newest ending at %d", m.GrantSnapshots, last)
+	}
+	checkExactlyOnce(t, ledgerRows(t, dir), last)
+}

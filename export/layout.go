@@ -2,6 +2,9 @@ package export
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -85,6 +88,10 @@ type Manifest struct {
 	// WatermarkSeq is the last ledger sequence exported; the next run starts
 	// after it.
 	WatermarkSeq uint64 `json:"watermark_seq"`
+	// WatermarkDigest fingerprints the ledger entry at the watermark, so
+	// that a run from a replica of another cluster (or of a state restored
+	// from an older backup that diverged) is refused instead of appended.
+	WatermarkDigest string `json:"watermark_digest,omitempty"`
 	// AppliedIndex and LogTime describe the cut of the last run: the raft
 	// index and log time of the replica's state it read.
 	AppliedIndex uint64 `json:"applied_index"`
@@ -177,3 +184,37 @@ func writeManifest(ctx context.Context, b *blob.Bucket, m *Manifest) error {
 }
 
 func dateOf(t fsm.Timestamp) string { return t.Time().Format(time.DateOnly) }
+
+// entryDigest is a fingerprint of a ledger entry: every field, in a fixed
+// encoding, hashed with SHA-256 and cut to 128 bits.
+func entryDigest(e *fsm.LedgerEntry) string {
+	h := sha256.New()
+	var b [8]byte
+	num := func(v uint64) {
+		binary.BigEndian.PutUint64(b[:], v)
+		h.Write(b[:])
+	}
+	str := func(s string) {
+		num(uint64(len(s)))
+		h.Write([]byte(s))
+	}
+	num(e.Seq)
+	num(uint64(e.Time))
+	str(e.CustomerID)
+	str(e.CreditTypeID)
+	str(e.GrantID)
+	num(uint64(e.Kind))
+	num(uint64(e.Amount))
+	num(uint64(e.Repaid))
+	num(uint64(e.BalanceAfter))
+	num(uint64(e.CostBasis.Coef))
+	num(uint64(e.CostBasis.Scale))
+	str(e.Currency)
+	num(uint64(e.MoneyMicros))
+	num(uint64(e.CauseKind))
+	str(e.CauseID)
+	num(uint64(e.SourceKind))
+	str(e.SourceRef)
+	str(e.Reason)
+	return hex.EncodeToString(h.Sum(nil)[:16])
+}

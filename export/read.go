@@ -198,7 +198,7 @@ func ReportFromExport(ctx context.Context, b *blob.Bucket, tempDir string, from,
 	if err != nil {
 		return nil, err
 	}
-	_, err = ScanExport(ctx, b, tempDir, func(m *Movement) error {
+	man, err := ScanExport(ctx, b, tempDir, func(m *Movement) error {
 		if r.Done() {
 			return errStopScan
 		}
@@ -207,7 +207,16 @@ func ReportFromExport(ctx context.Context, b *blob.Bucket, tempDir string, from,
 	if err != nil && !errors.Is(err, errStopScan) {
 		return nil, err
 	}
-	return r.Finish()
+	rep, err := r.Finish()
+	if err != nil {
+		return nil, err
+	}
+	if man.LogTime != "" {
+		if rep.AsOf, err = time.Parse(time.RFC3339Nano, man.LogTime); err != nil {
+			return nil, fmt.Errorf("manifest log_time %q: %w", man.LogTime, err)
+		}
+	}
+	return rep, nil
 }
 
 // sameColumns compares names, types and nullability; the Parquet reader adds

@@ -65,7 +65,11 @@ type Report struct {
 	// LastSeq is the last ledger sequence read; Entries those in the period.
 	LastSeq uint64
 	Entries int64
-	Rows    []Row // by credit type, then currency
+	// AsOf is the log time of the state the ledger was read from (the
+	// cut, or the export's last run). Before To, the period is not over:
+	// later entries may still fall into it.
+	AsOf time.Time
+	Rows []Row // by credit type, then currency
 }
 
 // IdentityError reports a broken identity or a ledger inconsistency: the
@@ -458,6 +462,7 @@ func ReportFromSource(ctx context.Context, src Source, from, to time.Time, progr
 		if rep, err = r.Finish(); err != nil {
 			return err
 		}
+		rep.AsOf = c.LastTime().Time()
 		if atEnd {
 			return r.checkGrants(c)
 		}

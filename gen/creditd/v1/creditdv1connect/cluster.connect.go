@@ -58,8 +58,8 @@ type ClusterServiceClient interface {
 	// leader).
 	TransferLeadership(context.Context, *connect.Request[v1.TransferLeadershipRequest]) (*connect.Response[v1.TransferLeadershipResponse], error)
 	// SaveSnapshot streams a consistent snapshot of the node called, in chunks
-	// of at most 1 MiB. Concatenated, the chunks are a file `creditd restore`
-	// reads.
+	// of at most 1 MiB. Concatenated, the chunks are the file `creditd snapshot
+	// restore` reads.
 	SaveSnapshot(context.Context, *connect.Request[v1.SaveSnapshotRequest]) (*connect.ServerStreamForClient[v1.SaveSnapshotResponse], error)
 }
 
@@ -141,8 +141,8 @@ type ClusterServiceHandler interface {
 	// leader).
 	TransferLeadership(context.Context, *connect.Request[v1.TransferLeadershipRequest]) (*connect.Response[v1.TransferLeadershipResponse], error)
 	// SaveSnapshot streams a consistent snapshot of the node called, in chunks
-	// of at most 1 MiB. Concatenated, the chunks are a file `creditd restore`
-	// reads.
+	// of at most 1 MiB. Concatenated, the chunks are the file `creditd snapshot
+	// restore` reads.
 	SaveSnapshot(context.Context, *connect.Request[v1.SaveSnapshotRequest], *connect.ServerStream[v1.SaveSnapshotResponse]) error
 }
 

@@ -15,6 +15,18 @@
 // replica's state; money travels as a decimal string of the currency unit
 // (fsm.MoneyScale places).
 //
+// Writes and linearizable reads run on the leader. On a follower, node.Apply
+// and node.LinearizableRead answer *node.NotLeaderError, and handle sends
+// the same request to the leader's advertised API address with a generated
+// Connect client (HTTP/2, h2c unless Options.ForwardTLS), carrying the
+// caller's API key and request id and marked with ForwardedHeader: a node
+// that is not the leader refuses a forwarded request instead of forwarding
+// it again. Before a write, a handler reads what it needs from its own
+// replica (credit type scales, a feature's credit type: facts that never
+// change once created); a follower that does not know them yet forwards
+// rather than answer NOT_FOUND. Stale reads and WatchEntries are served by
+// the replica called, with its applied index.
+//
 // Error codes, in one place (toConnect):
 //
 //	fsm.CodeInvalid            INVALID_ARGUMENT  (FieldViolation detail)

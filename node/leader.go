@@ -41,9 +41,10 @@ func (n *Node) leadershipLoop() {
 				stopLeading()
 				continue
 			}
-			if cancel != nil {
-				continue
-			}
+			// LeaderCh keeps only the latest value: true while leading means
+			// leadership was lost and won again in a newer term, whose
+			// earlier entries must be caught up on afresh.
+			stopLeading()
 			ctx, c := context.WithCancel(context.Background())
 			cancel = c
 			wg := &sync.WaitGroup{}

@@ -155,25 +155,37 @@ func TestGoLiveWithJSONOverHTTP1(t *testing.T) {
 	}
 }
 
-// TestReportUsageOverGRPC uses the gRPC protocol, as grpc-go clients do.
+// TestReportUsageOverGRPC uses the gRPC protocol, as grpc-go clients do,
+// and gRPC-Web, as browsers do, on the same port.
 func TestReportUsageOverGRPC(t *testing.T) {
 	s := startSingle(t, nodeOpts{})
-	c := newClients(s.url, "", connect.WithGRPC())
-	setupCatalog(t, c)
-	call(t, c.grant.CreateGrant, &v1.CreateGrantRequest{Id: "g1", CustomerId: "acme", CreditTypeId: "ai-credits",
+	setupCatalog(t, newClients(s.url, ""))
+	call(t, newClients(s.url, "").grant.CreateGrant, &v1.CreateGrantRequest{Id: "g1", CustomerId: "acme", CreditTypeId: "ai-credits",
 		Category: v1.GrantCategory_GRANT_CATEGORY_PROMOTIONAL, Amount: "10"})
-	r := call(t, c.usage.ReportUsage, &v1.ReportUsageRequest{Events: []*v1.UsageEvent{
-		{Id: "e1", CustomerId: "acme", FeatureId: "gpt-tokens", Quantity: 1500},
-	}})
-	if e := r.Results[0]; e.Status != v1.EventStatus_EVENT_STATUS_BURNED || e.Credits != "3.00" || e.BalanceAfter != "7.00" {
-		t.Fatalf("ReportUsage over gRPC = %v", e)
-	}
-	ce := callErr(t, c.usage.ReportUsage, &v1.ReportUsageRequest{})
-	if ce == nil || ce.Code() != connect.CodeInvalidArgument {
-		t.Fatalf("empty batch over gRPC: %v, want InvalidArgument", ce)
-	}
-	if fv, err := fieldDetail(ce); err != nil || fv.Field != "events" {
-		t.Fatalf("empty batch detail: %v %v", fv, err)
+	for i, tc := range []struct {
+		name     string
+		protocol connect.ClientOption
+		balance  string
+	}{
+		{"grpc", connect.WithGRPC(), "7.00"},
+		{"grpc-web", connect.WithGRPCWeb(), "4.00"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := newClients(s.url, "", tc.protocol)
+			r := call(t, c.usage.ReportUsage, &v1.ReportUsageRequest{Events: []*v1.UsageEvent{
+				{Id: fmt.Sprint("e", i), CustomerId: "acme", FeatureId: "gpt-tokens", Quantity: 1500},
+			}})
+			if e := r.Results[0]; e.Status != v1.EventStatus_EVENT_STATUS_BURNED || e.Credits != "3.00" || e.BalanceAfter != tc.balance {
+				t.Fatalf("ReportUsage = %v", e)
+			}
+			ce := callErr(t, c.usage.ReportUsage, &v1.ReportUsageRequest{})
+			if ce == nil || ce.Code() != connect.CodeInvalidArgument {
+				t.Fatalf("empty batch: %v, want InvalidArgument", ce)
+			}
+			if fv, err := fieldDetail(ce); err != nil || fv.Field != "events" {
+				t.Fatalf("empty batch detail: %v %v", fv, err)
+			}
+		})
 	}
 }
 

@@ -67,14 +67,14 @@ type Node struct {
 	removedMu sync.Mutex
 	removed   map[string]time.Time
 
-	stop     chan struct{} // closed by Shutdown
+	stop chan struct{} // closed by Shutdown
 	// The applier stops only after raft, which may still deliver entries
 	// while it shuts down.
 	applierStop chan struct{}
 	applierDone chan struct{}
-	wg       sync.WaitGroup
-	shutOnce sync.Once
-	shutErr  error
+	wg          sync.WaitGroup
+	shutOnce    sync.Once
+	shutErr     error
 }
 
 type leaderTask struct {
@@ -99,13 +99,13 @@ func Start(ctx context.Context, cfg Config) (n *Node, err error) {
 		}
 	}
 	n = &Node{
-		cfg:        cfg,
-		id:         cfg.NodeID,
-		logger:     cfg.Logger.With("node", cfg.NodeID),
-		appliedCh:  make(chan struct{}),
-		members:    newMemberTable(),
-		reconcileC: make(chan struct{}, 1),
-		removed:    map[string]time.Time{},
+		cfg:         cfg,
+		id:          cfg.NodeID,
+		logger:      cfg.Logger.With("node", cfg.NodeID),
+		appliedCh:   make(chan struct{}),
+		members:     newMemberTable(),
+		reconcileC:  make(chan struct{}, 1),
+		removed:     map[string]time.Time{},
 		stop:        make(chan struct{}),
 		applierStop: make(chan struct{}),
 	}

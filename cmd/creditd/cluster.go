@@ -283,4 +283,3 @@ func snapshotRestore(fs *flag.FlagSet, args []string) error {
 	fmt.Printf("restored %s into %s; start it with: creditd serve --data-dir %s --raft-addr %s\n", fs.Arg(0), abs, f.dataDir, f.raftAddr)
 	return nil
 }
-

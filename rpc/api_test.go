@@ -43,6 +43,13 @@ func TestEveryMethodOnOneNode(t *testing.T) {
 	if len(fs.Features) != 1 || fs.Features[0].Rate != "0.002" {
 		t.Fatalf("ListFeatures = %v", fs)
 	}
+	// Auto top-up amounts are in the plan's credit type; money in its currency.
+	up := call(t, c.catalog.UpsertCustomer, &v1.UpsertCustomerRequest{Id: "beta", PlanId: "pro", AutoTopUp: &v1.AutoTopUp{
+		Enabled: true, Threshold: "100", Mode: v1.AutoTopUpMode_AUTO_TOP_UP_MODE_TO_TARGET, Amount: "500.5", MonthlyCap: "49.99"}})
+	if a := up.Customer.AutoTopUp; a == nil || a.Threshold != "100.00" || a.Amount != "500.50" || a.MonthlyCap != "49.99" ||
+		a.Mode != v1.AutoTopUpMode_AUTO_TOP_UP_MODE_TO_TARGET {
+		t.Fatalf("UpsertCustomer auto top-up = %v", up.Customer)
+	}
 	// Creating the same credit type again returns it.
 	again := call(t, c.catalog.CreateCreditType, &v1.CreateCreditTypeRequest{Id: "ai-credits", Name: "AI credits", Scale: 2})
 	if again.CreditType.Scale != 2 {

@@ -24,11 +24,16 @@ type Gen struct {
 	index uint64
 	rng   *rand.Rand
 	n     int // ids issued
-	live  []string
+	live  []liveGrant
 	pend  [][]byte
 	// Rejected counts commands the FSM refused (expected: revoking a
 	// depleted grant, burning more than a pool holds).
 	Rejected int
+}
+
+type liveGrant struct {
+	id   string
+	unit int64 // one credit in units of the grant's credit type
 }
 
 // Customers and credit types of the generated world.
@@ -170,7 +175,7 @@ func (g *Gen) one() {
 			c.EffectiveAt = g.Now + fsm.Timestamp((time.Duration(1+r.IntN(6)) * time.Hour).Microseconds())
 		}
 		g.add(c)
-		g.live = append(g.live, id)
+		g.live = append(g.live, liveGrant{id, unit})
 	case x < 85: // usage, in credits (a fraction of a credit sometimes)
 		n := 1 + r.IntN(3)
 		evs := make([]fsm.UsageEvent, n)
@@ -191,22 +196,22 @@ func (g *Gen) one() {
 		if len(g.live) == 0 {
 			return
 		}
-		id := g.live[r.IntN(len(g.live))]
+		lg := g.live[r.IntN(len(g.live))]
 		amount := int64(0)
 		if r.IntN(2) == 0 {
-			amount = 1 + r.Int64N(5*unit)
+			amount = 1 + r.Int64N(5*lg.unit)
 		}
-		g.add(fsm.RevokeGrant{GrantID: id, Amount: amount, Reason: "refund", RequestID: g.id("rv")})
+		g.add(fsm.RevokeGrant{GrantID: lg.id, Amount: amount, Reason: "refund", RequestID: g.id("rv")})
 	default: // an operator's adjustment
 		if len(g.live) == 0 {
 			return
 		}
-		id := g.live[r.IntN(len(g.live))]
-		amount := 1 + r.Int64N(3*unit)
+		lg := g.live[r.IntN(len(g.live))]
+		amount := 1 + r.Int64N(3*lg.unit)
 		if r.IntN(2) == 0 {
 			amount = -amount
 		}
-		g.add(fsm.Adjust{ID: g.id("adj"), GrantID: id, Amount: amount, Reason: "correction"})
+		g.add(fsm.Adjust{ID: g.id("adj"), GrantID: lg.id, Amount: amount, Reason: "correction"})
 	}
 }
 

@@ -61,8 +61,8 @@ func currencyLabel(c string) string {
 // WriteTable writes the report for people: credits, then deferred revenue.
 func (rep *Report) WriteTable(w io.Writer) error {
 	bw := bufio.NewWriter(w)
-	fmt.Fprintf(bw, "Reconciliation %s to %s (UTC, end exclusive): %d entries in the period; ledger as of %s (entry %d)\n\n",
-		rep.From.Format(time.RFC3339), rep.To.Format(time.RFC3339), rep.Entries, rep.AsOf.Format(time.RFC3339), rep.LastSeq)
+	fmt.Fprintf(bw, "Reconciliation %s to %s (UTC, end exclusive): %d entries in the period, ledger read through entry %d; state as of %s\n\n",
+		rep.From.Format(time.RFC3339), rep.To.Format(time.RFC3339), rep.Entries, rep.LastSeq, rep.AsOf.Format(time.RFC3339))
 	tw := tabwriter.NewWriter(bw, 2, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "CREDITS\tcurrency\topening\t+ paid\t+ promotional\t− burned\t− expired\t− revoked\t± adjusted\t± repaid\t= closing\t")
 	for i := range rep.Rows {
@@ -89,7 +89,8 @@ func (rep *Report) WriteTable(w io.Writer) error {
 	if err := tw.Flush(); err != nil {
 		return err
 	}
-	fmt.Fprintln(bw, "\nBoth identities hold on every row: opening + granted − burned − expired − revoked ± adjusted ± repaid = closing.")
+	fmt.Fprintln(bw, "\nChecked on every row: opening + granted − burned − expired − revoked ± adjusted ± repaid = closing (credits)")
+	fmt.Fprintln(bw, "and opening + granted − recognized − breakage − refunded ± adjusted = closing (deferred revenue).")
 	return bw.Flush()
 }
 

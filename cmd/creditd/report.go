@@ -136,6 +136,9 @@ func runReport(ctx context.Context, args []string) error {
 		return fmt.Errorf("report: write: %w", err)
 	}
 	if file != nil {
+		if err := file.Chmod(0o644); err != nil {
+			return fmt.Errorf("report: %w", err)
+		}
 		if err := file.Close(); err != nil {
 			return fmt.Errorf("report: write %s: %w", out, err)
 		}

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -229,6 +230,36 @@ func TestDuckDBReadsIncrementalExportsExactlyOnceAndTheyTieOut(t *testing.T) {
 			}
 			if seen != len(want) || seen == 0 {
 				t.Errorf("DuckDB has %d rows, creditd's report %d", seen, len(want))
+			}
+
+			// The report's own Parquet form reads back the same.
+			path := filepath.Join(t.TempDir(), "report.parquet")
+			out, err := os.Create(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := rep.WriteParquet(out); err != nil {
+				t.Fatal(err)
+			}
+			if err := out.Close(); err != nil {
+				t.Fatal(err)
+			}
+			rows2 := f.query(fmt.Sprintf(`SELECT credit_type_id, coalesce(currency, ''), closing_balance::VARCHAR, closing_deferred::VARCHAR
+				FROM read_parquet('%s') ORDER BY ALL`, path))
+			defer rows2.Close()
+			n := 0
+			for rows2.Next() {
+				var ct, cur, closing, deferred string
+				if err := rows2.Scan(&ct, &cur, &closing, &deferred); err != nil {
+					t.Fatal(err)
+				}
+				if w := want[[2]string{ct, cur}]; w == nil || w[8] != closing || w[15] != deferred {
+					t.Errorf("report.parquet %s/%s: closing %s, deferred %s; want %v", ct, cur, closing, deferred, w)
+				}
+				n++
+			}
+			if n != len(want) {
+				t.Errorf("report.parquet has %d rows, want %d", n, len(want))
 			}
 		})
 	}

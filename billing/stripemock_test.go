@@ -2,8 +2,8 @@ package billing
 
 import (
 	"bufio"
+	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -20,36 +21,58 @@ const (
 	testWebhookSecret = "whsec_test_secret"
 )
 
-// stripeMockBinary finds stripe-mock on PATH or in $(go env GOPATH)/bin.
-// .ci/run installs it with `go install github.com/stripe/stripe-mock@v0.203.0`.
+// stripeMockVersion is the stripe-mock .ci/run installs.
+const stripeMockVersion = "github.com/stripe/stripe-mock@v0.203.0"
+
+var (
+	stripeMockOnce sync.Once
+	stripeMockPath string
+	stripeMockErr  error
+)
+
+// stripeMockBinary finds stripe-mock on PATH or in $(go env GOPATH)/bin, or
+// else builds it once per test binary with `go install` (from the Go module
+// proxy) into a directory under the OS temp dir, reused by later runs.
 func stripeMockBinary() (string, error) {
+	stripeMockOnce.Do(func() { stripeMockPath, stripeMockErr = findOrBuildStripeMock() })
+	return stripeMockPath, stripeMockErr
+}
+
+func findOrBuildStripeMock() (string, error) {
 	if p, err := exec.LookPath("stripe-mock"); err == nil {
 		return p, nil
 	}
-	gopath := os.Getenv("GOPATH")
-	if gopath == "" {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		out, err := exec.CommandContext(ctx, "go", "env", "GOPATH").Output()
-		if err != nil {
-			return "", fmt.Errorf("go env GOPATH: %w", err)
-		}
-		gopath = strings.TrimSpace(string(out))
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, "go", "env", "GOPATH").Output()
+	if err != nil {
+		return "", fmt.Errorf("go env GOPATH: %w", err)
 	}
-	for _, dir := range filepath.SplitList(gopath) {
+	for _, dir := range filepath.SplitList(strings.TrimSpace(string(out))) {
 		p := filepath.Join(dir, "bin", "stripe-mock")
 		if _, err := os.Stat(p); err == nil {
 			return p, nil
 		}
 	}
-	return "", errors.New("stripe-mock is neither on PATH nor in $(go env GOPATH)/bin; install it with `go install github.com/stripe/stripe-mock@v0.203.0`")
+	gobin := filepath.Join(os.TempDir(), "creditd-stripe-mock-v0.203.0")
+	p := filepath.Join(gobin, "stripe-mock")
+	if _, err := os.Stat(p); err == nil {
+		return p, nil
+	}
+	cmd := exec.CommandContext(ctx, "go", "install", stripeMockVersion)
+	cmd.Env = append(os.Environ(), "GOBIN="+gobin)
+	if msg, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("stripe-mock is not on PATH nor in $(go env GOPATH)/bin, and `go install %s` failed: %v: %s",
+			stripeMockVersion, err, bytes.TrimSpace(msg))
+	}
+	return p, nil
 }
 
 var listenRE = regexp.MustCompile(`Listening for (HTTP|HTTPS) at address: (\S+)`)
 
 // startStripeMock starts stripe-mock on loopback ports chosen by the kernel
-// and returns its HTTP base URL. Outside CI a missing binary skips the test,
-// saying why; in CI (CI=true) it fails it.
+// and returns its HTTP base URL. Outside CI a binary that can be neither
+// found nor built skips the test, saying why; in CI (CI=true) it fails it.
 func startStripeMock(t *testing.T) string {
 	t.Helper()
 	bin, err := stripeMockBinary()

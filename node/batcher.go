@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/creditd/creditd/fsm"
@@ -23,11 +24,17 @@ type batcher struct {
 	lastStamp fsm.Timestamp
 	// carry is a command that did not fit the last entry (dispatcher only).
 	carry *request
+	// exited is closed when the dispatcher has returned.
+	exited chan struct{}
 }
 
 type request struct {
 	data []byte
 	done chan response // buffered 1: the dispatcher never blocks on a caller
+	// taken is set once the dispatcher has the request; from then on it
+	// always answers. A request still queued when the dispatcher exits is
+	// answered by its caller.
+	taken atomic.Bool
 }
 
 type response struct {
@@ -41,6 +48,7 @@ func newBatcher(n *Node) *batcher {
 		cfg:      n.cfg.Batch,
 		queue:    make(chan *request, n.cfg.Batch.QueueSize),
 		inflight: make(chan struct{}, n.cfg.Batch.MaxInflight),
+		exited:   make(chan struct{}),
 	}
 }
 
@@ -70,10 +78,23 @@ func (b *batcher) submit(ctx context.Context, data []byte) (fsm.Result, error) {
 	case <-ctx.Done():
 		// The command may still commit; idempotency keys make a retry safe.
 		return fsm.Result{}, fmt.Errorf("wait for write: %w", ctx.Err())
+	case <-b.exited:
+		// Queued after the dispatcher drained the queue for shutdown:
+		// nobody else will answer it.
+		if !req.taken.Load() {
+			return fsm.Result{}, ErrShuttingDown
+		}
+	}
+	select {
+	case r := <-req.done:
+		return r.res, r.err
+	case <-ctx.Done():
+		return fsm.Result{}, fmt.Errorf("wait for write: %w", ctx.Err())
 	}
 }
 
 func (b *batcher) run() {
+	defer close(b.exited)
 	for {
 		first := b.carry
 		b.carry = nil
@@ -83,6 +104,7 @@ func (b *batcher) run() {
 				b.failQueued(ErrShuttingDown)
 				return
 			case first = <-b.queue:
+				first.taken.Store(true)
 			}
 		}
 		select {
@@ -119,6 +141,7 @@ func (b *batcher) gather(first *request) []*request {
 	}
 	size := len(first.data)
 	add := func(r *request) bool {
+		r.taken.Store(true)
 		if size+len(r.data) > b.cfg.MaxBytes {
 			b.carry = r
 			return false
@@ -226,6 +249,7 @@ func (b *batcher) failQueued(err error) {
 	for {
 		select {
 		case r := <-b.queue:
+			r.taken.Store(true)
 			r.done <- response{err: err}
 		default:
 			return

@@ -356,10 +356,23 @@ func (w *Worker) customerRef(ctx context.Context, cu fsm.Customer) (string, erro
 	if ref == "" {
 		return "", nil
 	}
-	// Keep every other setting as read; ResumeAutoTopUp stays false so a
-	// pause is not lifted by this write.
-	res, err := w.o.Applier.Apply(cctx, fsm.UpsertCustomer{ID: cu.ID, Name: cu.Name, BillingRef: ref,
-		PlanID: cu.PlanID, AutoTopUp: cu.AutoTopUp})
+	// UpsertCustomer replaces the settings, so read them again just before
+	// writing: the window in which an operator's change could be undone is
+	// one local read and one apply. ResumeAutoTopUp stays false so a pause
+	// is not lifted by this write. A ref set meanwhile wins.
+	var now fsm.Customer
+	if err := w.o.State.View(func(v *fsm.View) error {
+		var err error
+		now, err = v.Customer(cu.ID)
+		return err
+	}); err != nil {
+		return "", fmt.Errorf("re-read customer %s: %w", cu.ID, err)
+	}
+	if now.BillingRef != "" {
+		return now.BillingRef, nil
+	}
+	res, err := w.o.Applier.Apply(cctx, fsm.UpsertCustomer{ID: now.ID, Name: now.Name, BillingRef: ref,
+		PlanID: now.PlanID, AutoTopUp: now.AutoTopUp})
 	if err != nil {
 		return "", fmt.Errorf("record provider customer %s for %s: %w", ref, cu.ID, err)
 	}

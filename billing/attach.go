@@ -30,13 +30,29 @@ type AttachOptions struct {
 	ForwardTLS *tls.Config
 }
 
+// Attached is a connector wired into a node.
+type Attached struct {
+	// Routes serve the connector's webhook; mount them with
+	// rpc.Options.Extra. Empty for the manual connector.
+	Routes   map[string]http.Handler
+	Provider Provider
+	state    StateReader
+}
+
+// PaymentAction returns what a front end needs to complete a self-serve
+// purchase (Payment.ClientSecret or CheckoutURL) once the worker has
+// started its payment; before that, a pending Payment without either.
+func (a *Attached) PaymentAction(ctx context.Context, purchaseID string) (Payment, error) {
+	return PaymentAction(ctx, a.Provider, a.state, purchaseID)
+}
+
 // Attach wires a connector into a node: the purchase worker runs whenever
 // the node leads, and the returned routes (for rpc.Options.Extra) serve the
-// connector's webhook. The manual connector has no webhook and returns no
-// routes. cmd/creditd calls it with the --billing name:
+// connector's webhook. cmd/creditd calls it with the --billing name:
 //
-//	routes, err := billing.Attach(n, "stripe", billing.Config{Getenv: os.Getenv, Logger: log}, billing.AttachOptions{})
-func Attach(c Cluster, connector string, cfg Config, o AttachOptions) (map[string]http.Handler, error) {
+//	b, err := billing.Attach(n, "stripe", billing.Config{Getenv: os.Getenv, Logger: log}, billing.AttachOptions{})
+//	srv, err := rpc.New(n, rpc.Options{Extra: b.Routes, ...})
+func Attach(c Cluster, connector string, cfg Config, o AttachOptions) (*Attached, error) {
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -49,7 +65,7 @@ func Attach(c Cluster, connector string, cfg Config, o AttachOptions) (map[strin
 }
 
 // AttachProvider is Attach with a connector already built.
-func AttachProvider(c Cluster, prov Provider, log *slog.Logger, o AttachOptions) (map[string]http.Handler, error) {
+func AttachProvider(c Cluster, prov Provider, log *slog.Logger, o AttachOptions) (*Attached, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -82,5 +98,5 @@ func AttachProvider(c Cluster, prov Provider, log *slog.Logger, o AttachOptions)
 	}
 	c.RunOnLeader("billing", w.Run)
 	log.Info("billing attached", "connector", prov.Name(), "webhook", fmt.Sprint(len(routes) > 0))
-	return routes, nil
+	return &Attached{Routes: routes, Provider: prov, state: c.FSM()}, nil
 }

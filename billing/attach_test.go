@@ -40,7 +40,7 @@ func TestAttach(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			_, a := newLocalFSM(t)
 			c := &fakeCluster{localApplier: a}
-			routes, err := Attach(c, tc.connector, cfg, AttachOptions{})
+			b, err := Attach(c, tc.connector, cfg, AttachOptions{})
 			if tc.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
 					t.Fatalf("Attach error = %v, want %q", err, tc.wantErr)
@@ -50,8 +50,8 @@ func TestAttach(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if _, ok := routes[WebhookPath]; ok != tc.wantRoute {
-				t.Fatalf("routes %v, want webhook route %v", routes, tc.wantRoute)
+			if _, ok := b.Routes[WebhookPath]; ok != tc.wantRoute {
+				t.Fatalf("routes %v, want webhook route %v", b.Routes, tc.wantRoute)
 			}
 			if len(c.tasks) != 1 || c.tasks[0] != "billing" {
 				t.Fatalf("leader tasks %v, want [billing]", c.tasks)

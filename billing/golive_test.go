@@ -39,6 +39,7 @@ type goLive struct {
 	n        *node.Node
 	url      string
 	prov     sandboxProvider
+	attached *Attached
 	catalog  creditdv1connect.CatalogServiceClient
 	usage    creditdv1connect.UsageServiceClient
 	balance  creditdv1connect.BalanceServiceClient
@@ -71,12 +72,12 @@ func startGoLive(t *testing.T) *goLive {
 	prov := sandboxProvider{fakeProvider: newFakeProvider(), hooks: hooks}
 	// Wired as cmd/creditd wires it: the worker on the leader, the webhook
 	// on the API's mux.
-	routes, err := AttachProvider(n, prov, testLogger(), AttachOptions{
+	attached, err := AttachProvider(n, prov, testLogger(), AttachOptions{
 		Worker: WorkerOptions{ScanInterval: 50 * time.Millisecond, PollInterval: time.Hour}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := rpc.New(n, rpc.Options{Logger: testLogger(), Extra: routes})
+	srv, err := rpc.New(n, rpc.Options{Logger: testLogger(), Extra: attached.Routes})
 	if err != nil {
 		t.Fatalf("rpc.New: %v", err)
 	}
@@ -95,7 +96,7 @@ func startGoLive(t *testing.T) *goLive {
 	p.SetUnencryptedHTTP2(true)
 	hc := &http.Client{Transport: &http.Transport{Protocols: &p}, Timeout: 60 * time.Second}
 	url := "http://" + ln.Addr().String()
-	g := &goLive{t: t, n: n, url: url, prov: prov, hc: hc,
+	g := &goLive{t: t, n: n, url: url, prov: prov, hc: hc, attached: attached,
 		catalog:  creditdv1connect.NewCatalogServiceClient(hc, url),
 		usage:    creditdv1connect.NewUsageServiceClient(hc, url),
 		balance:  creditdv1connect.NewBalanceServiceClient(hc, url),
@@ -222,7 +223,7 @@ func TestGoLiveThroughTheAPI(t *testing.T) {
 		piRef = g.getPurchase("buy-1").ProviderRef
 		return piRef != ""
 	})
-	act, err := PaymentAction(ctx, g.prov, g.n.FSM(), "buy-1")
+	act, err := g.attached.PaymentAction(ctx, "buy-1")
 	if err != nil || act.ClientSecret == "" {
 		t.Fatalf("PaymentAction = %+v, %v", act, err)
 	}

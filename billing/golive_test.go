@@ -13,6 +13,7 @@ import (
 	"connectrpc.com/connect"
 
 	"github.com/creditd/creditd/export"
+	"github.com/creditd/creditd/fsm"
 	v1 "github.com/creditd/creditd/gen/creditd/v1"
 	"github.com/creditd/creditd/gen/creditd/v1/creditdv1connect"
 	"github.com/creditd/creditd/node"
@@ -48,7 +49,16 @@ type goLive struct {
 	hc       *http.Client
 }
 
-func startGoLive(t *testing.T) *goLive {
+// apiNode is a node serving the API and billing's routes on loopback, wired
+// as cmd/creditd wires it: the worker on the leader, the webhook on the
+// API's mux.
+type apiNode struct {
+	n        *node.Node
+	url      string
+	attached *Attached
+}
+
+func startAPINode(t *testing.T, id string, bootstrapExpect int, join []string, prov Provider) apiNode {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -56,22 +66,15 @@ func startGoLive(t *testing.T) *goLive {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	n, err := node.Start(ctx, node.Config{NodeID: "n1", DataDir: filepath.Join(t.TempDir(), "n1"),
-		RaftAddr: "127.0.0.1:0", GossipAddr: "127.0.0.1:0", RPCAddr: ln.Addr().String(), BootstrapExpect: 1,
+	n, err := node.Start(ctx, node.Config{NodeID: id, DataDir: filepath.Join(t.TempDir(), id),
+		RaftAddr: "127.0.0.1:0", GossipAddr: "127.0.0.1:0", RPCAddr: ln.Addr().String(),
+		BootstrapExpect: bootstrapExpect, Join: join,
 		HeartbeatTimeout: time.Second, ElectionTimeout: time.Second, LeaderLeaseTimeout: time.Second,
 		LeaderWait: 5 * time.Second, TickInterval: -1, Logger: testLogger()})
 	if err != nil {
 		ln.Close()
-		t.Fatalf("start node: %v", err)
+		t.Fatalf("start node %s: %v", id, err)
 	}
-	hooks, err := NewStripe(StripeOptions{SecretKey: Secret{testStripeKey}, WebhookSecret: Secret{testWebhookSecret},
-		URL: "http://127.0.0.1:1"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	prov := sandboxProvider{fakeProvider: newFakeProvider(), hooks: hooks}
-	// Wired as cmd/creditd wires it: the worker on the leader, the webhook
-	// on the API's mux.
 	attached, err := AttachProvider(n, prov, testLogger(), AttachOptions{
 		Worker: WorkerOptions{ScanInterval: 50 * time.Millisecond, PollInterval: time.Hour}})
 	if err != nil {
@@ -92,17 +95,38 @@ func startGoLive(t *testing.T) *goLive {
 		<-served
 		_ = n.Shutdown(ctx)
 	})
+	return apiNode{n: n, url: "http://" + ln.Addr().String(), attached: attached}
+}
+
+func newSandbox(t *testing.T) sandboxProvider {
+	t.Helper()
+	hooks, err := NewStripe(StripeOptions{SecretKey: Secret{testStripeKey}, WebhookSecret: Secret{testWebhookSecret},
+		URL: "http://127.0.0.1:1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sandboxProvider{fakeProvider: newFakeProvider(), hooks: hooks}
+}
+
+func h2cClient() *http.Client {
 	var p http.Protocols
 	p.SetUnencryptedHTTP2(true)
-	hc := &http.Client{Transport: &http.Transport{Protocols: &p}, Timeout: 60 * time.Second}
-	url := "http://" + ln.Addr().String()
-	g := &goLive{t: t, n: n, url: url, prov: prov, hc: hc, attached: attached,
+	return &http.Client{Transport: &http.Transport{Protocols: &p}, Timeout: 60 * time.Second}
+}
+
+func startGoLive(t *testing.T) *goLive {
+	t.Helper()
+	prov := newSandbox(t)
+	an := startAPINode(t, "n1", 1, nil, prov)
+	hc := h2cClient()
+	url := an.url
+	g := &goLive{t: t, n: an.n, url: url, prov: prov, hc: hc, attached: an.attached,
 		catalog:  creditdv1connect.NewCatalogServiceClient(hc, url),
 		usage:    creditdv1connect.NewUsageServiceClient(hc, url),
 		balance:  creditdv1connect.NewBalanceServiceClient(hc, url),
 		ledger:   creditdv1connect.NewLedgerServiceClient(hc, url),
 		purchase: creditdv1connect.NewPurchaseServiceClient(hc, url)}
-	eventually(t, "the node to lead", func() bool { return n.IsLeader() && n.Ready() })
+	eventually(t, "the node to lead", func() bool { return an.n.IsLeader() && an.n.Ready() })
 	return g
 }
 
@@ -329,5 +353,72 @@ func TestGoLiveThroughTheAPI(t *testing.T) {
 		DeferredGranted: 15_000_000, Recognized: 9_500_000, Refunded: 2_500_000, ClosingDeferred: 3_000_000}
 	if *usd != want {
 		t.Fatalf("reconciliation row\n got %+v\nwant %+v", *usd, want)
+	}
+}
+
+// postWebhook signs and posts a Stripe event to a node's webhook route.
+func postWebhook(t *testing.T, hc *http.Client, baseURL string, payload []byte) (int, string) {
+	t.Helper()
+	sp := webhook.GenerateTestSignedPayload(&webhook.UnsignedPayload{Payload: payload, Secret: testWebhookSecret, Timestamp: time.Now()})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, baseURL+WebhookPath, bytes.NewReader(payload))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Stripe-Signature", sp.Header)
+	resp, err := hc.Do(req)
+	if err != nil {
+		t.Fatalf("post webhook: %v", err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(body)
+}
+
+// Stripe sends a webhook to whichever node the load balancer picks: a
+// follower verifies it and forwards it to the leader over the API port.
+func TestClusterWebhookOnAFollowerReachesTheLeader(t *testing.T) {
+	prov := newSandbox(t)
+	first := startAPINode(t, "n1", 3, nil, prov)
+	nodes := []apiNode{first,
+		startAPINode(t, "n2", 3, []string{first.n.GossipAddr()}, prov),
+		startAPINode(t, "n3", 3, []string{first.n.GossipAddr()}, prov)}
+	var leader, follower apiNode
+	eventually(t, "a leader and a ready follower", func() bool {
+		leader, follower = apiNode{}, apiNode{}
+		for _, an := range nodes {
+			switch {
+			case an.n.IsLeader() && an.n.Ready():
+				leader = an
+			case !an.n.IsLeader() && an.n.Ready():
+				follower = an
+			}
+		}
+		return leader.n != nil && follower.n != nil
+	})
+	c := &billingCluster{t: t, nodes: []*node.Node{nodes[0].n, nodes[1].n, nodes[2].n}, down: map[*node.Node]bool{}}
+	seedCatalog(t, c, fsm.GrantOnPayment, fsm.AutoTopUp{})
+	must(t, c, fsm.StartPurchase{ID: "p1", CustomerID: "c1", Credits: 1000, Flow: fsm.FlowSelfServe})
+
+	payload := stripeEventJSON(t, "evt_fwd", "payment_intent.succeeded", paymentIntentObj("pi_x", "p1", "succeeded"))
+	code, body := postWebhook(t, h2cClient(), follower.url, payload)
+	if code != http.StatusOK {
+		t.Fatalf("webhook at follower: status %d: %s", code, body)
+	}
+	if st := purchaseStatus(leader.n.FSM(), "p1"); st != fsm.PurchaseSucceeded {
+		t.Fatalf("purchase %s on the leader after the follower answered 200, want succeeded", st)
+	}
+	// A bad signature is refused by the follower itself.
+	sp := webhook.GenerateTestSignedPayload(&webhook.UnsignedPayload{Payload: payload, Secret: "whsec_wrong", Timestamp: time.Now()})
+	req, _ := http.NewRequest(http.MethodPost, follower.url+WebhookPath, bytes.NewReader(payload))
+	req.Header.Set("Stripe-Signature", sp.Header)
+	resp, err := h2cClient().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusBadRequest {
+		t.Fatalf("bad signature at follower: status %d, want 400", resp.StatusCode)
 	}
 }

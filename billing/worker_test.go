@@ -2,6 +2,7 @@ package billing
 
 import (
 	"context"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -151,6 +152,29 @@ func TestWorkerDeclinedChargesRetryThenPauseAutoTopUp(t *testing.T) {
 				t.Fatalf("pause reason %q does not say why", cu.AutoTopUpPaused)
 			}
 		})
+	}
+}
+
+// The attempt a declined automatic charge reached is in the replicated
+// state: a new leader resumes at the next attempt once the backoff since
+// the recorded decline has passed, instead of starting over.
+func TestWorkerNewTermResumesDeclinedChargesAtTheNextAttempt(t *testing.T) {
+	f, a := newLocalFSM(t)
+	seedCatalog(t, a, fsm.GrantOnPayment, testAutoTopUp)
+	id := burnToAutoTopUp(t, a, f)
+	prov := newFakeProvider()
+	prov.declineNext = 1
+	stop := startWorker(t, WorkerOptions{Provider: prov, Applier: a, State: f, MaxAttempts: 3, RetryBackoff: time.Hour})
+	eventually(t, "the decline to be recorded", func() bool {
+		return strings.HasPrefix(readPurchase(t, f, id).ProviderStatus, "declined (attempt 1/3)")
+	})
+	stop()
+	later := func() time.Time { return time.Now().Add(2 * time.Hour) }
+	startWorker(t, WorkerOptions{Provider: prov, Applier: a, State: f, MaxAttempts: 3, RetryBackoff: time.Hour, Now: later})
+	eventually(t, "the purchase to succeed", func() bool { return purchaseStatus(f, id) == fsm.PurchaseSucceeded })
+	keys, distinct := prov.chargeKeys()
+	if want := []string{id, id + ":attempt-2"}; !slices.Equal(keys, want) || distinct != 2 {
+		t.Fatalf("charge keys %v (%d charges), want %v", keys, distinct, want)
 	}
 }
 

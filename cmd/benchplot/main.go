@@ -101,14 +101,14 @@ func run(args []string, stderr io.Writer) error {
 
 	p := plot.New()
 	p.Title.Text = *title
-	p.X.Label.Text = "events/s (ReportUsage)"
+	p.X.Label.Text = "events/s (ReportUsage, log scale)"
+	p.X.Scale = plot.LogScale{}
+	p.X.Tick.Marker = plot.LogTicks{Prec: -1}
 	p.Y.Label.Text = "p99 latency, ms (log scale)"
 	p.Y.Scale = plot.LogScale{}
 	p.Y.Tick.Marker = plot.LogTicks{Prec: -1}
-	p.X.Min = 0
 	p.Add(plotter.NewGrid())
 	p.Legend.Top = true
-	p.Legend.Left = true
 
 	names := slices.Sorted(func(yield func(string) bool) {
 		for k := range series {
@@ -131,13 +131,16 @@ func run(args []string, stderr io.Writer) error {
 		p.Legend.Add(name, line, points)
 	}
 	// Log axes need a positive range with some room around the points.
+	xmin, xmax := math.Inf(1), math.Inf(-1)
 	ymin, ymax := math.Inf(1), math.Inf(-1)
 	for _, pts := range series {
 		for _, pt := range pts {
+			xmin, xmax = math.Min(xmin, pt.X), math.Max(xmax, pt.X)
 			ymin, ymax = math.Min(ymin, pt.Y), math.Max(ymax, pt.Y)
 		}
 	}
-	p.Y.Min, p.Y.Max = ymin/1.5, ymax*1.5
+	p.X.Min, p.X.Max = xmin/1.5, xmax*1.5
+	p.Y.Min, p.Y.Max = ymin/1.5, ymax*3
 	p.BackgroundColor = color.White
 	if err := p.Save(vg.Length(*width)*vg.Centimeter, vg.Length(*height)*vg.Centimeter, *out); err != nil {
 		return fmt.Errorf("write %s: %w", *out, err)

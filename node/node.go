@@ -185,7 +185,11 @@ func Start(ctx context.Context, cfg Config) (n *Node, err error) {
 	rc.SnapshotInterval = cfg.SnapshotInterval
 	rc.TrailingLogs = cfg.TrailingLogs
 	rc.NoSnapshotRestoreOnStart = true
-	rc.BatchApplyCh = true
+	// Unbuffered apply channel: with BatchApplyCh a future sent just
+	// before shutdown can sit in the buffer and never resolve, leaving its
+	// caller waiting. raft still gathers concurrent applies into one disk
+	// write (its leader loop drains every sender that is ready).
+	rc.BatchApplyCh = false
 	rc.MaxAppendEntries = 256
 	rc.Logger = newHclog(n.logger, "raft")
 	n.raft, err = raft.NewRaft(rc, n.rfsm, logs, n.store, n.snaps, n.transport)

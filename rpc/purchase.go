@@ -2,6 +2,8 @@ package rpc
 
 import (
 	"context"
+	"log/slog"
+	"time"
 
 	"connectrpc.com/connect"
 
@@ -84,6 +86,36 @@ func (a *api) GetPurchase(ctx context.Context, req *connect.Request[v1.GetPurcha
 			out.AppliedIndex = v.AppliedIndex()
 			return nil
 		})
-		return out, err
+		if err != nil {
+			return nil, err
+		}
+		out.PaymentAction = a.paymentAction(ctx, out.Purchase)
+		return out, nil
 	})
+}
+
+// paymentLookupTimeout bounds the billing provider call of GetPurchase.
+const paymentLookupTimeout = 5 * time.Second
+
+// paymentAction asks the billing side how to complete a pending self-serve
+// payment that has started. The purchase itself is the answer's point: when
+// the lookup fails, it is logged and the action left out, not the request
+// failed.
+func (a *api) paymentAction(ctx context.Context, p *v1.Purchase) *v1.PaymentAction {
+	if a.s.opts.Payments == nil || p.Flow != v1.PurchaseFlow_PURCHASE_FLOW_SELF_SERVE ||
+		p.Status != v1.PurchaseStatus_PURCHASE_STATUS_PENDING || p.ProviderRef == "" {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, paymentLookupTimeout)
+	defer cancel()
+	act, err := a.s.opts.Payments(ctx, p.Id)
+	if err != nil {
+		a.s.log.WarnContext(ctx, "payment action lookup failed", slog.String("purchase_id", p.Id),
+			slog.String("request_id", requestIDFrom(ctx)), slog.Any("err", err))
+		return nil
+	}
+	if act.ClientSecret == "" && act.CheckoutURL == "" {
+		return nil
+	}
+	return &v1.PaymentAction{ClientSecret: act.ClientSecret, CheckoutUrl: act.CheckoutURL, ProviderStatus: act.ProviderStatus}
 }

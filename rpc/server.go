@@ -42,6 +42,22 @@ type Options struct {
 	// MaxWatchers bounds concurrent WatchEntries streams on this node.
 	// 0 = 256.
 	MaxWatchers int
+	// Payments, when set, looks up how a customer completes a self-serve
+	// payment, for GetPurchase's payment_action (cmd/creditd adapts the
+	// billing connector to it; rpc does not import billing). nil = none.
+	Payments PaymentLookup
+}
+
+// PaymentLookup returns how the customer completes the self-serve payment
+// of a purchase. It may call the billing provider, so it gets a deadline.
+type PaymentLookup func(ctx context.Context, purchaseID string) (PaymentAction, error)
+
+// PaymentAction is what a front end needs to complete a payment: one of
+// ClientSecret and CheckoutURL, and the provider's status.
+type PaymentAction struct {
+	ClientSecret   string
+	CheckoutURL    string
+	ProviderStatus string
 }
 
 // compressMinBytes is the smallest answer worth compressing when the client

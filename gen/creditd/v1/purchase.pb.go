@@ -211,7 +211,11 @@ type GetPurchaseResponse struct {
 	// The purchase.
 	Purchase *Purchase `protobuf:"bytes,1,opt,name=purchase,proto3" json:"purchase,omitempty"`
 	// Raft index of the replica state that answered.
-	AppliedIndex  uint64 `protobuf:"varint,2,opt,name=applied_index,json=appliedIndex,proto3" json:"applied_index,omitempty"`
+	AppliedIndex uint64 `protobuf:"varint,2,opt,name=applied_index,json=appliedIndex,proto3" json:"applied_index,omitempty"`
+	// For a pending self-serve purchase whose payment the billing worker has
+	// started: what a front end needs to let the customer complete it. Unset
+	// otherwise, or when the node runs no billing connector.
+	PaymentAction *PaymentAction `protobuf:"bytes,3,opt,name=payment_action,json=paymentAction,proto3" json:"payment_action,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -260,6 +264,80 @@ func (x *GetPurchaseResponse) GetAppliedIndex() uint64 {
 	return 0
 }
 
+func (x *GetPurchaseResponse) GetPaymentAction() *PaymentAction {
+	if x != nil {
+		return x.PaymentAction
+	}
+	return nil
+}
+
+// PaymentAction is how a customer completes a self-serve payment: the
+// provider's client secret for an embedded payment form, or a hosted
+// checkout page, whichever the connector offers.
+type PaymentAction struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The payment's client secret (Stripe: the PaymentIntent's), for the
+	// front end's payment form. Give it only to the paying customer.
+	ClientSecret string `protobuf:"bytes,1,opt,name=client_secret,json=clientSecret,proto3" json:"client_secret,omitempty"`
+	// A hosted page where the customer pays.
+	CheckoutUrl string `protobuf:"bytes,2,opt,name=checkout_url,json=checkoutUrl,proto3" json:"checkout_url,omitempty"`
+	// The provider's status of the payment ("requires_action", ...).
+	ProviderStatus string `protobuf:"bytes,3,opt,name=provider_status,json=providerStatus,proto3" json:"provider_status,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *PaymentAction) Reset() {
+	*x = PaymentAction{}
+	mi := &file_creditd_v1_purchase_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PaymentAction) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PaymentAction) ProtoMessage() {}
+
+func (x *PaymentAction) ProtoReflect() protoreflect.Message {
+	mi := &file_creditd_v1_purchase_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PaymentAction.ProtoReflect.Descriptor instead.
+func (*PaymentAction) Descriptor() ([]byte, []int) {
+	return file_creditd_v1_purchase_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *PaymentAction) GetClientSecret() string {
+	if x != nil {
+		return x.ClientSecret
+	}
+	return ""
+}
+
+func (x *PaymentAction) GetCheckoutUrl() string {
+	if x != nil {
+		return x.CheckoutUrl
+	}
+	return ""
+}
+
+func (x *PaymentAction) GetProviderStatus() string {
+	if x != nil {
+		return x.ProviderStatus
+	}
+	return ""
+}
+
 var File_creditd_v1_purchase_proto protoreflect.FileDescriptor
 
 const file_creditd_v1_purchase_proto_rawDesc = "" +
@@ -277,10 +355,15 @@ const file_creditd_v1_purchase_proto_rawDesc = "" +
 	"\tduplicate\x18\x02 \x01(\bR\tduplicate\"_\n" +
 	"\x12GetPurchaseRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x129\n" +
-	"\vconsistency\x18\x02 \x01(\x0e2\x17.creditd.v1.ConsistencyR\vconsistency\"l\n" +
+	"\vconsistency\x18\x02 \x01(\x0e2\x17.creditd.v1.ConsistencyR\vconsistency\"\xae\x01\n" +
 	"\x13GetPurchaseResponse\x120\n" +
 	"\bpurchase\x18\x01 \x01(\v2\x14.creditd.v1.PurchaseR\bpurchase\x12#\n" +
-	"\rapplied_index\x18\x02 \x01(\x04R\fappliedIndex2\xc2\x01\n" +
+	"\rapplied_index\x18\x02 \x01(\x04R\fappliedIndex\x12@\n" +
+	"\x0epayment_action\x18\x03 \x01(\v2\x19.creditd.v1.PaymentActionR\rpaymentAction\"\x80\x01\n" +
+	"\rPaymentAction\x12#\n" +
+	"\rclient_secret\x18\x01 \x01(\tR\fclientSecret\x12!\n" +
+	"\fcheckout_url\x18\x02 \x01(\tR\vcheckoutUrl\x12'\n" +
+	"\x0fprovider_status\x18\x03 \x01(\tR\x0eproviderStatus2\xc2\x01\n" +
 	"\x0fPurchaseService\x12Z\n" +
 	"\x0fPurchaseCredits\x12\".creditd.v1.PurchaseCreditsRequest\x1a#.creditd.v1.PurchaseCreditsResponse\x12S\n" +
 	"\vGetPurchase\x12\x1e.creditd.v1.GetPurchaseRequest\x1a\x1f.creditd.v1.GetPurchaseResponse\"\x03\x90\x02\x01B5Z3github.com/creditd/creditd/gen/creditd/v1;creditdv1b\x06proto3"
@@ -297,30 +380,32 @@ func file_creditd_v1_purchase_proto_rawDescGZIP() []byte {
 	return file_creditd_v1_purchase_proto_rawDescData
 }
 
-var file_creditd_v1_purchase_proto_msgTypes = make([]protoimpl.MessageInfo, 4)
+var file_creditd_v1_purchase_proto_msgTypes = make([]protoimpl.MessageInfo, 5)
 var file_creditd_v1_purchase_proto_goTypes = []any{
 	(*PurchaseCreditsRequest)(nil),  // 0: creditd.v1.PurchaseCreditsRequest
 	(*PurchaseCreditsResponse)(nil), // 1: creditd.v1.PurchaseCreditsResponse
 	(*GetPurchaseRequest)(nil),      // 2: creditd.v1.GetPurchaseRequest
 	(*GetPurchaseResponse)(nil),     // 3: creditd.v1.GetPurchaseResponse
-	(PurchaseFlow)(0),               // 4: creditd.v1.PurchaseFlow
-	(*Purchase)(nil),                // 5: creditd.v1.Purchase
-	(Consistency)(0),                // 6: creditd.v1.Consistency
+	(*PaymentAction)(nil),           // 4: creditd.v1.PaymentAction
+	(PurchaseFlow)(0),               // 5: creditd.v1.PurchaseFlow
+	(*Purchase)(nil),                // 6: creditd.v1.Purchase
+	(Consistency)(0),                // 7: creditd.v1.Consistency
 }
 var file_creditd_v1_purchase_proto_depIdxs = []int32{
-	4, // 0: creditd.v1.PurchaseCreditsRequest.flow:type_name -> creditd.v1.PurchaseFlow
-	5, // 1: creditd.v1.PurchaseCreditsResponse.purchase:type_name -> creditd.v1.Purchase
-	6, // 2: creditd.v1.GetPurchaseRequest.consistency:type_name -> creditd.v1.Consistency
-	5, // 3: creditd.v1.GetPurchaseResponse.purchase:type_name -> creditd.v1.Purchase
-	0, // 4: creditd.v1.PurchaseService.PurchaseCredits:input_type -> creditd.v1.PurchaseCreditsRequest
-	2, // 5: creditd.v1.PurchaseService.GetPurchase:input_type -> creditd.v1.GetPurchaseRequest
-	1, // 6: creditd.v1.PurchaseService.PurchaseCredits:output_type -> creditd.v1.PurchaseCreditsResponse
-	3, // 7: creditd.v1.PurchaseService.GetPurchase:output_type -> creditd.v1.GetPurchaseResponse
-	6, // [6:8] is the sub-list for method output_type
-	4, // [4:6] is the sub-list for method input_type
-	4, // [4:4] is the sub-list for extension type_name
-	4, // [4:4] is the sub-list for extension extendee
-	0, // [0:4] is the sub-list for field type_name
+	5, // 0: creditd.v1.PurchaseCreditsRequest.flow:type_name -> creditd.v1.PurchaseFlow
+	6, // 1: creditd.v1.PurchaseCreditsResponse.purchase:type_name -> creditd.v1.Purchase
+	7, // 2: creditd.v1.GetPurchaseRequest.consistency:type_name -> creditd.v1.Consistency
+	6, // 3: creditd.v1.GetPurchaseResponse.purchase:type_name -> creditd.v1.Purchase
+	4, // 4: creditd.v1.GetPurchaseResponse.payment_action:type_name -> creditd.v1.PaymentAction
+	0, // 5: creditd.v1.PurchaseService.PurchaseCredits:input_type -> creditd.v1.PurchaseCreditsRequest
+	2, // 6: creditd.v1.PurchaseService.GetPurchase:input_type -> creditd.v1.GetPurchaseRequest
+	1, // 7: creditd.v1.PurchaseService.PurchaseCredits:output_type -> creditd.v1.PurchaseCreditsResponse
+	3, // 8: creditd.v1.PurchaseService.GetPurchase:output_type -> creditd.v1.GetPurchaseResponse
+	7, // [7:9] is the sub-list for method output_type
+	5, // [5:7] is the sub-list for method input_type
+	5, // [5:5] is the sub-list for extension type_name
+	5, // [5:5] is the sub-list for extension extendee
+	0, // [0:5] is the sub-list for field type_name
 }
 
 func init() { file_creditd_v1_purchase_proto_init() }
@@ -335,7 +420,7 @@ func file_creditd_v1_purchase_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_creditd_v1_purchase_proto_rawDesc), len(file_creditd_v1_purchase_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   4,
+			NumMessages:   5,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

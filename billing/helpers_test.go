@@ -53,7 +53,12 @@ func (a *localApplier) Apply(ctx context.Context, cmd fsm.Command) (fsm.Result, 
 		return fsm.Result{}, err
 	}
 	a.index++
-	a.now = a.now.Add(time.Second)
+	// Log time follows the wall clock and never goes back, as a leader's
+	// stamps do.
+	a.now = a.now.Add(time.Microsecond)
+	if wall := time.Now().UTC(); wall.After(a.now) {
+		a.now = wall
+	}
 	res, err := a.f.Apply([]fsm.Entry{{Index: a.index, Data: fsm.EncodeEntry(fsm.TimestampOf(a.now), [][]byte{b})}})
 	if err != nil {
 		return fsm.Result{}, err

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -70,18 +71,51 @@ func findOrBuildStripeMock() (string, error) {
 
 var listenRE = regexp.MustCompile(`Listening for (HTTP|HTTPS) at address: (\S+)`)
 
-// startStripeMock starts stripe-mock on loopback ports chosen by the kernel
-// and returns its HTTP base URL. Outside CI a binary that can be neither
-// found nor built skips the test, saying why; in CI (CI=true) it fails it.
+// sharedMock is one stripe-mock per test binary: it keeps no state, so tests
+// can share it, and starting it (loading Stripe's OpenAPI spec) costs
+// seconds. The first test that needs it starts it; TestMain stops it.
+var sharedMock struct {
+	once     sync.Once
+	url      string
+	stop     func()
+	noBinary error // stripe-mock could be neither found nor built
+	err      error // it was found but did not start
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if sharedMock.stop != nil {
+		sharedMock.stop()
+	}
+	os.Exit(code)
+}
+
+// startStripeMock returns the HTTP base URL of the shared stripe-mock, on
+// loopback ports chosen by the kernel. Outside CI a binary that can be
+// neither found nor built skips the test, saying why; in CI (CI=true) it
+// fails it.
 func startStripeMock(t *testing.T) string {
 	t.Helper()
-	bin, err := stripeMockBinary()
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("stripe-mock is required in CI: %v", err)
+	sharedMock.once.Do(func() {
+		bin, err := stripeMockBinary()
+		if err != nil {
+			sharedMock.noBinary = err
+			return
 		}
-		t.Skipf("skipping: %v", err)
+		sharedMock.url, sharedMock.stop, sharedMock.err = launchStripeMock(bin)
+	})
+	switch {
+	case sharedMock.noBinary != nil && os.Getenv("CI") == "true":
+		t.Fatalf("stripe-mock is required in CI: %v", sharedMock.noBinary)
+	case sharedMock.noBinary != nil:
+		t.Skipf("skipping: %v", sharedMock.noBinary)
+	case sharedMock.err != nil:
+		t.Fatalf("stripe-mock: %v", sharedMock.err)
 	}
+	return sharedMock.url
+}
+
+func launchStripeMock(bin string) (url string, stop func(), err error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	// Both addresses: with only -http-addr stripe-mock still opens HTTPS on
 	// every interface.
@@ -90,11 +124,11 @@ func startStripeMock(t *testing.T) string {
 	cmd.Stdout, cmd.Stderr = pw, pw
 	if err := cmd.Start(); err != nil {
 		cancel()
-		t.Fatalf("start stripe-mock: %v", err)
+		return "", nil, fmt.Errorf("start %s: %w", bin, err)
 	}
 	done := make(chan struct{})
 	go func() { _ = cmd.Wait(); pw.Close(); close(done) }()
-	t.Cleanup(func() { cancel(); <-done })
+	stop = func() { cancel(); <-done }
 
 	found := make(chan string, 1)
 	go func() {
@@ -111,13 +145,14 @@ func startStripeMock(t *testing.T) string {
 	}()
 	select {
 	case addr := <-found:
-		return "http://" + addr
+		return "http://" + addr, stop, nil
 	case <-done:
-		t.Fatalf("stripe-mock exited before listening")
+		stop()
+		return "", nil, errors.New("stripe-mock exited before listening")
 	case <-time.After(60 * time.Second):
-		t.Fatalf("stripe-mock printed no HTTP address within 60s")
+		stop()
+		return "", nil, errors.New("stripe-mock printed no HTTP address within 60s")
 	}
-	return ""
 }
 
 func newTestStripe(t *testing.T, url string) *Stripe {

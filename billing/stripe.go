@@ -394,10 +394,16 @@ func (s *Stripe) ParseWebhook(payload []byte, header http.Header) (Event, error)
 	if sig == "" {
 		return Event{}, fmt.Errorf("stripe: no Stripe-Signature header: %w", ErrBadSignature)
 	}
+	// Signature first, so that a signature problem is told apart from an
+	// event this client cannot read (another API version).
+	if err := webhook.ValidatePayloadWithTolerance(payload, sig, s.webhookSecret.Reveal(), s.webhookTolerance); err != nil {
+		return Event{}, fmt.Errorf("stripe: %v: %w", err, ErrBadSignature)
+	}
 	ev, err := webhook.ConstructEventWithOptions(payload, sig, s.webhookSecret.Reveal(),
 		webhook.ConstructEventOptions{Tolerance: s.webhookTolerance})
 	if err != nil {
-		return Event{}, fmt.Errorf("stripe: %v: %w", err, ErrBadSignature)
+		return Event{}, fmt.Errorf("stripe: event refused (the webhook endpoint must use API version %s): %v",
+			stripe.APIVersion, err)
 	}
 	return eventOf(ev)
 }

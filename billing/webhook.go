@@ -123,7 +123,8 @@ func (h *WebhookHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			http.Error(w, "signature: not valid or outside the tolerance window", http.StatusBadRequest)
 			return
 		}
-		http.Error(w, "body: not a valid event", http.StatusBadRequest)
+		// The provider shows this answer to the operator: say why.
+		http.Error(w, "event refused: "+clip(err.Error(), 1024), http.StatusBadRequest)
 		return
 	}
 	if h.o.Leader != nil {

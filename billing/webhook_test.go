@@ -179,6 +179,13 @@ func TestWebhookSignatures(t *testing.T) {
 		t.Fatalf("%d grants, want 1", n)
 	}
 
+	t.Run("an event of another API version is refused saying so", func(t *testing.T) {
+		old := bytes.Replace(payload, []byte(stripe.APIVersion), []byte("2020-08-27"), 1)
+		code, msg := r.post(old, testWebhookSecret, time.Now())
+		if code != http.StatusBadRequest || !strings.Contains(msg, "API version") || strings.Contains(msg, "signature") {
+			t.Fatalf("status %d (%s), want 400 naming the API version", code, msg)
+		}
+	})
 	t.Run("no signature header is refused", func(t *testing.T) {
 		resp, err := r.srv.Client().Post(r.srv.URL+WebhookPath, "application/json", bytes.NewReader(payload))
 		if err != nil {

@@ -11,8 +11,11 @@ import (
 	"path/filepath"
 	"time"
 
+	"connectrpc.com/connect"
+
 	"github.com/creditd/creditd/export"
 	"github.com/creditd/creditd/fsm"
+	v1 "github.com/creditd/creditd/gen/creditd/v1"
 	"github.com/creditd/creditd/node"
 )
 
@@ -29,25 +32,27 @@ Each run writes only what follows the manifest's watermark, then commits the
 manifest: running it twice exports nothing twice, and a run cut short (crash,
 kill, network) is completed by the next one.
 
-The state is read from a stopped node's data dir (--data-dir), or from a
-snapshot of a running cluster (--snapshot FILE, saved by "creditd snapshot
-save"). A running node exports itself on a schedule: serve --export-to URL
---export-every DURATION (on the leader only).
+The state is read from a running node's applied state (--addr: the node
+streams a snapshot of it), a snapshot file (--snapshot FILE, saved by
+"creditd snapshot save"), or a stopped node's data dir (--data-dir). The
+cluster's leader can also export on a schedule: serve --export-to URL
+--export-every DURATION.
 
 Examples:
+  creditd export --addr 10.0.0.1:7420 --api-key "$ADMIN_KEY" --to s3://finance/creditd?region=eu-west-1
   creditd export --data-dir /var/lib/creditd --to /srv/exports/creditd
-  creditd snapshot save now.snap --addr 10.0.0.1:7420 && creditd export --snapshot now.snap --to file:///srv/exports/creditd`
+  creditd export --snapshot now.snap --to file:///srv/exports/creditd`
 
 func runExport(ctx context.Context, args []string) error {
-	fs := newFlagSet("export", "export --to URL [--data-dir DIR | --snapshot FILE] [flags]", exportHelp)
+	fs := newFlagSet("export", "export --to URL [--addr HOST:PORT | --snapshot FILE | --data-dir DIR] [flags]", exportHelp)
+	var src stateSource
+	src.addFlags(fs)
 	var (
-		to, dataDir, snapshot, tempDir, progress string
-		rowGroupRows, fileRows, keepSnapshots    int
-		timeout                                  time.Duration
+		to, tempDir, progress                 string
+		rowGroupRows, fileRows, keepSnapshots int
+		timeout                               time.Duration
 	)
 	fs.StringVar(&to, "to", "", "destination: a directory or a blob URL (required)")
-	fs.StringVar(&dataDir, "data-dir", "creditd-data", "data dir of a stopped node to export from")
-	fs.StringVar(&snapshot, "snapshot", "", "export from this snapshot file instead of --data-dir")
 	fs.StringVar(&tempDir, "temp-dir", "", "where parts are written before they are stored (default: the system's)")
 	fs.StringVar(&progress, "progress", "auto", "progress line on stderr: auto (on a terminal), always or never")
 	fs.IntVar(&rowGroupRows, "row-group-rows", export.DefaultRowGroupRows, "rows per Parquet row group")
@@ -70,7 +75,7 @@ func runExport(ctx context.Context, args []string) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 
-	f, cleanup, err := openStateForReading(dataDir, snapshot, tempDir)
+	f, cleanup, err := src.open(ctx, tempDir)
 	if err != nil {
 		return fmt.Errorf("export: %w", err)
 	}
@@ -117,6 +122,67 @@ func progressOut(mode string) (io.Writer, error) {
 		return nil, nil
 	}
 	return nil, fmt.Errorf("--progress %q: want auto, always or never: %w", mode, errUsage)
+}
+
+// stateSource is where export and report read the state from.
+type stateSource struct {
+	addr, apiKey, snapshot, dataDir string
+}
+
+func (s *stateSource) addFlags(fs *flag.FlagSet) {
+	fs.StringVar(&s.addr, "addr", "", "read a running node's applied state through its API (http://host:port or host:port)")
+	fs.StringVar(&s.apiKey, "api-key", "", "API key (admin scope) for --addr")
+	fs.StringVar(&s.snapshot, "snapshot", "", "read the state from this snapshot file")
+	fs.StringVar(&s.dataDir, "data-dir", "creditd-data", "read the state of a stopped node's data dir (when neither --addr nor --snapshot)")
+}
+
+// open returns the state to read and a func that releases it.
+func (s *stateSource) open(ctx context.Context, tempDir string) (*fsm.FSM, func(), error) {
+	if s.addr != "" && s.snapshot != "" {
+		return nil, nil, fmt.Errorf("give --addr or --snapshot, not both: %w", errUsage)
+	}
+	if s.addr == "" {
+		return openStateForReading(s.dataDir, s.snapshot, tempDir)
+	}
+	path, err := fetchSnapshot(ctx, s.addr, s.apiKey, tempDir)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer os.Remove(path)
+	return openStateForReading("", path, tempDir)
+}
+
+// fetchSnapshot streams the node's snapshot into a temporary file.
+func fetchSnapshot(ctx context.Context, addr, apiKey, tempDir string) (string, error) {
+	cf := clientFlags{addr: addr, apiKey: apiKey, timeout: time.Minute}
+	c, err := cf.cluster(addr)
+	if err != nil {
+		return "", err
+	}
+	out, err := os.CreateTemp(tempDir, "creditd-export-*.snap")
+	if err != nil {
+		return "", err
+	}
+	stream, err := c.SaveSnapshot(ctx, connect.NewRequest(&v1.SaveSnapshotRequest{}))
+	if err == nil {
+		for stream.Receive() {
+			if _, err = out.Write(stream.Msg().Chunk); err != nil {
+				break
+			}
+		}
+		if err == nil {
+			err = stream.Err()
+		}
+		stream.Close()
+	}
+	if cerr := out.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(out.Name())
+		return "", fmt.Errorf("snapshot of %s: %w", addr, err)
+	}
+	return out.Name(), nil
 }
 
 // openStateForReading opens a stopped node's state, or restores a snapshot

@@ -4,33 +4,56 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"net"
+	"net/http"
+	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/creditd/creditd/export"
 	"github.com/creditd/creditd/fsm"
 	"github.com/creditd/creditd/node"
+	"github.com/creditd/creditd/rpc"
 )
 
-func TestTheLeaderExportsOnItsSchedule(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
+// soloNode starts a single-node cluster with its API on a loopback port
+// and applies a small ledger; it returns the node and the API address.
+func soloNode(t *testing.T, ctx context.Context) (*node.Node, string) {
+	t.Helper()
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
 	n, err := node.Start(ctx, node.Config{
 		NodeID: "solo", DataDir: filepath.Join(t.TempDir(), "solo"), RaftAddr: "127.0.0.1:0",
-		GossipAddr: "127.0.0.1:0", RPCAddr: "127.0.0.1:1", BootstrapExpect: 1,
+		GossipAddr: "127.0.0.1:0", RPCAddr: ln.Addr().String(), BootstrapExpect: 1,
 		HeartbeatTimeout: time.Second, ElectionTimeout: time.Second, LeaderLeaseTimeout: time.Second,
 		LeaderWait: 10 * time.Second, TickInterval: -1, Logger: logger,
 	})
 	if err != nil {
+		ln.Close()
 		t.Fatal(err)
 	}
-	defer func() {
+	api, err := rpc.New(n, rpc.Options{Logger: logger})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var protocols http.Protocols
+	protocols.SetHTTP1(true)
+	protocols.SetUnencryptedHTTP2(true)
+	hs := &http.Server{Handler: api.Handler(), Protocols: &protocols, ReadHeaderTimeout: 10 * time.Second}
+	served := make(chan struct{})
+	go func() { defer close(served); hs.Serve(ln) }()
+	t.Cleanup(func() {
 		sctx, scancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer scancel()
+		hs.Shutdown(sctx)
+		<-served
 		n.Shutdown(sctx)
-	}()
+	})
 	for _, c := range []fsm.Command{
 		fsm.CreateCreditType{ID: "ai", Name: "AI", Scale: 2},
 		fsm.UpsertCustomer{ID: "c1", Name: "c1"},
@@ -46,7 +69,14 @@ func TestTheLeaderExportsOnItsSchedule(t *testing.T) {
 			t.Fatalf("%T: %v", c, err)
 		}
 	}
+	return n, ln.Addr().String()
+}
 
+func TestTheLeaderExportsOnItsSchedule(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	n, _ := soloNode(t, ctx)
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
 	dir := t.TempDir()
 	s := exportSchedule{to: dir, every: time.Minute}
 	closeDst, err := s.start(ctx, n, logger)
@@ -80,5 +110,33 @@ func TestExportScheduleRefusesAnAbsurdInterval(t *testing.T) {
 		if _, err := s.start(context.Background(), nil, slog.Default()); err == nil {
 			t.Errorf("--export-every %s accepted", every)
 		}
+	}
+}
+
+func TestExportAndReportFromARunningNode(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	n, addr := soloNode(t, ctx)
+	dest := t.TempDir()
+	if err := run(ctx, []string{"export", "--addr", addr, "--to", dest, "--progress", "never", "--temp-dir", t.TempDir()}, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	b, err := export.OpenDestination(ctx, dest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	m, err := export.ReadManifest(ctx, b)
+	if err != nil || m.WatermarkSeq != n.FSM().LastSeq() || m.AppliedIndex == 0 {
+		t.Fatalf("manifest after export --addr: %+v, %v; want watermark %d", m, err, n.FSM().LastSeq())
+	}
+	out := filepath.Join(t.TempDir(), "r.csv")
+	today := time.Now().UTC().Format(time.DateOnly)
+	if err := run(ctx, []string{"report", "--addr", addr, "--from", "2000-01-01", "--to", today, "--format", "csv", "--out", out}, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(out)
+	if err != nil || !strings.Contains(string(data), "ai,,0.00,0.00,10.00,0.10,0.00,0.00,0.00,0.00,9.90,") {
+		t.Fatalf("report from the running node:\n%s%v", data, err)
 	}
 }

@@ -27,8 +27,9 @@ on every row both identities must hold:
 If anything does not tie out the command prints what and exits with status 1
 without a report.
 
-The ledger is read from a stopped node's data dir (--data-dir), a snapshot
-(--snapshot), or an export (--export URL: its committed Parquet files).
+The ledger is read from an export (--export URL: its committed Parquet
+files), a running node (--addr), a snapshot file (--snapshot), or a stopped
+node's data dir (--data-dir).
 
 Examples:
   creditd report --from 2026-11-01 --to 2026-11-30 --export /srv/exports/creditd
@@ -38,15 +39,15 @@ Examples:
 func runReport(ctx context.Context, args []string) error {
 	fs := newFlagSet("report", "report --from DATE --to DATE [--format table|csv|parquet] [flags]", reportHelp)
 	var (
-		fromS, toS, format, out, dataDir, snapshot, exportURL, tempDir, progress string
-		timeout                                                                  time.Duration
+		fromS, toS, format, out, exportURL, tempDir, progress string
+		timeout                                               time.Duration
 	)
 	fs.StringVar(&fromS, "from", "", "first day of the period, YYYY-MM-DD (UTC; required)")
 	fs.StringVar(&toS, "to", "", "last day of the period, YYYY-MM-DD (UTC, included; required)")
 	fs.StringVar(&format, "format", "table", "table, csv or parquet")
 	fs.StringVar(&out, "out", "", "write the report to this file (default: standard output; required for parquet on a terminal)")
-	fs.StringVar(&dataDir, "data-dir", "creditd-data", "data dir of a stopped node to read the ledger from")
-	fs.StringVar(&snapshot, "snapshot", "", "read the ledger from this snapshot file instead")
+	var src stateSource
+	src.addFlags(fs)
 	fs.StringVar(&exportURL, "export", "", "read the ledger from this export (directory or blob URL) instead")
 	fs.StringVar(&tempDir, "temp-dir", "", "scratch space for a snapshot or downloaded parts (default: the system's)")
 	fs.StringVar(&progress, "progress", "auto", "progress line on stderr: auto (on a terminal), always or never")
@@ -104,7 +105,7 @@ func runReport(ctx context.Context, args []string) error {
 			return fmt.Errorf("report: %w", err)
 		}
 	} else {
-		f, cleanup, err := openStateForReading(dataDir, snapshot, tempDir)
+		f, cleanup, err := src.open(ctx, tempDir)
 		if err != nil {
 			return fmt.Errorf("report: %w", err)
 		}

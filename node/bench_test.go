@@ -27,12 +27,8 @@ func BenchmarkReplicatedApply(b *testing.B) {
 	}{
 		// Group commit on, the defaults.
 		{"group=on", func(*BatchConfig) {}},
-		// --group-commit=false: one entry per event, 8 entries in flight.
+		// --group-commit=false: one entry per event (8 entries in flight).
 		{"group=off", func(c *BatchConfig) { c.Disabled = true }},
-		// One entry per event with unbounded pipelining: raft itself still
-		// puts many entries into one disk write, so this shows what the
-		// entry granularity alone costs.
-		{"group=off-pipelined", func(c *BatchConfig) { c.Disabled = true; c.MaxInflight = maxInflight }},
 	}
 	for _, sm := range []string{"fsm", "noop"} {
 		for _, mode := range modes {

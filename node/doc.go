@@ -38,5 +38,7 @@
 // them with the leader's time — never earlier than the last applied entry's
 // time, so log time never goes backwards, even across leader changes — and
 // appends them to raft as one entry. Up to MaxInflight entries are in
-// flight at once, so raft can put several into one disk write.
+// flight at once, so one entry's replication overlaps the next one's disk
+// write. One applier goroutine merges the entries raft commits into one
+// state transaction (one fsync) as well.
 package node

@@ -23,6 +23,8 @@ type fakeProvider struct {
 	charges  int // charges made (a repeated key makes none)
 	// declineNext declines the next n new charges.
 	declineNext int
+	// processNext leaves the next n new charges processing.
+	processNext int
 	// timeoutAfterCharge makes the next n charge calls do the charge and
 	// then report a timeout, as a lost response would.
 	timeoutAfterCharge int
@@ -59,9 +61,13 @@ func (f *fakeProvider) ChargeOffSession(ctx context.Context, req PaymentRequest)
 		f.nextRef++
 		p = Payment{Ref: fmt.Sprintf("pi_%d", f.nextRef), PurchaseID: req.PurchaseID, Status: PaymentSucceeded,
 			ProviderStatus: "succeeded", AmountMinor: req.AmountMicros / 10_000, Currency: req.Currency}
-		if f.declineNext > 0 {
+		switch {
+		case f.declineNext > 0:
 			f.declineNext--
 			p.Status, p.ProviderStatus, p.FailureReason, p.Retryable = PaymentFailed, "requires_payment_method", "card_declined", true
+		case f.processNext > 0:
+			f.processNext--
+			p.Status, p.ProviderStatus = PaymentPending, "processing"
 		}
 		f.byKey[req.IdempotencyKey] = p
 		f.byRef[p.Ref] = p
@@ -160,6 +166,7 @@ func (f *fakeProvider) setPayment(ref string, status PaymentStatus, word string)
 	defer f.mu.Unlock()
 	p := f.byRef[ref]
 	p.Status, p.ProviderStatus = status, word
+	p.Retryable = status == PaymentFailed
 	f.byRef[ref] = p
 }
 

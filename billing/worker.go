@@ -248,17 +248,30 @@ func (w *Worker) pending() ([]pendingItem, error) {
 	return out, err
 }
 
-// declinedRE reads back the attempt an automatic charge was declined at,
-// as the worker records it in ProviderStatus.
-var declinedRE = regexp.MustCompile(`^declined \(attempt (\d+)/\d+\)`)
+// attemptRE reads back where an automatic charge is, as the worker records
+// it in the purchase's ProviderStatus: "declined (attempt 2/4): …" or
+// "processing (attempt 3/4): …". Keeping it in the replicated state lets a
+// new leader go on from there.
+var attemptRE = regexp.MustCompile(`^(declined|processing) \(attempt (\d+)/\d+\)`)
 
-func declinedAttempt(providerStatus string) int {
-	m := declinedRE.FindStringSubmatch(providerStatus)
+// chargeState returns what the recorded status says: the attempt reached
+// and whether it is still processing at the provider (0, false = none yet).
+func chargeState(providerStatus string) (attempt int, processing bool) {
+	m := attemptRE.FindStringSubmatch(providerStatus)
 	if m == nil {
-		return 0
+		return 0, false
 	}
-	n, err := strconv.Atoi(m[1])
+	n, err := strconv.Atoi(m[2])
 	if err != nil {
+		return 0, false
+	}
+	return n, m[1] == "processing"
+}
+
+// declinedAttempt is the attempt a charge was declined at (0 if none).
+func declinedAttempt(providerStatus string) int {
+	n, processing := chargeState(providerStatus)
+	if processing {
 		return 0
 	}
 	return n
@@ -393,11 +406,19 @@ func describe(p fsm.Purchase) string {
 // auto charges the saved payment method, retrying declines with backoff up
 // to MaxAttempts, then fails the purchase (fsm pauses auto top-up).
 func (w *Worker) auto(ctx context.Context, p fsm.Purchase, custRef string, log *slog.Logger) error {
-	if p.ProviderRef != "" && declinedAttempt(p.ProviderStatus) == 0 {
-		// A charge is in flight at the provider (processing): look it up.
-		return w.pollPayment(ctx, p, log)
+	reached, processing := chargeState(p.ProviderStatus)
+	if processing && p.ProviderRef != "" {
+		// The attempt is in flight at the provider (a bank debit, say):
+		// look it up rather than charge again.
+		cctx, cancel := w.call(ctx)
+		pay, err := w.o.Provider.LookupPayment(cctx, p.ProviderRef)
+		cancel()
+		if err != nil {
+			return fmt.Errorf("look up payment %s: %w", p.ProviderRef, err)
+		}
+		return w.charged(ctx, p, pay, reached, log)
 	}
-	attempt := declinedAttempt(p.ProviderStatus) + 1
+	attempt := reached + 1
 	cctx, cancel := w.call(ctx)
 	pay, err := w.o.Provider.ChargeOffSession(cctx, PaymentRequest{PurchaseID: p.ID, CustomerRef: custRef,
 		AmountMicros: p.TotalMicros, Currency: p.Currency, Description: describe(p),
@@ -407,6 +428,13 @@ func (w *Worker) auto(ctx context.Context, p fsm.Purchase, custRef string, log *
 		return fmt.Errorf("charge attempt %d: %w", attempt, err)
 	}
 	log.Info("automatic charge", "attempt", attempt, "status", pay.Status.String(), "ref", pay.Ref)
+	return w.charged(ctx, p, pay, attempt, log)
+}
+
+// charged acts on the state of charge attempt n: complete on success,
+// retry a decline after a backoff while attempts remain, fail otherwise,
+// and record an attempt still processing.
+func (w *Worker) charged(ctx context.Context, p fsm.Purchase, pay Payment, attempt int, log *slog.Logger) error {
 	switch pay.Status {
 	case PaymentSucceeded:
 		return w.apply(ctx, fsm.CompletePurchase{ID: p.ID, Outcome: fsm.OutcomeSucceeded, ProviderRef: pay.Ref,
@@ -426,8 +454,8 @@ func (w *Worker) auto(ctx context.Context, p fsm.Purchase, custRef string, log *
 		}
 		return w.fail(ctx, p, fmt.Sprintf("charge declined after %d attempt(s): %s", attempt, reason), log)
 	}
-	// Processing: record the reference, then poll.
-	return w.progress(ctx, p, pay.Ref, pay.ProviderStatus, log)
+	status := fmt.Sprintf("processing (attempt %d/%d): %s", attempt, w.o.MaxAttempts, pay.ProviderStatus)
+	return w.progress(ctx, p, pay.Ref, clip(status, fsm.MaxNameLen), log)
 }
 
 // selfServe starts the on-session payment once, then polls it in case its

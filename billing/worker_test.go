@@ -178,6 +178,27 @@ func TestWorkerNewTermResumesDeclinedChargesAtTheNextAttempt(t *testing.T) {
 	}
 }
 
+// A charge that is processing (a bank debit) is looked up, not charged
+// again; when it fails, it counts as a declined attempt.
+func TestWorkerProcessingChargeIsPolledThenRetriedWhenItFails(t *testing.T) {
+	f, a := newLocalFSM(t)
+	seedCatalog(t, a, fsm.GrantOnPayment, testAutoTopUp)
+	id := burnToAutoTopUp(t, a, f)
+	prov := newFakeProvider()
+	prov.processNext = 1
+	startWorker(t, WorkerOptions{Provider: prov, Applier: a, State: f, MaxAttempts: 3})
+	eventually(t, "the processing attempt to be recorded", func() bool {
+		return strings.HasPrefix(readPurchase(t, f, id).ProviderStatus, "processing (attempt 1/3)")
+	})
+	ref := readPurchase(t, f, id).ProviderRef
+	prov.setPayment(ref, PaymentFailed, "requires_payment_method")
+	eventually(t, "the purchase to succeed on the next attempt", func() bool { return purchaseStatus(f, id) == fsm.PurchaseSucceeded })
+	keys, distinct := prov.chargeKeys()
+	if want := []string{id, id + ":attempt-2"}; !slices.Equal(keys, want) || distinct != 2 {
+		t.Fatalf("charge keys %v (%d charges), want %v", keys, distinct, want)
+	}
+}
+
 func TestWorkerSelfServeStartsOncePollsAndCompletes(t *testing.T) {
 	f, a := newLocalFSM(t)
 	seedCatalog(t, a, fsm.GrantOnPayment, fsm.AutoTopUp{})

@@ -21,6 +21,12 @@ func TestPurchases(t *testing.T) {
 		if len(pending) != 1 || pending[0].ID != "buy1" {
 			t.Fatalf("pending %+v", pending)
 		}
+		h.ok(StartPurchase{ID: "buy2", CustomerID: "c1", Credits: 100})
+		h.ok(StartPurchase{ID: "buy3", CustomerID: "c1", Credits: 100})
+		h.f.View(func(v *View) (err error) { pending, err = v.PendingPurchasesAfter("buy1", 1); return })
+		if len(pending) != 1 || pending[0].ID != "buy2" {
+			t.Fatalf("second page %+v", pending)
+		}
 		p = h.ok(CompletePurchase{ID: "buy1", Outcome: OutcomeSucceeded, ProviderRef: "pi_1", ProviderStatus: "succeeded"}).Value.(*Purchase)
 		if p.Status != PurchaseSucceeded || p.GrantID == "" || p.ProviderRef != "pi_1" {
 			t.Fatalf("%+v", p)
@@ -35,7 +41,7 @@ func TestPurchases(t *testing.T) {
 		}
 		h.fails(CompletePurchase{ID: "buy1", Outcome: OutcomeFailed, FailureReason: "late"}, CodeFailedPrecondition, "outcome")
 		h.f.View(func(v *View) (err error) { pending, err = v.PendingPurchases(10); return })
-		if len(pending) != 0 {
+		if len(pending) != 2 || pending[0].ID != "buy2" {
 			t.Fatalf("still pending %+v", pending)
 		}
 	})

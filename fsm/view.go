@@ -355,9 +355,19 @@ func (v *View) ScanGrants(fn func(g *Grant) error) error {
 
 // PendingPurchases lists pending purchases in id order, at most limit.
 func (v *View) PendingPurchases(limit int) ([]Purchase, error) {
+	return v.PendingPurchasesAfter("", limit)
+}
+
+// PendingPurchasesAfter lists pending purchases with ids after after, in id
+// order, at most limit: a worker pages through all of them with it.
+func (v *View) PendingPurchasesAfter(after string, limit int) ([]Purchase, error) {
 	var out []Purchase
 	c := v.tx.Bucket(bPurPending).Cursor()
-	for k, _ := c.First(); k != nil && len(out) < limit; k, _ = c.Next() {
+	k, _ := c.Seek([]byte(after))
+	if after != "" && k != nil && string(k) == after {
+		k, _ = c.Next()
+	}
+	for ; k != nil && len(out) < limit; k, _ = c.Next() {
 		p, err := v.Purchase(string(k))
 		if err != nil {
 			return nil, err

@@ -162,6 +162,9 @@ func (r *Reconciler) Add(m *Movement) error {
 			return err
 		}
 	}
+	if r.phase == 2 {
+		return nil // after the period: nothing more to fold in
+	}
 	if s, ok := r.scales[m.CreditTypeID]; ok && s != m.Scale {
 		return fail("credit type %s has scale %d here and %d before", m.CreditTypeID, m.Scale, s)
 	}

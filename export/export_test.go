@@ -388,3 +388,51 @@ func TestOldGrantSnapshotsGoPastRetention(t *testing.T) {
 	}
 	checkExactlyOnce(t, ledgerRows(t, dir), last)
 }
+
+func TestExtremeValuesSurviveTheRoundTrip(t *testing.T) {
+	const maxUnits = fsm.MaxAmount
+	ts := fsm.TimestampOf(time.Date(2026, 12, 31, 23, 59, 59, 999999000, time.UTC))
+	cut := &memCut{
+		types: map[string]fsm.CreditType{"whole": {ID: "whole", Scale: 0}, "fine": {ID: "fine", Scale: fsm.MaxCreditScale}},
+		grants: []fsm.Grant{
+			{ID: "g-fine", CustomerID: "c", CreditTypeID: "fine", Category: fsm.Paid, Amount: maxUnits, Remaining: maxUnits,
+				CostBasis: fsm.Decimal{Coef: 999_999_999_999, Scale: 12}, Currency: "JPY", SourceKind: fsm.SourceInvoice, SourceRef: "in_1"},
+			{ID: "g-whole", CustomerID: "c", CreditTypeID: "whole", Category: fsm.Promotional, Amount: maxUnits, Remaining: maxUnits},
+		},
+	}
+	cut.entries = []fsm.LedgerEntry{
+		{Seq: 1, Time: ts, CustomerID: "c", CreditTypeID: "fine", GrantID: "g-fine", Kind: fsm.EntryGrant, Amount: maxUnits,
+			BalanceAfter: maxUnits, CostBasis: fsm.Decimal{Coef: 999_999_999_999, Scale: 12}, Currency: "JPY",
+			MoneyMicros: 1<<63 - 1, CauseKind: fsm.CauseGrant, CauseID: "g-fine", SourceKind: fsm.SourceInvoice, SourceRef: "in_1"},
+		{Seq: 2, Time: ts, CustomerID: "c", CreditTypeID: "whole", GrantID: "g-whole", Kind: fsm.EntryGrant, Amount: maxUnits,
+			BalanceAfter: maxUnits, CauseKind: fsm.CauseGrant, CauseID: "g-whole"},
+		{Seq: 3, Time: ts + 1, CustomerID: "c", CreditTypeID: "whole", Kind: fsm.EntryBurn, Amount: -maxUnits,
+			BalanceAfter: -maxUnits, CauseKind: fsm.CauseUsage, CauseID: "ev", Reason: "overdraft"},
+		{Seq: 4, Time: ts + 2, CustomerID: "c", CreditTypeID: "fine", GrantID: "g-fine", Kind: fsm.EntryRepay, Repaid: 1,
+			BalanceAfter: maxUnits, CostBasis: fsm.Decimal{Coef: 999_999_999_999, Scale: 12}, Currency: "JPY",
+			MoneyMicros: -1 << 63, CauseKind: fsm.CauseGrant, CauseID: "g-fine", SourceKind: fsm.SourceInvoice, SourceRef: "in_1"},
+	}
+	b := openDir(t, t.TempDir())
+	exportOnce(t, cut, b, Options{})
+	var got []fsm.LedgerEntry
+	if _, err := ScanExport(testCtx(t), b, "", func(m *Movement) error {
+		got = append(got, m.LedgerEntry)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != len(cut.entries) {
+		t.Fatalf("read back %d entries of %d", len(got), len(cut.entries))
+	}
+	for i, want := range cut.entries {
+		g := got[i]
+		// Cost bases come back at their smallest scale; compare values.
+		if g.CostBasis.Cmp(want.CostBasis) != 0 {
+			t.Errorf("entry %d: cost basis %s, want %s", want.Seq, g.CostBasis, want.CostBasis)
+		}
+		g.CostBasis = want.CostBasis
+		if g != want {
+			t.Errorf("entry %d:\n got  %+v\n want %+v", want.Seq, g, want)
+		}
+	}
+}

@@ -107,3 +107,21 @@ func sortedKeys(m map[string]string) []string {
 	slices.Sort(keys)
 	return keys
 }
+
+func parseCause(s string) (fsm.CauseKind, bool) {
+	for c := fsm.CauseNone; c <= fsm.CauseTick; c++ {
+		if causeName(c) == s {
+			return c, true
+		}
+	}
+	return 0, false
+}
+
+func parseSource(s string) (fsm.SourceKind, bool) {
+	for k := fsm.SourceManual; k <= fsm.SourcePayment; k++ {
+		if sourceName(k) == s {
+			return k, true
+		}
+	}
+	return 0, false
+}

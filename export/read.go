@@ -80,8 +80,12 @@ func scanPart(ctx context.Context, b *blob.Bucket, p Part, tempDir string, fn fu
 	)
 	for rr.Next() {
 		rec := rr.RecordBatch()
+		cols, err := ledgerColumnsOf(rec)
+		if err != nil {
+			return err
+		}
 		for i := 0; i < int(rec.NumRows()); i++ {
-			if err := movementAt(rec, i, &m); err != nil {
+			if err := cols.movement(i, &m); err != nil {
 				return err
 			}
 			if m.Seq != next {
@@ -106,11 +110,6 @@ func scanPart(ctx context.Context, b *blob.Bucket, p Part, tempDir string, fn fu
 	return nil
 }
 
-func col[T arrow.Array](rec arrow.RecordBatch, name string) T {
-	idx := rec.Schema().FieldIndices(name)
-	return rec.Column(idx[0]).(T)
-}
-
 func str(a *array.String, i int) string {
 	if a.IsNull(i) {
 		return ""
@@ -119,17 +118,18 @@ func str(a *array.String, i int) string {
 }
 
 // units converts a decimal at scale `from` back to an int64 at scale `to`
-// (to ≤ from), failing if that would drop digits.
+// (to ≤ from), failing if that would drop digits or leave the int64 range.
 func units(n decimal128.Num, from, to uint8) (int64, error) {
-	q, rem := n.Div(pow10Num[from-to])
-	if rem != (decimal128.Num{}) || !q.FitsInPrecision(19) {
-		return 0, fmt.Errorf("%s does not fit scale %d", n.ToString(int32(from)), to)
+	q, rem := n, decimal128.Num{}
+	if from != to {
+		q, rem = n.Div(pow10Num[from-to])
 	}
-	bi := q.BigInt()
-	if !bi.IsInt64() {
-		return 0, fmt.Errorf("%s overflows int64", n.ToString(int32(from)))
+	hi, lo := q.HighBits(), q.LowBits()
+	fits := (hi == 0 && lo <= 1<<63-1) || (hi == -1 && lo >= 1<<63)
+	if rem != (decimal128.Num{}) || !fits {
+		return 0, fmt.Errorf("%s is not a whole number of units at scale %d in int64", n.ToString(int32(from)), to)
 	}
-	return bi.Int64(), nil
+	return int64(lo), nil
 }
 
 // costBasis converts a scale-12 decimal to the smallest scale that holds it.
@@ -146,49 +146,97 @@ func costBasis(n decimal128.Num) (fsm.Decimal, error) {
 	return fsm.Decimal{Coef: v, Scale: scale}, err
 }
 
-func movementAt(rec arrow.RecordBatch, i int, m *Movement) error {
-	seq := col[*array.Int64](rec, "seq").Value(i)
+// ledgerCols are a record batch's ledger columns, resolved once per batch.
+type ledgerCols struct {
+	seq                                                  *array.Int64
+	time                                                 *array.Timestamp
+	scale                                                *array.Int32
+	customer, creditType, grant, category, kind          *array.String
+	currency, causeID, sourceRef, reason                 *array.String
+	causeKind, sourceKind                                *array.String
+	amount, repaid, balanceAfter, costBasis, moneyAmount *array.Decimal128
+}
+
+func ledgerColumnsOf(rec arrow.RecordBatch) (c ledgerCols, err error) {
+	defer func() {
+		// A column of another type is a file this creditd did not write
+		// (sameColumns checked the schema first, so this is a safety net).
+		if p := recover(); p != nil {
+			err = fmt.Errorf("unexpected column layout: %v", p)
+		}
+	}()
+	get := func(name string) arrow.Array {
+		idx := rec.Schema().FieldIndices(name)
+		if len(idx) != 1 {
+			panic("no single column " + name)
+		}
+		return rec.Column(idx[0])
+	}
+	s := func(name string) *array.String { return get(name).(*array.String) }
+	d := func(name string) *array.Decimal128 { return get(name).(*array.Decimal128) }
+	c = ledgerCols{
+		seq: get("seq").(*array.Int64), time: get("time").(*array.Timestamp), scale: get("credit_scale").(*array.Int32),
+		customer: s("customer_id"), creditType: s("credit_type_id"), grant: s("grant_id"), category: s("grant_category"),
+		kind: s("kind"), currency: s("currency"), causeID: s("cause_id"), sourceRef: s("source_ref"), reason: s("reason"),
+		causeKind: s("cause_kind"), sourceKind: s("source_kind"),
+		amount: d("amount"), repaid: d("repaid"), balanceAfter: d("balance_after"), costBasis: d("cost_basis"),
+		moneyAmount: d("money_amount"),
+	}
+	return c, nil
+}
+
+func (c *ledgerCols) movement(i int, m *Movement) error {
+	seq := c.seq.Value(i)
 	fail := func(field string, err error) error {
 		return &FormatError{Seq: uint64(seq), Field: field, Msg: err.Error()}
 	}
-	scale := col[*array.Int32](rec, "credit_scale").Value(i)
+	scale := c.scale.Value(i)
 	if scale < 0 || scale > fsm.MaxCreditScale {
 		return fail("credit_scale", fmt.Errorf("%d out of range", scale))
 	}
-	kind, ok := parseKind(col[*array.String](rec, "kind").Value(i))
+	kind, ok := parseKind(c.kind.Value(i))
 	if !ok {
-		return fail("kind", fmt.Errorf("unknown kind %q", col[*array.String](rec, "kind").Value(i)))
+		return fail("kind", fmt.Errorf("unknown kind %q", c.kind.Value(i)))
 	}
 	*m = Movement{Scale: uint8(scale)}
 	e := &m.LedgerEntry
 	e.Seq = uint64(seq)
-	e.Time = fsm.Timestamp(col[*array.Timestamp](rec, "time").Value(i))
-	e.CustomerID = col[*array.String](rec, "customer_id").Value(i)
-	e.CreditTypeID = col[*array.String](rec, "credit_type_id").Value(i)
-	e.GrantID = str(col[*array.String](rec, "grant_id"), i)
-	if str(col[*array.String](rec, "grant_category"), i) == "paid" {
+	e.Time = fsm.Timestamp(c.time.Value(i))
+	e.CustomerID = c.customer.Value(i)
+	e.CreditTypeID = c.creditType.Value(i)
+	e.GrantID = str(c.grant, i)
+	if str(c.category, i) == "paid" {
 		m.Category = fsm.Paid
 	}
 	e.Kind = kind
 	var err error
-	for _, c := range []struct {
+	for _, d := range []struct {
 		name string
+		col  *array.Decimal128
 		dst  *int64
-	}{{"amount", &e.Amount}, {"repaid", &e.Repaid}, {"balance_after", &e.BalanceAfter}} {
-		if *c.dst, err = units(col[*array.Decimal128](rec, c.name).Value(i), creditsScale, uint8(scale)); err != nil {
-			return fail(c.name, err)
+	}{{"amount", c.amount, &e.Amount}, {"repaid", c.repaid, &e.Repaid}, {"balance_after", c.balanceAfter, &e.BalanceAfter}} {
+		if *d.dst, err = units(d.col.Value(i), creditsScale, uint8(scale)); err != nil {
+			return fail(d.name, err)
 		}
 	}
-	if e.CostBasis, err = costBasis(col[*array.Decimal128](rec, "cost_basis").Value(i)); err != nil {
+	if e.CostBasis, err = costBasis(c.costBasis.Value(i)); err != nil {
 		return fail("cost_basis", err)
 	}
-	e.Currency = str(col[*array.String](rec, "currency"), i)
-	if e.MoneyMicros, err = units(col[*array.Decimal128](rec, "money_amount").Value(i), moneyScale, moneyScale); err != nil {
+	e.Currency = str(c.currency, i)
+	if e.MoneyMicros, err = units(c.moneyAmount.Value(i), moneyScale, moneyScale); err != nil {
 		return fail("money_amount", err)
 	}
-	e.CauseID = str(col[*array.String](rec, "cause_id"), i)
-	e.SourceRef = str(col[*array.String](rec, "source_ref"), i)
-	e.Reason = str(col[*array.String](rec, "reason"), i)
+	if e.CauseKind, ok = parseCause(c.causeKind.Value(i)); !ok {
+		return fail("cause_kind", fmt.Errorf("unknown cause %q", c.causeKind.Value(i)))
+	}
+	if sk := str(c.sourceKind, i); sk != "" {
+		if e.SourceKind, ok = parseSource(sk); !ok {
+			return fail("source_kind", fmt.Errorf("unknown source %q", sk))
+		}
+	}
+	e.CauseID = str(c.causeID, i)
+	e.SourceRef = str(c.sourceRef, i)
+	e.Reason = str(c.reason, i)
 	return nil
 }
 

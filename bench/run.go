@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"net/http"
 	"net/url"
 	"sync"
 	"sync/atomic"
@@ -55,7 +56,7 @@ type runner struct {
 	leader    *endpoint   // writes and linearizable reads of setup and verification
 	nodes     []*endpoint // every node, for the replica check
 	conns     [][]*endpoint
-	hcs       []*httpClientRef
+	hcs       []*http.Client
 	customers []string // ids by index
 
 	// granted and burned are the credits (units) each customer was given
@@ -73,8 +74,6 @@ type runner struct {
 	mu         sync.Mutex
 	unresolved []func(context.Context) error // writes of unknown outcome, idempotent to resend
 }
-
-type httpClientRef struct{ close func() }
 
 func (r *runner) logf(format string, args ...any) {
 	if r.cfg.Log != nil {
@@ -147,8 +146,8 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 }
 
 func (r *runner) close() {
-	for _, h := range r.hcs {
-		h.close()
+	for _, hc := range r.hcs {
+		closeHTTPClient(hc)
 	}
 }
 
@@ -156,7 +155,7 @@ func (r *runner) close() {
 func (r *runner) discover(ctx context.Context) error {
 	nConns := (r.cfg.Concurrency + clientsPerConn - 1) / clientsPerConn
 	setupHC := newHTTPClient()
-	r.hcs = append(r.hcs, &httpClientRef{close: func() { closeHTTPClient(setupHC) }})
+	r.hcs = append(r.hcs, setupHC)
 	first := newEndpoint("", r.cfg.Addr, setupHC, r.cfg.APIKey)
 	var st *v1.GetStatusResponse
 	deadline := time.Now().Add(60 * time.Second)
@@ -190,7 +189,7 @@ func (r *runner) discover(ctx context.Context) error {
 	}
 	for c := 0; c < nConns; c++ {
 		hc := newHTTPClient()
-		r.hcs = append(r.hcs, &httpClientRef{close: func() { closeHTTPClient(hc) }})
+		r.hcs = append(r.hcs, hc)
 		var eps []*endpoint
 		for _, m := range members {
 			ep := newEndpoint(m.id, m.url, hc, r.cfg.APIKey)

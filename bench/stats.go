@@ -2,6 +2,7 @@ package bench
 
 import (
 	"fmt"
+	"io"
 	"maps"
 	"slices"
 	"strings"
@@ -169,7 +170,7 @@ func opReport(op Op, s *opStats, seconds float64) OpFigures {
 }
 
 // WriteText writes the report as a table for people.
-func (r *Report) WriteText(w interface{ Write([]byte) (int, error) }) {
+func (r *Report) WriteText(w io.Writer) {
 	p := func(format string, args ...any) { fmt.Fprintf(w, format, args...) }
 	mode := "creditd"
 	if r.Noop {

@@ -54,7 +54,7 @@ func run(tb testing.TB, cfg bench.Config) *bench.Report {
 func TestSmoke(t *testing.T) {
 	c := startCluster(t, 3, false)
 	rep := run(t, bench.Config{
-		Addr: c.URLs()[0], Customers: 50, GrantsPerCustomer: 2, Zipf: 1.2, Duration: time.Second,
+		Addr: c.URLs()[0], Customers: 50, GrantsPerCustomer: 2, Zipf: 1.2, Duration: 2 * time.Second,
 		Concurrency: 8, Batch: 5, Spread: true, Seed: 7,
 	})
 	if rep.Nodes != 3 {

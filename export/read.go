@@ -241,17 +241,23 @@ func (c *ledgerCols) movement(i int, m *Movement) error {
 }
 
 // ReportFromExport reconciles [from, to) from an export's committed ledger.
-func ReportFromExport(ctx context.Context, b *blob.Bucket, tempDir string, from, to time.Time) (*Report, error) {
+// progress may be nil.
+func ReportFromExport(ctx context.Context, b *blob.Bucket, tempDir string, from, to time.Time, progress *Progress) (*Report, error) {
 	r, err := NewReconciler(from, to)
 	if err != nil {
 		return nil, err
+	}
+	if m, err := ReadManifest(ctx, b); err == nil {
+		progress.setTotal(int64(m.WatermarkSeq))
 	}
 	man, err := ScanExport(ctx, b, tempDir, func(m *Movement) error {
 		if r.Done() {
 			return errStopScan
 		}
+		progress.add(1)
 		return r.Add(m)
 	})
+	progress.done()
 	if err != nil && !errors.Is(err, errStopScan) {
 		return nil, err
 	}

@@ -36,7 +36,7 @@ func TestReportTiesOutAndIsTheSameFromTheStateAndFromTheExport(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			fromExport, err := ReportFromExport(testCtx(t), b, "", p.from, p.to)
+			fromExport, err := ReportFromExport(testCtx(t), b, "", p.from, p.to, nil)
 			if err != nil {
 				t.Fatal(err)
 			}

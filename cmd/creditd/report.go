@@ -100,7 +100,8 @@ func runReport(ctx context.Context, args []string) error {
 			return err
 		}
 		defer b.Close()
-		rep, err = export.ReportFromExport(ctx, b, tempDir, from, to)
+		prog, _ := progressOut(progress)
+		rep, err = export.ReportFromExport(ctx, b, tempDir, from, to, export.NewProgress(prog, "report"))
 		if err != nil {
 			return fmt.Errorf("report: %w", err)
 		}

@@ -9,8 +9,10 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strings"
 	"time"
 
+	"github.com/creditd/creditd/billing"
 	"github.com/creditd/creditd/node"
 	"github.com/creditd/creditd/rpc"
 )
@@ -29,6 +31,10 @@ new cluster once N fresh nodes have met; a node that already has state never
 forms a second cluster. The leader keeps --voters voters; other nodes are
 non-voters, promoted when a voter goes.
 
+Purchases are carried out by the billing connector (--billing): manual (the
+default: an operator completes them) or stripe. With --export-to URL the
+leader exports the ledger to Parquet every --export-every.
+
 SIGTERM (or Ctrl-C): a leader hands leadership over first, in-flight
 requests finish (or are forwarded to the new leader), then the node stops.
 
@@ -38,6 +44,9 @@ Examples:
   creditd serve --node-id a --data-dir a --rpc-addr 127.0.0.1:7420 --raft-addr 127.0.0.1:7421 --gossip-addr 127.0.0.1:7422
   creditd serve --node-id b --data-dir b --rpc-addr 127.0.0.1:7430 --raft-addr 127.0.0.1:7431 --gossip-addr 127.0.0.1:7432 --join 127.0.0.1:7422
   creditd serve --node-id c --data-dir c --rpc-addr 127.0.0.1:7440 --raft-addr 127.0.0.1:7441 --gossip-addr 127.0.0.1:7442 --join 127.0.0.1:7422
+  # Stripe, and an hourly Parquet export:
+  CREDITD_STRIPE_SECRET_KEY_FILE=/etc/creditd/stripe-key CREDITD_STRIPE_WEBHOOK_SECRET_FILE=/etc/creditd/whsec \
+    creditd serve --billing stripe --export-to file:///var/lib/creditd-export --export-every 1h
   # the same with the environment:
   CREDITD_DATA_DIR=/var/lib/creditd CREDITD_JOIN=10.0.0.1:7422 creditd serve`
 
@@ -62,6 +71,8 @@ type serveFlags struct {
 	leaderWait, shutdownTimeout       time.Duration
 	apiKeysFile                       string
 	logFormat, logLevel               string
+	billing                           string
+	export                            exportSchedule
 }
 
 // addNodeFlags registers the flags that say which node and data dir.
@@ -101,6 +112,9 @@ func runServe(ctx context.Context, args []string) error {
 	fs.DurationVar(&f.electionTimeout, "election-timeout", time.Second, "Raft election timeout")
 	fs.DurationVar(&f.leaderWait, "leader-wait", 5*time.Second, "how long a write waits for a leader before failing with Unavailable")
 	fs.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 30*time.Second, "how long SIGTERM waits for in-flight requests")
+	fs.StringVar(&f.billing, "billing", "manual", "billing connector: "+strings.Join(billing.ConnectorNames(), " or ")+
+		" (stripe reads CREDITD_STRIPE_SECRET_KEY and CREDITD_STRIPE_WEBHOOK_SECRET, or their _FILE variants)")
+	f.export.addFlags(fs)
 	fs.StringVar(&f.apiKeysFile, "api-keys-file", "", "file of API keys, one scope:key per line (also CREDITD_API_KEYS); none = loopback clients only")
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -175,11 +189,30 @@ func serve(ctx context.Context, f serveFlags, logger *slog.Logger) error {
 	stopCtx := func() (context.Context, context.CancelFunc) {
 		return context.WithTimeout(context.Background(), f.shutdownTimeout)
 	}
-	api, err := rpc.New(n, rpc.Options{APIKeys: keys, Logger: logger})
-	if err != nil {
+	fail := func(err error) error {
 		sctx, cancel := stopCtx()
 		defer cancel()
 		return errors.Join(err, n.Shutdown(sctx))
+	}
+	closeExport, err := f.export.start(ctx, n, logger)
+	if err != nil {
+		return fail(err)
+	}
+	defer closeExport()
+	// The purchase worker runs whenever this node leads; the connector's
+	// webhook routes are served by every node (a follower forwards).
+	bill, err := billing.Attach(n, f.billing, billing.Config{Getenv: os.Getenv, ReadFile: os.ReadFile, Logger: logger}, billing.AttachOptions{})
+	if err != nil {
+		return fail(fmt.Errorf("billing connector %q: %w", f.billing, err))
+	}
+	logger.Info("billing connector attached", "connector", f.billing)
+	api, err := rpc.New(n, rpc.Options{APIKeys: keys, Logger: logger, Extra: bill.Routes,
+		Payments: func(ctx context.Context, id string) (rpc.PaymentAction, error) {
+			p, err := bill.PaymentAction(ctx, id)
+			return rpc.PaymentAction{ClientSecret: p.ClientSecret, CheckoutURL: p.CheckoutURL, ProviderStatus: p.ProviderStatus}, err
+		}})
+	if err != nil {
+		return fail(err)
 	}
 	var protocols http.Protocols
 	protocols.SetHTTP1(true)

@@ -105,6 +105,31 @@ func TestWritesThroughFollowers(t *testing.T) {
 		t.Fatal("follower counted no forwarded requests")
 	}
 
+	// The operator's methods are forwarded too, and so are their errors
+	// with the field. e3 left 83.75 in g1.
+	paid := &v1.CompletePurchaseRequest{Id: "p1", Outcome: v1.PurchaseOutcome_PURCHASE_OUTCOME_INVOICE_PAID, ProviderRef: "INV-1"}
+	if cp := call(t, c2.purchase.CompletePurchase, paid); cp.Duplicate || cp.Purchase.Status != v1.PurchaseStatus_PURCHASE_STATUS_SUCCEEDED ||
+		cp.Purchase.GrantId != "purchase:p1" || cp.Purchase.Credits != "200.00" {
+		t.Fatalf("CompletePurchase via follower = %v", cp)
+	}
+	if again := call(t, c1.purchase.CompletePurchase, paid); !again.Duplicate {
+		t.Fatalf("CompletePurchase replay via the other follower = %v, want duplicate", again)
+	}
+	wantErr(t, "CompletePurchase of an unknown purchase via follower", callErr(t, c1.purchase.CompletePurchase,
+		&v1.CompletePurchaseRequest{Id: "p9", Outcome: v1.PurchaseOutcome_PURCHASE_OUTCOME_SUCCEEDED}), connect.CodeNotFound, "id")
+	adjust := &v1.AdjustGrantRequest{Id: "adj-1", GrantId: "g1", Amount: "-0.75", Reason: "correction"}
+	if adj := call(t, c1.grant.AdjustGrant, adjust); adj.Duplicate || adj.Grant.Remaining != "83.00" {
+		t.Fatalf("AdjustGrant via follower = %v", adj)
+	}
+	if again := call(t, c2.grant.AdjustGrant, adjust); !again.Duplicate || again.Grant.Remaining != "83.00" {
+		t.Fatalf("AdjustGrant replay via the other follower = %v, want duplicate", again)
+	}
+	wantErr(t, "AdjustGrant removing too much via follower", callErr(t, c2.grant.AdjustGrant,
+		&v1.AdjustGrantRequest{Id: "adj-2", GrantId: "g1", Amount: "-1000", Reason: "x"}), connect.CodeFailedPrecondition, "amount")
+	if b := call(t, c2.balance.GetBalance, &v1.GetBalanceRequest{CustomerId: "acme", CreditTypeId: "ai-credits"}); b.Balance != "283.00" {
+		t.Fatalf("balance after the purchase and the adjustment = %v, want 283.00", b)
+	}
+
 	// Leadership moves on request (sent to a follower), and writes follow.
 	call(t, c1.cluster.TransferLeadership, &v1.TransferLeadershipRequest{NodeId: f2.id})
 	waitFor(t, 30*time.Second, "n3 to lead", func() bool { return f2.n.IsLeader() && f2.n.Ready() })

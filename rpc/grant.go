@@ -2,6 +2,7 @@ package rpc
 
 import (
 	"context"
+	"errors"
 
 	"connectrpc.com/connect"
 
@@ -113,6 +114,70 @@ func (a *api) RevokeGrant(ctx context.Context, req *connect.Request[v1.RevokeGra
 		}
 		return &v1.RevokeGrantResponse{Grant: grantPB(*res.Value.(*fsm.Grant), scale), Duplicate: res.Duplicate}, nil
 	})
+}
+
+func (a *api) AdjustGrant(ctx context.Context, req *connect.Request[v1.AdjustGrantRequest]) (*connect.Response[v1.AdjustGrantResponse], error) {
+	return handle(ctx, a.s, req, func(c *leaderClients) func(context.Context, *connect.Request[v1.AdjustGrantRequest]) (*connect.Response[v1.AdjustGrantResponse], error) {
+		return c.grant.AdjustGrant
+	}, a.adjustGrant)
+}
+
+func (a *api) adjustGrant(ctx context.Context, m *v1.AdjustGrantRequest) (*v1.AdjustGrantResponse, error) {
+	if err := firstError(checkID("id", m.Id), checkID("grant_id", m.GrantId), checkText("reason", m.Reason, fsm.MaxReasonLen)); err != nil {
+		return nil, err
+	}
+	if m.Reason == "" {
+		return nil, invalidField("reason", "is required: it is recorded in the ledger with the adjustment")
+	}
+	var scale uint8
+	err := a.s.preRead(func(v *fsm.View) error {
+		g, err := v.Grant(m.GrantId)
+		if err != nil {
+			if fsm.CodeOf(err) == fsm.CodeNotFound {
+				return notFoundField("grant_id", "no grant %s", m.GrantId)
+			}
+			return err
+		}
+		scale, err = newScales(v).of("grant_id", g.CreditTypeID)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	amount, err := parseSignedAmount("amount", m.Amount, scale)
+	if err != nil {
+		return nil, err
+	}
+	res, err := a.s.apply(ctx, fsm.Adjust{ID: m.Id, GrantID: m.GrantId, Amount: amount, Reason: m.Reason})
+	if err != nil {
+		return nil, a.inScale(err, m.GrantId, amount, scale)
+	}
+	return &v1.AdjustGrantResponse{Grant: grantPB(*res.Value.(*fsm.Grant), scale), Duplicate: res.Duplicate}, nil
+}
+
+// inScale rewrites the state machine's refusal to take a grant below zero,
+// whose message counts raw units, in the credit type's scale. The
+// remainder is read after the refusal, on the leader that refused, so it
+// is the one the refusal saw or a later one.
+func (a *api) inScale(err error, grantID string, amount int64, scale uint8) error {
+	var fe *fsm.Error
+	if !errors.As(err, &fe) || fe.Code != fsm.CodeFailedPrecondition || fe.Field != "amount" {
+		return err
+	}
+	f, serr := a.s.state()
+	if serr != nil {
+		return err
+	}
+	var remaining int64
+	if f.View(func(v *fsm.View) error {
+		g, err := v.Grant(grantID)
+		remaining = g.Remaining
+		return err
+	}) != nil {
+		return err
+	}
+	return preconditionField("amount", "grant %s has %s remaining; cannot remove %s",
+		grantID, units(remaining, scale), units(-amount, scale))
 }
 
 func (a *api) ListGrants(ctx context.Context, req *connect.Request[v1.ListGrantsRequest]) (*connect.Response[v1.ListGrantsResponse], error) {

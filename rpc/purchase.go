@@ -119,3 +119,75 @@ func (a *api) paymentAction(ctx context.Context, p *v1.Purchase) *v1.PaymentActi
 	}
 	return &v1.PaymentAction{ClientSecret: act.ClientSecret, CheckoutUrl: act.CheckoutURL, ProviderStatus: act.ProviderStatus}
 }
+
+func (a *api) CompletePurchase(ctx context.Context, req *connect.Request[v1.CompletePurchaseRequest]) (*connect.Response[v1.CompletePurchaseResponse], error) {
+	return handle(ctx, a.s, req, func(c *leaderClients) func(context.Context, *connect.Request[v1.CompletePurchaseRequest]) (*connect.Response[v1.CompletePurchaseResponse], error) {
+		return c.purchase.CompletePurchase
+	}, a.completePurchase)
+}
+
+func (a *api) completePurchase(ctx context.Context, m *v1.CompletePurchaseRequest) (*v1.CompletePurchaseResponse, error) {
+	if err := firstError(checkID("id", m.Id), checkText("provider_ref", m.ProviderRef, fsm.MaxNameLen),
+		checkText("provider_status", m.ProviderStatus, fsm.MaxNameLen),
+		checkText("failure_reason", m.FailureReason, fsm.MaxReasonLen)); err != nil {
+		return nil, err
+	}
+	outcome, err := purchaseOutcomeFSM("outcome", m.Outcome)
+	if err != nil {
+		return nil, err
+	}
+	// The state machine asks for a reason only when a pending purchase
+	// fails; the API asks every time, so that a call's validity does not
+	// depend on a state the caller may not have seen, and refuses a reason
+	// that would be silently dropped.
+	switch {
+	case outcome == fsm.OutcomeFailed && m.FailureReason == "":
+		return nil, invalidField("failure_reason", "is required when a purchase fails")
+	case outcome != fsm.OutcomeFailed && m.FailureReason != "":
+		return nil, invalidField("failure_reason", "must be empty unless outcome is PURCHASE_OUTCOME_FAILED")
+	}
+	var scale uint8
+	err = a.s.preRead(func(v *fsm.View) error {
+		p, err := v.Purchase(m.Id)
+		if err != nil {
+			if fsm.CodeOf(err) == fsm.CodeNotFound {
+				return notFoundField("id", "no purchase %s", m.Id)
+			}
+			return err
+		}
+		// The state machine would treat an invoice outcome of a card
+		// payment as progress (issued) or success (paid); from an operator
+		// that is a mistake of method, so it is refused. A purchase's flow
+		// never changes, so any replica's copy decides this.
+		if (outcome == fsm.OutcomeInvoiceIssued || outcome == fsm.OutcomeInvoicePaid) && p.Flow != fsm.FlowInvoice {
+			return preconditionField("outcome", "purchase %s is not an invoice purchase; report PURCHASE_OUTCOME_SUCCEEDED or PURCHASE_OUTCOME_FAILED", m.Id)
+		}
+		scale, err = newScales(v).of("id", p.CreditTypeID)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	res, err := a.s.apply(ctx, fsm.CompletePurchase{ID: m.Id, Outcome: outcome, ProviderRef: m.ProviderRef,
+		ProviderStatus: m.ProviderStatus, FailureReason: m.FailureReason})
+	if err != nil {
+		return nil, err
+	}
+	return &v1.CompletePurchaseResponse{Purchase: purchasePB(*res.Value.(*fsm.Purchase), scale), Duplicate: res.Duplicate}, nil
+}
+
+func purchaseOutcomeFSM(field string, o v1.PurchaseOutcome) (fsm.PurchaseOutcome, error) {
+	switch o {
+	case v1.PurchaseOutcome_PURCHASE_OUTCOME_PROGRESS:
+		return fsm.OutcomeProgress, nil
+	case v1.PurchaseOutcome_PURCHASE_OUTCOME_SUCCEEDED:
+		return fsm.OutcomeSucceeded, nil
+	case v1.PurchaseOutcome_PURCHASE_OUTCOME_FAILED:
+		return fsm.OutcomeFailed, nil
+	case v1.PurchaseOutcome_PURCHASE_OUTCOME_INVOICE_ISSUED:
+		return fsm.OutcomeInvoiceIssued, nil
+	case v1.PurchaseOutcome_PURCHASE_OUTCOME_INVOICE_PAID:
+		return fsm.OutcomeInvoicePaid, nil
+	}
+	return 0, invalidField(field, "must be PURCHASE_OUTCOME_PROGRESS, _SUCCEEDED, _FAILED, _INVOICE_ISSUED or _INVOICE_PAID")
+}

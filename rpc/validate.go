@@ -97,6 +97,33 @@ func parseAmount(field, s string, scale uint8, optional, allowZero bool) (int64,
 	return v, nil
 }
 
+// parseSignedAmount parses a non-zero credit amount that may be negative
+// ("-12.5") or carry an explicit plus sign ("+12.5").
+func parseSignedAmount(field, s string, scale uint8) (int64, error) {
+	neg := false
+	switch {
+	case s == "-" || s == "+":
+		return 0, invalidField(field, "is a sign without digits")
+	case strings.HasPrefix(s, "-"):
+		neg, s = true, s[1:]
+	case strings.HasPrefix(s, "+"):
+		s = s[1:]
+	}
+	if strings.HasPrefix(s, "-") || strings.HasPrefix(s, "+") {
+		return 0, invalidField(field, "has two signs")
+	}
+	v, err := parseAmount(field, s, scale, false, true)
+	switch {
+	case err != nil:
+		return 0, err
+	case v == 0:
+		return 0, invalidField(field, "must not be zero")
+	case neg:
+		return -v, nil
+	}
+	return v, nil
+}
+
 func pow10(n uint8) int64 {
 	v := int64(1)
 	for range n {

@@ -351,6 +351,138 @@ func (x *RevokeGrantResponse) GetDuplicate() bool {
 	return false
 }
 
+// AdjustGrantRequest is a signed correction of one grant.
+type AdjustGrantRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Unique id of the adjustment; the idempotency key. Reusing it with
+	// another grant, amount or reason is ALREADY_EXISTS.
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// The grant; it must be active, pending or depleted (not expired or
+	// revoked).
+	GrantId string `protobuf:"bytes,2,opt,name=grant_id,json=grantId,proto3" json:"grant_id,omitempty"`
+	// Credits to add ("25", "+25") or remove ("-12.5"), in the credit type's
+	// scale; not zero. Removing more than remains is FAILED_PRECONDITION.
+	Amount string `protobuf:"bytes,3,opt,name=amount,proto3" json:"amount,omitempty"`
+	// Why (required), at most 1024 bytes; recorded in the ledger entry.
+	Reason        string `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AdjustGrantRequest) Reset() {
+	*x = AdjustGrantRequest{}
+	mi := &file_creditd_v1_grant_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AdjustGrantRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AdjustGrantRequest) ProtoMessage() {}
+
+func (x *AdjustGrantRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_creditd_v1_grant_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AdjustGrantRequest.ProtoReflect.Descriptor instead.
+func (*AdjustGrantRequest) Descriptor() ([]byte, []int) {
+	return file_creditd_v1_grant_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *AdjustGrantRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *AdjustGrantRequest) GetGrantId() string {
+	if x != nil {
+		return x.GrantId
+	}
+	return ""
+}
+
+func (x *AdjustGrantRequest) GetAmount() string {
+	if x != nil {
+		return x.Amount
+	}
+	return ""
+}
+
+func (x *AdjustGrantRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+// AdjustGrantResponse is the grant after the adjustment.
+type AdjustGrantResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The grant.
+	Grant *Grant `protobuf:"bytes,1,opt,name=grant,proto3" json:"grant,omitempty"`
+	// The id was seen before; nothing changed and this is the grant as it is
+	// now.
+	Duplicate     bool `protobuf:"varint,2,opt,name=duplicate,proto3" json:"duplicate,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AdjustGrantResponse) Reset() {
+	*x = AdjustGrantResponse{}
+	mi := &file_creditd_v1_grant_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AdjustGrantResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AdjustGrantResponse) ProtoMessage() {}
+
+func (x *AdjustGrantResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_creditd_v1_grant_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AdjustGrantResponse.ProtoReflect.Descriptor instead.
+func (*AdjustGrantResponse) Descriptor() ([]byte, []int) {
+	return file_creditd_v1_grant_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *AdjustGrantResponse) GetGrant() *Grant {
+	if x != nil {
+		return x.Grant
+	}
+	return nil
+}
+
+func (x *AdjustGrantResponse) GetDuplicate() bool {
+	if x != nil {
+		return x.Duplicate
+	}
+	return false
+}
+
 // ListGrantsRequest filters grants.
 type ListGrantsRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -372,7 +504,7 @@ type ListGrantsRequest struct {
 
 func (x *ListGrantsRequest) Reset() {
 	*x = ListGrantsRequest{}
-	mi := &file_creditd_v1_grant_proto_msgTypes[4]
+	mi := &file_creditd_v1_grant_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -384,7 +516,7 @@ func (x *ListGrantsRequest) String() string {
 func (*ListGrantsRequest) ProtoMessage() {}
 
 func (x *ListGrantsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_creditd_v1_grant_proto_msgTypes[4]
+	mi := &file_creditd_v1_grant_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -397,7 +529,7 @@ func (x *ListGrantsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListGrantsRequest.ProtoReflect.Descriptor instead.
 func (*ListGrantsRequest) Descriptor() ([]byte, []int) {
-	return file_creditd_v1_grant_proto_rawDescGZIP(), []int{4}
+	return file_creditd_v1_grant_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *ListGrantsRequest) GetCustomerId() string {
@@ -457,7 +589,7 @@ type ListGrantsResponse struct {
 
 func (x *ListGrantsResponse) Reset() {
 	*x = ListGrantsResponse{}
-	mi := &file_creditd_v1_grant_proto_msgTypes[5]
+	mi := &file_creditd_v1_grant_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -469,7 +601,7 @@ func (x *ListGrantsResponse) String() string {
 func (*ListGrantsResponse) ProtoMessage() {}
 
 func (x *ListGrantsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_creditd_v1_grant_proto_msgTypes[5]
+	mi := &file_creditd_v1_grant_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -482,7 +614,7 @@ func (x *ListGrantsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListGrantsResponse.ProtoReflect.Descriptor instead.
 func (*ListGrantsResponse) Descriptor() ([]byte, []int) {
-	return file_creditd_v1_grant_proto_rawDescGZIP(), []int{5}
+	return file_creditd_v1_grant_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ListGrantsResponse) GetGrants() []*Grant {
@@ -542,6 +674,14 @@ const file_creditd_v1_grant_proto_rawDesc = "" +
 	"request_id\x18\x04 \x01(\tR\trequestId\"\\\n" +
 	"\x13RevokeGrantResponse\x12'\n" +
 	"\x05grant\x18\x01 \x01(\v2\x11.creditd.v1.GrantR\x05grant\x12\x1c\n" +
+	"\tduplicate\x18\x02 \x01(\bR\tduplicate\"o\n" +
+	"\x12AdjustGrantRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x19\n" +
+	"\bgrant_id\x18\x02 \x01(\tR\agrantId\x12\x16\n" +
+	"\x06amount\x18\x03 \x01(\tR\x06amount\x12\x16\n" +
+	"\x06reason\x18\x04 \x01(\tR\x06reason\"\\\n" +
+	"\x13AdjustGrantResponse\x12'\n" +
+	"\x05grant\x18\x01 \x01(\v2\x11.creditd.v1.GrantR\x05grant\x12\x1c\n" +
 	"\tduplicate\x18\x02 \x01(\bR\tduplicate\"\x86\x02\n" +
 	"\x11ListGrantsRequest\x12\x1f\n" +
 	"\vcustomer_id\x18\x01 \x01(\tR\n" +
@@ -555,10 +695,11 @@ const file_creditd_v1_grant_proto_rawDesc = "" +
 	"\x12ListGrantsResponse\x12)\n" +
 	"\x06grants\x18\x01 \x03(\v2\x11.creditd.v1.GrantR\x06grants\x12&\n" +
 	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\x12#\n" +
-	"\rapplied_index\x18\x03 \x01(\x04R\fappliedIndex2\x80\x02\n" +
+	"\rapplied_index\x18\x03 \x01(\x04R\fappliedIndex2\xd0\x02\n" +
 	"\fGrantService\x12N\n" +
 	"\vCreateGrant\x12\x1e.creditd.v1.CreateGrantRequest\x1a\x1f.creditd.v1.CreateGrantResponse\x12N\n" +
-	"\vRevokeGrant\x12\x1e.creditd.v1.RevokeGrantRequest\x1a\x1f.creditd.v1.RevokeGrantResponse\x12P\n" +
+	"\vRevokeGrant\x12\x1e.creditd.v1.RevokeGrantRequest\x1a\x1f.creditd.v1.RevokeGrantResponse\x12N\n" +
+	"\vAdjustGrant\x12\x1e.creditd.v1.AdjustGrantRequest\x1a\x1f.creditd.v1.AdjustGrantResponse\x12P\n" +
 	"\n" +
 	"ListGrants\x12\x1d.creditd.v1.ListGrantsRequest\x1a\x1e.creditd.v1.ListGrantsResponse\"\x03\x90\x02\x01B5Z3github.com/creditd/creditd/gen/creditd/v1;creditdv1b\x06proto3"
 
@@ -574,42 +715,47 @@ func file_creditd_v1_grant_proto_rawDescGZIP() []byte {
 	return file_creditd_v1_grant_proto_rawDescData
 }
 
-var file_creditd_v1_grant_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
+var file_creditd_v1_grant_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
 var file_creditd_v1_grant_proto_goTypes = []any{
 	(*CreateGrantRequest)(nil),    // 0: creditd.v1.CreateGrantRequest
 	(*CreateGrantResponse)(nil),   // 1: creditd.v1.CreateGrantResponse
 	(*RevokeGrantRequest)(nil),    // 2: creditd.v1.RevokeGrantRequest
 	(*RevokeGrantResponse)(nil),   // 3: creditd.v1.RevokeGrantResponse
-	(*ListGrantsRequest)(nil),     // 4: creditd.v1.ListGrantsRequest
-	(*ListGrantsResponse)(nil),    // 5: creditd.v1.ListGrantsResponse
-	(GrantCategory)(0),            // 6: creditd.v1.GrantCategory
-	(*timestamppb.Timestamp)(nil), // 7: google.protobuf.Timestamp
-	(SourceKind)(0),               // 8: creditd.v1.SourceKind
-	(*Grant)(nil),                 // 9: creditd.v1.Grant
-	(GrantStatus)(0),              // 10: creditd.v1.GrantStatus
-	(Consistency)(0),              // 11: creditd.v1.Consistency
+	(*AdjustGrantRequest)(nil),    // 4: creditd.v1.AdjustGrantRequest
+	(*AdjustGrantResponse)(nil),   // 5: creditd.v1.AdjustGrantResponse
+	(*ListGrantsRequest)(nil),     // 6: creditd.v1.ListGrantsRequest
+	(*ListGrantsResponse)(nil),    // 7: creditd.v1.ListGrantsResponse
+	(GrantCategory)(0),            // 8: creditd.v1.GrantCategory
+	(*timestamppb.Timestamp)(nil), // 9: google.protobuf.Timestamp
+	(SourceKind)(0),               // 10: creditd.v1.SourceKind
+	(*Grant)(nil),                 // 11: creditd.v1.Grant
+	(GrantStatus)(0),              // 12: creditd.v1.GrantStatus
+	(Consistency)(0),              // 13: creditd.v1.Consistency
 }
 var file_creditd_v1_grant_proto_depIdxs = []int32{
-	6,  // 0: creditd.v1.CreateGrantRequest.category:type_name -> creditd.v1.GrantCategory
-	7,  // 1: creditd.v1.CreateGrantRequest.effective_at:type_name -> google.protobuf.Timestamp
-	7,  // 2: creditd.v1.CreateGrantRequest.expires_at:type_name -> google.protobuf.Timestamp
-	8,  // 3: creditd.v1.CreateGrantRequest.source_kind:type_name -> creditd.v1.SourceKind
-	9,  // 4: creditd.v1.CreateGrantResponse.grant:type_name -> creditd.v1.Grant
-	9,  // 5: creditd.v1.RevokeGrantResponse.grant:type_name -> creditd.v1.Grant
-	10, // 6: creditd.v1.ListGrantsRequest.statuses:type_name -> creditd.v1.GrantStatus
-	11, // 7: creditd.v1.ListGrantsRequest.consistency:type_name -> creditd.v1.Consistency
-	9,  // 8: creditd.v1.ListGrantsResponse.grants:type_name -> creditd.v1.Grant
-	0,  // 9: creditd.v1.GrantService.CreateGrant:input_type -> creditd.v1.CreateGrantRequest
-	2,  // 10: creditd.v1.GrantService.RevokeGrant:input_type -> creditd.v1.RevokeGrantRequest
-	4,  // 11: creditd.v1.GrantService.ListGrants:input_type -> creditd.v1.ListGrantsRequest
-	1,  // 12: creditd.v1.GrantService.CreateGrant:output_type -> creditd.v1.CreateGrantResponse
-	3,  // 13: creditd.v1.GrantService.RevokeGrant:output_type -> creditd.v1.RevokeGrantResponse
-	5,  // 14: creditd.v1.GrantService.ListGrants:output_type -> creditd.v1.ListGrantsResponse
-	12, // [12:15] is the sub-list for method output_type
-	9,  // [9:12] is the sub-list for method input_type
-	9,  // [9:9] is the sub-list for extension type_name
-	9,  // [9:9] is the sub-list for extension extendee
-	0,  // [0:9] is the sub-list for field type_name
+	8,  // 0: creditd.v1.CreateGrantRequest.category:type_name -> creditd.v1.GrantCategory
+	9,  // 1: creditd.v1.CreateGrantRequest.effective_at:type_name -> google.protobuf.Timestamp
+	9,  // 2: creditd.v1.CreateGrantRequest.expires_at:type_name -> google.protobuf.Timestamp
+	10, // 3: creditd.v1.CreateGrantRequest.source_kind:type_name -> creditd.v1.SourceKind
+	11, // 4: creditd.v1.CreateGrantResponse.grant:type_name -> creditd.v1.Grant
+	11, // 5: creditd.v1.RevokeGrantResponse.grant:type_name -> creditd.v1.Grant
+	11, // 6: creditd.v1.AdjustGrantResponse.grant:type_name -> creditd.v1.Grant
+	12, // 7: creditd.v1.ListGrantsRequest.statuses:type_name -> creditd.v1.GrantStatus
+	13, // 8: creditd.v1.ListGrantsRequest.consistency:type_name -> creditd.v1.Consistency
+	11, // 9: creditd.v1.ListGrantsResponse.grants:type_name -> creditd.v1.Grant
+	0,  // 10: creditd.v1.GrantService.CreateGrant:input_type -> creditd.v1.CreateGrantRequest
+	2,  // 11: creditd.v1.GrantService.RevokeGrant:input_type -> creditd.v1.RevokeGrantRequest
+	4,  // 12: creditd.v1.GrantService.AdjustGrant:input_type -> creditd.v1.AdjustGrantRequest
+	6,  // 13: creditd.v1.GrantService.ListGrants:input_type -> creditd.v1.ListGrantsRequest
+	1,  // 14: creditd.v1.GrantService.CreateGrant:output_type -> creditd.v1.CreateGrantResponse
+	3,  // 15: creditd.v1.GrantService.RevokeGrant:output_type -> creditd.v1.RevokeGrantResponse
+	5,  // 16: creditd.v1.GrantService.AdjustGrant:output_type -> creditd.v1.AdjustGrantResponse
+	7,  // 17: creditd.v1.GrantService.ListGrants:output_type -> creditd.v1.ListGrantsResponse
+	14, // [14:18] is the sub-list for method output_type
+	10, // [10:14] is the sub-list for method input_type
+	10, // [10:10] is the sub-list for extension type_name
+	10, // [10:10] is the sub-list for extension extendee
+	0,  // [0:10] is the sub-list for field type_name
 }
 
 func init() { file_creditd_v1_grant_proto_init() }
@@ -624,7 +770,7 @@ func file_creditd_v1_grant_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_creditd_v1_grant_proto_rawDesc), len(file_creditd_v1_grant_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   6,
+			NumMessages:   8,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

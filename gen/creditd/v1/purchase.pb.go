@@ -21,6 +21,216 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// PurchaseOutcome is what the billing side reports about a purchase.
+type PurchaseOutcome int32
+
+const (
+	// Refused in requests.
+	PurchaseOutcome_PURCHASE_OUTCOME_UNSPECIFIED PurchaseOutcome = 0
+	// No decision yet: records provider_ref and provider_status only.
+	PurchaseOutcome_PURCHASE_OUTCOME_PROGRESS PurchaseOutcome = 1
+	// The money is in: the paid grant is made and the purchase succeeds.
+	PurchaseOutcome_PURCHASE_OUTCOME_SUCCEEDED PurchaseOutcome = 2
+	// The purchase ends without credits; failure_reason is required. A failed
+	// automatic top-up pauses the customer's auto top-up.
+	PurchaseOutcome_PURCHASE_OUTCOME_FAILED PurchaseOutcome = 3
+	// The invoice is final (invoice purchases only): grants now if the plan's
+	// invoice_grant is INVOICE_GRANT_POLICY_ON_ISSUE, else records progress.
+	PurchaseOutcome_PURCHASE_OUTCOME_INVOICE_ISSUED PurchaseOutcome = 4
+	// The invoice is paid (invoice purchases only): grants, unless it did on
+	// issue.
+	PurchaseOutcome_PURCHASE_OUTCOME_INVOICE_PAID PurchaseOutcome = 5
+)
+
+// Enum value maps for PurchaseOutcome.
+var (
+	PurchaseOutcome_name = map[int32]string{
+		0: "PURCHASE_OUTCOME_UNSPECIFIED",
+		1: "PURCHASE_OUTCOME_PROGRESS",
+		2: "PURCHASE_OUTCOME_SUCCEEDED",
+		3: "PURCHASE_OUTCOME_FAILED",
+		4: "PURCHASE_OUTCOME_INVOICE_ISSUED",
+		5: "PURCHASE_OUTCOME_INVOICE_PAID",
+	}
+	PurchaseOutcome_value = map[string]int32{
+		"PURCHASE_OUTCOME_UNSPECIFIED":    0,
+		"PURCHASE_OUTCOME_PROGRESS":       1,
+		"PURCHASE_OUTCOME_SUCCEEDED":      2,
+		"PURCHASE_OUTCOME_FAILED":         3,
+		"PURCHASE_OUTCOME_INVOICE_ISSUED": 4,
+		"PURCHASE_OUTCOME_INVOICE_PAID":   5,
+	}
+)
+
+func (x PurchaseOutcome) Enum() *PurchaseOutcome {
+	p := new(PurchaseOutcome)
+	*p = x
+	return p
+}
+
+func (x PurchaseOutcome) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (PurchaseOutcome) Descriptor() protoreflect.EnumDescriptor {
+	return file_creditd_v1_purchase_proto_enumTypes[0].Descriptor()
+}
+
+func (PurchaseOutcome) Type() protoreflect.EnumType {
+	return &file_creditd_v1_purchase_proto_enumTypes[0]
+}
+
+func (x PurchaseOutcome) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use PurchaseOutcome.Descriptor instead.
+func (PurchaseOutcome) EnumDescriptor() ([]byte, []int) {
+	return file_creditd_v1_purchase_proto_rawDescGZIP(), []int{0}
+}
+
+// CompletePurchaseRequest reports a purchase's outcome.
+type CompletePurchaseRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The purchase's id (its idempotency key).
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// What happened (required).
+	Outcome PurchaseOutcome `protobuf:"varint,2,opt,name=outcome,proto3,enum=creditd.v1.PurchaseOutcome" json:"outcome,omitempty"`
+	// The payment's or invoice's reference at the provider (a wire transfer's
+	// reference, an invoice number), at most 256 bytes; empty keeps the one
+	// recorded.
+	ProviderRef string `protobuf:"bytes,3,opt,name=provider_ref,json=providerRef,proto3" json:"provider_ref,omitempty"`
+	// The provider's status of that payment ("paid", "wire received"), at
+	// most 256 bytes; empty keeps the one recorded.
+	ProviderStatus string `protobuf:"bytes,4,opt,name=provider_status,json=providerStatus,proto3" json:"provider_status,omitempty"`
+	// Why the purchase failed, at most 1024 bytes: required with
+	// PURCHASE_OUTCOME_FAILED, refused with any other outcome.
+	FailureReason string `protobuf:"bytes,5,opt,name=failure_reason,json=failureReason,proto3" json:"failure_reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CompletePurchaseRequest) Reset() {
+	*x = CompletePurchaseRequest{}
+	mi := &file_creditd_v1_purchase_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CompletePurchaseRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CompletePurchaseRequest) ProtoMessage() {}
+
+func (x *CompletePurchaseRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_creditd_v1_purchase_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CompletePurchaseRequest.ProtoReflect.Descriptor instead.
+func (*CompletePurchaseRequest) Descriptor() ([]byte, []int) {
+	return file_creditd_v1_purchase_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *CompletePurchaseRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *CompletePurchaseRequest) GetOutcome() PurchaseOutcome {
+	if x != nil {
+		return x.Outcome
+	}
+	return PurchaseOutcome_PURCHASE_OUTCOME_UNSPECIFIED
+}
+
+func (x *CompletePurchaseRequest) GetProviderRef() string {
+	if x != nil {
+		return x.ProviderRef
+	}
+	return ""
+}
+
+func (x *CompletePurchaseRequest) GetProviderStatus() string {
+	if x != nil {
+		return x.ProviderStatus
+	}
+	return ""
+}
+
+func (x *CompletePurchaseRequest) GetFailureReason() string {
+	if x != nil {
+		return x.FailureReason
+	}
+	return ""
+}
+
+// CompletePurchaseResponse is the purchase after the report.
+type CompletePurchaseResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The purchase (as GetPurchase returns it).
+	Purchase *Purchase `protobuf:"bytes,1,opt,name=purchase,proto3" json:"purchase,omitempty"`
+	// The purchase had already finished with an outcome this report agrees
+	// with; nothing changed.
+	Duplicate     bool `protobuf:"varint,2,opt,name=duplicate,proto3" json:"duplicate,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CompletePurchaseResponse) Reset() {
+	*x = CompletePurchaseResponse{}
+	mi := &file_creditd_v1_purchase_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CompletePurchaseResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CompletePurchaseResponse) ProtoMessage() {}
+
+func (x *CompletePurchaseResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_creditd_v1_purchase_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CompletePurchaseResponse.ProtoReflect.Descriptor instead.
+func (*CompletePurchaseResponse) Descriptor() ([]byte, []int) {
+	return file_creditd_v1_purchase_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *CompletePurchaseResponse) GetPurchase() *Purchase {
+	if x != nil {
+		return x.Purchase
+	}
+	return nil
+}
+
+func (x *CompletePurchaseResponse) GetDuplicate() bool {
+	if x != nil {
+		return x.Duplicate
+	}
+	return false
+}
+
 // PurchaseCreditsRequest describes a purchase.
 type PurchaseCreditsRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -39,7 +249,7 @@ type PurchaseCreditsRequest struct {
 
 func (x *PurchaseCreditsRequest) Reset() {
 	*x = PurchaseCreditsRequest{}
-	mi := &file_creditd_v1_purchase_proto_msgTypes[0]
+	mi := &file_creditd_v1_purchase_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -51,7 +261,7 @@ func (x *PurchaseCreditsRequest) String() string {
 func (*PurchaseCreditsRequest) ProtoMessage() {}
 
 func (x *PurchaseCreditsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_creditd_v1_purchase_proto_msgTypes[0]
+	mi := &file_creditd_v1_purchase_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -64,7 +274,7 @@ func (x *PurchaseCreditsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PurchaseCreditsRequest.ProtoReflect.Descriptor instead.
 func (*PurchaseCreditsRequest) Descriptor() ([]byte, []int) {
-	return file_creditd_v1_purchase_proto_rawDescGZIP(), []int{0}
+	return file_creditd_v1_purchase_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *PurchaseCreditsRequest) GetIdempotencyKey() string {
@@ -108,7 +318,7 @@ type PurchaseCreditsResponse struct {
 
 func (x *PurchaseCreditsResponse) Reset() {
 	*x = PurchaseCreditsResponse{}
-	mi := &file_creditd_v1_purchase_proto_msgTypes[1]
+	mi := &file_creditd_v1_purchase_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -120,7 +330,7 @@ func (x *PurchaseCreditsResponse) String() string {
 func (*PurchaseCreditsResponse) ProtoMessage() {}
 
 func (x *PurchaseCreditsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_creditd_v1_purchase_proto_msgTypes[1]
+	mi := &file_creditd_v1_purchase_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -133,7 +343,7 @@ func (x *PurchaseCreditsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PurchaseCreditsResponse.ProtoReflect.Descriptor instead.
 func (*PurchaseCreditsResponse) Descriptor() ([]byte, []int) {
-	return file_creditd_v1_purchase_proto_rawDescGZIP(), []int{1}
+	return file_creditd_v1_purchase_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *PurchaseCreditsResponse) GetPurchase() *Purchase {
@@ -163,7 +373,7 @@ type GetPurchaseRequest struct {
 
 func (x *GetPurchaseRequest) Reset() {
 	*x = GetPurchaseRequest{}
-	mi := &file_creditd_v1_purchase_proto_msgTypes[2]
+	mi := &file_creditd_v1_purchase_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -175,7 +385,7 @@ func (x *GetPurchaseRequest) String() string {
 func (*GetPurchaseRequest) ProtoMessage() {}
 
 func (x *GetPurchaseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_creditd_v1_purchase_proto_msgTypes[2]
+	mi := &file_creditd_v1_purchase_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -188,7 +398,7 @@ func (x *GetPurchaseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPurchaseRequest.ProtoReflect.Descriptor instead.
 func (*GetPurchaseRequest) Descriptor() ([]byte, []int) {
-	return file_creditd_v1_purchase_proto_rawDescGZIP(), []int{2}
+	return file_creditd_v1_purchase_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *GetPurchaseRequest) GetId() string {
@@ -222,7 +432,7 @@ type GetPurchaseResponse struct {
 
 func (x *GetPurchaseResponse) Reset() {
 	*x = GetPurchaseResponse{}
-	mi := &file_creditd_v1_purchase_proto_msgTypes[3]
+	mi := &file_creditd_v1_purchase_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -234,7 +444,7 @@ func (x *GetPurchaseResponse) String() string {
 func (*GetPurchaseResponse) ProtoMessage() {}
 
 func (x *GetPurchaseResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_creditd_v1_purchase_proto_msgTypes[3]
+	mi := &file_creditd_v1_purchase_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -247,7 +457,7 @@ func (x *GetPurchaseResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPurchaseResponse.ProtoReflect.Descriptor instead.
 func (*GetPurchaseResponse) Descriptor() ([]byte, []int) {
-	return file_creditd_v1_purchase_proto_rawDescGZIP(), []int{3}
+	return file_creditd_v1_purchase_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *GetPurchaseResponse) GetPurchase() *Purchase {
@@ -289,7 +499,7 @@ type PaymentAction struct {
 
 func (x *PaymentAction) Reset() {
 	*x = PaymentAction{}
-	mi := &file_creditd_v1_purchase_proto_msgTypes[4]
+	mi := &file_creditd_v1_purchase_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -301,7 +511,7 @@ func (x *PaymentAction) String() string {
 func (*PaymentAction) ProtoMessage() {}
 
 func (x *PaymentAction) ProtoReflect() protoreflect.Message {
-	mi := &file_creditd_v1_purchase_proto_msgTypes[4]
+	mi := &file_creditd_v1_purchase_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -314,7 +524,7 @@ func (x *PaymentAction) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PaymentAction.ProtoReflect.Descriptor instead.
 func (*PaymentAction) Descriptor() ([]byte, []int) {
-	return file_creditd_v1_purchase_proto_rawDescGZIP(), []int{4}
+	return file_creditd_v1_purchase_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *PaymentAction) GetClientSecret() string {
@@ -343,7 +553,16 @@ var File_creditd_v1_purchase_proto protoreflect.FileDescriptor
 const file_creditd_v1_purchase_proto_rawDesc = "" +
 	"\n" +
 	"\x19creditd/v1/purchase.proto\x12\n" +
-	"creditd.v1\x1a\x16creditd/v1/types.proto\"\xaa\x01\n" +
+	"creditd.v1\x1a\x16creditd/v1/types.proto\"\xd3\x01\n" +
+	"\x17CompletePurchaseRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x125\n" +
+	"\aoutcome\x18\x02 \x01(\x0e2\x1b.creditd.v1.PurchaseOutcomeR\aoutcome\x12!\n" +
+	"\fprovider_ref\x18\x03 \x01(\tR\vproviderRef\x12'\n" +
+	"\x0fprovider_status\x18\x04 \x01(\tR\x0eproviderStatus\x12%\n" +
+	"\x0efailure_reason\x18\x05 \x01(\tR\rfailureReason\"j\n" +
+	"\x18CompletePurchaseResponse\x120\n" +
+	"\bpurchase\x18\x01 \x01(\v2\x14.creditd.v1.PurchaseR\bpurchase\x12\x1c\n" +
+	"\tduplicate\x18\x02 \x01(\bR\tduplicate\"\xaa\x01\n" +
 	"\x16PurchaseCreditsRequest\x12'\n" +
 	"\x0fidempotency_key\x18\x01 \x01(\tR\x0eidempotencyKey\x12\x1f\n" +
 	"\vcustomer_id\x18\x02 \x01(\tR\n" +
@@ -363,10 +582,18 @@ const file_creditd_v1_purchase_proto_rawDesc = "" +
 	"\rPaymentAction\x12#\n" +
 	"\rclient_secret\x18\x01 \x01(\tR\fclientSecret\x12!\n" +
 	"\fcheckout_url\x18\x02 \x01(\tR\vcheckoutUrl\x12'\n" +
-	"\x0fprovider_status\x18\x03 \x01(\tR\x0eproviderStatus2\xc2\x01\n" +
+	"\x0fprovider_status\x18\x03 \x01(\tR\x0eproviderStatus*\xd7\x01\n" +
+	"\x0fPurchaseOutcome\x12 \n" +
+	"\x1cPURCHASE_OUTCOME_UNSPECIFIED\x10\x00\x12\x1d\n" +
+	"\x19PURCHASE_OUTCOME_PROGRESS\x10\x01\x12\x1e\n" +
+	"\x1aPURCHASE_OUTCOME_SUCCEEDED\x10\x02\x12\x1b\n" +
+	"\x17PURCHASE_OUTCOME_FAILED\x10\x03\x12#\n" +
+	"\x1fPURCHASE_OUTCOME_INVOICE_ISSUED\x10\x04\x12!\n" +
+	"\x1dPURCHASE_OUTCOME_INVOICE_PAID\x10\x052\xa1\x02\n" +
 	"\x0fPurchaseService\x12Z\n" +
 	"\x0fPurchaseCredits\x12\".creditd.v1.PurchaseCreditsRequest\x1a#.creditd.v1.PurchaseCreditsResponse\x12S\n" +
-	"\vGetPurchase\x12\x1e.creditd.v1.GetPurchaseRequest\x1a\x1f.creditd.v1.GetPurchaseResponse\"\x03\x90\x02\x01B5Z3github.com/creditd/creditd/gen/creditd/v1;creditdv1b\x06proto3"
+	"\vGetPurchase\x12\x1e.creditd.v1.GetPurchaseRequest\x1a\x1f.creditd.v1.GetPurchaseResponse\"\x03\x90\x02\x01\x12]\n" +
+	"\x10CompletePurchase\x12#.creditd.v1.CompletePurchaseRequest\x1a$.creditd.v1.CompletePurchaseResponseB5Z3github.com/creditd/creditd/gen/creditd/v1;creditdv1b\x06proto3"
 
 var (
 	file_creditd_v1_purchase_proto_rawDescOnce sync.Once
@@ -380,32 +607,40 @@ func file_creditd_v1_purchase_proto_rawDescGZIP() []byte {
 	return file_creditd_v1_purchase_proto_rawDescData
 }
 
-var file_creditd_v1_purchase_proto_msgTypes = make([]protoimpl.MessageInfo, 5)
+var file_creditd_v1_purchase_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
+var file_creditd_v1_purchase_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
 var file_creditd_v1_purchase_proto_goTypes = []any{
-	(*PurchaseCreditsRequest)(nil),  // 0: creditd.v1.PurchaseCreditsRequest
-	(*PurchaseCreditsResponse)(nil), // 1: creditd.v1.PurchaseCreditsResponse
-	(*GetPurchaseRequest)(nil),      // 2: creditd.v1.GetPurchaseRequest
-	(*GetPurchaseResponse)(nil),     // 3: creditd.v1.GetPurchaseResponse
-	(*PaymentAction)(nil),           // 4: creditd.v1.PaymentAction
-	(PurchaseFlow)(0),               // 5: creditd.v1.PurchaseFlow
-	(*Purchase)(nil),                // 6: creditd.v1.Purchase
-	(Consistency)(0),                // 7: creditd.v1.Consistency
+	(PurchaseOutcome)(0),             // 0: creditd.v1.PurchaseOutcome
+	(*CompletePurchaseRequest)(nil),  // 1: creditd.v1.CompletePurchaseRequest
+	(*CompletePurchaseResponse)(nil), // 2: creditd.v1.CompletePurchaseResponse
+	(*PurchaseCreditsRequest)(nil),   // 3: creditd.v1.PurchaseCreditsRequest
+	(*PurchaseCreditsResponse)(nil),  // 4: creditd.v1.PurchaseCreditsResponse
+	(*GetPurchaseRequest)(nil),       // 5: creditd.v1.GetPurchaseRequest
+	(*GetPurchaseResponse)(nil),      // 6: creditd.v1.GetPurchaseResponse
+	(*PaymentAction)(nil),            // 7: creditd.v1.PaymentAction
+	(*Purchase)(nil),                 // 8: creditd.v1.Purchase
+	(PurchaseFlow)(0),                // 9: creditd.v1.PurchaseFlow
+	(Consistency)(0),                 // 10: creditd.v1.Consistency
 }
 var file_creditd_v1_purchase_proto_depIdxs = []int32{
-	5, // 0: creditd.v1.PurchaseCreditsRequest.flow:type_name -> creditd.v1.PurchaseFlow
-	6, // 1: creditd.v1.PurchaseCreditsResponse.purchase:type_name -> creditd.v1.Purchase
-	7, // 2: creditd.v1.GetPurchaseRequest.consistency:type_name -> creditd.v1.Consistency
-	6, // 3: creditd.v1.GetPurchaseResponse.purchase:type_name -> creditd.v1.Purchase
-	4, // 4: creditd.v1.GetPurchaseResponse.payment_action:type_name -> creditd.v1.PaymentAction
-	0, // 5: creditd.v1.PurchaseService.PurchaseCredits:input_type -> creditd.v1.PurchaseCreditsRequest
-	2, // 6: creditd.v1.PurchaseService.GetPurchase:input_type -> creditd.v1.GetPurchaseRequest
-	1, // 7: creditd.v1.PurchaseService.PurchaseCredits:output_type -> creditd.v1.PurchaseCreditsResponse
-	3, // 8: creditd.v1.PurchaseService.GetPurchase:output_type -> creditd.v1.GetPurchaseResponse
-	7, // [7:9] is the sub-list for method output_type
-	5, // [5:7] is the sub-list for method input_type
-	5, // [5:5] is the sub-list for extension type_name
-	5, // [5:5] is the sub-list for extension extendee
-	0, // [0:5] is the sub-list for field type_name
+	0,  // 0: creditd.v1.CompletePurchaseRequest.outcome:type_name -> creditd.v1.PurchaseOutcome
+	8,  // 1: creditd.v1.CompletePurchaseResponse.purchase:type_name -> creditd.v1.Purchase
+	9,  // 2: creditd.v1.PurchaseCreditsRequest.flow:type_name -> creditd.v1.PurchaseFlow
+	8,  // 3: creditd.v1.PurchaseCreditsResponse.purchase:type_name -> creditd.v1.Purchase
+	10, // 4: creditd.v1.GetPurchaseRequest.consistency:type_name -> creditd.v1.Consistency
+	8,  // 5: creditd.v1.GetPurchaseResponse.purchase:type_name -> creditd.v1.Purchase
+	7,  // 6: creditd.v1.GetPurchaseResponse.payment_action:type_name -> creditd.v1.PaymentAction
+	3,  // 7: creditd.v1.PurchaseService.PurchaseCredits:input_type -> creditd.v1.PurchaseCreditsRequest
+	5,  // 8: creditd.v1.PurchaseService.GetPurchase:input_type -> creditd.v1.GetPurchaseRequest
+	1,  // 9: creditd.v1.PurchaseService.CompletePurchase:input_type -> creditd.v1.CompletePurchaseRequest
+	4,  // 10: creditd.v1.PurchaseService.PurchaseCredits:output_type -> creditd.v1.PurchaseCreditsResponse
+	6,  // 11: creditd.v1.PurchaseService.GetPurchase:output_type -> creditd.v1.GetPurchaseResponse
+	2,  // 12: creditd.v1.PurchaseService.CompletePurchase:output_type -> creditd.v1.CompletePurchaseResponse
+	10, // [10:13] is the sub-list for method output_type
+	7,  // [7:10] is the sub-list for method input_type
+	7,  // [7:7] is the sub-list for extension type_name
+	7,  // [7:7] is the sub-list for extension extendee
+	0,  // [0:7] is the sub-list for field type_name
 }
 
 func init() { file_creditd_v1_purchase_proto_init() }
@@ -419,13 +654,14 @@ func file_creditd_v1_purchase_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_creditd_v1_purchase_proto_rawDesc), len(file_creditd_v1_purchase_proto_rawDesc)),
-			NumEnums:      0,
-			NumMessages:   5,
+			NumEnums:      1,
+			NumMessages:   7,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
 		GoTypes:           file_creditd_v1_purchase_proto_goTypes,
 		DependencyIndexes: file_creditd_v1_purchase_proto_depIdxs,
+		EnumInfos:         file_creditd_v1_purchase_proto_enumTypes,
 		MessageInfos:      file_creditd_v1_purchase_proto_msgTypes,
 	}.Build()
 	File_creditd_v1_purchase_proto = out.File

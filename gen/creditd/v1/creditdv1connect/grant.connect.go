@@ -39,6 +39,9 @@ const (
 	// GrantServiceRevokeGrantProcedure is the fully-qualified name of the GrantService's RevokeGrant
 	// RPC.
 	GrantServiceRevokeGrantProcedure = "/creditd.v1.GrantService/RevokeGrant"
+	// GrantServiceAdjustGrantProcedure is the fully-qualified name of the GrantService's AdjustGrant
+	// RPC.
+	GrantServiceAdjustGrantProcedure = "/creditd.v1.GrantService/AdjustGrant"
 	// GrantServiceListGrantsProcedure is the fully-qualified name of the GrantService's ListGrants RPC.
 	GrantServiceListGrantsProcedure = "/creditd.v1.GrantService/ListGrants"
 )
@@ -50,6 +53,13 @@ type GrantServiceClient interface {
 	CreateGrant(context.Context, *connect.Request[v1.CreateGrantRequest]) (*connect.Response[v1.CreateGrantResponse], error)
 	// RevokeGrant removes what remains of a grant, or part of it.
 	RevokeGrant(context.Context, *connect.Request[v1.RevokeGrantRequest]) (*connect.Response[v1.RevokeGrantResponse], error)
+	// AdjustGrant corrects a grant's credits by a signed amount: an operator's
+	// correction, written to the ledger as an ENTRY_KIND_ADJUST entry with its
+	// reason (and, for a paid grant, the change of deferred revenue). Adding
+	// to a depleted grant makes it active again; removing cannot take it below
+	// zero remaining. The id is the idempotency key: a retry returns the grant
+	// (as it is now) with duplicate set. Admin scope.
+	AdjustGrant(context.Context, *connect.Request[v1.AdjustGrantRequest]) (*connect.Response[v1.AdjustGrantResponse], error)
 	// ListGrants pages through grants in id order.
 	ListGrants(context.Context, *connect.Request[v1.ListGrantsRequest]) (*connect.Response[v1.ListGrantsResponse], error)
 }
@@ -77,6 +87,12 @@ func NewGrantServiceClient(httpClient connect.HTTPClient, baseURL string, opts .
 			connect.WithSchema(grantServiceMethods.ByName("RevokeGrant")),
 			connect.WithClientOptions(opts...),
 		),
+		adjustGrant: connect.NewClient[v1.AdjustGrantRequest, v1.AdjustGrantResponse](
+			httpClient,
+			baseURL+GrantServiceAdjustGrantProcedure,
+			connect.WithSchema(grantServiceMethods.ByName("AdjustGrant")),
+			connect.WithClientOptions(opts...),
+		),
 		listGrants: connect.NewClient[v1.ListGrantsRequest, v1.ListGrantsResponse](
 			httpClient,
 			baseURL+GrantServiceListGrantsProcedure,
@@ -91,6 +107,7 @@ func NewGrantServiceClient(httpClient connect.HTTPClient, baseURL string, opts .
 type grantServiceClient struct {
 	createGrant *connect.Client[v1.CreateGrantRequest, v1.CreateGrantResponse]
 	revokeGrant *connect.Client[v1.RevokeGrantRequest, v1.RevokeGrantResponse]
+	adjustGrant *connect.Client[v1.AdjustGrantRequest, v1.AdjustGrantResponse]
 	listGrants  *connect.Client[v1.ListGrantsRequest, v1.ListGrantsResponse]
 }
 
@@ -102,6 +119,11 @@ func (c *grantServiceClient) CreateGrant(ctx context.Context, req *connect.Reque
 // RevokeGrant calls creditd.v1.GrantService.RevokeGrant.
 func (c *grantServiceClient) RevokeGrant(ctx context.Context, req *connect.Request[v1.RevokeGrantRequest]) (*connect.Response[v1.RevokeGrantResponse], error) {
 	return c.revokeGrant.CallUnary(ctx, req)
+}
+
+// AdjustGrant calls creditd.v1.GrantService.AdjustGrant.
+func (c *grantServiceClient) AdjustGrant(ctx context.Context, req *connect.Request[v1.AdjustGrantRequest]) (*connect.Response[v1.AdjustGrantResponse], error) {
+	return c.adjustGrant.CallUnary(ctx, req)
 }
 
 // ListGrants calls creditd.v1.GrantService.ListGrants.
@@ -116,6 +138,13 @@ type GrantServiceHandler interface {
 	CreateGrant(context.Context, *connect.Request[v1.CreateGrantRequest]) (*connect.Response[v1.CreateGrantResponse], error)
 	// RevokeGrant removes what remains of a grant, or part of it.
 	RevokeGrant(context.Context, *connect.Request[v1.RevokeGrantRequest]) (*connect.Response[v1.RevokeGrantResponse], error)
+	// AdjustGrant corrects a grant's credits by a signed amount: an operator's
+	// correction, written to the ledger as an ENTRY_KIND_ADJUST entry with its
+	// reason (and, for a paid grant, the change of deferred revenue). Adding
+	// to a depleted grant makes it active again; removing cannot take it below
+	// zero remaining. The id is the idempotency key: a retry returns the grant
+	// (as it is now) with duplicate set. Admin scope.
+	AdjustGrant(context.Context, *connect.Request[v1.AdjustGrantRequest]) (*connect.Response[v1.AdjustGrantResponse], error)
 	// ListGrants pages through grants in id order.
 	ListGrants(context.Context, *connect.Request[v1.ListGrantsRequest]) (*connect.Response[v1.ListGrantsResponse], error)
 }
@@ -139,6 +168,12 @@ func NewGrantServiceHandler(svc GrantServiceHandler, opts ...connect.HandlerOpti
 		connect.WithSchema(grantServiceMethods.ByName("RevokeGrant")),
 		connect.WithHandlerOptions(opts...),
 	)
+	grantServiceAdjustGrantHandler := connect.NewUnaryHandler(
+		GrantServiceAdjustGrantProcedure,
+		svc.AdjustGrant,
+		connect.WithSchema(grantServiceMethods.ByName("AdjustGrant")),
+		connect.WithHandlerOptions(opts...),
+	)
 	grantServiceListGrantsHandler := connect.NewUnaryHandler(
 		GrantServiceListGrantsProcedure,
 		svc.ListGrants,
@@ -152,6 +187,8 @@ func NewGrantServiceHandler(svc GrantServiceHandler, opts ...connect.HandlerOpti
 			grantServiceCreateGrantHandler.ServeHTTP(w, r)
 		case GrantServiceRevokeGrantProcedure:
 			grantServiceRevokeGrantHandler.ServeHTTP(w, r)
+		case GrantServiceAdjustGrantProcedure:
+			grantServiceAdjustGrantHandler.ServeHTTP(w, r)
 		case GrantServiceListGrantsProcedure:
 			grantServiceListGrantsHandler.ServeHTTP(w, r)
 		default:
@@ -169,6 +206,10 @@ func (UnimplementedGrantServiceHandler) CreateGrant(context.Context, *connect.Re
 
 func (UnimplementedGrantServiceHandler) RevokeGrant(context.Context, *connect.Request[v1.RevokeGrantRequest]) (*connect.Response[v1.RevokeGrantResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("creditd.v1.GrantService.RevokeGrant is not implemented"))
+}
+
+func (UnimplementedGrantServiceHandler) AdjustGrant(context.Context, *connect.Request[v1.AdjustGrantRequest]) (*connect.Response[v1.AdjustGrantResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("creditd.v1.GrantService.AdjustGrant is not implemented"))
 }
 
 func (UnimplementedGrantServiceHandler) ListGrants(context.Context, *connect.Request[v1.ListGrantsRequest]) (*connect.Response[v1.ListGrantsResponse], error) {

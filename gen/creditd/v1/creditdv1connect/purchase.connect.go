@@ -39,6 +39,9 @@ const (
 	// PurchaseServiceGetPurchaseProcedure is the fully-qualified name of the PurchaseService's
 	// GetPurchase RPC.
 	PurchaseServiceGetPurchaseProcedure = "/creditd.v1.PurchaseService/GetPurchase"
+	// PurchaseServiceCompletePurchaseProcedure is the fully-qualified name of the PurchaseService's
+	// CompletePurchase RPC.
+	PurchaseServiceCompletePurchaseProcedure = "/creditd.v1.PurchaseService/CompletePurchase"
 )
 
 // PurchaseServiceClient is a client for the creditd.v1.PurchaseService service.
@@ -50,6 +53,16 @@ type PurchaseServiceClient interface {
 	PurchaseCredits(context.Context, *connect.Request[v1.PurchaseCreditsRequest]) (*connect.Response[v1.PurchaseCreditsResponse], error)
 	// GetPurchase returns a purchase and where it is.
 	GetPurchase(context.Context, *connect.Request[v1.GetPurchaseRequest]) (*connect.Response[v1.GetPurchaseResponse], error)
+	// CompletePurchase records the billing side's result for a purchase by
+	// hand: how an operator completes purchases of the manual connector (a
+	// deal paid by wire or invoiced elsewhere), or any pending purchase when
+	// no provider will report on it. It takes the same path as the billing
+	// worker's and webhooks' reports: success grants the credits (the grant's
+	// id is "purchase:" + the purchase id). A report that agrees with a
+	// finished purchase returns it with duplicate set; one that contradicts it
+	// (failing a succeeded purchase, succeeding a failed one) is
+	// FAILED_PRECONDITION. Admin scope.
+	CompletePurchase(context.Context, *connect.Request[v1.CompletePurchaseRequest]) (*connect.Response[v1.CompletePurchaseResponse], error)
 }
 
 // NewPurchaseServiceClient constructs a client for the creditd.v1.PurchaseService service. By
@@ -76,13 +89,20 @@ func NewPurchaseServiceClient(httpClient connect.HTTPClient, baseURL string, opt
 			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 			connect.WithClientOptions(opts...),
 		),
+		completePurchase: connect.NewClient[v1.CompletePurchaseRequest, v1.CompletePurchaseResponse](
+			httpClient,
+			baseURL+PurchaseServiceCompletePurchaseProcedure,
+			connect.WithSchema(purchaseServiceMethods.ByName("CompletePurchase")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
 // purchaseServiceClient implements PurchaseServiceClient.
 type purchaseServiceClient struct {
-	purchaseCredits *connect.Client[v1.PurchaseCreditsRequest, v1.PurchaseCreditsResponse]
-	getPurchase     *connect.Client[v1.GetPurchaseRequest, v1.GetPurchaseResponse]
+	purchaseCredits  *connect.Client[v1.PurchaseCreditsRequest, v1.PurchaseCreditsResponse]
+	getPurchase      *connect.Client[v1.GetPurchaseRequest, v1.GetPurchaseResponse]
+	completePurchase *connect.Client[v1.CompletePurchaseRequest, v1.CompletePurchaseResponse]
 }
 
 // PurchaseCredits calls creditd.v1.PurchaseService.PurchaseCredits.
@@ -95,6 +115,11 @@ func (c *purchaseServiceClient) GetPurchase(ctx context.Context, req *connect.Re
 	return c.getPurchase.CallUnary(ctx, req)
 }
 
+// CompletePurchase calls creditd.v1.PurchaseService.CompletePurchase.
+func (c *purchaseServiceClient) CompletePurchase(ctx context.Context, req *connect.Request[v1.CompletePurchaseRequest]) (*connect.Response[v1.CompletePurchaseResponse], error) {
+	return c.completePurchase.CallUnary(ctx, req)
+}
+
 // PurchaseServiceHandler is an implementation of the creditd.v1.PurchaseService service.
 type PurchaseServiceHandler interface {
 	// PurchaseCredits records a purchase priced by the customer's plan; the
@@ -104,6 +129,16 @@ type PurchaseServiceHandler interface {
 	PurchaseCredits(context.Context, *connect.Request[v1.PurchaseCreditsRequest]) (*connect.Response[v1.PurchaseCreditsResponse], error)
 	// GetPurchase returns a purchase and where it is.
 	GetPurchase(context.Context, *connect.Request[v1.GetPurchaseRequest]) (*connect.Response[v1.GetPurchaseResponse], error)
+	// CompletePurchase records the billing side's result for a purchase by
+	// hand: how an operator completes purchases of the manual connector (a
+	// deal paid by wire or invoiced elsewhere), or any pending purchase when
+	// no provider will report on it. It takes the same path as the billing
+	// worker's and webhooks' reports: success grants the credits (the grant's
+	// id is "purchase:" + the purchase id). A report that agrees with a
+	// finished purchase returns it with duplicate set; one that contradicts it
+	// (failing a succeeded purchase, succeeding a failed one) is
+	// FAILED_PRECONDITION. Admin scope.
+	CompletePurchase(context.Context, *connect.Request[v1.CompletePurchaseRequest]) (*connect.Response[v1.CompletePurchaseResponse], error)
 }
 
 // NewPurchaseServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -126,12 +161,20 @@ func NewPurchaseServiceHandler(svc PurchaseServiceHandler, opts ...connect.Handl
 		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 		connect.WithHandlerOptions(opts...),
 	)
+	purchaseServiceCompletePurchaseHandler := connect.NewUnaryHandler(
+		PurchaseServiceCompletePurchaseProcedure,
+		svc.CompletePurchase,
+		connect.WithSchema(purchaseServiceMethods.ByName("CompletePurchase")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/creditd.v1.PurchaseService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case PurchaseServicePurchaseCreditsProcedure:
 			purchaseServicePurchaseCreditsHandler.ServeHTTP(w, r)
 		case PurchaseServiceGetPurchaseProcedure:
 			purchaseServiceGetPurchaseHandler.ServeHTTP(w, r)
+		case PurchaseServiceCompletePurchaseProcedure:
+			purchaseServiceCompletePurchaseHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -147,4 +190,8 @@ func (UnimplementedPurchaseServiceHandler) PurchaseCredits(context.Context, *con
 
 func (UnimplementedPurchaseServiceHandler) GetPurchase(context.Context, *connect.Request[v1.GetPurchaseRequest]) (*connect.Response[v1.GetPurchaseResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("creditd.v1.PurchaseService.GetPurchase is not implemented"))
+}
+
+func (UnimplementedPurchaseServiceHandler) CompletePurchase(context.Context, *connect.Request[v1.CompletePurchaseRequest]) (*connect.Response[v1.CompletePurchaseResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("creditd.v1.PurchaseService.CompletePurchase is not implemented"))
 }

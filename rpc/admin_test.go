@@ -315,6 +315,27 @@ func TestOperatorMethodsWithJSON(t *testing.T) {
 	if code != http.StatusBadRequest || e["code"] != "failed_precondition" {
 		t.Fatalf("failing a succeeded purchase: %d %v", code, e)
 	}
+	code, e = c.post("/creditd.v1.GrantService/AdjustGrant", `{"id":"fix-2026-11-2","grantId":"purchase:deal-2026-11","amount":"-5000","reason":"typo"}`)
+	if code != http.StatusBadRequest || e["code"] != "failed_precondition" || e["message"] != "amount: grant purchase:deal-2026-11 has 4750.00 remaining; cannot remove 5000.00" {
+		t.Fatalf("removing more than remains: %d %v", code, e)
+	}
+
+	// An automatic top-up with no provider to charge: below 1,000 available
+	// credits, buy 2,000; the operator completes the purchase it starts.
+	c.ok("/creditd.v1.CatalogService/UpsertCustomer", `{"id":"acme","name":"Acme Inc.","planId":"pro","autoTopUp":{"enabled":true,"threshold":"1000","mode":"AUTO_TOP_UP_MODE_FIXED","amount":"2000"}}`)
+	c.ok("/creditd.v1.UsageService/ReportUsage", `{"events":[{"id":"batch-1","customerId":"acme","creditTypeId":"ai-credits","credits":"4000"}]}`)
+	cu := c.ok("/creditd.v1.CatalogService/GetCustomer", `{"id":"acme"}`)
+	auto, _ := get(cu, "customer", "autoPendingPurchaseId").(string)
+	if auto == "" {
+		t.Fatalf("no automatic purchase pending: %v", cu)
+	}
+	ap := c.ok("/creditd.v1.PurchaseService/CompletePurchase", `{"id":"`+auto+`","outcome":"PURCHASE_OUTCOME_SUCCEEDED","providerRef":"manual"}`)
+	if get(ap, "purchase", "flow") != "PURCHASE_FLOW_AUTO" || get(ap, "purchase", "status") != "PURCHASE_STATUS_SUCCEEDED" {
+		t.Fatalf("CompletePurchase of the top-up = %v", ap)
+	}
+	if b := c.ok("/creditd.v1.BalanceService/GetBalance", `{"customerId":"acme","creditTypeId":"ai-credits"}`); get(b, "balance") != "2750.00" {
+		t.Fatalf("balance after the top-up = %v, want 2750.00", b)
+	}
 	if path := os.Getenv("CREDITD_WALKTHROUGH_ADMIN"); path != "" {
 		if err := os.WriteFile(path, []byte(c.transcript.String()), 0o644); err != nil {
 			t.Fatal(err)

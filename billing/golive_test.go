@@ -335,7 +335,7 @@ func TestGoLiveThroughTheAPI(t *testing.T) {
 	if _, err := ex.Run(ctx); err != nil {
 		t.Fatalf("export: %v", err)
 	}
-	rep, err := export.ReportFromExport(ctx, dst, t.TempDir(), time.Unix(0, 0), time.Now().Add(time.Hour))
+	rep, err := export.ReportFromExport(ctx, dst, t.TempDir(), time.Unix(0, 0), time.Now().Add(time.Hour), nil)
 	if err != nil {
 		t.Fatalf("reconcile the export: %v", err)
 	}

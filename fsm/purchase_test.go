@@ -90,6 +90,7 @@ func TestPurchases(t *testing.T) {
 		h.seed()
 		h.ok(StartPurchase{ID: "b", CustomerID: "c1", Credits: 100})
 		h.fails(CompletePurchase{ID: "b", Outcome: OutcomeFailed}, CodeInvalid, "failure_reason")
+		h.fails(CompletePurchase{ID: "b", Outcome: OutcomeInvoicePaid}, CodeFailedPrecondition, "outcome") // not an invoice
 		p := h.ok(CompletePurchase{ID: "b", Outcome: OutcomeFailed, FailureReason: "card_declined"}).Value.(*Purchase)
 		if p.Status != PurchaseFailed || p.FailureReason != "card_declined" || p.GrantID != "" {
 			t.Fatalf("%+v", p)

@@ -82,7 +82,7 @@ func grantsOn(p *Purchase, pl *Plan, o PurchaseOutcome) bool {
 	case OutcomeSucceeded:
 		return true
 	case OutcomeInvoiceIssued:
-		return p.Flow == FlowInvoice && pl != nil && pl.InvoiceGrant == GrantOnIssue
+		return pl != nil && pl.InvoiceGrant == GrantOnIssue
 	case OutcomeInvoicePaid:
 		return true
 	}
@@ -103,6 +103,9 @@ func (a *applier) completePurchase(c CompletePurchase) (*Purchase, bool, error) 
 		return nil, false, notFound("id", "no purchase %s", c.ID)
 	}
 	pl := a.plan(p.PlanID)
+	if (c.Outcome == OutcomeInvoiceIssued || c.Outcome == OutcomeInvoicePaid) && p.Flow != FlowInvoice {
+		return nil, false, precondition("outcome", "purchase %s is a %s purchase, not an invoice", p.ID, p.Flow)
+	}
 	if p.Status != PurchasePending {
 		// Webhooks and workers repeat themselves and arrive out of order: a
 		// report that agrees with the end state is a no-op; one that

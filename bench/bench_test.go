@@ -4,12 +4,17 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
 
+	"connectrpc.com/connect"
+
 	"github.com/creditd/creditd/bench"
 	"github.com/creditd/creditd/bench/local"
+	v1 "github.com/creditd/creditd/gen/creditd/v1"
+	"github.com/creditd/creditd/gen/creditd/v1/creditdv1connect"
 )
 
 // The benchmarks drive a 3-node cluster on loopback with fsync on, over the
@@ -146,5 +151,45 @@ func BenchmarkCeilingRatio(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// TestVerificationCatchesCreditsTheClientsDidNotSee grants credits behind
+// the bench's back between the load and the checks: the balances no longer
+// equal granted − acknowledged burns, and the run must say so.
+func TestVerificationCatchesCreditsTheClientsDidNotSee(t *testing.T) {
+	c := startCluster(t, 1, false)
+	addr := c.URLs()[0]
+	var grantErr error
+	cfg := bench.Config{
+		Addr: addr, Customers: 5, Duration: time.Second, Concurrency: 2, Batch: 3, Seed: 3, RunID: "tamper",
+		Mix: bench.Mix{bench.OpReport: 1},
+		AfterLoad: func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			var p http.Protocols
+			p.SetUnencryptedHTTP2(true)
+			hc := &http.Client{Transport: &http.Transport{Protocols: &p}}
+			defer hc.CloseIdleConnections()
+			_, grantErr = creditdv1connect.NewGrantServiceClient(hc, addr).CreateGrant(ctx, connect.NewRequest(&v1.CreateGrantRequest{
+				Id: "tamper-extra", CustomerId: "btamper-c0", CreditTypeId: "bench-credits",
+				Category: v1.GrantCategory_GRANT_CATEGORY_PROMOTIONAL, Amount: "7"}))
+		},
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	rep, err := bench.Run(ctx, cfg)
+	if err != nil {
+		t.Fatalf("bench.Run: %v", err)
+	}
+	if grantErr != nil {
+		t.Fatalf("grant behind the bench's back: %v", grantErr)
+	}
+	v := rep.Verify
+	if v == nil || v.OK || v.BalanceMismatches != 1 || rep.Err() == nil {
+		t.Fatalf("the verification missed a grant the clients did not see: %+v", v)
+	}
+	if !strings.Contains(rep.Err().Error(), "btamper-c0") {
+		t.Errorf("the error does not name the customer: %v", rep.Err())
 	}
 }

@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"fmt"
+	"os"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -20,6 +21,8 @@ import (
 // at a time.
 //
 //	go test -run '^$' -bench ReplicatedApply -benchtime 3s ./node/
+//
+// CREDITD_BENCH_LOG_STORE=wal runs it on raft-wal instead of raft-boltdb.
 func BenchmarkReplicatedApply(b *testing.B) {
 	modes := []struct {
 		name string
@@ -36,6 +39,7 @@ func BenchmarkReplicatedApply(b *testing.B) {
 				c := newTestCluster(b)
 				c.startThree(func(cfg *Config) {
 					mode.set(&cfg.Batch)
+					cfg.LogStore = benchLogStore
 					if sm == "noop" {
 						cfg.StateMachine = NewNoopStateMachine()
 					}
@@ -102,3 +106,6 @@ func benchWriters(b *testing.B, c *testCluster, writers int, seq *atomic.Int64) 
 }
 
 var _ = fsm.Noop{}
+
+// benchLogStore is the log store BenchmarkReplicatedApply runs on.
+var benchLogStore = os.Getenv("CREDITD_BENCH_LOG_STORE")

@@ -81,6 +81,11 @@ type Config struct {
 	// NoSync turns fsync off for the raft log. Only for tests.
 	NoSync bool
 
+	// LogStore is where the Raft log lives: LogStoreBolt (the default,
+	// raft-boltdb) or LogStoreWAL (raft-wal). A data dir keeps the store it
+	// was created with.
+	LogStore string
+
 	// StateMachine replaces the fsm (benchmarks use NewNoopStateMachine).
 	// nil = open fsm at DataDir/fsm.db; the node then owns and closes it.
 	StateMachine StateMachine

@@ -20,7 +20,6 @@ import (
 	"github.com/creditd/creditd/fsm"
 	"github.com/hashicorp/memberlist"
 	"github.com/hashicorp/raft"
-	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 )
 
 // Node is one running member of a creditd cluster.
@@ -33,7 +32,7 @@ type Node struct {
 	sm        StateMachine
 	rfsm      *raftFSM
 	raft      *raft.Raft
-	store     *raftboltdb.BoltStore
+	store     logStore
 	snaps     *raft.FileSnapshotStore
 	transport *raft.NetworkTransport
 	ml        *memberlist.Memberlist
@@ -130,17 +129,19 @@ func Start(ctx context.Context, cfg Config) (n *Node, err error) {
 	}
 	n.applied.Store(n.sm.AppliedIndex())
 	n.rfsm = newRaftFSM(n.sm, n.markApplied)
-	n.applierDone = make(chan struct{})
+	// The goroutine and the closers use locals: on an error Start returns
+	// nil, which clears the named result n before the deferred closers run.
+	rfsm, applierStop, applierDone := n.rfsm, n.applierStop, make(chan struct{})
+	n.applierDone = applierDone
 	go func() {
-		defer close(n.applierDone)
-		n.rfsm.run(n.applierStop)
+		defer close(applierDone)
+		rfsm.run(applierStop)
 	}()
-	closers = append(closers, func() error { close(n.applierStop); <-n.applierDone; return nil })
+	closers = append(closers, func() error { close(applierStop); <-applierDone; return nil })
 
-	logPath := filepath.Join(cfg.DataDir, "raft.db")
-	n.store, err = raftboltdb.New(raftboltdb.Options{Path: logPath, NoSync: cfg.NoSync})
+	n.store, err = openLogStore(cfg.DataDir, cfg.LogStore, cfg.NoSync)
 	if err != nil {
-		return nil, fmt.Errorf("open raft log %s: %w", logPath, err)
+		return nil, err
 	}
 	closers = append(closers, n.store.Close)
 	logs, err := raft.NewLogCache(4096, n.store)
@@ -196,7 +197,8 @@ func Start(ctx context.Context, cfg Config) (n *Node, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("start raft: %w", err)
 	}
-	closers = append(closers, func() error { return n.raft.Shutdown().Error() })
+	r := n.raft
+	closers = append(closers, func() error { return r.Shutdown().Error() })
 
 	if err := n.startGossip(hasState); err != nil {
 		return nil, err

@@ -9,7 +9,6 @@ import (
 
 	"github.com/creditd/creditd/fsm"
 	"github.com/hashicorp/raft"
-	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 )
 
 // RestoreDataDir prepares an empty data dir, offline, to start a new
@@ -51,9 +50,9 @@ func RestoreDataDir(cfg Config, r io.Reader) (err error) {
 		return errors.New("restore: the snapshot holds no applied entry")
 	}
 
-	store, err := raftboltdb.New(raftboltdb.Options{Path: filepath.Join(cfg.DataDir, "raft.db")})
+	store, err := openLogStore(cfg.DataDir, cfg.LogStore, false)
 	if err != nil {
-		return fmt.Errorf("restore: open raft log: %w", err)
+		return fmt.Errorf("restore: %w", err)
 	}
 	defer func() { err = errors.Join(err, store.Close()) }()
 	snaps, err := raft.NewFileSnapshotStoreWithLogger(cfg.DataDir, cfg.SnapshotRetain, newHclog(cfg.Logger, "raft-snapshots"))

@@ -72,6 +72,7 @@ type serveFlags struct {
 	apiKeysFile                       string
 	logFormat, logLevel               string
 	billing                           string
+	logStore                          string
 	export                            exportSchedule
 }
 
@@ -95,6 +96,7 @@ func runServe(ctx context.Context, args []string) error {
 	fs.StringVar(&f.advGossip, "advertise-gossip-addr", "", "gossip address other nodes use, when it differs from --gossip-addr")
 	fs.Var(&f.join, "join", "gossip address(es) of existing members, host:port[,host:port]; retried until one answers")
 	fs.IntVar(&f.bootstrapExpect, "bootstrap-expect", -1, "form a new cluster when this many fresh nodes have met (default: 1 without --join, else 0 = wait to be added)")
+	fs.StringVar(&f.logStore, "log-store", node.LogStoreBolt, "where the Raft log lives: bolt (raft-boltdb) or wal (raft-wal); a data dir keeps the one it was created with")
 	fs.IntVar(&f.voters, "voters", 5, "how many voters the leader keeps; other members are non-voters")
 	fs.DurationVar(&f.deadServerTimeout, "dead-server-timeout", 30*time.Minute, "remove a member dead this long from Raft (only if a quorum remains)")
 	fs.BoolVar(&f.leaveOnTerminate, "leave-on-terminate", false, "on SIGTERM leave the cluster for good (the leader removes this node)")
@@ -164,6 +166,7 @@ func serve(ctx context.Context, f serveFlags, logger *slog.Logger) error {
 		BootstrapExpect:     expect,
 		Voters:              f.voters,
 		DeadServerTimeout:   f.deadServerTimeout,
+		LogStore:            f.logStore,
 		LeaveOnShutdown:     f.leaveOnTerminate,
 		Batch: node.BatchConfig{
 			Disabled:    !f.groupCommit,

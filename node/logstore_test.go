@@ -1,0 +1,78 @@
+package node
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+)
+
+// A cluster on raft-wal replicates, and a crashed node restarts from its
+// own WAL and catches up.
+func TestClusterOnTheWALLogStore(t *testing.T) {
+	c := newTestCluster(t)
+	wal := func(cfg *Config) { cfg.LogStore, cfg.NoSync = LogStoreWAL, false }
+	c.startThree(wal)
+	setupLedger(c)
+	for i := range 20 {
+		c.mustApply(burn(fmt.Sprintf("w%d", i)))
+	}
+	victim := "n3"
+	if c.leader() == c.node(victim) {
+		victim = "n2"
+	}
+	c.crash(victim)
+	for i := range 20 {
+		c.mustApply(burn(fmt.Sprintf("x%d", i)))
+	}
+	c.restart(victim, nil)
+	dumps := c.waitConverged()
+	var first []byte
+	for id, d := range dumps {
+		if first == nil {
+			first = d
+		} else if !bytes.Equal(first, d) {
+			t.Fatalf("replica %s differs", id)
+		}
+	}
+}
+
+// A data dir keeps the log store it was created with: the other one would
+// start from an empty log.
+func TestALogStoreCannotChangeUnderADataDir(t *testing.T) {
+	for _, tt := range []struct{ first, second, want string }{
+		{LogStoreBolt, LogStoreWAL, "holds a raft-boltdb log"},
+		{LogStoreWAL, LogStoreBolt, "holds a raft-wal log"},
+	} {
+		t.Run(tt.first+" then "+tt.second, func(t *testing.T) {
+			c := newTestCluster(t)
+			c.start("solo", func(cfg *Config) {
+				cfg.BootstrapExpect, cfg.LogStore, cfg.NoSync = 1, tt.first, false
+			})
+			c.leader()
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			if err := c.node("solo").Shutdown(ctx); err != nil {
+				t.Fatal(err)
+			}
+			c.mu.Lock()
+			cfg := c.nodes["solo"].cfg
+			c.nodes["solo"].down = true
+			c.mu.Unlock()
+			cfg.LogStore = tt.second
+			n, err := Start(ctx, cfg)
+			if err == nil {
+				n.Shutdown(ctx)
+				t.Fatal("started on another log store")
+			}
+			if !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("error %q does not say %q", err, tt.want)
+			}
+		})
+	}
+	if _, err := openLogStore(t.TempDir(), "lsm", false); err == nil || !strings.Contains(err.Error(), "unknown log store") {
+		t.Fatalf("unknown store: %v", err)
+	}
+}

@@ -36,6 +36,8 @@ func (a *applier) loadLiveGrants(p *Pool) []*Grant {
 	prefix := burnPrefix(p.CustomerID, p.CreditTypeID)
 	c := a.bBurnOrder.Cursor()
 	for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
+		// Look in the cache first: indexing a map with string(v) does not
+		// allocate, while a.grant's string argument would.
 		g, ok := a.grants[string(v)]
 		if !ok {
 			g = a.grant(string(v))
@@ -202,9 +204,10 @@ func (a *applier) burnEvent(ev *UsageEvent, pos int, r *EventResult) {
 	available := usable - p.Reserved - p.Overdraft
 	floor := a.floorOf(cu, ctID)
 	if available-credits < floor {
+		scale := a.scaleOf(ctID)
 		r.Status, r.Available = EventDenied, available
-		r.Reason = "not enough credits: available " + FormatUnits(available, a.scaleOf(ctID)) +
-			", needed " + FormatUnits(credits, a.scaleOf(ctID))
+		r.Reason = "not enough credits: available " + FormatUnits(available, scale) +
+			", needed " + FormatUnits(credits, scale)
 		r.BalanceAfter, r.AvailableAfter = p.Balance, available
 	} else {
 		r.Status = EventBurned

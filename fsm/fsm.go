@@ -1,9 +1,6 @@
 package fsm
 
-import (
-	"io"
-	"time"
-)
+import "time"
 
 // Options tune an FSM. The zero value is production's default.
 type Options struct {
@@ -60,8 +57,6 @@ type LedgerFilter struct {
 	Limit        int
 }
 
-var _ = io.EOF
-
 // The FSM's methods, in brief (see each for details):
 //
 //	Open(path, Options) (*FSM, error); (*FSM).Close() error
@@ -74,6 +69,7 @@ var _ = io.EOF
 //	(*View).CreditType/Feature/Plan/Customer/Grant/Reservation/Purchase(id)
 //	(*View).ListFeatures(); Balance(customer, creditType); Check(customer, feature, qty, credits)
 //	(*View).ListGrants(GrantFilter); Ledger(LedgerFilter); ScanLedger(from, to, fn); ScanGrants(fn)
-//	(*View).BalanceAt(customer, creditType, seq); PendingPurchases(limit)
+//	(*View).BalanceAt(customer, creditType, seq); BalanceAtTime(customer, creditType, t)
+//	(*View).PendingPurchases(limit); PendingPurchasesAfter(after, limit); Dump(w)
 //	(*FSM).Snapshot() (*Snapshot, error); (*Snapshot).WriteTo(w); (*Snapshot).Release()
 //	(*FSM).Restore(io.Reader) error; (*FSM).Dump(io.Writer) error

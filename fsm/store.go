@@ -4,7 +4,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -238,9 +237,4 @@ func idemKey(kind byte, id string) []byte {
 	k := make([]byte, 0, 1+len(id))
 	k = append(k, kind)
 	return append(k, id...)
-}
-
-func fileExists(path string) bool {
-	_, err := os.Stat(path)
-	return err == nil
 }

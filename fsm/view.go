@@ -92,19 +92,6 @@ func (v *View) ListFeatures() ([]Feature, error) {
 	return out, err
 }
 
-// ListCreditTypes lists every credit type in id order.
-func (v *View) ListCreditTypes() ([]CreditType, error) {
-	var out []CreditType
-	err := v.tx.Bucket(bCreditType).ForEach(func(k, raw []byte) error {
-		var c CreditType
-		d := dec{b: raw}
-		c.decode(&d)
-		out = append(out, c)
-		return d.err
-	})
-	return out, err
-}
-
 func (v *View) pool(customerID, creditTypeID string) (Pool, error) {
 	raw := v.tx.Bucket(bPool).Get(poolKey(customerID, creditTypeID))
 	if raw == nil {

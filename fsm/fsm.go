@@ -12,9 +12,11 @@ type Options struct {
 	// (a snapshot, an export) rarely blocks a write that grows the file.
 	// 0 = 1 GiB.
 	InitialMmapSize int
-	// NoSync skips fsync of the state file. Only for tests and benchmarks
-	// that measure apply alone: the raft log is not a substitute, since a
-	// restart trusts the applied index stored with the state.
+	// NoSync skips fsync of the state file on every Apply. A process crash
+	// loses nothing (the page cache holds every commit), but a power loss
+	// can leave the file torn, so a caller that sets it must be able to
+	// tell (package node compares the machine's boot id) and then rebuild
+	// the state from a snapshot and the log. Call Sync before a clean close.
 	NoSync bool
 }
 

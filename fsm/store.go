@@ -135,6 +135,20 @@ func (f *FSM) Close() error {
 	return err
 }
 
+// Sync flushes every commit to disk (with Options.NoSync the commits
+// themselves do not).
+func (f *FSM) Sync() error {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	if f.db == nil {
+		return errClosed
+	}
+	if err := f.db.Sync(); err != nil {
+		return fmt.Errorf("sync state %s: %w", f.path, err)
+	}
+	return nil
+}
+
 // AppliedIndex is the index of the last applied entry.
 func (f *FSM) AppliedIndex() uint64 { return f.applied.Load() }
 

@@ -334,8 +334,11 @@ func TestRestartResumesFromItsOwnStateWithoutRestoringOrReplayingAll(t *testing.
 	c.mu.Lock()
 	c.nodes["solo"].down = true
 	c.mu.Unlock()
-	if err := n.Shutdown(ctx); err != nil { // closes f1 too
+	if err := n.Shutdown(ctx); err != nil {
 		t.Fatalf("shutdown: %v", err)
+	}
+	if err := f1.Close(); err != nil { // the node does not own it
+		t.Fatal(err)
 	}
 	applied := f1.AppliedIndex()
 

@@ -81,6 +81,12 @@ type Config struct {
 	// NoSync turns fsync off for the raft log. Only for tests.
 	NoSync bool
 
+	// StateFsync fsyncs the state file on every apply. Off (the default),
+	// the raft log carries durability and the state file is rebuilt from a
+	// snapshot and the log after a machine restart that could have torn it
+	// (statefile.go).
+	StateFsync bool
+
 	// LogStore is where the Raft log lives: LogStoreBolt (the default,
 	// raft-boltdb) or LogStoreWAL (raft-wal). A data dir keeps the store it
 	// was created with.

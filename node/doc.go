@@ -31,6 +31,12 @@
 // replays from the last snapshot index are skipped by fsm up to its applied
 // index, so nothing is applied twice and history is not replayed.
 //
+// fsm.db is committed without fsync (the raft log is the durable record);
+// its marker fsm.db.boot names the boot whose page cache may hold unsynced
+// commits, and a state file from an earlier boot that was not closed
+// cleanly is set aside and rebuilt from the newest snapshot and the log
+// (statefile.go; Config.StateFsync restores an fsync per apply).
+//
 // # Writes
 //
 // Apply hands an encoded command to the batcher. One dispatcher goroutine
@@ -40,5 +46,5 @@
 // appends them to raft as one entry. Up to MaxInflight entries are in
 // flight at once, so one entry's replication overlaps the next one's disk
 // write. One applier goroutine merges the entries raft commits into one
-// state transaction (one fsync) as well.
+// state transaction as well.
 package node

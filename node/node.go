@@ -28,7 +28,8 @@ type Node struct {
 	id     string
 	logger *slog.Logger
 
-	fsm       *fsm.FSM // nil when Config.StateMachine replaced it
+	fsm       *fsm.FSM   // nil when Config.StateMachine replaced it
+	state     *stateFile // the open fsm.db; nil when Config.StateMachine replaced it
 	sm        StateMachine
 	rfsm      *raftFSM
 	raft      *raft.Raft
@@ -119,13 +120,12 @@ func Start(ctx context.Context, cfg Config) (n *Node, err error) {
 
 	n.sm = cfg.StateMachine
 	if n.sm == nil {
-		path := filepath.Join(cfg.DataDir, "fsm.db")
-		f, err := fsm.Open(path, fsm.Options{})
+		st, err := openStateFile(cfg.DataDir, cfg.StateFsync, n.logger)
 		if err != nil {
-			return nil, fmt.Errorf("open state %s: %w", path, err)
+			return nil, err
 		}
-		closers = append(closers, f.Close)
-		n.fsm, n.sm = f, FSMStateMachine{F: f}
+		closers = append(closers, st.close)
+		n.state, n.fsm, n.sm = st, st.f, FSMStateMachine{F: st.f}
 	}
 	n.applied.Store(n.sm.AppliedIndex())
 	n.rfsm = newRaftFSM(n.sm, n.markApplied)
@@ -711,8 +711,8 @@ func (n *Node) shutdown(ctx context.Context) error {
 	if err := n.store.Close(); err != nil {
 		errs = append(errs, fmt.Errorf("close raft log: %w", err))
 	}
-	if n.fsm != nil {
-		if err := n.fsm.Close(); err != nil {
+	if n.state != nil {
+		if err := n.state.close(); err != nil {
 			errs = append(errs, fmt.Errorf("close state: %w", err))
 		}
 	}

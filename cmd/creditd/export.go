@@ -194,6 +194,9 @@ func openStateForReading(dataDir, snapshot, tempDir string) (*fsm.FSM, func(), e
 		if _, err := os.Stat(path); err != nil {
 			return nil, nil, fmt.Errorf("no state in --data-dir %s: %w", dataDir, err)
 		}
+		if err := node.CheckStateFile(dataDir); err != nil {
+			return nil, nil, err
+		}
 		f, err := fsm.Open(path, fsm.Options{})
 		if err != nil {
 			return nil, nil, fmt.Errorf("open %s (is a node running on it? export a snapshot instead): %w", path, err)

@@ -73,6 +73,7 @@ type serveFlags struct {
 	logFormat, logLevel               string
 	billing                           string
 	logStore                          string
+	stateFsync                        bool
 	export                            exportSchedule
 }
 
@@ -97,6 +98,7 @@ func runServe(ctx context.Context, args []string) error {
 	fs.Var(&f.join, "join", "gossip address(es) of existing members, host:port[,host:port]; retried until one answers")
 	fs.IntVar(&f.bootstrapExpect, "bootstrap-expect", -1, "form a new cluster when this many fresh nodes have met (default: 1 without --join, else 0 = wait to be added)")
 	fs.StringVar(&f.logStore, "log-store", node.LogStoreBolt, "where the Raft log lives: bolt (raft-boltdb) or wal (raft-wal); a data dir keeps the one it was created with")
+	fs.BoolVar(&f.stateFsync, "state-fsync", false, "fsync the state file (fsm.db) on every apply; off, the Raft log carries durability and the state is rebuilt from snapshot and log after a machine restart")
 	fs.IntVar(&f.voters, "voters", 5, "how many voters the leader keeps; other members are non-voters")
 	fs.DurationVar(&f.deadServerTimeout, "dead-server-timeout", 30*time.Minute, "remove a member dead this long from Raft (only if a quorum remains)")
 	fs.BoolVar(&f.leaveOnTerminate, "leave-on-terminate", false, "on SIGTERM leave the cluster for good (the leader removes this node)")
@@ -167,6 +169,7 @@ func serve(ctx context.Context, f serveFlags, logger *slog.Logger) error {
 		Voters:              f.voters,
 		DeadServerTimeout:   f.deadServerTimeout,
 		LogStore:            f.logStore,
+		StateFsync:          f.stateFsync,
 		LeaveOnShutdown:     f.leaveOnTerminate,
 		Batch: node.BatchConfig{
 			Disabled:    !f.groupCommit,

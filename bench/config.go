@@ -132,6 +132,12 @@ type Config struct {
 	// RunID prefixes every id the run creates, so runs against one cluster
 	// do not collide. "" = derived from the clock.
 	RunID string
+	// Existing, when set, skips the setup and uses the customers an
+	// earlier setup made: the run id of that run, or the --run-id of
+	// "creditd bench seed". Customers 0..Customers-1 of it must exist;
+	// their starting balances are read first, so the verification still
+	// holds. GrantsPerCustomer is then not used.
+	Existing string
 
 	// BeforeLoad and AfterLoad, when set, run just before the warmup and
 	// just after the measured window (a CPU profile of the load alone).
@@ -151,6 +157,14 @@ const (
 	MaxBatch       = 10_000 // the API's limit per ReportUsage
 	MaxDuration    = 24 * time.Hour
 )
+
+// ValidRunID says whether id can be a run id (and so a customer id
+// prefix): 1 to 16 of [a-z0-9].
+func ValidRunID(id string) bool { return validRunID(id) }
+
+func validRunID(id string) bool {
+	return id != "" && len(id) <= 16 && strings.Trim(id, "abcdefghijklmnopqrstuvwxyz0123456789") == ""
+}
 
 // Defaults fills zero fields.
 func (c *Config) Defaults() {
@@ -206,8 +220,14 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("bench: --batch %d is outside 1..%d", c.Batch, MaxBatch)
 	case c.RequestTimeout < time.Millisecond || c.RequestTimeout > 10*time.Minute:
 		return fmt.Errorf("bench: --timeout %s is outside 1ms..10m", c.RequestTimeout)
-	case len(c.RunID) > 16 || strings.Trim(c.RunID, "abcdefghijklmnopqrstuvwxyz0123456789") != "":
-		return fmt.Errorf("bench: run id %q: want at most 16 of [a-z0-9]", c.RunID)
+	case !validRunID(c.RunID):
+		return fmt.Errorf("bench: run id %q: want 1 to 16 of [a-z0-9]", c.RunID)
+	case c.Existing != "" && !validRunID(c.Existing):
+		return fmt.Errorf("bench: --existing %q: want the run id of the setup, 1 to 16 of [a-z0-9]", c.Existing)
+	case c.Existing != "" && c.Existing == c.RunID:
+		return fmt.Errorf("bench: --existing %q is this run's own id: event ids would repeat a former run's and be answered as duplicates", c.Existing)
+	case c.Existing != "" && c.Noop:
+		return errors.New("bench: --existing and --noop: a no-op cluster has no customers")
 	}
 	if len(c.Mix) == 0 {
 		return errors.New("bench: --mix is empty")

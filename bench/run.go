@@ -106,14 +106,25 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	}
 	rep.Nodes = len(r.nodes)
 	r.customers = make([]string, cfg.Customers)
+	owner := cfg.RunID
+	if cfg.Existing != "" {
+		owner = cfg.Existing
+	}
 	for i := range r.customers {
-		r.customers[i] = fmt.Sprintf("b%s-c%d", cfg.RunID, i)
+		r.customers[i] = CustomerID(owner, i)
 	}
 	r.granted = make([]atomic.Int64, cfg.Customers)
 	r.burned = make([]atomic.Int64, cfg.Customers)
 
 	t0 := time.Now()
-	if !cfg.Noop {
+	switch {
+	case cfg.Noop:
+	case cfg.Existing != "":
+		r.logf("setup: reading the starting balances of %d existing customers (%s)", cfg.Customers, CustomerID(cfg.Existing, 0))
+		if err := r.readStartingBalances(ctx); err != nil {
+			return nil, err
+		}
+	default:
 		r.logf("setup: catalog and %d customers × %d grants", cfg.Customers, cfg.GrantsPerCustomer)
 		if err := r.setup(ctx); err != nil {
 			return nil, err
@@ -284,17 +295,17 @@ func (r *runner) setup(ctx context.Context) error {
 	}{
 		{"create credit type " + creditTypeID, func(ctx context.Context) error {
 			_, err := ep.catalog.CreateCreditType(ctx, connect.NewRequest(&v1.CreateCreditTypeRequest{
-				Id: creditTypeID, Name: "bench credits", Scale: creditScale}))
+				Id: creditTypeID, Name: CreditTypeName, Scale: creditScale}))
 			return err
 		}},
 		{"upsert feature " + featureID, func(ctx context.Context) error {
 			_, err := ep.catalog.UpsertFeature(ctx, connect.NewRequest(&v1.UpsertFeatureRequest{
-				Id: featureID, Name: "bench tokens", CreditTypeId: creditTypeID, Rate: featureRate}))
+				Id: featureID, Name: FeatureName, CreditTypeId: creditTypeID, Rate: featureRate}))
 			return err
 		}},
 		{"upsert plan " + planID, func(ctx context.Context) error {
 			_, err := ep.catalog.UpsertPlan(ctx, connect.NewRequest(&v1.UpsertPlanRequest{Plan: &v1.Plan{
-				Id: planID, Name: "bench plan", CreditTypeId: creditTypeID, Currency: "USD", PricePerCredit: "0.01",
+				Id: planID, Name: PlanName, CreditTypeId: creditTypeID, Currency: PlanCurrency, PricePerCredit: PlanPricePerCredit,
 				Overdraft: v1.OverdraftPolicy_OVERDRAFT_POLICY_DENY}}))
 			return err
 		}},
@@ -304,8 +315,7 @@ func (r *runner) setup(ctx context.Context) error {
 			return errf(err, "bench setup: %s", s.what)
 		}
 	}
-	per := setupGrantCredits / int64(r.cfg.GrantsPerCustomer)
-	amount := formatUnits(per*100, creditScale)
+	amount := formatUnits(GrantUnits(r.cfg.GrantsPerCustomer), creditScale)
 	return parallel(ctx, r.cfg.Customers, setupParallel, func(ctx context.Context, i int) error {
 		id := r.customers[i]
 		err := attempt(ctx, to, maxAttempts, func(ctx context.Context) error {
@@ -316,12 +326,12 @@ func (r *runner) setup(ctx context.Context) error {
 			return errf(err, "bench setup: upsert customer %s", id)
 		}
 		for g := 0; g < r.cfg.GrantsPerCustomer; g++ {
-			gid := fmt.Sprintf("%s-g%d", id, g)
+			gid := GrantID(id, g)
 			var units int64
 			err := attempt(ctx, to, maxAttempts, func(ctx context.Context) error {
 				res, err := ep.grant.CreateGrant(ctx, connect.NewRequest(&v1.CreateGrantRequest{
 					Id: gid, CustomerId: id, CreditTypeId: creditTypeID, Category: v1.GrantCategory_GRANT_CATEGORY_PROMOTIONAL,
-					Amount: amount, Priority: uint32(g % 1001)}))
+					Amount: amount, Priority: GrantPriority(g)}))
 				if err != nil {
 					return err
 				}
@@ -334,6 +344,32 @@ func (r *runner) setup(ctx context.Context) error {
 			r.granted[i].Add(units)
 		}
 		return nil
+	})
+}
+
+// readStartingBalances is the setup of a run on existing customers: what
+// each holds now (linearizable, from the leader) counts as granted, so the
+// verification checks this run's burns against it as if the run had made
+// the grants itself. A customer that does not exist fails the read (the
+// server answers NotFound), so a wrong --existing or --customers stops the
+// run here instead of measuring denials.
+func (r *runner) readStartingBalances(ctx context.Context) error {
+	to := r.cfg.RequestTimeout
+	return parallel(ctx, r.cfg.Customers, verifyParallel, func(ctx context.Context, i int) error {
+		id := r.customers[i]
+		return attempt(ctx, to, maxAttempts, func(ctx context.Context) error {
+			res, err := r.leader.balance.GetBalance(ctx, connect.NewRequest(&v1.GetBalanceRequest{
+				CustomerId: id, CreditTypeId: creditTypeID, Consistency: v1.Consistency_CONSISTENCY_LINEARIZABLE}))
+			if err != nil {
+				return errf(err, "bench setup: starting balance of %s", id)
+			}
+			b, err := parseUnits(res.Msg.Balance, creditScale)
+			if err != nil {
+				return errf(err, "bench setup: starting balance of %s", id)
+			}
+			r.granted[i].Store(b)
+			return nil
+		})
 	})
 }
 

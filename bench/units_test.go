@@ -100,6 +100,9 @@ func TestValidateNamesTheWrongFlag(t *testing.T) {
 		{"--rate", func(c *Config) { c.Rate = -1 }},
 		{"--batch", func(c *Config) { c.Batch = MaxBatch + 1 }},
 		{"run id", func(c *Config) { c.RunID = "Not/OK" }},
+		{"--existing", func(c *Config) { c.Existing = "Not/OK" }},
+		{"--existing", func(c *Config) { c.Existing = c.RunID }},
+		{"--existing", func(c *Config) { c.Existing, c.Noop = "r1", true }},
 	} {
 		c := base()
 		tt.mod(&c)

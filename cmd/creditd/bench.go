@@ -32,6 +32,10 @@ directory, fsync on, drives them and stops them. --noop gives those nodes a
 state machine that applies nothing: the same cluster, transport, batching
 and API, so a run can say creditd ÷ ceiling.
 
+'creditd bench seed' builds a large setup offline as a snapshot file (a
+million customers through the API take hours); --existing RUN_ID then runs
+on those customers without creating them. See 'creditd bench seed --help'.
+
 A live progress line goes to stderr when it is a terminal; --json prints the
 report as JSON (for 'go run ./cmd/benchplot').
 
@@ -40,9 +44,13 @@ Examples:
   creditd bench --local 3 --batch 1 --concurrency 256 --mix report=100
   creditd bench --local 3 --batch 1000 --concurrency 16 --noop
   creditd bench --local 3 --batch 1000 --rate 50 --json > half.json
-  creditd bench --addr http://127.0.0.1:7420 --api-key $KEY --customers 10000`
+  creditd bench --addr http://127.0.0.1:7420 --api-key $KEY --customers 10000
+  creditd bench --addr http://127.0.0.1:7420 --existing m1 --customers 1000000 --batch 1000`
 
 func runBench(ctx context.Context, args []string) error {
+	if len(args) > 0 && args[0] == "seed" {
+		return runBenchSeed(ctx, args[1:])
+	}
 	var (
 		cfg                      bench.Config
 		mix                      string
@@ -54,7 +62,7 @@ func runBench(ctx context.Context, args []string) error {
 		batchMaxCmds, batchBytes int
 		batchWait                time.Duration
 	)
-	fs := newFlagSet("bench", "bench (--addr URL | --local N) [flags]", benchHelp)
+	fs := newFlagSet("bench", "bench (--addr URL | --local N) [flags] | bench seed [flags]", benchHelp)
 	fs.StringVar(&cfg.Addr, "addr", "", "API address of any node of a running cluster (http://host:port)")
 	fs.StringVar(&cfg.APIKey, "api-key", "", "API key (admin scope) sent as a bearer token; not needed from loopback without keys")
 	fs.IntVar(&localN, "local", 0, "start this many nodes in this process on loopback instead of --addr")
@@ -63,6 +71,7 @@ func runBench(ctx context.Context, args []string) error {
 	fs.BoolVar(&noSync, "no-sync", false, "with --local: turn fsync off (not for published figures)")
 	fs.IntVar(&cfg.Customers, "customers", 1000, "customers created and used")
 	fs.IntVar(&cfg.GrantsPerCustomer, "grants", 1, "grants each customer starts with (1..1000)")
+	fs.StringVar(&cfg.Existing, "existing", "", "skip the setup: use customers 0..--customers-1 made by an earlier run or 'creditd bench seed' with this run id (their starting balances are read first)")
 	fs.Float64Var(&cfg.Zipf, "zipf", 0, "skew of customer activity: 0 uniform, or a Zipf exponent > 1 (1.1 mild, 2 strong)")
 	fs.DurationVar(&cfg.Duration, "duration", 30*time.Second, "measured load")
 	fs.DurationVar(&cfg.Warmup, "warmup", 5*time.Second, "load before measuring")

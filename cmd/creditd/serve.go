@@ -74,6 +74,7 @@ type serveFlags struct {
 	billing                           string
 	logStore                          string
 	stateFsync                        bool
+	debugAddr                         string
 	export                            exportSchedule
 }
 
@@ -119,6 +120,7 @@ func runServe(ctx context.Context, args []string) error {
 	fs.StringVar(&f.billing, "billing", "manual", "billing connector: "+strings.Join(billing.ConnectorNames(), " or ")+
 		" (stripe reads CREDITD_STRIPE_SECRET_KEY and CREDITD_STRIPE_WEBHOOK_SECRET, or their _FILE variants)")
 	f.export.addFlags(fs)
+	fs.StringVar(&f.debugAddr, "debug-addr", "", "serve Go profiles (/debug/pprof/) on this address, unauthenticated: loopback only (default: off)")
 	fs.StringVar(&f.apiKeysFile, "api-keys-file", "", "file of API keys, one scope:key per line (also CREDITD_API_KEYS); none = loopback clients only")
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -138,6 +140,11 @@ func serve(ctx context.Context, f serveFlags, logger *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	stopDebug, err := startDebugServer(f.debugAddr, logger)
+	if err != nil {
+		return err
+	}
+	defer stopDebug()
 	// Listen for the API first: with port 0 the advertised address is only
 	// known now, and the node advertises it to the others.
 	ln, err := net.Listen("tcp", f.rpcAddr)

@@ -116,7 +116,7 @@ type applier struct {
 	buf     enc
 	scratch []*Grant
 
-	bLedger, bCustLedger, bGrant, bBurnOrder *bolt.Bucket
+	bLedger, bPoolLedger, bGrant, bBurnOrder *bolt.Bucket
 	// idemCur and idemPrev are the idempotency generations visible at
 	// a.now; idemGen is the current one's number.
 	idemCur, idemPrev *bolt.Bucket
@@ -125,8 +125,6 @@ type applier struct {
 	ledgerBlock []byte // entries of the open ledger block
 	ledgerFirst uint64
 	ledgerN     int
-	custRuns    []custRun
-	custRunIdx  map[string]int
 	liveGrants  map[string][]*Grant // pool key → live grants in burn order
 }
 
@@ -154,7 +152,6 @@ func (a *applier) reset(f *FSM, tx *bolt.Tx) {
 		a.ctypes = map[string]*CreditType{}
 		a.plans = map[string]*Plan{}
 		a.isDirty = map[any]bool{}
-		a.custRunIdx = map[string]int{}
 		a.liveGrants = map[string][]*Grant{}
 	}
 	clear(a.isDirty)
@@ -162,9 +159,7 @@ func (a *applier) reset(f *FSM, tx *bolt.Tx) {
 	a.bLedger = tx.Bucket(bLedger)
 	a.bLedger.FillPercent = 1.0 // keys only ever grow
 	a.ledgerN = 0
-	a.custRuns = a.custRuns[:0]
-	clear(a.custRunIdx)
-	a.bCustLedger = tx.Bucket(bCustLedger)
+	a.bPoolLedger = tx.Bucket(bPoolLedger)
 	a.idemCur, a.idemPrev, a.idemGen = nil, nil, 0
 	a.bGrant = tx.Bucket(bGrant)
 	a.bBurnOrder = tx.Bucket(bBurnOrder)
@@ -317,7 +312,13 @@ func (a *applier) pool(customerID, creditTypeID string) *Pool {
 
 func (a *applier) touchPool(p *Pool) {
 	p.UpdatedAt = a.now
-	a.markDirty(bPool, string(poolKey(p.CustomerID, p.CreditTypeID)), p)
+	a.markPoolDirty(p)
+}
+
+func (a *applier) markPoolDirty(p *Pool) {
+	if !a.isDirty[p] {
+		a.markDirty(bPool, string(poolKey(p.CustomerID, p.CreditTypeID)), p)
+	}
 }
 
 func (a *applier) touchGrant(g *Grant) {

@@ -86,7 +86,7 @@ func (a *applier) burn(p *Pool, grants []*Grant, credits int64, cause CauseKind,
 		money := a.takeFromGrant(g, take)
 		p.Balance -= take
 		left -= take
-		a.appendLedger(&LedgerEntry{CustomerID: p.CustomerID, CreditTypeID: p.CreditTypeID, GrantID: g.ID,
+		a.appendLedger(p, &LedgerEntry{CustomerID: p.CustomerID, CreditTypeID: p.CreditTypeID, GrantID: g.ID,
 			Kind: EntryBurn, Amount: -take, BalanceAfter: p.Balance, CostBasis: g.CostBasis, Currency: g.Currency,
 			MoneyMicros: money, CauseKind: cause, CauseID: causeID, SourceKind: g.SourceKind, SourceRef: g.SourceRef})
 		burns = append(burns, GrantBurn{GrantID: g.ID, Amount: take})
@@ -94,7 +94,7 @@ func (a *applier) burn(p *Pool, grants []*Grant, credits int64, cause CauseKind,
 	if left > 0 {
 		p.Overdraft += left
 		p.Balance -= left
-		a.appendLedger(&LedgerEntry{CustomerID: p.CustomerID, CreditTypeID: p.CreditTypeID, Kind: EntryBurn,
+		a.appendLedger(p, &LedgerEntry{CustomerID: p.CustomerID, CreditTypeID: p.CreditTypeID, Kind: EntryBurn,
 			Amount: -left, BalanceAfter: p.Balance, CauseKind: cause, CauseID: causeID, Reason: "overdraft"})
 		burns = append(burns, GrantBurn{Amount: left})
 	}

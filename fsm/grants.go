@@ -125,7 +125,7 @@ func (a *applier) addGrant(g *Grant, cause CauseKind, causeID string) error {
 	a.indexLive(g)
 	p.Balance = bal
 	a.touchPool(p)
-	a.appendLedger(&LedgerEntry{CustomerID: g.CustomerID, CreditTypeID: g.CreditTypeID, GrantID: g.ID,
+	a.appendLedger(p, &LedgerEntry{CustomerID: g.CustomerID, CreditTypeID: g.CreditTypeID, GrantID: g.ID,
 		Kind: EntryGrant, Amount: g.Amount, BalanceAfter: p.Balance, CostBasis: g.CostBasis, Currency: g.Currency,
 		MoneyMicros: deferred, CauseKind: cause, CauseID: causeID, SourceKind: g.SourceKind, SourceRef: g.SourceRef})
 	if g.Status == GrantActive {
@@ -144,7 +144,7 @@ func (a *applier) repayOverdraft(p *Pool, g *Grant) {
 	money := a.takeFromGrant(g, repay)
 	p.Overdraft -= repay
 	a.touchPool(p)
-	a.appendLedger(&LedgerEntry{CustomerID: g.CustomerID, CreditTypeID: g.CreditTypeID, GrantID: g.ID,
+	a.appendLedger(p, &LedgerEntry{CustomerID: g.CustomerID, CreditTypeID: g.CreditTypeID, GrantID: g.ID,
 		Kind: EntryRepay, Repaid: repay, BalanceAfter: p.Balance, CostBasis: g.CostBasis, Currency: g.Currency,
 		MoneyMicros: money, CauseKind: CauseGrant, CauseID: g.ID, SourceKind: g.SourceKind, SourceRef: g.SourceRef})
 }
@@ -212,7 +212,7 @@ func (a *applier) revokeGrant(c RevokeGrant) (*Grant, bool, error) {
 	p.Balance -= n
 	a.touchPool(p)
 	cause := c.RequestID
-	a.appendLedger(&LedgerEntry{CustomerID: g.CustomerID, CreditTypeID: g.CreditTypeID, GrantID: g.ID,
+	a.appendLedger(p, &LedgerEntry{CustomerID: g.CustomerID, CreditTypeID: g.CreditTypeID, GrantID: g.ID,
 		Kind: EntryRevoke, Amount: -n, BalanceAfter: p.Balance, CostBasis: g.CostBasis, Currency: g.Currency,
 		MoneyMicros: after - before, CauseKind: CauseRevoke, CauseID: cause, SourceKind: g.SourceKind,
 		SourceRef: g.SourceRef, Reason: c.Reason})
@@ -282,7 +282,7 @@ func (a *applier) adjust(c Adjust) (*Grant, bool, error) {
 	a.touchGrant(g)
 	p.Balance = bal
 	a.touchPool(p)
-	a.appendLedger(&LedgerEntry{CustomerID: g.CustomerID, CreditTypeID: g.CreditTypeID, GrantID: g.ID,
+	a.appendLedger(p, &LedgerEntry{CustomerID: g.CustomerID, CreditTypeID: g.CreditTypeID, GrantID: g.ID,
 		Kind: EntryAdjust, Amount: c.Amount, BalanceAfter: p.Balance, CostBasis: g.CostBasis, Currency: g.Currency,
 		MoneyMicros: after - before, CauseKind: CauseAdjust, CauseID: c.ID, SourceKind: g.SourceKind,
 		SourceRef: g.SourceRef, Reason: c.Reason})

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
+	"slices"
 
 	bolt "go.etcd.io/bbolt"
 )
@@ -11,25 +12,96 @@ import (
 // The ledger is stored in blocks rather than one key per entry, because a
 // bbolt put costs a tree search and one Apply writes thousands of entries:
 //
-//	ledger:          first seq (8 bytes BE) → version, count, then per entry
-//	                 its length and its record, consecutive sequences
-//	customer_ledger: customer 0x00 first seq → count, then per entry the
-//	                 seq delta from the previous one and the credit type id
+//	ledger:       first seq (8 bytes BE) → version, count, then per entry
+//	              its length and its record, consecutive sequences
+//	pool_ledger:  customer 0x00 credit type 0x00 first seq → count, then the
+//	              seq delta of each later entry: a full run of one pool's
+//	              sequences
 //
 // A block holds at most ledgerBlockMax entries and never spans two log
 // entries. Readers find the block holding a sequence by seeking to it and
 // stepping back one key.
-const ledgerBlockMax = 256
+//
+// A pool's newest sequences (up to poolRunMax) stay in the pool record: a
+// movement rewrites the pool anyway, so indexing it costs no page of its
+// own. A full run moves to pool_ledger. Run boundaries depend only on the
+// pool's entry count, so every replica stores the same keys.
+const (
+	ledgerBlockMax = 256
+	poolRunMax     = 32
+)
 
-type custRun struct {
-	customer string
-	first    uint64
-	last     uint64
-	n        int
-	buf      []byte
+// seqRun is a run of one pool's ledger sequences, ascending.
+type seqRun struct {
+	first, last uint64
+	n           int
+	deltas      []byte // uvarint seq − previous seq, for entries 2..n
 }
 
-func (a *applier) appendLedger(e *LedgerEntry) {
+func (r *seqRun) add(seq uint64) {
+	if r.n == 0 {
+		r.first = seq
+	} else {
+		r.deltas = binary.AppendUvarint(r.deltas, seq-r.last)
+	}
+	r.last = seq
+	r.n++
+}
+
+func (r *seqRun) encode(e *enc) {
+	e.uv(uint64(r.n))
+	if r.n > 0 {
+		e.uv(r.first)
+		e.uv(uint64(len(r.deltas)))
+		e.b = append(e.b, r.deltas...)
+	}
+}
+
+func (r *seqRun) decode(d *dec) {
+	*r = seqRun{n: int(d.uv())}
+	if r.n == 0 || d.err != nil {
+		return
+	}
+	r.first = d.uv()
+	size := d.uv()
+	if d.err != nil || size > uint64(len(d.b)) || r.n > poolRunMax {
+		d.fail(fmt.Errorf("pool ledger run: bad length"))
+		return
+	}
+	r.deltas = append([]byte(nil), d.b[:size]...)
+	d.b = d.b[size:]
+	r.last = r.first
+	for b := r.deltas; len(b) > 0; {
+		v, k := binary.Uvarint(b)
+		if k <= 0 {
+			d.fail(fmt.Errorf("pool ledger run: bad delta"))
+			return
+		}
+		r.last += v
+		b = b[k:]
+	}
+}
+
+// seqs appends the run's sequences to out.
+func (r *seqRun) seqs(out []uint64) []uint64 {
+	if r.n == 0 {
+		return out
+	}
+	seq := r.first
+	out = append(out, seq)
+	for b := r.deltas; len(b) > 0; {
+		v, k := binary.Uvarint(b)
+		if k <= 0 {
+			break
+		}
+		seq += v
+		b = b[k:]
+		out = append(out, seq)
+	}
+	return out
+}
+
+func (a *applier) appendLedger(p *Pool, e *LedgerEntry) {
 	a.seq++
 	e.Seq = a.seq
 	e.Time = a.now
@@ -46,22 +118,14 @@ func (a *applier) appendLedger(e *LedgerEntry) {
 		a.flushLedgerBlock()
 	}
 
-	i, ok := a.custRunIdx[e.CustomerID]
-	if !ok {
-		i = len(a.custRuns)
-		a.custRuns = append(a.custRuns, custRun{customer: e.CustomerID, first: e.Seq, last: e.Seq})
-		a.custRunIdx[e.CustomerID] = i
+	p.run.add(e.Seq)
+	if p.run.n == poolRunMax {
+		v := binary.AppendUvarint(make([]byte, 0, len(p.run.deltas)+2), uint64(p.run.n))
+		v = append(v, p.run.deltas...)
+		a.put(a.bPoolLedger, poolRunKey(p.CustomerID, p.CreditTypeID, p.run.first), v)
+		p.run = seqRun{deltas: p.run.deltas[:0]}
 	}
-	r := &a.custRuns[i]
-	r.buf = binary.AppendUvarint(r.buf, e.Seq-r.last)
-	r.buf = binary.AppendUvarint(r.buf, uint64(len(e.CreditTypeID)))
-	r.buf = append(r.buf, e.CreditTypeID...)
-	r.last = e.Seq
-	r.n++
-	if r.n == ledgerBlockMax {
-		a.flushRun(r)
-		delete(a.custRunIdx, e.CustomerID)
-	}
+	a.markPoolDirty(p)
 }
 
 func (a *applier) flushLedgerBlock() {
@@ -76,25 +140,9 @@ func (a *applier) flushLedgerBlock() {
 	a.ledgerN = 0
 }
 
-func (a *applier) flushRun(r *custRun) {
-	if r.n == 0 {
-		return
-	}
-	v := binary.AppendUvarint(make([]byte, 0, len(r.buf)+4), uint64(r.n))
-	v = append(v, r.buf...)
-	a.put(a.bCustLedger, custLedgerKey(r.customer, r.first), v)
-	r.n = 0
-}
-
-// flushLedger writes what is left of the ledger and customer runs, in the
-// order they were started so every replica writes the same keys the same way.
+// flushLedger writes the open ledger block.
 func (a *applier) flushLedger() {
 	a.flushLedgerBlock()
-	for i := range a.custRuns {
-		a.flushRun(&a.custRuns[i])
-	}
-	a.custRuns = a.custRuns[:0]
-	clear(a.custRunIdx)
 }
 
 // ---- reading ----
@@ -222,55 +270,104 @@ func (v *View) ScanLedger(fromSeq, toSeq uint64, fn func(e *LedgerEntry) error) 
 	return err
 }
 
-type custItem struct {
-	seq uint64
-	ct  string
-}
-
-func decodeRun(first uint64, raw []byte, out []custItem) ([]custItem, error) {
+func decodeRun(first uint64, raw []byte, out []uint64) ([]uint64, error) {
 	d := dec{b: raw}
 	n := d.uv()
-	if d.err != nil || n > ledgerBlockMax {
-		return nil, fmt.Errorf("customer ledger run %d: bad header", first)
+	if d.err != nil || n == 0 || n > poolRunMax {
+		return nil, fmt.Errorf("pool ledger run %d: bad header", first)
 	}
-	out = out[:0]
 	seq := first
-	for i := uint64(0); i < n; i++ {
+	out = append(out[:0], seq)
+	for i := uint64(1); i < n; i++ {
 		seq += d.uv()
-		out = append(out, custItem{seq: seq, ct: d.str()})
+		out = append(out, seq)
 	}
 	if d.err != nil {
-		return nil, fmt.Errorf("customer ledger run %d: %w", first, d.err)
+		return nil, fmt.Errorf("pool ledger run %d: %w", first, d.err)
 	}
 	return out, nil
 }
 
-// customerSeqs calls fn with the sequence and credit type of a customer's
-// entries from fromSeq on, in order, until fn returns false.
-func (v *View) customerSeqs(customerID string, fromSeq uint64, fn func(seq uint64, ct string) (bool, error)) error {
-	prefix := append([]byte(customerID), 0)
-	c := v.tx.Bucket(bCustLedger).Cursor()
-	k, raw := c.Seek(custLedgerKey(customerID, fromSeq))
+// poolSeqs calls fn with a pool's ledger sequences from fromSeq on, in
+// order, until fn returns false.
+func (v *View) poolSeqs(customerID, creditTypeID string, fromSeq uint64, fn func(seq uint64) (bool, error)) error {
+	p, err := v.pool(customerID, creditTypeID)
+	if err != nil {
+		return err
+	}
+	prefix := poolRunKey(customerID, creditTypeID, 0)[:len(customerID)+len(creditTypeID)+2]
+	c := v.tx.Bucket(bPoolLedger).Cursor()
+	k, raw := c.Seek(poolRunKey(customerID, creditTypeID, fromSeq))
 	// The run holding fromSeq may start before it.
 	if pk, praw := c.Prev(); pk != nil && bytes.HasPrefix(pk, prefix) {
 		k, raw = pk, praw
 	} else if k != nil {
 		k, raw = c.Seek(k)
 	} else {
-		k, raw = c.Seek(custLedgerKey(customerID, fromSeq))
+		k, raw = c.Seek(poolRunKey(customerID, creditTypeID, fromSeq))
 	}
-	var items []custItem
+	var seqs []uint64
 	for ; k != nil && bytes.HasPrefix(k, prefix); k, raw = c.Next() {
-		var err error
-		items, err = decodeRun(binary.BigEndian.Uint64(k[len(prefix):]), raw, items)
-		if err != nil {
+		if seqs, err = decodeRun(binary.BigEndian.Uint64(k[len(prefix):]), raw, seqs); err != nil {
 			return err
 		}
-		for _, it := range items {
-			if it.seq < fromSeq {
+		for _, s := range seqs {
+			if s < fromSeq {
 				continue
 			}
-			if more, err := fn(it.seq, it.ct); err != nil || !more {
+			if more, err := fn(s); err != nil || !more {
+				return err
+			}
+		}
+	}
+	for _, s := range p.run.seqs(seqs[:0]) {
+		if s < fromSeq {
+			continue
+		}
+		if more, err := fn(s); err != nil || !more {
+			return err
+		}
+	}
+	return nil
+}
+
+// poolSeqsBack is poolSeqs backwards from atMost down.
+func (v *View) poolSeqsBack(customerID, creditTypeID string, atMost uint64, fn func(seq uint64) (bool, error)) error {
+	p, err := v.pool(customerID, creditTypeID)
+	if err != nil {
+		return err
+	}
+	seqs := p.run.seqs(nil)
+	for i := len(seqs) - 1; i >= 0; i-- {
+		if seqs[i] > atMost {
+			continue
+		}
+		if more, err := fn(seqs[i]); err != nil || !more {
+			return err
+		}
+	}
+	prefix := poolRunKey(customerID, creditTypeID, 0)[:len(customerID)+len(creditTypeID)+2]
+	c := v.tx.Bucket(bPoolLedger).Cursor()
+	var k, raw []byte
+	if atMost == ^uint64(0) {
+		k, raw = c.Seek(append(bytes.Clone(prefix), 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff))
+	} else {
+		k, raw = c.Seek(poolRunKey(customerID, creditTypeID, atMost+1))
+	}
+	if k == nil {
+		k, raw = c.Last()
+	} else {
+		k, raw = c.Prev()
+	}
+	for ; k != nil && bytes.HasPrefix(k, prefix); k, raw = c.Prev() {
+		if seqs, err = decodeRun(binary.BigEndian.Uint64(k[len(prefix):]), raw, seqs); err != nil {
+			return err
+		}
+		for i := len(seqs) - 1; i >= 0; i-- {
+			if seqs[i] > atMost {
+				continue
+			}
+			if more, err := fn(seqs[i]); err != nil || !more {
 				return err
 			}
 		}
@@ -278,36 +375,43 @@ func (v *View) customerSeqs(customerID string, fromSeq uint64, fn func(seq uint6
 	return nil
 }
 
-// customerSeqsBack is customerSeqs backwards from atMost down.
-func (v *View) customerSeqsBack(customerID string, atMost uint64, fn func(seq uint64, ct string) (bool, error)) error {
+// customerPools lists the credit types a customer has a pool of.
+func (v *View) customerPools(customerID string) []string {
 	prefix := append([]byte(customerID), 0)
-	c := v.tx.Bucket(bCustLedger).Cursor()
-	var k, raw []byte
-	if atMost == ^uint64(0) {
-		k, raw = c.Seek(append(bytes.Clone(prefix), 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff))
-	} else {
-		k, raw = c.Seek(custLedgerKey(customerID, atMost+1))
+	var cts []string
+	c := v.tx.Bucket(bPool).Cursor()
+	for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
+		cts = append(cts, string(k[len(prefix):]))
 	}
-	if k == nil {
-		k, raw = c.Last()
-	} else {
-		k, raw = c.Prev()
+	return cts
+}
+
+// customerSeqs returns up to max of a customer's ledger sequences with
+// fromSeq ≤ seq ≤ toSeq (toSeq 0 = no bound), in order, over its pools of
+// creditTypeID ("" = all).
+func (v *View) customerSeqs(customerID, creditTypeID string, fromSeq, toSeq uint64, max int) ([]uint64, error) {
+	cts := []string{creditTypeID}
+	if creditTypeID == "" {
+		cts = v.customerPools(customerID)
 	}
-	var items []custItem
-	for ; k != nil && bytes.HasPrefix(k, prefix); k, raw = c.Prev() {
-		var err error
-		items, err = decodeRun(binary.BigEndian.Uint64(k[len(prefix):]), raw, items)
+	var all []uint64
+	for _, ct := range cts {
+		n := 0
+		err := v.poolSeqs(customerID, ct, fromSeq, func(seq uint64) (bool, error) {
+			if toSeq != 0 && seq > toSeq {
+				return false, nil
+			}
+			all = append(all, seq)
+			n++
+			return n < max, nil
+		})
 		if err != nil {
-			return err
-		}
-		for i := len(items) - 1; i >= 0; i-- {
-			if items[i].seq > atMost {
-				continue
-			}
-			if more, err := fn(items[i].seq, items[i].ct); err != nil || !more {
-				return err
-			}
+			return nil, err
 		}
 	}
-	return nil
+	slices.Sort(all)
+	if len(all) > max {
+		all = all[:max]
+	}
+	return all, nil
 }

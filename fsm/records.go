@@ -78,12 +78,14 @@ func (p *Pool) encode(e *enc) {
 	e.iv(p.Reserved)
 	e.iv(p.Overdraft)
 	e.ts(p.UpdatedAt)
+	p.run.encode(e)
 }
 
 func (p *Pool) decode(d *dec) {
 	checkVersion(d)
 	*p = Pool{CustomerID: d.str(), CreditTypeID: d.str(), Balance: d.iv(), Reserved: d.iv(), Overdraft: d.iv(),
 		UpdatedAt: d.ts()}
+	p.run.decode(d)
 }
 
 func (g *Grant) encode(e *enc) {

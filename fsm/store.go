@@ -31,14 +31,14 @@ var (
 	bPurchase   = []byte("purchases")
 	bPurPending = []byte("purchases_pending") // id → nil
 	bLedger     = []byte("ledger")            // blocks of entries by first seq (ledger.go)
-	bCustLedger = []byte("customer_ledger")   // runs of a customer's seqs (ledger.go)
+	bPoolLedger = []byte("pool_ledger")       // full runs of a pool's seqs (ledger.go)
 	// bIdem holds one nested bucket per generation of idempotency records
 	// (see idemGeneration): kind, id → time, payload hash, result.
 	bIdem = []byte("idempotency")
 )
 
 var allBuckets = [][]byte{bMeta, bCreditType, bFeature, bPlan, bCustomer, bPool, bGrant, bCustGrant, bBurnOrder, bGrantExp,
-	bGrantStart, bResv, bResvExp, bPurchase, bPurPending, bLedger, bCustLedger, bIdem}
+	bGrantStart, bResv, bResvExp, bPurchase, bPurPending, bLedger, bPoolLedger, bIdem}
 
 var (
 	metaApplied = []byte("applied_index")
@@ -47,8 +47,9 @@ var (
 	metaFormat  = []byte("format")
 )
 
-// stateFormat is the layout version of the state file.
-const stateFormat = 1
+// stateFormat is the layout version of the state file. 2: a pool's ledger
+// index lives in its record and pool_ledger, not customer_ledger.
+const stateFormat = 2
 
 // FSM is the state machine over one bbolt file. Apply, Snapshot and Restore
 // are called by one goroutine at a time (raft's); reads through View may
@@ -230,11 +231,13 @@ func timeIDKey(t Timestamp, id string) []byte {
 	return append(k, id...)
 }
 
-func custLedgerKey(customerID string, seq uint64) []byte {
-	k := make([]byte, 0, len(customerID)+9)
+func poolRunKey(customerID, creditTypeID string, first uint64) []byte {
+	k := make([]byte, 0, len(customerID)+len(creditTypeID)+10)
 	k = append(k, customerID...)
 	k = append(k, 0)
-	return binary.BigEndian.AppendUint64(k, seq)
+	k = append(k, creditTypeID...)
+	k = append(k, 0)
+	return binary.BigEndian.AppendUint64(k, first)
 }
 
 // Idempotency kinds.

@@ -69,7 +69,7 @@ func (a *applier) expireGrants() {
 		p := a.pool(g.CustomerID, g.CreditTypeID)
 		p.Balance -= n
 		a.touchPool(p)
-		a.appendLedger(&LedgerEntry{CustomerID: g.CustomerID, CreditTypeID: g.CreditTypeID, GrantID: g.ID,
+		a.appendLedger(p, &LedgerEntry{CustomerID: g.CustomerID, CreditTypeID: g.CreditTypeID, GrantID: g.ID,
 			Kind: EntryExpire, Amount: -n, BalanceAfter: p.Balance, CostBasis: g.CostBasis, Currency: g.Currency,
 			MoneyMicros: money, CauseKind: CauseTick, SourceKind: g.SourceKind, SourceRef: g.SourceRef})
 	}

@@ -126,6 +126,10 @@ type Pool struct {
 	Reserved     int64 // held by reservations
 	Overdraft    int64 // shortfall burned beyond the grants, owed by the next grant
 	UpdatedAt    Timestamp
+
+	// run is the pool's newest ledger sequences (ledger.go): kept in the
+	// pool record, which every movement rewrites anyway, until it is full.
+	run seqRun
 }
 
 // GrantCategory separates paid from promotional credits.

@@ -150,10 +150,7 @@ func (v *View) Balance(customerID, creditTypeID string) (Balance, error) {
 // balance): the balance_after of its last entry at or before seq.
 func (v *View) BalanceAt(customerID, creditTypeID string, seq uint64) (int64, error) {
 	var bal int64
-	err := v.customerSeqsBack(customerID, seq, func(s uint64, ct string) (bool, error) {
-		if ct != creditTypeID {
-			return true, nil
-		}
+	err := v.poolSeqsBack(customerID, creditTypeID, seq, func(s uint64) (bool, error) {
 		e, err := v.entry(s)
 		bal = e.BalanceAfter
 		return false, err
@@ -164,10 +161,7 @@ func (v *View) BalanceAt(customerID, creditTypeID string, seq uint64) (int64, er
 // BalanceAtTime is a pool's balance at the end of log time t.
 func (v *View) BalanceAtTime(customerID, creditTypeID string, t Timestamp) (int64, error) {
 	var bal int64
-	err := v.customerSeqsBack(customerID, ^uint64(0), func(s uint64, ct string) (bool, error) {
-		if ct != creditTypeID {
-			return true, nil
-		}
+	err := v.poolSeqsBack(customerID, creditTypeID, ^uint64(0), func(s uint64) (bool, error) {
 		e, err := v.entry(s)
 		if err != nil || e.Time > t {
 			return true, err
@@ -305,20 +299,20 @@ func (v *View) Ledger(f LedgerFilter) (entries []LedgerEntry, next uint64, err e
 		}
 		return entries, next, err
 	}
-	err = v.customerSeqs(f.CustomerID, f.FromSeq, func(seq uint64, ct string) (bool, error) {
-		if f.ToSeq != 0 && seq > f.ToSeq {
-			return false, nil
-		}
-		if f.CreditTypeID != "" && ct != f.CreditTypeID {
-			return true, nil
-		}
+	seqs, err := v.customerSeqs(f.CustomerID, f.CreditTypeID, f.FromSeq, f.ToSeq, limit+1)
+	if err != nil {
+		return nil, 0, err
+	}
+	for _, seq := range seqs {
 		e, err := v.entry(seq)
 		if err != nil {
-			return false, err
+			return nil, 0, err
 		}
-		return add(e), nil
-	})
-	return entries, next, err
+		if !add(e) {
+			break
+		}
+	}
+	return entries, next, nil
 }
 
 type stopError struct{}

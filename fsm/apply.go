@@ -2,6 +2,7 @@ package fsm
 
 import (
 	"bytes"
+	"encoding/binary"
 	"crypto/sha256"
 	"errors"
 	"fmt"
@@ -115,11 +116,16 @@ type applier struct {
 
 	buf     enc
 	scratch []*Grant
+	kb      []byte // scratch key for lookups
+	chunk   []byte // see alloc
 
 	bLedger, bPoolLedger, bGrant, bBurnOrder *bolt.Bucket
 	// idemCur and idemPrev are the idempotency generations visible at
 	// a.now; idemGen is the current one's number.
 	idemCur, idemPrev *bolt.Bucket
+	// Cursors on them for lookups: a cursor's Seek reuses its stack, where
+	// Bucket.Get allocates a new cursor per call.
+	idemCurC, idemPrevC *bolt.Cursor
 	idemGen           uint64
 
 	ledgerBlock []byte // entries of the open ledger block
@@ -161,6 +167,8 @@ func (a *applier) reset(f *FSM, tx *bolt.Tx) {
 	a.ledgerN = 0
 	a.bPoolLedger = tx.Bucket(bPoolLedger)
 	a.idemCur, a.idemPrev, a.idemGen = nil, nil, 0
+	a.idemCurC, a.idemPrevC = nil, nil
+	a.chunk = nil
 	a.bGrant = tx.Bucket(bGrant)
 	a.bBurnOrder = tx.Bucket(bBurnOrder)
 }
@@ -173,7 +181,9 @@ func (a *applier) flush() error {
 	for _, d := range a.dirty {
 		a.buf.b = a.buf.b[:0]
 		d.rec.encode(&a.buf)
-		if err := a.tx.Bucket(d.bucket).Put(d.key, bytes.Clone(a.buf.b)); err != nil {
+		v := a.alloc(len(a.buf.b))
+		copy(v, a.buf.b)
+		if err := a.tx.Bucket(d.bucket).Put(d.key, v); err != nil {
 			return err
 		}
 	}
@@ -192,7 +202,9 @@ func (a *applier) markDirty(bucket []byte, key string, rec interface{ encode(*en
 		return
 	}
 	a.isDirty[rec] = true
-	a.dirty = append(a.dirty, dirtyRecord{bucket: bucket, key: []byte(key), rec: rec})
+	k := a.alloc(len(key))
+	copy(k, key)
+	a.dirty = append(a.dirty, dirtyRecord{bucket: bucket, key: k, rec: rec})
 }
 
 // put writes a value now (for records not cached in the applier).
@@ -301,7 +313,11 @@ func (a *applier) poolIfAny(k string) *Pool     { return loadRec(a, a.pools, bPo
 // pool returns the pool, creating it in memory if new; it is stored only
 // once marked dirty.
 func (a *applier) pool(customerID, creditTypeID string) *Pool {
-	k := string(poolKey(customerID, creditTypeID))
+	a.kb = appendPoolKey(a.kb[:0], customerID, creditTypeID)
+	if p, ok := a.pools[string(a.kb)]; ok {
+		return p
+	}
+	k := string(a.kb)
 	if p := a.poolIfAny(k); p != nil {
 		return p
 	}
@@ -378,6 +394,10 @@ func (a *applier) idemBuckets(create bool) (cur, prev *bolt.Bucket) {
 	}
 	if cur != nil {
 		a.idemCur, a.idemPrev, a.idemGen = cur, prev, g
+		a.idemCurC, a.idemPrevC = cur.Cursor(), nil
+		if prev != nil {
+			a.idemPrevC = prev.Cursor()
+		}
 	}
 	return cur, prev
 }
@@ -386,13 +406,14 @@ func (a *applier) idemBuckets(create bool) (cur, prev *bolt.Bucket) {
 // matches. found is false if the key is new (or its generation has passed).
 func (a *applier) idemLookup(kind byte, id string, h [16]byte) (result []byte, found, same bool) {
 	cur, prev := a.idemBuckets(false)
-	key := idemKey(kind, id)
+	a.kb = append(append(a.kb[:0], kind), id...)
+	key := a.kb
 	var v []byte
 	if cur != nil {
-		v = cur.Get(key)
+		v = seekExact(a.idemCurC, cur, key)
 	}
 	if v == nil && prev != nil {
-		v = prev.Get(key)
+		v = seekExact(a.idemPrevC, prev, key)
 	}
 	if v == nil {
 		return nil, false, false
@@ -409,9 +430,44 @@ func (a *applier) idemStore(kind byte, id string, h [16]byte, result []byte) {
 	if cur == nil {
 		return
 	}
-	v := make([]byte, 0, 24+len(result))
-	v = appendTS(v, a.now)
-	v = append(v, h[:]...)
-	v = append(v, result...)
-	a.put(cur, idemKey(kind, id), v)
+	k := a.alloc(1 + len(id))
+	k[0] = kind
+	copy(k[1:], id)
+	v := a.alloc(24 + len(result))
+	binary.BigEndian.PutUint64(v, uint64(a.now)^(1<<63))
+	copy(v[8:], h[:])
+	copy(v[24:], result)
+	a.put(cur, k, v)
+}
+
+// seekExact is Get through a reusable cursor (c is on b, or nil when b was
+// only just created).
+func seekExact(c *bolt.Cursor, b *bolt.Bucket, key []byte) []byte {
+	if c == nil {
+		return b.Get(key)
+	}
+	k, v := c.Seek(key)
+	if !bytes.Equal(k, key) || v == nil {
+		return nil
+	}
+	return v
+}
+
+// chunkSize is how much memory alloc carves keys and values from.
+const chunkSize = 64 << 10
+
+// alloc returns n bytes for a key or value handed to bbolt, which keeps
+// them until commit. They are carved from shared chunks (never reused
+// across Apply calls) rather than allocated one by one: one Apply puts
+// thousands of them.
+func (a *applier) alloc(n int) []byte {
+	if n > chunkSize/8 {
+		return make([]byte, n)
+	}
+	if len(a.chunk)+n > cap(a.chunk) {
+		a.chunk = make([]byte, 0, chunkSize)
+	}
+	at := len(a.chunk)
+	a.chunk = a.chunk[:at+n]
+	return a.chunk[at : at+n : at+n]
 }

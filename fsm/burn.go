@@ -12,9 +12,10 @@ import (
 // cached list when one joins. The slice is scratch space, valid until the
 // next call.
 func (a *applier) poolGrants(p *Pool) (burnable []*Grant, usable int64) {
-	k := string(poolKey(p.CustomerID, p.CreditTypeID))
-	live, ok := a.liveGrants[k]
+	a.kb = appendPoolKey(a.kb[:0], p.CustomerID, p.CreditTypeID)
+	live, ok := a.liveGrants[string(a.kb)]
 	if !ok {
+		k := string(a.kb)
 		live = a.loadLiveGrants(p)
 		if a.err != nil {
 			return nil, 0
@@ -221,7 +222,7 @@ func (a *applier) burnEvent(ev *UsageEvent, pos int, r *EventResult) {
 	}
 	a.buf.b = a.buf.b[:0]
 	r.encode(&a.buf)
-	a.idemStore(idemUsage, ev.ID, h, bytes.Clone(a.buf.b))
+	a.idemStore(idemUsage, ev.ID, h, a.buf.b)
 }
 
 // effectiveAutoTopUp is the customer's settings, or the plan's defaults when

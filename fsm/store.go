@@ -195,7 +195,10 @@ func appendTS(b []byte, t Timestamp) []byte {
 func readTS(b []byte) Timestamp { return Timestamp(binary.BigEndian.Uint64(b) ^ (1 << 63)) }
 
 func poolKey(customerID, creditTypeID string) []byte {
-	k := make([]byte, 0, len(customerID)+len(creditTypeID)+1)
+	return appendPoolKey(make([]byte, 0, len(customerID)+len(creditTypeID)+1), customerID, creditTypeID)
+}
+
+func appendPoolKey(k []byte, customerID, creditTypeID string) []byte {
 	k = append(k, customerID...)
 	k = append(k, 0)
 	return append(k, creditTypeID...)
@@ -249,9 +252,3 @@ const (
 	idemRevoke      byte = 'v'
 	idemAdjust      byte = 'a'
 )
-
-func idemKey(kind byte, id string) []byte {
-	k := make([]byte, 0, 1+len(id))
-	k = append(k, kind)
-	return append(k, id...)
-}

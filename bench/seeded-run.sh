@@ -59,12 +59,19 @@ node() {
   eval "pid_$name=$!"
 }
 
-wait_ready() { # PORT: until /readyz answers 200 (a leader is known and the node has caught up)
+applied() { # PORT: the node's applied index (0 while it does not answer)
+  curl -fs -H 'Content-Type: application/json' -d '{}' "http://127.0.0.1:$1/creditd.v1.ClusterService/GetStatus" 2> /dev/null |
+    sed -n 's/.*"appliedIndex":"\([0-9]*\)".*/\1/p' | grep . || echo 0
+}
+
+wait_ready() { # PORT [INDEX]: until /readyz answers 200 and the node has applied INDEX
+  # A follower is "ready" once it knows a leader, even while it still
+  # installs the leader's snapshot: the applied index says it has it.
   for _ in $(seq 1 1800); do
-    curl -fs "http://127.0.0.1:$1/readyz" > /dev/null && return 0
+    if curl -fs "http://127.0.0.1:$1/readyz" > /dev/null && [ "$(applied "$1")" -ge "${2:-0}" ]; then return 0; fi
     sleep 1
   done
-  echo "node on port $1 not ready after 30 minutes" >&2
+  echo "node on port $1 not ready (or not at index ${2:-0}) after 30 minutes" >&2
   return 1
 }
 
@@ -89,13 +96,14 @@ heap() { # TAG: a heap profile of each node (after a GC), and its top
 
 rm -rf a b c
 log "restoring $snap into a"
-"$bin" snapshot restore "$snap" --data-dir a --node-id a --raft-addr 127.0.0.1:17321 --log-level warn
+# Flags before FILE: Go's flag parsing stops at the first argument that is not one.
+"$bin" snapshot restore --data-dir a --node-id a --raft-addr 127.0.0.1:17321 --log-level warn "$snap"
 node a "${port[a]}"
 wait_ready "${port[a]}"
 node b "${port[b]}" --join 127.0.0.1:17322
 node c "${port[c]}" --join 127.0.0.1:17322
-wait_ready "${port[b]}"
-wait_ready "${port[c]}"
+wait_ready "${port[b]}" "$(applied "${port[a]}")"
+wait_ready "${port[c]}" "$(applied "${port[a]}")"
 rss "3 nodes ready (b and c caught up from the snapshot)"
 
 # Sample every node's resident set every 2 s while the bench runs:

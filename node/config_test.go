@@ -35,6 +35,8 @@ func TestConfigValidateNamesTheWrongField(t *testing.T) {
 		{"the lease fits in a heartbeat", func(c *Config) { c.LeaderLeaseTimeout = 2 * c.HeartbeatTimeout }, "LeaderLeaseTimeout"},
 		{"the leader wait is bounded", func(c *Config) { c.LeaderWait = time.Hour }, "LeaderWait"},
 		{"node ids are short", func(c *Config) { c.NodeID = strings.Repeat("x", 129) }, "NodeID"},
+		{"the log cache is bounded", func(c *Config) { c.LogCacheEntries = maxLogCacheEntries + 1 }, "LogCacheEntries"},
+		{"the log cache may be off", func(c *Config) { c.LogCacheEntries = -1 }, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

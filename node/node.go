@@ -144,9 +144,11 @@ func Start(ctx context.Context, cfg Config) (n *Node, err error) {
 		return nil, err
 	}
 	closers = append(closers, n.store.Close)
-	logs, err := raft.NewLogCache(4096, n.store)
-	if err != nil {
-		return nil, fmt.Errorf("create log cache: %w", err)
+	var logs raft.LogStore = n.store
+	if cfg.LogCacheEntries > 0 {
+		if logs, err = raft.NewLogCache(cfg.LogCacheEntries, n.store); err != nil {
+			return nil, fmt.Errorf("create log cache: %w", err)
+		}
 	}
 	n.snaps, err = raft.NewFileSnapshotStoreWithLogger(cfg.DataDir, cfg.SnapshotRetain, newHclog(n.logger, "raft-snapshots"))
 	if err != nil {

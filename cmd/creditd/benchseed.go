@@ -30,7 +30,7 @@ instead of creating it, and verifies as usual.
 
 Example (the whole procedure: bench/seeded-run.sh):
   creditd bench seed --customers 1000000 --grants 3 --run-id m1 --out m1.snap
-  creditd snapshot restore m1.snap --data-dir a --node-id a --raft-addr 127.0.0.1:17221
+  creditd snapshot restore --data-dir a --node-id a --raft-addr 127.0.0.1:17221 m1.snap
   creditd serve --data-dir a --node-id a --rpc-addr 127.0.0.1:17220 --raft-addr 127.0.0.1:17221 --gossip-addr 127.0.0.1:17222
   creditd bench --addr http://127.0.0.1:17220 --existing m1 --customers 1000000 --batch 1000 --concurrency 16`
 

@@ -88,6 +88,11 @@ func (f *FSM) Apply(entries []Entry) ([][]Result, error) {
 	return results, nil
 }
 
+// denseBuckets are filled to denseFill before a page splits.
+var denseBuckets = [][]byte{bCustomer, bPool, bGrant, bCustGrant, bBurnOrder, bPoolLedger, bPurchase}
+
+const denseFill = 0.9
+
 // recordCacheMax bounds the decoded grants, pools and customers kept
 // between Apply calls.
 const recordCacheMax = 200_000
@@ -164,6 +169,13 @@ func (a *applier) reset(f *FSM, tx *bolt.Tx) {
 	a.dirty = a.dirty[:0]
 	a.bLedger = tx.Bucket(bLedger)
 	a.bLedger.FillPercent = 1.0 // keys only ever grow
+	// Pages of the other buckets split fuller than bbolt's default half:
+	// keys arriving in order (ids a caller numbers) would otherwise leave
+	// every page half empty, doubling the file and the memory its touched
+	// pages hold.
+	for _, name := range denseBuckets {
+		tx.Bucket(name).FillPercent = denseFill
+	}
 	a.ledgerN = 0
 	a.bPoolLedger = tx.Bucket(bPoolLedger)
 	a.idemCur, a.idemPrev, a.idemGen = nil, nil, 0
@@ -393,6 +405,7 @@ func (a *applier) idemBuckets(create bool) (cur, prev *bolt.Bucket) {
 		prev = root.Bucket(u64key(g - 1))
 	}
 	if cur != nil {
+		cur.FillPercent = denseFill
 		a.idemCur, a.idemPrev, a.idemGen = cur, prev, g
 		a.idemCurC, a.idemPrevC = cur.Cursor(), nil
 		if prev != nil {

@@ -478,7 +478,13 @@ func (a *applier) alloc(n int) []byte {
 		return make([]byte, n)
 	}
 	if len(a.chunk)+n > cap(a.chunk) {
-		a.chunk = make([]byte, 0, chunkSize)
+		// The first chunk of an Apply is small: most entries of a quiet
+		// cluster carry a command or two.
+		size := chunkSize
+		if a.chunk == nil {
+			size = chunkSize / 16
+		}
+		a.chunk = make([]byte, 0, size)
 	}
 	at := len(a.chunk)
 	a.chunk = a.chunk[:at+n]

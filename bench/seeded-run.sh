@@ -15,7 +15,9 @@
 #   BENCH_FLAGS (--batch 1000 --concurrency 16 --mix report=100 --warmup 3s --duration 30s),
 #   SERVE_FLAGS (extra flags for every node), KEEP=1 leaves the nodes running.
 # DIR gets the binary, the snapshot (kept: a second run reuses it), the
-# data dirs a b c, the nodes' logs, bench.json, rss.txt and heap-*.pb.gz.
+# data dirs a b c, the nodes' logs, bench.json, rss.txt, rss-samples.txt and
+# heap profiles (heap-load-*: as the load ends; heap-after-*: at the end,
+# after a GC) with their tops in heap-*.txt.
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -87,9 +89,9 @@ rss() { # WHEN: per node, the kernel's resident set split and the Go runtime's v
   done
 }
 
-heap() { # TAG: a heap profile of each node (after a GC), and its top
+heap() { # TAG [QUERY]: a heap profile of each node, and its top
   for n in a b c; do
-    curl -fs "http://127.0.0.1:$((port[$n] + 9))/debug/pprof/heap?gc=1" > "heap-$1-$n.pb.gz"
+    curl -fs "http://127.0.0.1:$((port[$n] + 9))/debug/pprof/heap${2:-}" > "heap-$1-$n.pb.gz"
     go tool pprof -top -inuse_space "$bin" "heap-$1-$n.pb.gz" 2>/dev/null | head -25 > "heap-$1-$n.txt"
   done
 }
@@ -119,6 +121,10 @@ sampler() {
 }
 sampler > rss-samples.txt 2>/dev/null &
 sampler_pid=$!
+# Once the load ends (the bench logs "verify:"), a heap profile of each node
+# without a forced GC: what the load left, bbolt's dirty pages included.
+( until grep -q '^verify:' bench.log 2> /dev/null; do sleep 1; done; heap load ) &
+watcher_pid=$!
 
 log "bench --existing $run_id --customers $customers $bench_flags"
 # The run reads every starting balance on the leader, drives the load, then
@@ -126,10 +132,11 @@ log "bench --existing $run_id --customers $customers $bench_flags"
 # so every node has touched all of its state by the end.
 # shellcheck disable=SC2086
 "$bin" bench --addr "http://127.0.0.1:${port[a]}" --existing "$run_id" --customers "$customers" $bench_flags --json \
-  > bench.json 2> bench.log || { kill "$sampler_pid"; cat bench.log >&2; exit 1; }
+  > bench.json 2> bench.log || { kill "$sampler_pid" "$watcher_pid"; cat bench.log >&2; exit 1; }
 kill "$sampler_pid"
+kill "$watcher_pid" 2> /dev/null || true # done long ago unless the run never verified
 rss "after the bench run (load, then verification over all customers on every node)"
 awk '{if ($3 > a[$2]) a[$2] = $3; if ($4 > f[$2]) f[$2] = $4} END {for (n in a) printf "%s peak RssAnon %d kB, peak RssFile %d kB (2 s samples)\n", n, a[n], f[n]}' \
   rss-samples.txt | sort | tee -a rss.txt
-heap after
-log "done: $dir/rss.txt, bench.json, bench.log, heap-after-*.txt"
+heap after '?gc=1'
+log "done: $dir/rss.txt, bench.json, bench.log, heap-load-*.txt, heap-after-*.txt"

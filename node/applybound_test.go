@@ -1,0 +1,85 @@
+package node
+
+import (
+	"bytes"
+	"slices"
+	"testing"
+
+	"github.com/creditd/creditd/fsm"
+	"github.com/hashicorp/raft"
+)
+
+// recordingSM answers each entry with its index and records every Apply.
+type recordingSM struct {
+	*NoopStateMachine
+	calls [][]uint64 // entry indexes per Apply
+	sizes []int      // entry bytes per Apply
+}
+
+func (r *recordingSM) Apply(entries []fsm.Entry) ([][]fsm.Result, error) {
+	res := make([][]fsm.Result, len(entries))
+	var idx []uint64
+	size := 0
+	for i, e := range entries {
+		idx = append(idx, e.Index)
+		size += len(e.Data)
+		res[i] = []fsm.Result{{Value: e.Index}}
+	}
+	r.calls, r.sizes = append(r.calls, idx), append(r.sizes, size)
+	return res, nil
+}
+
+func TestLargeBatchesApplyInBoundedTransactionsWithEveryResultInPlace(t *testing.T) {
+	sm := &recordingSM{NoopStateMachine: NewNoopStateMachine()}
+	f := newRaftFSM(sm, func(uint64) {})
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() { defer close(done); f.run(stop) }()
+	defer func() { close(stop); <-done }()
+
+	// One raft batch as a lagging follower gets it: 40 entries of 50 KB
+	// (1,000-event entries), one larger than the bound, then small ones.
+	var logs []*raft.Log
+	add := func(n, size int) {
+		for range n {
+			logs = append(logs, &raft.Log{Index: uint64(len(logs) + 1), Type: raft.LogCommand, Data: bytes.Repeat([]byte{1}, size)})
+		}
+	}
+	add(40, 50<<10)
+	add(1, maxMergedBytes+1)
+	add(200, 100)
+	resps := f.ApplyBatch(logs)
+	for i, r := range resps {
+		res, err := r.(pendingEntry).wait()
+		if err != nil || len(res) != 1 || res[0].Value != logs[i].Index {
+			t.Fatalf("entry %d: results %+v, %v; want its own index", logs[i].Index, res, err)
+		}
+	}
+	var order []uint64
+	for i, c := range sm.calls {
+		if len(c) > 1 && sm.sizes[i] > maxMergedBytes {
+			t.Errorf("apply %d: %d entries of %d bytes in all, above the bound %d", i, len(c), sm.sizes[i], maxMergedBytes)
+		}
+		order = append(order, c...)
+	}
+	want := make([]uint64, len(logs))
+	for i := range want {
+		want[i] = uint64(i + 1)
+	}
+	if !slices.Equal(order, want) {
+		t.Fatalf("entries applied in order %v, want 1..%d once each", order, len(logs))
+	}
+	// 40 × 50 KB need 4 transactions of 10, the large one its own, and
+	// the small ones fit in one.
+	if len(sm.calls) != 6 {
+		t.Errorf("%d applies (entries per apply: %v); want 6", len(sm.calls), lens(sm.calls))
+	}
+}
+
+func lens(calls [][]uint64) []int {
+	out := make([]int, len(calls))
+	for i, c := range calls {
+		out[i] = len(c)
+	}
+	return out
+}

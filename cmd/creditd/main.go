@@ -46,6 +46,9 @@ func main() {
 	case errors.Is(err, flag.ErrHelp):
 		os.Exit(0)
 	case errors.Is(err, errUsage):
+		if err != errUsage { // the bare one comes after the usage text
+			fmt.Fprintln(os.Stderr, "creditd:", err)
+		}
 		os.Exit(2)
 	default:
 		fmt.Fprintln(os.Stderr, "creditd:", err)
@@ -116,10 +119,30 @@ func newFlagSet(name, synopsis, help string) *flag.FlagSet {
 	return fs
 }
 
-// parseFlags parses args, then fills every flag not given on the command
-// line from its CREDITD_<NAME> environment variable.
+// parseFlags parses args, flags before or after the positional arguments
+// ("snapshot restore FILE --data-dir d" as well as "--data-dir d FILE";
+// "--" ends the flags), then fills every flag not given on the command line
+// from its CREDITD_<NAME> environment variable.
 func parseFlags(fs *flag.FlagSet, args []string) error {
-	if err := fs.Parse(args); err != nil {
+	var positional []string
+	for len(args) > 0 {
+		if err := fs.Parse(args); err != nil {
+			return err
+		}
+		rest := fs.Args()
+		// Parse stops at the first non-flag argument, or just after "--".
+		if used := len(args) - len(rest); used > 0 && args[used-1] == "--" {
+			positional = append(positional, rest...)
+			break
+		}
+		if len(rest) == 0 {
+			break
+		}
+		positional = append(positional, rest[0])
+		args = rest[1:]
+	}
+	// Leave the positional arguments where fs.Args finds them.
+	if err := fs.Parse(append([]string{"--"}, positional...)); err != nil {
 		return err
 	}
 	set := map[string]bool{}

@@ -51,6 +51,33 @@ func TestFlagsComeFromTheEnvironmentUnlessGivenOnTheCommandLine(t *testing.T) {
 	}
 }
 
+func TestFlagsMayFollowPositionalArguments(t *testing.T) {
+	tests := []struct {
+		args    []string
+		dataDir string
+		rest    []string
+	}{
+		{[]string{"--data-dir", "d", "backup.snap"}, "d", []string{"backup.snap"}},
+		{[]string{"backup.snap", "--data-dir", "d"}, "d", []string{"backup.snap"}},
+		{[]string{"a", "--data-dir=d", "b"}, "d", []string{"a", "b"}},
+		{[]string{"--data-dir", "d", "--", "--not-a-flag", "x"}, "d", []string{"--not-a-flag", "x"}},
+		{nil, "creditd-data", nil},
+	}
+	for _, tt := range tests {
+		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
+			var f serveFlags
+			fs := flag.NewFlagSet("x", flag.ContinueOnError)
+			addNodeFlags(fs, &f)
+			if err := parseFlags(fs, tt.args); err != nil {
+				t.Fatal(err)
+			}
+			if f.dataDir != tt.dataDir || strings.Join(fs.Args(), "|") != strings.Join(tt.rest, "|") {
+				t.Errorf("data-dir %q, args %q; want %q, %q", f.dataDir, fs.Args(), tt.dataDir, tt.rest)
+			}
+		})
+	}
+}
+
 func TestUnknownCommandsAndHelp(t *testing.T) {
 	var out bytes.Buffer
 	if err := run(t.Context(), []string{"frobnicate"}, &out); !errors.Is(err, errUsage) || !strings.Contains(out.String(), "unknown command") {

@@ -2,8 +2,8 @@ package fsm
 
 import (
 	"bytes"
-	"encoding/binary"
 	"crypto/sha256"
+	"encoding/binary"
 	"errors"
 	"fmt"
 
@@ -131,7 +131,7 @@ type applier struct {
 	// Cursors on them for lookups: a cursor's Seek reuses its stack, where
 	// Bucket.Get allocates a new cursor per call.
 	idemCurC, idemPrevC *bolt.Cursor
-	idemGen           uint64
+	idemGen             uint64
 
 	ledgerBlock []byte // entries of the open ledger block
 	ledgerFirst uint64

@@ -37,6 +37,9 @@ type Options struct {
 	Noop bool
 	// NoSync turns fsync off (never for published figures).
 	NoSync bool
+	// StateFsync fsyncs each node's state file on every apply, as
+	// creditd serve --state-fsync does.
+	StateFsync bool
 	// Batch is the nodes' group commit configuration (zero = defaults).
 	Batch node.BatchConfig
 	// Logger gets the nodes' logs; nil = discard.
@@ -114,6 +117,7 @@ func (c *Cluster) startNode(ctx context.Context, o Options, id string, join []st
 		Join:            join,
 		Batch:           o.Batch,
 		NoSync:          o.NoSync,
+		StateFsync:      o.StateFsync,
 		Logger:          o.Logger.With("node", id),
 	}
 	if o.Noop {

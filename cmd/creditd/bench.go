@@ -61,6 +61,7 @@ func runBench(ctx context.Context, args []string) error {
 		logLevel                 string
 		batchMaxCmds, batchBytes int
 		batchWait                time.Duration
+		stateFsync               bool
 	)
 	fs := newFlagSet("bench", "bench (--addr URL | --local N) [flags] | bench seed [flags]", benchHelp)
 	fs.StringVar(&cfg.Addr, "addr", "", "API address of any node of a running cluster (http://host:port)")
@@ -90,6 +91,7 @@ func runBench(ctx context.Context, args []string) error {
 	fs.IntVar(&batchMaxCmds, "batch-max-commands", 0, "with --local: most commands per log entry (0 = the node's default)")
 	fs.IntVar(&batchBytes, "batch-max-bytes", 0, "with --local: most bytes per log entry (0 = the node's default)")
 	fs.DurationVar(&batchWait, "batch-max-wait", 0, "with --local: how long the leader waits to fill a log entry")
+	fs.BoolVar(&stateFsync, "state-fsync", false, "with --local: fsync each node's state file on every apply (creditd serve --state-fsync)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -130,7 +132,7 @@ func runBench(ctx context.Context, args []string) error {
 			}
 		}
 		fmt.Fprintf(os.Stderr, "starting %d local node(s)…\n", localN)
-		c, err := local.Start(ctx, local.Options{Nodes: localN, Dir: dataDir, Noop: cfg.Noop, NoSync: noSync, Logger: logger,
+		c, err := local.Start(ctx, local.Options{Nodes: localN, Dir: dataDir, Noop: cfg.Noop, NoSync: noSync, StateFsync: stateFsync, Logger: logger,
 			Batch: node.BatchConfig{MaxCommands: batchMaxCmds, MaxBytes: batchBytes, MaxWait: batchWait}})
 		if err != nil {
 			return err

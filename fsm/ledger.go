@@ -115,7 +115,7 @@ func (a *applier) appendLedger(p *Pool, e *LedgerEntry) {
 	a.ledgerBlock = append(a.ledgerBlock, a.buf.b...)
 	a.ledgerN++
 	if a.ledgerN == ledgerBlockMax {
-		a.flushLedgerBlock()
+		a.flushLedger()
 	}
 
 	p.run.add(e.Seq)
@@ -128,7 +128,8 @@ func (a *applier) appendLedger(p *Pool, e *LedgerEntry) {
 	a.markPoolDirty(p)
 }
 
-func (a *applier) flushLedgerBlock() {
+// flushLedger writes the open ledger block.
+func (a *applier) flushLedger() {
 	if a.ledgerN == 0 {
 		return
 	}
@@ -138,11 +139,6 @@ func (a *applier) flushLedgerBlock() {
 	v = append(v, a.ledgerBlock[1:]...)
 	a.put(a.bLedger, u64key(a.ledgerFirst), v)
 	a.ledgerN = 0
-}
-
-// flushLedger writes the open ledger block.
-func (a *applier) flushLedger() {
-	a.flushLedgerBlock()
 }
 
 // ---- reading ----

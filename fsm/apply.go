@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 
 	bolt "go.etcd.io/bbolt"
 )
@@ -190,12 +191,24 @@ func (a *applier) flush() error {
 	if a.err != nil {
 		return a.err
 	}
+	// In key order, so consecutive puts land in the same bbolt leaf.
+	slices.SortFunc(a.dirty, func(x, y dirtyRecord) int {
+		if c := bytes.Compare(x.bucket, y.bucket); c != 0 {
+			return c
+		}
+		return bytes.Compare(x.key, y.key)
+	})
+	var b *bolt.Bucket
+	var bname []byte
 	for _, d := range a.dirty {
+		if b == nil || !bytes.Equal(bname, d.bucket) {
+			b, bname = a.tx.Bucket(d.bucket), d.bucket
+		}
 		a.buf.b = a.buf.b[:0]
 		d.rec.encode(&a.buf)
 		v := a.alloc(len(a.buf.b))
 		copy(v, a.buf.b)
-		if err := a.tx.Bucket(d.bucket).Put(d.key, v); err != nil {
+		if err := b.Put(d.key, v); err != nil {
 			return err
 		}
 	}

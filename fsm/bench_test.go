@@ -74,6 +74,8 @@ func BenchmarkApply(b *testing.B) {
 	b.Run("one event", func(b *testing.B) { benchBurn(b, 100, 3, 1, false) })
 	b.Run("batch of 1000 events", func(b *testing.B) { benchBurn(b, 100, 3, 1000, false) })
 	b.Run("batch of 1000 events with fsync", func(b *testing.B) { benchBurn(b, 100, 3, 1000, true) })
+	// The shape of `creditd bench`'s default run: 1,000 customers, one grant each.
+	b.Run("batch of 1000 events over 1000 pools, 1 grant", func(b *testing.B) { benchBurn(b, 1000, 1, 1000, false) })
 	b.Run("batch of 1000 events over 10000 pools", func(b *testing.B) { benchBurn(b, 10000, 3, 1000, false) })
 	b.Run("batch of 1000 events, 100 grants per pool", func(b *testing.B) { benchBurn(b, 100, 100, 1000, false) })
 }

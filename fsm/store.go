@@ -94,8 +94,8 @@ func (f *FSM) open() error {
 		// of seconds under load: the whole p99 at half of peak). Without
 		// per-commit syncs the size has no more need to be durable than
 		// the data; Sync makes both durable.
-		NoGrowSync: f.opts.NoSync,
-		FreelistType:    bolt.FreelistMapType,
+		NoGrowSync:   f.opts.NoSync,
+		FreelistType: bolt.FreelistMapType,
 		// The freelist is written with every commit (a page or two), not
 		// rebuilt at open by reading every page of the file: that read
 		// left the whole file resident in the process (1.6 GB for a

@@ -41,19 +41,32 @@ func benchState(b *testing.B, pools, grantsPerPool int, sync bool) *harness {
 }
 
 func benchBurn(b *testing.B, pools, grants, batch int, sync bool) {
+	benchBurnIDs(b, pools, grants, batch, sync, false)
+}
+
+// benchBurnIDs is benchBurn with event ids in increasing order (as
+// `creditd bench` makes them) or, with randomIDs, scattered over the key
+// space like the UUIDs most clients send.
+func benchBurnIDs(b *testing.B, pools, grants, batch int, sync, randomIDs bool) {
 	h := benchState(b, pools, grants, sync)
 	next := 0
 	entries := make([]Entry, b.N)
 	for i := range entries {
 		evs := make([]UsageEvent, batch)
 		for j := range evs {
-			evs[j] = UsageEvent{ID: fmt.Sprintf("ev-%d", next), CustomerID: fmt.Sprintf("cust-%07d", next%pools),
+			id := fmt.Sprintf("ev-%d", next)
+			if randomIDs {
+				// A bijection of next, so ids never repeat.
+				id = fmt.Sprintf("%016x", uint64(next)*0x9E3779B97F4A7C15)
+			}
+			evs[j] = UsageEvent{ID: id, CustomerID: fmt.Sprintf("cust-%07d", next%pools),
 				FeatureID: "tokens", Quantity: 1500}
 			next++
 		}
 		entries[i] = h.entry(BurnUsage{Events: evs})
 	}
 	b.ReportAllocs()
+	before := h.f.db.Stats().TxStats
 	b.ResetTimer()
 	for i := range entries {
 		rs, err := h.f.Apply(entries[i : i+1])
@@ -66,6 +79,10 @@ func benchBurn(b *testing.B, pools, grants, batch int, sync bool) {
 	}
 	b.StopTimer()
 	b.ReportMetric(float64(b.N*batch)/b.Elapsed().Seconds(), "events/s")
+	after := h.f.db.Stats().TxStats
+	// Pages written per entry: what the state file's writeback costs.
+	written := after.Sub(&before)
+	b.ReportMetric(float64(written.GetPageCount())/float64(b.N), "pages/op")
 }
 
 // BenchmarkApply measures apply alone (state file without fsync) and, for
@@ -76,6 +93,9 @@ func BenchmarkApply(b *testing.B) {
 	b.Run("batch of 1000 events with fsync", func(b *testing.B) { benchBurn(b, 100, 3, 1000, true) })
 	// The shape of `creditd bench`'s default run: 1,000 customers, one grant each.
 	b.Run("batch of 1000 events over 1000 pools, 1 grant", func(b *testing.B) { benchBurn(b, 1000, 1, 1000, false) })
+	// The same with ids scattered like UUIDs: each event's idempotency
+	// record lands in its own leaf page.
+	b.Run("batch of 1000 events over 1000 pools, 1 grant, random ids", func(b *testing.B) { benchBurnIDs(b, 1000, 1, 1000, false, true) })
 	b.Run("batch of 1000 events over 10000 pools", func(b *testing.B) { benchBurn(b, 10000, 3, 1000, false) })
 	b.Run("batch of 1000 events, 100 grants per pool", func(b *testing.B) { benchBurn(b, 100, 100, 1000, false) })
 }

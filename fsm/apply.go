@@ -89,8 +89,13 @@ func (f *FSM) Apply(entries []Entry) ([][]Result, error) {
 	return results, nil
 }
 
-// denseBuckets are filled to denseFill before a page splits.
-var denseBuckets = [][]byte{bCustomer, bPool, bGrant, bCustGrant, bBurnOrder, bPoolLedger, bPurchase}
+// denseBuckets are filled to denseFill before a page splits. Not pools:
+// a pool record grows in place (its run of ledger sequences), and a page
+// split at 90 % overflows again at the next growth, leaving a trail of
+// nearly empty pages that updates never merge: 1,000 pools sat in 112
+// pages at 28 % (every one rewritten by a batch touching most pools), in
+// 35 at bbolt's default split of 50 %.
+var denseBuckets = [][]byte{bCustomer, bGrant, bCustGrant, bBurnOrder, bPoolLedger, bPurchase}
 
 const denseFill = 0.9
 
@@ -100,7 +105,7 @@ const recordCacheMax = 200_000
 
 // applier holds one Apply call's transaction and the records it has loaded.
 // Records are decoded once per call, changed in memory and written back in
-// flush, in the order they were first changed.
+// flush, in key order.
 type applier struct {
 	f       *FSM
 	tx      *bolt.Tx

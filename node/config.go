@@ -78,6 +78,17 @@ type Config struct {
 	// raft. Default 10s.
 	ApplyTimeout time.Duration
 
+	// ReadyMaxLag is how many log entries a follower's applied index may
+	// trail the commit index it knows and still be ready (Node.Ready, so
+	// /readyz and the gRPC health check): one further behind answers reads
+	// from an old state. A healthy follower under load trails by the
+	// entries in flight (Batch.MaxInflight) plus at most one append of
+	// raft's (256 entries), so the default leaves room for 4 such appends
+	// and a follower replaying a long log or a snapshot's worth is not
+	// ready. Default 1024; negative = none (ready only once it has applied
+	// everything it knows committed).
+	ReadyMaxLag int
+
 	// NoSync turns fsync off for the raft log. Only for tests.
 	NoSync bool
 
@@ -142,6 +153,9 @@ const (
 	// maxLogCacheEntries × Batch.MaxBytes bounds the log cache's memory.
 	maxLogCacheEntries     = 1 << 16
 	defaultLogCacheEntries = 512
+	// A lag past maxReadyMaxLag entries would make readiness mean nothing.
+	maxReadyMaxLag     = 1 << 30
+	defaultReadyMaxLag = 1024
 )
 
 func (c *Config) setDefaults() {
@@ -195,6 +209,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.ApplyTimeout == 0 {
 		c.ApplyTimeout = 10 * time.Second
+	}
+	if c.ReadyMaxLag == 0 {
+		c.ReadyMaxLag = defaultReadyMaxLag
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
@@ -256,6 +273,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("node config: LeaderLeaseTimeout %s is above HeartbeatTimeout %s", c.LeaderLeaseTimeout, c.HeartbeatTimeout)
 	case c.LeaderWait < 0 || c.LeaderWait > 5*time.Minute:
 		return fmt.Errorf("node config: LeaderWait %s is outside 0..5m", c.LeaderWait)
+	case c.ReadyMaxLag > maxReadyMaxLag:
+		return fmt.Errorf("node config: ReadyMaxLag %d is above %d entries", c.ReadyMaxLag, maxReadyMaxLag)
 	case c.LogCacheEntries > maxLogCacheEntries:
 		return fmt.Errorf("node config: LogCacheEntries %d is above %d", c.LogCacheEntries, maxLogCacheEntries)
 	case c.SnapshotRetain < 1 || c.SnapshotRetain > 100:
@@ -264,6 +283,14 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("node config: DeadServerTimeout %s is below 1s", c.DeadServerTimeout)
 	}
 	return nil
+}
+
+// readyMaxLag is ReadyMaxLag in entries, after defaults.
+func (c *Config) readyMaxLag() uint64 {
+	if c.ReadyMaxLag < 0 {
+		return 0
+	}
+	return uint64(c.ReadyMaxLag)
 }
 
 func splitHostPort(addr string) (host, port string, err error) { return net.SplitHostPort(addr) }

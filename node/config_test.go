@@ -37,6 +37,8 @@ func TestConfigValidateNamesTheWrongField(t *testing.T) {
 		{"node ids are short", func(c *Config) { c.NodeID = strings.Repeat("x", 129) }, "NodeID"},
 		{"the log cache is bounded", func(c *Config) { c.LogCacheEntries = maxLogCacheEntries + 1 }, "LogCacheEntries"},
 		{"the log cache may be off", func(c *Config) { c.LogCacheEntries = -1 }, ""},
+		{"the ready lag is bounded", func(c *Config) { c.ReadyMaxLag = maxReadyMaxLag + 1 }, "ReadyMaxLag"},
+		{"the ready lag may be none", func(c *Config) { c.ReadyMaxLag = -1 }, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -48,6 +48,11 @@ type Node struct {
 	applied   atomic.Uint64
 	appliedMu sync.Mutex
 	appliedCh chan struct{}
+	// appliedSinceStart is set by the first apply or restore of this
+	// process; restoring while a snapshot is received and restored (both
+	// for Ready).
+	appliedSinceStart atomic.Bool
+	restoring         atomic.Bool
 
 	// writable is set while this node leads and has applied everything
 	// committed before its term (so fsm.LastTime is final for earlier
@@ -195,7 +200,8 @@ func Start(ctx context.Context, cfg Config) (n *Node, err error) {
 	rc.BatchApplyCh = false
 	rc.MaxAppendEntries = 256
 	rc.Logger = newHclog(n.logger, "raft")
-	n.raft, err = raft.NewRaft(rc, n.rfsm, logs, n.store, n.snaps, n.transport)
+	n.raft, err = raft.NewRaft(rc, trackedFSM{n.rfsm, &n.restoring}, logs, n.store,
+		trackedSnapshots{SnapshotStore: n.snaps, restoring: &n.restoring, applied: &n.applied}, n.transport)
 	if err != nil {
 		return nil, fmt.Errorf("start raft: %w", err)
 	}
@@ -296,6 +302,7 @@ func (n *Node) goRun(fn func()) {
 }
 
 func (n *Node) markApplied(index uint64) {
+	n.appliedSinceStart.Store(true)
 	for {
 		cur := n.applied.Load()
 		if index <= cur || n.applied.CompareAndSwap(cur, index) {
@@ -332,19 +339,6 @@ func (n *Node) GossipAddr() string { return n.gossipAddr }
 
 // IsLeader reports whether this node is the raft leader.
 func (n *Node) IsLeader() bool { return n.raft.State() == raft.Leader }
-
-// Ready reports whether this node can serve writes now: it leads and is
-// ready to stamp, or it follows a known leader whose API address it knows.
-func (n *Node) Ready() bool {
-	if n.closing.Load() || n.rfsm.failure() != nil {
-		return false
-	}
-	if n.writable.Load() {
-		return true
-	}
-	id, addr := n.Leader()
-	return id != "" && id != n.id && addr != ""
-}
 
 // Leader returns the leader's id and API address ("" when unknown).
 func (n *Node) Leader() (id, rpcAddr string) {
@@ -489,6 +483,7 @@ type Status struct {
 	RPCAddr           string
 	State             string // Leader, Follower, Candidate, Shutdown
 	Ready             bool
+	NotReadyReason    string // why not Ready ("" when ready)
 	LeaderID          string
 	LeaderRPCAddr     string
 	Term              uint64
@@ -518,13 +513,13 @@ func (n *Node) Status() Status {
 		GossipAddr:   n.gossipAddr,
 		RPCAddr:      n.cfg.RPCAddr,
 		State:        n.raft.State().String(),
-		Ready:        n.Ready(),
 		AppliedIndex: n.applied.Load(),
 		Term:         n.raft.CurrentTerm(),
 		CommitIndex:  n.raft.CommitIndex(),
 		LastLogIndex: n.raft.LastIndex(),
 	}
 	st.LeaderID, st.LeaderRPCAddr = n.Leader()
+	st.Ready, st.NotReadyReason = n.Readiness()
 	if s, ok := n.raft.Stats()["last_snapshot_index"]; ok {
 		st.LastSnapshotIndex, _ = strconv.ParseUint(s, 10, 64)
 	}

@@ -22,6 +22,7 @@ func (a *api) GetStatus(ctx context.Context, req *connect.Request[v1.GetStatusRe
 		LeaderId:          st.LeaderID,
 		LeaderRpcAddr:     st.LeaderRPCAddr,
 		Ready:             st.Ready,
+		NotReadyReason:    st.NotReadyReason,
 		Term:              st.Term,
 		LastLogIndex:      st.LastLogIndex,
 		CommitIndex:       st.CommitIndex,

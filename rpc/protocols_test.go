@@ -17,6 +17,7 @@ import (
 	"google.golang.org/protobuf/reflect/protoreflect"
 
 	v1 "github.com/creditd/creditd/gen/creditd/v1"
+	"github.com/creditd/creditd/gen/creditd/v1/creditdv1connect"
 )
 
 // curl is what `curl -H 'Content-Type: application/json' -d BODY URL/PATH`
@@ -245,5 +246,34 @@ func TestExtraRoutes(t *testing.T) {
 	res.Body.Close()
 	if res.StatusCode != http.StatusAccepted {
 		t.Fatalf("POST /webhooks/stripe = %d, want 202", res.StatusCode)
+	}
+}
+
+// TestProbesSayWhyANodeIsNotReady: a node that knows no leader answers
+// /readyz with 503 and the reason, NOT_SERVING over gRPC health, and the
+// same reason in GetStatus.
+func TestProbesSayWhyANodeIsNotReady(t *testing.T) {
+	s := startServer(t, "lone", nodeOpts{}) // no bootstrap, no join: it never learns of a leader
+	res, err := http.Get(s.url + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	if res.StatusCode != http.StatusServiceUnavailable || !strings.Contains(string(body), "not ready: no leader known") {
+		t.Fatalf("GET /readyz = %d %q, want 503 saying no leader is known", res.StatusCode, body)
+	}
+	hc := grpchealth.NewClient(h2c(), s.url, connect.WithGRPC())
+	hres, err := hc.Check(ctxT(t), &grpchealth.CheckRequest{})
+	if err != nil || hres.Status != grpchealth.StatusNotServing {
+		t.Fatalf("health check: %v %v, want NOT_SERVING", hres, err)
+	}
+	cc := creditdv1connect.NewClusterServiceClient(h2c(), s.url)
+	st, err := cc.GetStatus(ctxT(t), connect.NewRequest(&v1.GetStatusRequest{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Msg.Ready || st.Msg.NotReadyReason != "no leader known" {
+		t.Fatalf("status: ready %v, reason %q; want not ready, no leader known", st.Msg.Ready, st.Msg.NotReadyReason)
 	}
 }

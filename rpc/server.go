@@ -207,20 +207,22 @@ var serviceNames = []string{
 	creditdv1connect.ClusterServiceName,
 }
 
-// readyz answers 200 when the node has a leader and has caught up.
+// readyz answers 200 when the node leads and takes writes, or follows a
+// known leader and has caught up (node.Node.Readiness); 503 with the reason
+// otherwise.
 func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-	if !s.n.Ready() {
+	if ready, reason := s.n.Readiness(); !ready {
 		w.WriteHeader(http.StatusServiceUnavailable)
-		fmt.Fprintln(w, "not ready: no leader known, or still catching up")
+		fmt.Fprintln(w, "not ready: "+reason)
 		return
 	}
 	fmt.Fprintln(w, "ready")
 }
 
 // healthChecker answers the standard gRPC health check: SERVING when the
-// node is ready (has a leader and has caught up), for the whole server and
-// for each creditd service.
+// node is ready (as /readyz), for the whole server and for each creditd
+// service.
 type healthChecker struct{ s *Server }
 
 func (h *healthChecker) Check(_ context.Context, req *grpchealth.CheckRequest) (*grpchealth.CheckResponse, error) {

@@ -18,9 +18,10 @@ import (
 
 const statusHelp = `
 Shows the cluster as the node at --addr sees it: one row per member with its
-Raft state, suffrage, applied index, last snapshot index and last contact
-with the leader (each member is asked for its own figures; "-" when it does
-not answer). The leader is marked with *.
+Raft state, suffrage, applied index, last snapshot index, last contact with
+the leader and whether it is ready (as /readyz: "yes", or why not), each
+member asked for its own figures ("-" when it does not answer). The leader
+is marked with *.
 
 Examples:
   creditd status
@@ -48,13 +49,13 @@ func runStatus(ctx context.Context, args []string) error {
 	}
 	st := resp.Msg
 	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "NODE\tADDRESS\tSTATE\tSUFFRAGE\tAPPLIED\tSNAPSHOT\tLAST CONTACT")
+	fmt.Fprintln(tw, "NODE\tADDRESS\tSTATE\tSUFFRAGE\tAPPLIED\tSNAPSHOT\tLAST CONTACT\tREADY")
 	for _, m := range st.Members {
 		mark := " "
 		if m.Leader {
 			mark = "*"
 		}
-		state, applied, snap, contact := "-", "-", "-", "-"
+		state, applied, snap, contact, ready := "-", "-", "-", "-", "-"
 		// Each member reports its own figures; one slow member does not
 		// hold up the table for long.
 		if m.RpcAddr != "" {
@@ -65,6 +66,10 @@ func runStatus(ctx context.Context, args []string) error {
 					state = s.State
 					applied = strconv.FormatUint(s.AppliedIndex, 10)
 					snap = strconv.FormatUint(s.LastSnapshotIndex, 10)
+					ready = "yes"
+					if !s.Ready {
+						ready = "no: " + s.NotReadyReason
+					}
 					switch {
 					case s.State == "Leader":
 						contact = "(leader)"
@@ -80,7 +85,7 @@ func runStatus(ctx context.Context, args []string) error {
 		if state == "-" && m.Gossip != "" && m.Gossip != "alive" {
 			state = m.Gossip
 		}
-		fmt.Fprintf(tw, "%s %s\t%s\t%s\t%s\t%s\t%s\t%s\n", mark, m.Id, m.RpcAddr, state, m.Suffrage, applied, snap, contact)
+		fmt.Fprintf(tw, "%s %s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", mark, m.Id, m.RpcAddr, state, m.Suffrage, applied, snap, contact, ready)
 	}
 	if err := tw.Flush(); err != nil {
 		return err

@@ -108,3 +108,16 @@ func TestBaseURLAcceptsHostPortOrURL(t *testing.T) {
 		}
 	}
 }
+
+func TestServeRefusesANegativeReadyMaxLagAndMapsZeroToNone(t *testing.T) {
+	err := runServe(t.Context(), []string{"--ready-max-lag", "-1", "--data-dir", t.TempDir()})
+	if err == nil || !strings.Contains(err.Error(), "--ready-max-lag") {
+		t.Fatalf("got %v, want an error naming --ready-max-lag", err)
+	}
+	if got := readyMaxLag(0); got >= 0 {
+		t.Errorf("--ready-max-lag 0 gives node ReadyMaxLag %d, want negative (none; 0 would be the default)", got)
+	}
+	if got := readyMaxLag(100); got != 100 {
+		t.Errorf("--ready-max-lag 100 gives node ReadyMaxLag %d", got)
+	}
+}

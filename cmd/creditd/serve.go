@@ -48,7 +48,9 @@ Examples:
   CREDITD_STRIPE_SECRET_KEY_FILE=/etc/creditd/stripe-key CREDITD_STRIPE_WEBHOOK_SECRET_FILE=/etc/creditd/whsec \
     creditd serve --billing stripe --export-to file:///var/lib/creditd-export --export-every 1h
   # the same with the environment:
-  CREDITD_DATA_DIR=/var/lib/creditd CREDITD_JOIN=10.0.0.1:7422 creditd serve`
+  CREDITD_DATA_DIR=/var/lib/creditd CREDITD_JOIN=10.0.0.1:7422 creditd serve
+  # /readyz says 503 on a follower more than 100 entries behind (default 1024):
+  creditd serve --join 10.0.0.1:7422 --ready-max-lag 100`
 
 // serveFlags are serve's flags; snapshot restore shares the node's.
 type serveFlags struct {
@@ -69,6 +71,7 @@ type serveFlags struct {
 	snapshotInterval                  time.Duration
 	heartbeatTimeout, electionTimeout time.Duration
 	leaderWait, shutdownTimeout       time.Duration
+	readyMaxLag                       int
 	apiKeysFile                       string
 	logFormat, logLevel               string
 	billing                           string
@@ -117,6 +120,7 @@ func runServe(ctx context.Context, args []string) error {
 	fs.DurationVar(&f.electionTimeout, "election-timeout", time.Second, "Raft election timeout")
 	fs.DurationVar(&f.leaderWait, "leader-wait", 5*time.Second, "how long a write waits for a leader before failing with Unavailable")
 	fs.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 30*time.Second, "how long SIGTERM waits for in-flight requests")
+	fs.IntVar(&f.readyMaxLag, "ready-max-lag", 1024, "a follower more log entries than this behind the commit index it knows is not ready (/readyz 503); 0: ready only with everything applied")
 	fs.StringVar(&f.billing, "billing", "manual", "billing connector: "+strings.Join(billing.ConnectorNames(), " or ")+
 		" (stripe reads CREDITD_STRIPE_SECRET_KEY and CREDITD_STRIPE_WEBHOOK_SECRET, or their _FILE variants)")
 	f.export.addFlags(fs)
@@ -128,11 +132,23 @@ func runServe(ctx context.Context, args []string) error {
 	if fs.NArg() > 0 {
 		return fmt.Errorf("serve: unexpected argument %q", fs.Arg(0))
 	}
+	if f.readyMaxLag < 0 {
+		return fmt.Errorf("serve: --ready-max-lag %d is negative: want a number of log entries, 0 for none", f.readyMaxLag)
+	}
 	logger, err := newLogger(os.Stderr, f.logFormat, f.logLevel)
 	if err != nil {
 		return err
 	}
 	return serve(ctx, f, logger)
+}
+
+// readyMaxLag maps --ready-max-lag to node.Config.ReadyMaxLag, where 0
+// means the default and a negative value none.
+func readyMaxLag(entries int) int {
+	if entries == 0 {
+		return -1
+	}
+	return entries
 }
 
 func serve(ctx context.Context, f serveFlags, logger *slog.Logger) error {
@@ -193,6 +209,7 @@ func serve(ctx context.Context, f serveFlags, logger *slog.Logger) error {
 		HeartbeatTimeout:  f.heartbeatTimeout,
 		ElectionTimeout:   f.electionTimeout,
 		LeaderWait:        f.leaderWait,
+		ReadyMaxLag:       readyMaxLag(f.readyMaxLag),
 		Logger:            logger,
 	}
 	n, err := node.Start(ctx, cfg)

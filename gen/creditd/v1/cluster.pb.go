@@ -170,7 +170,9 @@ type GetStatusResponse struct {
 	LeaderId string `protobuf:"bytes,3,opt,name=leader_id,json=leaderId,proto3" json:"leader_id,omitempty"`
 	// The leader's API address; empty when none is known.
 	LeaderRpcAddr string `protobuf:"bytes,4,opt,name=leader_rpc_addr,json=leaderRpcAddr,proto3" json:"leader_rpc_addr,omitempty"`
-	// Has a leader and has caught up.
+	// Takes traffic: leads and takes writes, or follows a known leader, is not
+	// installing a snapshot and has applied within --ready-max-lag entries of
+	// the commit index it knows (what /readyz and the gRPC health check say).
 	Ready bool `protobuf:"varint,5,opt,name=ready,proto3" json:"ready,omitempty"`
 	// Current Raft term.
 	Term uint64 `protobuf:"varint,6,opt,name=term,proto3" json:"term,omitempty"`
@@ -195,9 +197,13 @@ type GetStatusResponse struct {
 	// Index of the last snapshot.
 	LastSnapshotIndex uint64 `protobuf:"varint,16,opt,name=last_snapshot_index,json=lastSnapshotIndex,proto3" json:"last_snapshot_index,omitempty"`
 	// Last contact with the leader (unset on the leader or if never).
-	LastContact   *timestamppb.Timestamp `protobuf:"bytes,17,opt,name=last_contact,json=lastContact,proto3" json:"last_contact,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	LastContact *timestamppb.Timestamp `protobuf:"bytes,17,opt,name=last_contact,json=lastContact,proto3" json:"last_contact,omitempty"`
+	// Why the node is not ready, e.g. "installing a snapshot from the leader"
+	// or "applied 120 of 5000 committed, more than 1024 behind"; empty when
+	// ready.
+	NotReadyReason string `protobuf:"bytes,18,opt,name=not_ready_reason,json=notReadyReason,proto3" json:"not_ready_reason,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *GetStatusResponse) Reset() {
@@ -347,6 +353,13 @@ func (x *GetStatusResponse) GetLastContact() *timestamppb.Timestamp {
 		return x.LastContact
 	}
 	return nil
+}
+
+func (x *GetStatusResponse) GetNotReadyReason() string {
+	if x != nil {
+		return x.NotReadyReason
+	}
+	return ""
 }
 
 // RemoveMemberRequest names a node.
@@ -612,7 +625,7 @@ const file_creditd_v1_cluster_proto_rawDesc = "" +
 	"\x06leader\x18\x04 \x01(\bR\x06leader\x12\x19\n" +
 	"\brpc_addr\x18\x05 \x01(\tR\arpcAddr\x12\x1a\n" +
 	"\bsuffrage\x18\x06 \x01(\tR\bsuffrage\x12\x16\n" +
-	"\x06gossip\x18\a \x01(\tR\x06gossip\"\xe9\x04\n" +
+	"\x06gossip\x18\a \x01(\tR\x06gossip\"\x93\x05\n" +
 	"\x11GetStatusResponse\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x14\n" +
 	"\x05state\x18\x02 \x01(\tR\x05state\x12\x1b\n" +
@@ -632,7 +645,8 @@ const file_creditd_v1_cluster_proto_rawDesc = "" +
 	"gossipAddr\x12\x19\n" +
 	"\brpc_addr\x18\x0f \x01(\tR\arpcAddr\x12.\n" +
 	"\x13last_snapshot_index\x18\x10 \x01(\x04R\x11lastSnapshotIndex\x12=\n" +
-	"\flast_contact\x18\x11 \x01(\v2\x1a.google.protobuf.TimestampR\vlastContact\".\n" +
+	"\flast_contact\x18\x11 \x01(\v2\x1a.google.protobuf.TimestampR\vlastContact\x12(\n" +
+	"\x10not_ready_reason\x18\x12 \x01(\tR\x0enotReadyReason\".\n" +
 	"\x13RemoveMemberRequest\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\"\x16\n" +
 	"\x14RemoveMemberResponse\"4\n" +

@@ -2,6 +2,7 @@ package node
 
 import (
 	"bytes"
+	"errors"
 	"slices"
 	"testing"
 
@@ -82,4 +83,47 @@ func lens(calls [][]uint64) []int {
 		out[i] = len(c)
 	}
 	return out
+}
+
+// blockingFailSM holds its first Apply until release is closed, then fails.
+type blockingFailSM struct {
+	*NoopStateMachine
+	entered chan struct{}
+	release chan struct{}
+}
+
+func (s *blockingFailSM) Apply([]fsm.Entry) ([][]fsm.Result, error) {
+	close(s.entered)
+	<-s.release
+	return nil, errors.New("disk on fire")
+}
+
+func TestAFailedApplyStopsApplyingAndIsSeenWithoutWaitingForTheLock(t *testing.T) {
+	sm := &blockingFailSM{NoopStateMachine: NewNoopStateMachine(), entered: make(chan struct{}), release: make(chan struct{})}
+	f := newRaftFSM(sm, func(uint64) {})
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() { defer close(done); f.run(stop) }()
+	defer func() { close(stop); <-done }()
+
+	first := f.ApplyBatch([]*raft.Log{{Index: 1, Type: raft.LogCommand, Data: []byte{1}}})
+	<-sm.entered
+	// The apply holds f.mu now; a probe must still get an answer (this
+	// call would deadlock the test if failure took the lock).
+	if err := f.failure(); err != nil {
+		t.Fatalf("failure during a healthy apply = %v, want nil", err)
+	}
+	close(sm.release)
+	if _, err := first[0].(pendingEntry).wait(); !errors.Is(err, ErrStateMachineFailed) {
+		t.Fatalf("failed apply answered %v, want ErrStateMachineFailed", err)
+	}
+	if err := f.failure(); !errors.Is(err, ErrStateMachineFailed) {
+		t.Fatalf("failure after a failed apply = %v, want ErrStateMachineFailed", err)
+	}
+	// Nothing is applied after a failure: the next entry gets the same error
+	// without reaching the state machine (its Apply would close entered twice).
+	next := f.ApplyBatch([]*raft.Log{{Index: 2, Type: raft.LogCommand, Data: []byte{2}}})
+	if _, err := next[0].(pendingEntry).wait(); !errors.Is(err, ErrStateMachineFailed) {
+		t.Fatalf("entry after the failure answered %v, want ErrStateMachineFailed", err)
+	}
 }

@@ -77,12 +77,7 @@ func (n *Node) readiness() readiness {
 		restoring:         n.restoring.Load(),
 		appliedSinceStart: n.appliedSinceStart.Load(),
 		maxLag:            n.cfg.readyMaxLag(),
-	}
-	// failure takes the lock a restore holds throughout: a probe must not
-	// wait for a restore of a large state. A failed restore clears
-	// restoring, so its failure is seen by the next probe.
-	if !r.restoring {
-		r.failure = n.rfsm.failure()
+		failure:           n.rfsm.failure(), // atomic: never waits behind an apply or restore
 	}
 	r.leaderID, r.leaderRPCAddr = n.Leader()
 	// Applied before commit: both only grow, so a lag measured this way is

@@ -112,8 +112,11 @@ type raftFSM struct {
 	doneMu    sync.Mutex
 	doneCh    chan struct{} // closed and replaced when completed moves
 
-	mu     sync.Mutex // serializes use of sm
-	failed error      // first storage failure; afterwards nothing is applied
+	mu sync.Mutex // serializes use of sm
+	// failed is the first storage failure; afterwards nothing is applied.
+	// Set under mu; atomic so that readiness probes never wait behind a
+	// long apply or restore.
+	failed atomic.Pointer[error]
 }
 
 // Bounds of one merged apply.
@@ -230,9 +233,9 @@ func (f *raftFSM) applyJobs(jobs []*applyJob, n int) {
 	}()
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if f.failed != nil {
+	if failed := f.failure(); failed != nil {
 		for _, j := range jobs {
-			j.pending.err = f.failed
+			j.pending.err = failed
 			close(j.pending.done)
 		}
 		return
@@ -249,9 +252,9 @@ func (f *raftFSM) applyJobs(jobs []*applyJob, n int) {
 		// Keep the state what is on disk: a restart re-applies from the
 		// state's own applied index. Applying later entries over a gap
 		// would diverge from the other replicas.
-		f.failed = fmt.Errorf("%w: apply entries %d..%d: %w", ErrStateMachineFailed, entries[0].Index, entries[len(entries)-1].Index, err)
+		failed := f.fail(fmt.Errorf("%w: apply entries %d..%d: %w", ErrStateMachineFailed, entries[0].Index, entries[len(entries)-1].Index, err))
 		for _, j := range jobs {
-			j.pending.err = f.failed
+			j.pending.err = failed
 			close(j.pending.done)
 		}
 		return
@@ -316,9 +319,21 @@ func (f *raftFSM) flush(stop <-chan struct{}) bool {
 }
 
 func (f *raftFSM) failure() error {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.failed
+	if p := f.failed.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+// fail records err as the state machine's failure (nil clears it) and
+// returns it. Called with mu held.
+func (f *raftFSM) fail(err error) error {
+	if err == nil {
+		f.failed.Store(nil)
+	} else {
+		f.failed.Store(&err)
+	}
+	return err
 }
 
 func (f *raftFSM) Snapshot() (raft.FSMSnapshot, error) {
@@ -337,8 +352,8 @@ func (f *raftFSM) Snapshot() (raft.FSMSnapshot, error) {
 func (f *raftFSM) snapshot() (StateSnapshot, uint64, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if f.failed != nil {
-		return nil, 0, f.failed
+	if failed := f.failure(); failed != nil {
+		return nil, 0, failed
 	}
 	s, err := f.sm.Snapshot()
 	if err != nil {
@@ -358,14 +373,12 @@ func (f *raftFSM) Restore(rc io.ReadCloser) error {
 	defer f.mu.Unlock()
 	if err := f.sm.Restore(rc); err != nil {
 		// A half-restored state is unusable; stop applying until restart.
-		f.failed = fmt.Errorf("%w: restore snapshot: %w", ErrStateMachineFailed, err)
-		return f.failed
+		return f.fail(fmt.Errorf("%w: restore snapshot: %w", ErrStateMachineFailed, err))
 	}
 	if got := f.sm.AppliedIndex(); got != index {
-		f.failed = fmt.Errorf("%w: restored snapshot says applied index %d, state says %d", ErrStateMachineFailed, index, got)
-		return f.failed
+		return f.fail(fmt.Errorf("%w: restored snapshot says applied index %d, state says %d", ErrStateMachineFailed, index, got))
 	}
-	f.failed = nil
+	f.fail(nil)
 	f.onApplied(index)
 	return nil
 }

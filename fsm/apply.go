@@ -89,16 +89,27 @@ func (f *FSM) Apply(entries []Entry) ([][]Result, error) {
 	return results, nil
 }
 
-// denseBuckets are filled to denseFill before a page splits. Not pools:
-// a pool record grows in place (its run of ledger sequences), and a page
-// split at 90 % overflows again at the next growth, leaving a trail of
-// nearly empty pages that updates never merge: 1,000 pools sat in 112
-// pages at 28 % (every one rewritten by a batch touching most pools), in
-// 35 at bbolt's default split of 50 %. Nor pool_ledger, whose new runs
-// land all over the key space (44 % full at 90 %, 62 % at 50 %).
+// denseBuckets are filled to denseFill before a page splits. Not
+// pool_ledger, whose new runs land all over the key space (44 % full at
+// 90 %, 62 % at bbolt's default 50 %). Pools: see poolFill.
 var denseBuckets = [][]byte{bCustomer, bGrant, bCustGrant, bBurnOrder, bPurchase}
 
 const denseFill = 0.9
+
+// poolFill is where the pool pages of this transaction split. A pool
+// record grows in place (its run of ledger sequences), and a page split at
+// 90 % overflows again at the next growth, leaving a trail of nearly empty
+// pages that updates never merge: 1,000 pools burned from sat in 112 pages
+// at 28 % (a batch touching most pools rewrote all of them), in 35 when
+// those splits leave half. Pools created in key order (customers loaded
+// in bulk) still split full, or a million-customer state would hold its
+// pools in half-empty pages (+80 MB of file and of resident memory).
+func (a *applier) poolFill() float64 {
+	if a.poolsCreated*2 >= a.poolsWritten {
+		return denseFill
+	}
+	return 0.5
+}
 
 // recordCacheMax bounds the decoded grants, pools and customers kept
 // between Apply calls.
@@ -125,6 +136,9 @@ type applier struct {
 	plans     map[string]*Plan
 	dirty     []dirtyRecord
 	isDirty   map[any]bool
+	// poolsCreated and poolsWritten count this transaction's new and
+	// dirty pools (see poolFill).
+	poolsCreated, poolsWritten int
 
 	buf     enc
 	scratch []*Grant
@@ -174,6 +188,7 @@ func (a *applier) reset(f *FSM, tx *bolt.Tx) {
 	}
 	clear(a.isDirty)
 	a.dirty = a.dirty[:0]
+	a.poolsCreated, a.poolsWritten = 0, 0
 	a.bLedger = tx.Bucket(bLedger)
 	a.bLedger.FillPercent = 1.0 // keys only ever grow
 	// Pages of the other buckets split fuller than bbolt's default half:
@@ -197,6 +212,7 @@ func (a *applier) flush() error {
 	if a.err != nil {
 		return a.err
 	}
+	a.tx.Bucket(bPool).FillPercent = a.poolFill()
 	// In key order, so consecutive puts land in the same bbolt leaf.
 	slices.SortFunc(a.dirty, func(x, y dirtyRecord) int {
 		if c := bytes.Compare(x.bucket, y.bucket); c != 0 {
@@ -354,6 +370,7 @@ func (a *applier) pool(customerID, creditTypeID string) *Pool {
 	}
 	p := &Pool{CustomerID: customerID, CreditTypeID: creditTypeID}
 	a.pools[k] = p
+	a.poolsCreated++
 	return p
 }
 
@@ -365,6 +382,7 @@ func (a *applier) touchPool(p *Pool) {
 func (a *applier) markPoolDirty(p *Pool) {
 	if !a.isDirty[p] {
 		a.markDirty(bPool, string(poolKey(p.CustomerID, p.CreditTypeID)), p)
+		a.poolsWritten++
 	}
 }
 

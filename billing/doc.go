@@ -1,7 +1,8 @@
 // Package billing owns creditd's side of the billing system: provider
 // connectors behind one interface (Stripe, and "manual" for deals invoiced
 // elsewhere), the verified webhook endpoint that turns the provider's events
-// into purchase completions and grant revocations, and the purchase worker
+// into purchase completions, grant revocations and the credits given back when
+// a refund fails, and the purchase worker
 // that carries out pending purchases on the leader.
 //
 // billing never changes state itself: every effect is an fsm command proposed

@@ -186,7 +186,8 @@ type Refund struct {
 	AmountMinor int64
 	Currency    string
 	// Counts is false for refunds that failed or were canceled: they give
-	// no money back and revoke nothing.
+	// no money back and revoke nothing, and the credits their revocation
+	// took, if it was made while they still counted, are given back.
 	Counts  bool
 	Created int64 // provider time, seconds; orders refunds of one charge
 }
@@ -203,6 +204,9 @@ const (
 	EventInvoiceVoided
 	EventInvoiceUncollectible
 	EventChargeRefunded
+	// EventRefundUpdated: one refund changed (refund.failed, refund.updated,
+	// charge.refund.updated); Event.Refunds holds it.
+	EventRefundUpdated
 )
 
 func (k EventKind) String() string {
@@ -223,6 +227,8 @@ func (k EventKind) String() string {
 		return "invoice uncollectible"
 	case EventChargeRefunded:
 		return "charge refunded"
+	case EventRefundUpdated:
+		return "refund updated"
 	}
 	return fmt.Sprintf("EventKind(%d)", uint8(k))
 }

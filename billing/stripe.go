@@ -469,6 +469,25 @@ func eventOf(ev stripe.Event) (Event, error) {
 			}
 			out.RefundsComplete = !ch.Refunds.HasMore
 		}
+	case stripe.EventTypeRefundFailed, stripe.EventTypeRefundUpdated, stripe.EventTypeChargeRefundUpdated:
+		var r stripe.Refund
+		if err := json.Unmarshal(ev.Data.Raw, &r); err != nil {
+			return Event{}, fmt.Errorf("stripe: event %s: decode refund: %w", ev.ID, err)
+		}
+		if r.ID == "" {
+			return Event{}, fmt.Errorf("stripe: event %s: refund has no id", ev.ID)
+		}
+		out.Kind = EventRefundUpdated
+		if r.Charge != nil {
+			out.ObjectRef = r.Charge.ID
+			out.PurchaseID = r.Charge.Metadata[MetadataPurchaseID] // set only when the charge is expanded
+		}
+		if r.PaymentIntent != nil {
+			out.PaymentRef = r.PaymentIntent.ID
+		}
+		out.Currency = strings.ToUpper(string(r.Currency))
+		out.ProviderStatus = string(r.Status)
+		out.Refunds = []Refund{refundOf(&r)}
 	default:
 		out.Kind = EventIgnored
 	}

@@ -205,7 +205,7 @@ func (h *WebhookHandler) apply(ctx context.Context, ev Event) (string, error) {
 		return "event type " + ev.Type + " ignored", nil
 	}
 	purchaseID := ev.PurchaseID
-	if purchaseID == "" && ev.Kind == EventChargeRefunded && ev.PaymentRef != "" {
+	if purchaseID == "" && (ev.Kind == EventChargeRefunded || ev.Kind == EventRefundUpdated) && ev.PaymentRef != "" {
 		pay, err := h.o.Provider.LookupPayment(ctx, ev.PaymentRef)
 		if err != nil {
 			if errors.Is(err, ErrPermanent) {
@@ -261,6 +261,8 @@ func (h *WebhookHandler) apply(ctx context.Context, ev Event) (string, error) {
 		return h.invoiceUnpaid(ctx, p, ev)
 	case EventChargeRefunded:
 		return h.refund(ctx, p, ev)
+	case EventRefundUpdated:
+		return h.refundUpdated(ctx, p, ev)
 	}
 	return "event kind " + ev.Kind.String() + " ignored", nil
 }
@@ -320,8 +322,12 @@ func (h *WebhookHandler) invoiceUnpaid(ctx context.Context, p fsm.Purchase, ev E
 	return "purchase " + p.ID + " is " + p.Status.String() + "; nothing to do", nil
 }
 
-// refund revokes, for each refund of the charge, credits in proportion to
-// the money it returned (RevocationsForRefunds), once per refund id.
+// refund brings the purchase's grant in line with the charge's refunds:
+// first the credits that refunds which no longer count (failed, canceled)
+// had revoked are given back, then each counting refund revokes credits in
+// proportion to the money it returned (RevocationsForRefunds), once per
+// refund id. Giving back first lets a later refund's revocation take from
+// the given-back credits when the purchase's grant is short (refunds.go).
 func (h *WebhookHandler) refund(ctx context.Context, p fsm.Purchase, ev Event) (string, error) {
 	if p.Status != fsm.PurchaseSucceeded || p.GrantID == "" {
 		return "purchase " + p.ID + " has no grant to revoke", nil
@@ -333,11 +339,11 @@ func (h *WebhookHandler) refund(ctx context.Context, p fsm.Purchase, ev Event) (
 	}
 	refunds := ev.Refunds
 	if !ev.RefundsComplete {
-		var err error
-		refunds, err = h.o.Provider.Refunds(ctx, ev.ObjectRef)
+		listed, err := h.o.Provider.Refunds(ctx, ev.ObjectRef)
 		if err != nil {
 			return "", fmt.Errorf("list refunds of charge %s: %w", ev.ObjectRef, err)
 		}
+		refunds = mergeRefunds(listed, ev.Refunds)
 	}
 	totalMinor, err := MicrosToMinor(p.TotalMicros, p.Currency)
 	if err != nil {
@@ -350,18 +356,28 @@ func (h *WebhookHandler) refund(ctx context.Context, p fsm.Purchase, ev Event) (
 	if err != nil {
 		return "", fmt.Errorf("refunds of charge %s: %w", ev.ObjectRef, err)
 	}
-	var notes []string
+	notes, backs, err := h.giveBackFailed(ctx, p, ev.ObjectRef, refunds)
+	if err != nil {
+		return "", err
+	}
 	for _, rv := range revs {
 		if rv.Credits == 0 {
 			continue // Amount 0 would mean "all that remains".
 		}
 		note, err := h.revoke(ctx, fsm.RevokeGrant{GrantID: p.GrantID, Amount: rv.Credits,
 			Reason:    clip("refund "+rv.RefundID+" of charge "+ev.ObjectRef, fsm.MaxReasonLen),
-			RequestID: clip("refund:"+rv.RefundID, fsm.MaxIDLen)})
+			RequestID: clip(refundRequestID(rv.RefundID), fsm.MaxIDLen)})
 		if err != nil {
 			return "", err
 		}
 		notes = append(notes, note)
+		if len(backs) > 0 {
+			more, err := h.revokeFromGivenBack(ctx, p, ev.ObjectRef, rv, backs)
+			if err != nil {
+				return "", err
+			}
+			notes = append(notes, more...)
+		}
 	}
 	if len(notes) == 0 {
 		return "no refund of charge " + ev.ObjectRef + " revokes credits", nil
@@ -369,10 +385,40 @@ func (h *WebhookHandler) refund(ctx context.Context, p fsm.Purchase, ev Event) (
 	return strings.Join(notes, "; "), nil
 }
 
+// refundUpdated handles an event about one refund. A refund that failed or
+// was canceled gives back what its revocation took; the charge's refunds
+// are read again so that later refunds take their share from the credits
+// given back. Other changes are left to charge.refunded, which carries the
+// revocations.
+func (h *WebhookHandler) refundUpdated(ctx context.Context, p fsm.Purchase, ev Event) (string, error) {
+	if len(ev.Refunds) != 1 {
+		return "", fmt.Errorf("refund event %s carries %d refunds, want 1", ev.ID, len(ev.Refunds))
+	}
+	r := ev.Refunds[0]
+	if r.Counts {
+		return "refund " + r.ID + " is " + ev.ProviderStatus + "; revocations follow charge.refunded", nil
+	}
+	if ev.ObjectRef == "" {
+		// No charge to list: give back this refund's credits alone.
+		notes, _, err := h.giveBackFailed(ctx, p, "", ev.Refunds)
+		if err != nil || len(notes) == 0 {
+			return "refund " + r.ID + " revoked nothing; nothing to give back", err
+		}
+		return strings.Join(notes, "; "), nil
+	}
+	return h.refund(ctx, p, ev)
+}
+
 func (h *WebhookHandler) revoke(ctx context.Context, c fsm.RevokeGrant) (string, error) {
 	res, err := h.o.Applier.Apply(ctx, c)
 	if err != nil {
 		return "", fmt.Errorf("revoke grant %s (%s): %w", c.GrantID, c.RequestID, err)
+	}
+	if res.Err != nil && fsm.CodeOf(res.Err) == fsm.CodeConflict {
+		// Made before with another amount: a refund that failed since
+		// changed the running total this share is computed on. The first
+		// revocation stands.
+		return "revocation " + c.RequestID + " already applied (with the share computed then)", nil
 	}
 	if res.Err != nil {
 		// A grant already used up, expired or revoked has nothing left to

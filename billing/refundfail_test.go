@@ -377,3 +377,29 @@ func TestRefundThatFailsBeforeItRevokedGivesNothing(t *testing.T) {
 		t.Fatalf("answer %q, want a counting refund's update left to charge.refunded", msg)
 	}
 }
+
+// fsm forgets a revocation's request id after its idempotency retention;
+// a second refund of the charge weeks later must not revoke the first
+// one's share again.
+func TestALaterRefundWeeksAfterDoesNotRevokeTheFirstAgain(t *testing.T) {
+	r := newRefundFailRig(t)
+	re1 := refundObj("re_1", "ch_1", "pi_p1", 300, 10, "succeeded")
+	r.refunded("evt_r1", re1)
+	r.a.mu.Lock()
+	r.a.now = r.a.now.Add(15 * 24 * time.Hour) // past fsm's retention (7 days, seen for up to 14)
+	r.a.mu.Unlock()
+	must(t, r.a, fsm.Tick{})
+	r.refunded("evt_r2", re1, refundObj("re_2", "ch_1", "pi_p1", 200, 20, "succeeded"))
+	if g := readGrant(t, r.f, "purchase:p1"); g.Revoked != 500 {
+		t.Fatalf("revoked %d credits, want 500 (300 + 200 of 1000 cents on 1000 credits)", g.Revoked)
+	}
+	// And a failure told weeks later still gives back once.
+	msg := r.failed("evt_f1", "refund.failed", re1, refundObj("re_2", "ch_1", "pi_p1", 200, 20, "succeeded"))
+	if !strings.Contains(msg, "300 credits given back") {
+		t.Fatalf("answer %q, want re_1's 300 credits given back", msg)
+	}
+	if b := r.balance(); b != 800 {
+		t.Fatalf("balance %d, want 800", b)
+	}
+	r.reconcile()
+}

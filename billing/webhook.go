@@ -360,17 +360,33 @@ func (h *WebhookHandler) refund(ctx context.Context, p fsm.Purchase, ev Event) (
 	if err != nil {
 		return "", err
 	}
+	// fsm forgets a revocation's request id after its idempotency retention
+	// (7 to 14 days of log time), and every event about a charge lists all
+	// its refunds: a refund weeks after the first would revoke the first
+	// one's share again. When the charge has more than one refund, the
+	// ledger says which revocations were made.
+	var done map[string]int64
+	if len(refunds) > 1 {
+		if done, err = h.refundTaken(p.CustomerID, p.CreditTypeID); err != nil {
+			return "", err
+		}
+	}
 	for _, rv := range revs {
 		if rv.Credits == 0 {
 			continue // Amount 0 would mean "all that remains".
 		}
-		note, err := h.revoke(ctx, fsm.RevokeGrant{GrantID: p.GrantID, Amount: rv.Credits,
-			Reason:    clip("refund "+rv.RefundID+" of charge "+ev.ObjectRef, fsm.MaxReasonLen),
-			RequestID: clip(refundRequestID(rv.RefundID), fsm.MaxIDLen)})
-		if err != nil {
-			return "", err
+		req := clip(refundRequestID(rv.RefundID), fsm.MaxIDLen)
+		if done[req] > 0 {
+			notes = append(notes, "revocation "+req+" already applied")
+		} else {
+			note, err := h.revoke(ctx, fsm.RevokeGrant{GrantID: p.GrantID, Amount: rv.Credits,
+				Reason:    clip("refund "+rv.RefundID+" of charge "+ev.ObjectRef, fsm.MaxReasonLen),
+				RequestID: req})
+			if err != nil {
+				return "", err
+			}
+			notes = append(notes, note)
 		}
-		notes = append(notes, note)
 		if len(backs) > 0 {
 			more, err := h.revokeFromGivenBack(ctx, p, ev.ObjectRef, rv, backs)
 			if err != nil {

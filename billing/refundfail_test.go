@@ -403,3 +403,48 @@ func TestALaterRefundWeeksAfterDoesNotRevokeTheFirstAgain(t *testing.T) {
 	}
 	r.reconcile()
 }
+
+func TestFirstSeqAt(t *testing.T) {
+	f, a := newLocalFSM(t)
+	seedCatalog(t, a, fsm.GrantOnPayment, fsm.AutoTopUp{})
+	must(t, a, fsm.CreateGrant{ID: "g", CustomerID: "c1", CreditTypeID: "ai", Category: fsm.Promotional, Amount: 100})
+	// Two burns in one command share their log time.
+	must(t, a, fsm.BurnUsage{Events: []fsm.UsageEvent{{ID: "u1", CustomerID: "c1", CreditTypeID: "ai", Credits: 1},
+		{ID: "u2", CustomerID: "c1", CreditTypeID: "ai", Credits: 1}}})
+	must(t, a, fsm.BurnUsage{Events: []fsm.UsageEvent{{ID: "u3", CustomerID: "c1", CreditTypeID: "ai", Credits: 1}}})
+	var es []fsm.LedgerEntry
+	if err := f.View(func(v *fsm.View) error {
+		var err error
+		es, _, err = v.Ledger(fsm.LedgerFilter{})
+		return err
+	}); err != nil || len(es) != 4 {
+		t.Fatalf("ledger %+v, %v: want 4 entries", es, err)
+	}
+	tests := []struct {
+		name string
+		at   fsm.Timestamp
+		want uint64
+	}{
+		{"before the first entry", es[0].Time - 1, es[0].Seq},
+		{"at the first entry", es[0].Time, es[0].Seq},
+		{"at a time two entries share: the first of them", es[2].Time, es[1].Seq},
+		{"between two entries: the later", es[0].Time + 1, es[1].Seq},
+		{"at the last entry", es[3].Time, es[3].Seq},
+		{"after the last entry: none", es[3].Time + 1, 0},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var got uint64
+			if err := f.View(func(v *fsm.View) error {
+				var err error
+				got, err = firstSeqAt(v, tc.at)
+				return err
+			}); err != nil {
+				t.Fatal(err)
+			}
+			if got != tc.want {
+				t.Fatalf("firstSeqAt(%d) = %d, want %d (entries %+v)", tc.at, got, tc.want, es)
+			}
+		})
+	}
+}

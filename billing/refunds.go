@@ -67,13 +67,17 @@ type givenBack struct {
 // refundTaken reads from the pool's ledger the credits the refunds'
 // revocations took, by request id ("refund:<id>", "refund:<id>:from:<other>").
 // The ledger, not a recomputed share, is what a revocation really took: at
-// most what remained of the grant. It reads the pool's whole ledger, so it
-// is called only when some refund of the charge no longer counts.
-func (h *WebhookHandler) refundTaken(customerID, creditTypeID string) (map[string]int64, error) {
+// most what remained of the grant. It reads the pool's entries from the
+// purchase's grant's creation (since) on, so it is called only for charges
+// with more than one refund or a refund that no longer counts.
+func (h *WebhookHandler) refundTaken(customerID, creditTypeID string, since fsm.Timestamp) (map[string]int64, error) {
 	taken := map[string]int64{}
 	err := h.o.State.View(func(v *fsm.View) error {
-		from := uint64(0)
-		for {
+		from, err := firstSeqAt(v, since)
+		if err != nil {
+			return err
+		}
+		for from != 0 {
 			es, next, err := v.Ledger(fsm.LedgerFilter{CustomerID: customerID, CreditTypeID: creditTypeID,
 				FromSeq: from, Limit: ledgerPageForRefunds})
 			if err != nil {
@@ -85,16 +89,49 @@ func (h *WebhookHandler) refundTaken(customerID, creditTypeID string) (map[strin
 					taken[e.CauseID] -= e.Amount // revocations are negative
 				}
 			}
-			if next == 0 {
-				return nil
-			}
 			from = next
 		}
+		return nil
 	})
 	if err != nil {
 		return nil, fmt.Errorf("read the refund revocations of %s/%s: %w", customerID, creditTypeID, err)
 	}
 	return taken, nil
+}
+
+// firstSeqAt finds, by binary search on the ledger (whose log time never
+// goes back), the first sequence whose time is at or after t: 0 when there
+// is none. It spares reading a pool's entries from before the purchase.
+func firstSeqAt(v *fsm.View, t fsm.Timestamp) (uint64, error) {
+	timeAt := func(seq uint64) (fsm.Timestamp, error) {
+		var at fsm.Timestamp
+		found := false
+		err := v.ScanLedger(seq, seq, func(e *fsm.LedgerEntry) error {
+			at, found = e.Time, true
+			return nil
+		})
+		if err == nil && !found {
+			err = fmt.Errorf("ledger entry %d is missing", seq)
+		}
+		return at, err
+	}
+	lo, hi := uint64(1), v.LastSeq()+1 // the answer is in [lo, hi]; hi = none
+	for lo < hi {
+		mid := lo + (hi-lo)/2
+		at, err := timeAt(mid)
+		if err != nil {
+			return 0, err
+		}
+		if at >= t {
+			hi = mid
+		} else {
+			lo = mid + 1
+		}
+	}
+	if lo > v.LastSeq() {
+		return 0, nil
+	}
+	return lo, nil
 }
 
 // takenBy sums what one refund's revocations took: from the purchase's
@@ -175,7 +212,7 @@ func (h *WebhookHandler) giveBackFailed(ctx context.Context, p fsm.Purchase, cha
 			continue
 		}
 		if taken == nil {
-			if taken, err = h.refundTaken(og.CustomerID, og.CreditTypeID); err != nil {
+			if taken, err = h.refundTaken(og.CustomerID, og.CreditTypeID, og.CreatedAt); err != nil {
 				return nil, nil, err
 			}
 		}
@@ -224,7 +261,7 @@ func (h *WebhookHandler) revokeFromGivenBack(ctx context.Context, p fsm.Purchase
 	if err != nil || !found {
 		return nil, err
 	}
-	taken, err := h.refundTaken(og.CustomerID, og.CreditTypeID)
+	taken, err := h.refundTaken(og.CustomerID, og.CreditTypeID, og.CreatedAt)
 	if err != nil {
 		return nil, err
 	}
@@ -255,7 +292,7 @@ func (h *WebhookHandler) revokeFromGivenBack(ctx context.Context, p fsm.Purchase
 			return nil, err
 		}
 		notes = append(notes, note)
-		if taken, err = h.refundTaken(og.CustomerID, og.CreditTypeID); err != nil {
+		if taken, err = h.refundTaken(og.CustomerID, og.CreditTypeID, og.CreatedAt); err != nil {
 			return nil, err
 		}
 		before += taken[req]

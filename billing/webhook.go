@@ -367,7 +367,14 @@ func (h *WebhookHandler) refund(ctx context.Context, p fsm.Purchase, ev Event) (
 	// ledger says which revocations were made.
 	var done map[string]int64
 	if len(refunds) > 1 {
-		if done, err = h.refundTaken(p.CustomerID, p.CreditTypeID); err != nil {
+		og, found, err := h.readGrant(p.GrantID)
+		if err != nil {
+			return "", err
+		}
+		if !found {
+			return "", fmt.Errorf("purchase %s names grant %s, which does not exist", p.ID, p.GrantID)
+		}
+		if done, err = h.refundTaken(og.CustomerID, og.CreditTypeID, og.CreatedAt); err != nil {
 			return "", err
 		}
 	}

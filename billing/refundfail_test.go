@@ -448,3 +448,37 @@ func TestFirstSeqAt(t *testing.T) {
 		})
 	}
 }
+
+// A refund that could take nothing (the grant was used up) takes its share
+// from the credits a failed refund gives back, as it would have taken them
+// had the failed refund never counted; a canceled refund is a failed one.
+func TestACanceledRefundsCreditsGoToARefundThatFoundNothing(t *testing.T) {
+	r := newRefundFailRig(t)
+	must(t, r.a, fsm.BurnUsage{Events: []fsm.UsageEvent{{ID: "u1", CustomerID: "c1", CreditTypeID: "ai", Credits: 900}}})
+	reA := refundObj("re_a", "ch_1", "pi_p1", 500, 10, "succeeded")
+	reB := refundObj("re_b", "ch_1", "pi_p1", 500, 20, "succeeded")
+	r.refunded("evt_ra", reA)
+	r.refunded("evt_rb", reA, reB)
+	if b := r.balance(); b != 0 {
+		t.Fatalf("balance %d, want 0 (re_a took the 100 left)", b)
+	}
+	canceled := refundObj("re_a", "ch_1", "pi_p1", 500, 10, "canceled")
+	r.desk.set("ch_1", canceled, reB)
+	msg := r.mustSend("evt_ca", "charge.refund.updated", canceled)
+	if !strings.Contains(msg, "100 credits given back") {
+		t.Fatalf("answer %q, want re_a's 100 credits given back", msg)
+	}
+	if b := r.balance(); b != 0 {
+		t.Fatalf("balance %d, want 0: re_b's share of 500 takes the 100 given back", b)
+	}
+	var causes []string
+	for _, e := range r.ledger() {
+		if e.GrantID == "refund-failed:re_a" {
+			causes = append(causes, e.Kind.String()+" "+e.CauseID)
+		}
+	}
+	if len(causes) != 2 || !strings.HasSuffix(causes[1], "refund:re_b:from:re_a") {
+		t.Fatalf("entries on the give-back grant %v, want its grant then re_b's revocation", causes)
+	}
+	r.reconcile()
+}

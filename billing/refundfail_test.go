@@ -372,6 +372,19 @@ func TestRefundThatFailsBeforeItRevokedGivesNothing(t *testing.T) {
 	if lists == 0 {
 		t.Fatal("the refunds of the charge were not read at the provider")
 	}
+	// The charge's snapshot from before the failure, delivered late,
+	// revokes; the next event listing the refund as failed gives it back.
+	r.refunded("evt_stale", re1)
+	if b := r.balance(); b != 700 {
+		t.Fatalf("balance %d after the stale snapshot, want 700", b)
+	}
+	if msg := r.failed("evt_f1b", "refund.updated", re1); !strings.Contains(msg, "300 credits given back") {
+		t.Fatalf("answer %q, want the 300 credits given back", msg)
+	}
+	if b := r.balance(); b != 1000 {
+		t.Fatalf("balance %d, want 1000", b)
+	}
+	r.reconcile()
 	// A pending refund's update is left to charge.refunded.
 	if msg := r.mustSend("evt_u1", "refund.updated", refundObj("re_9", "ch_1", "pi_p1", 100, 40, "pending")); !strings.Contains(msg, "charge.refunded") {
 		t.Fatalf("answer %q, want a counting refund's update left to charge.refunded", msg)

@@ -2,6 +2,7 @@ package billing
 
 import (
 	"context"
+	"errors"
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
@@ -494,4 +495,19 @@ func TestACanceledRefundsCreditsGoToARefundThatFoundNothing(t *testing.T) {
 		t.Fatalf("entries on the give-back grant %v, want its grant then re_b's revocation", causes)
 	}
 	r.reconcile()
+}
+
+func TestRefundTakenStopsAtTheDeadline(t *testing.T) {
+	f, a := newLocalFSM(t)
+	seedCatalog(t, a, fsm.GrantOnPayment, fsm.AutoTopUp{})
+	must(t, a, fsm.CreateGrant{ID: "g", CustomerID: "c1", CreditTypeID: "ai", Category: fsm.Promotional, Amount: 100})
+	h := &WebhookHandler{o: WebhookOptions{State: f}}
+	if _, err := h.refundTaken(context.Background(), "c1", "ai", 0); err != nil {
+		t.Fatalf("refundTaken: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := h.refundTaken(ctx, "c1", "ai", 0); !errors.Is(err, context.Canceled) {
+		t.Fatalf("refundTaken past its deadline = %v, want context.Canceled", err)
+	}
 }

@@ -70,7 +70,7 @@ type givenBack struct {
 // most what remained of the grant. It reads the pool's entries from the
 // purchase's grant's creation (since) on, so it is called only for charges
 // with more than one refund or a refund that no longer counts.
-func (h *WebhookHandler) refundTaken(customerID, creditTypeID string, since fsm.Timestamp) (map[string]int64, error) {
+func (h *WebhookHandler) refundTaken(ctx context.Context, customerID, creditTypeID string, since fsm.Timestamp) (map[string]int64, error) {
 	taken := map[string]int64{}
 	err := h.o.State.View(func(v *fsm.View) error {
 		from, err := firstSeqAt(v, since)
@@ -78,6 +78,11 @@ func (h *WebhookHandler) refundTaken(customerID, creditTypeID string, since fsm.
 			return err
 		}
 		for from != 0 {
+			// A long ledger must not outlive the webhook's deadline:
+			// Stripe retries, and the retry starts over.
+			if err := ctx.Err(); err != nil {
+				return err
+			}
 			es, next, err := v.Ledger(fsm.LedgerFilter{CustomerID: customerID, CreditTypeID: creditTypeID,
 				FromSeq: from, Limit: ledgerPageForRefunds})
 			if err != nil {
@@ -212,7 +217,7 @@ func (h *WebhookHandler) giveBackFailed(ctx context.Context, p fsm.Purchase, cha
 			continue
 		}
 		if taken == nil {
-			if taken, err = h.refundTaken(og.CustomerID, og.CreditTypeID, og.CreatedAt); err != nil {
+			if taken, err = h.refundTaken(ctx, og.CustomerID, og.CreditTypeID, og.CreatedAt); err != nil {
 				return nil, nil, err
 			}
 		}
@@ -261,7 +266,7 @@ func (h *WebhookHandler) revokeFromGivenBack(ctx context.Context, p fsm.Purchase
 	if err != nil || !found {
 		return nil, err
 	}
-	taken, err := h.refundTaken(og.CustomerID, og.CreditTypeID, og.CreatedAt)
+	taken, err := h.refundTaken(ctx, og.CustomerID, og.CreditTypeID, og.CreatedAt)
 	if err != nil {
 		return nil, err
 	}
@@ -292,7 +297,7 @@ func (h *WebhookHandler) revokeFromGivenBack(ctx context.Context, p fsm.Purchase
 			return nil, err
 		}
 		notes = append(notes, note)
-		if taken, err = h.refundTaken(og.CustomerID, og.CreditTypeID, og.CreatedAt); err != nil {
+		if taken, err = h.refundTaken(ctx, og.CustomerID, og.CreditTypeID, og.CreatedAt); err != nil {
 			return nil, err
 		}
 		before += taken[req]

@@ -374,7 +374,7 @@ func (h *WebhookHandler) refund(ctx context.Context, p fsm.Purchase, ev Event) (
 		if !found {
 			return "", fmt.Errorf("purchase %s names grant %s, which does not exist", p.ID, p.GrantID)
 		}
-		if done, err = h.refundTaken(og.CustomerID, og.CreditTypeID, og.CreatedAt); err != nil {
+		if done, err = h.refundTaken(ctx, og.CustomerID, og.CreditTypeID, og.CreatedAt); err != nil {
 			return "", err
 		}
 	}

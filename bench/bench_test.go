@@ -60,8 +60,11 @@ func TestSmoke(t *testing.T) {
 	c := startCluster(t, 3, false)
 	rep := run(t, bench.Config{
 		Addr: c.URLs()[0], Customers: 50, GrantsPerCustomer: 2, Zipf: 1.2, Duration: 2 * time.Second,
-		Concurrency: 8, Batch: 5, Spread: true, Seed: 7,
+		Concurrency: 8, Batch: 5, Spread: true, Seed: 7, RandomIDs: true,
 	})
+	if !rep.RandomIDs {
+		t.Errorf("the report does not say its ids were random")
+	}
 	if rep.Nodes != 3 {
 		t.Errorf("the run saw %d nodes; want 3", rep.Nodes)
 	}

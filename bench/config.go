@@ -120,6 +120,11 @@ type Config struct {
 	Mix Mix
 	// Seed makes the workload (customers, quantities, operations) repeat.
 	Seed uint64
+	// RandomIDs gives events, grants and reservations ids in random order
+	// (as UUIDv4 would be) instead of increasing per client (as UUIDv7 or
+	// a counter would be). The state machine's idempotency records are
+	// keyed by id, so random ids dirty one B+tree page per event.
+	RandomIDs bool
 	// RequestTimeout bounds one call.
 	RequestTimeout time.Duration
 

@@ -99,7 +99,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	rep := &Report{
 		RunID: cfg.RunID, Addr: cfg.Addr, Noop: cfg.Noop, Customers: cfg.Customers, Grants: cfg.GrantsPerCustomer,
 		Zipf: cfg.Zipf, Concurrency: cfg.Concurrency, Rate: cfg.Rate, Batch: cfg.Batch, Mix: cfg.Mix.String(),
-		Seed: cfg.Seed, Spread: cfg.Spread, Started: time.Now().UTC(),
+		Seed: cfg.Seed, Spread: cfg.Spread, RandomIDs: cfg.RandomIDs, Started: time.Now().UTC(),
 	}
 	if err := r.discover(ctx); err != nil {
 		return nil, err
@@ -390,6 +390,8 @@ func (r *runner) load(ctx context.Context) (map[Op]*opStats, time.Duration, time
 	for i := range workers {
 		rng := rand.New(rand.NewPCG(cfg.Seed, uint64(i)+1))
 		w := &worker{r: r, id: i, rng: rng, eps: r.conns[i%len(r.conns)], ops: weights,
+			// Its own source, so --random-ids leaves the workload as it is.
+			idRng: rand.New(rand.NewPCG(cfg.Seed^0x1d5, uint64(i)+1)),
 			stats: map[Op]*opStats{}, warm: map[Op]*opStats{}}
 		if cfg.Zipf > 0 {
 			w.zipf = rand.NewZipf(rng, cfg.Zipf, 1, uint64(cfg.Customers-1))

@@ -116,6 +116,7 @@ type Report struct {
 	Mix         string    `json:"mix"`
 	Seed        uint64    `json:"seed"`
 	Spread      bool      `json:"spread"`
+	RandomIDs   bool      `json:"random_ids,omitempty"`
 	Started     time.Time `json:"started"`
 	SetupSec    float64   `json:"setup_seconds"`
 	WarmupSec   float64   `json:"warmup_seconds"`

@@ -22,6 +22,8 @@ type worker struct {
 	next int         // round robin over eps with --spread
 	ops  []Op        // the mix, one entry per unit of weight
 	seq  uint64
+	// idRng orders ids at random with Config.RandomIDs.
+	idRng *rand.Rand
 
 	stats map[Op]*opStats // measured window
 	warm  map[Op]*opStats // warmup: counted nowhere
@@ -71,6 +73,11 @@ func (w *worker) customer() int {
 
 func (w *worker) newID(kind string) string {
 	w.seq++
+	if w.r.cfg.RandomIDs {
+		// The random part leads, so ids sort at random; client and
+		// sequence after it keep them unique.
+		return fmt.Sprintf("b%s-%s%016x-%d-%d", w.r.cfg.RunID, kind, w.idRng.Uint64(), w.id, w.seq)
+	}
 	return fmt.Sprintf("b%s-%s%d-%d", w.r.cfg.RunID, kind, w.id, w.seq)
 }
 

@@ -82,6 +82,7 @@ func runBench(ctx context.Context, args []string) error {
 	fs.StringVar(&mix, "mix", bench.DefaultMix, "relative weights of report, check, reserve (then settle or release) and grant")
 	fs.Uint64Var(&cfg.Seed, "seed", 1, "seed of the workload")
 	fs.BoolVar(&cfg.Spread, "spread", false, "send to every node in turn (followers forward writes) instead of the leader")
+	fs.BoolVar(&cfg.RandomIDs, "random-ids", false, "ids in random order, as UUIDv4 (default: increasing per client, as UUIDv7)")
 	fs.DurationVar(&cfg.RequestTimeout, "timeout", 30*time.Second, "bound on one call")
 	fs.BoolVar(&cfg.SkipVerify, "no-verify", false, "skip the end-of-run checks")
 	fs.BoolVar(&asJSON, "json", false, "print the report as JSON on stdout")

@@ -91,7 +91,7 @@ func (f *FSM) open() error {
 		// Growing the file fsyncs it unless told not to: with commits
 		// unsynced that one fsync writes back every dirty page at once
 		// (70–175 ms inside Apply on the reference machine, every couple
-		// of seconds under load: the whole p99 at half of peak). Without
+		// of seconds under load: half the p99 at half of peak). Without
 		// per-commit syncs the size has no more need to be durable than
 		// the data; Sync makes both durable.
 		NoGrowSync:   f.opts.NoSync,

@@ -91,24 +91,23 @@ func (f *FSM) Apply(entries []Entry) ([][]Result, error) {
 
 // denseBuckets are filled to denseFill before a page splits. Not
 // pool_ledger, whose new runs land all over the key space (44 % full at
-// 90 %, 62 % at bbolt's default 50 %). Pools: see poolFill.
+// 90 %, 62 % at bbolt's default 50 %). Pools: see densePools.
 var denseBuckets = [][]byte{bCustomer, bGrant, bCustGrant, bBurnOrder, bPurchase}
 
 const denseFill = 0.9
 
-// poolFill is where the pool pages of this transaction split. A pool
-// record grows in place (its run of ledger sequences), and a page split at
-// 90 % overflows again at the next growth, leaving a trail of nearly empty
-// pages that updates never merge: 1,000 pools burned from sat in 112 pages
-// at 28 % (a batch touching most pools rewrote all of them), in 35 when
-// those splits leave half. Pools created in key order (customers loaded
-// in bulk) still split full, or a million-customer state would hold its
-// pools in half-empty pages (+80 MB of file and of resident memory).
-func (a *applier) poolFill() float64 {
-	if a.poolsCreated*2 >= a.poolsWritten {
-		return denseFill
-	}
-	return 0.5
+// densePools reports whether this transaction's pool pages split full
+// (denseFill) rather than at bbolt's default half. A pool record grows in
+// place (its run of ledger sequences), and a page split at 90 % overflows
+// again at the next growth, leaving a trail of nearly empty pages that
+// updates never merge: 1,000 pools burned from sat in 112 pages at 28 % (a
+// batch touching most pools rewrote all of them), in 35 when those splits
+// leave half. Pools created in key order (customers loaded in bulk) still
+// split full, or a million-customer state would hold its pools in
+// half-empty pages (+80 MB of file and of resident memory). Only the page
+// layout depends on it, never the state.
+func (a *applier) densePools() bool {
+	return a.poolsCreated*2 >= a.poolsWritten
 }
 
 // recordCacheMax bounds the decoded grants, pools and customers kept
@@ -137,7 +136,7 @@ type applier struct {
 	dirty     []dirtyRecord
 	isDirty   map[any]bool
 	// poolsCreated and poolsWritten count this transaction's new and
-	// dirty pools (see poolFill).
+	// dirty pools (see densePools).
 	poolsCreated, poolsWritten int
 
 	buf     enc
@@ -212,7 +211,11 @@ func (a *applier) flush() error {
 	if a.err != nil {
 		return a.err
 	}
-	a.tx.Bucket(bPool).FillPercent = a.poolFill()
+	if pools := a.tx.Bucket(bPool); a.densePools() {
+		pools.FillPercent = denseFill
+	} else {
+		pools.FillPercent = bolt.DefaultFillPercent
+	}
 	// In key order, so consecutive puts land in the same bbolt leaf.
 	slices.SortFunc(a.dirty, func(x, y dirtyRecord) int {
 		if c := bytes.Compare(x.bucket, y.bucket); c != 0 {

@@ -153,19 +153,26 @@ func takenBy(taken map[string]int64, refundID string) int64 {
 }
 
 func (h *WebhookHandler) readGrant(id string) (fsm.Grant, bool, error) {
-	var g fsm.Grant
-	err := h.o.State.View(func(v *fsm.View) error {
+	return readRecord(h.o.State, "grant", id, (*fsm.View).Grant)
+}
+
+// readRecord reads one record through get; a record that is not there is
+// (zero, false, nil), any other failure an error naming what was read.
+func readRecord[T any](state StateReader, what, id string, get func(*fsm.View, string) (T, error)) (T, bool, error) {
+	var rec T
+	err := state.View(func(v *fsm.View) error {
 		var err error
-		g, err = v.Grant(id)
+		rec, err = get(v, id)
 		return err
 	})
+	var zero T
 	if fsm.CodeOf(err) == fsm.CodeNotFound {
-		return fsm.Grant{}, false, nil
+		return zero, false, nil
 	}
 	if err != nil {
-		return fsm.Grant{}, false, fmt.Errorf("read grant %s: %w", id, err)
+		return zero, false, fmt.Errorf("read %s %s: %w", what, id, err)
 	}
-	return g, true, nil
+	return rec, true, nil
 }
 
 // giveBackFailed gives back, for each refund that no longer counts, the

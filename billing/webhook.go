@@ -268,19 +268,7 @@ func (h *WebhookHandler) apply(ctx context.Context, ev Event) (string, error) {
 }
 
 func (h *WebhookHandler) purchase(id string) (fsm.Purchase, bool, error) {
-	var p fsm.Purchase
-	err := h.o.State.View(func(v *fsm.View) error {
-		var err error
-		p, err = v.Purchase(id)
-		return err
-	})
-	if fsm.CodeOf(err) == fsm.CodeNotFound {
-		return fsm.Purchase{}, false, nil
-	}
-	if err != nil {
-		return fsm.Purchase{}, false, fmt.Errorf("read purchase %s: %w", id, err)
-	}
-	return p, true, nil
+	return readRecord(h.o.State, "purchase", id, (*fsm.View).Purchase)
 }
 
 // complete proposes a CompletePurchase. fsm makes a report that agrees with

@@ -329,14 +329,7 @@ func TestRestartResumesFromItsOwnStateWithoutRestoringOrReplayingAll(t *testing.
 	}
 	waitFor(t, 60*time.Second, "a snapshot", func() bool { return n.Status().LastSnapshotIndex > 32 })
 	snapIndex := n.Status().LastSnapshotIndex
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	c.mu.Lock()
-	c.nodes["solo"].down = true
-	c.mu.Unlock()
-	if err := n.Shutdown(ctx); err != nil {
-		t.Fatalf("shutdown: %v", err)
-	}
+	c.shutdown("solo")
 	if err := f1.Close(); err != nil { // the node does not own it
 		t.Fatal(err)
 	}

@@ -140,6 +140,20 @@ func (c *testCluster) node(id string) *Node {
 	return c.nodes[id].n
 }
 
+// shutdown stops a node cleanly (as SIGTERM does), within 30 s.
+func (c *testCluster) shutdown(id string) {
+	c.t.Helper()
+	c.mu.Lock()
+	tn := c.nodes[id]
+	tn.down = true
+	c.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := tn.n.Shutdown(ctx); err != nil {
+		c.t.Fatalf("shut %s down: %v", id, err)
+	}
+}
+
 // crash stops a node the way SIGKILL would, as far as one process allows:
 // no leadership transfer, no draining, no gossip leave.
 func (c *testCluster) crash(id string) {

@@ -1,7 +1,6 @@
 package node
 
 import (
-	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -116,14 +115,7 @@ func TestStateMarkerSaysSyncedAfterCleanShutdownOrWithStateFsync(t *testing.T) {
 			if b, _ := os.ReadFile(marker); strings.TrimSpace(string(b)) != want {
 				t.Errorf("marker while running %q, want %q", b, want)
 			}
-			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-			defer cancel()
-			c.mu.Lock()
-			c.nodes["solo"].down = true
-			c.mu.Unlock()
-			if err := n.Shutdown(ctx); err != nil {
-				t.Fatal(err)
-			}
+			c.shutdown("solo")
 			if b, _ := os.ReadFile(marker); strings.TrimSpace(string(b)) != stateSynced {
 				t.Errorf("marker after shutdown %q, want %q", b, stateSynced)
 			}

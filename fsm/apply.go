@@ -324,8 +324,33 @@ func (a *applier) apply(c Command) Result {
 	if err != nil {
 		return Result{Err: err}
 	}
-	return Result{Value: v, Duplicate: dup}
+	return Result{Value: snapshotOf(v), Duplicate: dup}
 }
+
+// snapshotOf copies a record the applier caches: the caller reads a result
+// after Apply returns, while later entries go on changing the cached one.
+// The records hold no slices or maps, so a shallow copy is a full one.
+func snapshotOf(v any) any {
+	switch r := v.(type) {
+	case *CreditType:
+		return ptr(*r)
+	case *Feature:
+		return ptr(*r)
+	case *Plan:
+		return ptr(*r)
+	case *Customer:
+		return ptr(*r)
+	case *Grant:
+		return ptr(*r)
+	case *Reservation:
+		return ptr(*r)
+	case *Purchase:
+		return ptr(*r)
+	}
+	return v
+}
+
+func ptr[T any](v T) *T { return &v }
 
 // ---- loading records ----
 

@@ -388,3 +388,32 @@ func TestBalanceHistory(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// A command's result is the record as that command left it: the node hands
+// it to an RPC goroutine that reads it while later entries are applied, so
+// it must not be the applier's cached record, which they go on changing.
+func TestResultsAreSnapshotsNotLiveRecords(t *testing.T) {
+	h := newHarness(t)
+	h.seed()
+	g := h.paid("g1", 1000, "0.10")
+	cu := h.ok(UpsertCustomer{ID: "c1", PlanID: "pro", Name: "first"}).Value.(*Customer)
+	revoked := h.ok(RevokeGrant{GrantID: "g1", Amount: 100, Reason: "partial refund"}).Value.(*Grant)
+
+	h.burnCredits("e1", 300)
+	h.ok(UpsertCustomer{ID: "c1", PlanID: "pro", Name: "second"})
+
+	tests := []struct {
+		name      string
+		got, want any
+	}{
+		{"created grant's remaining", g.Remaining, int64(1000)},
+		{"created grant's burned", g.Burned, int64(0)},
+		{"revoked grant's remaining", revoked.Remaining, int64(900)},
+		{"customer's name", cu.Name, "first"},
+	}
+	for _, tt := range tests {
+		if tt.got != tt.want {
+			t.Errorf("%s = %v after later entries, want %v (the result aliases live state)", tt.name, tt.got, tt.want)
+		}
+	}
+}

@@ -7,23 +7,20 @@ import (
 
 // poolGrants returns a pool's grants that may burn now (active, effective,
 // unexpired, remaining > 0) in burn order, and their sum. The pool's live
-// grants are read from the burn order index once per Apply; grants leaving
-// the index are filtered out by their status, and indexLive drops the
-// cached list when one joins. The slice is scratch space, valid until the
+// grants are read from the burn order index once and kept with the cached
+// pool; grants leaving the index are filtered out by their status, and
+// indexLive drops the list when one joins. The slice is scratch space, valid until the
 // next call.
 func (a *applier) poolGrants(p *Pool) (burnable []*Grant, usable int64) {
-	a.kb = appendPoolKey(a.kb[:0], p.CustomerID, p.CreditTypeID)
-	live, ok := a.liveGrants[string(a.kb)]
-	if !ok {
-		k := string(a.kb)
-		live = a.loadLiveGrants(p)
+	if !p.liveLoaded {
+		live := a.loadLiveGrants(p)
 		if a.err != nil {
 			return nil, 0
 		}
-		a.liveGrants[k] = live
+		p.live, p.liveLoaded = live, true
 	}
 	a.scratch = a.scratch[:0]
-	for _, g := range live {
+	for _, g := range p.live {
 		if canBurn(g, a.now) {
 			a.scratch = append(a.scratch, g)
 			usable += g.Remaining

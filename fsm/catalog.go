@@ -15,7 +15,7 @@ func (a *applier) createCreditType(c CreateCreditType) (*CreditType, error) {
 	}
 	ct := &CreditType{ID: c.ID, Name: c.Name, Scale: c.Scale, CreatedAt: a.now}
 	a.ctypes[c.ID] = ct
-	a.markDirty(bCreditType, ct.ID, ct)
+	a.markDirty(kindCreditType, ct.ID, ct)
 	return ct, nil
 }
 
@@ -36,7 +36,7 @@ func (a *applier) upsertFeature(c UpsertFeature) (*Feature, error) {
 		a.features[c.ID] = f
 	}
 	f.Name, f.CreditTypeID, f.Rate, f.UpdatedAt = c.Name, c.CreditTypeID, c.Rate, a.now
-	a.markDirty(bFeature, f.ID, f)
+	a.markDirty(kindFeature, f.ID, f)
 	return f, nil
 }
 
@@ -100,7 +100,7 @@ func (a *applier) upsertPlan(c UpsertPlan) (*Plan, error) {
 	}
 	*old = p
 	old.UpdatedAt = a.now
-	a.markDirty(bPlan, old.ID, old)
+	a.markDirty(kindPlan, old.ID, old)
 	return old, nil
 }
 

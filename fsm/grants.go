@@ -16,7 +16,10 @@ func (a *applier) deferredFor(g *Grant, remaining int64) (int64, error) {
 }
 
 func (a *applier) indexLive(g *Grant) {
-	delete(a.liveGrants, string(poolKey(g.CustomerID, g.CreditTypeID)))
+	// Only a cached pool can hold a list (poolGrants reads it once).
+	if p, ok := a.pools[string(poolKey(g.CustomerID, g.CreditTypeID))]; ok {
+		p.live, p.liveLoaded = nil, false
+	}
 	a.put(a.bBurnOrder, burnKey(g), []byte(g.ID))
 	if g.ExpiresAt != 0 {
 		a.put(a.tx.Bucket(bGrantExp), timeIDKey(g.ExpiresAt, g.ID), nil)

@@ -130,6 +130,13 @@ type Pool struct {
 	// run is the pool's newest ledger sequences (ledger.go): kept in the
 	// pool record, which every movement rewrites anyway, until it is full.
 	run seqRun
+
+	// The applier's bookkeeping for a cached pool, never stored: the
+	// Apply call that last marked it dirty (see applier.epoch), and its
+	// live grants in burn order once read (see poolGrants).
+	dirtyIn    uint64
+	live       []*Grant
+	liveLoaded bool
 }
 
 // GrantCategory separates paid from promotional credits.
@@ -185,6 +192,8 @@ type Grant struct {
 	Reason         string // of the revocation, if any
 	CreatedAt      Timestamp
 	UpdatedAt      Timestamp
+
+	dirtyIn uint64 // the Apply call that last marked it dirty, never stored
 }
 
 // ReservationStatus is where a hold is.

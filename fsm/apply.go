@@ -170,6 +170,7 @@ type dirtyRecord struct {
 	kind recordKind
 	key  []byte
 	rec  interface{ encode(*enc) }
+	val  []byte // encoded already (grants: see touchGrant), or nil
 }
 
 // recordKind names the bucket of a cached record.
@@ -250,10 +251,10 @@ func (a *applier) flush() error {
 		if i == 0 || d.kind != a.dirty[i-1].kind {
 			b = a.tx.Bucket(bucketOfKind[d.kind])
 		}
-		a.buf.b = a.buf.b[:0]
-		d.rec.encode(&a.buf)
-		v := a.alloc(len(a.buf.b))
-		copy(v, a.buf.b)
+		v := d.val
+		if v == nil {
+			v = a.encodeDirty(d.rec)
+		}
 		if err := b.Put(d.key, v); err != nil {
 			return err
 		}
@@ -281,6 +282,15 @@ func (a *applier) queueDirty(kind recordKind, key string, rec interface{ encode(
 	k := a.alloc(len(key))
 	copy(k, key)
 	a.dirty = append(a.dirty, dirtyRecord{kind: kind, key: k, rec: rec})
+}
+
+// encodeDirty encodes a record into memory that lives until commit.
+func (a *applier) encodeDirty(rec interface{ encode(*enc) }) []byte {
+	a.buf.b = a.buf.b[:0]
+	rec.encode(&a.buf)
+	v := a.alloc(len(a.buf.b))
+	copy(v, a.buf.b)
+	return v
 }
 
 // put writes a value now (for records not cached in the applier).
@@ -408,7 +418,24 @@ func (a *applier) creditType(id string) *CreditType {
 func (a *applier) feature(id string) *Feature   { return loadRec(a, a.features, bFeature, id) }
 func (a *applier) plan(id string) *Plan         { return loadRec(a, a.plans, bPlan, id) }
 func (a *applier) customer(id string) *Customer { return loadRec(a, a.customers, bCustomer, id) }
-func (a *applier) grant(id string) *Grant       { return loadRec(a, a.grants, bGrant, id) }
+
+// grant returns a grant with its pool's tally, if any, laid over it.
+func (a *applier) grant(id string) *Grant {
+	if g, ok := a.grants[id]; ok {
+		return g
+	}
+	g := loadRec(a, a.grants, bGrant, id)
+	if g == nil {
+		return nil
+	}
+	a.kb = appendPoolKey(a.kb[:0], g.CustomerID, g.CreditTypeID)
+	if p := a.poolIfAny(string(a.kb)); p != nil {
+		if t := p.overlay(g); t != nil {
+			t.g, g.tallied = g, true
+		}
+	}
+	return g
+}
 func (a *applier) poolIfAny(k string) *Pool     { return loadRec(a, a.pools, bPool, k) }
 
 // pool returns the pool, creating it in memory if new; it is stored only
@@ -442,12 +469,56 @@ func (a *applier) markPoolDirty(p *Pool) {
 	}
 }
 
+// touchGrant rewrites the grant's record, which then holds everything its
+// tally did: the tally goes. The record is encoded now, not at flush: burns
+// later in this Apply call go to a tally as they would had raft delivered
+// them in a call of their own, so the stored bytes do not depend on how
+// entries are grouped into calls.
 func (a *applier) touchGrant(g *Grant) {
 	g.UpdatedAt = a.now
+	if g.tallied {
+		g.tallied = false
+		a.kb = appendPoolKey(a.kb[:0], g.CustomerID, g.CreditTypeID)
+		p := a.pools[string(a.kb)] // cached: a tallied grant was linked through it
+		if p == nil {
+			a.err = errIndex("tallied grant " + g.ID + " has no cached pool")
+			return
+		}
+		p.tallies = slices.DeleteFunc(p.tallies, func(t grantTally) bool { return t.g == g })
+		a.markPoolDirty(p)
+	}
 	if g.dirtyIn != a.epoch {
 		g.dirtyIn = a.epoch
+		g.dirtySlot = len(a.dirty)
 		a.queueDirty(kindGrant, g.ID, g)
 	}
+	a.dirty[g.dirtySlot].val = a.encodeDirty(g)
+}
+
+// tallyBurn records a burn that left the grant active in the pool's record
+// rather than the grant's (see grantTally).
+func (a *applier) tallyBurn(p *Pool, g *Grant) {
+	g.UpdatedAt = a.now
+	a.markPoolDirty(p)
+	if g.tallied {
+		return
+	}
+	if len(p.tallies) == maxTallies {
+		// The oldest goes back to its grant record. Load it first: a
+		// tally read from disk is linked to its grant only once loaded.
+		id := p.tallies[0].grantID
+		if oldest := a.grant(id); oldest != nil {
+			a.touchGrant(oldest)
+		}
+		if len(p.tallies) == maxTallies && a.err == nil {
+			a.err = errIndex("pool tally of grant " + id + " is not linked to the grant")
+		}
+		if a.err != nil {
+			return
+		}
+	}
+	p.tallies = append(p.tallies, grantTally{grantID: g.ID, g: g})
+	g.tallied = true
 }
 
 func (a *applier) touchCustomer(c *Customer) {

@@ -81,7 +81,7 @@ func (a *applier) burn(p *Pool, grants []*Grant, credits int64, cause CauseKind,
 			break
 		}
 		take := min(g.Remaining, left)
-		money := a.takeFromGrant(g, take)
+		money := a.takeFromGrant(p, g, take)
 		p.Balance -= take
 		left -= take
 		a.appendLedger(p, &LedgerEntry{CustomerID: p.CustomerID, CreditTypeID: p.CreditTypeID, GrantID: g.ID,

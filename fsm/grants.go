@@ -144,7 +144,7 @@ func (a *applier) repayOverdraft(p *Pool, g *Grant) {
 		return
 	}
 	repay := min(p.Overdraft, g.Remaining)
-	money := a.takeFromGrant(g, repay)
+	money := a.takeFromGrant(p, g, repay)
 	p.Overdraft -= repay
 	a.touchPool(p)
 	a.appendLedger(p, &LedgerEntry{CustomerID: g.CustomerID, CreditTypeID: g.CreditTypeID, GrantID: g.ID,
@@ -154,7 +154,7 @@ func (a *applier) repayOverdraft(p *Pool, g *Grant) {
 
 // takeFromGrant burns n credits of g (n ≤ remaining) and returns the change
 // to its deferred revenue (≤ 0). Marks the grant depleted at zero.
-func (a *applier) takeFromGrant(g *Grant, n int64) int64 {
+func (a *applier) takeFromGrant(p *Pool, g *Grant, n int64) int64 {
 	before := g.DeferredMicros
 	g.Remaining -= n
 	after, err := a.deferredFor(g, g.Remaining)
@@ -166,8 +166,10 @@ func (a *applier) takeFromGrant(g *Grant, n int64) int64 {
 	if g.Remaining == 0 && g.Status == GrantActive {
 		g.Status = GrantDepleted
 		a.unindexLive(g)
+		a.touchGrant(g)
+	} else {
+		a.tallyBurn(p, g)
 	}
-	a.touchGrant(g)
 	return after - before
 }
 

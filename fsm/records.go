@@ -70,8 +70,12 @@ func (c *Customer) decode(d *dec) {
 		AutoPendingPurchase: d.str(), CreatedAt: d.ts(), UpdatedAt: d.ts()}
 }
 
+// poolRecordVersion 2 adds the grant tallies; version 1 (state format 2)
+// has none and still reads.
+const poolRecordVersion = 2
+
 func (p *Pool) encode(e *enc) {
-	e.u8(recordVersion)
+	e.u8(poolRecordVersion)
 	e.str(p.CustomerID)
 	e.str(p.CreditTypeID)
 	e.iv(p.Balance)
@@ -79,13 +83,54 @@ func (p *Pool) encode(e *enc) {
 	e.iv(p.Overdraft)
 	e.ts(p.UpdatedAt)
 	p.run.encode(e)
+	e.uv(uint64(len(p.tallies)))
+	for i := range p.tallies {
+		t := &p.tallies[i]
+		if t.g != nil {
+			t.remaining, t.deferred, t.burned, t.updatedAt = t.g.Remaining, t.g.DeferredMicros, t.g.Burned, t.g.UpdatedAt
+		}
+		e.str(t.grantID)
+		e.iv(t.remaining)
+		e.iv(t.deferred)
+		e.iv(t.burned)
+		e.ts(t.updatedAt)
+	}
 }
 
 func (p *Pool) decode(d *dec) {
-	checkVersion(d)
+	v := d.u8()
+	if d.err == nil && v != 1 && v != poolRecordVersion {
+		d.fail(fmt.Errorf("%w: pool record version %d", ErrUnknownVersion, v))
+		return
+	}
 	*p = Pool{CustomerID: d.str(), CreditTypeID: d.str(), Balance: d.iv(), Reserved: d.iv(), Overdraft: d.iv(),
 		UpdatedAt: d.ts()}
 	p.run.decode(d)
+	if v == 1 {
+		return
+	}
+	n := d.uv()
+	if n > maxTallies {
+		d.fail(fmt.Errorf("pool record: %d grant tallies", n))
+		return
+	}
+	if n > 0 {
+		p.tallies = make([]grantTally, n)
+	}
+	for i := range p.tallies {
+		p.tallies[i] = grantTally{grantID: d.str(), remaining: d.iv(), deferred: d.iv(), burned: d.iv(), updatedAt: d.ts()}
+	}
+}
+
+// overlay puts the tally's values, if the pool holds one for g, on g.
+func (p *Pool) overlay(g *Grant) *grantTally {
+	for i := range p.tallies {
+		if t := &p.tallies[i]; t.grantID == g.ID {
+			g.Remaining, g.DeferredMicros, g.Burned, g.UpdatedAt = t.remaining, t.deferred, t.burned, t.updatedAt
+			return t
+		}
+	}
+	return nil
 }
 
 func (g *Grant) encode(e *enc) {

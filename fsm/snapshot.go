@@ -110,7 +110,7 @@ func checkStateFile(path string) error {
 		if m == nil {
 			return fmt.Errorf("snapshot has no meta bucket: not a creditd state")
 		}
-		if v := m.Get(metaFormat); len(v) != 8 || binary.BigEndian.Uint64(v) != stateFormat {
+		if v := m.Get(metaFormat); len(v) != 8 || !readableFormat(binary.BigEndian.Uint64(v)) {
 			return fmt.Errorf("snapshot format: %w", ErrUnknownVersion)
 		}
 		return nil

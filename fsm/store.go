@@ -48,8 +48,13 @@ var (
 )
 
 // stateFormat is the layout version of the state file. 2: a pool's ledger
-// index lives in its record and pool_ledger, not customer_ledger.
-const stateFormat = 2
+// index lives in its record and pool_ledger, not customer_ledger. 3: pool
+// records may hold grant tallies (grantTally). A format 2 file reads as it
+// is (its pool records have none) and is marked 3 when opened.
+const stateFormat = 3
+
+// readableFormat reports whether this build reads a state file of format f.
+func readableFormat(f uint64) bool { return f == 2 || f == stateFormat }
 
 // FSM is the state machine over one bbolt file. Apply, Snapshot and Restore
 // are called by one goroutine at a time (raft's); reads through View may
@@ -115,7 +120,7 @@ func (f *FSM) open() error {
 		m := tx.Bucket(bMeta)
 		if v := m.Get(metaFormat); v == nil {
 			return m.Put(metaFormat, u64key(stateFormat))
-		} else if binary.BigEndian.Uint64(v) != stateFormat {
+		} else if !readableFormat(binary.BigEndian.Uint64(v)) {
 			return fmt.Errorf("state format %d is not %d: %w", binary.BigEndian.Uint64(v), stateFormat, ErrUnknownVersion)
 		}
 		// A snapshot carries no freelist, so this open read every page

@@ -71,7 +71,30 @@ func (v *View) Plan(id string) (Plan, error) { return getRec[Plan](v, bPlan, "pl
 func (v *View) Customer(id string) (Customer, error) {
 	return getRec[Customer](v, bCustomer, "customer_id", id)
 }
-func (v *View) Grant(id string) (Grant, error) { return getRec[Grant](v, bGrant, "grant_id", id) }
+func (v *View) Grant(id string) (Grant, error) {
+	g, err := getRec[Grant](v, bGrant, "grant_id", id)
+	if err != nil {
+		return g, err
+	}
+	return g, v.overlayTally(&g)
+}
+
+// overlayTally lays the grant's tally in its pool record, if any, over the
+// values its own record holds (see grantTally).
+func (v *View) overlayTally(g *Grant) error {
+	raw := v.tx.Bucket(bPool).Get(poolKey(g.CustomerID, g.CreditTypeID))
+	if raw == nil {
+		return nil
+	}
+	var p Pool
+	d := dec{b: raw}
+	p.decode(&d)
+	if d.err != nil {
+		return fmt.Errorf("decode pool of grant %q: %w", g.ID, d.err)
+	}
+	p.overlay(g)
+	return nil
+}
 func (v *View) Reservation(id string) (Reservation, error) {
 	return getRec[Reservation](v, bResv, "reservation_id", id)
 }
@@ -108,13 +131,18 @@ func (v *View) pool(customerID, creditTypeID string) (Pool, error) {
 func (v *View) liveGrants(customerID, creditTypeID string) ([]Grant, int64, error) {
 	var out []Grant
 	var usable int64
+	p, err := v.pool(customerID, creditTypeID)
+	if err != nil {
+		return nil, 0, err
+	}
 	prefix := burnPrefix(customerID, creditTypeID)
 	c := v.tx.Bucket(bBurnOrder).Cursor()
 	for k, id := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, id = c.Next() {
-		g, err := v.Grant(string(id))
+		g, err := getRec[Grant](v, bGrant, "grant_id", string(id))
 		if err != nil {
 			return nil, 0, err
 		}
+		p.overlay(&g)
 		if canBurn(&g, v.now) {
 			usable += g.Remaining
 		}
@@ -329,6 +357,9 @@ func (v *View) ScanGrants(fn func(g *Grant) error) error {
 		g.decode(&d)
 		if d.err != nil {
 			return fmt.Errorf("decode grant %q: %w", k, d.err)
+		}
+		if err := v.overlayTally(&g); err != nil {
+			return err
 		}
 		return fn(&g)
 	})

@@ -436,7 +436,7 @@ func (a *applier) grant(id string) *Grant {
 	}
 	return g
 }
-func (a *applier) poolIfAny(k string) *Pool     { return loadRec(a, a.pools, bPool, k) }
+func (a *applier) poolIfAny(k string) *Pool { return loadRec(a, a.pools, bPool, k) }
 
 // pool returns the pool, creating it in memory if new; it is stored only
 // once marked dirty.

@@ -352,15 +352,24 @@ var errStop error = stopError{}
 // ScanGrants calls fn for every grant in id order. The grant is reused.
 func (v *View) ScanGrants(fn func(g *Grant) error) error {
 	var g Grant
+	// A customer's grants are usually neighbours in id order ("c1-g0",
+	// "c1-g1"): their pool is read once for all of them.
+	var p Pool
+	havePool := false
 	return v.tx.Bucket(bGrant).ForEach(func(k, raw []byte) error {
 		d := dec{b: raw}
 		g.decode(&d)
 		if d.err != nil {
 			return fmt.Errorf("decode grant %q: %w", k, d.err)
 		}
-		if err := v.overlayTally(&g); err != nil {
-			return err
+		if !havePool || p.CustomerID != g.CustomerID || p.CreditTypeID != g.CreditTypeID {
+			var err error
+			if p, err = v.pool(g.CustomerID, g.CreditTypeID); err != nil {
+				return fmt.Errorf("decode pool of grant %q: %w", k, err)
+			}
+			havePool = true
 		}
+		p.overlay(&g)
 		return fn(&g)
 	})
 }

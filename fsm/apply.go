@@ -610,9 +610,9 @@ func (a *applier) idemStore(kind byte, id string, h [16]byte, result []byte) {
 	if cur == nil {
 		return
 	}
-	k := a.alloc(1 + len(id))
-	k[0] = kind
-	copy(k[1:], id)
+	// bbolt copies the key (not the value) on Put: scratch will do.
+	a.kb = append(append(a.kb[:0], kind), id...)
+	k := a.kb
 	v := a.alloc(24 + len(result))
 	binary.BigEndian.PutUint64(v, uint64(a.now)^(1<<63))
 	copy(v[8:], h[:])

@@ -82,15 +82,9 @@ func (v *View) Grant(id string) (Grant, error) {
 // overlayTally lays the grant's tally in its pool record, if any, over the
 // values its own record holds (see grantTally).
 func (v *View) overlayTally(g *Grant) error {
-	raw := v.tx.Bucket(bPool).Get(poolKey(g.CustomerID, g.CreditTypeID))
-	if raw == nil {
-		return nil
-	}
-	var p Pool
-	d := dec{b: raw}
-	p.decode(&d)
-	if d.err != nil {
-		return fmt.Errorf("decode pool of grant %q: %w", g.ID, d.err)
+	p, err := v.pool(g.CustomerID, g.CreditTypeID)
+	if err != nil {
+		return fmt.Errorf("decode pool of grant %q: %w", g.ID, err)
 	}
 	p.overlay(g)
 	return nil

@@ -48,10 +48,17 @@ func benchBurn(b *testing.B, pools, grants, batch int, sync bool) {
 // `creditd bench` makes them) or, with randomIDs, scattered over the key
 // space like the UUIDs most clients send.
 func benchBurnIDs(b *testing.B, pools, grants, batch int, sync, randomIDs bool) {
+	benchBurnAfter(b, pools, grants, batch, sync, randomIDs, 0)
+}
+
+// benchBurnAfter is benchBurnIDs on a state that first burned history
+// batches and then moved one idempotency retention window on: every new
+// event then misses in the current generation and in the previous one,
+// where history's records are (a cluster's steady state after a week).
+func benchBurnAfter(b *testing.B, pools, grants, batch int, sync, randomIDs bool, history int) {
 	h := benchState(b, pools, grants, sync)
 	next := 0
-	entries := make([]Entry, b.N)
-	for i := range entries {
+	batchAt := func() Entry {
 		evs := make([]UsageEvent, batch)
 		for j := range evs {
 			id := fmt.Sprintf("ev-%d", next)
@@ -63,7 +70,19 @@ func benchBurnIDs(b *testing.B, pools, grants, batch int, sync, randomIDs bool) 
 				FeatureID: "tokens", Quantity: 1500}
 			next++
 		}
-		entries[i] = h.entry(BurnUsage{Events: evs})
+		return h.entry(BurnUsage{Events: evs})
+	}
+	if history > 0 {
+		for range history {
+			if _, err := h.f.Apply([]Entry{batchAt()}); err != nil {
+				b.Fatal(err)
+			}
+		}
+		h.after(DefaultIdempotencyRetention)
+	}
+	entries := make([]Entry, b.N)
+	for i := range entries {
+		entries[i] = batchAt()
 	}
 	b.ReportAllocs()
 	before := h.f.db.Stats().TxStats
@@ -96,6 +115,9 @@ func BenchmarkApply(b *testing.B) {
 	// The same with ids scattered like UUIDs: each event's idempotency
 	// record lands in its own leaf page.
 	b.Run("batch of 1000 events over 1000 pools, 1 grant, random ids", func(b *testing.B) { benchBurnIDs(b, 1000, 1, 1000, false, true) })
+	// The default shape a retention window after 200,000 events: each new
+	// event also looks for its id in the previous generation.
+	b.Run("batch of 1000 events over 1000 pools, 1 grant, a week on", func(b *testing.B) { benchBurnAfter(b, 1000, 1, 1000, false, false, 200) })
 	b.Run("batch of 1000 events over 10000 pools", func(b *testing.B) { benchBurn(b, 10000, 3, 1000, false) })
 	b.Run("batch of 1000 events, 100 grants per pool", func(b *testing.B) { benchBurn(b, 100, 100, 1000, false) })
 }

@@ -127,3 +127,30 @@ func TestAFailedApplyStopsApplyingAndIsSeenWithoutWaitingForTheLock(t *testing.T
 		t.Fatalf("entry after the failure answered %v, want ErrStateMachineFailed", err)
 	}
 }
+
+// raft's log cache keeps the leader's future of every cached entry, and the
+// future keeps its response: once a waiter has its results, the response
+// must no longer reach them, or every cached entry's results stay in memory.
+func TestAnsweredResultsAreNotKeptByTheResponse(t *testing.T) {
+	sm := &recordingSM{NoopStateMachine: NewNoopStateMachine()}
+	f := newRaftFSM(sm, func(uint64) {})
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() { defer close(done); f.run(stop) }()
+	defer func() { close(stop); <-done }()
+
+	logs := []*raft.Log{{Index: 1, Type: raft.LogCommand, Data: []byte{1}}, {Index: 2, Type: raft.LogCommand, Data: []byte{1}}}
+	resps := f.ApplyBatch(logs)
+	first := resps[0].(pendingEntry)
+	res, err := first.wait()
+	if err != nil || len(res) != 1 || res[0].Value != uint64(1) {
+		t.Fatalf("entry 1: %+v, %v", res, err)
+	}
+	if first.p.results[0] != nil {
+		t.Error("entry 1's results are still reachable from its response after they were taken")
+	}
+	// The other entry of the same raft batch is answered as before.
+	if res, err := resps[1].(pendingEntry).wait(); err != nil || len(res) != 1 || res[0].Value != uint64(2) {
+		t.Fatalf("entry 2: %+v, %v", res, err)
+	}
+}

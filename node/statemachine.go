@@ -156,13 +156,20 @@ type pendingEntry struct {
 	i int
 }
 
-// wait returns the entry's results once applied.
+// wait returns the entry's results once applied, once: it drops the
+// batch's reference to them. raft's log cache holds a pointer into the
+// leader's future of each cached entry, and the future holds this response,
+// so answered results stayed reachable for as long as their entry was cached:
+// 87 MB of usage results on the leader of the 10⁶-customer run (512 cached
+// entries of 1,000 events), ten times that with 10,000-event batches.
 func (e pendingEntry) wait() ([]fsm.Result, error) {
 	<-e.p.done
 	if e.p.err != nil {
 		return nil, e.p.err
 	}
-	return e.p.results[e.i], nil
+	r := e.p.results[e.i]
+	e.p.results[e.i] = nil // each waiter clears only its own slot
+	return r, nil
 }
 
 var _ raft.BatchingFSM = (*raftFSM)(nil)

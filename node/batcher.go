@@ -261,7 +261,13 @@ func (b *batcher) failQueued(err error) {
 // Called after n.stop is closed.
 func (b *batcher) drain(ctx context.Context) {
 	done := make(chan struct{})
-	go func() { b.waiters.Wait(); close(done) }()
+	go func() {
+		// The dispatcher adds waiters until it returns (it sees n.stop at
+		// its next step); a Wait begun before that races with its Add.
+		<-b.exited
+		b.waiters.Wait()
+		close(done)
+	}()
 	select {
 	case <-done:
 	case <-ctx.Done():

@@ -30,13 +30,21 @@ func (r *recordingSM) Apply(entries []fsm.Entry) ([][]fsm.Result, error) {
 	return res, nil
 }
 
-func TestLargeBatchesApplyInBoundedTransactionsWithEveryResultInPlace(t *testing.T) {
+// runRecordingFSM starts a raftFSM's applier over a recordingSM, stopped
+// when the test ends.
+func runRecordingFSM(t *testing.T) (*recordingSM, *raftFSM) {
+	t.Helper()
 	sm := &recordingSM{NoopStateMachine: NewNoopStateMachine()}
 	f := newRaftFSM(sm, func(uint64) {})
 	stop := make(chan struct{})
 	done := make(chan struct{})
 	go func() { defer close(done); f.run(stop) }()
-	defer func() { close(stop); <-done }()
+	t.Cleanup(func() { close(stop); <-done })
+	return sm, f
+}
+
+func TestLargeBatchesApplyInBoundedTransactionsWithEveryResultInPlace(t *testing.T) {
+	sm, f := runRecordingFSM(t)
 
 	// One raft batch as a lagging follower gets it: 40 entries of 50 KB
 	// (1,000-event entries), one larger than the bound, then small ones.
@@ -132,12 +140,7 @@ func TestAFailedApplyStopsApplyingAndIsSeenWithoutWaitingForTheLock(t *testing.T
 // future keeps its response: once a waiter has its results, the response
 // must no longer reach them, or every cached entry's results stay in memory.
 func TestAnsweredResultsAreNotKeptByTheResponse(t *testing.T) {
-	sm := &recordingSM{NoopStateMachine: NewNoopStateMachine()}
-	f := newRaftFSM(sm, func(uint64) {})
-	stop := make(chan struct{})
-	done := make(chan struct{})
-	go func() { defer close(done); f.run(stop) }()
-	defer func() { close(stop); <-done }()
+	_, f := runRecordingFSM(t)
 
 	logs := []*raft.Log{{Index: 1, Type: raft.LogCommand, Data: []byte{1}}, {Index: 2, Type: raft.LogCommand, Data: []byte{1}}}
 	resps := f.ApplyBatch(logs)

@@ -8,35 +8,28 @@ import (
 	bolt "go.etcd.io/bbolt"
 )
 
-// storedPool and storedGrant read the records as they are on disk, without
-// the overlay readers apply.
-func (h *harness) storedPool(customer, ct string) Pool {
+// stored reads a record as it is on disk, without the overlay readers apply.
+func stored[T any, P interface {
+	*T
+	decode(*dec)
+}](h *harness, bucket, key []byte) T {
 	h.t.Helper()
-	var p Pool
+	var r T
 	err := h.f.db.View(func(tx *bolt.Tx) error {
-		d := dec{b: tx.Bucket(bPool).Get(poolKey(customer, ct))}
-		p.decode(&d)
+		d := dec{b: tx.Bucket(bucket).Get(key)}
+		P(&r).decode(&d)
 		return d.err
 	})
 	if err != nil {
 		h.t.Fatal(err)
 	}
-	return p
+	return r
 }
 
-func (h *harness) storedGrant(id string) Grant {
-	h.t.Helper()
-	var g Grant
-	err := h.f.db.View(func(tx *bolt.Tx) error {
-		d := dec{b: tx.Bucket(bGrant).Get([]byte(id))}
-		g.decode(&d)
-		return d.err
-	})
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	return g
+func (h *harness) storedPool(customer, ct string) Pool {
+	return stored[Pool](h, bPool, poolKey(customer, ct))
 }
+func (h *harness) storedGrant(id string) Grant { return stored[Grant](h, bGrant, []byte(id)) }
 
 // Burns that leave a grant active are kept in the pool's record, at most
 // maxTallies of them; every reader sees the grant as burned, and a grant

@@ -4,9 +4,11 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -189,18 +191,34 @@ Examples:
   creditd serve --data-dir /var/lib/creditd-new --node-id a`
 
 func runSnapshot(ctx context.Context, args []string) error {
-	fs := newFlagSet("snapshot", "snapshot save|restore FILE [flags]", snapshotHelp)
 	if len(args) == 0 || (args[0] != "save" && args[0] != "restore") {
-		fs.Usage()
+		writeSnapshotUsage(os.Stderr)
 		if len(args) > 0 && (args[0] == "-h" || args[0] == "--help") {
 			return nil
 		}
 		return fmt.Errorf("snapshot: want \"snapshot save FILE\" or \"snapshot restore FILE\": %w", errUsage)
 	}
+	fs := newFlagSet("snapshot "+args[0], "snapshot "+args[0]+" FILE [flags]", snapshotHelp)
 	if args[0] == "save" {
 		return snapshotSave(ctx, fs, args[1:])
 	}
 	return snapshotRestore(fs, args[1:])
+}
+
+// writeSnapshotUsage is "creditd snapshot --help": save and restore take
+// different flags (a client's, a node's), so it lists both sets; a single
+// flag set here would list none.
+func writeSnapshotUsage(w io.Writer) {
+	fmt.Fprintf(w, "Usage: creditd snapshot save|restore FILE [flags]\n\n%s\n", strings.TrimSpace(snapshotHelp))
+	save := flag.NewFlagSet("snapshot save", flag.ContinueOnError)
+	addClientFlags(save, new(clientFlags))
+	restore := flag.NewFlagSet("snapshot restore", flag.ContinueOnError)
+	addNodeFlags(restore, new(serveFlags))
+	for _, fs := range []*flag.FlagSet{save, restore} {
+		fmt.Fprintf(w, "\nFlags of %s (each also CREDITD_<NAME>):\n", fs.Name())
+		fs.SetOutput(w)
+		fs.PrintDefaults()
+	}
 }
 
 func snapshotSave(ctx context.Context, fs *flag.FlagSet, args []string) error {

@@ -121,3 +121,25 @@ func TestServeRefusesANegativeReadyMaxLagAndMapsZeroToNone(t *testing.T) {
 		t.Errorf("--ready-max-lag 100 gives node ReadyMaxLag %d", got)
 	}
 }
+
+// "creditd snapshot --help" once printed an empty flag list: the flags
+// belong to save and restore, which take different ones.
+func TestSnapshotHelpListsTheFlagsOfSaveAndRestore(t *testing.T) {
+	var out bytes.Buffer
+	writeSnapshotUsage(&out)
+	text := out.String()
+	save, restore, ok := strings.Cut(text, "Flags of snapshot restore")
+	if !ok || !strings.Contains(save, "Flags of snapshot save") {
+		t.Fatalf("want a flag list for each subcommand:\n%s", text)
+	}
+	for _, f := range []string{"-addr", "-api-key", "-timeout"} {
+		if !strings.Contains(save, f+" ") {
+			t.Errorf("snapshot save's flags lack %s:\n%s", f, save)
+		}
+	}
+	for _, f := range []string{"-data-dir", "-node-id", "-raft-addr"} {
+		if !strings.Contains(restore, f+" ") {
+			t.Errorf("snapshot restore's flags lack %s:\n%s", f, restore)
+		}
+	}
+}

@@ -21,8 +21,8 @@ import (
 
 const exportHelp = `
 Exports the ledger and the grants to Parquet files for finance, in a
-directory or a blob bucket URL (file:///path; s3:// and gs:// when built
-with their drivers):
+directory or a blob bucket URL (file:///path, s3://bucket?region=…,
+gs://bucket; credentials from each cloud's usual environment):
 
   manifest.json                                         the commit record and watermark
   ledger/date=YYYY-MM-DD/part-<first>-<last>.parquet    ledger entries by UTC date
@@ -99,13 +99,31 @@ func runExport(ctx context.Context, args []string) error {
 		fmt.Printf("nothing new: %s already holds the ledger up to entry %d\n", to, res.ToSeq)
 		return nil
 	}
+	fmt.Println(exportSummary(res, to))
+	return nil
+}
+
+// exportSummary is the line a run that exported something prints.
+func exportSummary(res export.Result, to string) string {
 	var size int64
 	for _, p := range res.Parts {
 		size += p.Bytes
 	}
-	fmt.Printf("exported ledger entries %d..%d (%d entries, %d parts, %d bytes) and %d grants to %s in %s\n",
-		res.FromSeq, res.ToSeq, res.Entries, len(res.Parts), size, res.Grants.Rows, to, res.Elapsed.Round(time.Millisecond))
-	return nil
+	var grants int64
+	if res.Grants != nil {
+		grants = res.Grants.Rows
+	}
+	return fmt.Sprintf("exported ledger entries %d..%d (%s, %s, %s) and %s to %s in %s",
+		res.FromSeq, res.ToSeq, count(res.Entries, "entry", "entries"), count(int64(len(res.Parts)), "part", "parts"),
+		count(size, "byte", "bytes"), count(grants, "grant", "grants"), to, res.Elapsed.Round(time.Millisecond))
+}
+
+// count says "1 part", "2 parts".
+func count(n int64, one, many string) string {
+	if n == 1 {
+		return "1 " + one
+	}
+	return fmt.Sprintf("%d %s", n, many)
 }
 
 // progressOut resolves --progress: a progress line belongs on a terminal.

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/creditd/creditd/export"
 	"github.com/creditd/creditd/fsm"
 )
 
@@ -115,6 +116,25 @@ func TestReportRefusesBadFlags(t *testing.T) {
 	} {
 		if err := run(ctx, args, io.Discard); err == nil {
 			t.Errorf("%v: accepted", args)
+		}
+	}
+}
+
+// A first export of a small ledger said "1 parts"; the summary counts in
+// the right number.
+func TestExportSummaryCountsInTheRightNumber(t *testing.T) {
+	tests := []struct {
+		res  export.Result
+		want string
+	}{
+		{export.Result{FromSeq: 1, ToSeq: 7, Entries: 7, Parts: []export.Part{{Bytes: 4527}}, Grants: &export.Snapshot{Rows: 3}, Elapsed: 20 * time.Millisecond},
+			"exported ledger entries 1..7 (7 entries, 1 part, 4527 bytes) and 3 grants to file:///x in 20ms"},
+		{export.Result{FromSeq: 8, ToSeq: 8, Entries: 1, Parts: []export.Part{{Bytes: 1}, {Bytes: 2}}, Grants: &export.Snapshot{Rows: 1}},
+			"exported ledger entries 8..8 (1 entry, 2 parts, 3 bytes) and 1 grant to file:///x in 0s"},
+	}
+	for _, tt := range tests {
+		if got := exportSummary(tt.res, "file:///x"); got != tt.want {
+			t.Errorf("got  %q\nwant %q", got, tt.want)
 		}
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"flag"
+	"io"
 	"strings"
 	"testing"
 	"time"
@@ -141,5 +142,38 @@ func TestSnapshotHelpListsTheFlagsOfSaveAndRestore(t *testing.T) {
 		if !strings.Contains(restore, f+" ") {
 			t.Errorf("snapshot restore's flags lack %s:\n%s", f, restore)
 		}
+	}
+}
+
+// --bootstrap-expect's default depends on --join: its help once showed the
+// sentinel "(default -1)", and -1 given by hand passed for "unset".
+func TestBootstrapExpectDefaultsByJoinAndRefusesNegatives(t *testing.T) {
+	parse := func(args ...string) (serveFlags, error) {
+		var f serveFlags
+		fs := newServeFlagSet(&f)
+		fs.SetOutput(io.Discard)
+		return f, parseFlags(fs, args)
+	}
+	if f, err := parse(); err != nil || f.bootstrapExpect.set {
+		t.Errorf("no flag: %+v, %v; want unset", f.bootstrapExpect, err)
+	}
+	if f, err := parse("--bootstrap-expect", "3"); err != nil || !f.bootstrapExpect.set || f.bootstrapExpect.n != 3 {
+		t.Errorf("3: %+v, %v", f.bootstrapExpect, err)
+	}
+	if f, err := parse("--bootstrap-expect", "0"); err != nil || !f.bootstrapExpect.set || f.bootstrapExpect.n != 0 {
+		t.Errorf("0: %+v, %v", f.bootstrapExpect, err)
+	}
+	for _, bad := range []string{"-1", "two"} {
+		if _, err := parse("--bootstrap-expect", bad); err == nil || !strings.Contains(err.Error(), "bootstrap-expect") {
+			t.Errorf("%s: %v; want an error naming the flag", bad, err)
+		}
+	}
+	var f serveFlags
+	fs := newServeFlagSet(&f)
+	var help bytes.Buffer
+	fs.SetOutput(&help)
+	fs.PrintDefaults()
+	if strings.Contains(help.String(), "(default -1)") || !strings.Contains(help.String(), "-bootstrap-expect N") {
+		t.Errorf("help:\n%s", help.String())
 	}
 }

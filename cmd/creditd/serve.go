@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -58,7 +59,7 @@ type serveFlags struct {
 	rpcAddr, raftAddr, gossipAddr     string
 	advRPC, advRaft, advGossip        string
 	join                              listFlag
-	bootstrapExpect                   int
+	bootstrapExpect                   autoInt
 	voters                            int
 	deadServerTimeout                 time.Duration
 	leaveOnTerminate                  bool
@@ -93,14 +94,33 @@ func addNodeFlags(fs *flag.FlagSet, f *serveFlags) {
 
 func runServe(ctx context.Context, args []string) error {
 	var f serveFlags
+	fs := newServeFlagSet(&f)
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("serve: unexpected argument %q", fs.Arg(0))
+	}
+	if f.readyMaxLag < 0 {
+		return fmt.Errorf("serve: --ready-max-lag %d is negative: want a number of log entries, 0 for none", f.readyMaxLag)
+	}
+	logger, err := newLogger(os.Stderr, f.logFormat, f.logLevel)
+	if err != nil {
+		return err
+	}
+	return serve(ctx, f, logger)
+}
+
+// newServeFlagSet is serve's flag set, filling f.
+func newServeFlagSet(f *serveFlags) *flag.FlagSet {
 	fs := newFlagSet("serve", "serve [flags]", serveHelp)
-	addNodeFlags(fs, &f)
+	addNodeFlags(fs, f)
 	fs.StringVar(&f.rpcAddr, "rpc-addr", "127.0.0.1:7420", "API listen address (host:port)")
 	fs.StringVar(&f.advRPC, "advertise-rpc-addr", "", "API address other nodes forward writes to, when it differs from --rpc-addr")
 	fs.StringVar(&f.gossipAddr, "gossip-addr", "127.0.0.1:7422", "gossip (memberlist) listen address, TCP and UDP")
 	fs.StringVar(&f.advGossip, "advertise-gossip-addr", "", "gossip address other nodes use, when it differs from --gossip-addr")
 	fs.Var(&f.join, "join", "gossip address(es) of existing members, host:port[,host:port]; retried until one answers")
-	fs.IntVar(&f.bootstrapExpect, "bootstrap-expect", -1, "form a new cluster when this many fresh nodes have met (default: 1 without --join, else 0 = wait to be added)")
+	fs.Var(&f.bootstrapExpect, "bootstrap-expect", "form a new cluster when `N` fresh nodes have met (default: 1 without --join, else 0 = wait to be added)")
 	fs.StringVar(&f.logStore, "log-store", node.LogStoreBolt, "where the Raft log lives: bolt (raft-boltdb) or wal (raft-wal); a data dir keeps the one it was created with")
 	fs.BoolVar(&f.stateFsync, "state-fsync", false, "fsync the state file (fsm.db) on every apply; off, the Raft log carries durability and the state is rebuilt from snapshot and log after a machine restart")
 	fs.IntVar(&f.voters, "voters", 5, "how many voters the leader keeps; other members are non-voters")
@@ -126,20 +146,7 @@ func runServe(ctx context.Context, args []string) error {
 	f.export.addFlags(fs)
 	fs.StringVar(&f.debugAddr, "debug-addr", "", "serve Go profiles (/debug/pprof/) on this address, unauthenticated: loopback only (default: off)")
 	fs.StringVar(&f.apiKeysFile, "api-keys-file", "", "file of API keys, one scope:key per line (also CREDITD_API_KEYS); none = loopback clients only")
-	if err := parseFlags(fs, args); err != nil {
-		return err
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("serve: unexpected argument %q", fs.Arg(0))
-	}
-	if f.readyMaxLag < 0 {
-		return fmt.Errorf("serve: --ready-max-lag %d is negative: want a number of log entries, 0 for none", f.readyMaxLag)
-	}
-	logger, err := newLogger(os.Stderr, f.logFormat, f.logLevel)
-	if err != nil {
-		return err
-	}
-	return serve(ctx, f, logger)
+	return fs
 }
 
 // readyMaxLag maps --ready-max-lag to node.Config.ReadyMaxLag, where 0
@@ -172,8 +179,8 @@ func serve(ctx context.Context, f serveFlags, logger *slog.Logger) error {
 	if advRPC == "" {
 		advRPC = ln.Addr().String()
 	}
-	expect := f.bootstrapExpect
-	if expect < 0 {
+	expect := f.bootstrapExpect.n
+	if !f.bootstrapExpect.set {
 		expect = 0
 		if len(f.join) == 0 {
 			expect = 1
@@ -285,4 +292,31 @@ func serve(ctx context.Context, f serveFlags, logger *slog.Logger) error {
 		errs = append(errs, fmt.Errorf("stop the node: %w", err))
 	}
 	return errors.Join(errs...)
+}
+
+// autoInt is a count flag whose default depends on other flags: unset, its
+// help shows no made-up default (--bootstrap-expect once said "(default
+// -1)"), and a negative value is refused rather than read as "unset".
+type autoInt struct {
+	n   int
+	set bool
+}
+
+func (a *autoInt) String() string {
+	if a == nil || !a.set {
+		return ""
+	}
+	return strconv.Itoa(a.n)
+}
+
+func (a *autoInt) Set(s string) error {
+	n, err := strconv.Atoi(s)
+	if err != nil {
+		return errors.New("not a whole number")
+	}
+	if n < 0 {
+		return errors.New("must not be negative")
+	}
+	a.n, a.set = n, true
+	return nil
 }

@@ -242,7 +242,6 @@ func serve(ctx context.Context, f serveFlags, logger *slog.Logger) error {
 	if err != nil {
 		return fail(fmt.Errorf("billing connector %q: %w", f.billing, err))
 	}
-	logger.Info("billing connector attached", "connector", f.billing)
 	api, err := rpc.New(n, rpc.Options{APIKeys: keys, Logger: logger, Extra: bill.Routes,
 		Payments: func(ctx context.Context, id string) (rpc.PaymentAction, error) {
 			p, err := bill.PaymentAction(ctx, id)

@@ -2,6 +2,7 @@ package export
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/csv"
 	"fmt"
 	"io"
@@ -63,7 +64,11 @@ func (rep *Report) WriteTable(w io.Writer) error {
 	bw := bufio.NewWriter(w)
 	fmt.Fprintf(bw, "Reconciliation %s to %s (UTC, end exclusive): %d entries in the period, ledger read through entry %d; state as of %s\n\n",
 		rep.From.Format(time.RFC3339), rep.To.Format(time.RFC3339), rep.Entries, rep.LastSeq, rep.AsOf.Format(time.RFC3339))
-	tw := tabwriter.NewWriter(bw, 2, 0, 2, ' ', tabwriter.AlignRight)
+	// One tabwriter for both tables so that their columns line up; its
+	// right-aligned padding fills the empty line between them and the empty
+	// trailing cells with spaces, which trimTrailingSpaces takes off again.
+	var table bytes.Buffer
+	tw := tabwriter.NewWriter(&table, 2, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "CREDITS\tcurrency\topening\t+ paid\t+ promotional\t− burned\t− expired\t− revoked\t± adjusted\t± repaid\t= closing\t")
 	for i := range rep.Rows {
 		r := &rep.Rows[i]
@@ -89,9 +94,23 @@ func (rep *Report) WriteTable(w io.Writer) error {
 	if err := tw.Flush(); err != nil {
 		return err
 	}
+	bw.Write(trimTrailingSpaces(table.Bytes()))
 	fmt.Fprintln(bw, "\nChecked on every row: opening + granted − burned − expired − revoked ± adjusted ± repaid = closing (credits)")
 	fmt.Fprintln(bw, "and opening + granted − recognized − breakage − refunded ± adjusted = closing (deferred revenue).")
 	return bw.Flush()
+}
+
+// trimTrailingSpaces removes the spaces at the end of every line of text.
+func trimTrailingSpaces(text []byte) []byte {
+	var out []byte
+	for line := range bytes.Lines(text) {
+		body, nl := bytes.CutSuffix(line, []byte("\n"))
+		out = append(out, bytes.TrimRight(body, " ")...)
+		if nl {
+			out = append(out, '\n')
+		}
+	}
+	return out
 }
 
 // WriteCSV writes the report as csv with a header of ReportColumns names.

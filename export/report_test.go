@@ -181,3 +181,41 @@ func TestDeferredMicrosRoundsHalfEven(t *testing.T) {
 		}
 	}
 }
+
+// The table once ended the empty line between its two parts with the
+// tabwriter's padding: 130 spaces that editors and diffs flag.
+func TestReportTableHasNoTrailingSpaces(t *testing.T) {
+	rep := Report{
+		From: time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC), To: time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC),
+		AsOf: time.Date(2026, 11, 26, 0, 0, 0, 0, time.UTC), LastSeq: 7, Entries: 7,
+		Rows: []Row{
+			{CreditTypeID: "ai-credits", Scale: 2, GrantedPromotional: 5000, ClosingBalance: 5000},
+			{CreditTypeID: "ai-credits", Currency: "USD", Scale: 2, GrantedPaid: 200000, Burned: 90600, Revoked: 10000, ClosingBalance: 99400,
+				DeferredGranted: 20_000000, Recognized: 9_060000, Refunded: 1_000000, ClosingDeferred: 9_940000},
+		},
+	}
+	var out strings.Builder
+	if err := rep.WriteTable(&out); err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(out.String(), "\n")
+	for i, l := range lines {
+		if strings.HasSuffix(l, " ") {
+			t.Errorf("line %d ends with spaces: %q", i+1, l)
+		}
+	}
+	// The columns of both tables still line up: "= closing" and the last
+	// figure of each row end at the same column.
+	var ends []int
+	for _, l := range lines {
+		if s := strings.TrimSpace(l); strings.HasPrefix(s, "CREDITS") || strings.HasPrefix(s, "DEFERRED REVENUE") || strings.HasPrefix(s, "ai-credits") {
+			ends = append(ends, len([]rune(l)))
+		}
+	}
+	if len(ends) != 5 || ends[0] != ends[1] || ends[1] != ends[2] || ends[3] != ends[4] {
+		t.Errorf("line widths %v: the rows do not line up with their headers\n%s", ends, out.String())
+	}
+	if !strings.Contains(out.String(), "994.00") || !strings.Contains(out.String(), "9.940000") {
+		t.Errorf("figures missing:\n%s", out.String())
+	}
+}

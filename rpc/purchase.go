@@ -129,7 +129,7 @@ func (a *api) CompletePurchase(ctx context.Context, req *connect.Request[v1.Comp
 func (a *api) completePurchase(ctx context.Context, m *v1.CompletePurchaseRequest) (*v1.CompletePurchaseResponse, error) {
 	if err := firstError(checkID("id", m.Id), checkText("provider_ref", m.ProviderRef, fsm.MaxNameLen),
 		checkText("provider_status", m.ProviderStatus, fsm.MaxNameLen),
-		checkText("failure_reason", m.FailureReason, fsm.MaxReasonLen)); err != nil {
+		checkReason("failure_reason", m.FailureReason)); err != nil {
 		return nil, err
 	}
 	outcome, err := purchaseOutcomeFSM("outcome", m.Outcome)

@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 	"unicode/utf8"
 
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -49,12 +50,31 @@ func checkOptionalID(field, s string) error {
 	return checkID(field, s)
 }
 
+// checkText checks a one-line text (a name, a reference, a status): at
+// most maxLen bytes of UTF-8 and no control characters. Names and
+// references end up in logs, CSV and Parquet exports and terminals, where a
+// NUL, a newline or an escape sequence would forge lines or corrupt output.
 func checkText(field, s string, maxLen int) error {
+	return checkTextAllowing(field, s, maxLen, "")
+}
+
+// checkReason checks a free text recorded in the ledger (a reason): as
+// checkText, but it may span lines and hold tabs.
+func checkReason(field, s string) error {
+	return checkTextAllowing(field, s, fsm.MaxReasonLen, "\n\r\t")
+}
+
+func checkTextAllowing(field, s string, maxLen int, allowed string) error {
 	if len(s) > maxLen {
 		return invalidField(field, "is longer than %d bytes", maxLen)
 	}
 	if !utf8.ValidString(s) {
 		return invalidField(field, "is not valid UTF-8")
+	}
+	for i, r := range s {
+		if unicode.IsControl(r) && !strings.ContainsRune(allowed, r) {
+			return invalidField(field, "holds the control character %U at byte %d", r, i)
+		}
 	}
 	return nil
 }

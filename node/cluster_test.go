@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -551,7 +552,10 @@ func TestRestoreDataDirStartsANewClusterFromASavedSnapshot(t *testing.T) {
 		t.Fatalf("a second restore into the same data dir succeeded")
 	}
 	fresh := newTestCluster(t)
-	fresh.start("r1", func(c *Config) { *c = cfg })
+	// Started without its id, as "creditd snapshot restore" told users to:
+	// the restored data dir keeps it (a new random id would name no member
+	// of the restored configuration, and the node would never lead).
+	fresh.start("r1", func(c *Config) { *c = cfg; c.NodeID = "" })
 	fresh.mustApply(burn("new-after-restore"))
 	counts := usageCounts(t, fresh.leader())
 	if len(counts) != 21 || counts["new-after-restore"] != 1 {
@@ -561,4 +565,28 @@ func TestRestoreDataDirStartsANewClusterFromASavedSnapshot(t *testing.T) {
 	fresh.start("r2", func(c *Config) { c.Join = []string{fresh.node("r1").GossipAddr()} })
 	fresh.mustApply(burn("after-join"))
 	fresh.waitConverged()
+}
+
+func TestTheDataDirKeepsTheNodeID(t *testing.T) {
+	dir := t.TempDir()
+	if id, err := dataDirNodeID(dir, "a"); err != nil || id != "a" {
+		t.Fatalf("first start as a: %q, %v", id, err)
+	}
+	if id, err := dataDirNodeID(dir, ""); err != nil || id != "a" {
+		t.Errorf("a start without an id: %q, %v; want the kept a", id, err)
+	}
+	if id, err := dataDirNodeID(dir, "a"); err != nil || id != "a" {
+		t.Errorf("a start as a again: %q, %v", id, err)
+	}
+	if _, err := dataDirNodeID(dir, "b"); err == nil || !strings.Contains(err.Error(), `belongs to node "a"`) {
+		t.Errorf("a start as b: %v; want a refusal naming a", err)
+	}
+	other := t.TempDir()
+	gen, err := dataDirNodeID(other, "")
+	if err != nil || !strings.HasPrefix(gen, "node-") {
+		t.Fatalf("generated: %q, %v", gen, err)
+	}
+	if again, err := dataDirNodeID(other, ""); err != nil || again != gen {
+		t.Errorf("the generated id is not kept: %q then %q, %v", gen, again, err)
+	}
 }

@@ -98,10 +98,8 @@ func Start(ctx context.Context, cfg Config) (n *Node, err error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
 		return nil, fmt.Errorf("create data dir %s: %w", cfg.DataDir, err)
 	}
-	if cfg.NodeID == "" {
-		if cfg.NodeID, err = loadOrCreateNodeID(cfg.DataDir); err != nil {
-			return nil, err
-		}
+	if cfg.NodeID, err = dataDirNodeID(cfg.DataDir, cfg.NodeID); err != nil {
+		return nil, err
 	}
 	n = &Node{
 		cfg:         cfg,
@@ -269,24 +267,37 @@ func (n *Node) catchUpFromLocalSnapshot() error {
 	return nil
 }
 
-func loadOrCreateNodeID(dir string) (string, error) {
+// dataDirNodeID is the node's id: the one given, else the one kept in
+// DATA_DIR/node-id, else a new one. A given id is kept there too, so that a
+// later start without --node-id (as "snapshot restore --node-id a" then
+// "serve --data-dir d" once did) keeps the id raft knows the node by rather
+// than generating one that no configuration names: such a node never votes
+// nor leads. A given id that differs from the kept one is refused for the
+// same reason.
+func dataDirNodeID(dir, given string) (string, error) {
 	path := filepath.Join(dir, "node-id")
 	b, err := os.ReadFile(path)
-	if err == nil {
-		id := strings.TrimSpace(string(b))
-		if id == "" || len(id) > 128 {
-			return "", fmt.Errorf("node id file %s holds an invalid id %q", path, id)
+	switch {
+	case err == nil:
+		kept := strings.TrimSpace(string(b))
+		if kept == "" || len(kept) > 128 {
+			return "", fmt.Errorf("node id file %s holds an invalid id %q", path, kept)
 		}
-		return id, nil
-	}
-	if !errors.Is(err, os.ErrNotExist) {
+		if given != "" && given != kept {
+			return "", fmt.Errorf("node id %q: data dir %s belongs to node %q (%s); start it with that id, or use an empty data dir", given, dir, kept, path)
+		}
+		return kept, nil
+	case !errors.Is(err, os.ErrNotExist):
 		return "", fmt.Errorf("read node id: %w", err)
 	}
-	var r [6]byte
-	if _, err := rand.Read(r[:]); err != nil {
-		return "", fmt.Errorf("generate node id: %w", err)
+	id := given
+	if id == "" {
+		var r [6]byte
+		if _, err := rand.Read(r[:]); err != nil {
+			return "", fmt.Errorf("generate node id: %w", err)
+		}
+		id = "node-" + hex.EncodeToString(r[:])
 	}
-	id := "node-" + hex.EncodeToString(r[:])
 	if err := os.WriteFile(path, []byte(id+"\n"), 0o640); err != nil {
 		return "", fmt.Errorf("write node id: %w", err)
 	}

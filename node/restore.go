@@ -37,10 +37,8 @@ func RestoreDataDir(cfg Config, r io.Reader) (err error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
 		return fmt.Errorf("restore: create data dir %s: %w", cfg.DataDir, err)
 	}
-	if cfg.NodeID == "" {
-		if cfg.NodeID, err = loadOrCreateNodeID(cfg.DataDir); err != nil {
-			return err
-		}
+	if cfg.NodeID, err = dataDirNodeID(cfg.DataDir, cfg.NodeID); err != nil {
+		return err
 	}
 	index, err := readSnapshotHeader(r)
 	if err != nil {

@@ -41,6 +41,18 @@ func prefixed(prefix string, err error) error {
 	return &c
 }
 
+// renamedField renames a domain error's field from → to, for a request
+// whose field has another name than the state machine's.
+func renamedField(err error, from, to string) error {
+	var fe *fsm.Error
+	if !errors.As(err, &fe) || fe.Field != from {
+		return err
+	}
+	c := *fe
+	c.Field = to
+	return &c
+}
+
 // creditsError carries the credit type of an insufficient-credits error, so
 // that its available and needed amounts can be written in that type's scale.
 type creditsError struct {

@@ -585,6 +585,7 @@ func hostileCases(t testing.TB, url string, c *clients) []hostileCase {
 	settle("a quantity whose cost overflows", inv, "quantity", &v1.SettleRequest{ReservationId: "r-unit", Actual: &v1.SettleRequest_Quantity{Quantity: fsm.MaxAmount}})
 	add("Release/reservation unknown", nf, "reservation_id", unaryCtx(c.usage.Release, &v1.ReleaseRequest{ReservationId: "h-nope"}))
 	purchase("customer unknown", nf, "customer_id", func(m *v1.PurchaseCreditsRequest) { m.CustomerId = "h-cust" })
+	purchase("key reused with another amount", ae, "idempotency_key", func(m *v1.PurchaseCreditsRequest) { m.IdempotencyKey = "p-invoice"; m.Credits = "200" })
 	purchase("below the plan's minimum", inv, "credits", func(m *v1.PurchaseCreditsRequest) { m.Credits = "99.99" })
 	purchase("above the plan's maximum", inv, "credits", func(m *v1.PurchaseCreditsRequest) { m.Credits = "100000.01" })
 	purchase("the automatic flow", inv, "flow", func(m *v1.PurchaseCreditsRequest) { m.Flow = v1.PurchaseFlow_PURCHASE_FLOW_AUTO })

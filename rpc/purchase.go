@@ -56,7 +56,9 @@ func (a *api) PurchaseCredits(ctx context.Context, req *connect.Request[v1.Purch
 		}
 		res, err := a.s.apply(ctx, cmd)
 		if err != nil {
-			return nil, inCredits(err, ctID, scale)
+			// The state machine calls the key "id" (it is the purchase's
+			// id); the caller sent it as idempotency_key.
+			return nil, inCredits(renamedField(err, "id", "idempotency_key"), ctID, scale)
 		}
 		return &v1.PurchaseCreditsResponse{Purchase: purchasePB(*res.Value.(*fsm.Purchase), scale), Duplicate: res.Duplicate}, nil
 	})

@@ -84,7 +84,7 @@ type serveFlags struct {
 
 // addNodeFlags registers the flags that say which node and data dir.
 func addNodeFlags(fs *flag.FlagSet, f *serveFlags) {
-	fs.StringVar(&f.nodeID, "node-id", "", "this node's id in the cluster (default: generated once and kept in DATA_DIR/node-id)")
+	fs.StringVar(&f.nodeID, "node-id", "", "this node's id in the cluster, kept in DATA_DIR/node-id; a data dir refuses another id (default: the kept one, else a generated one)")
 	fs.StringVar(&f.dataDir, "data-dir", "creditd-data", "directory for the Raft log, snapshots and the state")
 	fs.StringVar(&f.raftAddr, "raft-addr", "127.0.0.1:7421", "Raft listen address (host:port)")
 	fs.StringVar(&f.advRaft, "advertise-raft-addr", "", "Raft address other nodes dial, when it differs from --raft-addr")

@@ -313,8 +313,14 @@ func (n *Node) RemoveMember(ctx context.Context, id string) error {
 	if err := f.Error(); err != nil {
 		return fmt.Errorf("remove member %s: read configuration: %w", id, err)
 	}
-	if !slices.ContainsFunc(f.Configuration().Servers, func(s raft.Server) bool { return string(s.ID) == id }) {
+	servers := f.Configuration().Servers
+	if !slices.ContainsFunc(servers, func(s raft.Server) bool { return string(s.ID) == id }) {
 		return fmt.Errorf("remove member %s: %w", id, ErrUnknownMember)
+	}
+	// Raft refuses a configuration without a voter, with an error that
+	// reads like a failure; this says what the operator asked for.
+	if !slices.ContainsFunc(servers, func(s raft.Server) bool { return string(s.ID) != id && s.Suffrage == raft.Voter }) {
+		return fmt.Errorf("remove member %s: %w", id, ErrLastVoter)
 	}
 	n.removedMu.Lock()
 	n.removed[id] = time.Now()
@@ -329,6 +335,10 @@ func (n *Node) RemoveMember(ctx context.Context, id string) error {
 
 // ErrUnknownMember is returned for a member id not in the configuration.
 var ErrUnknownMember = errors.New("node: no such member")
+
+// ErrLastVoter is returned for the removal of the only voter: the cluster
+// would have no one to elect.
+var ErrLastVoter = errors.New("node: the only voter cannot be removed")
 
 // TransferLeadership hands leadership to id, or to the most up-to-date
 // voter when id is "" (leader only).

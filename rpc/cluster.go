@@ -57,6 +57,9 @@ func memberError(err error, id string) error {
 	if errors.Is(err, node.ErrUnknownMember) {
 		return notFoundField("node_id", "no member %s in the Raft configuration", id)
 	}
+	if errors.Is(err, node.ErrLastVoter) {
+		return preconditionField("node_id", "%s is the only voter; add another before removing it", id)
+	}
 	return err
 }
 

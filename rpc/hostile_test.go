@@ -605,6 +605,7 @@ func hostileCases(t testing.TB, url string, c *clients) []hostileCase {
 	})
 	ctype("an id taken with another scale", ae, "id", func(m *v1.CreateCreditTypeRequest) { m.Id, m.Name, m.Scale = "ai-credits", "AI credits", 3 })
 	add("RemoveMember/unknown", nf, "node_id", unaryCtx(c.cluster.RemoveMember, &v1.RemoveMemberRequest{NodeId: "h-node"}))
+	add("RemoveMember/the last voter", fp, "node_id", unaryCtx(c.cluster.RemoveMember, &v1.RemoveMemberRequest{NodeId: "n1"}))
 	add("TransferLeadership/unknown", nf, "node_id", unaryCtx(c.cluster.TransferLeadership, &v1.TransferLeadershipRequest{NodeId: "h-node"}))
 	return out
 }

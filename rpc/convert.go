@@ -380,6 +380,11 @@ func eventResultPB(r *fsm.EventResult, scale uint8) *v1.EventResult {
 		out.Status = v1.EventStatus_EVENT_STATUS_REJECTED
 		out.ErrorCode = connectCodeName(r.Code)
 		out.Field = r.Field
+		if out.Field == "event_id" {
+			// The state machine's name for the event's id; the caller
+			// sent it as UsageEvent.id.
+			out.Field = "id"
+		}
 		return out
 	}
 	out.Credits = units(r.Credits, scale)

@@ -146,8 +146,10 @@ type applier struct {
 
 	buf     enc
 	scratch []*Grant
-	kb      []byte // scratch key for lookups
-	chunk   []byte // see alloc
+	// burnSlab is shared room for results' burns (see burnSpace).
+	burnSlab []GrantBurn
+	kb       []byte // scratch key for lookups
+	chunk    []byte // see alloc
 
 	bLedger, bPoolLedger, bGrant, bBurnOrder *bolt.Bucket
 	// idemCur and idemPrev are the idempotency generations visible at

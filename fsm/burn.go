@@ -210,7 +210,7 @@ func (a *applier) burnEvent(ev *UsageEvent, pos int, r *EventResult) {
 	} else {
 		r.Status = EventBurned
 		if credits > 0 {
-			r.Burns = a.burn(p, grants, credits, CauseUsage, ev.ID, nil)
+			r.Burns = a.keepBurns(a.burn(p, grants, credits, CauseUsage, ev.ID, a.burnSpace()))
 		}
 		r.BalanceAfter, r.AvailableAfter = p.Balance, available-credits
 		if credits > 0 {
@@ -299,4 +299,32 @@ func (a *applier) maybeAutoTopUp(cu *Customer, p *Pool, available int64, pos int
 	cu.AutoPendingPurchase = id
 	cu.AutoTopUpLast = ""
 	a.touchCustomer(cu)
+}
+
+// burnSlabSize is how many GrantBurns one slab holds: most events burn one
+// grant, so a slab serves hundreds of results.
+const burnSlabSize = 512
+
+// burnSpace returns empty room for one event's burns at the free end of a
+// shared slab: one allocation per slab instead of one per event. The slab is
+// never rewound, so results already answered keep their burns.
+func (a *applier) burnSpace() []GrantBurn {
+	if cap(a.burnSlab)-len(a.burnSlab) < 8 {
+		a.burnSlab = make([]GrantBurn, 0, burnSlabSize)
+	}
+	return a.burnSlab[len(a.burnSlab):]
+}
+
+// keepBurns claims the slab room burns used (unless appending outgrew it
+// and moved them) and caps them, so a caller appending to one result's
+// burns cannot write into the next one's.
+func (a *applier) keepBurns(burns []GrantBurn) []GrantBurn {
+	n := len(burns)
+	if n == 0 {
+		return nil
+	}
+	if free := a.burnSlab[len(a.burnSlab):cap(a.burnSlab)]; n <= len(free) && &free[0] == &burns[0] {
+		a.burnSlab = a.burnSlab[:len(a.burnSlab)+n]
+	}
+	return burns[:n:n]
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/hex"
 	"fmt"
+	"slices"
 	"testing"
 	"time"
 )
@@ -415,5 +416,29 @@ func TestResultsAreSnapshotsNotLiveRecords(t *testing.T) {
 		if tt.got != tt.want {
 			t.Errorf("%s = %v after later entries, want %v (the result aliases live state)", tt.name, tt.got, tt.want)
 		}
+	}
+}
+
+// Results' burns share slabs of memory (burnSpace): neither a later Apply
+// nor a caller appending to one result may change another result's burns.
+func TestResultsBurnsDoNotShareRoom(t *testing.T) {
+	h := newHarness(t)
+	h.seed()
+	h.promo("p1", 100, func(c *CreateGrant) { c.Priority = 1 })
+	h.promo("p2", 1000, func(c *CreateGrant) { c.Priority = 2 })
+	first := h.ok(BurnUsage{Events: []UsageEvent{
+		{ID: "e1", CustomerID: "c1", CreditTypeID: "ai", Credits: 150}, // p1 then p2
+		{ID: "e2", CustomerID: "c1", CreditTypeID: "ai", Credits: 10},  // p2
+	}}).Value.([]EventResult)
+	want := []GrantBurn{{GrantID: "p1", Amount: 100}, {GrantID: "p2", Amount: 50}}
+	if !slices.Equal(first[0].Burns, want) || !slices.Equal(first[1].Burns, []GrantBurn{{GrantID: "p2", Amount: 10}}) {
+		t.Fatalf("burns %+v and %+v", first[0].Burns, first[1].Burns)
+	}
+	for i := 0; i < 600; i++ { // more than one slab's worth
+		h.burnCredits(fmt.Sprintf("later-%d", i), 1)
+	}
+	_ = append(first[0].Burns, GrantBurn{GrantID: "appended", Amount: 1})
+	if !slices.Equal(first[0].Burns, want) || !slices.Equal(first[1].Burns, []GrantBurn{{GrantID: "p2", Amount: 10}}) {
+		t.Fatalf("burns changed after later entries and an append: %+v and %+v", first[0].Burns, first[1].Burns)
 	}
 }

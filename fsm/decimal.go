@@ -148,25 +148,38 @@ func ParseUnits(s string, scale uint8) (int64, error) {
 // FormatUnits formats integer units of the given scale as a decimal string:
 // FormatUnits(1250, 2) = "12.50".
 func FormatUnits(units int64, scale uint8) string {
-	neg := units < 0
+	var buf [24]byte
+	return string(AppendUnits(buf[:0], units, scale))
+}
+
+// AppendUnits appends FormatUnits(units, scale) to b. Results carry several
+// amounts per event: formatting them in place costs one allocation each
+// (or none, appended to a shared buffer) where concatenation cost three.
+func AppendUnits(b []byte, units int64, scale uint8) []byte {
 	u := uint64(units)
-	if neg {
-		u = uint64(-units)
-		if units == math.MinInt64 {
-			u = 1 << 63
-		}
+	if units < 0 {
+		b = append(b, '-')
+		u = -u // two's complement: MinInt64 becomes 1<<63, as wanted
 	}
-	digits := strconv.FormatUint(u, 10)
-	if scale > 0 {
-		if len(digits) <= int(scale) {
-			digits = strings.Repeat("0", int(scale)-len(digits)+1) + digits
-		}
-		digits = digits[:len(digits)-int(scale)] + "." + digits[len(digits)-int(scale):]
+	var digits [20]byte // MaxUint64 has 20 digits
+	n := len(strconv.AppendUint(digits[:0], u, 10))
+	d := digits[:n]
+	if int(scale) < n {
+		b = append(b, d[:n-int(scale)]...)
+	} else {
+		b = append(b, '0')
 	}
-	if neg {
-		return "-" + digits
+	if scale == 0 {
+		return b
 	}
-	return digits
+	b = append(b, '.')
+	for i := n; i < int(scale); i++ {
+		b = append(b, '0')
+	}
+	if int(scale) < n {
+		return append(b, d[n-int(scale):]...)
+	}
+	return append(b, d...)
 }
 
 // creditsFor returns quantity × rate in units of a credit type of the given

@@ -3,6 +3,8 @@ package fsm
 import (
 	"errors"
 	"math"
+	"strconv"
+	"strings"
 	"testing"
 )
 
@@ -113,5 +115,48 @@ func TestMoneyForRoundsHalfEven(t *testing.T) {
 func TestDecimalCmp(t *testing.T) {
 	if mustDec("0.10").Cmp(mustDec("0.1")) != 0 || mustDec("0.2").Cmp(mustDec("0.19")) != 1 || mustDec("1").Cmp(mustDec("1.0001")) != -1 {
 		t.Fatal("Cmp is wrong")
+	}
+}
+
+// formatUnitsByConcatenation is FormatUnits as first written (string
+// concatenation), kept as the reference AppendUnits must agree with.
+func formatUnitsByConcatenation(units int64, scale uint8) string {
+	neg := units < 0
+	u := uint64(units)
+	if neg {
+		u = uint64(-units)
+		if units == math.MinInt64 {
+			u = 1 << 63
+		}
+	}
+	digits := strconv.FormatUint(u, 10)
+	if scale > 0 {
+		if len(digits) <= int(scale) {
+			digits = strings.Repeat("0", int(scale)-len(digits)+1) + digits
+		}
+		digits = digits[:len(digits)-int(scale)] + "." + digits[len(digits)-int(scale):]
+	}
+	if neg {
+		return "-" + digits
+	}
+	return digits
+}
+
+func TestFormatUnitsAgreesWithConcatenation(t *testing.T) {
+	values := []int64{0, 1, -1, 9, 10, 99, 100, 101, 12345, -12345, math.MaxInt64, math.MinInt64, math.MinInt64 + 1}
+	for p := int64(1); p > 0 && p < math.MaxInt64/10; p *= 10 {
+		values = append(values, p, p-1, p+1, -p, 1-p)
+	}
+	prefix := []byte("x=")
+	for _, v := range values {
+		for scale := uint8(0); scale <= 20; scale++ { // beyond MaxCreditScale too
+			want := formatUnitsByConcatenation(v, scale)
+			if got := FormatUnits(v, scale); got != want {
+				t.Errorf("FormatUnits(%d, %d) = %q, want %q", v, scale, got, want)
+			}
+			if got := string(AppendUnits(prefix, v, scale)); got != "x="+want {
+				t.Errorf("AppendUnits(\"x=\", %d, %d) = %q, want %q", v, scale, got, "x="+want)
+			}
+		}
 	}
 }

@@ -574,7 +574,9 @@ func hostileCases(t testing.TB, url string, c *clients) []hostileCase {
 	adjust("adding past the maximum", inv, "amount", func(m *v1.AdjustGrantRequest) { m.GrantId = "g-max"; m.Amount = "+1" })
 	reserve("customer unknown", nf, "customer_id", func(m *v1.ReserveRequest) { m.CustomerId = "h-cust" })
 	reserve("credit type unknown", nf, "credit_type_id", func(m *v1.ReserveRequest) { m.CreditTypeId = "h-ct" })
-	reserve("feature unknown", nf, "feature_id", func(m *v1.ReserveRequest) { m.CreditTypeId, m.Credits, m.FeatureId, m.Quantity = "", "", "h-feature", 1 })
+	reserve("feature unknown", nf, "feature_id", func(m *v1.ReserveRequest) {
+		m.CreditTypeId, m.Credits, m.FeatureId, m.Quantity = "", "", "h-feature", 1
+	})
 	reserve("id reused with another amount", ae, "id", func(m *v1.ReserveRequest) { m.Id = "r-held"; m.Credits = "11" })
 	reserve("more than available", fp, "", func(m *v1.ReserveRequest) { m.Credits = "100000" })
 	reserve("a quantity whose cost overflows", inv, "quantity", func(m *v1.ReserveRequest) {

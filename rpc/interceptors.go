@@ -100,6 +100,13 @@ func (o *observer) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
 		}
 		start := time.Now()
 		proc, peer := req.Spec().Procedure, req.Peer().Addr
+		// A client without a deadline must not hold a handler forever
+		// (a write waiting on a cluster that lost its quorum).
+		if d, ok := ctx.Deadline(); !ok || time.Until(d) > o.s.opts.RequestTimeout {
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithTimeout(ctx, o.s.opts.RequestTimeout)
+			defer cancel()
+		}
 		ctx, rid, err := o.begin(ctx, proc, peer, req.Header())
 		var res connect.AnyResponse
 		if err == nil {

@@ -39,6 +39,13 @@ type Options struct {
 	// ForwardTLS, when set, makes forwarding use HTTPS with this config
 	// (the cluster serves TLS); nil = cleartext HTTP/2 (h2c).
 	ForwardTLS *tls.Config
+	// RequestTimeout bounds a unary call: reading its request (a client
+	// trickling its body holds a connection and a goroutine until then),
+	// writing its answer, and its handler when the client sent no
+	// deadline of its own (a client's deadline applies as sent, up to
+	// this). Streams (WatchEntries, SaveSnapshot) are not bounded by it.
+	// 0 = 60s.
+	RequestTimeout time.Duration
 	// MaxWatchers bounds concurrent WatchEntries streams on this node.
 	// 0 = 256.
 	MaxWatchers int
@@ -94,6 +101,12 @@ func New(n *node.Node, opts Options) (*Server, error) {
 	}
 	if opts.ForwardTimeout < 0 {
 		return nil, errors.New("rpc: negative ForwardTimeout")
+	}
+	if opts.RequestTimeout == 0 {
+		opts.RequestTimeout = 60 * time.Second
+	}
+	if opts.RequestTimeout < 0 {
+		return nil, errors.New("rpc: negative RequestTimeout")
 	}
 	if opts.MaxWatchers == 0 {
 		opts.MaxWatchers = 256
@@ -160,7 +173,7 @@ func (s *Server) routes() (http.Handler, error) {
 		func() (string, http.Handler) { return creditdv1connect.NewClusterServiceHandler(a, opts...) },
 	} {
 		path, h := reg()
-		mux.Handle(path, h)
+		mux.Handle(path, s.bounded(h))
 	}
 	reflector := grpcreflect.NewStaticReflector(serviceNames...)
 	mux.Handle(grpcreflect.NewHandlerV1(reflector))
@@ -184,6 +197,32 @@ func (s *Server) routes() (http.Handler, error) {
 		}
 	}
 	return mux, nil
+}
+
+// streams are the procedures whose answers last: they are bounded by
+// MaxWatchers and Close, not RequestTimeout.
+var streams = map[string]bool{
+	creditdv1connect.LedgerServiceWatchEntriesProcedure:  true,
+	creditdv1connect.ClusterServiceSaveSnapshotProcedure: true,
+}
+
+// bounded gives a unary call's connection read and write deadlines from
+// RequestTimeout (http.Server's own timeouts would cut streams too).
+// net/http clears both once the call ends, for the next request on the
+// connection, which may be a stream.
+func (s *Server) bounded(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !streams[r.URL.Path] {
+			rc := http.NewResponseController(w)
+			now := time.Now()
+			// An error means the writer cannot take deadlines (not a
+			// network connection); the handler's context deadline still
+			// applies. The answer may take as long again to write.
+			_ = rc.SetReadDeadline(now.Add(s.opts.RequestTimeout))
+			_ = rc.SetWriteDeadline(now.Add(2 * s.opts.RequestTimeout))
+		}
+		h.ServeHTTP(w, r)
+	})
 }
 
 // safeHandle turns ServeMux's panic on a conflicting pattern into an error.

@@ -427,6 +427,13 @@ func hostileCases(t testing.TB, url string, c *clients) []hostileCase {
 	usage("neither feature nor credit type", inv, "events[1].feature_id", func(e *v1.UsageEvent) { e.FeatureId, e.Quantity = "", 0 })
 	usage("credits with a feature", inv, "events[1].credits", func(e *v1.UsageEvent) { e.Credits = "1" })
 	usage("quantity with a credit type", inv, "events[1].quantity", func(e *v1.UsageEvent) { e.FeatureId, e.CreditTypeId, e.Credits = "", "ai-credits", "1" })
+	// Malformed is malformed whatever the credit type: an unknown one is a
+	// rejection of a well-formed event, not a pass for its amount.
+	for _, bad := range []string{"abc", "-5", "1e3", overUnitsText + "0000000000"} {
+		usage(fmt.Sprintf("credits %q of an unknown credit type", bad), inv, "events[1].credits", func(e *v1.UsageEvent) {
+			e.FeatureId, e.Quantity, e.CreditTypeId, e.Credits = "", 0, "h-ct", bad
+		})
+	}
 	reserve("feature and credit type", inv, "credit_type_id", func(m *v1.ReserveRequest) { m.FeatureId = "gpt-tokens" })
 	settle("no actual usage", inv, "quantity", &v1.SettleRequest{ReservationId: "r-held"})
 	settle("quantity of a reservation in credits", inv, "quantity", &v1.SettleRequest{ReservationId: "r-held", Actual: &v1.SettleRequest_Quantity{Quantity: 1}})

@@ -88,6 +88,12 @@ func (a *api) reportUsage(ctx context.Context, m *v1.ReportUsageRequest) (*v1.Re
 					if !a.s.n.IsLeader() {
 						return err
 					}
+					// But a malformed amount fails the whole batch
+					// whatever its credit type: without a scale, it must
+					// read as an amount in some scale.
+					if err := checkAmountText("credits", e.Credits); err != nil {
+						return prefixed(fmt.Sprintf("events[%d].", i), err)
+					}
 					continue
 				}
 				if err != nil {

@@ -117,6 +117,30 @@ func parseAmount(field, s string, scale uint8, optional, allowZero bool) (int64,
 	return v, nil
 }
 
+// checkAmountText checks an amount of credits whose scale is unknown: it
+// must be one parseAmount could accept for some credit type scale.
+func checkAmountText(field, s string) error {
+	switch {
+	case s == "":
+		return invalidField(field, "is required")
+	case len(s) > maxAmountText:
+		return invalidField(field, "is longer than %d characters", maxAmountText)
+	case strings.HasPrefix(s, "-"):
+		return invalidField(field, "must not be negative")
+	}
+	d, err := fsm.ParseDecimal(s, fsm.MaxCreditScale)
+	switch {
+	case errors.Is(err, fsm.ErrOverflow):
+		return invalidField(field, "is too large")
+	case err != nil:
+		return invalidField(field, "%v (an amount like \"12.5\")", err)
+	case d.Coef > fsm.MaxAmount:
+		// units ≥ coefficient in any scale that takes its decimals
+		return invalidField(field, "is too large")
+	}
+	return nil
+}
+
 // parseSignedAmount parses a non-zero credit amount that may be negative
 // ("-12.5") or carry an explicit plus sign ("+12.5").
 func parseSignedAmount(field, s string, scale uint8) (int64, error) {

@@ -595,6 +595,9 @@ func hostileCases(t testing.TB, url string, c *clients) []hostileCase {
 	add("Release/reservation unknown", nf, "reservation_id", unaryCtx(c.usage.Release, &v1.ReleaseRequest{ReservationId: "h-nope"}))
 	purchase("customer unknown", nf, "customer_id", func(m *v1.PurchaseCreditsRequest) { m.CustomerId = "h-cust" })
 	purchase("key reused with another amount", ae, "idempotency_key", func(m *v1.PurchaseCreditsRequest) { m.IdempotencyKey = "p-invoice"; m.Credits = "200" })
+	purchase("idempotency_key of 120 characters (its grant id would be 129)", inv, "idempotency_key", func(m *v1.PurchaseCreditsRequest) {
+		m.IdempotencyKey = strings.Repeat("k", fsm.MaxIDLen-len("purchase:")+1)
+	})
 	purchase("below the plan's minimum", inv, "credits", func(m *v1.PurchaseCreditsRequest) { m.Credits = "99.99" })
 	purchase("above the plan's maximum", inv, "credits", func(m *v1.PurchaseCreditsRequest) { m.Credits = "100000.01" })
 	purchase("the automatic flow", inv, "flow", func(m *v1.PurchaseCreditsRequest) { m.Flow = v1.PurchaseFlow_PURCHASE_FLOW_AUTO })

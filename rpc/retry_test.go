@@ -267,6 +267,17 @@ func TestHostileBatches(t *testing.T) {
 		t.Fatalf("burn of the maximum = %v, want burned to 0.00", e)
 	}
 
+	// The longest purchase key makes a grant id of 128 characters, which
+	// the grant methods take.
+	key := strings.Repeat("k", fsm.MaxIDLen-len("purchase:"))
+	call(t, c.purchase.PurchaseCredits, &v1.PurchaseCreditsRequest{IdempotencyKey: key, CustomerId: "acme", Credits: "100", Flow: v1.PurchaseFlow_PURCHASE_FLOW_INVOICE})
+	done := call(t, c.purchase.CompletePurchase, &v1.CompletePurchaseRequest{Id: key, Outcome: v1.PurchaseOutcome_PURCHASE_OUTCOME_SUCCEEDED})
+	if len(done.Purchase.GrantId) != fsm.MaxIDLen {
+		t.Fatalf("purchase grant id %q", done.Purchase.GrantId)
+	}
+	call(t, c.grant.RevokeGrant, &v1.RevokeGrantRequest{GrantId: done.Purchase.GrantId, Amount: "1", Reason: "refund"})
+	call(t, c.grant.AdjustGrant, &v1.AdjustGrantRequest{Id: "adj-long", GrantId: done.Purchase.GrantId, Amount: "1", Reason: "fix"})
+
 	// A pool holds at most what int64 can: seven grants of the maximum
 	// fit (7 × 2^60 < 2^63), the eighth is refused on its amount, and the
 	// pool is as the seven left it.

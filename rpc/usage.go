@@ -117,20 +117,13 @@ func (a *api) reportUsage(ctx context.Context, m *v1.ReportUsageRequest) (*v1.Re
 	if !ok || len(results) != n {
 		return nil, fmt.Errorf("burn usage: %d results for %d events", len(results), n)
 	}
-	out := &v1.ReportUsageResponse{Results: make([]*v1.EventResult, n)}
+	out := &v1.ReportUsageResponse{}
 	f, err := a.s.state()
 	if err != nil {
 		return nil, err
 	}
 	err = f.View(func(v *fsm.View) error {
-		sc := newScales(v)
-		for i := range results {
-			var scale uint8
-			if results[i].CreditTypeID != "" {
-				scale = sc.known(results[i].CreditTypeID)
-			}
-			out.Results[i] = eventResultPB(&results[i], scale)
-		}
+		out.Results = eventResultsPB(results, newScales(v).known)
 		return nil
 	})
 	return out, err

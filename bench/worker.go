@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"strconv"
 	"time"
 
 	"connectrpc.com/connect"
@@ -24,6 +25,7 @@ type worker struct {
 	seq  uint64
 	// idRng orders ids at random with Config.RandomIDs.
 	idRng *rand.Rand
+	idBuf []byte // scratch for newID
 
 	stats map[Op]*opStats // measured window
 	warm  map[Op]*opStats // warmup: counted nowhere
@@ -71,14 +73,32 @@ func (w *worker) customer() int {
 	return w.rng.IntN(w.r.cfg.Customers)
 }
 
+// newID returns "b<run>-<kind><client>-<seq>", or with random ids
+// "b<run>-<kind><16 hex digits>-<client>-<seq>". It is built in a reused
+// buffer rather than by fmt: the load generator shares the cores with the
+// cluster it measures, and makes an id per event.
 func (w *worker) newID(kind string) string {
 	w.seq++
+	b := append(w.idBuf[:0], 'b')
+	b = append(b, w.r.cfg.RunID...)
+	b = append(b, '-')
+	b = append(b, kind...)
 	if w.r.cfg.RandomIDs {
 		// The random part leads, so ids sort at random; client and
 		// sequence after it keep them unique.
-		return fmt.Sprintf("b%s-%s%016x-%d-%d", w.r.cfg.RunID, kind, w.idRng.Uint64(), w.id, w.seq)
+		var hex [16]byte
+		r := strconv.AppendUint(hex[:0], w.idRng.Uint64(), 16)
+		for range 16 - len(r) {
+			b = append(b, '0')
+		}
+		b = append(b, r...)
+		b = append(b, '-')
 	}
-	return fmt.Sprintf("b%s-%s%d-%d", w.r.cfg.RunID, kind, w.id, w.seq)
+	b = strconv.AppendInt(b, int64(w.id), 10)
+	b = append(b, '-')
+	b = strconv.AppendUint(b, w.seq, 10)
+	w.idBuf = b
+	return string(b)
 }
 
 // call sends one request, resending it on transient failures (every write

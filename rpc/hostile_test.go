@@ -288,10 +288,18 @@ func hostileCases(t testing.TB, url string, c *clients) []hostileCase {
 		mod(m)
 		add("CompletePurchase/"+name, code, field, unaryCtx(c.purchase.CompletePurchase, m))
 	}
+	// raw sends m with invalid UTF-8 where it holds "@@@@". The decoder
+	// refuses it before creditd sees the request (Connect's
+	// INVALID_ARGUMENT, no FieldViolation), but the message names the
+	// field: "unmarshal message: events[0].id: is not valid UTF-8".
 	raw := func(name string, code connect.Code, field, procedure string, m proto.Message) {
 		body := withBadUTF8(t, m)
-		add(name, code, field, func(ctx context.Context) error {
-			return rawPost(ctx, url, procedure, "application/proto", body, nil)
+		add(name, code, "", func(ctx context.Context) error {
+			err := rawPost(ctx, url, procedure, "application/proto", body, nil)
+			if ce, ok := err.(*connect.Error); ok && !strings.Contains(ce.Message(), field+": is not valid UTF-8") {
+				return fmt.Errorf("%w (the message does not name %s)", err, field)
+			}
+			return err
 		})
 	}
 	rawJSON := func(name string, code connect.Code, field, procedure, body string) {
@@ -334,14 +342,19 @@ func hostileCases(t testing.TB, url string, c *clients) []hostileCase {
 
 	// Invalid UTF-8 cannot be marshalled by a Go client; sent by hand, it is
 	// refused by the decoder (Connect's INVALID_ARGUMENT, before creditd).
-	raw("CreateCreditType/name not UTF-8", inv, "", "/creditd.v1.CatalogService/CreateCreditType",
+	raw("CreateCreditType/name not UTF-8", inv, "name", "/creditd.v1.CatalogService/CreateCreditType",
 		&v1.CreateCreditTypeRequest{Id: "h-ct", Name: "x@@@@x"})
-	raw("CreateGrant/id not UTF-8", inv, "", "/creditd.v1.GrantService/CreateGrant",
+	raw("CreateGrant/id not UTF-8", inv, "id", "/creditd.v1.GrantService/CreateGrant",
 		&v1.CreateGrantRequest{Id: "h@@@@", CustomerId: "acme", CreditTypeId: "ai-credits", Category: v1.GrantCategory_GRANT_CATEGORY_PROMOTIONAL, Amount: "1"})
-	raw("AdjustGrant/reason not UTF-8", inv, "", "/creditd.v1.GrantService/AdjustGrant",
+	raw("AdjustGrant/reason not UTF-8", inv, "reason", "/creditd.v1.GrantService/AdjustGrant",
 		&v1.AdjustGrantRequest{Id: "h-adj", GrantId: "g-base", Amount: "1", Reason: "@@@@"})
-	raw("ReportUsage/event id not UTF-8", inv, "", "/creditd.v1.UsageService/ReportUsage",
-		&v1.ReportUsageRequest{Events: []*v1.UsageEvent{{Id: "h@@@@", CustomerId: "acme", FeatureId: "gpt-tokens", Quantity: 1}}})
+	raw("ReportUsage/event id not UTF-8", inv, "events[2].customer_id", "/creditd.v1.UsageService/ReportUsage",
+		&v1.ReportUsageRequest{Events: []*v1.UsageEvent{
+			{Id: "h-1", CustomerId: "acme", FeatureId: "gpt-tokens", Quantity: 1},
+			{Id: "h-2", CustomerId: "acme", FeatureId: "gpt-tokens", Quantity: 1},
+			{Id: "h-3", CustomerId: "a@@@@", FeatureId: "gpt-tokens", Quantity: 1}}})
+	raw("UpsertPlan/plan name not UTF-8", inv, "plan.name", "/creditd.v1.CatalogService/UpsertPlan",
+		&v1.UpsertPlanRequest{Plan: &v1.Plan{Id: "pro", Name: "@@@@", CreditTypeId: "ai-credits", Currency: "USD", PricePerCredit: "0.01"}})
 
 	// Names and free text: bounded, and single-line names hold no control
 	// characters.

@@ -155,6 +155,7 @@ func (s *Server) Close() {
 func (s *Server) routes() (http.Handler, error) {
 	opts := []connect.HandlerOption{
 		connect.WithInterceptors(&observer{s: s}),
+		connect.WithCodec(protoCodec{}),
 		connect.WithReadMaxBytes(s.opts.MaxMessageBytes),
 		connect.WithSendMaxBytes(s.opts.MaxMessageBytes * 2),
 		// Answers go to services in the same network: gzip would cost more

@@ -125,3 +125,32 @@ func retry(t *testing.T, fn func(ctx context.Context) error) {
 		return
 	}
 }
+
+// TestWatchOnAQuietLedgerAnswersAtOnce: a WatchEntries call returns (its
+// headers arrive) when the stream is accepted, not when the first entry
+// is written, and the first message is the first entry, in each protocol.
+func TestWatchOnAQuietLedgerAnswersAtOnce(t *testing.T) {
+	s := startSingle(t, nodeOpts{})
+	c := newClients(s.url, "")
+	protocols := map[string][]connect.ClientOption{"connect": nil, "grpc": {connect.WithGRPC()}, "grpc-web": {connect.WithGRPCWeb()}}
+	streams := map[string]*connect.ServerStreamForClient[v1.WatchEntriesResponse]{}
+	for name, opts := range protocols {
+		stream, err := newClients(s.url, "", opts...).ledger.WatchEntries(ctxT(t), connect.NewRequest(&v1.WatchEntriesRequest{}))
+		if err != nil {
+			t.Fatalf("%s: WatchEntries on an empty ledger: %v", name, err)
+		}
+		defer stream.Close()
+		if stream.ResponseHeader().Get(RequestIDHeader) == "" {
+			t.Fatalf("%s: no %s in the stream's headers", name, RequestIDHeader)
+		}
+		streams[name] = stream
+	}
+	setupCatalog(t, c)
+	call(t, c.grant.CreateGrant, &v1.CreateGrantRequest{Id: "g-1", CustomerId: "acme", CreditTypeId: "ai-credits",
+		Category: v1.GrantCategory_GRANT_CATEGORY_PROMOTIONAL, Amount: "5"})
+	for name, stream := range streams {
+		if !stream.Receive() || len(stream.Msg().Entries) == 0 || stream.Msg().Entries[0].GrantId != "g-1" {
+			t.Fatalf("%s: first message %v, %v; want the grant g-1", name, stream.Msg(), stream.Err())
+		}
+	}
+}

@@ -89,6 +89,12 @@ func (a *api) WatchEntries(ctx context.Context, req *connect.Request[v1.WatchEnt
 	if err != nil {
 		return a.s.toConnect(ctx, err)
 	}
+	// Headers now: a client's call returns once the stream is accepted,
+	// not when the first entry is written, which on a quiet ledger may be
+	// never.
+	if err := stream.Send(nil); err != nil {
+		return err
+	}
 	from := m.FromSeq
 	if from == 0 {
 		from = 1

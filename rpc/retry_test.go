@@ -216,6 +216,90 @@ func TestConcurrentRetriesApplyOnce(t *testing.T) {
 	}
 }
 
+// TestConcurrentConflictingWrites sends the same id with different
+// payloads at once: exactly one payload wins, every other caller gets
+// ALREADY_EXISTS naming the id (or, for usage events, a rejection), and
+// the winner is what is stored.
+func TestConcurrentConflictingWrites(t *testing.T) {
+	s := startSingle(t, nodeOpts{})
+	c := newClients(s.url, "")
+	setupCatalog(t, c)
+	const n = 8
+	type outcome struct {
+		amount string
+		err    error
+	}
+	results := make(chan outcome, n)
+	start := make(chan struct{})
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			<-start
+			amount := fmt.Sprint(100 + i)
+			_, err := c.grant.CreateGrant(ctxT(t), connect.NewRequest(&v1.CreateGrantRequest{Id: "g-race", CustomerId: "acme",
+				CreditTypeId: "ai-credits", Category: v1.GrantCategory_GRANT_CATEGORY_PROMOTIONAL, Amount: amount}))
+			results <- outcome{amount, err}
+		})
+	}
+	close(start)
+	wg.Wait()
+	close(results)
+	var winner string
+	for r := range results {
+		switch {
+		case r.err == nil && winner == "":
+			winner = r.amount
+		case r.err == nil:
+			t.Fatalf("two payloads won: %s and %s", winner, r.amount)
+		default:
+			wantErr(t, "a losing payload", r.err.(*connect.Error), connect.CodeAlreadyExists, "id")
+		}
+	}
+	b := call(t, c.balance.GetBalance, &v1.GetBalanceRequest{CustomerId: "acme", CreditTypeId: "ai-credits"})
+	if winner == "" || b.Balance != winner+".00" || len(b.Grants) != 1 {
+		t.Fatalf("winner %q, balance %s, %d grants", winner, b.Balance, len(b.Grants))
+	}
+
+	// Usage events: the losers are results (rejected), not errors, and
+	// only the winner burned.
+	answers := make(chan *v1.EventResult, n)
+	start = make(chan struct{})
+	for i := range n {
+		wg.Go(func() {
+			<-start
+			res, err := c.usage.ReportUsage(ctxT(t), connect.NewRequest(&v1.ReportUsageRequest{Events: []*v1.UsageEvent{
+				{Id: "ev-race", CustomerId: "acme", CreditTypeId: "ai-credits", Credits: fmt.Sprint(1 + i)}}}))
+			if err != nil {
+				t.Errorf("ReportUsage: %v", err)
+				return
+			}
+			answers <- res.Msg.Results[0]
+		})
+	}
+	close(start)
+	wg.Wait()
+	close(answers)
+	burned := 0
+	for r := range answers {
+		switch r.Status {
+		case v1.EventStatus_EVENT_STATUS_BURNED:
+			burned++
+		case v1.EventStatus_EVENT_STATUS_REJECTED:
+			if r.ErrorCode != "already_exists" || r.Field != "id" {
+				t.Fatalf("a losing event = %v", r)
+			}
+		default:
+			t.Fatalf("event = %v", r)
+		}
+	}
+	if burned != 1 {
+		t.Fatalf("%d events burned, want 1", burned)
+	}
+	if got := ledgerCount(t, c, "acme", v1.EntryKind_ENTRY_KIND_BURN, "ev-race"); got != 1 {
+		t.Fatalf("%d burn entries for ev-race, want 1", got)
+	}
+}
+
 // TestHostileBatches covers what a batch may legally hold that a client
 // might get wrong: the same event id twice, at the limits of ids and
 // amounts, and totals that would overflow.

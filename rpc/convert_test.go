@@ -5,8 +5,8 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
-	v1 "github.com/creditd/creditd/gen/creditd/v1"
 	"github.com/creditd/creditd/fsm"
+	v1 "github.com/creditd/creditd/gen/creditd/v1"
 )
 
 func TestEventResultsPB(t *testing.T) {

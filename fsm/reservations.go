@@ -102,30 +102,22 @@ func (a *applier) freeHold(r *Reservation) *Pool {
 
 func (a *applier) settle(c Settle) (*Reservation, bool, error) {
 	r, done, err := a.heldReservation(c.ReservationID, ReservationSettled)
-	if err != nil || done {
-		return r, done, err
+	if err != nil {
+		return nil, false, err
 	}
-	var credits int64
-	if c.UseCredits {
-		if c.Quantity != 0 {
-			return nil, false, invalid("quantity", "give either quantity or credits")
+	credits, field, verr := a.settleCredits(r, c)
+	if verr != nil {
+		return nil, false, verr
+	}
+	if done {
+		// A retry settles for what the first settle did; a settle for
+		// another amount is a different request under the same key.
+		if credits != r.SettledAmount {
+			scale := a.scaleOf(r.CreditTypeID)
+			return nil, false, conflict(field, "reservation %s was settled for %s credits; this settle asks for %s",
+				r.ID, FormatUnits(r.SettledAmount, scale), FormatUnits(credits, scale))
 		}
-		if e := checkAmount("credits", c.Credits, true); e != nil {
-			return nil, false, e
-		}
-		credits = c.Credits
-	} else {
-		if c.Credits != 0 {
-			return nil, false, invalid("credits", "set use_credits to settle in credits")
-		}
-		if r.FeatureID == "" {
-			return nil, false, invalid("quantity", "reservation %s was made in credits; settle in credits", r.ID)
-		}
-		_, n, verr := a.usageCredits(r.FeatureID, c.Quantity, "", 0)
-		if verr != nil {
-			return nil, false, verr
-		}
-		credits = n
+		return r, true, nil
 	}
 	p := a.pool(r.CustomerID, r.CreditTypeID)
 	grants, usable := a.poolGrants(p)
@@ -157,4 +149,31 @@ func (a *applier) release(c Release) (*Reservation, bool, error) {
 	r.Status = ReservationReleased
 	a.storeReservation(r)
 	return r, false, nil
+}
+
+// settleCredits is what a Settle burns from reservation r, and the field
+// that says so. A quantity is priced at the feature's rate now, so a retry
+// after the rate changed can ask for another amount than the first settle
+// burned (and is refused as a conflict rather than burning again).
+func (a *applier) settleCredits(r *Reservation, c Settle) (int64, string, error) {
+	if c.UseCredits {
+		if c.Quantity != 0 {
+			return 0, "", invalid("quantity", "give either quantity or credits")
+		}
+		if e := checkAmount("credits", c.Credits, true); e != nil {
+			return 0, "", e
+		}
+		return c.Credits, "credits", nil
+	}
+	if c.Credits != 0 {
+		return 0, "", invalid("credits", "set use_credits to settle in credits")
+	}
+	if r.FeatureID == "" {
+		return 0, "", invalid("quantity", "reservation %s was made in credits; settle in credits", r.ID)
+	}
+	_, n, verr := a.usageCredits(r.FeatureID, c.Quantity, "", 0)
+	if verr != nil {
+		return 0, "", verr
+	}
+	return n, "quantity", nil
 }

@@ -2,6 +2,7 @@ package fsm
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 )
@@ -50,6 +51,27 @@ func TestReservations(t *testing.T) {
 			t.Fatalf("%+v", b)
 		}
 		h.fails(Release{ReservationID: "r1"}, CodeFailedPrecondition, "reservation_id")
+	})
+	t.Run("a second settle for another amount is a conflict, not a duplicate", func(t *testing.T) {
+		h := newHarness(t)
+		h.seed()
+		h.promo("p", 500)
+		h.ok(Reserve{ID: "r1", CustomerID: "c1", CreditTypeID: "ai", Credits: 400})
+		h.ok(Settle{ReservationID: "r1", Credits: 100, UseCredits: true})
+		e := h.fails(Settle{ReservationID: "r1", Credits: 300, UseCredits: true}, CodeConflict, "credits")
+		if !strings.Contains(e.Msg, "settled for 1.00 credits; this settle asks for 3.00") {
+			t.Errorf("message %q does not say both amounts", e.Msg)
+		}
+		if again := h.ok(Settle{ReservationID: "r1", Credits: 100, UseCredits: true}); !again.Duplicate {
+			t.Error("the same settle again is not a duplicate")
+		}
+		h.ok(Reserve{ID: "r2", CustomerID: "c1", FeatureID: "tokens", Quantity: 50})
+		h.ok(Settle{ReservationID: "r2", Quantity: 20})
+		h.fails(Settle{ReservationID: "r2", Quantity: 30}, CodeConflict, "quantity")
+		h.fails(Settle{ReservationID: "r2", Credits: 20, Quantity: 20, UseCredits: true}, CodeInvalid, "quantity")
+		if b := h.balance("c1", "ai"); b.Balance != 380 || b.Reserved != 0 {
+			t.Fatalf("refused settles changed the pool: %+v", b)
+		}
 	})
 	t.Run("settle above the hold only if available covers the difference", func(t *testing.T) {
 		h := newHarness(t)

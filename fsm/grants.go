@@ -174,7 +174,7 @@ func (a *applier) takeFromGrant(p *Pool, g *Grant, n int64) int64 {
 }
 
 func (a *applier) revokeGrant(c RevokeGrant) (*Grant, bool, error) {
-	if err := firstErr(checkID("grant_id", c.GrantID), checkAmount("amount", c.Amount, true),
+	if err := firstErr(checkGrantID("grant_id", c.GrantID), checkAmount("amount", c.Amount, true),
 		checkText("reason", c.Reason, MaxReasonLen), checkOptionalID("request_id", c.RequestID)); err != nil {
 		return nil, false, err
 	}
@@ -228,7 +228,7 @@ func (a *applier) revokeGrant(c RevokeGrant) (*Grant, bool, error) {
 }
 
 func (a *applier) adjust(c Adjust) (*Grant, bool, error) {
-	if err := firstErr(checkID("id", c.ID), checkID("grant_id", c.GrantID),
+	if err := firstErr(checkID("id", c.ID), checkGrantID("grant_id", c.GrantID),
 		checkText("reason", c.Reason, MaxReasonLen)); err != nil {
 		return nil, false, err
 	}

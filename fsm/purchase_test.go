@@ -201,3 +201,28 @@ func TestAutoTopUp(t *testing.T) {
 		}
 	})
 }
+
+// A purchase id of MaxIDLen makes a grant id longer than MaxIDLen; the
+// grant must still be revocable and adjustable (refunds, corrections).
+func TestAPurchaseGrantWithTheLongestIDCanBeRefunded(t *testing.T) {
+	h := newHarness(t)
+	h.seed()
+	key := strings.Repeat("k", MaxIDLen)
+	h.ok(StartPurchase{ID: key, CustomerID: "c1", Credits: 100, Flow: FlowSelfServe})
+	p := h.ok(CompletePurchase{ID: key, Outcome: OutcomeSucceeded}).Value.(*Purchase)
+	if len(p.GrantID) <= MaxIDLen {
+		t.Fatalf("grant id %q is not over MaxIDLen: the test no longer covers the case", p.GrantID)
+	}
+	h.ok(RevokeGrant{GrantID: p.GrantID, Amount: 1, Reason: "refund", RequestID: "refund-1"})
+	h.ok(Adjust{ID: "adj-1", GrantID: p.GrantID, Amount: -1, Reason: "correction"})
+	if g := h.grant(p.GrantID); g.Remaining != 98 {
+		t.Errorf("remaining %d after a revocation and an adjustment of 1 each, want 98", g.Remaining)
+	}
+	for _, id := range []string{
+		PurchaseGrantPrefix + strings.Repeat("k", MaxIDLen+1), // no purchase has such an id
+		strings.Repeat("g", MaxIDLen+1),
+		PurchaseGrantPrefix + "bad id",
+	} {
+		h.fails(RevokeGrant{GrantID: id, Amount: 1, Reason: "refund"}, CodeInvalid, "grant_id")
+	}
+}

@@ -157,7 +157,7 @@ func (a *applier) grantPurchase(p *Purchase, pl *Plan) error {
 	if a.customer(p.CustomerID) == nil {
 		return notFound("id", "purchase %s names missing customer %s", p.ID, p.CustomerID)
 	}
-	g := &Grant{ID: "purchase:" + p.ID, CustomerID: p.CustomerID, CreditTypeID: p.CreditTypeID, Category: Paid,
+	g := &Grant{ID: PurchaseGrantPrefix + p.ID, CustomerID: p.CustomerID, CreditTypeID: p.CreditTypeID, Category: Paid,
 		Amount: p.Credits, Remaining: p.Credits, CostBasis: p.UnitPrice, Currency: p.Currency,
 		Priority: DefaultPurchasePriority, EffectiveAt: a.now, SourceKind: SourcePurchase, SourceRef: p.ID,
 		CreatedAt: a.now}

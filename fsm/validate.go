@@ -1,6 +1,9 @@
 package fsm
 
-import "unicode/utf8"
+import (
+	"strings"
+	"unicode/utf8"
+)
 
 // MaxAmount bounds any single amount of credits (in units) or money (in
 // micros), so that sums of many stay far from int64's edge.
@@ -20,6 +23,31 @@ func ValidID(s string) bool {
 		}
 	}
 	return true
+}
+
+// PurchaseGrantPrefix starts the id of the grant a purchase creates: the
+// purchase's id follows it.
+const PurchaseGrantPrefix = "purchase:"
+
+// ValidGrantID reports whether s can name a grant: a valid id, or the id of
+// a purchase's grant, which is longer than MaxIDLen when the purchase's id
+// is within PurchaseGrantPrefix of it.
+func ValidGrantID(s string) bool {
+	if rest, ok := strings.CutPrefix(s, PurchaseGrantPrefix); ok && len(s) > MaxIDLen {
+		return ValidID(rest)
+	}
+	return ValidID(s)
+}
+
+// checkGrantID checks a reference to an existing grant (ValidGrantID).
+func checkGrantID(field, s string) *Error {
+	switch {
+	case s == "":
+		return invalid(field, "is required")
+	case !ValidGrantID(s):
+		return invalid(field, "must be 1 to %d characters of A-Z a-z 0-9 . _ : -, or %q and a purchase's id", MaxIDLen, PurchaseGrantPrefix)
+	}
+	return nil
 }
 
 func checkID(field, s string) *Error {

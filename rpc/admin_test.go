@@ -9,6 +9,7 @@ import (
 
 	"connectrpc.com/connect"
 
+	"github.com/creditd/creditd/fsm"
 	v1 "github.com/creditd/creditd/gen/creditd/v1"
 )
 
@@ -172,6 +173,61 @@ func TestCompleteAutomaticTopUp(t *testing.T) {
 	}
 }
 
+// TestOperatorReportReplacesTheConnectorStatus: the manual connector leaves
+// a purchase "awaiting operator"; the operator's final report, sent without
+// a provider status of its own, must not leave that status on a purchase
+// that has ended. One the operator gives is kept as given.
+func TestOperatorReportReplacesTheConnectorStatus(t *testing.T) {
+	s := startSingle(t, nodeOpts{})
+	c := newClients(s.url, "")
+	setupCatalog(t, c)
+	for _, id := range []string{"buy-1", "buy-2", "buy-3", "inv-1"} {
+		flow := v1.PurchaseFlow_PURCHASE_FLOW_SELF_SERVE
+		if id == "inv-1" {
+			flow = v1.PurchaseFlow_PURCHASE_FLOW_INVOICE
+		}
+		call(t, c.purchase.PurchaseCredits, &v1.PurchaseCreditsRequest{IdempotencyKey: id, CustomerId: "acme", Credits: "100", Flow: flow})
+		// What the billing worker records for the manual connector
+		// (billing/worker.go, ErrOperatorAction), through node.Apply as
+		// it does.
+		res, err := s.n.Apply(ctxT(t), fsm.CompletePurchase{ID: id, Outcome: fsm.OutcomeProgress, ProviderStatus: "awaiting operator"})
+		if err != nil || res.Err != nil {
+			t.Fatalf("record awaiting operator for %s: %v %v", id, err, res.Err)
+		}
+	}
+	for _, tc := range []struct {
+		req        *v1.CompletePurchaseRequest
+		wantStatus v1.PurchaseStatus
+		want       string
+	}{
+		{&v1.CompletePurchaseRequest{Id: "buy-1", Outcome: v1.PurchaseOutcome_PURCHASE_OUTCOME_SUCCEEDED, ProviderRef: "x"},
+			v1.PurchaseStatus_PURCHASE_STATUS_SUCCEEDED, "succeeded: reported by operator"},
+		{&v1.CompletePurchaseRequest{Id: "buy-2", Outcome: v1.PurchaseOutcome_PURCHASE_OUTCOME_FAILED, FailureReason: "wire never arrived"},
+			v1.PurchaseStatus_PURCHASE_STATUS_FAILED, "failed: reported by operator"},
+		{&v1.CompletePurchaseRequest{Id: "buy-3", Outcome: v1.PurchaseOutcome_PURCHASE_OUTCOME_SUCCEEDED, ProviderStatus: "wire received"},
+			v1.PurchaseStatus_PURCHASE_STATUS_SUCCEEDED, "wire received"},
+		// Issued is not the end: the purchase still waits for the operator.
+		{&v1.CompletePurchaseRequest{Id: "inv-1", Outcome: v1.PurchaseOutcome_PURCHASE_OUTCOME_INVOICE_ISSUED, ProviderRef: "INV-7"},
+			v1.PurchaseStatus_PURCHASE_STATUS_PENDING, "awaiting operator"},
+		{&v1.CompletePurchaseRequest{Id: "inv-1", Outcome: v1.PurchaseOutcome_PURCHASE_OUTCOME_INVOICE_PAID},
+			v1.PurchaseStatus_PURCHASE_STATUS_SUCCEEDED, "paid: reported by operator"},
+	} {
+		p := call(t, c.purchase.CompletePurchase, tc.req).Purchase
+		if p.Status != tc.wantStatus || p.ProviderStatus != tc.want {
+			t.Fatalf("CompletePurchase %s %v: status %v, provider status %q; want %v, %q", tc.req.Id, tc.req.Outcome,
+				p.Status, p.ProviderStatus, tc.wantStatus, tc.want)
+		}
+		if g := call(t, c.purchase.GetPurchase, &v1.GetPurchaseRequest{Id: tc.req.Id}).Purchase; g.ProviderStatus != tc.want {
+			t.Fatalf("GetPurchase %s: provider status %q, want %q", tc.req.Id, g.ProviderStatus, tc.want)
+		}
+	}
+	// A replay of a finished purchase changes nothing, its status included.
+	again := call(t, c.purchase.CompletePurchase, &v1.CompletePurchaseRequest{Id: "buy-3", Outcome: v1.PurchaseOutcome_PURCHASE_OUTCOME_SUCCEEDED})
+	if !again.Duplicate || again.Purchase.ProviderStatus != "wire received" {
+		t.Fatalf("replay of buy-3 = %v, want duplicate with %q", again, "wire received")
+	}
+}
+
 // TestAdjustGrant makes signed corrections through a Connect client against
 // a real node and finds them in the ledger.
 func TestAdjustGrant(t *testing.T) {
@@ -330,7 +386,8 @@ func TestOperatorMethodsWithJSON(t *testing.T) {
 		t.Fatalf("no automatic purchase pending: %v", cu)
 	}
 	ap := c.ok("/creditd.v1.PurchaseService/CompletePurchase", `{"id":"`+auto+`","outcome":"PURCHASE_OUTCOME_SUCCEEDED","providerRef":"manual"}`)
-	if get(ap, "purchase", "flow") != "PURCHASE_FLOW_AUTO" || get(ap, "purchase", "status") != "PURCHASE_STATUS_SUCCEEDED" {
+	if get(ap, "purchase", "flow") != "PURCHASE_FLOW_AUTO" || get(ap, "purchase", "status") != "PURCHASE_STATUS_SUCCEEDED" ||
+		get(ap, "purchase", "providerStatus") != "succeeded: reported by operator" {
 		t.Fatalf("CompletePurchase of the top-up = %v", ap)
 	}
 	if b := c.ok("/creditd.v1.BalanceService/GetBalance", `{"customerId":"acme","creditTypeId":"ai-credits"}`); get(b, "balance") != "2750.00" {

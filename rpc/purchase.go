@@ -180,12 +180,35 @@ func (a *api) completePurchase(ctx context.Context, m *v1.CompletePurchaseReques
 	if err != nil {
 		return nil, err
 	}
+	status := m.ProviderStatus
+	if status == "" {
+		status = operatorStatus(outcome)
+	}
 	res, err := a.s.apply(ctx, fsm.CompletePurchase{ID: m.Id, Outcome: outcome, ProviderRef: m.ProviderRef,
-		ProviderStatus: m.ProviderStatus, FailureReason: m.FailureReason})
+		ProviderStatus: status, FailureReason: m.FailureReason})
 	if err != nil {
 		return nil, err
 	}
 	return &v1.CompletePurchaseResponse{Purchase: purchasePB(*res.Value.(*fsm.Purchase), scale), Duplicate: res.Duplicate}, nil
+}
+
+// operatorStatus is the provider status an operator's final report records
+// when it carries none. The state machine keeps the old status when a
+// report has none (a webhook or worker repeating itself must not erase
+// it), so without this a purchase the manual connector left "awaiting
+// operator" would still say so once it succeeded or failed. The wording
+// follows the billing side's "<state>: <detail>". Reports that leave the
+// purchase pending (progress, invoice issued) keep the old status.
+func operatorStatus(o fsm.PurchaseOutcome) string {
+	switch o {
+	case fsm.OutcomeSucceeded:
+		return "succeeded: reported by operator"
+	case fsm.OutcomeInvoicePaid:
+		return "paid: reported by operator"
+	case fsm.OutcomeFailed:
+		return "failed: reported by operator"
+	}
+	return ""
 }
 
 func purchaseOutcomeFSM(field string, o v1.PurchaseOutcome) (fsm.PurchaseOutcome, error) {

@@ -106,7 +106,7 @@ func parseAmount(field, s string, scale uint8, optional, allowZero bool) (int64,
 		if errors.Is(err, fsm.ErrOverflow) {
 			return 0, invalidField(field, "is too large")
 		}
-		return 0, invalidField(field, "%v (an amount with at most %d decimal places, like %q)", err, scale, fsm.FormatUnits(1250*pow10(scale)/100, scale))
+		return 0, decimalError(field, s, scale, fsm.FormatUnits(1250*pow10(scale)/100, scale))
 	}
 	if v > fsm.MaxAmount {
 		return 0, invalidField(field, "is too large (at most %s)", fsm.FormatUnits(fsm.MaxAmount, scale))
@@ -133,7 +133,7 @@ func checkAmountText(field, s string) error {
 	case errors.Is(err, fsm.ErrOverflow):
 		return invalidField(field, "is too large")
 	case err != nil:
-		return invalidField(field, "%v (an amount like \"12.5\")", err)
+		return decimalError(field, s, fsm.MaxCreditScale, "12.5")
 	case d.Coef > fsm.MaxAmount:
 		// units ≥ coefficient in any scale that takes its decimals
 		return invalidField(field, "is too large")
@@ -168,6 +168,26 @@ func parseSignedAmount(field, s string, scale uint8) (int64, error) {
 	return v, nil
 }
 
+// decimalError says in one sentence why s, which fsm's parser refused
+// (not for its size), is not a decimal of at most maxScale places. fsm's
+// own error is not passed on: it quotes the limit in its own words, and a
+// message built around it said everything twice.
+func decimalError(field, s string, maxScale uint8, example string) error {
+	whole, frac, hasDot := strings.Cut(s, ".")
+	if hasDot && len(frac) > int(maxScale) && isDigits(whole) && isDigits(frac) {
+		if maxScale == 0 {
+			return invalidField(field, "%q must be a whole number, without decimal places", s)
+		}
+		return invalidField(field, "%q has %d decimal places, more than the %d allowed", s, len(frac), maxScale)
+	}
+	return invalidField(field, "%q is not a plain decimal number like %q", s, example)
+}
+
+// isDigits reports whether s is one or more ASCII digits.
+func isDigits(s string) bool {
+	return s != "" && strings.IndexFunc(s, func(r rune) bool { return r < '0' || r > '9' }) < 0
+}
+
 func pow10(n uint8) int64 {
 	v := int64(1)
 	for range n {
@@ -197,7 +217,7 @@ func parseDecimal(field, s string, optional bool) (fsm.Decimal, error) {
 		if errors.Is(err, fsm.ErrOverflow) {
 			return fsm.Decimal{}, invalidField(field, "is too large")
 		}
-		return fsm.Decimal{}, invalidField(field, "%v (a non-negative decimal like \"0.0025\")", err)
+		return fsm.Decimal{}, decimalError(field, s, fsm.MaxDecimalScale, "0.0025")
 	}
 	if d.Coef > fsm.MaxAmount {
 		return fsm.Decimal{}, invalidField(field, "is too large")

@@ -175,3 +175,39 @@ func TestMessageSizeLimit(t *testing.T) {
 		t.Fatalf("oversized batch: %v, want ResourceExhausted", ce)
 	}
 }
+
+// TestDecimalMessages: a refused decimal is one sentence that names the
+// field, quotes the text and says what is wrong with it once.
+func TestDecimalMessages(t *testing.T) {
+	amount := func(s string, scale uint8) error { _, err := parseAmount("amount", s, scale, false, false); return err }
+	rate := func(s string) error { _, err := parseDecimal("rate", s, false); return err }
+	for _, tc := range []struct {
+		err  error
+		want string
+	}{
+		{amount("1.234", 2), `amount: "1.234" has 3 decimal places, more than the 2 allowed`},
+		{amount("1.5", 0), `amount: "1.5" must be a whole number, without decimal places`},
+		{amount("1,5", 2), `amount: "1,5" is not a plain decimal number like "12.50"`},
+		{amount("1a.234", 2), `amount: "1a.234" is not a plain decimal number like "12.50"`},
+		{amount("5.", 2), `amount: "5." is not a plain decimal number like "12.50"`},
+		{amount("7e2", 0), `amount: "7e2" is not a plain decimal number like "12"`},
+		{checkAmountText("credits", "0.1234567891"), `credits: "0.1234567891" has 10 decimal places, more than the 9 allowed`},
+		{checkAmountText("credits", "x"), `credits: "x" is not a plain decimal number like "12.5"`},
+		{rate("0.0000000000001"), `rate: "0.0000000000001" has 13 decimal places, more than the 12 allowed`},
+		{rate("1e3"), `rate: "1e3" is not a plain decimal number like "0.0025"`},
+	} {
+		if tc.err == nil || tc.err.Error() != tc.want {
+			t.Errorf("error %v, want %q", tc.err, tc.want)
+		}
+	}
+
+	// As a client gets it: the field path, then the sentence.
+	s := startSingle(t, nodeOpts{})
+	c := newClients(s.url, "")
+	setupCatalog(t, c)
+	ce := callErr(t, c.grant.CreateGrant, &v1.CreateGrantRequest{Id: "g", CustomerId: "acme", CreditTypeId: "ai-credits",
+		Category: v1.GrantCategory_GRANT_CATEGORY_PROMOTIONAL, Amount: "1.234"})
+	if want := `amount: "1.234" has 3 decimal places, more than the 2 allowed`; ce == nil || ce.Message() != want {
+		t.Fatalf("CreateGrant of 1.234 credits: %v, want message %q", ce, want)
+	}
+}

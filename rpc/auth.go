@@ -197,11 +197,23 @@ func newAuthenticator(keys []APIKey) *authenticator {
 
 type principalKey struct{}
 
-// principal is who made a request, for logs: a key fingerprint or
-// "loopback".
+// principal is who made a request, for logs: "key:" and a key's
+// fingerprint, or "loopback". A refused request has one too, so that its log
+// line says who was refused: the fingerprint of a key that lacks the scope,
+// or one of the principals below, never the token itself.
 func principalFrom(ctx context.Context) string {
 	p, _ := ctx.Value(principalKey{}).(string)
 	return p
+}
+
+const (
+	principalNoKey      = "no key"
+	principalUnknownKey = "unknown key"
+	principalNotLocal   = "not loopback"
+)
+
+func withPrincipal(ctx context.Context, p string) context.Context {
+	return context.WithValue(ctx, principalKey{}, p)
 }
 
 var (
@@ -210,19 +222,20 @@ var (
 	errNotLoopback = errors.New("no API keys are configured: only loopback clients are accepted")
 )
 
-// authorize returns the context with the principal, or a Connect error.
+// authorize returns the context with the principal and, when the request
+// is refused, a Connect error.
 // Every key is compared (in constant time, on hashes of equal length) so
 // the time taken says nothing about which key nearly matched.
 func (a *authenticator) authorize(ctx context.Context, procedure, peerAddr, authz string) (context.Context, error) {
 	if len(a.keys) == 0 {
 		if !isLoopback(peerAddr) {
-			return ctx, connect.NewError(connect.CodePermissionDenied, errNotLoopback)
+			return withPrincipal(ctx, principalNotLocal), connect.NewError(connect.CodePermissionDenied, errNotLoopback)
 		}
-		return context.WithValue(ctx, principalKey{}, "loopback"), nil
+		return withPrincipal(ctx, "loopback"), nil
 	}
 	token, ok := strings.CutPrefix(authz, "Bearer ")
 	if !ok || token == "" {
-		return ctx, connect.NewError(connect.CodeUnauthenticated, errNoKey)
+		return withPrincipal(ctx, principalNoKey), connect.NewError(connect.CodeUnauthenticated, errNoKey)
 	}
 	h := sha256.Sum256([]byte(token))
 	match := -1
@@ -232,14 +245,17 @@ func (a *authenticator) authorize(ctx context.Context, procedure, peerAddr, auth
 		}
 	}
 	if match < 0 {
-		return ctx, connect.NewError(connect.CodeUnauthenticated, errBadKey)
+		// Not even a fingerprint: a mistyped token may be most of a real
+		// key, of this cluster or another.
+		return withPrincipal(ctx, principalUnknownKey), connect.NewError(connect.CodeUnauthenticated, errBadKey)
 	}
 	k := a.keys[match]
+	ctx = withPrincipal(ctx, "key:"+k.Fingerprint())
 	if need := scopeFor(procedure); k.Scope < need {
 		return ctx, connect.NewError(connect.CodePermissionDenied,
 			fmt.Errorf("API key %s has scope %s; %s needs %s", k.Fingerprint(), k.Scope, procedure, need))
 	}
-	return context.WithValue(ctx, principalKey{}, "key:"+k.Fingerprint()), nil
+	return ctx, nil
 }
 
 func isLoopback(addr string) bool {

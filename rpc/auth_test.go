@@ -3,6 +3,7 @@ package rpc
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"log/slog"
 	"strings"
 	"sync"
@@ -135,6 +136,53 @@ func TestAPIKeysAndScopes(t *testing.T) {
 	}
 }
 
+// TestRefusalsLogWhoWasRefused: the log line of a refused request names
+// the key that lacked the scope by its fingerprint, and a missing or
+// unknown key as such; no token appears.
+func TestRefusalsLogWhoWasRefused(t *testing.T) {
+	keys := []APIKey{{Scope: ScopeRead, Key: readKey}, {Scope: ScopeAdmin, Key: adminKey}}
+	var logs syncBuffer
+	logger := slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	s := startSingle(t, nodeOpts{rpc: Options{APIKeys: keys, Logger: logger}})
+	const unknownKey = "read-0123456789abcdeX"
+	for _, tc := range []struct {
+		rid, token    string
+		code          connect.Code
+		wantPrincipal string
+	}{
+		{"denied-1", readKey, connect.CodePermissionDenied, "key:" + keys[0].Fingerprint()},
+		{"unknown-1", unknownKey, connect.CodeUnauthenticated, "unknown key"},
+		{"nokey-1", "", connect.CodeUnauthenticated, "no key"},
+		{"allowed-1", adminKey, connect.CodeNotFound, "key:" + keys[1].Fingerprint()},
+	} {
+		// CompletePurchase needs the admin scope; the purchase does not
+		// exist, so the admin key gets as far as NOT_FOUND.
+		req := connect.NewRequest(&v1.CompletePurchaseRequest{Id: "nope", Outcome: v1.PurchaseOutcome_PURCHASE_OUTCOME_SUCCEEDED})
+		req.Header().Set(RequestIDHeader, tc.rid)
+		if _, err := newClients(s.url, tc.token).purchase.CompletePurchase(ctxT(t), req); connect.CodeOf(err) != tc.code {
+			t.Fatalf("%s: %v, want %v", tc.rid, err, tc.code)
+		}
+		var line map[string]any
+		for _, l := range strings.Split(logs.String(), "\n") {
+			var m map[string]any
+			if json.Unmarshal([]byte(l), &m) == nil && m["msg"] == "rpc" && m["request_id"] == tc.rid {
+				line = m
+			}
+		}
+		if line == nil {
+			t.Fatalf("no log line with request_id %s in:\n%s", tc.rid, logs.String())
+		}
+		if line["principal"] != tc.wantPrincipal {
+			t.Errorf("%s: logged principal %q, want %q (line %v)", tc.rid, line["principal"], tc.wantPrincipal, line)
+		}
+	}
+	for _, k := range []string{readKey, adminKey, unknownKey} {
+		if strings.Contains(logs.String(), k) {
+			t.Fatalf("a token appears in the logs")
+		}
+	}
+}
+
 func TestNoKeysMeansLoopbackOnly(t *testing.T) {
 	a := newAuthenticator(nil)
 	for _, tc := range []struct {
@@ -148,9 +196,16 @@ func TestNoKeysMeansLoopbackOnly(t *testing.T) {
 		{"[2001:db8::1]:4000", connect.CodePermissionDenied},
 		{"", connect.CodePermissionDenied},
 	} {
-		_, err := a.authorize(context.Background(), "/creditd.v1.UsageService/ReportUsage", tc.peer, "")
+		ctx, err := a.authorize(context.Background(), "/creditd.v1.UsageService/ReportUsage", tc.peer, "")
 		if connect.CodeOf(err) != tc.want && !(tc.want == 0 && err == nil) {
 			t.Errorf("peer %q: %v, want %v", tc.peer, err, tc.want)
+		}
+		want := "loopback"
+		if tc.want != 0 {
+			want = "not loopback"
+		}
+		if p := principalFrom(ctx); p != want {
+			t.Errorf("peer %q: principal %q, want %q", tc.peer, p, want)
 		}
 	}
 }

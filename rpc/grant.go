@@ -83,7 +83,7 @@ func (a *api) RevokeGrant(ctx context.Context, req *connect.Request[v1.RevokeGra
 	return handle(ctx, a.s, req, func(c *leaderClients) func(context.Context, *connect.Request[v1.RevokeGrantRequest]) (*connect.Response[v1.RevokeGrantResponse], error) {
 		return c.grant.RevokeGrant
 	}, func(ctx context.Context, m *v1.RevokeGrantRequest) (*v1.RevokeGrantResponse, error) {
-		if err := firstError(checkID("grant_id", m.GrantId), checkReason("reason", m.Reason),
+		if err := firstError(checkGrantID("grant_id", m.GrantId), checkReason("reason", m.Reason),
 			checkOptionalID("request_id", m.RequestId)); err != nil {
 			return nil, err
 		}
@@ -123,7 +123,7 @@ func (a *api) AdjustGrant(ctx context.Context, req *connect.Request[v1.AdjustGra
 }
 
 func (a *api) adjustGrant(ctx context.Context, m *v1.AdjustGrantRequest) (*v1.AdjustGrantResponse, error) {
-	if err := firstError(checkID("id", m.Id), checkID("grant_id", m.GrantId), checkReason("reason", m.Reason)); err != nil {
+	if err := firstError(checkID("id", m.Id), checkGrantID("grant_id", m.GrantId), checkReason("reason", m.Reason)); err != nil {
 		return nil, err
 	}
 	if m.Reason == "" {

@@ -43,6 +43,19 @@ func checkID(field, s string) error {
 	return nil
 }
 
+// checkGrantID checks a reference to an existing grant: a purchase's grant
+// id ("purchase:" and the purchase's id) can be longer than other ids.
+func checkGrantID(field, s string) error {
+	if s == "" {
+		return invalidField(field, "is required")
+	}
+	if !fsm.ValidGrantID(s) {
+		return invalidField(field, "must be 1 to %d characters of A-Z a-z 0-9 . _ : -, or %q and a purchase's id",
+			fsm.MaxIDLen, fsm.PurchaseGrantPrefix)
+	}
+	return nil
+}
+
 func checkOptionalID(field, s string) error {
 	if s == "" {
 		return nil
@@ -296,7 +309,7 @@ func parseGrantPageToken(field, tok string) (string, error) {
 	}
 	b, err := base64.RawURLEncoding.DecodeString(tok)
 	id, ok := strings.CutPrefix(string(b), "g:")
-	if err != nil || !ok || !fsm.ValidID(id) {
+	if err != nil || !ok || !fsm.ValidGrantID(id) {
 		return "", invalidField(field, "is not a token returned by ListGrants")
 	}
 	return id, nil

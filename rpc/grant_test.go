@@ -1,0 +1,49 @@
+package rpc
+
+import (
+	"strings"
+	"testing"
+
+	"connectrpc.com/connect"
+
+	"github.com/creditd/creditd/fsm"
+	v1 "github.com/creditd/creditd/gen/creditd/v1"
+)
+
+// A purchase keyed with MaxIDLen characters (allowed before keys were held to
+// 119) made a grant whose id is longer than other ids: refunds, corrections
+// and ListGrants' page tokens must still work with it.
+func TestAPurchaseGrantWithALongIDCanBeRefundedAndListed(t *testing.T) {
+	s := startSingle(t, nodeOpts{})
+	c := newClients(s.url, "")
+	setupCatalog(t, c)
+	key := strings.Repeat("k", fsm.MaxIDLen)
+	for _, cmd := range []fsm.Command{
+		fsm.StartPurchase{ID: key, CustomerID: "acme", Credits: 10000, Flow: fsm.FlowSelfServe},
+		fsm.CompletePurchase{ID: key, Outcome: fsm.OutcomeSucceeded, ProviderStatus: "succeeded"},
+	} {
+		if res, err := s.n.Apply(ctxT(t), cmd); err != nil || res.Err != nil {
+			t.Fatalf("%T: %v %v", cmd, err, res.Err)
+		}
+	}
+	grantID := fsm.PurchaseGrantPrefix + key
+	call(t, c.grant.CreateGrant, &v1.CreateGrantRequest{Id: "zz-promo", CustomerId: "acme", CreditTypeId: "ai-credits",
+		Category: v1.GrantCategory_GRANT_CATEGORY_PROMOTIONAL, Amount: "1"})
+	page := call(t, c.grant.ListGrants, &v1.ListGrantsRequest{CustomerId: "acme", PageSize: 1})
+	if len(page.Grants) != 1 || page.Grants[0].Id != grantID || page.NextPageToken == "" {
+		t.Fatalf("first page %v", page)
+	}
+	next := call(t, c.grant.ListGrants, &v1.ListGrantsRequest{CustomerId: "acme", PageSize: 1, PageToken: page.NextPageToken})
+	if len(next.Grants) != 1 || next.Grants[0].Id != "zz-promo" {
+		t.Fatalf("second page %v", next)
+	}
+	call(t, c.grant.RevokeGrant, &v1.RevokeGrantRequest{GrantId: grantID, Amount: "1.00", Reason: "refund", RequestId: "refund-1"})
+	adj := call(t, c.grant.AdjustGrant, &v1.AdjustGrantRequest{Id: "adj-1", GrantId: grantID, Amount: "-1.00", Reason: "correction"})
+	if adj.Grant.Remaining != "98.00" {
+		t.Errorf("remaining %s after a revocation and an adjustment of 1.00 each, want 98.00", adj.Grant.Remaining)
+	}
+	e := callErr(t, c.grant.RevokeGrant, &v1.RevokeGrantRequest{GrantId: fsm.PurchaseGrantPrefix + key + "k", Amount: "1", Reason: "refund"})
+	if e.Code() != connect.CodeInvalidArgument || !strings.HasPrefix(e.Message(), "grant_id:") {
+		t.Errorf("a grant id no purchase can have: %v", e)
+	}
+}

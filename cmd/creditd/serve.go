@@ -72,6 +72,7 @@ type serveFlags struct {
 	snapshotInterval                  time.Duration
 	heartbeatTimeout, electionTimeout time.Duration
 	leaderWait, shutdownTimeout       time.Duration
+	requestTimeout                    boundedDuration
 	readyMaxLag                       int
 	apiKeysFile                       string
 	logFormat, logLevel               string
@@ -140,6 +141,9 @@ func newServeFlagSet(f *serveFlags) *flag.FlagSet {
 	fs.DurationVar(&f.electionTimeout, "election-timeout", time.Second, "Raft election timeout")
 	fs.DurationVar(&f.leaderWait, "leader-wait", 5*time.Second, "how long a write waits for a leader before failing with Unavailable")
 	fs.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 30*time.Second, "how long SIGTERM waits for in-flight requests")
+	f.requestTimeout = boundedDuration{d: defaultRequestTimeout, min: minRequestTimeout, max: maxRequestTimeout}
+	fs.Var(&f.requestTimeout, "request-timeout", fmt.Sprintf("`duration` bounding one unary API call: reading the request, the handler, writing the answer (DEADLINE_EXCEEDED past it; WatchEntries streams are not bounded); %s to %s",
+		minRequestTimeout, maxRequestTimeout))
 	fs.IntVar(&f.readyMaxLag, "ready-max-lag", 1024, "a follower more log entries than this behind the commit index it knows is not ready (/readyz 503); 0: ready only with everything applied")
 	fs.StringVar(&f.billing, "billing", "manual", "billing connector: "+strings.Join(billing.ConnectorNames(), " or ")+
 		" (stripe reads CREDITD_STRIPE_SECRET_KEY and CREDITD_STRIPE_WEBHOOK_SECRET, or their _FILE variants)")
@@ -242,7 +246,7 @@ func serve(ctx context.Context, f serveFlags, logger *slog.Logger) error {
 	if err != nil {
 		return fail(fmt.Errorf("billing connector %q: %w", f.billing, err))
 	}
-	api, err := rpc.New(n, rpc.Options{APIKeys: keys, Logger: logger, Extra: bill.Routes,
+	api, err := rpc.New(n, rpc.Options{APIKeys: keys, Logger: logger, Extra: bill.Routes, RequestTimeout: f.requestTimeout.d,
 		Payments: func(ctx context.Context, id string) (rpc.PaymentAction, error) {
 			p, err := bill.PaymentAction(ctx, id)
 			return rpc.PaymentAction{ClientSecret: p.ClientSecret, CheckoutURL: p.CheckoutURL, ProviderStatus: p.ProviderStatus}, err
@@ -285,6 +289,42 @@ func serve(ctx context.Context, f serveFlags, logger *slog.Logger) error {
 		errs = append(errs, fmt.Errorf("stop the node: %w", err))
 	}
 	return errors.Join(errs...)
+}
+
+// --request-timeout's range. Below a second a write waiting out a leader
+// election (--leader-wait, 5s) fails as DEADLINE_EXCEEDED, and normal
+// calls on a loaded node would too; above an hour a stuck client or a
+// cluster without quorum holds a handler, and its connection, for hours.
+const (
+	defaultRequestTimeout = 60 * time.Second // rpc.Options' own default
+	minRequestTimeout     = time.Second
+	maxRequestTimeout     = time.Hour
+)
+
+// boundedDuration is a duration flag refused outside [min, max], so a
+// mistake (0, a negative value, "600h") fails at start with the flag
+// named, not as timeouts on every request.
+type boundedDuration struct {
+	d, min, max time.Duration
+}
+
+func (b *boundedDuration) String() string {
+	if b == nil {
+		return ""
+	}
+	return b.d.String()
+}
+
+func (b *boundedDuration) Set(s string) error {
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		return errors.New("not a duration like 30s or 2m")
+	}
+	if d < b.min || d > b.max {
+		return fmt.Errorf("%s is out of range: want %s to %s", d, b.min, b.max)
+	}
+	b.d = d
+	return nil
 }
 
 // autoInt is a count flag whose default depends on other flags: unset, its

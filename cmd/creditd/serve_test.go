@@ -1,0 +1,94 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestRequestTimeoutFlagIsBoundedAndReachesTheAPI: --request-timeout refuses
+// values that cannot be meant, names itself when it does, and bounds the
+// unary calls of the node serve runs.
+func TestRequestTimeoutFlagIsBoundedAndReachesTheAPI(t *testing.T) {
+	for _, bad := range []string{"0", "-5s", "60", "500ms", "2h", "soon"} {
+		var f serveFlags
+		fs := newServeFlagSet(&f)
+		fs.SetOutput(io.Discard)
+		if err := parseFlags(fs, []string{"--request-timeout", bad}); err == nil || !strings.Contains(err.Error(), "request-timeout") {
+			t.Errorf("--request-timeout %s: %v; want an error naming the flag", bad, err)
+		}
+	}
+	var f serveFlags
+	fs := newServeFlagSet(&f)
+	if err := parseFlags(fs, nil); err != nil || f.requestTimeout.d != 60*time.Second {
+		t.Fatalf("no flag: %v, %v; want 60s", f.requestTimeout.d, err)
+	}
+
+	// A node serving with --request-timeout 1s cuts a request whose body
+	// stopped coming; at the default (60s) it would still hold it when
+	// the test gives up below.
+	rpcAddr := freePort(t)
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() {
+		done <- runServe(ctx, []string{"--data-dir", t.TempDir(), "--rpc-addr", rpcAddr, "--raft-addr", freePort(t),
+			"--gossip-addr", freePort(t), "--log-level", "error", "--request-timeout", "1s"})
+	}()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("serve: %v", err)
+		}
+	}()
+	hc := &http.Client{Timeout: 5 * time.Second}
+	await(t, 60*time.Second, "the API", func() error {
+		select {
+		case err := <-done:
+			done <- err
+			return fmt.Errorf("serve ended: %w", err)
+		default:
+		}
+		res, err := hc.Get("http://" + rpcAddr + "/healthz")
+		if err != nil {
+			return err
+		}
+		res.Body.Close()
+		if res.StatusCode != http.StatusOK {
+			return fmt.Errorf("/healthz: %s", res.Status)
+		}
+		return nil
+	})
+	conn, err := net.Dial("tcp", rpcAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	fmt.Fprintf(conn, "POST /creditd.v1.UsageService/ReportUsage HTTP/1.1\r\nHost: creditd\r\n"+
+		"Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{\"events\":[")
+	// Half the default: far above 1s whatever the load, and below 60s.
+	if err := conn.SetReadDeadline(time.Now().Add(30 * time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	res, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	var ne net.Error
+	switch {
+	case errors.As(err, &ne) && ne.Timeout():
+		t.Fatalf("after 30s the node still holds a request whose body stopped coming: --request-timeout 1s did not reach the API")
+	case err != nil:
+		t.Logf("the node closed the connection: %v", err)
+	default:
+		b, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		t.Logf("the node answered %s: %s", res.Status, b)
+		if res.StatusCode == http.StatusOK {
+			t.Fatalf("a truncated body was accepted")
+		}
+	}
+}

@@ -26,7 +26,7 @@ type CreateCreditTypeRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Unique id.
 	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
-	// Display name, at most 256 characters.
+	// Display name, at most 256 bytes, no control characters.
 	Name string `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
 	// Decimal places of its amounts, 0..9.
 	Scale         uint32 `protobuf:"varint,3,opt,name=scale,proto3" json:"scale,omitempty"`
@@ -136,7 +136,7 @@ type UpsertFeatureRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Unique id.
 	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
-	// Display name.
+	// Display name, at most 256 bytes, no control characters.
 	Name string `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
 	// The credit type burned; must exist.
 	CreditTypeId string `protobuf:"bytes,3,opt,name=credit_type_id,json=creditTypeId,proto3" json:"credit_type_id,omitempty"`
@@ -348,9 +348,10 @@ type UpsertCustomerRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Unique id.
 	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
-	// Display name.
+	// Display name, at most 256 bytes, no control characters.
 	Name string `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
-	// The billing provider's customer id, if any.
+	// The billing provider's customer id, if any; at most 256 bytes, no
+	// control characters.
 	BillingRef string `protobuf:"bytes,3,opt,name=billing_ref,json=billingRef,proto3" json:"billing_ref,omitempty"`
 	// The customer's plan; may be empty, must exist otherwise.
 	PlanId string `protobuf:"bytes,4,opt,name=plan_id,json=planId,proto3" json:"plan_id,omitempty"`

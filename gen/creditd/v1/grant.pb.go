@@ -48,7 +48,7 @@ type CreateGrantRequest struct {
 	ExpiresAt *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
 	// Where it came from; unset = manual.
 	SourceKind SourceKind `protobuf:"varint,11,opt,name=source_kind,json=sourceKind,proto3,enum=creditd.v1.SourceKind" json:"source_kind,omitempty"`
-	// The source's reference.
+	// The source's reference, at most 256 bytes, no control characters.
 	SourceRef     string `protobuf:"bytes,12,opt,name=source_ref,json=sourceRef,proto3" json:"source_ref,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -230,7 +230,8 @@ type RevokeGrantRequest struct {
 	GrantId string `protobuf:"bytes,1,opt,name=grant_id,json=grantId,proto3" json:"grant_id,omitempty"`
 	// Credits to revoke (a partial refund); empty = all that remains.
 	Amount string `protobuf:"bytes,2,opt,name=amount,proto3" json:"amount,omitempty"`
-	// Why, at most 1024 characters; recorded in the ledger.
+	// Why, at most 1024 bytes; recorded in the ledger. No control
+	// characters except newline, carriage return and tab.
 	Reason string `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
 	// Optional idempotency key: a retry returns the first result.
 	RequestId     string `protobuf:"bytes,4,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
@@ -363,7 +364,8 @@ type AdjustGrantRequest struct {
 	// Credits to add ("25", "+25") or remove ("-12.5"), in the credit type's
 	// scale; not zero. Removing more than remains is FAILED_PRECONDITION.
 	Amount string `protobuf:"bytes,3,opt,name=amount,proto3" json:"amount,omitempty"`
-	// Why (required), at most 1024 bytes; recorded in the ledger entry.
+	// Why (required), at most 1024 bytes; recorded in the ledger entry. No
+	// control characters except newline, carriage return and tab.
 	Reason        string `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

@@ -97,13 +97,18 @@ type CompletePurchaseRequest struct {
 	// What happened (required).
 	Outcome PurchaseOutcome `protobuf:"varint,2,opt,name=outcome,proto3,enum=creditd.v1.PurchaseOutcome" json:"outcome,omitempty"`
 	// The payment's or invoice's reference at the provider (a wire transfer's
-	// reference, an invoice number), at most 256 bytes; empty keeps the one
-	// recorded.
+	// reference, an invoice number), at most 256 bytes, no control
+	// characters; empty keeps the one recorded.
 	ProviderRef string `protobuf:"bytes,3,opt,name=provider_ref,json=providerRef,proto3" json:"provider_ref,omitempty"`
 	// The provider's status of that payment ("paid", "wire received"), at
-	// most 256 bytes; empty keeps the one recorded.
+	// most 256 bytes, no control characters. Empty keeps the one recorded,
+	// except when the report ends the purchase (succeeded, failed, invoice
+	// paid): then it records "succeeded: reported by operator", "failed:
+	// reported by operator" or "paid: reported by operator", so a
+	// connector's "awaiting operator" does not outlive the wait.
 	ProviderStatus string `protobuf:"bytes,4,opt,name=provider_status,json=providerStatus,proto3" json:"provider_status,omitempty"`
-	// Why the purchase failed, at most 1024 bytes: required with
+	// Why the purchase failed, at most 1024 bytes, no control characters
+	// except newline, carriage return and tab: required with
 	// PURCHASE_OUTCOME_FAILED, refused with any other outcome.
 	FailureReason string `protobuf:"bytes,5,opt,name=failure_reason,json=failureReason,proto3" json:"failure_reason,omitempty"`
 	unknownFields protoimpl.UnknownFields
@@ -234,7 +239,9 @@ func (x *CompletePurchaseResponse) GetDuplicate() bool {
 // PurchaseCreditsRequest describes a purchase.
 type PurchaseCreditsRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// The purchase's id and idempotency key (also the provider's).
+	// The purchase's id and idempotency key (also the provider's): an id of
+	// at most 119 characters, since the grant it makes is "purchase:" + the
+	// key and a grant id is at most 128.
 	IdempotencyKey string `protobuf:"bytes,1,opt,name=idempotency_key,json=idempotencyKey,proto3" json:"idempotency_key,omitempty"`
 	// The buyer; must have a plan.
 	CustomerId string `protobuf:"bytes,2,opt,name=customer_id,json=customerId,proto3" json:"customer_id,omitempty"`

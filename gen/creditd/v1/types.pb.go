@@ -17,6 +17,11 @@
 //     decimal places.
 //   - Times are google.protobuf.Timestamp in UTC with microsecond precision.
 //   - Ids are 1 to 128 characters of [A-Za-z0-9._:-].
+//   - Texts a request carries (names, references, statuses, reasons) are
+//     UTF-8 within the field's limit in bytes and hold no control characters
+//     (Unicode category Cc: NUL, escape sequences, DEL...), since they end up
+//     in logs, CSV and Parquet exports and terminals. Reasons (reason,
+//     failure_reason) may also hold newlines, carriage returns and tabs.
 
 package creditdv1
 
@@ -994,7 +999,7 @@ type Plan struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Unique id.
 	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
-	// Display name.
+	// Display name, at most 256 bytes, no control characters.
 	Name string `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
 	// The credit type sold. Never changes.
 	CreditTypeId string `protobuf:"bytes,3,opt,name=credit_type_id,json=creditTypeId,proto3" json:"credit_type_id,omitempty"`

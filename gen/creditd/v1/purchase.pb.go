@@ -240,8 +240,8 @@ func (x *CompletePurchaseResponse) GetDuplicate() bool {
 type PurchaseCreditsRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The purchase's id and idempotency key (also the provider's): an id of
-	// at most 119 characters, since the grant it makes is "purchase:" + the
-	// key and a grant id is at most 128.
+	// at most 119 characters, so that the grant it makes, "purchase:" + the
+	// key, is an id of at most 128 like any other.
 	IdempotencyKey string `protobuf:"bytes,1,opt,name=idempotency_key,json=idempotencyKey,proto3" json:"idempotency_key,omitempty"`
 	// The buyer; must have a plan.
 	CustomerId string `protobuf:"bytes,2,opt,name=customer_id,json=customerId,proto3" json:"customer_id,omitempty"`

@@ -102,6 +102,12 @@ func checkCurrency(field, s string) error {
 // parseAmount parses a non-negative credit amount in the given scale. An
 // empty string is zero when optional.
 func parseAmount(field, s string, scale uint8, optional, allowZero bool) (int64, error) {
+	return parseUnsigned(field, s, s, scale, optional, allowZero)
+}
+
+// parseUnsigned is parseAmount of s, whose errors quote sent (s is sent
+// without its sign when the caller may send one).
+func parseUnsigned(field, s, sent string, scale uint8, optional, allowZero bool) (int64, error) {
 	if s == "" {
 		if optional {
 			return 0, nil
@@ -119,7 +125,7 @@ func parseAmount(field, s string, scale uint8, optional, allowZero bool) (int64,
 		if errors.Is(err, fsm.ErrOverflow) {
 			return 0, invalidField(field, "is too large")
 		}
-		return 0, decimalError(field, s, scale, fsm.FormatUnits(1250*pow10(scale)/100, scale))
+		return 0, decimalError(field, s, sent, scale, fsm.FormatUnits(1250*pow10(scale)/100, scale))
 	}
 	if v > fsm.MaxAmount {
 		return 0, invalidField(field, "is too large (at most %s)", fsm.FormatUnits(fsm.MaxAmount, scale))
@@ -146,7 +152,7 @@ func checkAmountText(field, s string) error {
 	case errors.Is(err, fsm.ErrOverflow):
 		return invalidField(field, "is too large")
 	case err != nil:
-		return decimalError(field, s, fsm.MaxCreditScale, "12.5")
+		return decimalError(field, s, s, fsm.MaxCreditScale, "12.5")
 	case d.Coef > fsm.MaxAmount:
 		// units ≥ coefficient in any scale that takes its decimals
 		return invalidField(field, "is too large")
@@ -157,7 +163,7 @@ func checkAmountText(field, s string) error {
 // parseSignedAmount parses a non-zero credit amount that may be negative
 // ("-12.5") or carry an explicit plus sign ("+12.5").
 func parseSignedAmount(field, s string, scale uint8) (int64, error) {
-	neg := false
+	sent, neg := s, false
 	switch {
 	case s == "-" || s == "+":
 		return 0, invalidField(field, "is a sign without digits")
@@ -169,7 +175,7 @@ func parseSignedAmount(field, s string, scale uint8) (int64, error) {
 	if strings.HasPrefix(s, "-") || strings.HasPrefix(s, "+") {
 		return 0, invalidField(field, "has two signs")
 	}
-	v, err := parseAmount(field, s, scale, false, true)
+	v, err := parseUnsigned(field, s, sent, scale, false, true)
 	switch {
 	case err != nil:
 		return 0, err
@@ -182,18 +188,19 @@ func parseSignedAmount(field, s string, scale uint8) (int64, error) {
 }
 
 // decimalError says in one sentence why s, which fsm's parser refused
-// (not for its size), is not a decimal of at most maxScale places. fsm's
-// own error is not passed on: it quotes the limit in its own words, and a
+// (not for its size), is not a decimal of at most maxScale places; it quotes
+// sent, what the caller sent (s with its sign, if it had one). fsm's own
+// error is not passed on: it quotes the limit in its own words, and a
 // message built around it said everything twice.
-func decimalError(field, s string, maxScale uint8, example string) error {
+func decimalError(field, s, sent string, maxScale uint8, example string) error {
 	whole, frac, hasDot := strings.Cut(s, ".")
 	if hasDot && len(frac) > int(maxScale) && isDigits(whole) && isDigits(frac) {
 		if maxScale == 0 {
-			return invalidField(field, "%q must be a whole number, without decimal places", s)
+			return invalidField(field, "%q must be a whole number, without decimal places", sent)
 		}
-		return invalidField(field, "%q has %d decimal places, more than the %d allowed", s, len(frac), maxScale)
+		return invalidField(field, "%q has %d decimal places, more than the %d allowed", sent, len(frac), maxScale)
 	}
-	return invalidField(field, "%q is not a plain decimal number like %q", s, example)
+	return invalidField(field, "%q is not a plain decimal number like %q", sent, example)
 }
 
 // isDigits reports whether s is one or more ASCII digits.
@@ -230,7 +237,7 @@ func parseDecimal(field, s string, optional bool) (fsm.Decimal, error) {
 		if errors.Is(err, fsm.ErrOverflow) {
 			return fsm.Decimal{}, invalidField(field, "is too large")
 		}
-		return fsm.Decimal{}, decimalError(field, s, fsm.MaxDecimalScale, "0.0025")
+		return fsm.Decimal{}, decimalError(field, s, s, fsm.MaxDecimalScale, "0.0025")
 	}
 	if d.Coef > fsm.MaxAmount {
 		return fsm.Decimal{}, invalidField(field, "is too large")

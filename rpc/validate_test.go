@@ -181,6 +181,7 @@ func TestMessageSizeLimit(t *testing.T) {
 func TestDecimalMessages(t *testing.T) {
 	amount := func(s string, scale uint8) error { _, err := parseAmount("amount", s, scale, false, false); return err }
 	rate := func(s string) error { _, err := parseDecimal("rate", s, false); return err }
+	signed := func(s string) error { _, err := parseSignedAmount("amount", s, 2); return err }
 	for _, tc := range []struct {
 		err  error
 		want string
@@ -195,6 +196,9 @@ func TestDecimalMessages(t *testing.T) {
 		{checkAmountText("credits", "x"), `credits: "x" is not a plain decimal number like "12.5"`},
 		{rate("0.0000000000001"), `rate: "0.0000000000001" has 13 decimal places, more than the 12 allowed`},
 		{rate("1e3"), `rate: "1e3" is not a plain decimal number like "0.0025"`},
+		// A signed amount is quoted as sent, sign included.
+		{signed("-12.505"), `amount: "-12.505" has 3 decimal places, more than the 2 allowed`},
+		{signed("+1,5"), `amount: "+1,5" is not a plain decimal number like "12.50"`},
 	} {
 		if tc.err == nil || tc.err.Error() != tc.want {
 			t.Errorf("error %v, want %q", tc.err, tc.want)

@@ -38,7 +38,7 @@ func fieldComment(t *testing.T, file, decl string) string {
 // reference (and gen/'s doc comments), state the limits this package
 // enforces, with the numbers the code uses.
 func TestProtoDocumentsTheLimits(t *testing.T) {
-	keyMax := strconv.Itoa(fsm.MaxIDLen - len(purchaseGrantPrefix))
+	keyMax := strconv.Itoa(fsm.MaxIDLen - len(fsm.PurchaseGrantPrefix))
 	for _, tc := range []struct{ file, field, want string }{
 		{"purchase.proto", "string idempotency_key", "at most " + keyMax + " characters"},
 		{"purchase.proto", "string provider_ref", "no control characters"},

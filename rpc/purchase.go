@@ -18,9 +18,12 @@ func (a *api) PurchaseCredits(ctx context.Context, req *connect.Request[v1.Purch
 		if err := firstError(checkID("idempotency_key", m.IdempotencyKey), checkID("customer_id", m.CustomerId)); err != nil {
 			return nil, err
 		}
-		if len(purchaseGrantPrefix)+len(m.IdempotencyKey) > fsm.MaxIDLen {
+		// The purchase's grant is fsm.PurchaseGrantPrefix + key: held to an
+		// ordinary id's length, it stays one every tool and export accepts
+		// (older, longer ones are still accepted where grants are named).
+		if len(fsm.PurchaseGrantPrefix)+len(m.IdempotencyKey) > fsm.MaxIDLen {
 			return nil, invalidField("idempotency_key", "must be at most %d characters: the purchase's grant is %s<key>, an id of at most %d",
-				fsm.MaxIDLen-len(purchaseGrantPrefix), purchaseGrantPrefix, fsm.MaxIDLen)
+				fsm.MaxIDLen-len(fsm.PurchaseGrantPrefix), fsm.PurchaseGrantPrefix, fsm.MaxIDLen)
 		}
 		cmd := fsm.StartPurchase{ID: m.IdempotencyKey, CustomerID: m.CustomerId}
 		switch m.Flow {
@@ -67,12 +70,6 @@ func (a *api) PurchaseCredits(ctx context.Context, req *connect.Request[v1.Purch
 		return &v1.PurchaseCreditsResponse{Purchase: purchasePB(*res.Value.(*fsm.Purchase), scale), Duplicate: res.Duplicate}, nil
 	})
 }
-
-// purchaseGrantPrefix starts the id of the grant a purchase makes
-// (fsm/purchases.go: "purchase:" + the purchase's id). A longer key would
-// make a grant id that RevokeGrant and AdjustGrant refuse, and a
-// ListGrants page token that ends there unusable.
-const purchaseGrantPrefix = "purchase:"
 
 func (a *api) GetPurchase(ctx context.Context, req *connect.Request[v1.GetPurchaseRequest]) (*connect.Response[v1.GetPurchaseResponse], error) {
 	return handle(ctx, a.s, req, func(c *leaderClients) func(context.Context, *connect.Request[v1.GetPurchaseRequest]) (*connect.Response[v1.GetPurchaseResponse], error) {

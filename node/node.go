@@ -267,6 +267,36 @@ func (n *Node) catchUpFromLocalSnapshot() error {
 	return nil
 }
 
+// nodeIDFile is where a data dir keeps its node's id.
+const nodeIDFile = "node-id"
+
+// KeptNodeID is the id of the node a data dir belongs to (see
+// dataDirNodeID), for tools that name it, such as snapshot restore.
+func KeptNodeID(dir string) (string, error) {
+	id, err := keptNodeID(dir)
+	if err == nil && id == "" {
+		err = fmt.Errorf("data dir %s keeps no node id (%s)", dir, nodeIDFile)
+	}
+	return id, err
+}
+
+// keptNodeID is the id in DATA_DIR/node-id, or "" when there is none yet.
+func keptNodeID(dir string) (string, error) {
+	path := filepath.Join(dir, nodeIDFile)
+	b, err := os.ReadFile(path)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		return "", nil
+	case err != nil:
+		return "", fmt.Errorf("read node id: %w", err)
+	}
+	kept := strings.TrimSpace(string(b))
+	if kept == "" || len(kept) > 128 {
+		return "", fmt.Errorf("node id file %s holds an invalid id %q", path, kept)
+	}
+	return kept, nil
+}
+
 // dataDirNodeID is the node's id: the one given, else the one kept in
 // DATA_DIR/node-id, else a new one. A given id is kept there too, so that a
 // later start without --node-id (as "snapshot restore --node-id a" then
@@ -275,21 +305,17 @@ func (n *Node) catchUpFromLocalSnapshot() error {
 // nor leads. A given id that differs from the kept one is refused for the
 // same reason.
 func dataDirNodeID(dir, given string) (string, error) {
-	path := filepath.Join(dir, "node-id")
-	b, err := os.ReadFile(path)
+	kept, err := keptNodeID(dir)
 	switch {
-	case err == nil:
-		kept := strings.TrimSpace(string(b))
-		if kept == "" || len(kept) > 128 {
-			return "", fmt.Errorf("node id file %s holds an invalid id %q", path, kept)
-		}
-		if given != "" && given != kept {
-			return "", fmt.Errorf("node id %q: data dir %s belongs to node %q (%s); start it with that id, or use an empty data dir", given, dir, kept, path)
-		}
+	case err != nil:
+		return "", err
+	case kept != "" && given != "" && given != kept:
+		return "", fmt.Errorf("node id %q: data dir %s belongs to node %q (%s); start it with that id, or use an empty data dir",
+			given, dir, kept, filepath.Join(dir, nodeIDFile))
+	case kept != "":
 		return kept, nil
-	case !errors.Is(err, os.ErrNotExist):
-		return "", fmt.Errorf("read node id: %w", err)
 	}
+	path := filepath.Join(dir, nodeIDFile)
 	id := given
 	if id == "" {
 		var r [6]byte

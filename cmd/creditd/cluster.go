@@ -303,12 +303,12 @@ func snapshotRestore(fs *flag.FlagSet, args []string) error {
 		return err
 	}
 	abs, _ := filepath.Abs(f.dataDir)
-	// The data dir keeps the node's id (node-id), so serve needs no --node-id.
-	id, err := os.ReadFile(filepath.Join(f.dataDir, "node-id"))
+	// The data dir keeps the node's id, so serve needs no --node-id.
+	id, err := node.KeptNodeID(f.dataDir)
 	if err != nil {
 		return fmt.Errorf("snapshot restore: %w", err)
 	}
 	fmt.Printf("restored %s into %s as node %s; start it with: creditd serve --data-dir %s --raft-addr %s\n",
-		fs.Arg(0), abs, strings.TrimSpace(string(id)), f.dataDir, f.raftAddr)
+		fs.Arg(0), abs, id, f.dataDir, f.raftAddr)
 	return nil
 }

@@ -40,6 +40,9 @@ type Options struct {
 	// StateFsync fsyncs each node's state file on every apply, as
 	// creditd serve --state-fsync does.
 	StateFsync bool
+	// LogStore is where the nodes keep their Raft log (node.LogStoreBolt,
+	// the default, or node.LogStoreWAL).
+	LogStore string
 	// Batch is the nodes' group commit configuration (zero = defaults).
 	Batch node.BatchConfig
 	// Logger gets the nodes' logs; nil = discard.
@@ -118,6 +121,7 @@ func (c *Cluster) startNode(ctx context.Context, o Options, id string, join []st
 		Batch:           o.Batch,
 		NoSync:          o.NoSync,
 		StateFsync:      o.StateFsync,
+		LogStore:        o.LogStore,
 		Logger:          o.Logger.With("node", id),
 	}
 	if o.Noop {

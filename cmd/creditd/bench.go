@@ -5,10 +5,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"runtime"
 	"runtime/pprof"
+	"runtime/trace"
 	"strings"
 	"time"
 
@@ -58,10 +60,12 @@ func runBench(ctx context.Context, args []string) error {
 		dataDir                  string
 		asJSON, noSync           bool
 		cpuProfile, memProfile   string
+		traceFile                string
 		logLevel                 string
 		batchMaxCmds, batchBytes int
 		batchWait                time.Duration
 		stateFsync               bool
+		logStore                 string
 	)
 	fs := newFlagSet("bench", "bench (--addr URL | --local N) [flags] | bench seed [flags]", benchHelp)
 	fs.StringVar(&cfg.Addr, "addr", "", "API address of any node of a running cluster (http://host:port)")
@@ -88,10 +92,12 @@ func runBench(ctx context.Context, args []string) error {
 	fs.BoolVar(&asJSON, "json", false, "print the report as JSON on stdout")
 	fs.StringVar(&cpuProfile, "cpuprofile", "", "with --local: write a CPU profile of the whole process (nodes and load) over warmup and load")
 	fs.StringVar(&memProfile, "memprofile", "", "with --local: write a heap profile after the load")
+	fs.StringVar(&traceFile, "trace", "", "with --local: write an execution trace (go tool trace) over warmup and load; keep --duration short, it grows ≈ 10 MB/s")
 	fs.StringVar(&logLevel, "log-level", "", "with --local: the nodes' log level, logs to stderr (default: none; a no-op run would log every answer as an internal error)")
 	fs.IntVar(&batchMaxCmds, "batch-max-commands", 0, "with --local: most commands per log entry (0 = the node's default)")
 	fs.IntVar(&batchBytes, "batch-max-bytes", 0, "with --local: most bytes per log entry (0 = the node's default)")
 	fs.DurationVar(&batchWait, "batch-max-wait", 0, "with --local: how long the leader waits to fill a log entry")
+	fs.StringVar(&logStore, "log-store", "", "with --local: where the nodes keep their Raft log, "+node.LogStoreBolt+" (the default) or "+node.LogStoreWAL+", as creditd serve --log-store")
 	fs.BoolVar(&stateFsync, "state-fsync", false, "with --local: fsync each node's state file on every apply (creditd serve --state-fsync)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -109,8 +115,8 @@ func runBench(ctx context.Context, args []string) error {
 		return errors.New("bench: give --addr URL or --local N")
 	case localN != 0 && cfg.Addr != "":
 		return errors.New("bench: give --addr or --local, not both")
-	case localN == 0 && (cfg.Noop || cpuProfile != "" || memProfile != "" || dataDir != "" || noSync):
-		return errors.New("bench: --noop, --no-sync, --data-dir, --cpuprofile and --memprofile need --local")
+	case localN == 0 && (cfg.Noop || cpuProfile != "" || memProfile != "" || traceFile != "" || dataDir != "" || noSync || logStore != "" || stateFsync):
+		return errors.New("bench: --noop, --no-sync, --state-fsync, --log-store, --data-dir, --cpuprofile, --memprofile and --trace need --local")
 	}
 	if cfg.Addr != "" {
 		if cfg.Addr, err = baseURL(cfg.Addr); err != nil {
@@ -133,7 +139,7 @@ func runBench(ctx context.Context, args []string) error {
 			}
 		}
 		fmt.Fprintf(os.Stderr, "starting %d local node(s)…\n", localN)
-		c, err := local.Start(ctx, local.Options{Nodes: localN, Dir: dataDir, Noop: cfg.Noop, NoSync: noSync, StateFsync: stateFsync, Logger: logger,
+		c, err := local.Start(ctx, local.Options{Nodes: localN, Dir: dataDir, Noop: cfg.Noop, NoSync: noSync, StateFsync: stateFsync, LogStore: logStore, Logger: logger,
 			Batch: node.BatchConfig{MaxCommands: batchMaxCmds, MaxBytes: batchBytes, MaxWait: batchWait}})
 		if err != nil {
 			return err
@@ -146,24 +152,40 @@ func runBench(ctx context.Context, args []string) error {
 		cfg.Addr = c.URLs()[0]
 	}
 
+	// Profiles cover warmup and measured load, not setup or the
+	// verification's reads.
+	var recorders []loadRecorder
 	if cpuProfile != "" {
-		f, err := os.Create(cpuProfile)
+		recorders = append(recorders, loadRecorder{"CPU profile", cpuProfile, pprof.StartCPUProfile, pprof.StopCPUProfile})
+	}
+	if traceFile != "" {
+		recorders = append(recorders, loadRecorder{"execution trace", traceFile, trace.Start, trace.Stop})
+	}
+	for _, r := range recorders {
+		f, err := os.Create(r.path)
 		if err != nil {
-			return fmt.Errorf("bench: create the CPU profile: %w", err)
+			return fmt.Errorf("bench: create the %s: %w", r.what, err)
 		}
 		defer f.Close()
-		// The profile covers warmup and measured load, not setup or the
-		// verification's reads.
-		var profErr error
-		cfg.BeforeLoad = func() { profErr = pprof.StartCPUProfile(f) }
+		var startErr error
+		before, after := cfg.BeforeLoad, cfg.AfterLoad
+		cfg.BeforeLoad = func() {
+			if before != nil {
+				before()
+			}
+			startErr = r.start(f)
+		}
 		cfg.AfterLoad = func() {
-			if profErr == nil {
-				pprof.StopCPUProfile()
+			if startErr == nil {
+				r.stop()
+			}
+			if after != nil {
+				after()
 			}
 		}
 		defer func() {
-			if profErr != nil {
-				fmt.Fprintln(os.Stderr, "bench: the CPU profile did not start:", profErr)
+			if startErr != nil {
+				fmt.Fprintf(os.Stderr, "bench: the %s did not start: %v\n", r.what, startErr)
 			}
 		}()
 	}
@@ -249,4 +271,11 @@ func loadavg() string {
 		return strings.Join(f[:3], " ")
 	}
 	return ""
+}
+
+// loadRecorder is a profile or trace taken over the bench's load.
+type loadRecorder struct {
+	what, path string
+	start      func(io.Writer) error
+	stop       func()
 }

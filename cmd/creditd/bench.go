@@ -92,7 +92,7 @@ func runBench(ctx context.Context, args []string) error {
 	fs.BoolVar(&asJSON, "json", false, "print the report as JSON on stdout")
 	fs.StringVar(&cpuProfile, "cpuprofile", "", "with --local: write a CPU profile of the whole process (nodes and load) over warmup and load")
 	fs.StringVar(&memProfile, "memprofile", "", "with --local: write a heap profile after the load")
-	fs.StringVar(&traceFile, "trace", "", "with --local: write an execution trace (go tool trace) over warmup and load; keep --duration short, it grows ≈ 10 MB/s")
+	fs.StringVar(&traceFile, "trace", "", "with --local: write an execution trace (go tool trace) over warmup and load; keep --duration short, it grows ≈ 1 MB per second of load")
 	fs.StringVar(&logLevel, "log-level", "", "with --local: the nodes' log level, logs to stderr (default: none; a no-op run would log every answer as an internal error)")
 	fs.IntVar(&batchMaxCmds, "batch-max-commands", 0, "with --local: most commands per log entry (0 = the node's default)")
 	fs.IntVar(&batchBytes, "batch-max-bytes", 0, "with --local: most bytes per log entry (0 = the node's default)")

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/creditd/creditd/fsm"
 	"github.com/hashicorp/raft"
@@ -156,4 +157,49 @@ func TestAnsweredResultsAreNotKeptByTheResponse(t *testing.T) {
 	if res, err := resps[1].(pendingEntry).wait(); err != nil || len(res) != 1 || res[0].Value != uint64(2) {
 		t.Fatalf("entry 2: %+v, %v", res, err)
 	}
+}
+
+// waitOrFail fails the test if done is not closed within a minute: the
+// waits below would otherwise last their full minute.
+func waitOrFail(t *testing.T, what string, done <-chan struct{}) {
+	t.Helper()
+	select {
+	case <-done:
+	case <-time.After(time.Minute):
+		t.Fatalf("%s: still waiting after a minute", what)
+	}
+}
+
+func TestAFollowerAppliesWhatArrivesWithinItsWaitInOneTransaction(t *testing.T) {
+	sm, f := runRecordingFSM(t)
+	f.setGather(time.Hour)
+	// Two commits of one entry each, as raft delivers them to a follower.
+	f.ApplyBatch([]*raft.Log{{Index: 1, Type: raft.LogCommand, Data: []byte{1}}})
+	f.ApplyBatch([]*raft.Log{{Index: 2, Type: raft.LogCommand, Data: []byte{2}}})
+	// Nothing is applied before the wait ends; flush ends it at once.
+	done := make(chan struct{})
+	go func() { defer close(done); f.flush(nil) }()
+	waitOrFail(t, "flush during a follower's wait", done)
+	if len(sm.calls) != 1 || !slices.Equal(sm.calls[0], []uint64{1, 2}) {
+		t.Errorf("applies %v; want both entries in one", sm.calls)
+	}
+}
+
+func TestTakingTheLeadEndsAFollowersWait(t *testing.T) {
+	_, f := runRecordingFSM(t)
+	f.setGather(time.Hour)
+	resp := f.ApplyBatch([]*raft.Log{{Index: 1, Type: raft.LogCommand, Data: []byte{1}}})[0].(pendingEntry)
+	// Let the applier start its hour's wait. Should it not have yet, it
+	// reads the new setting and the test passes without a wait to end: a
+	// slow machine can only make this test weaker, never fail it wrongly.
+	time.Sleep(50 * time.Millisecond)
+	f.setGather(0) // as leadershipLoop does on election
+	done := make(chan struct{})
+	go func() { defer close(done); resp.wait() }()
+	waitOrFail(t, "the entry's result after taking the lead", done)
+	// From now on entries apply as they come, with no flush.
+	resp = f.ApplyBatch([]*raft.Log{{Index: 2, Type: raft.LogCommand, Data: []byte{2}}})[0].(pendingEntry)
+	done = make(chan struct{})
+	go func() { defer close(done); resp.wait() }()
+	waitOrFail(t, "a leader's entry", done)
 }

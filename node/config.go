@@ -92,6 +92,16 @@ type Config struct {
 	// NoSync turns fsync off for the raft log. Only for tests.
 	NoSync bool
 
+	// FollowerApplyWait is how long a follower gathers committed entries
+	// before applying them together in one state transaction: fewer
+	// commits, each dirty page written once, and on a host the replicas
+	// share, the cores left to the leader while its callers wait. A
+	// follower's reads (stale reads, WatchEntries) trail by at most this
+	// much more; the leader never waits, and a follower that wins an
+	// election applies everything before it takes writes. Default 20ms;
+	// negative = apply at once.
+	FollowerApplyWait time.Duration
+
 	// StateFsync fsyncs the state file on every apply. Off (the default),
 	// the raft log carries durability and the state file is rebuilt from a
 	// snapshot and the log after a machine restart that could have torn it
@@ -156,6 +166,10 @@ const (
 	// A lag past maxReadyMaxLag entries would make readiness mean nothing.
 	maxReadyMaxLag     = 1 << 30
 	defaultReadyMaxLag = 1024
+	// A follower's reads may trail by FollowerApplyWait: a second is
+	// already more than any read should.
+	maxFollowerApplyWait     = time.Second
+	defaultFollowerApplyWait = 20 * time.Millisecond
 )
 
 func (c *Config) setDefaults() {
@@ -212,6 +226,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.ReadyMaxLag == 0 {
 		c.ReadyMaxLag = defaultReadyMaxLag
+	}
+	if c.FollowerApplyWait == 0 {
+		c.FollowerApplyWait = defaultFollowerApplyWait
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
@@ -273,6 +290,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("node config: LeaderLeaseTimeout %s is above HeartbeatTimeout %s", c.LeaderLeaseTimeout, c.HeartbeatTimeout)
 	case c.LeaderWait < 0 || c.LeaderWait > 5*time.Minute:
 		return fmt.Errorf("node config: LeaderWait %s is outside 0..5m", c.LeaderWait)
+	case c.FollowerApplyWait > maxFollowerApplyWait:
+		return fmt.Errorf("node config: FollowerApplyWait %s is above %s", c.FollowerApplyWait, maxFollowerApplyWait)
 	case c.ReadyMaxLag > maxReadyMaxLag:
 		return fmt.Errorf("node config: ReadyMaxLag %d is above %d entries", c.ReadyMaxLag, maxReadyMaxLag)
 	case c.LogCacheEntries > maxLogCacheEntries:

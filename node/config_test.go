@@ -39,6 +39,8 @@ func TestConfigValidateNamesTheWrongField(t *testing.T) {
 		{"the log cache may be off", func(c *Config) { c.LogCacheEntries = -1 }, ""},
 		{"the ready lag is bounded", func(c *Config) { c.ReadyMaxLag = maxReadyMaxLag + 1 }, "ReadyMaxLag"},
 		{"the ready lag may be none", func(c *Config) { c.ReadyMaxLag = -1 }, ""},
+		{"a follower's apply wait is bounded", func(c *Config) { c.FollowerApplyWait = maxFollowerApplyWait + 1 }, "FollowerApplyWait"},
+		{"a follower may apply at once", func(c *Config) { c.FollowerApplyWait = -1 }, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -40,6 +40,9 @@ type Options struct {
 	// StateFsync fsyncs each node's state file on every apply, as
 	// creditd serve --state-fsync does.
 	StateFsync bool
+	// FollowerApplyWait is node.Config.FollowerApplyWait (0 = the
+	// node's default, negative = apply at once).
+	FollowerApplyWait time.Duration
 	// LogStore is where the nodes keep their Raft log (node.LogStoreBolt,
 	// the default, or node.LogStoreWAL).
 	LogStore string
@@ -111,18 +114,19 @@ func (c *Cluster) startNode(ctx context.Context, o Options, id string, join []st
 		return nil, fmt.Errorf("local cluster: listen for %s's API: %w", id, err)
 	}
 	cfg := node.Config{
-		NodeID:          id,
-		DataDir:         filepath.Join(c.dir, id),
-		RaftAddr:        "127.0.0.1:0",
-		GossipAddr:      "127.0.0.1:0",
-		RPCAddr:         ln.Addr().String(),
-		BootstrapExpect: o.Nodes,
-		Join:            join,
-		Batch:           o.Batch,
-		NoSync:          o.NoSync,
-		StateFsync:      o.StateFsync,
-		LogStore:        o.LogStore,
-		Logger:          o.Logger.With("node", id),
+		NodeID:            id,
+		DataDir:           filepath.Join(c.dir, id),
+		RaftAddr:          "127.0.0.1:0",
+		GossipAddr:        "127.0.0.1:0",
+		RPCAddr:           ln.Addr().String(),
+		BootstrapExpect:   o.Nodes,
+		Join:              join,
+		Batch:             o.Batch,
+		NoSync:            o.NoSync,
+		StateFsync:        o.StateFsync,
+		LogStore:          o.LogStore,
+		FollowerApplyWait: o.FollowerApplyWait,
+		Logger:            o.Logger.With("node", id),
 	}
 	if o.Noop {
 		cfg.StateMachine = node.NewNoopStateMachine()

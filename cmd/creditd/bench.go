@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -66,6 +67,7 @@ func runBench(ctx context.Context, args []string) error {
 		batchWait                time.Duration
 		stateFsync               bool
 		logStore                 string
+		followerWait             time.Duration
 	)
 	fs := newFlagSet("bench", "bench (--addr URL | --local N) [flags] | bench seed [flags]", benchHelp)
 	fs.StringVar(&cfg.Addr, "addr", "", "API address of any node of a running cluster (http://host:port)")
@@ -98,6 +100,7 @@ func runBench(ctx context.Context, args []string) error {
 	fs.IntVar(&batchBytes, "batch-max-bytes", 0, "with --local: most bytes per log entry (0 = the node's default)")
 	fs.DurationVar(&batchWait, "batch-max-wait", 0, "with --local: how long the leader waits to fill a log entry")
 	fs.StringVar(&logStore, "log-store", "", "with --local: where the nodes keep their Raft log, "+node.LogStoreBolt+" (the default) or "+node.LogStoreWAL+", as creditd serve --log-store")
+	fs.DurationVar(&followerWait, "follower-apply-wait", 20*time.Millisecond, "with --local: how long followers gather entries to apply them together, as creditd serve --follower-apply-wait (0: apply at once)")
 	fs.BoolVar(&stateFsync, "state-fsync", false, "with --local: fsync each node's state file on every apply (creditd serve --state-fsync)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -115,8 +118,17 @@ func runBench(ctx context.Context, args []string) error {
 		return errors.New("bench: give --addr URL or --local N")
 	case localN != 0 && cfg.Addr != "":
 		return errors.New("bench: give --addr or --local, not both")
-	case localN == 0 && (cfg.Noop || cpuProfile != "" || memProfile != "" || traceFile != "" || dataDir != "" || noSync || logStore != "" || stateFsync):
-		return errors.New("bench: --noop, --no-sync, --state-fsync, --log-store, --data-dir, --cpuprofile, --memprofile and --trace need --local")
+	}
+	if localN == 0 {
+		var set []string
+		fs.Visit(func(f *flag.Flag) {
+			if localOnlyBenchFlags[f.Name] {
+				set = append(set, "--"+f.Name)
+			}
+		})
+		if len(set) > 0 {
+			return fmt.Errorf("bench: %s need --local (they configure the nodes it starts)", strings.Join(set, ", "))
+		}
 	}
 	if cfg.Addr != "" {
 		if cfg.Addr, err = baseURL(cfg.Addr); err != nil {
@@ -139,7 +151,7 @@ func runBench(ctx context.Context, args []string) error {
 			}
 		}
 		fmt.Fprintf(os.Stderr, "starting %d local node(s)…\n", localN)
-		c, err := local.Start(ctx, local.Options{Nodes: localN, Dir: dataDir, Noop: cfg.Noop, NoSync: noSync, StateFsync: stateFsync, LogStore: logStore, Logger: logger,
+		c, err := local.Start(ctx, local.Options{Nodes: localN, Dir: dataDir, Noop: cfg.Noop, NoSync: noSync, StateFsync: stateFsync, LogStore: logStore, FollowerApplyWait: followerApplyWait(followerWait), Logger: logger,
 			Batch: node.BatchConfig{MaxCommands: batchMaxCmds, MaxBytes: batchBytes, MaxWait: batchWait}})
 		if err != nil {
 			return err
@@ -271,6 +283,13 @@ func loadavg() string {
 		return strings.Join(f[:3], " ")
 	}
 	return ""
+}
+
+// localOnlyBenchFlags configure the nodes of --local or profile them.
+var localOnlyBenchFlags = map[string]bool{
+	"noop": true, "no-sync": true, "state-fsync": true, "log-store": true, "follower-apply-wait": true,
+	"data-dir": true, "cpuprofile": true, "memprofile": true, "trace": true, "log-level": true,
+	"batch-max-commands": true, "batch-max-bytes": true, "batch-max-wait": true,
 }
 
 // loadRecorder is a profile or trace taken over the bench's load.

@@ -44,9 +44,10 @@ func TestBenchLocalWritesProfileAndTraceOnWAL(t *testing.T) {
 func TestBenchFlagsForALocalClusterNeedLocal(t *testing.T) {
 	for _, flag := range [][]string{
 		{"--trace", "x"}, {"--cpuprofile", "x"}, {"--log-store", "wal"}, {"--state-fsync"}, {"--noop"},
+		{"--follower-apply-wait", "0s"}, {"--batch-max-wait", "1ms"},
 	} {
 		err := runBench(t.Context(), append([]string{"--addr", "http://127.0.0.1:1"}, flag...))
-		if err == nil || !strings.Contains(err.Error(), "need --local") {
+		if err == nil || !strings.Contains(err.Error(), flag[0]+" need --local") {
 			t.Errorf("%v with --addr: got %v, want an error saying it needs --local", flag, err)
 		}
 	}

@@ -16,6 +16,7 @@ import (
 	"github.com/creditd/creditd/billing"
 	"github.com/creditd/creditd/node"
 	"github.com/creditd/creditd/rpc"
+	"golang.org/x/net/netutil"
 )
 
 const serveHelp = `
@@ -75,6 +76,7 @@ type serveFlags struct {
 	requestTimeout                    boundedDuration
 	readyMaxLag                       int
 	followerApplyWait                 time.Duration
+	maxConnections                    int
 	apiKeysFile                       string
 	logFormat, logLevel               string
 	billing                           string
@@ -102,6 +104,9 @@ func runServe(ctx context.Context, args []string) error {
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("serve: unexpected argument %q", fs.Arg(0))
+	}
+	if f.maxConnections < 1 || f.maxConnections > maxMaxConnections {
+		return fmt.Errorf("serve: --max-connections %d is outside 1..%d", f.maxConnections, maxMaxConnections)
 	}
 	if f.followerApplyWait < 0 {
 		return fmt.Errorf("serve: --follower-apply-wait %s is negative: want a duration, 0 to apply at once", f.followerApplyWait)
@@ -148,6 +153,7 @@ func newServeFlagSet(f *serveFlags) *flag.FlagSet {
 	f.requestTimeout = boundedDuration{d: defaultRequestTimeout, min: minRequestTimeout, max: maxRequestTimeout}
 	fs.Var(&f.requestTimeout, "request-timeout", fmt.Sprintf("`duration` bounding one unary API call: reading the request, the handler, writing the answer (DEADLINE_EXCEEDED past it; WatchEntries streams are not bounded); %s to %s",
 		minRequestTimeout, maxRequestTimeout))
+	fs.IntVar(&f.maxConnections, "max-connections", defaultMaxConnections, "most API connections open at once; past it new ones wait in the kernel's accept queue until one closes")
 	fs.DurationVar(&f.followerApplyWait, "follower-apply-wait", 20*time.Millisecond, "how long a follower gathers committed entries to apply them together (less CPU per event; its reads trail by up to this); 0: apply at once; at most 1s")
 	fs.IntVar(&f.readyMaxLag, "ready-max-lag", 1024, "a follower more log entries than this behind the commit index it knows is not ready (/readyz 503); 0: ready only with everything applied")
 	fs.StringVar(&f.billing, "billing", "manual", "billing connector: "+strings.Join(billing.ConnectorNames(), " or ")+
@@ -166,6 +172,14 @@ func readyMaxLag(entries int) int {
 	}
 	return entries
 }
+
+// API connections: the default leaves room for a large fleet of callers
+// (each HTTP/2 connection carries up to 250 calls at once) while bounding
+// what idle and slow clients can hold: ≈ 10–20 KB of buffers each when idle.
+const (
+	defaultMaxConnections = 4096
+	maxMaxConnections     = 1 << 20
+)
 
 // followerApplyWait maps --follower-apply-wait to
 // node.Config.FollowerApplyWait, where 0 means the default and a negative
@@ -193,6 +207,9 @@ func serve(ctx context.Context, f serveFlags, logger *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("listen for the API on %s: %w", f.rpcAddr, err)
 	}
+	// Every connection costs buffers and goroutines; HTTP/2 already bounds
+	// the requests on one (250 streams), this bounds the connections.
+	ln = netutil.LimitListener(ln, f.maxConnections)
 	defer ln.Close()
 	advRPC := f.advRPC
 	if advRPC == "" {

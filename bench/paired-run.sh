@@ -30,9 +30,17 @@ for r in $(seq "$rounds"); do
     echo "$(date -u +%H:%M:%S) load $(cut -d' ' -f1 /proc/loadavg) round $r $name: ${rate%.*} events/s" | tee -a "$out/log.txt"
   done
 done
+# median FIELD NAME: the median of the first FIELD (the total's) in NAME's reports.
+median() {
+  for f in "$out/$2"-*.json; do grep -o "\"$1\": [0-9.]*" "$f" | head -1 | cut -d' ' -f2; done |
+    sort -n | awk '{a[NR] = $1} END {printf "%s %s %s", (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2, a[1], a[NR]}'
+}
 for v in "$@"; do
   name=${v%%=*}
-  for f in "$out/$name"-*.json; do grep -o '"events_per_sec": [0-9.]*' "$f" | head -1 | cut -d' ' -f2; done |
-    sort -n | awk -v n="$name" '{a[NR] = $1} END {m = (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2;
-      printf "%s: median %.0f events/s over %d runs (min %.0f, max %.0f)\n", n, m, NR, a[1], a[NR]}' | tee -a "$out/log.txt"
+  n=$(ls "$out/$name"-*.json | wc -l)
+  read -r m lo hi <<< "$(median events_per_sec "$name")"
+  read -r p50 _ _ <<< "$(median p50 "$name")"
+  read -r p99 _ _ <<< "$(median p99 "$name")"
+  printf "%s: median %.0f events/s over %d runs (min %.0f, max %.0f); latency medians p50 %.1f ms, p99 %.1f ms\n" \
+    "$name" "$m" "$n" "$lo" "$hi" "$p50" "$p99" | tee -a "$out/log.txt"
 done

@@ -108,8 +108,8 @@ func runServe(ctx context.Context, args []string) error {
 	if f.maxConnections < 1 || f.maxConnections > maxMaxConnections {
 		return fmt.Errorf("serve: --max-connections %d is outside 1..%d", f.maxConnections, maxMaxConnections)
 	}
-	if f.followerApplyWait < 0 {
-		return fmt.Errorf("serve: --follower-apply-wait %s is negative: want a duration, 0 to apply at once", f.followerApplyWait)
+	if f.followerApplyWait < 0 || f.followerApplyWait > time.Second {
+		return fmt.Errorf("serve: --follower-apply-wait %s is outside 0..1s (0 applies at once)", f.followerApplyWait)
 	}
 	if f.readyMaxLag < 0 {
 		return fmt.Errorf("serve: --ready-max-lag %d is negative: want a number of log entries, 0 for none", f.readyMaxLag)

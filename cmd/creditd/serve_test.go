@@ -159,3 +159,12 @@ func TestMaxConnectionsHoldsNewConnectionsUntilOneCloses(t *testing.T) {
 	})
 	held[1].Close()
 }
+
+func TestFollowerApplyWaitIsBoundedByItsFlag(t *testing.T) {
+	for _, bad := range []string{"-1ms", "2s"} {
+		err := runServe(t.Context(), []string{"--follower-apply-wait", bad})
+		if err == nil || !strings.Contains(err.Error(), "--follower-apply-wait") {
+			t.Errorf("--follower-apply-wait %s: %v; want an error naming the flag", bad, err)
+		}
+	}
+}

@@ -34,6 +34,9 @@ type billingCluster struct {
 func startBillingCluster(t *testing.T, prov Provider) *billingCluster {
 	t.Helper()
 	c := &billingCluster{t: t, down: map[*node.Node]bool{}}
+	// Made before the shutdown is registered, so it is removed after every
+	// node has stopped (cleanups run last first).
+	dir := t.TempDir()
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 		defer cancel()
@@ -47,7 +50,7 @@ func startBillingCluster(t *testing.T, prov Provider) *billingCluster {
 	for i := 1; i <= 3; i++ {
 		id := fmt.Sprintf("n%d", i)
 		cfg := node.Config{
-			NodeID: id, DataDir: filepath.Join(t.TempDir(), id),
+			NodeID: id, DataDir: filepath.Join(dir, id),
 			RaftAddr: "127.0.0.1:0", GossipAddr: "127.0.0.1:0",
 			// No API is served here; the address only has to be well formed.
 			RPCAddr:         fmt.Sprintf("127.0.0.1:%d", 1+i),

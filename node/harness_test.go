@@ -47,6 +47,7 @@ func testConfig(id, dir string, rpcPort int) Config {
 
 type testCluster struct {
 	t     testing.TB
+	dir   string // the nodes' data dirs are under it
 	mu    sync.Mutex
 	nodes map[string]*testNode
 }
@@ -58,7 +59,10 @@ type testNode struct {
 }
 
 func newTestCluster(t testing.TB) *testCluster {
-	c := &testCluster{t: t, nodes: map[string]*testNode{}}
+	// The dir is made before the shutdown is registered, so its removal
+	// (cleanups run last first) comes after every node has stopped: a node
+	// still running writes snapshots and its state marker into it.
+	c := &testCluster{t: t, dir: t.TempDir(), nodes: map[string]*testNode{}}
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
@@ -73,7 +77,7 @@ func newTestCluster(t testing.TB) *testCluster {
 func (c *testCluster) start(id string, mod func(*Config)) *Node {
 	c.t.Helper()
 	c.mu.Lock()
-	cfg := testConfig(id, filepath.Join(c.t.TempDir(), id), 20000+len(c.nodes))
+	cfg := testConfig(id, filepath.Join(c.dir, id), 20000+len(c.nodes))
 	c.mu.Unlock()
 	if mod != nil {
 		mod(&cfg)

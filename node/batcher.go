@@ -26,6 +26,13 @@ type batcher struct {
 	carry *request
 	// exited is closed when the dispatcher has returned.
 	exited chan struct{}
+	stats  writeCounters
+}
+
+// writeCounters are WriteStats' counters, updated by dispatch's waiters.
+type writeCounters struct {
+	entries, commands, applied atomic.Uint64
+	commitNs, applyNs          atomic.Uint64
 }
 
 type request struct {
@@ -194,6 +201,8 @@ func (b *batcher) dispatch(batch []*request) {
 	entry := fsm.EncodeEntry(t, cmds)
 	start := time.Now()
 	f := b.n.raft.Apply(entry, b.n.cfg.ApplyTimeout)
+	b.stats.entries.Add(1)
+	b.stats.commands.Add(uint64(len(batch)))
 	b.waiters.Add(1)
 	go func() {
 		defer b.waiters.Done()
@@ -206,10 +215,16 @@ func (b *batcher) dispatch(batch []*request) {
 			}
 			return
 		}
+		committed := time.Now()
 		pe, ok := f.Response().(pendingEntry)
 		var results []fsm.Result
 		if ok {
 			results, err = pe.wait()
+			if err == nil {
+				b.stats.applied.Add(1)
+				b.stats.commitNs.Add(uint64(committed.Sub(start)))
+				b.stats.applyNs.Add(uint64(time.Since(committed)))
+			}
 		} else {
 			err = fmt.Errorf("replicate entry %d: unexpected response %T", f.Index(), f.Response())
 		}

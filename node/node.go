@@ -361,6 +361,28 @@ func (n *Node) AppliedNotify() <-chan struct{} {
 	return n.appliedCh
 }
 
+// WriteStats are totals over the writes this node has put in the log as
+// leader, for rates and mean times (Prometheus counters, /metrics).
+type WriteStats struct {
+	// Entries and Commands were appended by group commit (one entry
+	// carries Commands/Entries commands on average).
+	Entries, Commands uint64
+	// Applied entries committed and were applied; Commit is their total
+	// time from append until raft committed them, Apply from then until
+	// their results were ready.
+	Applied       uint64
+	Commit, Apply time.Duration
+}
+
+// WriteStats returns the write totals since the node started.
+func (n *Node) WriteStats() WriteStats {
+	c := &n.batch.stats
+	return WriteStats{
+		Entries: c.entries.Load(), Commands: c.commands.Load(), Applied: c.applied.Load(),
+		Commit: time.Duration(c.commitNs.Load()), Apply: time.Duration(c.applyNs.Load()),
+	}
+}
+
 // AppliedIndex is the highest raft index this replica has applied.
 func (n *Node) AppliedIndex() uint64 { return n.applied.Load() }
 

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -275,5 +276,47 @@ func TestProbesSayWhyANodeIsNotReady(t *testing.T) {
 	}
 	if st.Msg.Ready || st.Msg.NotReadyReason != "no leader known" {
 		t.Fatalf("status: ready %v, reason %q; want not ready, no leader known", st.Msg.Ready, st.Msg.NotReadyReason)
+	}
+}
+
+// TestMetricsCountTheNodesWrites: /metrics carries the node's write totals,
+// so a dashboard can tell time to commit from time to apply.
+func TestMetricsCountTheNodesWrites(t *testing.T) {
+	s := startSingle(t, nodeOpts{})
+	before := s.n.WriteStats()
+	c := newClients(s.url, "")
+	for _, id := range []string{"ai-credits", "gpu-hours"} {
+		if _, err := c.catalog.CreateCreditType(ctxT(t), connect.NewRequest(&v1.CreateCreditTypeRequest{Id: id, Name: id, Scale: 2})); err != nil {
+			t.Fatal(err)
+		}
+	}
+	res, err := http.Get(s.url + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	values := map[string]float64{}
+	for _, line := range strings.Split(string(body), "\n") {
+		name, v, ok := strings.Cut(line, " ")
+		if !ok || strings.HasPrefix(name, "#") || !strings.HasPrefix(name, "creditd_write_") {
+			continue
+		}
+		f, err := strconv.ParseFloat(v, 64)
+		if err != nil {
+			t.Fatalf("metric line %q: %v", line, err)
+		}
+		values[name] = f
+	}
+	// Ticks are writes too, so at least the two above.
+	for _, name := range []string{"creditd_write_entries_total", "creditd_write_commands_total", "creditd_write_applied_entries_total"} {
+		if values[name] < float64(before.Applied)+2 {
+			t.Errorf("%s = %v after %d entries and two writes; want at least %d (metrics: %v)", name, values[name], before.Applied, before.Applied+2, values)
+		}
+	}
+	for _, name := range []string{"creditd_write_commit_seconds_sum", "creditd_write_apply_seconds_sum"} {
+		if values[name] <= 0 {
+			t.Errorf("%s = %v after writes; want a positive time (metrics: %v)", name, values[name], values)
+		}
 	}
 }

@@ -188,6 +188,7 @@ func (s *Server) routes() (http.Handler, error) {
 	mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; version=0.0.4")
 		s.metrics.writeTo(w)
+		writeNodeMetrics(w, s.n.WriteStats())
 	})
 	for pattern, h := range s.opts.Extra {
 		if h == nil {

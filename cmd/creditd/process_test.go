@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -27,6 +28,8 @@ type proc struct {
 	join                   string
 	cmd                    *exec.Cmd
 	log                    *os.File
+	exited                 chan struct{} // closed once cmd has exited
+	waitErr                error         // cmd.Wait's, once exited is closed
 }
 
 // freePort returns a port free for both TCP and UDP (gossip uses both).
@@ -68,6 +71,45 @@ func (p *proc) start(t *testing.T, bin string) {
 	if err := p.cmd.Start(); err != nil {
 		t.Fatalf("start %s: %v", p.id, err)
 	}
+	exited, cmd := make(chan struct{}), p.cmd
+	p.exited = exited
+	go func() { p.waitErr = cmd.Wait(); close(exited) }()
+}
+
+// startServing starts the process and waits until it serves its API. A
+// port freePort picked may be taken by someone else before the process
+// binds it: then the process exits, and startServing gives it fresh ports
+// and starts it again (before any other process knows its addresses).
+func (p *proc) startServing(t *testing.T, bin string) {
+	t.Helper()
+	for attempt := 1; ; attempt++ {
+		p.start(t, bin)
+		logPath := filepath.Join(filepath.Dir(p.dir), p.id+".log")
+		await(t, 2*time.Minute, p.id+" serving its API", func() error {
+			select {
+			case <-p.exited:
+				return nil
+			default:
+			}
+			if b, _ := os.ReadFile(logPath); bytes.Contains(b, []byte("serving the API")) {
+				return nil
+			}
+			return errors.New("not yet")
+		})
+		select {
+		case <-p.exited:
+		default:
+			return
+		}
+		b, _ := os.ReadFile(logPath)
+		p.cmd = nil
+		p.log.Close()
+		if !bytes.Contains(b, []byte("address already in use")) || attempt == 5 {
+			t.Fatalf("%s exited at start:\n%s", p.id, b)
+		}
+		t.Logf("%s could not bind a port (taken since freePort chose it); trying fresh ports", p.id)
+		p.rpc, p.raft, p.gossip = freePort(t), freePort(t), freePort(t)
+	}
 }
 
 func (p *proc) stop(sig syscall.Signal) {
@@ -75,13 +117,11 @@ func (p *proc) stop(sig syscall.Signal) {
 		return
 	}
 	_ = p.cmd.Process.Signal(sig)
-	done := make(chan struct{})
-	go func() { _ = p.cmd.Wait(); close(done) }()
 	select {
-	case <-done:
+	case <-p.exited:
 	case <-time.After(30 * time.Second):
 		_ = p.cmd.Process.Kill()
-		<-done
+		<-p.exited
 	}
 	p.cmd = nil
 	p.log.Close()
@@ -162,8 +202,13 @@ func TestThreeProcessesSurviveSIGKILLAndKeepBalances(t *testing.T) {
 			}
 		}
 	})
-	for _, p := range procs {
-		p.start(t, bin)
+	// One at a time, so the others join the first at the address it
+	// really has.
+	for i, p := range procs {
+		if i > 0 {
+			p.join = procs[0].gossip
+		}
+		p.startServing(t, bin)
 	}
 	hc := h2cClient()
 	url := func(p *proc) string { return "http://" + p.rpc }
@@ -271,9 +316,9 @@ func TestThreeProcessesSurviveSIGKILLAndKeepBalances(t *testing.T) {
 	}
 	// SIGTERM ends every process cleanly.
 	for _, p := range procs {
-		cmd := p.cmd
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		err := cmd.Wait()
+		_ = p.cmd.Process.Signal(syscall.SIGTERM)
+		<-p.exited
+		err := p.waitErr
 		var exit *exec.ExitError
 		if errors.As(err, &exit) {
 			t.Errorf("%s exited with %v after SIGTERM", p.id, err)

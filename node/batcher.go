@@ -29,7 +29,8 @@ type batcher struct {
 	stats  writeCounters
 }
 
-// writeCounters are WriteStats' counters, updated by dispatch's waiters.
+// writeCounters are WriteStats' counters: entries and commands counted by
+// the dispatcher as it appends, the rest by each entry's waiter.
 type writeCounters struct {
 	entries, commands, applied atomic.Uint64
 	commitNs, applyNs          atomic.Uint64

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/creditd/creditd/fsm"
+	"github.com/hashicorp/memberlist"
 	"github.com/hashicorp/raft"
 )
 
@@ -588,5 +589,48 @@ func TestTheDataDirKeepsTheNodeID(t *testing.T) {
 	}
 	if again, err := dataDirNodeID(other, ""); err != nil || again != gen {
 		t.Errorf("the generated id is not kept: %q then %q, %v", gen, again, err)
+	}
+}
+
+// TestACrashedNodeWithoutJoinIsFoundAgainAfterBeingDeclaredDead: the node
+// that bootstrapped the pool has no Join; once the others have declared it
+// dead, its fresh memberlist after a restart knows nobody, and only the
+// others asking it to rejoin bring it back (without that it could not
+// forward writes, and the leader would remove it from raft while it runs).
+func TestACrashedNodeWithoutJoinIsFoundAgainAfterBeingDeclaredDead(t *testing.T) {
+	c := newTestCluster(t)
+	c.startThree(func(cfg *Config) { cfg.GossipReconnectInterval = 200 * time.Millisecond })
+	setupLedger(c)
+	c.crash("n1")
+	for _, id := range []string{"n2", "n3"} {
+		n := c.node(id)
+		waitFor(t, time.Minute, id+" declaring n1 dead", func() bool {
+			mi, ok := n.members.get("n1")
+			return ok && mi.state == memberlist.StateDead
+		})
+	}
+	// memberlist keeps gossiping to a dead member for a while, which can
+	// reintroduce it by chance; past that window only a rejoin can.
+	time.Sleep(memberlist.DefaultLANConfig().GossipToTheDeadTime + 5*time.Second)
+	n1 := c.restart("n1", nil)
+	waitFor(t, time.Minute, "the restarted n1 to see the others and the leader's API address", func() bool {
+		for _, id := range []string{"n2", "n3"} {
+			if mi, ok := n1.members.get(id); !ok || mi.state != memberlist.StateAlive {
+				return false
+			}
+		}
+		_, rpc := n1.Leader()
+		return rpc != ""
+	})
+	for _, id := range []string{"n2", "n3"} {
+		n := c.node(id)
+		waitFor(t, time.Minute, id+" seeing n1 alive again", func() bool {
+			mi, ok := n.members.get("n1")
+			return ok && mi.state == memberlist.StateAlive
+		})
+	}
+	c.mustApply(burn("after-rejoin"))
+	if dumps := c.waitConverged(); len(dumps) != 3 {
+		t.Fatalf("got dumps of %d replicas, want 3", len(dumps))
 	}
 }

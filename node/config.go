@@ -42,6 +42,11 @@ type Config struct {
 	// the leader removes it from raft, and only if a quorum remains.
 	// Default 30m.
 	DeadServerTimeout time.Duration
+	// GossipReconnectInterval is how often a node asks members gossip
+	// holds dead (for less than DeadServerTimeout) to rejoin the pool, so
+	// a crashed node that comes back without Join is found again.
+	// Default 10s.
+	GossipReconnectInterval time.Duration
 	// LeaveOnShutdown makes Shutdown leave the gossip pool gracefully, so the
 	// leader removes this node from raft. Off: a restart keeps membership.
 	LeaveOnShutdown bool
@@ -179,6 +184,9 @@ func (c *Config) setDefaults() {
 	if c.DeadServerTimeout == 0 {
 		c.DeadServerTimeout = 30 * time.Minute
 	}
+	if c.GossipReconnectInterval == 0 {
+		c.GossipReconnectInterval = 10 * time.Second
+	}
 	if c.Batch.MaxCommands == 0 {
 		c.Batch.MaxCommands = 1024
 	}
@@ -300,6 +308,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("node config: SnapshotRetain %d is outside 1..100", c.SnapshotRetain)
 	case c.DeadServerTimeout < time.Second:
 		return fmt.Errorf("node config: DeadServerTimeout %s is below 1s", c.DeadServerTimeout)
+	case c.GossipReconnectInterval < 100*time.Millisecond || c.GossipReconnectInterval > time.Hour:
+		return fmt.Errorf("node config: GossipReconnectInterval %s is outside 100ms..1h", c.GossipReconnectInterval)
 	}
 	return nil
 }

@@ -41,6 +41,8 @@ func TestConfigValidateNamesTheWrongField(t *testing.T) {
 		{"the ready lag may be none", func(c *Config) { c.ReadyMaxLag = -1 }, ""},
 		{"a follower's apply wait is bounded", func(c *Config) { c.FollowerApplyWait = maxFollowerApplyWait + 1 }, "FollowerApplyWait"},
 		{"a follower may apply at once", func(c *Config) { c.FollowerApplyWait = -1 }, ""},
+		{"gossip reconnects are not too frequent", func(c *Config) { c.GossipReconnectInterval = time.Millisecond }, "GossipReconnectInterval"},
+		{"gossip reconnects are not too rare", func(c *Config) { c.GossipReconnectInterval = 2 * time.Hour }, "GossipReconnectInterval"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -35,6 +35,9 @@ type memberInfo struct {
 	meta  nodeMeta
 	state memberlist.NodeStateType
 	since time.Time // when state last changed
+	// gossipAddr is where memberlist last reached the member: a dead
+	// member is asked there to rejoin (see reconnectLoop).
+	gossipAddr string
 }
 
 // memberTable is this node's picture of the gossip pool, kept from
@@ -84,7 +87,7 @@ func (t *memberTable) update(n *memberlist.Node, state memberlist.NodeStateType)
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	old, ok := t.m[n.Name]
-	mi := memberInfo{meta: meta, state: state, since: time.Now()}
+	mi := memberInfo{meta: meta, state: state, since: time.Now(), gossipAddr: n.Address()}
 	if ok && old.state == state {
 		mi.since = old.since
 	}
@@ -208,6 +211,46 @@ func (n *Node) joinLoop() {
 		case <-time.After(backoff):
 		}
 		backoff = min(backoff*2, 5*time.Second)
+	}
+}
+
+// reconnectLoop asks each dead member, every GossipReconnectInterval, to
+// rejoin the pool, as serf does for memberlist. A crashed node that comes
+// back after the others declared it dead starts a fresh memberlist that
+// knows nobody: without --join (the node that bootstrapped the cluster
+// usually has none) it would never hear of the others again, so it could
+// not forward writes to the leader, and after DeadServerTimeout the leader
+// would remove it from raft although it is up. Joining it from here
+// exchanges full state both ways: it learns the pool, sees itself
+// reported dead, and refutes that with a newer incarnation. Members dead
+// for longer than DeadServerTimeout are left alone (the leader removes
+// them); left members never rejoin this way.
+func (n *Node) reconnectLoop() {
+	t := time.NewTicker(n.cfg.GossipReconnectInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-n.stop:
+			return
+		case <-t.C:
+		}
+		for _, mi := range n.members.list() {
+			if mi.state != memberlist.StateDead || mi.gossipAddr == "" || time.Since(mi.since) > n.cfg.DeadServerTimeout {
+				continue
+			}
+			select {
+			case <-n.stop:
+				return
+			default:
+			}
+			// Most attempts find nobody there; memberlist bounds each by its
+			// TCP timeout, and Shutdown ends a pending one.
+			if _, err := n.ml.Join([]string{mi.gossipAddr}); err == nil {
+				n.logger.Info("reconnected a member declared dead", "member", mi.meta.ID, "gossip", mi.gossipAddr)
+			} else {
+				n.logger.Debug("dead member still unreachable", "member", mi.meta.ID, "gossip", mi.gossipAddr, "err", err)
+			}
+		}
 	}
 }
 

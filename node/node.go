@@ -230,6 +230,7 @@ func Start(ctx context.Context, cfg Config) (n *Node, err error) {
 	if len(cfg.Join) > 0 {
 		n.goRun(n.joinLoop)
 	}
+	n.goRun(n.reconnectLoop)
 	n.logger.Info("node started", "raft", n.raftAddr, "gossip", n.gossipAddr, "rpc", cfg.RPCAddr,
 		"data_dir", cfg.DataDir, "existing_state", hasState, "applied_index", n.sm.AppliedIndex())
 	return n, nil

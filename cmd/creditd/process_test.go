@@ -82,16 +82,50 @@ func (p *proc) start(t *testing.T, bin string) {
 // and starts it again (before any other process knows its addresses).
 func (p *proc) startServing(t *testing.T, bin string) {
 	t.Helper()
+	p.serveRetrying(t, bin, func() {
+		t.Logf("%s could not bind a port (taken since freePort chose it); trying fresh ports", p.id)
+		p.rpc, p.raft, p.gossip = freePort(t), freePort(t), freePort(t)
+	})
+}
+
+// restartServing starts a process that has run before and waits until it
+// serves its API. Its Raft address is in the cluster's configuration, so
+// it must come back on the same ports: if one was taken meanwhile (by an
+// outgoing connection's ephemeral port, say), it waits and tries again.
+func (p *proc) restartServing(t *testing.T, bin string) {
+	t.Helper()
+	p.serveRetrying(t, bin, func() {
+		t.Logf("%s could not bind its old ports; trying again in a second", p.id)
+		time.Sleep(time.Second)
+	})
+}
+
+// serveRetrying starts the process until it serves its API, calling
+// portTaken before each new attempt when the process exited because an
+// address was in use (at most 5 attempts).
+func (p *proc) serveRetrying(t *testing.T, bin string, portTaken func()) {
+	t.Helper()
+	logPath := filepath.Join(filepath.Dir(p.dir), p.id+".log")
+	// thisRun is what the current attempt logged: the log is appended to
+	// across restarts, and an earlier run's lines must not count.
+	var from int64
+	thisRun := func() []byte {
+		b, _ := os.ReadFile(logPath)
+		return b[min(from, int64(len(b))):]
+	}
 	for attempt := 1; ; attempt++ {
+		from = 0
+		if fi, err := os.Stat(logPath); err == nil {
+			from = fi.Size()
+		}
 		p.start(t, bin)
-		logPath := filepath.Join(filepath.Dir(p.dir), p.id+".log")
 		await(t, 2*time.Minute, p.id+" serving its API", func() error {
 			select {
 			case <-p.exited:
 				return nil
 			default:
 			}
-			if b, _ := os.ReadFile(logPath); bytes.Contains(b, []byte("serving the API")) {
+			if bytes.Contains(thisRun(), []byte("serving the API")) {
 				return nil
 			}
 			return errors.New("not yet")
@@ -101,14 +135,13 @@ func (p *proc) startServing(t *testing.T, bin string) {
 		default:
 			return
 		}
-		b, _ := os.ReadFile(logPath)
+		b := thisRun()
 		p.cmd = nil
 		p.log.Close()
 		if !bytes.Contains(b, []byte("address already in use")) || attempt == 5 {
 			t.Fatalf("%s exited at start:\n%s", p.id, b)
 		}
-		t.Logf("%s could not bind a port (taken since freePort chose it); trying fresh ports", p.id)
-		p.rpc, p.raft, p.gossip = freePort(t), freePort(t), freePort(t)
+		portTaken()
 	}
 }
 
@@ -284,7 +317,7 @@ func TestThreeProcessesSurviveSIGKILLAndKeepBalances(t *testing.T) {
 	for i := range 40 {
 		report(procs[1+i%2], fmt.Sprintf("during-%d", i))
 	}
-	procs[0].start(t, bin)
+	procs[0].restartServing(t, bin)
 	for i := range 20 {
 		report(procs[i%3], fmt.Sprintf("after-%d", i))
 	}

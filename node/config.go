@@ -43,8 +43,8 @@ type Config struct {
 	// Default 30m.
 	DeadServerTimeout time.Duration
 	// GossipReconnectInterval is how often a node asks members gossip
-	// holds dead (for less than DeadServerTimeout) to rejoin the pool, so
-	// a crashed node that comes back without Join is found again.
+	// holds dead (for up to 72 hours) to rejoin the pool, so a crashed
+	// node that comes back without Join is found again.
 	// Default 10s.
 	GossipReconnectInterval time.Duration
 	// LeaveOnShutdown makes Shutdown leave the gossip pool gracefully, so the

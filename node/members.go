@@ -214,6 +214,10 @@ func (n *Node) joinLoop() {
 	}
 }
 
+// gossipReconnectFor is how long after its death a member is still asked
+// to rejoin (Consul's reconnect_timeout is the same 72 hours).
+const gossipReconnectFor = 72 * time.Hour
+
 // reconnectLoop asks each dead member, every GossipReconnectInterval, to
 // rejoin the pool, as serf does for memberlist. A crashed node that comes
 // back after the others declared it dead starts a fresh memberlist that
@@ -222,9 +226,11 @@ func (n *Node) joinLoop() {
 // not forward writes to the leader, and after DeadServerTimeout the leader
 // would remove it from raft although it is up. Joining it from here
 // exchanges full state both ways: it learns the pool, sees itself
-// reported dead, and refutes that with a newer incarnation. Members dead
-// for longer than DeadServerTimeout are left alone (the leader removes
-// them); left members never rejoin this way.
+// reported dead, and refutes that with a newer incarnation. It goes on
+// for gossipReconnectFor after the death, not just DeadServerTimeout: the
+// leader keeps a dead voter whose removal would cost the quorum, and a
+// removed node that comes back is added again as a new one. Left members
+// never rejoin this way.
 func (n *Node) reconnectLoop() {
 	t := time.NewTicker(n.cfg.GossipReconnectInterval)
 	defer t.Stop()
@@ -235,7 +241,7 @@ func (n *Node) reconnectLoop() {
 		case <-t.C:
 		}
 		for _, mi := range n.members.list() {
-			if mi.state != memberlist.StateDead || mi.gossipAddr == "" || time.Since(mi.since) > n.cfg.DeadServerTimeout {
+			if mi.state != memberlist.StateDead || mi.gossipAddr == "" || time.Since(mi.since) > gossipReconnectFor {
 				continue
 			}
 			select {

@@ -5,6 +5,8 @@ import (
 	"log/slog"
 	"net"
 	"time"
+
+	"github.com/hashicorp/raft"
 )
 
 // Config configures one node. Start fills zero fields with the defaults
@@ -50,6 +52,11 @@ type Config struct {
 	// LeaveOnShutdown makes Shutdown leave the gossip pool gracefully, so the
 	// leader removes this node from raft. Off: a restart keeps membership.
 	LeaveOnShutdown bool
+
+	// raftDialAddrs, when set, tells this node where to dial each peer's
+	// raft address by server id: tests route pairs through proxies they can
+	// cut, to partition the cluster.
+	raftDialAddrs raft.ServerAddressProvider
 
 	// Batch bounds group commit.
 	Batch BatchConfig

@@ -171,7 +171,9 @@ func Start(ctx context.Context, cfg Config) (n *Node, err error) {
 			return nil, fmt.Errorf("resolve AdvertiseRaftAddr %q: %w", cfg.AdvertiseRaftAddr, err)
 		}
 	}
-	n.transport, err = raft.NewTCPTransportWithLogger(cfg.RaftAddr, advertise, 8, 10*time.Second, newHclog(n.logger, "raft-net"))
+	n.transport, err = raft.NewTCPTransportWithConfig(cfg.RaftAddr, advertise, &raft.NetworkTransportConfig{
+		MaxPool: 8, Timeout: 10 * time.Second, Logger: newHclog(n.logger, "raft-net"),
+		ServerAddressProvider: cfg.raftDialAddrs})
 	if err != nil {
 		return nil, fmt.Errorf("listen for raft on %s: %w", cfg.RaftAddr, err)
 	}

@@ -228,9 +228,8 @@ const gossipReconnectFor = 72 * time.Hour
 // exchanges full state both ways: it learns the pool, sees itself
 // reported dead, and refutes that with a newer incarnation. It goes on
 // for gossipReconnectFor after the death, not just DeadServerTimeout: the
-// leader keeps a dead voter whose removal would cost the quorum, and a
-// removed node that comes back is added again as a new one. Left members
-// never rejoin this way.
+// leader keeps a dead voter whose removal would cost the quorum. Left
+// members never rejoin this way.
 func (n *Node) reconnectLoop() {
 	t := time.NewTicker(n.cfg.GossipReconnectInterval)
 	defer t.Stop()

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -632,5 +633,41 @@ func TestACrashedNodeWithoutJoinIsFoundAgainAfterBeingDeclaredDead(t *testing.T)
 	c.mustApply(burn("after-rejoin"))
 	if dumps := c.waitConverged(); len(dumps) != 3 {
 		t.Fatalf("got dumps of %d replicas, want 3", len(dumps))
+	}
+}
+
+// TestAMemberRemovedWhileDeadIsAddedBackWhenItReturns: the leader removes
+// a member dead past DeadServerTimeout; when it comes back with its old
+// state, gossip shows it alive and not in the configuration, and the
+// leader adds it again; it catches up on what it missed.
+func TestAMemberRemovedWhileDeadIsAddedBackWhenItReturns(t *testing.T) {
+	c := newTestCluster(t)
+	c.startThree(func(cfg *Config) { cfg.DeadServerTimeout = time.Second })
+	setupLedger(c)
+	victim := "n3"
+	if c.leader().ID() == victim {
+		victim = "n2"
+	}
+	inConfig := func() bool {
+		f := c.leader().raft.GetConfiguration()
+		if f.Error() != nil {
+			return false
+		}
+		return slices.ContainsFunc(f.Configuration().Servers, func(s raft.Server) bool { return string(s.ID) == victim })
+	}
+	c.crash(victim)
+	waitFor(t, time.Minute, "the leader to remove the dead "+victim, func() bool { return !inConfig() })
+	c.mustApply(burn("while-removed"))
+	c.restart(victim, nil)
+	waitFor(t, time.Minute, "the leader to add "+victim+" back", inConfig)
+	c.mustApply(burn("after-return"))
+	if dumps := c.waitConverged(); len(dumps) != 3 {
+		t.Fatalf("got dumps of %d replicas, want 3", len(dumps))
+	}
+	counts := usageCounts(t, c.node(victim))
+	for _, id := range []string{"while-removed", "after-return"} {
+		if counts[id] != 1 {
+			t.Errorf("%s: event %s is in its ledger %d times, want 1", victim, id, counts[id])
+		}
 	}
 }

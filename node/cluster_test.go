@@ -671,3 +671,19 @@ func TestAMemberRemovedWhileDeadIsAddedBackWhenItReturns(t *testing.T) {
 		}
 	}
 }
+
+// TestASnapshotOfNothingAppliedIsRefused: a node still waiting for its
+// cluster has applied no entry; a snapshot of it could be restored nowhere,
+// so SaveSnapshot says why instead of streaming one.
+func TestASnapshotOfNothingAppliedIsRefused(t *testing.T) {
+	c := newTestCluster(t)
+	n := c.start("n1", func(cfg *Config) { cfg.BootstrapExpect = 3 }) // alone: never bootstraps
+	var buf bytes.Buffer
+	err := n.SaveSnapshot(context.Background(), &buf)
+	if !errors.Is(err, ErrNothingApplied) {
+		t.Fatalf("got %v, want ErrNothingApplied", err)
+	}
+	if buf.Len() != 0 {
+		t.Fatalf("%d bytes streamed before the refusal", buf.Len())
+	}
+}

@@ -24,6 +24,11 @@ var ErrShuttingDown = errors.New("node: shutting down")
 // whole bounded wait: the leader is overloaded.
 var ErrQueueFull = errors.New("node: write queue full")
 
+// ErrNothingApplied is returned for a snapshot asked of a node whose state
+// has applied no entry yet (it is starting, or waits to join a cluster):
+// such a snapshot could not be restored anywhere.
+var ErrNothingApplied = errors.New("node: the state has applied no entry yet")
+
 // ErrStateMachineFailed is returned after the state machine reported a
 // storage failure: the node stops applying (so its state stays what is on
 // disk) and must be restarted.

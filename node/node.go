@@ -634,6 +634,9 @@ func (n *Node) SaveSnapshot(ctx context.Context, w io.Writer) error {
 		return fmt.Errorf("save snapshot: %w", err)
 	}
 	defer s.Release()
+	if index == 0 {
+		return fmt.Errorf("save snapshot: %w", ErrNothingApplied)
+	}
 	if _, err := writeSnapshotHeader(w, index); err != nil {
 		return fmt.Errorf("save snapshot header: %w", err)
 	}

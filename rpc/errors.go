@@ -96,6 +96,8 @@ func (s *Server) toConnect(ctx context.Context, err error) error {
 		return connect.NewError(connect.CodeUnavailable, errors.New("no leader: the cluster cannot take writes now; retry"))
 	case errors.Is(err, node.ErrShuttingDown):
 		return connect.NewError(connect.CodeUnavailable, errors.New("the node is shutting down; retry"))
+	case errors.Is(err, node.ErrNothingApplied):
+		return connect.NewError(connect.CodeUnavailable, errors.New("the node has applied nothing yet (it is starting or waits to join a cluster); retry"))
 	case errors.Is(err, node.ErrQueueFull):
 		return connect.NewError(connect.CodeResourceExhausted, errors.New("the leader's write queue is full; retry later"))
 	case errors.Is(err, context.DeadlineExceeded):

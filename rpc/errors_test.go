@@ -31,6 +31,7 @@ func TestErrorCodes(t *testing.T) {
 		{"no leader is unavailable", fmt.Errorf("wait: %w", node.ErrNoLeader), connect.CodeUnavailable},
 		{"an unknown outcome is unavailable", fmt.Errorf("x: %w: %w", node.ErrNoLeader, node.ErrOutcomeUnknown), connect.CodeUnavailable},
 		{"a node shutting down is unavailable", node.ErrShuttingDown, connect.CodeUnavailable},
+		{"a snapshot of nothing applied is unavailable", fmt.Errorf("save snapshot: %w", node.ErrNothingApplied), connect.CodeUnavailable},
 		{"an unforwardable write is unavailable", &node.NotLeaderError{}, connect.CodeUnavailable},
 		{"a full queue is resource exhausted", node.ErrQueueFull, connect.CodeResourceExhausted},
 		{"a deadline is a deadline", fmt.Errorf("wait: %w", context.DeadlineExceeded), connect.CodeDeadlineExceeded},

@@ -59,7 +59,8 @@ type ClusterServiceClient interface {
 	TransferLeadership(context.Context, *connect.Request[v1.TransferLeadershipRequest]) (*connect.Response[v1.TransferLeadershipResponse], error)
 	// SaveSnapshot streams a consistent snapshot of the node called, in chunks
 	// of at most 1 MiB. Concatenated, the chunks are the file `creditd snapshot
-	// restore` reads.
+	// restore` reads. UNAVAILABLE while the node has applied nothing yet (it
+	// is starting, or waits to join a cluster).
 	SaveSnapshot(context.Context, *connect.Request[v1.SaveSnapshotRequest]) (*connect.ServerStreamForClient[v1.SaveSnapshotResponse], error)
 }
 
@@ -142,7 +143,8 @@ type ClusterServiceHandler interface {
 	TransferLeadership(context.Context, *connect.Request[v1.TransferLeadershipRequest]) (*connect.Response[v1.TransferLeadershipResponse], error)
 	// SaveSnapshot streams a consistent snapshot of the node called, in chunks
 	// of at most 1 MiB. Concatenated, the chunks are the file `creditd snapshot
-	// restore` reads.
+	// restore` reads. UNAVAILABLE while the node has applied nothing yet (it
+	// is starting, or waits to join a cluster).
 	SaveSnapshot(context.Context, *connect.Request[v1.SaveSnapshotRequest], *connect.ServerStream[v1.SaveSnapshotResponse]) error
 }
 

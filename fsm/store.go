@@ -108,6 +108,9 @@ func (f *FSM) open() error {
 		NoFreelistSync: false,
 	}
 	db, err := bolt.Open(f.path, 0o600, opts)
+	if errors.Is(err, bolt.ErrTimeout) {
+		return fmt.Errorf("open state %s: another process holds its lock (is a creditd already running on this data dir?): %w", f.path, err)
+	}
 	if err != nil {
 		return fmt.Errorf("open state %s: %w", f.path, err)
 	}

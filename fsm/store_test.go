@@ -3,6 +3,7 @@ package fsm
 import (
 	"fmt"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -112,5 +113,20 @@ func TestPoolPagesStayFullWhenLoadedAndWhenGrownInPlace(t *testing.T) {
 	}
 	if fill := poolPageFill(t, h); fill < 0.4 {
 		t.Errorf("pools after 100 batches of in-place growth: pages %.1f %% full, want ≥ 40 %%", 100*fill)
+	}
+}
+
+// TestASecondOpenOfTheSameFileSaysWhoHoldsIt: two processes on one data dir
+// would corrupt it; the second waits for the file's lock, then says why.
+func TestASecondOpenOfTheSameFileSaysWhoHoldsIt(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "state.db")
+	f, err := Open(path, Options{NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	_, err = Open(path, Options{NoSync: true})
+	if err == nil || !strings.Contains(err.Error(), "another process holds its lock") {
+		t.Fatalf("got %v, want an error saying another process holds the file", err)
 	}
 }

@@ -75,16 +75,18 @@ func runExport(ctx context.Context, args []string) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 
-	f, cleanup, err := src.open(ctx, tempDir)
-	if err != nil {
-		return fmt.Errorf("export: %w", err)
-	}
-	defer cleanup()
+	// The destination first: a wrong --to must not wait for a snapshot of
+	// a large cluster to be fetched.
 	dst, err := export.OpenDestination(ctx, to)
 	if err != nil {
 		return err
 	}
 	defer dst.Close()
+	f, cleanup, err := src.open(ctx, tempDir)
+	if err != nil {
+		return fmt.Errorf("export: %w", err)
+	}
+	defer cleanup()
 	e, err := export.New(export.FromFSM(f), dst, export.Options{
 		RowGroupRows: rowGroupRows, FileRows: fileRows, TempDir: tempDir, Progress: prog, KeepGrantSnapshots: keepSnapshots,
 	})

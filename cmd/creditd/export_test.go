@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -136,5 +137,15 @@ func TestExportSummaryCountsInTheRightNumber(t *testing.T) {
 		if got := exportSummary(tt.res, "file:///x"); got != tt.want {
 			t.Errorf("got  %q\nwant %q", got, tt.want)
 		}
+	}
+}
+
+// TestExportChecksTheDestinationBeforeFetchingTheSource: a wrong --to is
+// reported at once, not after a snapshot of the cluster was fetched (here
+// the node is not even running).
+func TestExportChecksTheDestinationBeforeFetchingTheSource(t *testing.T) {
+	err := runExport(context.Background(), []string{"--addr", "127.0.0.1:1", "--to", "ftp://finance/creditd"})
+	if err == nil || !strings.Contains(err.Error(), "ftp") || strings.Contains(err.Error(), "snapshot of") {
+		t.Fatalf("got %v, want an error about the ftp destination", err)
 	}
 }

@@ -5,11 +5,13 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 	raftwal "github.com/hashicorp/raft-wal"
 	"github.com/hashicorp/raft-wal/metadb"
+	bolt "go.etcd.io/bbolt"
 )
 
 // Log stores a node can keep its Raft log in (Config.LogStore).
@@ -39,7 +41,14 @@ func openLogStore(dataDir, kind string, noSync bool) (logStore, error) {
 		if exists(walDir) {
 			return nil, fmt.Errorf("%s holds a raft-wal log: start with --log-store=%s", dataDir, LogStoreWAL)
 		}
-		s, err := raftboltdb.New(raftboltdb.Options{Path: boltPath, NoSync: noSync})
+		// Without a timeout bbolt waits for the file's lock forever: a
+		// second process on this data dir (a restore into a running node's
+		// dir, say) would hang instead of saying why.
+		s, err := raftboltdb.New(raftboltdb.Options{Path: boltPath, NoSync: noSync,
+			BoltOptions: &bolt.Options{Timeout: 5 * time.Second}})
+		if errors.Is(err, bolt.ErrTimeout) {
+			return nil, fmt.Errorf("open raft log %s: another process holds its lock (is a creditd already running on this data dir?): %w", boltPath, err)
+		}
 		if err != nil {
 			return nil, fmt.Errorf("open raft log %s: %w", boltPath, err)
 		}

@@ -76,3 +76,19 @@ func TestALogStoreCannotChangeUnderADataDir(t *testing.T) {
 		t.Fatalf("unknown store: %v", err)
 	}
 }
+
+// TestASecondOpenOfTheRaftLogSaysWhoHoldsIt: bbolt waits for a file's lock
+// forever unless told otherwise; a restore into a running node's data dir
+// hung that way. The second open now gives up and says why.
+func TestASecondOpenOfTheRaftLogSaysWhoHoldsIt(t *testing.T) {
+	dir := t.TempDir()
+	s, err := openLogStore(dir, LogStoreBolt, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	_, err = openLogStore(dir, LogStoreBolt, true)
+	if err == nil || !strings.Contains(err.Error(), "another process holds its lock") {
+		t.Fatalf("got %v, want an error saying another process holds the raft log", err)
+	}
+}

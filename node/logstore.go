@@ -41,13 +41,10 @@ func openLogStore(dataDir, kind string, noSync bool) (logStore, error) {
 		if exists(walDir) {
 			return nil, fmt.Errorf("%s holds a raft-wal log: start with --log-store=%s", dataDir, LogStoreWAL)
 		}
-		// Without a timeout bbolt waits for the file's lock forever: a
-		// second process on this data dir (a restore into a running node's
-		// dir, say) would hang instead of saying why.
 		s, err := raftboltdb.New(raftboltdb.Options{Path: boltPath, NoSync: noSync,
-			BoltOptions: &bolt.Options{Timeout: 5 * time.Second}})
+			BoltOptions: &bolt.Options{Timeout: lockWait}})
 		if errors.Is(err, bolt.ErrTimeout) {
-			return nil, fmt.Errorf("open raft log %s: another process holds its lock (is a creditd already running on this data dir?): %w", boltPath, err)
+			return nil, fmt.Errorf("open raft log %s: %s: %w", boltPath, errHeldByAnother, err)
 		}
 		if err != nil {
 			return nil, fmt.Errorf("open raft log %s: %w", boltPath, err)
@@ -63,6 +60,9 @@ func openLogStore(dataDir, kind string, noSync bool) (logStore, error) {
 		if err := os.MkdirAll(walDir, 0o700); err != nil {
 			return nil, fmt.Errorf("create raft log dir %s: %w", walDir, err)
 		}
+		if err := checkUnlocked(filepath.Join(walDir, metadb.FileName)); err != nil {
+			return nil, fmt.Errorf("open raft log %s: %w", walDir, err)
+		}
 		// raft-wal's Close leaves its meta store open (and its file
 		// locked), so the node owns the meta store and closes it itself.
 		meta := &metadb.BoltMetaDB{}
@@ -74,6 +74,32 @@ func openLogStore(dataDir, kind string, noSync bool) (logStore, error) {
 		return walStore{WAL: w, meta: meta}, nil
 	}
 	return nil, fmt.Errorf("unknown log store %q (want %s or %s)", kind, LogStoreBolt, LogStoreWAL)
+}
+
+// lockWait is how long opening a bbolt file waits for another process to
+// let go of it. bbolt's default is forever: a second process on a data dir
+// (a restore into a running node's dir, say) would hang instead of saying why.
+const lockWait = 5 * time.Second
+
+// errHeldByAnother says what a lock timeout on a data dir's file means.
+const errHeldByAnother = "another process holds its lock (is a creditd already running on this data dir?)"
+
+// checkUnlocked fails if another process holds the bbolt file at path.
+// raft-wal opens its meta store with no lock timeout, so the node takes a
+// shared lock first, with one, and lets go of it at once; a file that does
+// not exist yet holds no lock.
+func checkUnlocked(path string) error {
+	if !exists(path) {
+		return nil
+	}
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: lockWait, ReadOnly: true})
+	if errors.Is(err, bolt.ErrTimeout) {
+		return fmt.Errorf("%s: %s: %w", path, errHeldByAnother, err)
+	}
+	if err != nil {
+		return fmt.Errorf("check %s: %w", path, err)
+	}
+	return db.Close()
 }
 
 // walStore is raft-wal with the meta store it does not close.

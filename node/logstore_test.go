@@ -80,15 +80,45 @@ func TestALogStoreCannotChangeUnderADataDir(t *testing.T) {
 // TestASecondOpenOfTheRaftLogSaysWhoHoldsIt: bbolt waits for a file's lock
 // forever unless told otherwise; a restore into a running node's data dir
 // hung that way. The second open now gives up and says why.
+// raft-wal opens its meta store with no timeout at all, so the node checks the
+// lock itself first.
 func TestASecondOpenOfTheRaftLogSaysWhoHoldsIt(t *testing.T) {
-	dir := t.TempDir()
-	s, err := openLogStore(dir, LogStoreBolt, true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	_, err = openLogStore(dir, LogStoreBolt, true)
-	if err == nil || !strings.Contains(err.Error(), "another process holds its lock") {
-		t.Fatalf("got %v, want an error saying another process holds the raft log", err)
+	for _, tc := range []struct {
+		kind   string
+		noSync bool
+	}{{LogStoreBolt, true}, {LogStoreWAL, false}} {
+		t.Run(tc.kind, func(t *testing.T) {
+			dir := t.TempDir()
+			s, err := openLogStore(dir, tc.kind, tc.noSync)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			second := make(chan error, 1)
+			go func() {
+				s2, err := openLogStore(dir, tc.kind, tc.noSync)
+				if err == nil {
+					s2.Close()
+				}
+				second <- err
+			}()
+			select {
+			case err = <-second:
+			case <-time.After(time.Minute):
+				t.Fatal("the second open still waits for the lock after a minute")
+			}
+			if err == nil || !strings.Contains(err.Error(), "another process holds its lock") {
+				t.Fatalf("got %v, want an error saying another process holds the raft log", err)
+			}
+			// Once the first lets go, the log opens again.
+			if err := s.Close(); err != nil {
+				t.Fatal(err)
+			}
+			s2, err := openLogStore(dir, tc.kind, tc.noSync)
+			if err != nil {
+				t.Fatalf("reopen after the first closed: %v", err)
+			}
+			s2.Close()
+		})
 	}
 }

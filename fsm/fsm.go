@@ -66,8 +66,10 @@ type LedgerFilter struct {
 //	EncodeEntry(t Timestamp, cmds [][]byte) []byte   // a log entry: time + commands
 //	DecodeEntry([]byte) (Timestamp, []Command, error)
 //	(*FSM).Apply([]Entry) ([][]Result, error)        // one bbolt tx; error = storage failure only
+//	(*FSM).ApplyAnswering(entries, answer)           // Apply, handing out results before the commit
 //	(*FSM).AppliedIndex() uint64; LastTime() Timestamp; LastSeq() uint64
 //	(*FSM).View(func(*View) error) error            // consistent read transaction
+//	(*FSM).ViewCommitted(func(*View) error) error   // the same, not waiting for an answered commit
 //	(*View).CreditType/Feature/Plan/Customer/Grant/Reservation/Purchase(id)
 //	(*View).ListFeatures(); Balance(customer, creditType); Check(customer, feature, qty, credits)
 //	(*View).ListGrants(GrantFilter); Ledger(LedgerFilter); ScanLedger(from, to, fn); ScanGrants(fn)

@@ -71,6 +71,12 @@ type FSM struct {
 	lastSeq  atomic.Uint64
 
 	ap *applier // reused across Apply calls
+
+	// answered is held (locked) from the moment ApplyAnswering hands out
+	// results until their transaction has committed; View takes it (read)
+	// before beginning its transaction, so a read begun after an answer
+	// sees the state that was answered.
+	answered sync.RWMutex
 }
 
 // Open opens (or creates) the state file at path.
@@ -189,7 +195,20 @@ func (f *FSM) LastSeq() uint64 { return f.lastSeq.Load() }
 var errClosed = errors.New("fsm: closed")
 
 // View runs fn in a read transaction; fn must not keep v after it returns.
+// A View begun after ApplyAnswering handed out results sees them: it waits
+// for their commit if that is still in flight.
 func (f *FSM) View(fn func(v *View) error) error {
+	f.answered.RLock()
+	f.answered.RUnlock() // empty on purpose: it only waits for a commit in flight
+	return f.ViewCommitted(fn)
+}
+
+// ViewCommitted is View on the last committed state, without waiting for a
+// commit in flight: results already handed out by ApplyAnswering may be
+// missing from it. It is for reads of what never changes once written (a
+// credit type's scale), by a caller who falls back to View when it is not
+// there.
+func (f *FSM) ViewCommitted(fn func(v *View) error) error {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
 	if f.db == nil {

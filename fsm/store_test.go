@@ -4,9 +4,11 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	bolt "go.etcd.io/bbolt"
 )
@@ -128,5 +130,58 @@ func TestASecondOpenOfTheSameFileSaysWhoHoldsIt(t *testing.T) {
 	_, err = Open(path, Options{NoSync: true})
 	if err == nil || !strings.Contains(err.Error(), "another process holds its lock") {
 		t.Fatalf("got %v, want an error saying another process holds the file", err)
+	}
+}
+
+// ApplyAnswering hands out results before its transaction commits; a
+// reader who was answered and then reads must still see what it was
+// answered, and the answers must be Apply's results.
+func TestAReadBegunAfterAnEarlyAnswerSeesTheAnsweredState(t *testing.T) {
+	h := newHarness(t)
+	h.seed()
+	h.promo("g1", 1000)
+	e := h.entry(BurnUsage{Events: []UsageEvent{{ID: "u1", CustomerID: "c1", CreditTypeID: "ai", Credits: 300}}})
+
+	var answered [][]Result
+	var readBalance int64
+	var readIndex, indexAtAnswer uint64
+	read := make(chan error, 1)
+	results, err := h.f.ApplyAnswering([]Entry{e}, func(rs [][]Result) {
+		answered = rs
+		indexAtAnswer = h.f.AppliedIndex()
+		// A caller woken by this answer reads at once, while the
+		// transaction has yet to write and commit.
+		started := make(chan struct{})
+		go func() {
+			close(started)
+			read <- h.f.View(func(v *View) error {
+				b, err := v.Balance("c1", "ai")
+				readBalance, readIndex = b.Balance, b.AppliedIndex
+				return err
+			})
+		}()
+		<-started
+		// Let the read reach its transaction before this Apply commits:
+		// should the goroutine run later, the read only starts after the
+		// commit and the test still passes (it cannot fail wrongly).
+		time.Sleep(20 * time.Millisecond)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := <-read; err != nil {
+		t.Fatal(err)
+	}
+	if indexAtAnswer >= e.Index {
+		t.Errorf("applied index at the answer = %d, want it below the entry's %d (answered before the commit)", indexAtAnswer, e.Index)
+	}
+	if len(answered) != 1 || len(answered[0]) != 1 || len(results[0]) != 1 || !reflect.DeepEqual(answered, results) {
+		t.Fatalf("answered %+v, Apply returned %+v; want the same results", answered, results)
+	}
+	if got := answered[0][0].Value.([]EventResult)[0]; got.Status != EventBurned || got.Credits != 300 {
+		t.Fatalf("answered %+v, want 300 credits burned", got)
+	}
+	if readBalance != 700 || readIndex != e.Index {
+		t.Errorf("a read begun after the answer saw balance %d at index %d, want 700 at %d", readBalance, readIndex, e.Index)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"slices"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -18,7 +19,7 @@ type recordingSM struct {
 	sizes []int      // entry bytes per Apply
 }
 
-func (r *recordingSM) Apply(entries []fsm.Entry) ([][]fsm.Result, error) {
+func (r *recordingSM) Apply(entries []fsm.Entry, _ func([][]fsm.Result)) ([][]fsm.Result, error) {
 	res := make([][]fsm.Result, len(entries))
 	var idx []uint64
 	size := 0
@@ -101,7 +102,7 @@ type blockingFailSM struct {
 	release chan struct{}
 }
 
-func (s *blockingFailSM) Apply([]fsm.Entry) ([][]fsm.Result, error) {
+func (s *blockingFailSM) Apply([]fsm.Entry, func([][]fsm.Result)) ([][]fsm.Result, error) {
 	close(s.entered)
 	<-s.release
 	return nil, errors.New("disk on fire")
@@ -202,4 +203,112 @@ func TestTakingTheLeadEndsAFollowersWait(t *testing.T) {
 	done = make(chan struct{})
 	go func() { defer close(done); resp.wait() }()
 	waitOrFail(t, "a leader's entry", done)
+}
+
+// committingSM answers each Apply early (each entry's result is its index),
+// then holds its "commit" until the test releases it (or aborts).
+type committingSM struct {
+	*NoopStateMachine
+	answered chan []uint64 // the entries of each early answer
+	release  chan struct{} // one receive per commit
+	abort    chan struct{} // closed: commit everything at once
+}
+
+func (s *committingSM) Apply(entries []fsm.Entry, answer func([][]fsm.Result)) ([][]fsm.Result, error) {
+	res := make([][]fsm.Result, len(entries))
+	var idx []uint64
+	for i, e := range entries {
+		res[i] = []fsm.Result{{Value: e.Index}}
+		idx = append(idx, e.Index)
+	}
+	if answer != nil {
+		answer(res)
+	}
+	select {
+	case s.answered <- idx:
+		select {
+		case <-s.release:
+		case <-s.abort:
+		}
+	case <-s.abort:
+	}
+	if _, err := s.NoopStateMachine.Apply(entries, nil); err != nil { // moves its applied index
+		return nil, err
+	}
+	return res, nil
+}
+
+// isDone reports whether an entry's waiter has been woken.
+func isDone(e pendingEntry) bool {
+	select {
+	case <-e.p.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// The leader's callers get their results once the state machine has
+// computed them, before its commit: each job when every one of its entries
+// is computed, even when a merge is applied in several parts. A follower
+// (whose results wait for nobody) hands them out after the commit, so its
+// state machine does not make its reads wait for commits.
+func TestTheLeaderAnswersBeforeTheStateCommits(t *testing.T) {
+	for _, leading := range []bool{true, false} {
+		t.Run(map[bool]string{true: "leader", false: "follower"}[leading], func(t *testing.T) {
+			sm := &committingSM{NoopStateMachine: NewNoopStateMachine(), answered: make(chan []uint64),
+				release: make(chan struct{}), abort: make(chan struct{})}
+			var applied atomic.Uint64
+			f := newRaftFSM(sm, func(i uint64) { applied.Store(i) })
+			f.setLeading(leading, 0)
+			// Two raft batches queued before the applier starts, so one
+			// merge takes both: job A one small entry, job B two large
+			// ones. maxMergedBytes splits the merge into [1 2] and [3]:
+			// job B spans both parts.
+			large := bytes.Repeat([]byte{1}, maxMergedBytes/2+1)
+			a := f.ApplyBatch([]*raft.Log{{Index: 1, Type: raft.LogCommand, Data: []byte{1}}})
+			b := f.ApplyBatch([]*raft.Log{{Index: 2, Type: raft.LogCommand, Data: large}, {Index: 3, Type: raft.LogCommand, Data: large}})
+			stop, done := make(chan struct{}), make(chan struct{})
+			go func() { defer close(done); f.run(stop) }()
+			defer func() { close(sm.abort); close(stop); <-done }()
+
+			jobA, jobB := a[0].(pendingEntry), b[1].(pendingEntry)
+			for _, part := range []struct {
+				entries      []uint64
+				aDone, bDone bool // as the leader answers once the part is computed, before its commit
+			}{
+				{[]uint64{1, 2}, true, false}, // B's entry 3 is not computed yet
+				{[]uint64{3}, true, true},
+			} {
+				var got []uint64
+				select {
+				case got = <-sm.answered:
+				case <-time.After(time.Minute):
+					t.Fatal("no apply within a minute")
+				}
+				if !slices.Equal(got, part.entries) {
+					t.Fatalf("applied %v, want %v", got, part.entries)
+				}
+				wantA, wantB := part.aDone && leading, part.bDone && leading
+				if isDone(jobA) != wantA || isDone(jobB) != wantB {
+					t.Errorf("entries %v computed, not committed: job A answered %v, job B %v; want %v, %v",
+						part.entries, isDone(jobA), isDone(jobB), wantA, wantB)
+				}
+				if got := applied.Load(); got != 0 {
+					t.Errorf("entries %v computed, not committed: applied index already %d", part.entries, got)
+				}
+				sm.release <- struct{}{}
+			}
+			for i, r := range append(a, b...) {
+				res, err := r.(pendingEntry).wait()
+				if err != nil || len(res) != 1 || res[0].Value != uint64(i+1) {
+					t.Fatalf("entry %d: %+v, %v; want its own index", i+1, res, err)
+				}
+			}
+			f.flush(nil) // the leader's answers came before the last commit's end
+			if got := applied.Load(); got != 3 {
+				t.Errorf("applied index %d after both commits, want 3", got)
+			}
+		})
+	}
 }

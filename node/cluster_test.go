@@ -290,14 +290,14 @@ type countingSM struct {
 	minIndexSeen atomic.Uint64
 }
 
-func (s *countingSM) Apply(entries []fsm.Entry) ([][]fsm.Result, error) {
+func (s *countingSM) Apply(entries []fsm.Entry, answer func([][]fsm.Result)) ([][]fsm.Result, error) {
 	for _, e := range entries {
 		if s.minIndexSeen.Load() == 0 || e.Index < s.minIndexSeen.Load() {
 			s.minIndexSeen.Store(e.Index)
 		}
 		s.maxIndexSeen.Store(max(s.maxIndexSeen.Load(), e.Index))
 	}
-	return s.StateMachine.Apply(entries)
+	return s.StateMachine.Apply(entries, answer)
 }
 
 func (s *countingSM) Restore(r io.Reader) error {

@@ -22,7 +22,7 @@ func (n *Node) leadershipLoop() {
 			return
 		}
 		n.writable.Store(false)
-		n.rfsm.setGather(n.cfg.FollowerApplyWait)
+		n.rfsm.setLeading(false, n.cfg.FollowerApplyWait)
 		cancel()
 		n.leaderMu.Lock()
 		wg := n.leaderWG
@@ -46,8 +46,9 @@ func (n *Node) leadershipLoop() {
 			// leadership was lost and won again in a newer term, whose
 			// earlier entries must be caught up on afresh.
 			stopLeading()
-			// The leader's callers wait for their results: apply at once.
-			n.rfsm.setGather(0)
+			// The leader's callers wait for their results: apply at once,
+			// answer before the state commits.
+			n.rfsm.setLeading(true, 0)
 			ctx, c := context.WithCancel(context.Background())
 			cancel = c
 			wg := &sync.WaitGroup{}

@@ -132,7 +132,7 @@ func Start(ctx context.Context, cfg Config) (n *Node, err error) {
 	}
 	n.applied.Store(n.sm.AppliedIndex())
 	n.rfsm = newRaftFSM(n.sm, n.markApplied)
-	n.rfsm.setGather(cfg.FollowerApplyWait) // every node starts as a follower
+	n.rfsm.setLeading(false, cfg.FollowerApplyWait) // every node starts as a follower
 	// The goroutine and the closers use locals: on an error Start returns
 	// nil, which clears the named result n before the deferred closers run.
 	rfsm, applierStop, applierDone := n.rfsm, n.applierStop, make(chan struct{})

@@ -19,7 +19,10 @@ type StateMachine interface {
 	// Apply applies entries in order; results[i][j] is command j of entry
 	// i. Entries at or below AppliedIndex are skipped. An error is a
 	// storage failure after which the state machine is not used again.
-	Apply(entries []fsm.Entry) ([][]fsm.Result, error)
+	// If answer is not nil, Apply may hand it the results once, before it
+	// has stored them (fsm.FSM.ApplyAnswering): the leader answers its
+	// callers while the state commits.
+	Apply(entries []fsm.Entry, answer func([][]fsm.Result)) ([][]fsm.Result, error)
 	AppliedIndex() uint64
 	// LastTime is the log time of the last applied entry.
 	LastTime() fsm.Timestamp
@@ -39,10 +42,12 @@ type StateSnapshot interface {
 // FSMStateMachine adapts *fsm.FSM to StateMachine.
 type FSMStateMachine struct{ F *fsm.FSM }
 
-func (s FSMStateMachine) Apply(e []fsm.Entry) ([][]fsm.Result, error) { return s.F.Apply(e) }
-func (s FSMStateMachine) AppliedIndex() uint64                        { return s.F.AppliedIndex() }
-func (s FSMStateMachine) LastTime() fsm.Timestamp                     { return s.F.LastTime() }
-func (s FSMStateMachine) Restore(r io.Reader) error                   { return s.F.Restore(r) }
+func (s FSMStateMachine) Apply(e []fsm.Entry, answer func([][]fsm.Result)) ([][]fsm.Result, error) {
+	return s.F.ApplyAnswering(e, answer)
+}
+func (s FSMStateMachine) AppliedIndex() uint64      { return s.F.AppliedIndex() }
+func (s FSMStateMachine) LastTime() fsm.Timestamp   { return s.F.LastTime() }
+func (s FSMStateMachine) Restore(r io.Reader) error { return s.F.Restore(r) }
 func (s FSMStateMachine) Snapshot() (StateSnapshot, error) {
 	snap, err := s.F.Snapshot()
 	if err != nil {
@@ -61,7 +66,7 @@ type NoopStateMachine struct {
 // NewNoopStateMachine returns a state machine that applies nothing.
 func NewNoopStateMachine() *NoopStateMachine { return &NoopStateMachine{} }
 
-func (s *NoopStateMachine) Apply(entries []fsm.Entry) ([][]fsm.Result, error) {
+func (s *NoopStateMachine) Apply(entries []fsm.Entry, _ func([][]fsm.Result)) ([][]fsm.Result, error) {
 	if len(entries) > 0 {
 		s.applied.Store(entries[len(entries)-1].Index)
 	}
@@ -115,7 +120,13 @@ type raftFSM struct {
 	gatherFor atomic.Int64
 	// hurry ends a gathering wait at once (buffered 1): flush, and a node
 	// taking the lead, need everything applied now.
-	hurry     chan struct{}
+	hurry chan struct{}
+	// answerEarly hands results to their waiters once computed, before the
+	// state commits (StateMachine.Apply's answer). The leader sets it: its
+	// callers wait. A follower's results wait for nobody, and answering
+	// early would only make its reads wait for its commits.
+	answerEarly atomic.Bool
+
 	submitted atomic.Uint64 // jobs queued (raft's FSM goroutine only writes)
 	completed atomic.Uint64 // jobs applied
 	doneMu    sync.Mutex
@@ -195,6 +206,18 @@ var _ raft.BatchingFSM = (*raftFSM)(nil)
 func newRaftFSM(sm StateMachine, onApplied func(uint64)) *raftFSM {
 	return &raftFSM{sm: sm, onApplied: onApplied, queue: make(chan *applyJob, applyQueueLen), hurry: make(chan struct{}, 1),
 		doneCh: make(chan struct{})}
+}
+
+// setLeading switches the applier between the leader's ways (apply at
+// once, answer as soon as results are computed) and a follower's (gather
+// for followerWait, answer after the commit).
+func (f *raftFSM) setLeading(leading bool, followerWait time.Duration) {
+	f.answerEarly.Store(leading)
+	if leading {
+		f.setGather(0)
+	} else {
+		f.setGather(followerWait)
+	}
 }
 
 // setGather sets how long the applier gathers batches before applying
@@ -308,11 +331,15 @@ func (f *raftFSM) applyJobs(jobs []*applyJob, n int) {
 	}()
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if failed := f.failure(); failed != nil {
-		for _, j := range jobs {
-			j.pending.err = failed
+	answered := 0 // jobs whose waiters have their results
+	failAll := func(err error) {
+		for _, j := range jobs[answered:] {
+			j.pending.err = err
 			close(j.pending.done)
 		}
+	}
+	if failed := f.failure(); failed != nil {
+		failAll(failed)
 		return
 	}
 	entries := jobs[0].entries
@@ -322,35 +349,42 @@ func (f *raftFSM) applyJobs(jobs []*applyJob, n int) {
 			entries = append(entries, j.entries...)
 		}
 	}
-	results, err := f.applyBounded(entries)
-	if err != nil {
+	// computed has the results of entries[:upTo]; answer hands each job
+	// whose entries all lie there its results and wakes its waiters.
+	computed := make([][]fsm.Result, len(entries))
+	jobEnd := len(jobs[0].entries) // entries up to the end of jobs[answered]
+	answer := func(upTo int) {
+		for answered < len(jobs) && jobEnd <= upTo {
+			j := jobs[answered]
+			j.pending.results = computed[jobEnd-len(j.entries) : jobEnd]
+			close(j.pending.done)
+			answered++
+			if answered < len(jobs) {
+				jobEnd += len(jobs[answered].entries)
+			}
+		}
+	}
+	if err := f.applyBounded(entries, computed, answer); err != nil {
 		// Keep the state what is on disk: a restart re-applies from the
 		// state's own applied index. Applying later entries over a gap
-		// would diverge from the other replicas.
-		failed := f.fail(fmt.Errorf("%w: apply entries %d..%d: %w", ErrStateMachineFailed, entries[0].Index, entries[len(entries)-1].Index, err))
-		for _, j := range jobs {
-			j.pending.err = failed
-			close(j.pending.done)
-		}
+		// would diverge from the other replicas. Results already handed
+		// out stand: every replica computes the same from the same log.
+		failAll(f.fail(fmt.Errorf("%w: apply entries %d..%d: %w", ErrStateMachineFailed, entries[0].Index, entries[len(entries)-1].Index, err)))
 		return
 	}
-	at := 0
-	for _, j := range jobs {
-		j.pending.results = results[at : at+len(j.entries)]
-		at += len(j.entries)
-	}
 	f.onApplied(entries[len(entries)-1].Index)
-	for _, j := range jobs {
-		close(j.pending.done)
-	}
+	answer(len(entries)) // all of them, but for a state machine that never answers early
 }
 
 // applyBounded applies entries in order, in as few StateMachine.Apply calls
-// as maxMergedBytes allows (an entry larger than it goes alone). On an
-// error, the calls before it have been applied: the state is still a
-// prefix of the log, and a restart re-applies from its applied index.
-func (f *raftFSM) applyBounded(entries []fsm.Entry) ([][]fsm.Result, error) {
-	var results [][]fsm.Result
+// as maxMergedBytes allows (an entry larger than it goes alone), putting
+// their results in results (one slot per entry) and calling answer(upTo)
+// whenever results[:upTo] are final: on the leader as soon as the state
+// machine has computed them, before it commits. On an error, the calls
+// before it have been applied: the state is still a prefix of the log, and
+// a restart re-applies from its applied index.
+func (f *raftFSM) applyBounded(entries []fsm.Entry, results [][]fsm.Result, answer func(upTo int)) error {
+	early := f.answerEarly.Load()
 	for start := 0; start < len(entries); {
 		end, size := start+1, len(entries[start].Data)
 		for end < len(entries) && size+len(entries[end].Data) <= maxMergedBytes {
@@ -358,20 +392,34 @@ func (f *raftFSM) applyBounded(entries []fsm.Entry) ([][]fsm.Result, error) {
 			end++
 		}
 		part := entries[start:end]
-		rs, err := f.sm.Apply(part)
+		var answerPart func([][]fsm.Result)
+		answeredPart := false
+		if early {
+			answerPart = func(rs [][]fsm.Result) {
+				if len(rs) == len(part) && !answeredPart { // else Apply's own check fails below
+					answeredPart = true
+					copy(results[start:end], rs)
+					answer(end)
+				}
+			}
+		}
+		rs, err := f.sm.Apply(part, answerPart)
 		if err == nil && len(rs) != len(part) {
 			err = fmt.Errorf("state machine returned %d results for %d entries", len(rs), len(part))
 		}
 		if err != nil {
-			return nil, err
+			return err
 		}
-		if start == 0 && end == len(entries) {
-			return rs, nil
+		// Answered slots are the waiters' now (each clears its own); the
+		// rest are answered once the applied index has moved: a
+		// follower's (nobody waits there but raft) and those of a state
+		// machine that does not answer early.
+		if !answeredPart {
+			copy(results[start:end], rs)
 		}
-		results = append(results, rs...)
 		start = end
 	}
-	return results, nil
+	return nil
 }
 
 // flush waits until every batch queued so far is applied (or ctx-less: it

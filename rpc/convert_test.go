@@ -1,7 +1,11 @@
 package rpc
 
 import (
+	"errors"
+	"fmt"
+	"path/filepath"
 	"testing"
+	"time"
 
 	"google.golang.org/protobuf/proto"
 
@@ -48,5 +52,103 @@ func TestEventResultsPB(t *testing.T) {
 	_ = append(got[0].Burns, &v1.GrantBurn{GrantId: "appended"})
 	if !proto.Equal(got[5], want[5]) {
 		t.Errorf("an append to result 0's burns changed result 5: %v", got[5])
+	}
+}
+
+// applyAnswering applies cmds as entry index of f with ApplyAnswering; during
+// the answer (before the commit) it runs during and returns its error.
+func applyAnswering(t *testing.T, f *fsm.FSM, index uint64, during func(results []fsm.Result) error, cmds ...fsm.Command) {
+	t.Helper()
+	enc := make([][]byte, len(cmds))
+	for i, c := range cmds {
+		b, err := fsm.EncodeCommand(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		enc[i] = b
+	}
+	var duringErr error
+	answer := func(rs [][]fsm.Result) {
+		if during != nil {
+			duringErr = during(rs[0])
+		}
+	}
+	rs, err := f.ApplyAnswering([]fsm.Entry{{Index: index, Data: fsm.EncodeEntry(fsm.TimestampOf(time.Now()), enc)}}, answer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, r := range rs[0] {
+		if r.Err != nil {
+			t.Fatalf("command %d (%T): %v", i, cmds[i], r.Err)
+		}
+	}
+	if duringErr != nil {
+		t.Fatal(duringErr)
+	}
+}
+
+// A ReportUsage answer is formatted while the leader's state commits: the
+// scale of a credit type committed before is read without waiting for that
+// commit, and one created in the same entry as the burn waits for it
+// rather than formatting with no scale.
+func TestResultScalesDoNotWaitForTheCommitUnlessTheyMust(t *testing.T) {
+	f, err := fsm.Open(filepath.Join(t.TempDir(), "state.db"), fsm.Options{NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	applyAnswering(t, f, 1, nil,
+		fsm.CreateCreditType{ID: "usd", Name: "dollars", Scale: 2},
+		fsm.UpsertCustomer{ID: "c1"},
+		fsm.CreateGrant{ID: "g1", CustomerID: "c1", CreditTypeID: "usd", Category: fsm.Promotional, Amount: 1000})
+
+	burn := func(id, ct string) fsm.Command {
+		return fsm.BurnUsage{Events: []fsm.UsageEvent{{ID: id, CustomerID: "c1", CreditTypeID: ct, Credits: 250}}}
+	}
+	// Called from the answer itself: a read that waited for the commit
+	// would wait for this very call to return, so it must not wait.
+	applyAnswering(t, f, 2, func(rs []fsm.Result) error {
+		done := make(chan error, 1)
+		go func() {
+			scaleOf, err := resultScales(f, rs[0].Value.([]fsm.EventResult))
+			if err == nil && scaleOf("usd") != 2 {
+				err = fmt.Errorf("scale of usd %d, want 2", scaleOf("usd"))
+			}
+			done <- err
+		}()
+		select {
+		case err := <-done:
+			return err
+		case <-time.After(10 * time.Second):
+			return errors.New("the scale of a committed credit type waited for the commit in flight")
+		}
+	}, burn("u1", "usd"))
+
+	// The credit type and a burn in it, group-committed into one entry:
+	// only the commit has the scale.
+	scaleOfNew := make(chan uint8, 1)
+	applyAnswering(t, f, 3, func(rs []fsm.Result) error {
+		started := make(chan struct{})
+		go func() {
+			close(started)
+			scaleOf, err := resultScales(f, rs[3].Value.([]fsm.EventResult))
+			if err != nil {
+				t.Error(err)
+			}
+			scaleOfNew <- scaleOf("eur")
+		}()
+		<-started
+		// Let the read find the committed state without "eur" before this
+		// entry commits; a slower goroutine only reads after the commit, and
+		// the test passes without testing the wait (it cannot fail wrongly).
+		time.Sleep(20 * time.Millisecond)
+		return nil
+	},
+		fsm.CreateCreditType{ID: "eur", Name: "euros", Scale: 3},
+		fsm.UpsertCustomer{ID: "c2"},
+		fsm.CreateGrant{ID: "g2", CustomerID: "c2", CreditTypeID: "eur", Category: fsm.Promotional, Amount: 1000},
+		fsm.BurnUsage{Events: []fsm.UsageEvent{{ID: "u2", CustomerID: "c2", CreditTypeID: "eur", Credits: 250}}})
+	if got := <-scaleOfNew; got != 3 {
+		t.Errorf("scale of a credit type created in the burn's own entry = %d, want 3", got)
 	}
 }

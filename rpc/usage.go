@@ -117,16 +117,57 @@ func (a *api) reportUsage(ctx context.Context, m *v1.ReportUsageRequest) (*v1.Re
 	if !ok || len(results) != n {
 		return nil, fmt.Errorf("burn usage: %d results for %d events", len(results), n)
 	}
-	out := &v1.ReportUsageResponse{}
 	f, err := a.s.state()
 	if err != nil {
 		return nil, err
 	}
-	err = f.View(func(v *fsm.View) error {
-		out.Results = eventResultsPB(results, newScales(v).known)
+	scaleOf, err := resultScales(f, results)
+	if err != nil {
+		return nil, err
+	}
+	return &v1.ReportUsageResponse{Results: eventResultsPB(results, scaleOf)}, nil
+}
+
+// resultScales reads the scales of the credit types that results name.
+// Credit types never change once created, so the last committed state has
+// them without waiting for the commit of the entry that produced results
+// (the leader answers before that commit, fsm.FSM.ApplyAnswering); only one
+// created in that same entry is missing there, and then the read waits for
+// the commit.
+func resultScales(f *fsm.FSM, results []fsm.EventResult) (func(creditTypeID string) uint8, error) {
+	scales := make(map[string]uint8, 2)
+	missing := false
+	read := func(v *fsm.View) error {
+		missing = false
+		for i := range results {
+			id := results[i].CreditTypeID
+			if id == "" {
+				continue
+			}
+			if _, ok := scales[id]; ok {
+				continue
+			}
+			ct, err := v.CreditType(id)
+			if fsm.CodeOf(err) == fsm.CodeNotFound {
+				missing = true
+				continue
+			}
+			if err != nil {
+				return fmt.Errorf("read the scale of credit type %s: %w", id, err)
+			}
+			scales[id] = ct.Scale
+		}
 		return nil
-	})
-	return out, err
+	}
+	if err := f.ViewCommitted(read); err != nil {
+		return nil, err
+	}
+	if missing {
+		if err := f.View(read); err != nil {
+			return nil, err
+		}
+	}
+	return func(id string) uint8 { return scales[id] }, nil
 }
 
 func (a *api) Check(ctx context.Context, req *connect.Request[v1.CheckRequest]) (*connect.Response[v1.CheckResponse], error) {

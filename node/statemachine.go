@@ -373,7 +373,7 @@ func (f *raftFSM) applyJobs(jobs []*applyJob, n int) {
 		return
 	}
 	f.onApplied(entries[len(entries)-1].Index)
-	answer(len(entries)) // all of them, but for a state machine that never answers early
+	answer(len(entries)) // those not answered early: a follower's, or a state machine's that never does
 }
 
 // applyBounded applies entries in order, in as few StateMachine.Apply calls

@@ -312,3 +312,61 @@ func TestTheLeaderAnswersBeforeTheStateCommits(t *testing.T) {
 		})
 	}
 }
+
+// answerThenFailSM answers early, then fails its commit.
+type answerThenFailSM struct{ *NoopStateMachine }
+
+func (s answerThenFailSM) Apply(entries []fsm.Entry, answer func([][]fsm.Result)) ([][]fsm.Result, error) {
+	res := make([][]fsm.Result, len(entries))
+	for i, e := range entries {
+		res[i] = []fsm.Result{{Value: e.Index}}
+	}
+	if answer != nil {
+		answer(res)
+	}
+	return nil, errors.New("disk on fire")
+}
+
+// A commit that fails after the leader answered leaves the answers as they
+// were (the log commands them; a restart re-applies them to the same
+// results), fails every entry not yet answered, and stops the applier.
+func TestACommitFailingAfterTheAnswerKeepsTheAnswerAndStopsApplying(t *testing.T) {
+	f := newRaftFSM(answerThenFailSM{NewNoopStateMachine()}, func(uint64) {})
+	f.setLeading(true, 0)
+	// One merge of two parts: the failure of the first leaves the second
+	// unapplied and unanswered.
+	large := bytes.Repeat([]byte{1}, maxMergedBytes/2+1)
+	resps := f.ApplyBatch([]*raft.Log{{Index: 1, Type: raft.LogCommand, Data: large}, {Index: 2, Type: raft.LogCommand, Data: large}})
+	other := f.ApplyBatch([]*raft.Log{{Index: 3, Type: raft.LogCommand, Data: []byte{1}}})
+	stop, done := make(chan struct{}), make(chan struct{})
+	go func() { defer close(done); f.run(stop) }()
+	defer func() { close(stop); <-done }()
+
+	// Entries 1 and 2 are one job: it spans both parts, so it is not
+	// answered by the first part's results, and fails with the commit.
+	if _, err := resps[0].(pendingEntry).wait(); !errors.Is(err, ErrStateMachineFailed) {
+		t.Fatalf("a job half computed when the commit failed answered %v, want ErrStateMachineFailed", err)
+	}
+	if _, err := other[0].(pendingEntry).wait(); !errors.Is(err, ErrStateMachineFailed) {
+		t.Fatalf("a later job answered %v, want ErrStateMachineFailed", err)
+	}
+
+	// A job answered before its commit failed keeps its results.
+	g := newRaftFSM(answerThenFailSM{NewNoopStateMachine()}, func(uint64) {})
+	g.setLeading(true, 0)
+	first := g.ApplyBatch([]*raft.Log{{Index: 1, Type: raft.LogCommand, Data: []byte{1}}})
+	stop2, done2 := make(chan struct{}), make(chan struct{})
+	go func() { defer close(done2); g.run(stop2) }()
+	defer func() { close(stop2); <-done2 }()
+	if res, err := first[0].(pendingEntry).wait(); err != nil || len(res) != 1 || res[0].Value != uint64(1) {
+		t.Fatalf("a job answered before its commit failed: %+v, %v; want its result", res, err)
+	}
+	g.flush(nil)
+	if err := g.failure(); !errors.Is(err, ErrStateMachineFailed) {
+		t.Fatalf("failure after a failed commit = %v, want ErrStateMachineFailed", err)
+	}
+	next := g.ApplyBatch([]*raft.Log{{Index: 2, Type: raft.LogCommand, Data: []byte{2}}})
+	if _, err := next[0].(pendingEntry).wait(); !errors.Is(err, ErrStateMachineFailed) {
+		t.Fatalf("an entry after the failure answered %v, want ErrStateMachineFailed", err)
+	}
+}

@@ -78,10 +78,17 @@ func TestSmoke(t *testing.T) {
 	if v == nil || !v.OK || len(v.Replicas) != 3 || v.AckedBurned != v.ServerBurned || v.AckedBurned == "0.00" {
 		t.Fatalf("verification: %+v", v)
 	}
+	// Writes (reports, grants, reservations) went through the leader: its
+	// /metrics says how many entries and where their time went.
+	if lw := rep.LeaderWrites; lw == nil || lw.Entries == 0 || lw.CommandsPerEntry < 1 || lw.CommitMs <= 0 || lw.ApplyMs <= 0 {
+		t.Errorf("the leader's write split: %+v; want entries, at least one command each, commit and apply times", lw)
+	}
 	var text strings.Builder
 	rep.WriteText(&text)
-	if !strings.Contains(text.String(), "verification: OK") {
-		t.Errorf("the text report does not say the verification passed:\n%s", text.String())
+	for _, want := range []string{"verification: OK", "leader's writes while measured"} {
+		if !strings.Contains(text.String(), want) {
+			t.Errorf("the text report does not say %q:\n%s", want, text.String())
+		}
 	}
 }
 

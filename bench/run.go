@@ -73,6 +73,10 @@ type runner struct {
 
 	mu         sync.Mutex
 	unresolved []func(context.Context) error // writes of unknown outcome, idempotent to resend
+
+	// leaderWrites is the leader's write split over the measured load
+	// (nil if its /metrics could not be read).
+	leaderWrites *LeaderWrites
 }
 
 func (r *runner) logf(format string, args ...any) {
@@ -147,6 +151,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		total.merge(s)
 	}
 	rep.Total = opReport("total", total, rep.MeasuredSec)
+	rep.LeaderWrites = r.leaderWrites
 
 	if !cfg.SkipVerify {
 		r.logf("verify: resolving %d writes of unknown outcome, then checking %d balances on %d nodes",
@@ -417,11 +422,18 @@ func (r *runner) load(ctx context.Context) (map[Op]*opStats, time.Duration, time
 	}
 	r.logf("load: %d clients, warmup %s, measuring %s", cfg.Concurrency, cfg.Warmup, cfg.Duration)
 	sleepCtx(ctx, cfg.Warmup)
+	writesAtStart, startErr := readWriteCounters(ctx, r.hcs[0], r.leader.url)
 	t1 := time.Now()
 	r.phase.Store(phaseMeasure)
 	sleepCtx(ctx, cfg.Duration)
 	t2 := time.Now()
 	r.phase.Store(phaseStop)
+	writesAtEnd, endErr := readWriteCounters(ctx, r.hcs[0], r.leader.url)
+	if err := errors.Join(startErr, endErr); err != nil {
+		r.logf("load: the leader's write split is left out: %v", err)
+	} else {
+		r.leaderWrites = leaderWrites(writesAtStart, writesAtEnd)
+	}
 	wg.Wait()
 	stopProgress()
 	if cfg.AfterLoad != nil {

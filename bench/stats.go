@@ -122,9 +122,12 @@ type Report struct {
 	WarmupSec   float64   `json:"warmup_seconds"`
 	MeasuredSec float64   `json:"measured_seconds"`
 	// Total is every operation together (its latency mixes them).
-	Total  OpFigures     `json:"total"`
-	Ops    []OpFigures   `json:"ops"`
-	Verify *Verification `json:"verify,omitempty"`
+	Total OpFigures   `json:"total"`
+	Ops   []OpFigures `json:"ops"`
+	// LeaderWrites is where the leader's writes spent their time while
+	// measured, from its /metrics (absent if they could not be read).
+	LeaderWrites *LeaderWrites `json:"leader_writes,omitempty"`
+	Verify       *Verification `json:"verify,omitempty"`
 	// Machine notes what the numbers were measured on (cmd fills it).
 	Machine map[string]string `json:"machine,omitempty"`
 }
@@ -195,6 +198,10 @@ func (r *Report) WriteText(w io.Writer) {
 		l := o.LatencyMs
 		p("%-8s %10d %11.0f %12.0f %8.2f %8.2f %8.2f %8.2f %8.2f %8d %8d\n",
 			name, o.Requests, o.RequestsPerSec, o.EventsPerSec, l.P50, l.P90, l.P99, l.P999, l.Max, o.Denied, errs)
+	}
+	if lw := r.LeaderWrites; lw != nil {
+		p("\nleader's writes while measured: %d log entries, %.1f commands each; per entry %.2f ms from append to commit, %.2f ms from commit to results\n",
+			lw.Entries, lw.CommandsPerEntry, lw.CommitMs, lw.ApplyMs)
 	}
 	for _, o := range r.Ops {
 		for _, k := range slices.Sorted(maps.Keys(o.Errors)) {

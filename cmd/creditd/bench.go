@@ -23,7 +23,9 @@ import (
 const benchHelp = `
 Drives a creditd cluster with load over the API and reports, per operation,
 requests/s, events/s, latency p50/p90/p99/p99.9/max, denials and errors by
-code. At the end it checks the cluster: the credits burned must equal what
+code, and from the leader's /metrics where its writes spent their time
+while measured (append to commit, commit to results, commands per log
+entry). At the end it checks the cluster: the credits burned must equal what
 the clients saw acknowledged, and every replica's balances (stale reads on
 each node) must equal the leader's (linearizable reads). It exits non-zero
 if not.

@@ -8,7 +8,9 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"google.golang.org/protobuf/proto"
 
+	"github.com/creditd/creditd/fsm"
 	v1 "github.com/creditd/creditd/gen/creditd/v1"
 )
 
@@ -97,4 +99,45 @@ func BenchmarkReportUsage(b *testing.B) {
 			b.ReportMetric(float64(b.N)/elapsed.Seconds(), "requests/s")
 		})
 	}
+}
+
+// BenchmarkUsageResults measures what a 1,000-event ReportUsage answer costs
+// besides the state machine: converting the results to protobuf and
+// marshaling them on the server, unmarshaling them in the client (each
+// event burned from one grant, as in `creditd bench`).
+//
+//	go test ./rpc -run '^$' -bench BenchmarkUsageResults -benchmem
+func BenchmarkUsageResults(b *testing.B) {
+	results := make([]fsm.EventResult, 1000)
+	for i := range results {
+		results[i] = fsm.EventResult{EventID: fmt.Sprintf("e-bench-%08d", i), Status: fsm.EventBurned, CreditTypeID: "bench-credits",
+			Credits: 1234, Burns: []fsm.GrantBurn{{GrantID: fmt.Sprintf("g-%d-0", i), Amount: 1234}}, BalanceAfter: 987654, AvailableAfter: 987654}
+	}
+	scale := func(string) uint8 { return 2 }
+	b.Run("convert", func(b *testing.B) {
+		for b.Loop() {
+			eventResultsPB(results, scale)
+		}
+	})
+	data, err := proto.Marshal(&v1.ReportUsageResponse{Results: eventResultsPB(results, scale)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Run("marshal", func(b *testing.B) {
+		msg := &v1.ReportUsageResponse{Results: eventResultsPB(results, scale)}
+		for b.Loop() {
+			if _, err := proto.Marshal(msg); err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.ReportMetric(float64(len(data)), "answer-bytes")
+	})
+	b.Run("unmarshal", func(b *testing.B) {
+		for b.Loop() {
+			var m v1.ReportUsageResponse
+			if err := proto.Unmarshal(data, &m); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 }

@@ -183,7 +183,9 @@ func (f *FSM) Sync() error {
 	return nil
 }
 
-// AppliedIndex is the index of the last applied entry.
+// AppliedIndex is the index of the last applied entry. It, LastTime and
+// LastSeq describe the committed state: after ApplyAnswering has answered
+// they move only with the commit (a View waits for it; these do not).
 func (f *FSM) AppliedIndex() uint64 { return f.applied.Load() }
 
 // LastTime is the log time of the last applied entry.

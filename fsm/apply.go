@@ -90,25 +90,36 @@ func (f *FSM) ApplyAnswering(entries []Entry, answer func([][]Result)) ([][]Resu
 		a.flushLedger()
 		results[i] = rs
 	}
+	// The applied index, log time and last sequence move with the answer:
+	// a caller answered and then asking for them gets this transaction's.
+	before := f.position()
 	if answer != nil {
 		f.answered.Lock()
 		defer f.answered.Unlock() // after the commit below, or its failure
+		f.setPosition(position{a.applied, int64(a.now), a.seq})
 		answer(results)
 	}
 	if err := a.flush(); err != nil {
 		tx.Rollback()
 		f.ap = nil
+		f.setPosition(before)
 		return nil, fmt.Errorf("apply: flush: %w", err)
 	}
 	if err := tx.Commit(); err != nil {
 		f.ap = nil
+		f.setPosition(before)
 		return nil, fmt.Errorf("apply: commit: %w", err)
 	}
-	f.applied.Store(a.applied)
-	f.lastTime.Store(int64(a.now))
-	f.lastSeq.Store(a.seq)
+	f.setPosition(position{a.applied, int64(a.now), a.seq})
 	a.tx = nil
 	return results, nil
+}
+
+// position is what AppliedIndex, LastTime and LastSeq report.
+type position struct {
+	applied  uint64
+	lastTime int64
+	lastSeq  uint64
 }
 
 // denseBuckets are filled to denseFill before a page splits. Not

@@ -184,8 +184,9 @@ func (f *FSM) Sync() error {
 }
 
 // AppliedIndex is the index of the last applied entry. It, LastTime and
-// LastSeq describe the committed state: after ApplyAnswering has answered
-// they move only with the commit (a View waits for it; these do not).
+// LastSeq move when ApplyAnswering answers, before the commit: what they
+// report is what the answered caller was told (a View begun after them
+// waits for the commit).
 func (f *FSM) AppliedIndex() uint64 { return f.applied.Load() }
 
 // LastTime is the log time of the last applied entry.
@@ -193,6 +194,16 @@ func (f *FSM) LastTime() Timestamp { return Timestamp(f.lastTime.Load()) }
 
 // LastSeq is the sequence of the last ledger entry (0 if none).
 func (f *FSM) LastSeq() uint64 { return f.lastSeq.Load() }
+
+func (f *FSM) position() position {
+	return position{f.applied.Load(), f.lastTime.Load(), f.lastSeq.Load()}
+}
+
+func (f *FSM) setPosition(p position) {
+	f.applied.Store(p.applied)
+	f.lastTime.Store(p.lastTime)
+	f.lastSeq.Store(p.lastSeq)
+}
 
 var errClosed = errors.New("fsm: closed")
 

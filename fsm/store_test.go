@@ -144,11 +144,17 @@ func TestAReadBegunAfterAnEarlyAnswerSeesTheAnsweredState(t *testing.T) {
 
 	var answered [][]Result
 	var readBalance int64
-	var readIndex, indexAtAnswer uint64
+	var readIndex, indexAtAnswer, seqAtAnswer, storedAtAnswer uint64
+	seqBefore := h.f.LastSeq()
 	read := make(chan error, 1)
 	results, err := h.f.ApplyAnswering([]Entry{e}, func(rs [][]Result) {
 		answered = rs
-		indexAtAnswer = h.f.AppliedIndex()
+		indexAtAnswer, seqAtAnswer = h.f.AppliedIndex(), h.f.LastSeq()
+		// The committed state, read as no View may read it here (a View
+		// would wait for the commit that waits for this answer).
+		if err := h.f.ViewCommitted(func(v *View) error { storedAtAnswer = v.AppliedIndex(); return nil }); err != nil {
+			t.Error(err)
+		}
 		// A caller woken by this answer reads at once, while the
 		// transaction has yet to write and commit.
 		started := make(chan struct{})
@@ -172,8 +178,14 @@ func TestAReadBegunAfterAnEarlyAnswerSeesTheAnsweredState(t *testing.T) {
 	if err := <-read; err != nil {
 		t.Fatal(err)
 	}
-	if indexAtAnswer >= e.Index {
-		t.Errorf("applied index at the answer = %d, want it below the entry's %d (answered before the commit)", indexAtAnswer, e.Index)
+	seqAfter := h.f.LastSeq()
+	// The accessors move with the answer, the stored state with the commit.
+	if indexAtAnswer != e.Index || seqAtAnswer != seqAfter || seqAfter == seqBefore {
+		t.Errorf("at the answer: applied index %d, last seq %d; want the entry's %d and the seq after it %d (before it %d)",
+			indexAtAnswer, seqAtAnswer, e.Index, seqAfter, seqBefore)
+	}
+	if storedAtAnswer >= e.Index {
+		t.Errorf("the stored applied index at the answer = %d, want it below the entry's %d (answered before the commit)", storedAtAnswer, e.Index)
 	}
 	if len(answered) != 1 || len(answered[0]) != 1 || len(results[0]) != 1 || !reflect.DeepEqual(answered, results) {
 		t.Fatalf("answered %+v, Apply returned %+v; want the same results", answered, results)

@@ -79,9 +79,9 @@ func TestALogStoreCannotChangeUnderADataDir(t *testing.T) {
 
 // TestASecondOpenOfTheRaftLogSaysWhoHoldsIt: bbolt waits for a file's lock
 // forever unless told otherwise; a restore into a running node's data dir
-// hung that way. The second open now gives up and says why.
-// raft-wal opens its meta store with no timeout at all, so the node checks the
-// lock itself first.
+// hung that way. The second open now gives up and says why, with either log
+// store (raft-wal opens its meta store with no timeout at all, so the node
+// checks the lock itself first).
 func TestASecondOpenOfTheRaftLogSaysWhoHoldsIt(t *testing.T) {
 	for _, tc := range []struct {
 		kind   string
@@ -93,7 +93,12 @@ func TestASecondOpenOfTheRaftLogSaysWhoHoldsIt(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			defer s.Close()
+			closed := false
+			defer func() {
+				if !closed {
+					s.Close()
+				}
+			}()
 			second := make(chan error, 1)
 			go func() {
 				s2, err := openLogStore(dir, tc.kind, tc.noSync)
@@ -111,6 +116,7 @@ func TestASecondOpenOfTheRaftLogSaysWhoHoldsIt(t *testing.T) {
 				t.Fatalf("got %v, want an error saying another process holds the raft log", err)
 			}
 			// Once the first lets go, the log opens again.
+			closed = true
 			if err := s.Close(); err != nil {
 				t.Fatal(err)
 			}

@@ -35,7 +35,7 @@ type Node struct {
 	raft      *raft.Raft
 	store     logStore
 	snaps     *raft.FileSnapshotStore
-	transport *raft.NetworkTransport
+	transport *raftTransport
 	ml        *memberlist.Memberlist
 	gossip    *gossip
 	batch     *batcher
@@ -171,12 +171,13 @@ func Start(ctx context.Context, cfg Config) (n *Node, err error) {
 			return nil, fmt.Errorf("resolve AdvertiseRaftAddr %q: %w", cfg.AdvertiseRaftAddr, err)
 		}
 	}
-	n.transport, err = raft.NewTCPTransportWithConfig(cfg.RaftAddr, advertise, &raft.NetworkTransportConfig{
+	tcp, err := raft.NewTCPTransportWithConfig(cfg.RaftAddr, advertise, &raft.NetworkTransportConfig{
 		MaxPool: 8, Timeout: 10 * time.Second, Logger: newHclog(n.logger, "raft-net"),
 		ServerAddressProvider: cfg.raftDialAddrs})
 	if err != nil {
 		return nil, fmt.Errorf("listen for raft on %s: %w", cfg.RaftAddr, err)
 	}
+	n.transport = &raftTransport{NetworkTransport: tcp}
 	closers = append(closers, n.transport.Close)
 	n.raftAddr = string(n.transport.LocalAddr())
 

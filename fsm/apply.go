@@ -2,6 +2,7 @@ package fsm
 
 import (
 	"bytes"
+	"cmp"
 	"crypto/sha256"
 	"encoding/binary"
 	"errors"
@@ -192,6 +193,11 @@ type applier struct {
 	// Bucket.Get allocates a new cursor per call.
 	idemCurC, idemPrevC *bolt.Cursor
 	idemGen             uint64
+	idemOpen            bool // idemCur, idemPrev and idemGen are set
+	// idemPending are records stored in this Apply, written by flushIdem;
+	// idemLatest indexes them by key (kind, id).
+	idemPending []pendingIdem
+	idemLatest  map[string]int
 
 	ledgerBlock []byte // entries of the open ledger block
 	ledgerFirst uint64
@@ -257,8 +263,10 @@ func (a *applier) reset(f *FSM, tx *bolt.Tx) {
 	}
 	a.ledgerN = 0
 	a.bPoolLedger = tx.Bucket(bPoolLedger)
-	a.idemCur, a.idemPrev, a.idemGen = nil, nil, 0
+	a.idemCur, a.idemPrev, a.idemGen, a.idemOpen = nil, nil, 0, false
 	a.idemCurC, a.idemPrevC = nil, nil
+	a.idemPending = a.idemPending[:0]
+	clear(a.idemLatest)
 	a.chunk = nil
 	a.bGrant = tx.Bucket(bGrant)
 	a.bBurnOrder = tx.Bucket(bBurnOrder)
@@ -266,6 +274,7 @@ func (a *applier) reset(f *FSM, tx *bolt.Tx) {
 
 func (a *applier) flush() error {
 	a.flushLedger()
+	a.flushIdem()
 	if a.err != nil {
 		return a.err
 	}
@@ -587,32 +596,25 @@ func (a *applier) idemGeneration(t Timestamp) uint64 {
 	return uint64(int64(t) / r)
 }
 
-// idemBuckets opens the visible generations for a.now, creating the current
-// one on first write.
-func (a *applier) idemBuckets(create bool) (cur, prev *bolt.Bucket) {
+// idemBuckets opens the generations visible at a.now (nil where one does
+// not exist yet).
+func (a *applier) idemBuckets() (cur, prev *bolt.Bucket) {
 	g := a.idemGeneration(a.now)
-	if a.idemCur != nil && a.idemGen == g {
+	if a.idemOpen && a.idemGen == g {
 		return a.idemCur, a.idemPrev
 	}
 	root := a.tx.Bucket(bIdem)
 	cur = root.Bucket(u64key(g))
-	if cur == nil && create {
-		var err error
-		if cur, err = root.CreateBucket(u64key(g)); err != nil {
-			a.err = err
-			return nil, nil
-		}
-	}
 	if g > 0 {
 		prev = root.Bucket(u64key(g - 1))
 	}
+	a.idemCur, a.idemPrev, a.idemGen, a.idemOpen = cur, prev, g, true
+	a.idemCurC, a.idemPrevC = nil, nil
 	if cur != nil {
-		cur.FillPercent = denseFill
-		a.idemCur, a.idemPrev, a.idemGen = cur, prev, g
-		a.idemCurC, a.idemPrevC = cur.Cursor(), nil
-		if prev != nil {
-			a.idemPrevC = prev.Cursor()
-		}
+		a.idemCurC = cur.Cursor()
+	}
+	if prev != nil {
+		a.idemPrevC = prev.Cursor()
 	}
 	return cur, prev
 }
@@ -620,15 +622,24 @@ func (a *applier) idemBuckets(create bool) (cur, prev *bolt.Bucket) {
 // idemLookup returns the stored result of a key, and whether the payload
 // matches. found is false if the key is new (or its generation has passed).
 func (a *applier) idemLookup(kind byte, id string, h [16]byte) (result []byte, found, same bool) {
-	cur, prev := a.idemBuckets(false)
 	a.kb = append(append(a.kb[:0], kind), id...)
 	key := a.kb
 	var v []byte
-	if cur != nil {
-		v = seekExact(a.idemCurC, cur, key)
+	g := a.idemGeneration(a.now)
+	// A record stored earlier in this Apply is the newest one of its key.
+	if i, ok := a.idemLatest[string(key)]; ok {
+		if p := &a.idemPending[i]; p.gen == g || p.gen+1 == g {
+			v = p.val
+		}
 	}
-	if v == nil && prev != nil {
-		v = seekExact(a.idemPrevC, prev, key)
+	if v == nil {
+		cur, prev := a.idemBuckets()
+		if cur != nil {
+			v = seekExact(a.idemCurC, cur, key)
+		}
+		if v == nil && prev != nil {
+			v = seekExact(a.idemPrevC, prev, key)
+		}
 	}
 	if v == nil {
 		return nil, false, false
@@ -640,19 +651,67 @@ func (a *applier) idemLookup(kind byte, id string, h [16]byte) (result []byte, f
 	return v[24:], true, bytes.Equal(v[8:24], h[:])
 }
 
+// idemStore records a key's payload hash and result in the current
+// generation. The record is written by flushIdem, after the answer: the
+// puts were a third of the time to an answer, and nothing but idemLookup
+// (which sees pending records) and pruning (which flushes them first)
+// reads these buckets within an Apply.
 func (a *applier) idemStore(kind byte, id string, h [16]byte, result []byte) {
-	cur, _ := a.idemBuckets(true)
-	if cur == nil {
-		return
-	}
-	// bbolt copies the key (not the value) on Put: scratch will do.
-	a.kb = append(append(a.kb[:0], kind), id...)
-	k := a.kb
+	k := a.alloc(1 + len(id))
+	k[0] = kind
+	copy(k[1:], id)
 	v := a.alloc(24 + len(result))
 	binary.BigEndian.PutUint64(v, uint64(a.now)^(1<<63))
 	copy(v[8:], h[:])
 	copy(v[24:], result)
-	a.put(cur, k, v)
+	if a.idemLatest == nil {
+		a.idemLatest = map[string]int{}
+	}
+	a.idemLatest[string(k)] = len(a.idemPending)
+	a.idemPending = append(a.idemPending, pendingIdem{gen: a.idemGeneration(a.now), key: k, val: v})
+}
+
+// pendingIdem is an idempotency record stored in this Apply and not yet
+// written.
+type pendingIdem struct {
+	gen      uint64
+	key, val []byte
+}
+
+// flushIdem writes the pending idempotency records, each into the
+// generation it was stored in, creating generations as needed. In key
+// order within a generation, so consecutive puts land in the same leaf.
+// What ends in the buckets is the same as if each record had been put when
+// it was stored: a key is stored at most once per generation.
+func (a *applier) flushIdem() {
+	if len(a.idemPending) == 0 || a.err != nil {
+		return
+	}
+	slices.SortFunc(a.idemPending, func(x, y pendingIdem) int {
+		if x.gen != y.gen {
+			return cmp.Compare(x.gen, y.gen)
+		}
+		return bytes.Compare(x.key, y.key)
+	})
+	root := a.tx.Bucket(bIdem)
+	var b *bolt.Bucket
+	for i, p := range a.idemPending {
+		if i == 0 || p.gen != a.idemPending[i-1].gen {
+			name := u64key(p.gen)
+			if b = root.Bucket(name); b == nil {
+				var err error
+				if b, err = root.CreateBucket(name); err != nil {
+					a.err = fmt.Errorf("create idempotency generation %d: %w", p.gen, err)
+					return
+				}
+			}
+			b.FillPercent = denseFill
+		}
+		a.put(b, p.key, p.val)
+	}
+	a.idemPending = a.idemPending[:0]
+	clear(a.idemLatest)
+	a.idemOpen = false // generations may have been created
 }
 
 // seekExact is Get through a reusable cursor (c is on b, or nil when b was

@@ -220,6 +220,56 @@ func TestIdempotencyRecordsArePrunedAfterRetention(t *testing.T) {
 	}
 }
 
+// Where a new idempotency generation begins within an Apply that read the
+// old one, lookups go to the new pair of generations. A cursor left open on
+// the generation before the old one once served them: a retry of an event
+// of the generation that just ended went unrecognised and burned again.
+func TestLookupsWhereAGenerationBeginsWithinOneApply(t *testing.T) {
+	burn := func(id string, credits int64) BurnUsage {
+		return BurnUsage{Events: []UsageEvent{{ID: id, CustomerID: "c1", CreditTypeID: "ai", Credits: credits}}}
+	}
+	tests := []struct {
+		name      string
+		new       []Command // in the entry where the next generation begins
+		duplicate bool      // whether the last event is a duplicate
+		balance   int64
+	}{
+		{"a retry of the generation that ended", []Command{burn("e1", 10)}, true, 1000 - 200 - 10 - 1},
+		{"a new event after a Tick pruned the oldest generation", []Command{Tick{}, burn("e2", 5)}, false, 1000 - 200 - 10 - 1 - 5},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := newHarness(t)
+			h.seed()
+			h.promo("p", 1000)
+			window := int64(DefaultIdempotencyRetention.Microseconds())
+			generation := func(g int64) Timestamp { return Timestamp((int64(t0)/window + g) * window) }
+			h.now = generation(1)
+			older := make([]UsageEvent, 200) // more than fits inline in its page
+			for i := range older {
+				older[i] = UsageEvent{ID: fmt.Sprintf("older-%03d", i), CustomerID: "c1", CreditTypeID: "ai", Credits: 1}
+			}
+			h.ok(BurnUsage{Events: older})
+			h.now = generation(2)
+			h.burnCredits("e1", 10)
+			h.now = generation(2) + 1
+			old := h.entry(burn("x", 1))
+			h.now = generation(3)
+			rs, err := h.f.Apply([]Entry{old, h.entry(tt.new...)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			last := rs[1][len(tt.new)-1].Value.([]EventResult)[0]
+			if last.Duplicate != tt.duplicate || last.Status != EventBurned {
+				t.Fatalf("got %+v, want duplicate=%v", last, tt.duplicate)
+			}
+			if b := h.balance("c1", "ai"); b.Balance != tt.balance {
+				t.Fatalf("balance %d, want %d", b.Balance, tt.balance)
+			}
+		})
+	}
+}
+
 func TestRejectedEvents(t *testing.T) {
 	h := newHarness(t)
 	h.seed()

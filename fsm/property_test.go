@@ -2,6 +2,7 @@ package fsm
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"math/rand/v2"
 	"path/filepath"
@@ -380,4 +381,108 @@ func TestRestoreRefusesSomethingThatIsNotAState(t *testing.T) {
 	if !bytes.Equal(before, dumpOf(t, f)) {
 		t.Fatal("a failed restore changed the state")
 	}
+}
+
+// idemChurnLog is a log whose ids repeat within and across entries (some
+// with another payload) while idempotency generations turn over every few
+// entries and Ticks prune them: what an Apply of many entries must answer
+// and store exactly as one entry per Apply does.
+func idemChurnLog(seed uint64, entries int) []Entry {
+	rng := rand.New(rand.NewPCG(seed, seed^0x5851f42d4c957f2d))
+	now := t0
+	var log []Entry
+	add := func(cmds ...Command) {
+		var data [][]byte
+		for _, c := range cmds {
+			b, err := EncodeCommand(c)
+			if err != nil {
+				panic(err)
+			}
+			data = append(data, b)
+		}
+		log = append(log, Entry{Index: uint64(len(log) + 1), Data: EncodeEntry(now, data)})
+	}
+	add(CreateCreditType{ID: "ai", Scale: 2}, UpsertCustomer{ID: "c0"}, UpsertCustomer{ID: "c1"},
+		CreateGrant{ID: "seed0", CustomerID: "c0", CreditTypeID: "ai", Amount: 1 << 40},
+		CreateGrant{ID: "seed1", CustomerID: "c1", CreditTypeID: "ai", Amount: 1 << 40})
+	for len(log) < entries {
+		now += Timestamp(rng.IntN(15 * 60 * 1_000_000)) // up to 15 minutes
+		var cmds []Command
+		for n := 1 + rng.IntN(3); n > 0; n-- {
+			switch k := rng.IntN(10); {
+			case k < 6:
+				evs := make([]UsageEvent, 1+rng.IntN(8))
+				for i := range evs {
+					evs[i] = UsageEvent{ID: fmt.Sprintf("e%d", rng.IntN(40)), CustomerID: fmt.Sprintf("c%d", rng.IntN(2)),
+						CreditTypeID: "ai", Credits: int64(1 + rng.IntN(2))}
+				}
+				cmds = append(cmds, BurnUsage{Events: evs})
+			case k < 8:
+				cmds = append(cmds, CreateGrant{ID: fmt.Sprintf("g%d", rng.IntN(15)), CustomerID: "c0", CreditTypeID: "ai",
+					Amount: int64(1 + rng.IntN(2))})
+			default:
+				cmds = append(cmds, Tick{})
+			}
+		}
+		add(cmds...)
+	}
+	return log
+}
+
+func TestIdempotencyIsTheSameHoweverEntriesAreGroupedIntoApplies(t *testing.T) {
+	log := idemChurnLog(7, 400)
+	// 30 minutes of retention: a generation turns over every four entries
+	// or so, and a record stops being visible within one Apply of 37.
+	opts := Options{NoSync: true, IdempotencyRetention: 30 * time.Minute}
+	var want [][]Result
+	var wantDump []byte
+	for _, perApply := range []int{1, 2, 7, 37, len(log)} {
+		f, err := Open(filepath.Join(t.TempDir(), "state.db"), opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got [][]Result
+		applyAll(t, f, log, perApply, func(rs [][]Result) { got = append(got, rs...) })
+		dump := dumpOf(t, f)
+		f.Close()
+		if want == nil {
+			want, wantDump = got, dump
+			duplicates, conflicts := 0, 0
+			for _, rs := range got {
+				for _, r := range rs {
+					evs, _ := r.Value.([]EventResult)
+					for _, ev := range evs {
+						if ev.Duplicate {
+							duplicates++
+						}
+						if ev.Code == CodeConflict {
+							conflicts++
+						}
+					}
+				}
+			}
+			if duplicates < 50 || conflicts < 50 {
+				t.Fatalf("the log repeats too little: %d duplicates, %d conflicts", duplicates, conflicts)
+			}
+			continue
+		}
+		for i := range want {
+			if g, w := resultsText(t, got[i]), resultsText(t, want[i]); g != w {
+				t.Fatalf("%d entries per Apply: entry %d answered\n%s\nwant (one per Apply)\n%s", perApply, i+1, g, w)
+			}
+		}
+		if !bytes.Equal(dump, wantDump) {
+			t.Fatalf("%d entries per Apply: the state differs from one entry per Apply", perApply)
+		}
+	}
+}
+
+// resultsText shows results by their exported fields (records carry
+// bookkeeping of the applier's cache that differs by grouping).
+func resultsText(t *testing.T, rs []Result) string {
+	b, err := json.Marshal(rs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
 }

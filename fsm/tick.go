@@ -92,6 +92,7 @@ func (a *applier) expireReservations() {
 // pruneIdempotency deletes generations older than the previous one, at
 // most maxPruneBatch records per Tick, oldest first.
 func (a *applier) pruneIdempotency() {
+	a.flushIdem() // the records stored so far belong to what is pruned
 	g := a.idemGeneration(a.now)
 	root := a.tx.Bucket(bIdem)
 	budget := maxPruneBatch
@@ -115,7 +116,10 @@ func (a *applier) pruneIdempotency() {
 			if err := root.DeleteBucket(bytes.Clone(name)); err != nil {
 				a.err = err
 			}
-			return // the cursor is invalid after a delete; go on next Tick
+			// Cursors are invalid after a delete: lookups open theirs
+			// anew, and pruning goes on next Tick.
+			a.idemOpen = false
+			return
 		}
 	}
 }

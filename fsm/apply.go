@@ -7,6 +7,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"slices"
 
 	bolt "go.etcd.io/bbolt"
@@ -194,10 +195,13 @@ type applier struct {
 	idemCurC, idemPrevC *bolt.Cursor
 	idemGen             uint64
 	idemOpen            bool // idemCur, idemPrev and idemGen are set
-	// idemPending are records stored in this Apply, written by flushIdem;
-	// idemLatest indexes them by key (kind, id).
+	// idemPending are records stored in this Apply, written by flushIdem.
+	// idemLatest indexes them by a hash of their key (kind, id): the newest
+	// of each hash, chained to earlier ones through sameHash. The seed only
+	// places keys in memory; what a lookup finds does not depend on it.
 	idemPending []pendingIdem
-	idemLatest  map[string]int
+	idemLatest  map[uint64]int32
+	idemSeed    maphash.Seed
 
 	ledgerBlock []byte // entries of the open ledger block
 	ledgerFirst uint64
@@ -627,10 +631,8 @@ func (a *applier) idemLookup(kind byte, id string, h [16]byte) (result []byte, f
 	var v []byte
 	g := a.idemGeneration(a.now)
 	// A record stored earlier in this Apply is the newest one of its key.
-	if i, ok := a.idemLatest[string(key)]; ok {
-		if p := &a.idemPending[i]; p.gen == g || p.gen+1 == g {
-			v = p.val
-		}
+	if p := a.pendingIdemOf(key); p != nil && (p.gen == g || p.gen+1 == g) {
+		v = p.val
 	}
 	if v == nil {
 		cur, prev := a.idemBuckets()
@@ -665,10 +667,16 @@ func (a *applier) idemStore(kind byte, id string, h [16]byte, result []byte) {
 	copy(v[8:], h[:])
 	copy(v[24:], result)
 	if a.idemLatest == nil {
-		a.idemLatest = map[string]int{}
+		a.idemLatest = map[uint64]int32{}
+		a.idemSeed = maphash.MakeSeed()
 	}
-	a.idemLatest[string(k)] = len(a.idemPending)
-	a.idemPending = append(a.idemPending, pendingIdem{gen: a.idemGeneration(a.now), key: k, val: v})
+	slot := maphash.Bytes(a.idemSeed, k)
+	sameHash, ok := a.idemLatest[slot]
+	if !ok {
+		sameHash = -1
+	}
+	a.idemLatest[slot] = int32(len(a.idemPending))
+	a.idemPending = append(a.idemPending, pendingIdem{gen: a.idemGeneration(a.now), key: k, val: v, sameHash: sameHash})
 }
 
 // pendingIdem is an idempotency record stored in this Apply and not yet
@@ -676,6 +684,22 @@ func (a *applier) idemStore(kind byte, id string, h [16]byte, result []byte) {
 type pendingIdem struct {
 	gen      uint64
 	key, val []byte
+	sameHash int32 // an earlier pending record whose key hashes alike, or -1
+}
+
+// pendingIdemOf returns the newest pending record of key, or nil.
+func (a *applier) pendingIdemOf(key []byte) *pendingIdem {
+	if len(a.idemLatest) == 0 {
+		return nil
+	}
+	i, ok := a.idemLatest[maphash.Bytes(a.idemSeed, key)]
+	for ok && i >= 0 {
+		if p := &a.idemPending[i]; bytes.Equal(p.key, key) {
+			return p
+		}
+		i = a.idemPending[i].sameHash
+	}
+	return nil
 }
 
 // flushIdem writes the pending idempotency records, each into the

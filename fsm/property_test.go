@@ -433,7 +433,41 @@ func TestIdempotencyIsTheSameHoweverEntriesAreGroupedIntoApplies(t *testing.T) {
 	log := idemChurnLog(7, 400)
 	// 30 minutes of retention: a generation turns over every four entries
 	// or so, and a record stops being visible within one Apply of 37.
-	opts := Options{NoSync: true, IdempotencyRetention: 30 * time.Minute}
+	got := requireTheSameHoweverGrouped(t, log, Options{NoSync: true, IdempotencyRetention: 30 * time.Minute})
+	duplicates, conflicts := 0, 0
+	for _, rs := range got {
+		for _, r := range rs {
+			evs, _ := r.Value.([]EventResult)
+			for _, ev := range evs {
+				if ev.Duplicate {
+					duplicates++
+				}
+				if ev.Code == CodeConflict {
+					conflicts++
+				}
+			}
+		}
+	}
+	if duplicates < 50 || conflicts < 50 {
+		t.Fatalf("the log repeats too little: %d duplicates, %d conflicts", duplicates, conflicts)
+	}
+}
+
+// Every kind of command, with idempotency generations turning over every
+// dozen entries or so.
+func TestRandomLogsAnswerTheSameHoweverGrouped(t *testing.T) {
+	for seed := uint64(1); seed <= 3; seed++ {
+		t.Run(fmt.Sprintf("seed %d", seed), func(t *testing.T) {
+			requireTheSameHoweverGrouped(t, randomLog(seed, 400), Options{NoSync: true, IdempotencyRetention: time.Hour})
+		})
+	}
+}
+
+// requireTheSameHoweverGrouped applies log in Applies of 1, 2, 7, 37 and
+// all entries and requires the same answers and byte-equal dumps; it
+// returns the answers.
+func requireTheSameHoweverGrouped(t *testing.T, log []Entry, opts Options) [][]Result {
+	t.Helper()
 	var want [][]Result
 	var wantDump []byte
 	for _, perApply := range []int{1, 2, 7, 37, len(log)} {
@@ -447,23 +481,6 @@ func TestIdempotencyIsTheSameHoweverEntriesAreGroupedIntoApplies(t *testing.T) {
 		f.Close()
 		if want == nil {
 			want, wantDump = got, dump
-			duplicates, conflicts := 0, 0
-			for _, rs := range got {
-				for _, r := range rs {
-					evs, _ := r.Value.([]EventResult)
-					for _, ev := range evs {
-						if ev.Duplicate {
-							duplicates++
-						}
-						if ev.Code == CodeConflict {
-							conflicts++
-						}
-					}
-				}
-			}
-			if duplicates < 50 || conflicts < 50 {
-				t.Fatalf("the log repeats too little: %d duplicates, %d conflicts", duplicates, conflicts)
-			}
 			continue
 		}
 		for i := range want {
@@ -475,6 +492,7 @@ func TestIdempotencyIsTheSameHoweverEntriesAreGroupedIntoApplies(t *testing.T) {
 			t.Fatalf("%d entries per Apply: the state differs from one entry per Apply", perApply)
 		}
 	}
+	return want
 }
 
 // resultsText shows results by their exported fields (records carry

@@ -277,7 +277,7 @@ func (a *applier) maybeAutoTopUp(cu *Customer, p *Pool, available int64, pos int
 		credits = min(credits, pl.MaxPurchaseCredits)
 	}
 	cost, err := moneyFor(credits, pl.PricePerCredit, a.scaleOf(pl.CreditTypeID))
-	if err != nil {
+	if err != nil || credits > MaxAmount || cost > MaxAmount { // as StartPurchase bounds them
 		a.setAutoTopUpLast(cu, "top-up cost overflows")
 		return
 	}
@@ -286,16 +286,21 @@ func (a *applier) maybeAutoTopUp(cu *Customer, p *Pool, available int64, pos int
 	if cu.AutoSpendMonth != month {
 		spent = 0
 	}
-	if s.MonthlyCapMicros > 0 && spent+cost > s.MonthlyCapMicros {
+	spentAfter, err := addChecked(spent, cost)
+	if err != nil || (s.MonthlyCapMicros > 0 && spentAfter > s.MonthlyCapMicros) {
 		a.setAutoTopUpLast(cu, "monthly cap reached")
 		return
 	}
-	id := "auto-" + strconv.FormatUint(a.index, 10) + "-" + strconv.Itoa(a.cmdPos) + "-" + strconv.Itoa(pos)
+	id := AutoPurchasePrefix + strconv.FormatUint(a.index, 10) + "-" + strconv.Itoa(a.cmdPos) + "-" + strconv.Itoa(pos)
+	if a.loadPurchase(id) != nil { // only a state from before AutoPurchasePrefix was reserved
+		a.setAutoTopUpLast(cu, "purchase id "+id+" is taken")
+		return
+	}
 	pu := &Purchase{ID: id, CustomerID: cu.ID, PlanID: pl.ID, CreditTypeID: pl.CreditTypeID, Credits: credits,
 		UnitPrice: pl.PricePerCredit, Currency: pl.Currency, TotalMicros: cost, Flow: FlowAuto,
 		Status: PurchasePending, CreatedAt: a.now, UpdatedAt: a.now}
 	a.storePurchase(pu)
-	cu.AutoSpendMonth, cu.AutoSpendMicros = month, spent+cost
+	cu.AutoSpendMonth, cu.AutoSpendMicros = month, spentAfter
 	cu.AutoPendingPurchase = id
 	cu.AutoTopUpLast = ""
 	a.touchCustomer(cu)

@@ -1,5 +1,7 @@
 package fsm
 
+import "strings"
+
 func (a *applier) scaleOf(creditTypeID string) uint8 {
 	if ct := a.creditType(creditTypeID); ct != nil {
 		return ct.Scale
@@ -44,6 +46,9 @@ func (a *applier) createGrant(c CreateGrant) (*Grant, bool, error) {
 		checkAmount("amount", c.Amount, false), checkDecimal("cost_basis", c.CostBasis),
 		checkText("source_ref", c.SourceRef, MaxNameLen)); err != nil {
 		return nil, false, err
+	}
+	if strings.HasPrefix(c.ID, PurchaseGrantPrefix) {
+		return nil, false, invalid("id", "ids beginning %q name the grants of purchases; choose another", PurchaseGrantPrefix)
 	}
 	switch c.Category {
 	case Paid:

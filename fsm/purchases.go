@@ -1,5 +1,7 @@
 package fsm
 
+import "strings"
+
 // DefaultPurchasePriority is the priority of grants made by purchases.
 const DefaultPurchasePriority = 0
 
@@ -34,6 +36,9 @@ func (a *applier) startPurchase(c StartPurchase) (*Purchase, bool, error) {
 	}
 	if c.Flow != FlowSelfServe && c.Flow != FlowInvoice {
 		return nil, false, invalid("flow", "must be self_serve or invoice (automatic purchases start themselves)")
+	}
+	if strings.HasPrefix(c.ID, AutoPurchasePrefix) {
+		return nil, false, invalid("id", "ids beginning %q name automatic top-ups; choose another", AutoPurchasePrefix)
 	}
 	h := a.payloadHash(func(e *enc) { encodeCommandBody(e, c) })
 	if _, found, same := a.idemLookup(idemPurchase, c.ID, h); found {

@@ -52,7 +52,11 @@ func (a *applier) reserve(c Reserve) (*Reservation, bool, error) {
 		return nil, false, verr
 	}
 	if credits == 0 {
-		return nil, false, invalid("quantity", "a reservation must hold some credits")
+		field := "credits"
+		if c.FeatureID != "" {
+			field = "quantity"
+		}
+		return nil, false, invalid(field, "a reservation must hold some credits")
 	}
 	p := a.pool(c.CustomerID, ctID)
 	_, usable := a.poolGrants(p)

@@ -26,8 +26,15 @@ func ValidID(s string) bool {
 }
 
 // PurchaseGrantPrefix starts the id of the grant a purchase creates: the
-// purchase's id follows it.
+// purchase's id follows it. CreateGrant refuses ids that begin with it, or a
+// grant made by hand could take a purchase's grant id before the purchase
+// succeeds, and the paid purchase could then never complete.
 const PurchaseGrantPrefix = "purchase:"
+
+// AutoPurchasePrefix starts the id of a purchase an automatic top-up starts
+// ("auto-<log index>-<command>-<event>"). StartPurchase refuses ids that
+// begin with it: a top-up would otherwise find its id taken.
+const AutoPurchasePrefix = "auto-"
 
 // ValidGrantID reports whether s can name a grant: a valid id, or the id of
 // a purchase's grant, which is longer than MaxIDLen when the purchase's id

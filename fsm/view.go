@@ -214,7 +214,7 @@ func (v *View) Check(customerID, featureID string, quantity int64, creditTypeID 
 			return CheckResult{}, invalid("quantity", "must not be negative")
 		}
 		credits, err = creditsFor(quantity, f.Rate, ct.Scale)
-		if err != nil {
+		if err != nil || credits > MaxAmount { // as usageCredits bounds a burn
 			return CheckResult{}, invalid("quantity", "quantity × rate is too large")
 		}
 		creditTypeID = f.CreditTypeID

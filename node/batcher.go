@@ -66,7 +66,7 @@ func (b *batcher) submit(ctx context.Context, data []byte) (fsm.Result, error) {
 		return fsm.Result{}, fmt.Errorf("submit: empty command")
 	}
 	if len(data) > b.cfg.MaxBytes {
-		return fsm.Result{}, fmt.Errorf("submit: command of %d bytes exceeds the entry limit of %d bytes", len(data), b.cfg.MaxBytes)
+		return fsm.Result{}, &CommandTooLargeError{Size: len(data), Limit: b.cfg.MaxBytes}
 	}
 	req := &request{data: data, done: make(chan response, 1)}
 	full := time.NewTimer(b.n.cfg.LeaderWait)

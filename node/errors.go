@@ -34,6 +34,22 @@ var ErrNothingApplied = errors.New("node: the state has applied no entry yet")
 // disk) and must be restarted.
 var ErrStateMachineFailed = errors.New("node: state machine failed")
 
+// CommandTooLargeError is returned for a command that does not fit in one
+// log entry: Size bytes encoded, Limit = Config.Batch.MaxBytes.
+type CommandTooLargeError struct{ Size, Limit int }
+
+func (e *CommandTooLargeError) Error() string {
+	return fmt.Sprintf("node: a command of %d bytes exceeds the log entry limit of %d bytes", e.Size, e.Limit)
+}
+
+// ErrNoOtherVoter, ErrTransferToSelf and ErrNotAVoter refuse a leadership
+// transfer that cannot happen.
+var (
+	ErrNoOtherVoter   = errors.New("node: no other voter to hand leadership to")
+	ErrTransferToSelf = errors.New("node: this node is the leader already")
+	ErrNotAVoter      = errors.New("node: the member is not a voter")
+)
+
 // NotLeaderError is returned by writes and linearizable reads on a node that
 // is not the leader. LeaderRPCAddr is the leader's API address for
 // forwarding ("" when no leader is known).

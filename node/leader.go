@@ -351,9 +351,15 @@ func (n *Node) TransferLeadership(ctx context.Context, id string) error {
 		return n.notLeader()
 	}
 	var fut raft.Future
-	if id == "" {
+	switch {
+	case id == n.id:
+		return fmt.Errorf("transfer leadership to %s: %w", id, ErrTransferToSelf)
+	case id == "":
+		if n.otherVoters() == 0 {
+			return fmt.Errorf("transfer leadership: %w", ErrNoOtherVoter)
+		}
 		fut = n.raft.LeadershipTransfer()
-	} else {
+	default:
 		f := n.raft.GetConfiguration()
 		if err := f.Error(); err != nil {
 			return fmt.Errorf("transfer leadership: read configuration: %w", err)
@@ -364,7 +370,7 @@ func (n *Node) TransferLeadership(ctx context.Context, id string) error {
 		}
 		s := f.Configuration().Servers[i]
 		if s.Suffrage != raft.Voter {
-			return fmt.Errorf("transfer leadership to %s: it is not a voter", id)
+			return fmt.Errorf("transfer leadership to %s: %w", id, ErrNotAVoter)
 		}
 		fut = n.raft.LeadershipTransferToServer(s.ID, s.Address)
 	}

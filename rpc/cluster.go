@@ -60,6 +60,15 @@ func memberError(err error, id string) error {
 	if errors.Is(err, node.ErrLastVoter) {
 		return preconditionField("node_id", "%s is the only voter; add another before removing it", id)
 	}
+	if errors.Is(err, node.ErrNoOtherVoter) {
+		return preconditionField("node_id", "the cluster has no other voter to hand leadership to")
+	}
+	if errors.Is(err, node.ErrTransferToSelf) {
+		return invalidField("node_id", "%s is the leader already; name another voter, or none for the most up-to-date one", id)
+	}
+	if errors.Is(err, node.ErrNotAVoter) {
+		return preconditionField("node_id", "%s is not a voter; only a voter can lead", id)
+	}
 	return err
 }
 

@@ -87,7 +87,10 @@ func (s *Server) toConnect(ctx context.Context, err error) error {
 		return s.domainError(fe, err)
 	}
 	var nl *node.NotLeaderError
+	var big *node.CommandTooLargeError
 	switch {
+	case errors.As(err, &big):
+		return connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("the request encodes to %d bytes, more than the %d a log entry holds; send it in smaller parts", big.Size, big.Limit))
 	case errors.As(err, &nl):
 		return connect.NewError(connect.CodeUnavailable, fmt.Errorf("this node is not the leader and the request could not be forwarded: %s", nl.Error()))
 	case errors.Is(err, node.ErrOutcomeUnknown):

@@ -2,12 +2,14 @@ package rpc
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"connectrpc.com/connect"
 
 	"github.com/creditd/creditd/fsm"
 	v1 "github.com/creditd/creditd/gen/creditd/v1"
+	"github.com/creditd/creditd/node"
 )
 
 // usageTarget validates the "feature and quantity, or credit type and
@@ -110,6 +112,9 @@ func (a *api) reportUsage(ctx context.Context, m *v1.ReportUsageRequest) (*v1.Re
 		}
 	}
 	res, err := a.s.apply(ctx, fsm.BurnUsage{Events: events})
+	if big := (*node.CommandTooLargeError)(nil); errors.As(err, &big) {
+		return nil, invalidField("events", "%d events encode to %d bytes, more than the %d bytes a log entry holds; send fewer per call", n, big.Size, big.Limit)
+	}
 	if err != nil {
 		return nil, err
 	}

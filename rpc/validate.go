@@ -19,7 +19,9 @@ import (
 // Limits of the API beyond those fsm enforces.
 const (
 	// DefaultMaxMessageBytes bounds a request message: 10,000 usage events
-	// of ≈ 200 bytes each fit with room to spare.
+	// of ≈ 200 bytes each fit with room to spare. A ReportUsage batch must
+	// also fit in one log entry once encoded (node's Batch.MaxBytes, 1 MiB
+	// by default), which is the tighter bound for long ids.
 	DefaultMaxMessageBytes = 8 << 20
 	defaultPageSize        = 100
 	maxPageSize            = 1000

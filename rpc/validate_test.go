@@ -3,6 +3,7 @@ package rpc
 import (
 	"context"
 	"fmt"
+	"math"
 	"strings"
 	"testing"
 	"time"
@@ -46,7 +47,13 @@ func validationCases(c *clients) []errorCase {
 	for i := range 10001 {
 		tooMany.Events = append(tooMany.Events, &v1.UsageEvent{Id: fmt.Sprint("e", i), CustomerId: "acme", FeatureId: "gpt-tokens"})
 	}
-	inv, nf := connect.CodeInvalidArgument, connect.CodeNotFound
+	// Within 10,000 events and the message limit, but more than the 1 MiB
+	// a log entry holds.
+	tooBig := &v1.ReportUsageRequest{}
+	for i := range 10000 {
+		tooBig.Events = append(tooBig.Events, &v1.UsageEvent{Id: fmt.Sprintf("%0128d", i), CustomerId: "acme", FeatureId: "gpt-tokens"})
+	}
+	inv, nf, pre := connect.CodeInvalidArgument, connect.CodeNotFound, connect.CodeFailedPrecondition
 	return []errorCase{
 		{"a credit type needs an id", unaryErr(c.catalog.CreateCreditType, &v1.CreateCreditTypeRequest{Name: "x"}), inv, "id"},
 		{"an id has a charset", unaryErr(c.catalog.CreateCreditType, &v1.CreateCreditTypeRequest{Id: "bad id"}), inv, "id"},
@@ -89,6 +96,7 @@ func validationCases(c *clients) []errorCase {
 		{"a grant id reused with another payload conflicts", unaryErr(c.grant.CreateGrant, paid(func(r *v1.CreateGrantRequest) { r.Id = "g-seed"; r.Amount = "11" })), connect.CodeAlreadyExists, "id"},
 		{"a batch is not empty", unaryErr(c.usage.ReportUsage, &v1.ReportUsageRequest{}), inv, "events"},
 		{"a batch has at most 10,000 events", unaryErr(c.usage.ReportUsage, tooMany), inv, "events"},
+		{"a batch fits in one log entry", unaryErr(c.usage.ReportUsage, tooBig), inv, "events"},
 		{"an event's customer id has a charset", unaryErr(c.usage.ReportUsage, ev(func(e *v1.UsageEvent) { e.CustomerId = "a/b" })), inv, "events[1].customer_id"},
 		{"an event's id is required", unaryErr(c.usage.ReportUsage, ev(func(e *v1.UsageEvent) { e.Id = "" })), inv, "events[1].id"},
 		{"an event names a feature or a credit type, not both", unaryErr(c.usage.ReportUsage, ev(func(e *v1.UsageEvent) { e.CreditTypeId = "ai-credits" })), inv, "events[1].credit_type_id"},
@@ -100,6 +108,9 @@ func validationCases(c *clients) []errorCase {
 		{"a check names a feature", unaryErr(c.usage.Check, &v1.CheckRequest{CustomerId: "acme"}), inv, "feature_id"},
 		{"a consistency is known", unaryErr(c.usage.Check, &v1.CheckRequest{CustomerId: "acme", FeatureId: "gpt-tokens", Consistency: 9}), inv, "consistency"},
 		{"a check's customer exists", unaryErr(c.usage.Check, &v1.CheckRequest{CustomerId: "nobody", FeatureId: "gpt-tokens"}), nf, "customer_id"},
+		{"a check's cost has the limit a burn has", unaryErr(c.usage.Check, &v1.CheckRequest{CustomerId: "acme", FeatureId: "gpt-tokens", Quantity: math.MaxInt64}), inv, "quantity"},
+		{"a reservation in credits holds some", unaryErr(c.usage.Reserve, &v1.ReserveRequest{Id: "r", CustomerId: "acme", CreditTypeId: "ai-credits", Credits: "0"}), inv, "credits"},
+		{"a reservation of a feature holds some credits", unaryErr(c.usage.Reserve, &v1.ReserveRequest{Id: "r", CustomerId: "acme", FeatureId: "gpt-tokens"}), inv, "quantity"},
 		{"a hold lasts at most 24 hours", unaryErr(c.usage.Reserve, &v1.ReserveRequest{Id: "r", CustomerId: "acme", FeatureId: "gpt-tokens", Ttl: durationpb.New(25 * time.Hour)}), inv, "ttl"},
 		{"a reservation's feature exists", unaryErr(c.usage.Reserve, &v1.ReserveRequest{Id: "r", CustomerId: "acme", FeatureId: "nope"}), nf, "feature_id"},
 		{"a settlement gives the actual usage", unaryErr(c.usage.Settle, &v1.SettleRequest{ReservationId: "r"}), inv, "quantity"},
@@ -116,9 +127,14 @@ func validationCases(c *clients) []errorCase {
 		{"a purchase names its flow", unaryErr(c.purchase.PurchaseCredits, &v1.PurchaseCreditsRequest{IdempotencyKey: "k", CustomerId: "acme", Credits: "100"}), inv, "flow"},
 		{"an automatic purchase is creditd's to start", unaryErr(c.purchase.PurchaseCredits, &v1.PurchaseCreditsRequest{IdempotencyKey: "k", CustomerId: "acme", Credits: "100", Flow: v1.PurchaseFlow_PURCHASE_FLOW_AUTO}), inv, "flow"},
 		{"a purchase needs a plan", unaryErr(c.purchase.PurchaseCredits, &v1.PurchaseCreditsRequest{IdempotencyKey: "k", CustomerId: "no-plan", Credits: "100", Flow: v1.PurchaseFlow_PURCHASE_FLOW_INVOICE}), connect.CodeFailedPrecondition, "customer_id"},
+		{"a purchase's key is not an automatic top-up's", unaryErr(c.purchase.PurchaseCredits, &v1.PurchaseCreditsRequest{IdempotencyKey: "auto-7-0-0", CustomerId: "acme", Credits: "100", Flow: v1.PurchaseFlow_PURCHASE_FLOW_INVOICE}), inv, "idempotency_key"},
+		{"a grant's id is not a purchase's grant's", unaryErr(c.grant.CreateGrant, paid(func(r *v1.CreateGrantRequest) { r.Id = "purchase:k" })), inv, "id"},
 		{"a purchase's key is an id", unaryErr(c.purchase.PurchaseCredits, &v1.PurchaseCreditsRequest{IdempotencyKey: "k k", CustomerId: "acme", Credits: "100", Flow: v1.PurchaseFlow_PURCHASE_FLOW_INVOICE}), inv, "idempotency_key"},
 		{"an unknown purchase is not found", unaryErr(c.purchase.GetPurchase, &v1.GetPurchaseRequest{Id: "nope"}), nf, "id"},
 		{"a removed member is named", unaryErr(c.cluster.RemoveMember, &v1.RemoveMemberRequest{}), inv, "node_id"},
+		{"a leadership transfer needs another voter", unaryErr(c.cluster.TransferLeadership, &v1.TransferLeadershipRequest{}), pre, "node_id"},
+		{"a leadership transfer names another node", unaryErr(c.cluster.TransferLeadership, &v1.TransferLeadershipRequest{NodeId: "n1"}), inv, "node_id"},
+		{"a leadership transfer names a member", unaryErr(c.cluster.TransferLeadership, &v1.TransferLeadershipRequest{NodeId: "n9"}), nf, "node_id"},
 		{"a watch's credit type needs a customer", func(ctx context.Context, c *clients) error {
 			s, err := c.ledger.WatchEntries(ctx, connect.NewRequest(&v1.WatchEntriesRequest{CreditTypeId: "ai-credits"}))
 			if err != nil {

@@ -449,6 +449,9 @@ func (*RemoveMemberResponse) Descriptor() ([]byte, []int) {
 type TransferLeadershipRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The voter to hand leadership to; empty = the most up-to-date voter.
+	// FailedPrecondition when there is no other voter or it is not a voter,
+	// NotFound when no member has that id, InvalidArgument when it names the
+	// leader itself.
 	NodeId        string `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

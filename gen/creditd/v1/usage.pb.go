@@ -187,7 +187,9 @@ func (x *UsageEvent) GetEventTime() *timestamppb.Timestamp {
 // ReportUsageRequest is a batch of events.
 type ReportUsageRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// 1 to 10,000 events, applied in order.
+	// 1 to 10,000 events, applied in order; at most what one log entry holds
+	// once encoded (the leader's --batch-max-bytes, 1 MiB by default), or the
+	// batch fails whole with InvalidArgument naming events.
 	Events        []*UsageEvent `protobuf:"bytes,1,rep,name=events,proto3" json:"events,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -684,7 +686,7 @@ type ReserveRequest struct {
 	Quantity int64 `protobuf:"varint,4,opt,name=quantity,proto3" json:"quantity,omitempty"`
 	// The credit type (with credits), instead of a feature.
 	CreditTypeId string `protobuf:"bytes,5,opt,name=credit_type_id,json=creditTypeId,proto3" json:"credit_type_id,omitempty"`
-	// Credits to hold, ≥ 0.
+	// Credits to hold, > 0.
 	Credits string `protobuf:"bytes,6,opt,name=credits,proto3" json:"credits,omitempty"`
 	// How long to hold; unset = 1 hour, at most 24 hours.
 	Ttl           *durationpb.Duration `protobuf:"bytes,7,opt,name=ttl,proto3" json:"ttl,omitempty"`

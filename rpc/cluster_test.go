@@ -7,6 +7,7 @@ import (
 	"connectrpc.com/connect"
 
 	v1 "github.com/creditd/creditd/gen/creditd/v1"
+	"github.com/creditd/creditd/node"
 )
 
 // TestWritesThroughFollowers sends every write and linearizable read to
@@ -155,4 +156,24 @@ func TestWritesThroughFollowers(t *testing.T) {
 		}
 		return true
 	})
+}
+
+// A customer's plan can change, so a follower does not price a purchase
+// from its own state, which may not have the change yet: the leader does.
+func TestAPurchaseThroughALaggingFollowerIsPricedByTheLeader(t *testing.T) {
+	nodes := startThree(t, nodeOpts{nodeConfig: func(c *node.Config) { c.FollowerApplyWait = time.Second }})
+	leader, follower := newClients(nodes[0].url, ""), newClients(nodes[1].url, "")
+	setupCatalog(t, leader)
+	call(t, leader.catalog.UpsertCustomer, &v1.UpsertCustomerRequest{Id: "late"})
+	applied := nodes[0].n.AppliedIndex()
+	waitFor(t, 30*time.Second, "the follower to apply the customer", func() bool { return nodes[1].n.AppliedIndex() >= applied })
+
+	// The follower holds its applies for up to a second: it still sees
+	// "late" without a plan when the purchase reaches it.
+	call(t, leader.catalog.UpsertCustomer, &v1.UpsertCustomerRequest{Id: "late", PlanId: "pro"})
+	res := call(t, follower.purchase.PurchaseCredits, &v1.PurchaseCreditsRequest{IdempotencyKey: "p-late", CustomerId: "late",
+		Credits: "150", Flow: v1.PurchaseFlow_PURCHASE_FLOW_INVOICE})
+	if res.Purchase.Credits != "150.00" || res.Purchase.PlanId != "pro" {
+		t.Fatalf("purchase through the follower = %v", res.Purchase)
+	}
 }

@@ -34,6 +34,12 @@ func (a *api) PurchaseCredits(ctx context.Context, req *connect.Request[v1.Purch
 		default:
 			return nil, invalidField("flow", "must be PURCHASE_FLOW_SELF_SERVE or PURCHASE_FLOW_INVOICE")
 		}
+		// The customer's plan (and so the credit type and its scale) can
+		// change: a follower's state may not have the latest, so the
+		// leader prices the purchase.
+		if !a.s.n.IsLeader() {
+			return nil, a.s.notLeader()
+		}
 		var ctID string
 		var scale uint8
 		err := a.s.preRead(func(v *fsm.View) error {

@@ -20,20 +20,11 @@ func harshLog(tb testing.TB, seed uint64, entries int) []Entry {
 	var pending []string
 	rng := rand.New(rand.NewPCG(seed, seed^0x1234567))
 	customers := []string{"c0", "c1", "c2"}
-	var cmds [][]byte
-	enc := func(c Command) {
-		b, err := EncodeCommand(c)
-		if err != nil {
-			panic(err)
-		}
-		cmds = append(cmds, b)
-	}
-	now := t0
-	var log []Entry
+	w := &logWriter{now: t0}
+	enc := w.add
 	flush := func() {
-		log = append(log, Entry{Index: uint64(len(log) + 1), Data: EncodeEntry(now, cmds)})
-		cmds = nil
-		if _, err := scratch.Apply(log[len(log)-1:]); err != nil {
+		w.endEntry()
+		if _, err := scratch.Apply(w.log[len(w.log)-1:]); err != nil {
 			tb.Fatal(err)
 		}
 		pending = pending[:0]
@@ -63,8 +54,9 @@ func harshLog(tb testing.TB, seed uint64, entries int) []Entry {
 	flush()
 	grants, resvs, purchases := 0, 0, 0
 	pick := func(n int) int { return rng.IntN(n) }
-	for len(log) < entries {
-		now += Timestamp(rng.IntN(300_000_000))
+	for len(w.log) < entries {
+		w.now += Timestamp(rng.IntN(300_000_000))
+		now := w.now
 		for n := 1 + pick(4); n > 0; n-- {
 			ci := pick(len(customers))
 			cu := customers[ci]
@@ -88,18 +80,7 @@ func harshLog(tb testing.TB, seed uint64, entries int) []Entry {
 				}
 				enc(g)
 			case k < 50:
-				var evs []UsageEvent
-				for m := 1 + pick(12); m > 0; m-- {
-					ev := UsageEvent{ID: fmt.Sprintf("e%d", pick(3000)), CustomerID: customers[pick(len(customers))]}
-					if pick(2) == 0 {
-						ev.FeatureID = []string{"tokens", "secs"}[pick(2)]
-						ev.Quantity = int64(pick(2000))
-					} else {
-						ev.CreditTypeID, ev.Credits = ct, int64(pick(120))
-					}
-					evs = append(evs, ev)
-				}
-				enc(BurnUsage{Events: evs})
+				enc(randomUsage(pick, customers, ct, 12, 3000, 2000, 120))
 			case k < 56:
 				resvs++
 				enc(Reserve{ID: fmt.Sprintf("r%d", resvs), CustomerID: cu, CreditTypeID: ct, Credits: int64(1 + pick(100)),
@@ -123,7 +104,7 @@ func harshLog(tb testing.TB, seed uint64, entries int) []Entry {
 				if len(pending) > 0 && pick(3) > 0 {
 					id = pending[pick(len(pending))]
 				} else if pick(2) == 0 {
-					id = fmt.Sprintf("auto-%d-%d-%d", 1+pick(len(log)+1), pick(3), pick(6))
+					id = fmt.Sprintf("auto-%d-%d-%d", 1+pick(len(w.log)+1), pick(3), pick(6))
 				}
 				outcome := []PurchaseOutcome{OutcomeSucceeded, OutcomeFailed, OutcomeProgress, OutcomeInvoiceIssued, OutcomeInvoicePaid}[pick(5)]
 				enc(CompletePurchase{ID: id, Outcome: outcome, FailureReason: "declined"})
@@ -140,7 +121,7 @@ func harshLog(tb testing.TB, seed uint64, entries int) []Entry {
 		}
 		flush()
 	}
-	return log
+	return w.log
 }
 
 func TestInvariantsOverHarshLogs(t *testing.T) {

@@ -16,20 +16,8 @@ import (
 func randomLog(seed uint64, entries int) []Entry {
 	rng := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
 	customers := []string{"c0", "c1", "c2", "c3"}
-	var cmds [][]byte
-	enc := func(c Command) {
-		b, err := EncodeCommand(c)
-		if err != nil {
-			panic(err)
-		}
-		cmds = append(cmds, b)
-	}
-	now := t0
-	var log []Entry
-	flush := func() {
-		log = append(log, Entry{Index: uint64(len(log) + 1), Data: EncodeEntry(now, cmds)})
-		cmds = nil
-	}
+	w := &logWriter{now: t0}
+	enc, flush := w.add, w.endEntry
 	enc(CreateCreditType{ID: "ai", Name: "AI", Scale: 2})
 	enc(CreateCreditType{ID: "gpu", Name: "GPU", Scale: 0})
 	enc(UpsertFeature{ID: "tokens", CreditTypeID: "ai", Rate: mustDec("0.013")})
@@ -45,8 +33,9 @@ func randomLog(seed uint64, entries int) []Entry {
 	flush()
 	grants, resvs, purchases := 0, 0, 0
 	pick := func(n int) int { return rng.IntN(n) }
-	for len(log) < entries {
-		now += Timestamp(rng.IntN(600_000_000)) // up to 10 minutes per entry
+	for len(w.log) < entries {
+		w.now += Timestamp(rng.IntN(600_000_000)) // up to 10 minutes per entry
+		now := w.now
 		for n := 1 + pick(5); n > 0; n-- {
 			cu := customers[pick(len(customers))]
 			ct := []string{"ai", "gpu"}[pick(2)]
@@ -66,18 +55,7 @@ func randomLog(seed uint64, entries int) []Entry {
 				}
 				enc(g)
 			case k < 55:
-				var evs []UsageEvent
-				for m := 1 + pick(20); m > 0; m-- {
-					ev := UsageEvent{ID: fmt.Sprintf("e%d", pick(100000)), CustomerID: customers[pick(len(customers))]}
-					if pick(2) == 0 {
-						ev.FeatureID = []string{"tokens", "secs"}[pick(2)]
-						ev.Quantity = int64(pick(3000))
-					} else {
-						ev.CreditTypeID, ev.Credits = ct, int64(pick(400))
-					}
-					evs = append(evs, ev)
-				}
-				enc(BurnUsage{Events: evs})
+				enc(randomUsage(pick, customers, ct, 20, 100000, 3000, 400))
 			case k < 63:
 				resvs++
 				enc(Reserve{ID: fmt.Sprintf("r%d", resvs), CustomerID: cu, CreditTypeID: ct, Credits: int64(1 + pick(300)),
@@ -97,7 +75,7 @@ func randomLog(seed uint64, entries int) []Entry {
 			case k < 92:
 				id := fmt.Sprintf("p%d", 1+pick(purchases+1))
 				if pick(3) == 0 {
-					id = fmt.Sprintf("auto-%d-0-%d", pick(len(log)+1), pick(3))
+					id = fmt.Sprintf("auto-%d-0-%d", pick(len(w.log)+1), pick(3))
 				}
 				outcome := []PurchaseOutcome{OutcomeSucceeded, OutcomeFailed, OutcomeProgress}[pick(3)]
 				enc(CompletePurchase{ID: id, Outcome: outcome, FailureReason: "declined"})
@@ -109,7 +87,47 @@ func randomLog(seed uint64, entries int) []Entry {
 		}
 		flush()
 	}
-	return log
+	return w.log
+}
+
+// logWriter builds a log of encoded commands, an entry at a time, at a log
+// time its user moves.
+type logWriter struct {
+	now  Timestamp
+	cmds [][]byte
+	log  []Entry
+}
+
+func (w *logWriter) add(c Command) {
+	b, err := EncodeCommand(c)
+	if err != nil {
+		panic(err)
+	}
+	w.cmds = append(w.cmds, b)
+}
+
+// endEntry closes the entry of the commands added since the last one.
+func (w *logWriter) endEntry() {
+	w.log = append(w.log, Entry{Index: uint64(len(w.log) + 1), Data: EncodeEntry(w.now, w.cmds)})
+	w.cmds = nil
+}
+
+// randomUsage is a batch of 1 to maxEvents events over customers, with ids
+// drawn from idSpace: each either of a feature (tokens or secs, quantity
+// below maxQuantity) or in credits of ct (below maxCredits).
+func randomUsage(pick func(int) int, customers []string, ct string, maxEvents, idSpace, maxQuantity, maxCredits int) BurnUsage {
+	var evs []UsageEvent
+	for m := 1 + pick(maxEvents); m > 0; m-- {
+		ev := UsageEvent{ID: fmt.Sprintf("e%d", pick(idSpace)), CustomerID: customers[pick(len(customers))]}
+		if pick(2) == 0 {
+			ev.FeatureID = []string{"tokens", "secs"}[pick(2)]
+			ev.Quantity = int64(pick(maxQuantity))
+		} else {
+			ev.CreditTypeID, ev.Credits = ct, int64(pick(maxCredits))
+		}
+		evs = append(evs, ev)
+	}
+	return BurnUsage{Events: evs}
 }
 
 func openAt(t testing.TB, dir string) *FSM {
@@ -389,24 +407,18 @@ func TestRestoreRefusesSomethingThatIsNotAState(t *testing.T) {
 // and store exactly as one entry per Apply does.
 func idemChurnLog(seed uint64, entries int) []Entry {
 	rng := rand.New(rand.NewPCG(seed, seed^0x5851f42d4c957f2d))
-	now := t0
-	var log []Entry
+	w := &logWriter{now: t0}
 	add := func(cmds ...Command) {
-		var data [][]byte
 		for _, c := range cmds {
-			b, err := EncodeCommand(c)
-			if err != nil {
-				panic(err)
-			}
-			data = append(data, b)
+			w.add(c)
 		}
-		log = append(log, Entry{Index: uint64(len(log) + 1), Data: EncodeEntry(now, data)})
+		w.endEntry()
 	}
 	add(CreateCreditType{ID: "ai", Scale: 2}, UpsertCustomer{ID: "c0"}, UpsertCustomer{ID: "c1"},
 		CreateGrant{ID: "seed0", CustomerID: "c0", CreditTypeID: "ai", Amount: 1 << 40},
 		CreateGrant{ID: "seed1", CustomerID: "c1", CreditTypeID: "ai", Amount: 1 << 40})
-	for len(log) < entries {
-		now += Timestamp(rng.IntN(15 * 60 * 1_000_000)) // up to 15 minutes
+	for len(w.log) < entries {
+		w.now += Timestamp(rng.IntN(15 * 60 * 1_000_000)) // up to 15 minutes
 		var cmds []Command
 		for n := 1 + rng.IntN(3); n > 0; n-- {
 			switch k := rng.IntN(10); {
@@ -426,7 +438,7 @@ func idemChurnLog(seed uint64, entries int) []Entry {
 		}
 		add(cmds...)
 	}
-	return log
+	return w.log
 }
 
 func TestIdempotencyIsTheSameHoweverEntriesAreGroupedIntoApplies(t *testing.T) {

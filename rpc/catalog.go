@@ -161,8 +161,11 @@ func (a *api) UpsertCustomer(ctx context.Context, req *connect.Request[v1.Upsert
 		if m.PlanId != "" {
 			if err := a.s.preRead(func(v *fsm.View) error {
 				p, err := v.Plan(m.PlanId)
-				if err != nil {
+				if fsm.CodeOf(err) == fsm.CodeNotFound {
 					return notFoundField("plan_id", "no plan %s", m.PlanId)
+				}
+				if err != nil {
+					return err
 				}
 				scale, err = newScales(v).of("plan_id", p.CreditTypeID)
 				return err

@@ -3,6 +3,7 @@ package rpc
 import (
 	"context"
 	"errors"
+	"fmt"
 
 	"connectrpc.com/connect"
 
@@ -191,8 +192,8 @@ func (a *api) ListGrants(ctx context.Context, req *connect.Request[v1.ListGrants
 			return nil, invalidField("statuses", "lists more than the 5 statuses there are")
 		}
 		f := fsm.GrantFilter{CustomerID: m.CustomerId, CreditTypeID: m.CreditTypeId}
-		for _, st := range m.Statuses {
-			s, err := grantStatusFSM("statuses", st)
+		for i, st := range m.Statuses {
+			s, err := grantStatusFSM(fmt.Sprintf("statuses[%d]", i), st)
 			if err != nil {
 				return nil, err
 			}

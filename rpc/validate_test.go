@@ -120,7 +120,7 @@ func validationCases(c *clients) []errorCase {
 		{"a revoked grant exists", unaryErr(c.grant.RevokeGrant, &v1.RevokeGrantRequest{GrantId: "nope"}), nf, "grant_id"},
 		{"a page has at most 1000 items", unaryErr(c.grant.ListGrants, &v1.ListGrantsRequest{PageSize: 1001}), inv, "page_size"},
 		{"a page token comes from the list", unaryErr(c.grant.ListGrants, &v1.ListGrantsRequest{PageToken: "garbage"}), inv, "page_token"},
-		{"a status is known", unaryErr(c.grant.ListGrants, &v1.ListGrantsRequest{Statuses: []v1.GrantStatus{99}}), inv, "statuses"},
+		{"a status is known", unaryErr(c.grant.ListGrants, &v1.ListGrantsRequest{Statuses: []v1.GrantStatus{v1.GrantStatus_GRANT_STATUS_ACTIVE, 99}}), inv, "statuses[1]"},
 		{"a ledger credit type needs a customer", unaryErr(c.ledger.ListEntries, &v1.ListEntriesRequest{CreditTypeId: "ai-credits"}), inv, "credit_type_id"},
 		{"a ledger range is ordered", unaryErr(c.ledger.ListEntries, &v1.ListEntriesRequest{FromSeq: 5, ToSeq: 2}), inv, "to_seq"},
 		{"a grant token is not a ledger token", unaryErr(c.ledger.ListEntries, &v1.ListEntriesRequest{PageToken: grantPageToken("g-seed")}), inv, "page_token"},

@@ -1007,9 +1007,9 @@ type Plan struct {
 	Currency string `protobuf:"bytes,4,opt,name=currency,proto3" json:"currency,omitempty"`
 	// Price of one whole credit, an exact decimal in the currency ("0.01").
 	PricePerCredit string `protobuf:"bytes,5,opt,name=price_per_credit,json=pricePerCredit,proto3" json:"price_per_credit,omitempty"`
-	// Smallest purchase, in credits; empty = no minimum.
+	// Smallest purchase, in credits; empty or "0" = no minimum.
 	MinPurchase string `protobuf:"bytes,6,opt,name=min_purchase,json=minPurchase,proto3" json:"min_purchase,omitempty"`
-	// Largest purchase, in credits; empty = no maximum.
+	// Largest purchase, in credits; empty or "0" = no maximum.
 	MaxPurchase string `protobuf:"bytes,7,opt,name=max_purchase,json=maxPurchase,proto3" json:"max_purchase,omitempty"`
 	// Lifetime of purchased credits; unset or zero = they never expire.
 	DefaultExpiry *durationpb.Duration `protobuf:"bytes,8,opt,name=default_expiry,json=defaultExpiry,proto3" json:"default_expiry,omitempty"`

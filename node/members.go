@@ -362,6 +362,14 @@ func stateName(s memberlist.NodeStateType) string {
 	return "unknown"
 }
 
+// leavePropagateDelay is how long a leaving node stays in the pool after
+// its leave is sent, as serf's LeavePropagateDelay (1 s by default, Nomad's
+// too): it still answers probes while the leave spreads. A member that
+// stops answering before the leader has heard of the leave is declared
+// dead instead, and memberlist then ignores the leave; the leader would
+// keep it in raft for DeadServerTimeout.
+const leavePropagateDelay = time.Second
+
 // leaveGossip announces the leave in the metadata, then leaves, so the
 // leader removes this node from raft instead of waiting for it as dead.
 func (n *Node) leaveGossip() error {
@@ -376,5 +384,6 @@ func (n *Node) leaveGossip() error {
 	if err := n.ml.Leave(5 * time.Second); err != nil {
 		return fmt.Errorf("leave: %w", err)
 	}
+	time.Sleep(leavePropagateDelay)
 	return nil
 }

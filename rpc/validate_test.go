@@ -3,7 +3,6 @@ package rpc
 import (
 	"context"
 	"fmt"
-	"math"
 	"strings"
 	"testing"
 	"time"
@@ -12,6 +11,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/creditd/creditd/fsm"
 	v1 "github.com/creditd/creditd/gen/creditd/v1"
 )
 
@@ -108,7 +108,9 @@ func validationCases(c *clients) []errorCase {
 		{"a check names a feature", unaryErr(c.usage.Check, &v1.CheckRequest{CustomerId: "acme"}), inv, "feature_id"},
 		{"a consistency is known", unaryErr(c.usage.Check, &v1.CheckRequest{CustomerId: "acme", FeatureId: "gpt-tokens", Consistency: 9}), inv, "consistency"},
 		{"a check's customer exists", unaryErr(c.usage.Check, &v1.CheckRequest{CustomerId: "nobody", FeatureId: "gpt-tokens"}), nf, "customer_id"},
-		{"a check's cost has the limit a burn has", unaryErr(c.usage.Check, &v1.CheckRequest{CustomerId: "acme", FeatureId: "gpt-tokens", Quantity: math.MaxInt64}), inv, "quantity"},
+		// One credit per unit: the cost exceeds fsm.MaxAmount without
+		// overflowing int64 on the way.
+		{"a check's cost has the limit a burn has", unaryErr(c.usage.Check, &v1.CheckRequest{CustomerId: "acme", FeatureId: "units", Quantity: fsm.MaxAmount/100 + 1}), inv, "quantity"},
 		{"a reservation in credits holds some", unaryErr(c.usage.Reserve, &v1.ReserveRequest{Id: "r", CustomerId: "acme", CreditTypeId: "ai-credits", Credits: "0"}), inv, "credits"},
 		{"a reservation of a feature holds some credits", unaryErr(c.usage.Reserve, &v1.ReserveRequest{Id: "r", CustomerId: "acme", FeatureId: "gpt-tokens"}), inv, "quantity"},
 		{"a hold lasts at most 24 hours", unaryErr(c.usage.Reserve, &v1.ReserveRequest{Id: "r", CustomerId: "acme", FeatureId: "gpt-tokens", Ttl: durationpb.New(25 * time.Hour)}), inv, "ttl"},
@@ -155,6 +157,7 @@ func TestValidationErrorsNameTheField(t *testing.T) {
 	c := newClients(s.url, "")
 	setupCatalog(t, c)
 	call(t, c.catalog.UpsertCustomer, &v1.UpsertCustomerRequest{Id: "no-plan"})
+	call(t, c.catalog.UpsertFeature, &v1.UpsertFeatureRequest{Id: "units", Name: "Units", CreditTypeId: "ai-credits", Rate: "1"})
 	call(t, c.grant.CreateGrant, &v1.CreateGrantRequest{Id: "g-seed", CustomerId: "acme", CreditTypeId: "ai-credits",
 		Category: v1.GrantCategory_GRANT_CATEGORY_PAID, Amount: "10", CostBasis: "0.01", Currency: "USD"})
 	for _, tc := range validationCases(c) {

@@ -36,8 +36,12 @@ func (a *api) GetBalance(ctx context.Context, req *connect.Request[v1.GetBalance
 			out.Available = units(b.Available, scale)
 			out.Reserved = units(b.Reserved, scale)
 			out.Overdraft = units(b.Overdraft, scale)
-			out.Grants = make([]*v1.Grant, len(b.Grants))
-			for i, g := range b.Grants {
+			listed := b.Grants
+			if len(listed) > maxBalanceGrants {
+				listed, out.GrantsTruncated = listed[:maxBalanceGrants], true
+			}
+			out.Grants = make([]*v1.Grant, len(listed))
+			for i, g := range listed {
 				out.Grants[i] = grantPB(g, scale)
 			}
 			out.AsOf = ts(b.AsOf)

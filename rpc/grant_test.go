@@ -1,7 +1,9 @@
 package rpc
 
 import (
+	"fmt"
 	"strings"
+	"sync"
 	"testing"
 
 	"connectrpc.com/connect"
@@ -45,5 +47,54 @@ func TestAPurchaseGrantWithALongIDCanBeRefundedAndListed(t *testing.T) {
 	e := callErr(t, c.grant.RevokeGrant, &v1.RevokeGrantRequest{GrantId: fsm.PurchaseGrantPrefix + key + "k", Amount: "1", Reason: "refund"})
 	if e.Code() != connect.CodeInvalidArgument || !strings.HasPrefix(e.Message(), "grant_id:") {
 		t.Errorf("a grant id no purchase can have: %v", e)
+	}
+}
+
+// GetBalance lists at most maxBalanceGrants grants, the next to burn, and
+// says when there are more; the balance still counts every grant.
+func TestGetBalanceListsAtMostAThousandGrantsAndSaysWhenThereAreMore(t *testing.T) {
+	s := startSingle(t, nodeOpts{})
+	c := newClients(s.url, "")
+	setupCatalog(t, c)
+	const n = maxBalanceGrants + 1
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	ids := make(chan int, n)
+	for i := range n {
+		ids <- i
+	}
+	close(ids)
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range ids {
+				_, err := c.grant.CreateGrant(ctxT(t), connect.NewRequest(&v1.CreateGrantRequest{Id: fmt.Sprintf("g%04d", i),
+					CustomerId: "acme", CreditTypeId: "ai-credits", Category: v1.GrantCategory_GRANT_CATEGORY_PROMOTIONAL,
+					Amount: "1", Priority: uint32(i % 7)}))
+				if err != nil {
+					errs <- err
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatalf("create grant: %v", err)
+	}
+
+	b := call(t, c.balance.GetBalance, &v1.GetBalanceRequest{CustomerId: "acme", CreditTypeId: "ai-credits"})
+	if len(b.Grants) != maxBalanceGrants || !b.GrantsTruncated || b.Balance != fmt.Sprintf("%d.00", n) {
+		t.Fatalf("GetBalance: %d grants, truncated %v, balance %s; want %d, true, %d.00", len(b.Grants), b.GrantsTruncated, b.Balance, maxBalanceGrants, n)
+	}
+	if first := b.Grants[0]; first.Priority != 0 {
+		t.Fatalf("the first grant listed has priority %d: not the next to burn", first.Priority)
+	}
+
+	call(t, c.grant.RevokeGrant, &v1.RevokeGrantRequest{GrantId: "g0000", Reason: "test"})
+	b = call(t, c.balance.GetBalance, &v1.GetBalanceRequest{CustomerId: "acme", CreditTypeId: "ai-credits"})
+	if len(b.Grants) != maxBalanceGrants || b.GrantsTruncated {
+		t.Fatalf("with %d live grants: %d listed, truncated %v", maxBalanceGrants, len(b.Grants), b.GrantsTruncated)
 	}
 }

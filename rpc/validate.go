@@ -26,6 +26,9 @@ const (
 	defaultPageSize        = 100
 	maxPageSize            = 1000
 	maxAmountText          = 40 // characters of a decimal string
+	// maxBalanceGrants bounds GetBalance's grant breakdown, so a pool of
+	// many small grants cannot make an answer over the send limit.
+	maxBalanceGrants = 1000
 )
 
 // Times before 2000 or after 9999 are typos, not business dates; the upper

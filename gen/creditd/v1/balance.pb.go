@@ -101,14 +101,18 @@ type GetBalanceResponse struct {
 	Reserved string `protobuf:"bytes,5,opt,name=reserved,proto3" json:"reserved,omitempty"`
 	// Shortfall burned beyond the grants, owed by the next grant.
 	Overdraft string `protobuf:"bytes,6,opt,name=overdraft,proto3" json:"overdraft,omitempty"`
-	// Live grants in burn order: the per-grant breakdown.
+	// Live grants in burn order: the per-grant breakdown, at most the first
+	// 1,000 (grants_truncated says when there are more; ListGrants pages
+	// through all of them).
 	Grants []*Grant `protobuf:"bytes,7,rep,name=grants,proto3" json:"grants,omitempty"`
 	// Log time of the state read.
 	AsOf *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=as_of,json=asOf,proto3" json:"as_of,omitempty"`
 	// Raft index of the replica state that answered.
-	AppliedIndex  uint64 `protobuf:"varint,9,opt,name=applied_index,json=appliedIndex,proto3" json:"applied_index,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	AppliedIndex uint64 `protobuf:"varint,9,opt,name=applied_index,json=appliedIndex,proto3" json:"applied_index,omitempty"`
+	// The pool has more live grants than grants lists.
+	GrantsTruncated bool `protobuf:"varint,10,opt,name=grants_truncated,json=grantsTruncated,proto3" json:"grants_truncated,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *GetBalanceResponse) Reset() {
@@ -204,6 +208,13 @@ func (x *GetBalanceResponse) GetAppliedIndex() uint64 {
 	return 0
 }
 
+func (x *GetBalanceResponse) GetGrantsTruncated() bool {
+	if x != nil {
+		return x.GrantsTruncated
+	}
+	return false
+}
+
 var File_creditd_v1_balance_proto protoreflect.FileDescriptor
 
 const file_creditd_v1_balance_proto_rawDesc = "" +
@@ -214,7 +225,7 @@ const file_creditd_v1_balance_proto_rawDesc = "" +
 	"\vcustomer_id\x18\x01 \x01(\tR\n" +
 	"customerId\x12$\n" +
 	"\x0ecredit_type_id\x18\x02 \x01(\tR\fcreditTypeId\x129\n" +
-	"\vconsistency\x18\x03 \x01(\x0e2\x17.creditd.v1.ConsistencyR\vconsistency\"\xce\x02\n" +
+	"\vconsistency\x18\x03 \x01(\x0e2\x17.creditd.v1.ConsistencyR\vconsistency\"\xf9\x02\n" +
 	"\x12GetBalanceResponse\x12\x1f\n" +
 	"\vcustomer_id\x18\x01 \x01(\tR\n" +
 	"customerId\x12$\n" +
@@ -225,7 +236,9 @@ const file_creditd_v1_balance_proto_rawDesc = "" +
 	"\toverdraft\x18\x06 \x01(\tR\toverdraft\x12)\n" +
 	"\x06grants\x18\a \x03(\v2\x11.creditd.v1.GrantR\x06grants\x12/\n" +
 	"\x05as_of\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\x04asOf\x12#\n" +
-	"\rapplied_index\x18\t \x01(\x04R\fappliedIndex2b\n" +
+	"\rapplied_index\x18\t \x01(\x04R\fappliedIndex\x12)\n" +
+	"\x10grants_truncated\x18\n" +
+	" \x01(\bR\x0fgrantsTruncated2b\n" +
 	"\x0eBalanceService\x12P\n" +
 	"\n" +
 	"GetBalance\x12\x1d.creditd.v1.GetBalanceRequest\x1a\x1e.creditd.v1.GetBalanceResponse\"\x03\x90\x02\x01B5Z3github.com/creditd/creditd/gen/creditd/v1;creditdv1b\x06proto3"

@@ -120,9 +120,9 @@ func (a *applier) usageCredits(featureID string, quantity int64, creditTypeID st
 		if ct == nil {
 			return "", 0, notFound("feature_id", "feature %s names missing credit type %s", featureID, f.CreditTypeID)
 		}
-		n, err := creditsFor(quantity, f.Rate, ct.Scale)
-		if err != nil || n > MaxAmount {
-			return "", 0, invalid("quantity", "quantity × rate is too large")
+		n, err := usageCost(quantity, f.Rate, ct.Scale)
+		if err != nil {
+			return "", 0, err
 		}
 		return f.CreditTypeID, n, nil
 	case creditTypeID != "":
@@ -138,6 +138,17 @@ func (a *applier) usageCredits(featureID string, quantity int64, creditTypeID st
 		return creditTypeID, credits, nil
 	}
 	return "", 0, invalid("feature_id", "is required (or credit_type_id and credits)")
+}
+
+// usageCost is what quantity units of a feature at rate cost, in units of
+// a credit type of scale; beyond MaxAmount it is refused on "quantity".
+// Burns, reservations and checks all price usage through it.
+func usageCost(quantity int64, rate Decimal, scale uint8) (int64, *Error) {
+	n, err := creditsFor(quantity, rate, scale)
+	if err != nil || n > MaxAmount {
+		return 0, invalid("quantity", "quantity × rate is too large")
+	}
+	return n, nil
 }
 
 func (a *applier) burnUsage(c BurnUsage) ([]EventResult, error) {

@@ -213,9 +213,9 @@ func (v *View) Check(customerID, featureID string, quantity int64, creditTypeID 
 		if quantity < 0 {
 			return CheckResult{}, invalid("quantity", "must not be negative")
 		}
-		credits, err = creditsFor(quantity, f.Rate, ct.Scale)
-		if err != nil || credits > MaxAmount { // as usageCredits bounds a burn
-			return CheckResult{}, invalid("quantity", "quantity × rate is too large")
+		var cerr *Error
+		if credits, cerr = usageCost(quantity, f.Rate, ct.Scale); cerr != nil {
+			return CheckResult{}, cerr
 		}
 		creditTypeID = f.CreditTypeID
 	} else if _, err := v.CreditType(creditTypeID); err != nil {

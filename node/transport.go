@@ -44,8 +44,8 @@ func (t *raftTransport) SetHeartbeatHandler(handle func(raft.RPC)) {
 }
 
 // Close stops the transport and returns once no heartbeat is in raft's
-// hands. Call it after raft.Shutdown: before, a heartbeat that carries a
-// commit index may wait for the state machine.
+// hands. raft's own shutdown calls it after its goroutines have stopped;
+// node closes the log store only after it.
 func (t *raftTransport) Close() error {
 	t.mu.Lock()
 	t.closed = true

@@ -367,11 +367,11 @@ func entryPB(e *fsm.LedgerEntry, scale uint8) *v1.LedgerEntry {
 // scale. An answer carries up to thousands of results, so the messages come
 // from one slice per batch and each result's amounts share one string: an
 // allocation per message and per amount was a visible share of the
-// leader's CPU.
+// leader's CPU. Each result lists at most maxBurnsListed burns.
 func eventResultsPB(results []fsm.EventResult, scaleOf func(creditTypeID string) uint8) []*v1.EventResult {
 	nBurns := 0
 	for i := range results {
-		nBurns += len(results[i].Burns)
+		nBurns += min(len(results[i].Burns), maxBurnsListed)
 	}
 	msgs := make([]v1.EventResult, len(results))
 	out := make([]*v1.EventResult, len(results))
@@ -401,15 +401,17 @@ func eventResultsPB(results []fsm.EventResult, scaleOf func(creditTypeID string)
 			}
 			continue
 		}
-		var text [128]byte
-		var ends [8]int
+		// Room for every amount's text (≤ 21 characters each) on the stack.
+		var text [(4 + maxBurnsListed) * 24]byte
+		var ends [4 + maxBurnsListed]int
 		b, e := text[:0], ends[:0]
 		amounts := [...]int64{r.Credits, r.BalanceAfter, r.AvailableAfter, r.Available}
 		for _, v := range amounts {
 			b = fsm.AppendUnits(b, v, scale)
 			e = append(e, len(b))
 		}
-		for _, g := range r.Burns {
+		listed := r.Burns[:min(len(r.Burns), maxBurnsListed)]
+		for _, g := range listed {
 			b = fsm.AppendUnits(b, g.Amount, scale)
 			e = append(e, len(b))
 		}
@@ -424,8 +426,9 @@ func eventResultsPB(results []fsm.EventResult, scaleOf func(creditTypeID string)
 		if r.Status == fsm.EventDenied {
 			m.Available = part(3)
 		}
-		if n := len(r.Burns); n > 0 {
-			for k, g := range r.Burns {
+		m.BurnsOmitted = uint32(len(r.Burns) - len(listed))
+		if n := len(listed); n > 0 {
+			for k, g := range listed {
 				bm := &burnMsgs[k]
 				bm.GrantId, bm.Amount = g.GrantID, part(len(amounts)+k)
 				burns[k] = bm

@@ -3,7 +3,9 @@ package rpc
 import (
 	"errors"
 	"fmt"
+	"math"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -150,5 +152,29 @@ func TestResultScalesDoNotWaitForTheCommitUnlessTheyMust(t *testing.T) {
 		fsm.BurnUsage{Events: []fsm.UsageEvent{{ID: "u2", CustomerID: "c2", CreditTypeID: "eur", Credits: 250}}})
 	if got := <-scaleOfNew; got != 3 {
 		t.Errorf("scale of a credit type created in the burn's own entry = %d, want 3", got)
+	}
+}
+
+// The largest ReportUsage answer there can be (every result burned, with
+// the longest ids and amounts, across more grants than a result lists)
+// fits what the server may send even at the smallest request bound.
+func TestTheLargestUsageAnswerFitsTheSendLimit(t *testing.T) {
+	id := func(c byte) string { return strings.Repeat(string(c), fsm.MaxIDLen) }
+	burns := make([]fsm.GrantBurn, 3*maxBurnsListed)
+	for i := range burns {
+		burns[i] = fsm.GrantBurn{GrantID: id('g'), Amount: math.MinInt64}
+	}
+	results := make([]fsm.EventResult, fsm.MaxEventsPerBatch)
+	for i := range results {
+		results[i] = fsm.EventResult{EventID: id('e'), Status: fsm.EventBurned, Duplicate: true, CreditTypeID: id('c'),
+			Credits: math.MinInt64, Burns: burns, BalanceAfter: math.MinInt64, AvailableAfter: math.MinInt64}
+	}
+	answer := &v1.ReportUsageResponse{Results: eventResultsPB(results, func(string) uint8 { return 18 })}
+	smallest := Options{MaxMessageBytes: 1 << 10}
+	if size, limit := proto.Size(answer), smallest.answerMaxBytes(); size > limit {
+		t.Fatalf("the largest answer is %d bytes; the server may send %d", size, limit)
+	}
+	if r := answer.Results[0]; len(r.Burns) != maxBurnsListed || int(r.BurnsOmitted) != len(burns)-maxBurnsListed {
+		t.Fatalf("%d burns listed, %d omitted", len(r.Burns), r.BurnsOmitted)
 	}
 }

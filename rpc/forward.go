@@ -98,7 +98,7 @@ func (f *forwarder) clientsFor(addr string) *leaderClients {
 	}
 	base := f.scheme + "://" + addr
 	opts := []connect.ClientOption{
-		connect.WithReadMaxBytes(f.s.opts.MaxMessageBytes * 2),
+		connect.WithReadMaxBytes(f.s.opts.answerMaxBytes()),
 		connect.WithSendMaxBytes(f.s.opts.MaxMessageBytes),
 	}
 	c := &leaderClients{

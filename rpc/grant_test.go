@@ -98,3 +98,44 @@ func TestGetBalanceListsAtMostAThousandGrantsAndSaysWhenThereAreMore(t *testing.
 		t.Fatalf("with %d live grants: %d listed, truncated %v", maxBalanceGrants, len(b.Grants), b.GrantsTruncated)
 	}
 }
+
+// An event that burns across more grants than a result lists names the
+// first maxBurnsListed, counts the rest, and answers a retry the same; the
+// ledger has every burn.
+func TestAUsageResultListsTheFirstBurnsAndCountsTheRest(t *testing.T) {
+	s := startSingle(t, nodeOpts{})
+	c := newClients(s.url, "")
+	setupCatalog(t, c)
+	const grants = maxBurnsListed + 4
+	for i := range grants {
+		call(t, c.grant.CreateGrant, &v1.CreateGrantRequest{Id: fmt.Sprintf("g%02d", i), CustomerId: "acme",
+			CreditTypeId: "ai-credits", Category: v1.GrantCategory_GRANT_CATEGORY_PROMOTIONAL, Amount: "1", Priority: uint32(i)})
+	}
+	usage := &v1.ReportUsageRequest{Events: []*v1.UsageEvent{
+		{Id: "ev-wide", CustomerId: "acme", CreditTypeId: "ai-credits", Credits: fmt.Sprint(grants)}}}
+	for _, attempt := range []string{"first", "retry"} {
+		r := call(t, c.usage.ReportUsage, usage).Results[0]
+		if r.Status != v1.EventStatus_EVENT_STATUS_BURNED || len(r.Burns) != maxBurnsListed || r.BurnsOmitted != grants-maxBurnsListed {
+			t.Fatalf("%s: status %v, %d burns listed, %d omitted; want burned, %d, %d", attempt, r.Status, len(r.Burns),
+				r.BurnsOmitted, maxBurnsListed, grants-maxBurnsListed)
+		}
+		for i, b := range r.Burns {
+			if want := fmt.Sprintf("g%02d", i); b.GrantId != want || b.Amount != "1.00" {
+				t.Fatalf("%s: burn %d = %v, want 1.00 from %s", attempt, i, b, want)
+			}
+		}
+		if r.Duplicate != (attempt == "retry") {
+			t.Fatalf("%s: duplicate = %v", attempt, r.Duplicate)
+		}
+	}
+	entries := call(t, c.ledger.ListEntries, &v1.ListEntriesRequest{CustomerId: "acme", PageSize: 1000})
+	burned := 0
+	for _, e := range entries.Entries {
+		if e.CauseId == "ev-wide" {
+			burned++
+		}
+	}
+	if burned != grants {
+		t.Fatalf("the ledger has %d entries caused by the event, want %d", burned, grants)
+	}
+}

@@ -157,7 +157,7 @@ func (s *Server) routes() (http.Handler, error) {
 		connect.WithInterceptors(&observer{s: s}),
 		connect.WithCodec(protoCodec{}),
 		connect.WithReadMaxBytes(s.opts.MaxMessageBytes),
-		connect.WithSendMaxBytes(s.opts.MaxMessageBytes * 2),
+		connect.WithSendMaxBytes(s.opts.answerMaxBytes()),
 		// Answers go to services in the same network: gzip would cost more
 		// CPU than the bytes it saves, except for the largest answers.
 		connect.WithCompressMinBytes(compressMinBytes),

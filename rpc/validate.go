@@ -29,7 +29,21 @@ const (
 	// maxBalanceGrants bounds GetBalance's grant breakdown, so a pool of
 	// many small grants cannot make an answer over the send limit.
 	maxBalanceGrants = 1000
+	// maxBurnsListed bounds the burns one ReportUsage result lists (an event
+	// can burn across any number of small grants); with it, an answer of
+	// MaxEventsPerBatch results with the longest ids and amounts stays
+	// within minAnswerMaxBytes. The ledger has every burn.
+	maxBurnsListed = 8
+	// minAnswerMaxBytes is the least an answer may carry, whatever the
+	// request bound: ReportUsage answers are larger than their requests.
+	minAnswerMaxBytes = 16 << 20
 )
+
+// answerMaxBytes bounds what the server sends (and a follower reads back
+// from the leader it forwards to).
+func (o *Options) answerMaxBytes() int {
+	return max(2*o.MaxMessageBytes, minAnswerMaxBytes)
+}
 
 // Times before 2000 or after 9999 are typos, not business dates; the upper
 // bound also keeps unix microseconds far inside int64.

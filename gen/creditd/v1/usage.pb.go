@@ -300,7 +300,8 @@ type EventResult struct {
 	CreditTypeId string `protobuf:"bytes,4,opt,name=credit_type_id,json=creditTypeId,proto3" json:"credit_type_id,omitempty"`
 	// Credits the event costs.
 	Credits string `protobuf:"bytes,5,opt,name=credits,proto3" json:"credits,omitempty"`
-	// Grants touched, in burn order.
+	// Grants touched, in burn order: at most the first 8, so that an answer
+	// of 10,000 results always fits the 16 MiB an answer may carry.
 	Burns []*GrantBurn `protobuf:"bytes,6,rep,name=burns,proto3" json:"burns,omitempty"`
 	// Pool balance after the event.
 	BalanceAfter string `protobuf:"bytes,7,opt,name=balance_after,json=balanceAfter,proto3" json:"balance_after,omitempty"`
@@ -315,7 +316,11 @@ type EventResult struct {
 	// "failed_precondition").
 	ErrorCode string `protobuf:"bytes,11,opt,name=error_code,json=errorCode,proto3" json:"error_code,omitempty"`
 	// For rejections: the event field at fault ("customer_id", "feature_id").
-	Field         string `protobuf:"bytes,12,opt,name=field,proto3" json:"field,omitempty"`
+	Field string `protobuf:"bytes,12,opt,name=field,proto3" json:"field,omitempty"`
+	// Grants the event burned beyond those listed in burns (a burn across
+	// many small grants). Every one is in the ledger: entries whose cause_id
+	// is this event's id.
+	BurnsOmitted  uint32 `protobuf:"varint,13,opt,name=burns_omitted,json=burnsOmitted,proto3" json:"burns_omitted,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -432,6 +437,13 @@ func (x *EventResult) GetField() string {
 		return x.Field
 	}
 	return ""
+}
+
+func (x *EventResult) GetBurnsOmitted() uint32 {
+	if x != nil {
+		return x.BurnsOmitted
+	}
+	return 0
 }
 
 // ReportUsageResponse has one result per event, in request order.
@@ -1084,7 +1096,7 @@ const file_creditd_v1_usage_proto_rawDesc = "" +
 	"\x06events\x18\x01 \x03(\v2\x16.creditd.v1.UsageEventR\x06events\">\n" +
 	"\tGrantBurn\x12\x19\n" +
 	"\bgrant_id\x18\x01 \x01(\tR\agrantId\x12\x16\n" +
-	"\x06amount\x18\x02 \x01(\tR\x06amount\"\x9d\x03\n" +
+	"\x06amount\x18\x02 \x01(\tR\x06amount\"\xc2\x03\n" +
 	"\vEventResult\x12\x19\n" +
 	"\bevent_id\x18\x01 \x01(\tR\aeventId\x12/\n" +
 	"\x06status\x18\x02 \x01(\x0e2\x17.creditd.v1.EventStatusR\x06status\x12\x1c\n" +
@@ -1099,7 +1111,8 @@ const file_creditd_v1_usage_proto_rawDesc = "" +
 	" \x01(\tR\tavailable\x12\x1d\n" +
 	"\n" +
 	"error_code\x18\v \x01(\tR\terrorCode\x12\x14\n" +
-	"\x05field\x18\f \x01(\tR\x05field\"H\n" +
+	"\x05field\x18\f \x01(\tR\x05field\x12#\n" +
+	"\rburns_omitted\x18\r \x01(\rR\fburnsOmitted\"H\n" +
 	"\x13ReportUsageResponse\x121\n" +
 	"\aresults\x18\x01 \x03(\v2\x17.creditd.v1.EventResultR\aresults\"\xe5\x01\n" +
 	"\fCheckRequest\x12\x1f\n" +

@@ -71,7 +71,7 @@ type LedgerFilter struct {
 //	(*FSM).View(func(*View) error) error            // consistent read transaction
 //	(*FSM).ViewCommitted(func(*View) error) error   // the same, not waiting for an answered commit
 //	(*View).CreditType/Feature/Plan/Customer/Grant/Reservation/Purchase(id)
-//	(*View).ListFeatures(); Balance(customer, creditType); Check(customer, feature, qty, credits)
+//	(*View).ListFeatures(after, limit); Balance(customer, creditType); Check(customer, feature, qty, credits)
 //	(*View).ListGrants(GrantFilter); Ledger(LedgerFilter); ScanLedger(from, to, fn); ScanGrants(fn)
 //	(*View).BalanceAt(customer, creditType, seq); BalanceAtTime(customer, creditType, t)
 //	(*View).PendingPurchases(limit); PendingPurchasesAfter(after, limit); Dump(w)

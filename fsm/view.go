@@ -96,17 +96,30 @@ func (v *View) Purchase(id string) (Purchase, error) {
 	return getRec[Purchase](v, bPurchase, "purchase_id", id)
 }
 
-// ListFeatures lists every feature in id order.
-func (v *View) ListFeatures() ([]Feature, error) {
-	var out []Feature
-	err := v.tx.Bucket(bFeature).ForEach(func(k, raw []byte) error {
+// ListFeatures lists up to limit features (1..1000) in id order, from the
+// first id after after; nextAfter is the last one listed when more follow.
+func (v *View) ListFeatures(after string, limit int) (features []Feature, nextAfter string, err error) {
+	if limit <= 0 || limit > 1000 {
+		limit = 1000
+	}
+	c := v.tx.Bucket(bFeature).Cursor()
+	k, raw := c.Seek([]byte(after))
+	if after != "" && k != nil && string(k) == after {
+		k, raw = c.Next()
+	}
+	for ; k != nil; k, raw = c.Next() {
+		if len(features) == limit {
+			return features, features[len(features)-1].ID, nil
+		}
 		var f Feature
 		d := dec{b: raw}
 		f.decode(&d)
-		out = append(out, f)
-		return d.err
-	})
-	return out, err
+		if d.err != nil {
+			return nil, "", d.err
+		}
+		features = append(features, f)
+	}
+	return features, "", nil
 }
 
 func (v *View) pool(customerID, creditTypeID string) (Pool, error) {

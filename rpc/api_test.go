@@ -3,6 +3,8 @@ package rpc
 import (
 	"bytes"
 	"errors"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -263,4 +265,61 @@ func fieldDetail(ce *connect.Error) (*v1.FieldViolation, error) {
 		}
 	}
 	return nil, errors.New("no FieldViolation detail")
+}
+
+// ListFeatures pages through the catalog in id order; a page size of 0
+// gives up to 1,000, so a small catalog still comes whole in one call.
+func TestListFeaturesPagesInIDOrder(t *testing.T) {
+	s := startSingle(t, nodeOpts{})
+	c := newClients(s.url, "")
+	setupCatalog(t, c) // gpt-tokens
+	for _, id := range []string{"a-images", "z-audio", "m-search", "b-embed"} {
+		call(t, c.catalog.UpsertFeature, &v1.UpsertFeatureRequest{Id: id, Name: id, CreditTypeId: "ai-credits", Rate: "1"})
+	}
+	want := []string{"a-images", "b-embed", "gpt-tokens", "m-search", "z-audio"}
+	ids := func(fs []*v1.Feature) (out []string) {
+		for _, f := range fs {
+			out = append(out, f.Id)
+		}
+		return out
+	}
+	whole := call(t, c.catalog.ListFeatures, &v1.ListFeaturesRequest{})
+	if got := ids(whole.Features); !slices.Equal(got, want) || whole.NextPageToken != "" {
+		t.Fatalf("one call: %v (next %q), want %v and no next page", got, whole.NextPageToken, want)
+	}
+	var paged []string
+	req := &v1.ListFeaturesRequest{PageSize: 2, Consistency: v1.Consistency_CONSISTENCY_STALE}
+	for pages := 1; ; pages++ {
+		r := call(t, c.catalog.ListFeatures, req)
+		if len(r.Features) > 2 || pages > 3 {
+			t.Fatalf("page %d has %d features (size 2, 5 features)", pages, len(r.Features))
+		}
+		paged = append(paged, ids(r.Features)...)
+		if r.NextPageToken == "" {
+			break
+		}
+		req.PageToken = r.NextPageToken
+	}
+	if !slices.Equal(paged, want) {
+		t.Fatalf("pages of 2: %v, want %v", paged, want)
+	}
+
+	grantToken := grantPageToken("g-1")
+	for _, tc := range []struct {
+		name  string
+		req   *v1.ListFeaturesRequest
+		field string
+	}{
+		{"page size over 1000", &v1.ListFeaturesRequest{PageSize: 1001}, "page_size"},
+		{"negative page size", &v1.ListFeaturesRequest{PageSize: -1}, "page_size"},
+		{"not a token", &v1.ListFeaturesRequest{PageToken: "%%%"}, "page_token"},
+		{"a ListGrants token", &v1.ListFeaturesRequest{PageToken: grantToken}, "page_token"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := callErr(t, c.catalog.ListFeatures, tc.req)
+			if err.Code() != connect.CodeInvalidArgument || !strings.HasPrefix(err.Message(), tc.field+":") {
+				t.Fatalf("got %v, want INVALID_ARGUMENT naming %s", err, tc.field)
+			}
+		})
+	}
 }

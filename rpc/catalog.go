@@ -224,9 +224,19 @@ func (a *api) ListFeatures(ctx context.Context, req *connect.Request[v1.ListFeat
 		if err != nil {
 			return nil, err
 		}
+		limit := maxPageSize // a catalog is small: one page usually holds it whole
+		if m.PageSize != 0 {
+			if limit, err = pageSize("page_size", m.PageSize); err != nil {
+				return nil, err
+			}
+		}
+		after, err := parseFeaturePageToken("page_token", m.PageToken)
+		if err != nil {
+			return nil, err
+		}
 		out := &v1.ListFeaturesResponse{}
 		err = a.s.read(ctx, stale, func(v *fsm.View) error {
-			fs, err := v.ListFeatures()
+			fs, next, err := v.ListFeatures(after, limit)
 			if err != nil {
 				return err
 			}
@@ -234,6 +244,7 @@ func (a *api) ListFeatures(ctx context.Context, req *connect.Request[v1.ListFeat
 			for i, f := range fs {
 				out.Features[i] = featurePB(f)
 			}
+			out.NextPageToken = featurePageToken(next)
 			out.AppliedIndex = v.AppliedIndex()
 			return nil
 		})

@@ -341,6 +341,25 @@ func parseGrantPageToken(field, tok string) (string, error) {
 	return id, nil
 }
 
+func featurePageToken(after string) string {
+	if after == "" {
+		return ""
+	}
+	return base64.RawURLEncoding.EncodeToString([]byte("f:" + after))
+}
+
+func parseFeaturePageToken(field, tok string) (string, error) {
+	if tok == "" {
+		return "", nil
+	}
+	b, err := base64.RawURLEncoding.DecodeString(tok)
+	id, ok := strings.CutPrefix(string(b), "f:")
+	if err != nil || !ok || !fsm.ValidID(id) {
+		return "", invalidField(field, "is not a token returned by ListFeatures")
+	}
+	return id, nil
+}
+
 func ledgerPageToken(next uint64) string {
 	if next == 0 {
 		return ""

@@ -592,11 +592,15 @@ func (x *GetCustomerResponse) GetAppliedIndex() uint64 {
 	return 0
 }
 
-// ListFeaturesRequest asks for every feature.
+// ListFeaturesRequest asks for a page of features.
 type ListFeaturesRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// How fresh the answer must be.
-	Consistency   Consistency `protobuf:"varint,1,opt,name=consistency,proto3,enum=creditd.v1.Consistency" json:"consistency,omitempty"`
+	Consistency Consistency `protobuf:"varint,1,opt,name=consistency,proto3,enum=creditd.v1.Consistency" json:"consistency,omitempty"`
+	// At most this many features, 1..1000; 0 = 1000.
+	PageSize int32 `protobuf:"varint,2,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// next_page_token of the previous page.
+	PageToken     string `protobuf:"bytes,3,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -638,13 +642,29 @@ func (x *ListFeaturesRequest) GetConsistency() Consistency {
 	return Consistency_CONSISTENCY_UNSPECIFIED
 }
 
+func (x *ListFeaturesRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListFeaturesRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
 // ListFeaturesResponse lists features in id order.
 type ListFeaturesResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Every feature.
+	// The page's features.
 	Features []*Feature `protobuf:"bytes,1,rep,name=features,proto3" json:"features,omitempty"`
 	// Raft index of the replica state that answered.
-	AppliedIndex  uint64 `protobuf:"varint,2,opt,name=applied_index,json=appliedIndex,proto3" json:"applied_index,omitempty"`
+	AppliedIndex uint64 `protobuf:"varint,2,opt,name=applied_index,json=appliedIndex,proto3" json:"applied_index,omitempty"`
+	// Token of the next page; empty on the last page.
+	NextPageToken string `protobuf:"bytes,3,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -693,6 +713,13 @@ func (x *ListFeaturesResponse) GetAppliedIndex() uint64 {
 	return 0
 }
 
+func (x *ListFeaturesResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
 var File_creditd_v1_catalog_proto protoreflect.FileDescriptor
 
 const file_creditd_v1_catalog_proto_rawDesc = "" +
@@ -732,12 +759,16 @@ const file_creditd_v1_catalog_proto_rawDesc = "" +
 	"\vconsistency\x18\x02 \x01(\x0e2\x17.creditd.v1.ConsistencyR\vconsistency\"l\n" +
 	"\x13GetCustomerResponse\x120\n" +
 	"\bcustomer\x18\x01 \x01(\v2\x14.creditd.v1.CustomerR\bcustomer\x12#\n" +
-	"\rapplied_index\x18\x02 \x01(\x04R\fappliedIndex\"P\n" +
+	"\rapplied_index\x18\x02 \x01(\x04R\fappliedIndex\"\x8c\x01\n" +
 	"\x13ListFeaturesRequest\x129\n" +
-	"\vconsistency\x18\x01 \x01(\x0e2\x17.creditd.v1.ConsistencyR\vconsistency\"l\n" +
+	"\vconsistency\x18\x01 \x01(\x0e2\x17.creditd.v1.ConsistencyR\vconsistency\x12\x1b\n" +
+	"\tpage_size\x18\x02 \x01(\x05R\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x03 \x01(\tR\tpageToken\"\x94\x01\n" +
 	"\x14ListFeaturesResponse\x12/\n" +
 	"\bfeatures\x18\x01 \x03(\v2\x13.creditd.v1.FeatureR\bfeatures\x12#\n" +
-	"\rapplied_index\x18\x02 \x01(\x04R\fappliedIndex2\x98\x04\n" +
+	"\rapplied_index\x18\x02 \x01(\x04R\fappliedIndex\x12&\n" +
+	"\x0fnext_page_token\x18\x03 \x01(\tR\rnextPageToken2\x98\x04\n" +
 	"\x0eCatalogService\x12]\n" +
 	"\x10CreateCreditType\x12#.creditd.v1.CreateCreditTypeRequest\x1a$.creditd.v1.CreateCreditTypeResponse\x12T\n" +
 	"\rUpsertFeature\x12 .creditd.v1.UpsertFeatureRequest\x1a!.creditd.v1.UpsertFeatureResponse\x12K\n" +

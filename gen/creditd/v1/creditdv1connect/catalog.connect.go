@@ -66,7 +66,7 @@ type CatalogServiceClient interface {
 	UpsertCustomer(context.Context, *connect.Request[v1.UpsertCustomerRequest]) (*connect.Response[v1.UpsertCustomerResponse], error)
 	// GetCustomer returns a customer.
 	GetCustomer(context.Context, *connect.Request[v1.GetCustomerRequest]) (*connect.Response[v1.GetCustomerResponse], error)
-	// ListFeatures returns every feature, in id order.
+	// ListFeatures returns features in id order, a page at a time.
 	ListFeatures(context.Context, *connect.Request[v1.ListFeaturesRequest]) (*connect.Response[v1.ListFeaturesResponse], error)
 }
 
@@ -175,7 +175,7 @@ type CatalogServiceHandler interface {
 	UpsertCustomer(context.Context, *connect.Request[v1.UpsertCustomerRequest]) (*connect.Response[v1.UpsertCustomerResponse], error)
 	// GetCustomer returns a customer.
 	GetCustomer(context.Context, *connect.Request[v1.GetCustomerRequest]) (*connect.Response[v1.GetCustomerResponse], error)
-	// ListFeatures returns every feature, in id order.
+	// ListFeatures returns features in id order, a page at a time.
 	ListFeatures(context.Context, *connect.Request[v1.ListFeaturesRequest]) (*connect.Response[v1.ListFeaturesResponse], error)
 }
 

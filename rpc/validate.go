@@ -319,43 +319,35 @@ func pageSize(field string, n int32) (int, error) {
 	return int(n), nil
 }
 
-// Page tokens are opaque to clients: a grant id or a ledger sequence,
-// base64url-encoded with a kind prefix so one list's token is refused by
-// the other.
-func grantPageToken(after string) string {
-	if after == "" {
-		return ""
-	}
-	return base64.RawURLEncoding.EncodeToString([]byte("g:" + after))
-}
+// Page tokens are opaque to clients: a grant or feature id, or a ledger
+// sequence, base64url-encoded with a kind prefix so one list's token is
+// refused by another.
+func grantPageToken(after string) string   { return idPageToken("g:", after) }
+func featurePageToken(after string) string { return idPageToken("f:", after) }
 
 func parseGrantPageToken(field, tok string) (string, error) {
-	if tok == "" {
-		return "", nil
-	}
-	b, err := base64.RawURLEncoding.DecodeString(tok)
-	id, ok := strings.CutPrefix(string(b), "g:")
-	if err != nil || !ok || !fsm.ValidGrantID(id) {
-		return "", invalidField(field, "is not a token returned by ListGrants")
-	}
-	return id, nil
-}
-
-func featurePageToken(after string) string {
-	if after == "" {
-		return ""
-	}
-	return base64.RawURLEncoding.EncodeToString([]byte("f:" + after))
+	return parseIDPageToken(field, tok, "g:", "ListGrants", fsm.ValidGrantID)
 }
 
 func parseFeaturePageToken(field, tok string) (string, error) {
+	return parseIDPageToken(field, tok, "f:", "ListFeatures", fsm.ValidID)
+}
+
+func idPageToken(kind, after string) string {
+	if after == "" {
+		return ""
+	}
+	return base64.RawURLEncoding.EncodeToString([]byte(kind + after))
+}
+
+func parseIDPageToken(field, tok, kind, method string, valid func(string) bool) (string, error) {
 	if tok == "" {
 		return "", nil
 	}
 	b, err := base64.RawURLEncoding.DecodeString(tok)
-	id, ok := strings.CutPrefix(string(b), "f:")
-	if err != nil || !ok || !fsm.ValidID(id) {
-		return "", invalidField(field, "is not a token returned by ListFeatures")
+	id, ok := strings.CutPrefix(string(b), kind)
+	if err != nil || !ok || !valid(id) {
+		return "", invalidField(field, "is not a token returned by %s", method)
 	}
 	return id, nil
 }

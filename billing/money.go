@@ -30,6 +30,20 @@ func exponentOf(currency string) int {
 	return 2
 }
 
+// minorUnitStep is the multiple of minor units a charge must be at Stripe,
+// for the currencies where it is not 1: three-decimal amounts must end in 0,
+// and ISK, two-decimal in the API, takes whole krónur only
+// (https://docs.stripe.com/currencies).
+func minorUnitStep(currency string) int64 {
+	switch strings.ToUpper(currency) {
+	case "BHD", "JOD", "KWD", "OMR", "TND":
+		return 10
+	case "ISK":
+		return 100
+	}
+	return 1
+}
+
 func pow10(n int) int64 {
 	p := int64(1)
 	for range n {
@@ -39,19 +53,21 @@ func pow10(n int) int64 {
 }
 
 // MicrosToMinor converts money micros to the currency's smallest unit,
-// rounding half to even (the rounding fsm uses for money), so 1.234567 USD is
-// charged as 123 cents and 0.125 USD as 12.
+// rounding half to even (the rounding fsm uses for money) to a multiple of
+// the currency's step at Stripe, so 1.234567 USD is charged as 123 cents,
+// 0.125 USD as 12, and 1.2345 KWD as 1230 fils.
 func MicrosToMinor(micros int64, currency string) (int64, error) {
 	if micros < 0 {
 		return 0, fmt.Errorf("amount %d micros is negative", micros)
 	}
-	div := pow10(moneyScale - exponentOf(currency))
+	step := minorUnitStep(currency)
+	div := pow10(moneyScale-exponentOf(currency)) * step
 	q, r := micros/div, micros%div
 	switch {
 	case 2*r > div, 2*r == div && q%2 == 1:
 		q++
 	}
-	return q, nil
+	return q * step, nil
 }
 
 // MinorToMicros converts an amount in the currency's smallest unit to micros.

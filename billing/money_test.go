@@ -15,7 +15,10 @@ func TestMicrosToMinorRoundsHalfToEven(t *testing.T) {
 		{"half a cent rounds to the even cent (up)", 135_000, "USD", 14},
 		{"above half a cent rounds up", 1_235_001, "USD", 124},
 		{"yen have no minor unit", 1_500_000, "JPY", 2},
-		{"dinars have three decimals", 1_234_567, "KWD", 1235},
+		{"dinars have three decimals, charged in tens of fils", 1_234_567, "KWD", 1230},
+		{"half a step of ten fils rounds to the even ten", 1_235_000, "BHD", 1240},
+		{"krónur are two-decimal at Stripe but whole only", 12_345_678, "ISK", 1200},
+		{"half a króna rounds to the even króna", 12_500_000, "ISK", 1200},
 		{"lower-case currency codes work", 2_000_000, "jpy", 2},
 	}
 	for _, tc := range tests {

@@ -311,3 +311,25 @@ func (h *WebhookHandler) revokeFromGivenBack(ctx context.Context, p fsm.Purchase
 	}
 	return notes, nil
 }
+
+// settleOrderRounding lets the last refund not yet revoked make up what the
+// refunds already revoked took more or less than their share now. Refunds
+// are ordered by creation second, then id, and Stripe's ids are not ordered
+// in time: a share computed before a refund of the same second was known
+// can differ from its share now by one unit, and the whole refund must
+// still revoke the whole grant. A larger gap is a revocation the grant
+// could not cover, which is not made up.
+func settleOrderRounding(revs []refundRevocation, done map[string]int64) {
+	last, gap := -1, int64(0)
+	for i, rv := range revs {
+		took, ok := done[clip(refundRequestID(rv.RefundID), fsm.MaxIDLen)]
+		if !ok || took == 0 {
+			last = i
+			continue
+		}
+		gap += min(max(rv.Credits-took, -1), 1)
+	}
+	if last >= 0 && gap != 0 {
+		revs[last].Credits = max(revs[last].Credits+gap, 0)
+	}
+}

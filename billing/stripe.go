@@ -150,7 +150,8 @@ func (s *Stripe) defaultPaymentMethod(ctx context.Context, customerRef string) (
 		cust.InvoiceSettings.DefaultPaymentMethod.ID != "" {
 		return cust.InvoiceSettings.DefaultPaymentMethod.ID, nil
 	}
-	lp := &stripe.CustomerListPaymentMethodsParams{Customer: stripe.String(customerRef)}
+	// Cards only: a bank debit charged off-session stays processing for days.
+	lp := &stripe.CustomerListPaymentMethodsParams{Customer: stripe.String(customerRef), Type: stripe.String("card")}
 	lp.Limit = stripe.Int64(1)
 	for pm, err := range s.client.V1Customers.ListPaymentMethods(ctx, lp) {
 		if err != nil {
@@ -216,9 +217,43 @@ func (s *Stripe) ChargeOffSession(ctx context.Context, req PaymentRequest) (Paym
 			}
 			return pay, nil
 		}
+		if errors.As(err, &se) && se.Type == stripe.ErrorTypeIdempotency && se.HTTPStatusCode != http.StatusConflict {
+			// The key was sent before with other parameters: a retry after a
+			// lost answer, with the customer's default card changed since.
+			// The first request reached Stripe and may have charged the
+			// card, so its payment decides, not this refusal.
+			return s.findCharge(ctx, req)
+		}
 		return Payment{}, fmt.Errorf("stripe: charge purchase %s: %w", req.PurchaseID, classify(err))
 	}
 	return paymentOf(pi), nil
+}
+
+// maxChargeSearch bounds how many of a customer's newest PaymentIntents
+// findCharge reads.
+const maxChargeSearch = 100
+
+// findCharge looks for the PaymentIntent an earlier request for the
+// purchase created, among the customer's newest (listing, unlike Stripe's
+// search, sees a payment as soon as it exists). None found means the
+// outcome is still unknown: an error the worker retries.
+func (s *Stripe) findCharge(ctx context.Context, req PaymentRequest) (Payment, error) {
+	lp := &stripe.PaymentIntentListParams{Customer: stripe.String(req.CustomerRef)}
+	lp.Limit = stripe.Int64(maxChargeSearch)
+	n := 0
+	for pi, err := range s.client.V1PaymentIntents.List(ctx, lp) {
+		if err != nil {
+			return Payment{}, fmt.Errorf("stripe: list payments of %s to find purchase %s: %w", req.CustomerRef, req.PurchaseID, classify(err))
+		}
+		if pi.Metadata[MetadataPurchaseID] == req.PurchaseID {
+			return paymentOf(pi), nil
+		}
+		if n++; n == maxChargeSearch {
+			break
+		}
+	}
+	return Payment{}, fmt.Errorf("stripe: purchase %s: key %s was used with other parameters and no payment of %s names the purchase yet",
+		req.PurchaseID, req.IdempotencyKey, req.CustomerRef)
 }
 
 // StartOnSession creates a PaymentIntent for the customer to confirm in the

@@ -317,6 +317,12 @@ func (h *WebhookHandler) invoiceUnpaid(ctx context.Context, p fsm.Purchase, ev E
 // refund id. Giving back first lets a later refund's revocation take from
 // the given-back credits when the purchase's grant is short (refunds.go).
 func (h *WebhookHandler) refund(ctx context.Context, p fsm.Purchase, ev Event) (string, error) {
+	if p.Status == fsm.PurchasePending {
+		// Stripe does not order events: a refund can come before the
+		// payment's success. Refused for now, it is sent again once the
+		// success event or the worker has made the grant.
+		return "", fmt.Errorf("purchase %s is still pending: the refunds of charge %s wait for its grant", p.ID, ev.ObjectRef)
+	}
 	if p.Status != fsm.PurchaseSucceeded || p.GrantID == "" {
 		return "purchase " + p.ID + " has no grant to revoke", nil
 	}
@@ -365,6 +371,7 @@ func (h *WebhookHandler) refund(ctx context.Context, p fsm.Purchase, ev Event) (
 		if done, err = h.refundTaken(ctx, og.CustomerID, og.CreditTypeID, og.CreatedAt); err != nil {
 			return "", err
 		}
+		settleOrderRounding(revs, done)
 	}
 	for _, rv := range revs {
 		if rv.Credits == 0 {

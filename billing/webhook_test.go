@@ -471,3 +471,53 @@ func (a refusingApplier) Apply(context.Context, fsm.Command) (fsm.Result, error)
 	a.t.Error("a follower applied a command")
 	return fsm.Result{}, errNoLeaderForTest
 }
+
+// Stripe does not order events: a refund that comes before the payment's
+// success is refused for now (503, so Stripe sends it again) and revokes
+// once the purchase has its grant.
+func TestARefundDeliveredBeforeThePaymentsSuccessRevokesOnItsRetry(t *testing.T) {
+	r := newWebhookRig(t, fsm.GrantOnPayment, 0)
+	r.start("p1", fsm.FlowSelfServe)
+	// Stripe does not order events: the full refund's charge.refunded comes
+	// first (payment_intent.succeeded was answered 503 and is retried later,
+	// or is simply delivered late).
+	refund := chargeObj("ch_1", "p1", refundSpec{"re_1", 1000, 10})
+	code, msg := r.send("evt_refund", "charge.refunded", refund)
+	r.mustSend("evt_paid", "payment_intent.succeeded", paymentIntentObj("pi_1", "p1", "succeeded"))
+	if code != http.StatusServiceUnavailable {
+		t.Fatalf("a refund of a purchase still pending was answered %d %q; want 503 so that Stripe sends it again", code, msg)
+	}
+	r.mustSend("evt_refund", "charge.refunded", refund)
+	g := readGrant(t, r.f, "purchase:p1")
+	if g.Revoked != 1000 || g.Remaining != 0 {
+		t.Fatalf("the whole charge was refunded, but the grant has revoked %d, remaining %d (want 1000 revoked, 0 remaining)",
+			g.Revoked, g.Remaining)
+	}
+}
+
+// Refunds are ordered by creation second, then id, and Stripe's ids are not
+// ordered in time: a refund made in the same second as an earlier one but
+// sorting before it changes the earlier one's share by a unit after it was
+// revoked. The refunds of the whole charge must still revoke the whole grant.
+func TestRefundsOfOneSecondThatAddUpToTheChargeRevokeTheWholeGrant(t *testing.T) {
+	r := newWebhookRig(t, fsm.GrantOnPayment, 0)
+	price, err := fsm.ParseDecimal("0.003", 6)
+	if err != nil {
+		t.Fatal(err)
+	}
+	must(t, r.a, fsm.UpsertPlan{Plan: fsm.Plan{ID: "cheap", Name: "Cheap", CreditTypeID: "ai", Currency: "USD",
+		PricePerCredit: price, MinPurchaseCredits: 1, MaxPurchaseCredits: 1_000_000}})
+	must(t, r.a, fsm.UpsertCustomer{ID: "c3", Name: "Three", BillingRef: "cus_3", PlanID: "cheap"})
+	// 1000 credits for 3.00 USD.
+	must(t, r.a, fsm.StartPurchase{ID: "p3", CustomerID: "c3", Credits: 1000, Flow: fsm.FlowSelfServe})
+	r.mustSend("evt_paid", "payment_intent.succeeded", paymentIntentObj("pi_3", "p3", "succeeded"))
+	// re_Z (2.00) is made first, re_A (1.00) a moment later, in the same second.
+	reZ := refundSpec{"re_Z", 200, 10}
+	reA := refundSpec{"re_A", 100, 10}
+	r.mustSend("evt_rz", "charge.refunded", chargeObj("ch_3", "p3", reZ))
+	r.mustSend("evt_ra", "charge.refunded", chargeObj("ch_3", "p3", reZ, reA))
+	g := readGrant(t, r.f, "purchase:p3")
+	if g.Revoked != 1000 {
+		t.Fatalf("3.00 of 3.00 USD refunded, but %d of 1000 credits revoked (%d remain)", g.Revoked, g.Remaining)
+	}
+}

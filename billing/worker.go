@@ -399,8 +399,20 @@ func (w *Worker) call(ctx context.Context) (context.Context, context.CancelFunc)
 	return context.WithTimeout(ctx, w.o.CallTimeout)
 }
 
-func describe(p fsm.Purchase) string {
-	return fmt.Sprintf("creditd purchase %s: %d credits", p.ID, p.Credits)
+// describe is the text of the customer's payment or invoice line: the
+// credits in their credit type's scale and name. It is the same on every
+// retry, as Stripe requires of a request sent again under one idempotency
+// key: a credit type's name and scale never change.
+func (w *Worker) describe(p fsm.Purchase) (string, error) {
+	var ct fsm.CreditType
+	if err := w.o.State.View(func(v *fsm.View) error {
+		var err error
+		ct, err = v.CreditType(p.CreditTypeID)
+		return err
+	}); err != nil {
+		return "", fmt.Errorf("read credit type %s of purchase %s: %w", p.CreditTypeID, p.ID, err)
+	}
+	return fmt.Sprintf("creditd purchase %s: %s %s", p.ID, fsm.FormatUnits(p.Credits, ct.Scale), ct.Name), nil
 }
 
 // auto charges the saved payment method, retrying declines with backoff up
@@ -419,9 +431,13 @@ func (w *Worker) auto(ctx context.Context, p fsm.Purchase, custRef string, log *
 		return w.charged(ctx, p, pay, reached, log)
 	}
 	attempt := reached + 1
+	desc, err := w.describe(p)
+	if err != nil {
+		return err
+	}
 	cctx, cancel := w.call(ctx)
 	pay, err := w.o.Provider.ChargeOffSession(cctx, PaymentRequest{PurchaseID: p.ID, CustomerRef: custRef,
-		AmountMicros: p.TotalMicros, Currency: p.Currency, Description: describe(p),
+		AmountMicros: p.TotalMicros, Currency: p.Currency, Description: desc,
 		IdempotencyKey: chargeKey(p.ID, attempt)})
 	cancel()
 	if err != nil {
@@ -467,9 +483,13 @@ func (w *Worker) selfServe(ctx context.Context, p fsm.Purchase, custRef string, 
 		}
 		return w.pollPayment(ctx, p, log)
 	}
+	desc, err := w.describe(p)
+	if err != nil {
+		return err
+	}
 	cctx, cancel := w.call(ctx)
 	pay, err := w.o.Provider.StartOnSession(cctx, PaymentRequest{PurchaseID: p.ID, CustomerRef: custRef,
-		AmountMicros: p.TotalMicros, Currency: p.Currency, Description: describe(p), IdempotencyKey: p.ID})
+		AmountMicros: p.TotalMicros, Currency: p.Currency, Description: desc, IdempotencyKey: p.ID})
 	cancel()
 	if err != nil {
 		return fmt.Errorf("start on-session payment: %w", err)
@@ -515,7 +535,10 @@ func (w *Worker) abandon(ctx context.Context, p fsm.Purchase, log *slog.Logger) 
 	case PaymentCanceled:
 		return w.fail(ctx, p, fmt.Sprintf("not paid within %s; payment %s canceled", w.o.OnSessionTTL, p.ProviderRef), log)
 	}
-	return fmt.Errorf("abandoned payment %s is %s after cancel", p.ProviderRef, pay.ProviderStatus)
+	// Still processing (a bank debit cannot be canceled and takes days to
+	// settle): look again at the pace of any pending payment.
+	log.Info("abandoned payment cannot be canceled yet", "ref", p.ProviderRef, "status", pay.ProviderStatus)
+	return waitError{w.o.PollInterval}
 }
 
 // invoice creates and finalizes the invoice once (keys derived from the
@@ -537,9 +560,13 @@ func (w *Worker) invoice(ctx context.Context, p fsm.Purchase, custRef string, lo
 		}
 		return nil
 	}
+	desc, err := w.describe(p)
+	if err != nil {
+		return err
+	}
 	cctx, cancel := w.call(ctx)
 	inv, err := w.o.Provider.CreateInvoice(cctx, InvoiceRequest{PurchaseID: p.ID, CustomerRef: custRef,
-		AmountMicros: p.TotalMicros, Currency: p.Currency, Description: describe(p),
+		AmountMicros: p.TotalMicros, Currency: p.Currency, Description: desc,
 		DaysUntilDue: w.o.InvoiceDaysUntilDue, IdempotencyKey: p.ID})
 	cancel()
 	if err != nil {

@@ -359,3 +359,86 @@ func TestNewWorkerRefusesBadOptions(t *testing.T) {
 		})
 	}
 }
+
+type describingProvider struct {
+	*fakeProvider
+	mu    sync.Mutex
+	descs []string
+}
+
+func (d *describingProvider) note(s string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.descs = append(d.descs, s)
+}
+
+func (d *describingProvider) CreateInvoice(ctx context.Context, req InvoiceRequest) (Invoice, error) {
+	d.note(req.Description)
+	return d.fakeProvider.CreateInvoice(ctx, req)
+}
+
+func (d *describingProvider) descriptions() []string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return append([]string(nil), d.descs...)
+}
+
+// The text on the customer's invoice line or payment gives the credits in
+// their credit type's scale and name, not the state machine's units.
+func TestInvoiceLinesShowCreditsInTheirScale(t *testing.T) {
+	f, a := newLocalFSM(t)
+	price, err := fsm.ParseDecimal("0.01", 6)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// As in the README's go-live: credits with two decimal places.
+	must(t, a, fsm.CreateCreditType{ID: "ai-credits", Name: "AI credits", Scale: 2})
+	must(t, a, fsm.UpsertPlan{Plan: fsm.Plan{ID: "pro", Name: "Pro", CreditTypeID: "ai-credits", Currency: "USD",
+		PricePerCredit: price, MinPurchaseCredits: 100_00, MaxPurchaseCredits: 100_000_00}})
+	must(t, a, fsm.UpsertCustomer{ID: "acme", Name: "Acme", BillingRef: "cus_acme", PlanID: "pro"})
+	// PurchaseCredits with credits "1000" (rpc parses it to 100000 units).
+	res := must(t, a, fsm.StartPurchase{ID: "inv-1", CustomerID: "acme", Credits: 1000_00, Flow: fsm.FlowInvoice})
+	if p := res.Value.(*fsm.Purchase); p.TotalMicros != 10_000_000 {
+		t.Fatalf("purchase total %d micros, want 10 USD", p.TotalMicros)
+	}
+	prov := &describingProvider{fakeProvider: newFakeProvider()}
+	startWorker(t, WorkerOptions{Provider: prov, Applier: a, State: f, PollInterval: time.Hour})
+	eventually(t, "the invoice to be created", func() bool { return len(prov.descriptions()) > 0 })
+	d := prov.descriptions()[0]
+	if want := "creditd purchase inv-1: 1000.00 AI credits"; d != want {
+		t.Fatalf("the invoice line for 1000.00 credits reads %q, want %q", d, want)
+	}
+}
+
+type processingProvider struct {
+	*fakeProvider
+	cancels int
+}
+
+func (p *processingProvider) CancelPayment(_ context.Context, ref string) (Payment, error) {
+	p.cancels++
+	return Payment{Ref: ref, Status: PaymentPending, ProviderStatus: "processing"}, nil
+}
+
+// A self-serve payment past its time limit that Stripe cannot cancel (a
+// bank debit still processing) is looked at again at the poll interval, not
+// every transient backoff.
+func TestAProcessingPaymentPastItsTimeLimitIsPolledAtThePollInterval(t *testing.T) {
+	f, a := newLocalFSM(t)
+	seedCatalog(t, a, fsm.GrantOnPayment, fsm.AutoTopUp{})
+	must(t, a, fsm.StartPurchase{ID: "web1", CustomerID: "c1", Credits: 1000, Flow: fsm.FlowSelfServe})
+	must(t, a, fsm.CompletePurchase{ID: "web1", Outcome: fsm.OutcomeProgress, ProviderRef: "pi_1", ProviderStatus: "processing"})
+	prov := &processingProvider{fakeProvider: newFakeProvider()}
+	now := time.Now().Add(48 * time.Hour) // past the 24 h TTL
+	w, err := NewWorker(WorkerOptions{Provider: prov, Applier: a, State: f, Now: func() time.Time { return now }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cu fsm.Customer
+	_ = f.View(func(v *fsm.View) error { cu, _ = v.Customer("c1"); return nil })
+	next, _ := w.process(context.Background(), pendingItem{p: readPurchase(t, f, "web1"), cu: cu})
+	if wait := next.Sub(now); wait < DefaultPollInterval {
+		t.Fatalf("a processing payment past its time limit is looked at again after %v (cancel calls: %d), want the poll interval %v",
+			wait, prov.cancels, DefaultPollInterval)
+	}
+}

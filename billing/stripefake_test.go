@@ -1,0 +1,183 @@
+package billing
+
+// Connector behaviours that need Stripe to answer in a particular way
+// (remembered idempotency keys, particular saved payment methods), played by
+// small fake servers: stripe-mock checks shapes but keeps no state.
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/creditd/creditd/fsm"
+)
+
+// Stripe refuses three-decimal amounts (BHD, JOD, KWD, OMR, TND) that do
+// not end in 0, and ISK amounts that are not whole krónur (multiples of 100):
+// https://docs.stripe.com/currencies. Amounts are rounded to those steps.
+func TestStripeAmountsAreMultiplesOfTheCurrencysStep(t *testing.T) {
+	s := newTestStripe(t, "http://127.0.0.1:1")
+	for _, tc := range []struct {
+		currency string
+		micros   int64
+		multiple int64
+	}{
+		{"KWD", 1_234_500, 10}, // 1.2345 KWD: 12345 credits at 0.0001 KWD
+		{"BHD", 7_777_000, 10}, // 7.777 BHD
+		{"ISK", 12_340_000, 100},
+	} {
+		p, err := s.paymentParams(PaymentRequest{PurchaseID: "p1", IdempotencyKey: "p1", CustomerRef: "cus_1",
+			AmountMicros: tc.micros, Currency: tc.currency})
+		if err != nil {
+			t.Fatalf("%s: %v", tc.currency, err)
+		}
+		if *p.Amount%tc.multiple != 0 {
+			t.Errorf("%d micros %s sent to Stripe as amount %d, which Stripe refuses (must be a multiple of %d)",
+				tc.micros, tc.currency, *p.Amount, tc.multiple)
+		}
+	}
+}
+
+// idemStripe plays Stripe's idempotency-key checks, which stripe-mock (it
+// keeps no state) cannot: a key's first request is remembered, a retry with
+// the same parameters gets its answer, with others an idempotency_error.
+type idemStripe struct {
+	mu      sync.Mutex
+	pm      string
+	bodies  map[string]string // idempotency key → form body of its first request
+	results map[string][]byte
+}
+
+func (s *idemStripe) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	w.Header().Set("Content-Type", "application/json")
+	switch {
+	case r.Method == http.MethodGet && r.URL.Path == "/v1/customers/cus_123":
+		_ = json.NewEncoder(w).Encode(map[string]any{"id": "cus_123", "object": "customer",
+			"invoice_settings": map[string]any{"default_payment_method": s.pm}})
+	case r.Method == http.MethodPost && r.URL.Path == "/v1/payment_intents":
+		_ = r.ParseForm()
+		body := r.PostForm.Encode()
+		key := r.Header.Get("Idempotency-Key")
+		if first, seen := s.bodies[key]; seen {
+			if first != body {
+				w.WriteHeader(http.StatusBadRequest)
+				_ = json.NewEncoder(w).Encode(map[string]any{"error": map[string]any{"type": "idempotency_error",
+					"message": "Keys for idempotent requests can only be used with the same parameters they were first used with."}})
+				return
+			}
+			_, _ = w.Write(s.results[key])
+			return
+		}
+		s.bodies[key] = body
+		pi, _ := json.Marshal(map[string]any{"id": "pi_1", "object": "payment_intent", "status": "succeeded",
+			"amount": 500, "currency": "usd", "payment_method": r.PostForm.Get("payment_method"),
+			"metadata": map[string]string{MetadataPurchaseID: r.PostForm.Get("metadata[" + MetadataPurchaseID + "]")}})
+		s.results[key] = pi
+		// The card is charged; the answer is lost (a 500: outcome unknown).
+		// Meanwhile the customer makes another card the default.
+		s.pm = "pm_new"
+		w.Header().Set("Stripe-Should-Retry", "false")
+		w.WriteHeader(http.StatusInternalServerError)
+		_ = json.NewEncoder(w).Encode(map[string]any{"error": map[string]any{"type": "api_error", "message": "internal error"}})
+	case r.Method == http.MethodGet && r.URL.Path == "/v1/payment_intents":
+		var data []json.RawMessage
+		if r.URL.Query().Get("customer") == "cus_123" {
+			for _, pi := range s.results {
+				data = append(data, pi)
+			}
+		}
+		_ = json.NewEncoder(w).Encode(map[string]any{"object": "list", "url": r.URL.Path, "has_more": false, "data": data})
+	default:
+		w.WriteHeader(http.StatusNotFound)
+		_ = json.NewEncoder(w).Encode(map[string]any{"error": map[string]any{"type": "invalid_request_error", "message": "no route " + r.URL.Path}})
+	}
+}
+
+func (s *idemStripe) charged() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.results)
+}
+
+// A charge whose answer was lost is retried with the same key; if the
+// customer's default card changed meanwhile, Stripe refuses the retry as a
+// key reused with other parameters. The first request charged the card, so
+// the purchase must succeed from that payment, not fail.
+func TestARetriedChargeRefusedForOtherParametersFindsTheFirstPayment(t *testing.T) {
+	fake := &idemStripe{pm: "pm_old", bodies: map[string]string{}, results: map[string][]byte{}}
+	srv := httptest.NewServer(fake)
+	t.Cleanup(srv.Close)
+	prov := newTestStripe(t, srv.URL)
+	f, a := newLocalFSM(t)
+	seedCatalog(t, a, fsm.GrantOnPayment, testAutoTopUp)
+	id := burnToAutoTopUp(t, a, f)
+	startWorker(t, WorkerOptions{Provider: prov, Applier: a, State: f, PollInterval: time.Hour})
+	// Either the purchase ends, or the worker keeps retrying (which would
+	// be fine): stop looking after a few retries.
+	eventually(t, "the purchase to end", func() bool { return purchaseStatus(f, id) != fsm.PurchasePending })
+	p := readPurchase(t, f, id)
+	if p.Status != fsm.PurchaseSucceeded || p.ProviderRef != "pi_1" {
+		t.Fatalf("the card was charged (%d payment intent under key %s) but the purchase is %v (ref %q, %q)",
+			fake.charged(), id, p.Status, p.ProviderRef, p.FailureReason)
+	}
+}
+
+// pmListStripe answers a customer with no default payment method and a
+// bank account and a card saved; stripe-mock's fixtures cannot say this.
+type pmListStripe struct {
+	mu      sync.Mutex
+	charged string
+}
+
+func (s *pmListStripe) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "application/json")
+	switch {
+	case r.Method == http.MethodGet && r.URL.Path == "/v1/customers/cus_123":
+		_ = json.NewEncoder(w).Encode(map[string]any{"id": "cus_123", "object": "customer",
+			"invoice_settings": map[string]any{"default_payment_method": nil}})
+	case r.Method == http.MethodGet && r.URL.Path == "/v1/customers/cus_123/payment_methods":
+		bank := map[string]any{"id": "pm_bank", "object": "payment_method", "type": "us_bank_account"}
+		card := map[string]any{"id": "pm_card", "object": "payment_method", "type": "card"}
+		data := []any{bank, card} // newest first, as Stripe lists them
+		if typ := r.URL.Query().Get("type"); typ == "card" {
+			data = []any{card}
+		}
+		_ = json.NewEncoder(w).Encode(map[string]any{"object": "list", "url": r.URL.Path, "has_more": false, "data": data})
+	case r.Method == http.MethodPost && r.URL.Path == "/v1/payment_intents":
+		_ = r.ParseForm()
+		s.mu.Lock()
+		s.charged = r.PostForm.Get("payment_method")
+		s.mu.Unlock()
+		_ = json.NewEncoder(w).Encode(map[string]any{"id": "pi_1", "object": "payment_intent", "status": "succeeded",
+			"amount": 500, "currency": "usd"})
+	default:
+		w.WriteHeader(http.StatusNotFound)
+		_ = json.NewEncoder(w).Encode(map[string]any{"error": map[string]any{"type": "invalid_request_error", "message": "no route " + r.URL.Path}})
+	}
+}
+
+// With no default payment method an automatic top-up charges the first
+// saved card, never a bank account (whose debit stays processing for days).
+func TestOffSessionChargesFallBackToASavedCardOnly(t *testing.T) {
+	fake := &pmListStripe{}
+	srv := httptest.NewServer(fake)
+	t.Cleanup(srv.Close)
+	s := newTestStripe(t, srv.URL)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := s.ChargeOffSession(ctx, PaymentRequest{PurchaseID: "auto-1", CustomerRef: "cus_123",
+		AmountMicros: 5_000_000, Currency: "USD", IdempotencyKey: "auto-1"}); err != nil {
+		t.Fatal(err)
+	}
+	fake.mu.Lock()
+	defer fake.mu.Unlock()
+	if fake.charged != "pm_card" {
+		t.Fatalf("charged payment method %q, want the first saved card pm_card", fake.charged)
+	}
+}

@@ -95,6 +95,39 @@ func (t *memberTable) update(n *memberlist.Node, state memberlist.NodeStateType)
 	return mi, true
 }
 
+// leftMemberKeptFor is how long a member that left stays in the table
+// (serf's tombstone timeout is the same 24 hours): long enough for the
+// leader to remove it from raft and for status to show where it went.
+const leftMemberKeptFor = 24 * time.Hour
+
+// forget drops members that left more than leftMemberKeptFor ago or died
+// more than gossipReconnectFor ago, unless raft still has them (a dead voter
+// the leader cannot remove without losing the quorum), so that a pool whose
+// nodes come and go under new ids does not grow the table for ever. It
+// returns the ids dropped.
+func (t *memberTable) forget(now time.Time, inRaft func(id string) bool) []string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var gone []string
+	for id, mi := range t.m {
+		var keep time.Duration
+		switch mi.state {
+		case memberlist.StateLeft:
+			keep = leftMemberKeptFor
+		case memberlist.StateDead:
+			keep = gossipReconnectFor
+		default:
+			continue
+		}
+		if now.Sub(mi.since) > keep && !inRaft(id) {
+			delete(t.m, id)
+			gone = append(gone, id)
+		}
+	}
+	slices.Sort(gone)
+	return gone
+}
+
 // gossip implements memberlist's Delegate and EventDelegate.
 type gossip struct {
 	n    *Node
@@ -239,6 +272,7 @@ func (n *Node) reconnectLoop() {
 			return
 		case <-t.C:
 		}
+		n.forgetGoneMembers()
 		for _, mi := range n.members.list() {
 			if mi.state != memberlist.StateDead || mi.gossipAddr == "" || time.Since(mi.since) > gossipReconnectFor {
 				continue
@@ -256,6 +290,22 @@ func (n *Node) reconnectLoop() {
 				n.logger.Debug("dead member still unreachable", "member", mi.meta.ID, "gossip", mi.gossipAddr, "err", err)
 			}
 		}
+	}
+}
+
+// forgetGoneMembers drops long-gone members from the table (memberTable.forget).
+func (n *Node) forgetGoneMembers() {
+	f := n.raft.GetConfiguration()
+	if err := f.Error(); err != nil {
+		n.logger.Debug("not forgetting gone members: read raft configuration", "err", err)
+		return
+	}
+	servers := f.Configuration().Servers
+	inRaft := func(id string) bool {
+		return slices.ContainsFunc(servers, func(s raft.Server) bool { return string(s.ID) == id })
+	}
+	for _, id := range n.members.forget(time.Now(), inRaft) {
+		n.logger.Info("forgot a gossip member gone for long", "member", id)
 	}
 }
 

@@ -16,6 +16,7 @@ type Cluster interface {
 	FSM() *fsm.FSM
 	IsLeader() bool
 	Leader() (id, rpcAddr string)
+	LinearizableRead(ctx context.Context) error
 	RunOnLeader(name string, fn func(ctx context.Context))
 	AppliedNotify() <-chan struct{}
 }
@@ -79,6 +80,7 @@ func AttachProvider(c Cluster, prov Provider, log *slog.Logger, o AttachOptions)
 	if prov.Name() != "manual" {
 		ho := o.Webhook
 		ho.Provider, ho.Applier, ho.State, ho.Logger = prov, c, c.FSM(), log
+		ho.ReadBarrier = c.LinearizableRead
 		ho.Leader = func() (bool, string) {
 			_, addr := c.Leader()
 			return c.IsLeader(), addr

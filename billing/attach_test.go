@@ -2,6 +2,9 @@ package billing
 
 import (
 	"context"
+	"errors"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 
@@ -12,8 +15,11 @@ import (
 // leader tasks it is given instead of running them.
 type fakeCluster struct {
 	*localApplier
-	tasks []string
+	tasks   []string
+	readErr error // what LinearizableRead answers
 }
+
+func (c *fakeCluster) LinearizableRead(context.Context) error { return c.readErr }
 
 func (c *fakeCluster) FSM() *fsm.FSM            { return c.f }
 func (c *fakeCluster) IsLeader() bool           { return true }
@@ -57,5 +63,37 @@ func TestAttach(t *testing.T) {
 				t.Fatalf("leader tasks %v, want [billing]", c.tasks)
 			}
 		})
+	}
+}
+
+// A leader just elected may not have applied the entries of earlier terms:
+// the webhook waits for a linearizable read before it decides from the
+// state, and answers 503 (not marked seen) when it cannot have one.
+func TestAttachedWebhooksDecideFromTheLatestState(t *testing.T) {
+	env := map[string]string{EnvStripeSecretKey: testStripeKey, EnvStripeWebhookSecret: testWebhookSecret,
+		EnvStripeAPIURL: "http://127.0.0.1:1"}
+	f, a := newLocalFSM(t)
+	seedCatalog(t, a, fsm.GrantOnPayment, fsm.AutoTopUp{})
+	c := &fakeCluster{localApplier: a, readErr: errors.New("not caught up yet")}
+	b, err := Attach(c, "stripe", Config{Getenv: func(k string) string { return env[k] }}, AttachOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(b.Routes[WebhookPath])
+	t.Cleanup(srv.Close)
+	r := &webhookRig{t: t, f: f, a: a, h: b.Routes[WebhookPath].(*WebhookHandler), srv: srv}
+	r.start("p1", fsm.FlowSelfServe)
+
+	paid := paymentIntentObj("pi_1", "p1", "succeeded")
+	if code, msg := r.send("evt_paid", "payment_intent.succeeded", paid); code != http.StatusServiceUnavailable {
+		t.Fatalf("without the latest state: %d %q, want 503", code, msg)
+	}
+	if st := purchaseStatus(f, "p1"); st != fsm.PurchasePending {
+		t.Fatalf("the purchase is %v after an event answered 503", st)
+	}
+	c.readErr = nil
+	r.mustSend("evt_paid", "payment_intent.succeeded", paid)
+	if st := purchaseStatus(f, "p1"); st != fsm.PurchaseSucceeded {
+		t.Fatalf("the purchase is %v after the event's retry", st)
 	}
 }

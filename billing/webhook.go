@@ -53,6 +53,12 @@ type WebhookOptions struct {
 	// leader's API address (host:port). A follower verifies a webhook and
 	// forwards it there, since only the leader applies commands.
 	Leader func() (isLeader bool, leaderAddr string)
+	// ReadBarrier, when set, returns once this node leads and has applied
+	// every committed entry (node's LinearizableRead). The handler decides
+	// from the state it reads: a leader just elected may not have applied
+	// the entries of earlier terms yet, and would answer "unknown purchase"
+	// for one made a moment before. nil = none (a local FSM in tests).
+	ReadBarrier func(ctx context.Context) error
 	// ForwardClient carries forwarded webhooks; nil = a client with the
 	// handler's timeout.
 	ForwardClient *http.Client
@@ -142,6 +148,12 @@ func (h *WebhookHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // Handle applies one verified event and returns the HTTP status and message
 // to answer with.
 func (h *WebhookHandler) Handle(ctx context.Context, ev Event) (int, string) {
+	if h.o.ReadBarrier != nil {
+		if err := h.o.ReadBarrier(ctx); err != nil {
+			h.log.Warn("webhook not applied: this node cannot read the latest state; the provider will retry", "event", ev.ID, "err", err)
+			return http.StatusServiceUnavailable, "not applied now, retry: read the latest state: " + err.Error()
+		}
+	}
 	switch h.seen.begin(ev.ID) {
 	case seenDone:
 		return http.StatusOK, "duplicate event " + ev.ID + ": already applied"

@@ -182,7 +182,12 @@ func (w *Worker) Run(ctx context.Context) {
 		}
 		items, err := w.pending()
 		if err != nil {
+			// Keep the tasks as they are: forgetting them would forget each
+			// purchase's wait, and the next scan would call the provider
+			// for all of them at once.
 			w.log.Warn("read pending purchases", "err", err)
+			timer.Reset(w.o.ScanInterval)
+			continue
 		}
 		now := w.o.Now()
 		mu.Lock()

@@ -2,9 +2,11 @@ package billing
 
 import (
 	"context"
+	"errors"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -440,5 +442,48 @@ func TestAProcessingPaymentPastItsTimeLimitIsPolledAtThePollInterval(t *testing.
 	if wait := next.Sub(now); wait < DefaultPollInterval {
 		t.Fatalf("a processing payment past its time limit is looked at again after %v (cancel calls: %d), want the poll interval %v",
 			wait, prov.cancels, DefaultPollInterval)
+	}
+}
+
+// flakyState fails its reads while failing is set, and counts reads.
+type flakyState struct {
+	f       *fsm.FSM
+	failing atomic.Bool
+	failed  atomic.Int64
+	read    atomic.Int64
+}
+
+func (s *flakyState) View(fn func(v *fsm.View) error) error {
+	if s.failing.Load() {
+		s.failed.Add(1)
+		return errors.New("flaky state: read failed")
+	}
+	s.read.Add(1)
+	return s.f.View(fn)
+}
+
+// A scan that cannot read the pending purchases leaves each purchase's wait
+// as it was: the next scan must not call the provider for all of them.
+func TestAFailedScanKeepsEachPurchasesWait(t *testing.T) {
+	f, a := newLocalFSM(t)
+	seedCatalog(t, a, fsm.GrantOnPayment, fsm.AutoTopUp{})
+	must(t, a, fsm.StartPurchase{ID: "web1", CustomerID: "c1", Credits: 1000, Flow: fsm.FlowSelfServe})
+	prov := newFakeProvider()
+	state := &flakyState{f: f}
+	startWorker(t, WorkerOptions{Provider: prov, Applier: a, State: state, PollInterval: time.Hour})
+	eventually(t, "the payment to be started", func() bool { return readPurchase(t, f, "web1").ProviderRef != "" })
+
+	state.failing.Store(true)
+	eventually(t, "three scans to fail", func() bool { return state.failed.Load() >= 3 })
+	state.failing.Store(false)
+	readsBefore := state.read.Load()
+	eventually(t, "three scans to read again", func() bool { return state.read.Load() >= readsBefore+3 })
+
+	prov.mu.Lock()
+	defer prov.mu.Unlock()
+	for _, c := range prov.calls {
+		if c.method == "lookup" {
+			t.Fatalf("the payment was looked up after the failed scans, an hour before its poll: calls %v", prov.calls)
+		}
 	}
 }

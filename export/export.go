@@ -207,15 +207,16 @@ func (e *Exporter) Run(ctx context.Context) (Result, error) {
 
 // sweep deletes what an interrupted run left beyond the watermark: parts and
 // grants snapshots past it, snapshots retention dropped, and the blob
-// driver's temporary files. Nothing the manifest lists is touched, and no
-// object of another name is.
+// driver's temporary files (of parts, snapshots and the manifest). Nothing
+// the manifest lists is touched, and no object of another name is.
 func (e *Exporter) sweep(ctx context.Context, m *Manifest) ([]string, error) {
 	var removed []string
 	listed := make(map[string]bool, len(m.GrantSnapshots))
 	for _, s := range m.GrantSnapshots {
 		listed[s.Key] = true
 	}
-	for _, prefix := range []string{ledgerPrefix, grantsPrefix} {
+	// The manifest's temporary files sit at the root, next to it.
+	for _, prefix := range []string{ledgerPrefix, grantsPrefix, ManifestKey + "."} {
 		it := e.dst.List(&blob.ListOptions{Prefix: prefix})
 		for {
 			obj, err := it.Next(ctx)
@@ -248,8 +249,31 @@ func orphan(key string, watermark uint64, listedSnapshots map[string]bool) bool 
 		return seq > watermark || !listedSnapshots[key]
 	}
 	// fileblob's temporary files ("<name>.<hex>.tmp") of a killed writer.
+	if isTempOf(key, ManifestKey) {
+		return true
+	}
 	base := key[strings.LastIndexByte(key, '/')+1:]
 	return strings.HasSuffix(base, ".tmp") && (strings.HasPrefix(base, "part-") || strings.HasPrefix(base, grantsFile))
+}
+
+// isTempOf says whether key is a temporary file fileblob writes before it
+// renames it to name: name + "." + hex digits + ".tmp". Only that pattern is
+// matched: other objects next to the manifest are not ours to delete.
+func isTempOf(key, name string) bool {
+	rest, ok := strings.CutPrefix(key, name+".")
+	if !ok {
+		return false
+	}
+	hex, ok := strings.CutSuffix(rest, ".tmp")
+	if !ok || hex == "" {
+		return false
+	}
+	for _, c := range hex {
+		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
+			return false
+		}
+	}
+	return true
 }
 
 // partWriter streams one ledger part into a local temporary file.

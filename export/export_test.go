@@ -4,11 +4,13 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -434,5 +436,103 @@ func TestExtremeValuesSurviveTheRoundTrip(t *testing.T) {
 		if g != want {
 			t.Errorf("entry %d:\n got  %+v\n want %+v", want.Seq, g, want)
 		}
+	}
+}
+
+// A run killed while committing leaves fileblob's temporary file of the
+// manifest ("manifest.json.<hex>.tmp") at the root; the next run's sweep
+// removes it, as it does the parts', and leaves every other object there.
+func TestSweepRemovesTheManifestsTemporaryFileOfAKilledRun(t *testing.T) {
+	g := newGen(t, 21)
+	run(t, g, 100, time.Minute)
+	dir := t.TempDir()
+	b := openDir(t, dir)
+	exportOnce(t, FromFSM(g.F), b, Options{})
+	// What fileblob (NoTempDir) leaves when killed inside the manifest's
+	// WriteAll and inside a part's upload, and objects that are not ours.
+	manifestTmp := ManifestKey + ".18a2b3c4d5e6f708.tmp"
+	partTmp := partKey("2026-03-01", 1000, 2000) + ".18a2b3c4d5e6f709.tmp"
+	others := []string{ManifestKey + ".bak", ManifestKey + ".backup.tmp", "notes.tmp"}
+	for _, k := range append([]string{manifestTmp, partTmp}, others...) {
+		if err := os.MkdirAll(filepath.Dir(filepath.Join(dir, k)), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, k), []byte(`{"format": 1, "watermark_seq": 12`), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	run(t, g, 100, time.Minute)
+	res := exportOnce(t, FromFSM(g.F), b, Options{})
+	for _, k := range []string{manifestTmp, partTmp} {
+		if !slices.Contains(res.Removed, k) {
+			t.Errorf("the temporary file %s of a killed run was not removed (removed: %v)", k, res.Removed)
+		}
+		if _, err := os.Stat(filepath.Join(dir, k)); !os.IsNotExist(err) {
+			t.Errorf("%s is still there: %v", k, err)
+		}
+	}
+	for _, k := range others {
+		if _, err := os.Stat(filepath.Join(dir, k)); err != nil {
+			t.Errorf("%s, not an object of ours, was touched: %v", k, err)
+		}
+	}
+}
+
+// manifestOfSize returns a valid manifest at watermark 1000 whose encoding is
+// exactly size bytes. It gets there by padding its part's key: the limit is
+// on bytes, and a padded key reaches 64 MiB in one string instead of in the
+// ≈ 290,000 parts a year of minute runs would list.
+func manifestOfSize(t *testing.T, size int) *Manifest {
+	t.Helper()
+	m := &Manifest{Format: formatVersion, WatermarkSeq: 1000, LogTime: "2026-03-01T00:00:00Z",
+		LedgerParts: []Part{{Key: partKey("2026-03-01", 1, 1000), Date: "2026-03-01", FirstSeq: 1, LastSeq: 1000, Rows: 1000, Bytes: 45270}}}
+	data, err := json.MarshalIndent(m, "", "  ")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.LedgerParts[0].Key += strings.Repeat("x", size-len(data)-1) // the trailing newline
+	return m
+}
+
+// The manifest gains a part at every run that finds new entries, and
+// ReadManifest refuses one above maxManifestBytes. A run once committed the
+// manifest that crossed the limit, and every later export and report failed
+// on it for good. Whatever is committed reads back: a manifest at the limit
+// commits, and the run that would take it past fails, saying what to do, and
+// leaves it in place.
+func TestEveryCommittedManifestCanBeReadBack(t *testing.T) {
+	if testing.Short() {
+		t.Skip("writes a 64 MiB manifest")
+	}
+	ctx := testCtx(t)
+	b := openDir(t, t.TempDir())
+	if err := writeManifest(ctx, b, manifestOfSize(t, maxManifestBytes)); err != nil {
+		t.Fatalf("commit a manifest of exactly the %d bytes a reader accepts: %v", maxManifestBytes, err)
+	}
+
+	// Ten new entries: the run reads that manifest, and its own would list
+	// one more part and snapshot.
+	ts := ledgergen.Start + 1
+	cut := &memCut{types: map[string]fsm.CreditType{"ai": {ID: "ai", Scale: 2}},
+		grants: []fsm.Grant{{ID: "g", CustomerID: "c", CreditTypeID: "ai", Category: fsm.Promotional, Amount: 100, Remaining: 91,
+			Status: fsm.GrantActive, EffectiveAt: ts, CreatedAt: ts, UpdatedAt: ts}}}
+	for i := range uint64(10) {
+		kind, amount, bal := fsm.EntryBurn, int64(-1), int64(100-i)
+		if i == 0 {
+			kind, amount, bal = fsm.EntryGrant, 100, 100
+		}
+		cut.entries = append(cut.entries, fsm.LedgerEntry{Seq: 1001 + i, Time: ts, CustomerID: "c", CreditTypeID: "ai", GrantID: "g",
+			Kind: kind, Amount: amount, BalanceAfter: bal, CauseKind: fsm.CauseUsage, CauseID: fmt.Sprint("e", i)})
+	}
+	e, err := New(cut, b, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.Run(ctx); !errors.Is(err, ErrManifestTooLarge) || !strings.Contains(err.Error(), "new destination") {
+		t.Fatalf("the run past the limit: %v; want %v saying what to do", err, ErrManifestTooLarge)
+	}
+	m, err := ReadManifest(ctx, b)
+	if err != nil || m.WatermarkSeq != 1000 {
+		t.Fatalf("after the refused run: %v; want the last manifest, at watermark 1000", err)
 	}
 }

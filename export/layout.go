@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"strconv"
@@ -26,8 +27,10 @@ const (
 	grantsPrefix  = "grants/"
 	grantsFile    = "grants.parquet"
 	formatVersion = 1
-	// maxManifestBytes bounds what a run reads back: a manifest lists one
-	// part per day or per FileRows entries, so even decades stay far below.
+	// maxManifestBytes bounds what a run reads back, and so what a run may
+	// commit. Each run that exports adds a part per UTC date (≈ 230 bytes)
+	// and, without retention, a grants snapshot (≈ 145 bytes): a run a
+	// minute reaches it in about four months, a run an hour in twenty years.
 	maxManifestBytes = 64 << 20
 )
 
@@ -120,12 +123,23 @@ type Snapshot struct {
 	Bytes int64  `json:"bytes"`
 }
 
-// ReadManifest reads a destination's manifest; a destination without one
-// (never exported to) yields an empty manifest at watermark 0.
+// ReadManifest reads a destination's manifest as a writer sees it: a
+// destination without one (never exported to) yields an empty manifest at
+// watermark 0. Readers of an export use readExportManifest.
 func ReadManifest(ctx context.Context, b *blob.Bucket) (*Manifest, error) {
+	m, err := readExportManifest(ctx, b)
+	if errors.Is(err, ErrNoExport) {
+		return &Manifest{Format: formatVersion}, nil
+	}
+	return m, err
+}
+
+// readExportManifest reads the manifest of an export; a destination without
+// one holds no export, and yields ErrNoExport.
+func readExportManifest(ctx context.Context, b *blob.Bucket) (*Manifest, error) {
 	r, err := b.NewReader(ctx, ManifestKey, nil)
 	if gcerrors.Code(err) == gcerrors.NotFound {
-		return &Manifest{Format: formatVersion}, nil
+		return nil, fmt.Errorf("%w: the destination has no %s", ErrNoExport, ManifestKey)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("open manifest: %w", err)
@@ -167,6 +181,10 @@ func (m *Manifest) check() error {
 	return nil
 }
 
+// ErrManifestTooLarge is returned by a run whose manifest would outgrow what
+// readers accept (maxManifestBytes); the destination keeps its last commit.
+var ErrManifestTooLarge = errors.New("export: refusing to commit manifest: too large")
+
 func writeManifest(ctx context.Context, b *blob.Bucket, m *Manifest) error {
 	if err := m.check(); err != nil {
 		return fmt.Errorf("refusing to commit manifest: %w", err)
@@ -175,9 +193,17 @@ func writeManifest(ctx context.Context, b *blob.Bucket, m *Manifest) error {
 	if err != nil {
 		return fmt.Errorf("encode manifest: %w", err)
 	}
+	data = append(data, '\n')
+	// A committed manifest that ReadManifest refuses would fail every later
+	// run and report; refusing it here keeps the last one readable.
+	if len(data) > maxManifestBytes {
+		return fmt.Errorf("%w: the new one, listing %d ledger parts and %d grants snapshots, is %d bytes, more than the %d a reader accepts; "+
+			"the committed export stays readable, but to export further, export to a new destination (and keep fewer grants snapshots)",
+			ErrManifestTooLarge, len(m.LedgerParts), len(m.GrantSnapshots), len(data), maxManifestBytes)
+	}
 	// One object write: on every blob driver the new manifest replaces the
 	// old one whole, or not at all.
-	if err := b.WriteAll(ctx, ManifestKey, append(data, '\n'), &blob.WriterOptions{ContentType: "application/json"}); err != nil {
+	if err := b.WriteAll(ctx, ManifestKey, data, &blob.WriterOptions{ContentType: "application/json"}); err != nil {
 		return fmt.Errorf("commit manifest: %w", err)
 	}
 	return nil

@@ -21,10 +21,11 @@ import (
 
 // ScanExport reads the committed ledger of an export back, in sequence
 // order, as movements: the report computed from them equals the one computed
-// from the state. Only the parts the manifest lists are read. tempDir holds
-// one downloaded part at a time ("" = os.TempDir()).
+// from the state. Only the parts the manifest lists are read; a destination
+// without a manifest yields ErrNoExport. tempDir holds one downloaded part at
+// a time ("" = os.TempDir()).
 func ScanExport(ctx context.Context, b *blob.Bucket, tempDir string, fn func(m *Movement) error) (*Manifest, error) {
-	man, err := ReadManifest(ctx, b)
+	man, err := readExportManifest(ctx, b)
 	if err != nil {
 		return nil, err
 	}
@@ -240,16 +241,18 @@ func (c *ledgerCols) movement(i int, m *Movement) error {
 	return nil
 }
 
-// ReportFromExport reconciles [from, to) from an export's committed ledger.
-// progress may be nil.
+// ReportFromExport reconciles [from, to) from an export's committed ledger;
+// a destination without a manifest yields ErrNoExport. progress may be nil.
 func ReportFromExport(ctx context.Context, b *blob.Bucket, tempDir string, from, to time.Time, progress *Progress) (*Report, error) {
 	r, err := NewReconciler(from, to)
 	if err != nil {
 		return nil, err
 	}
-	if m, err := ReadManifest(ctx, b); err == nil {
-		progress.setTotal(int64(m.WatermarkSeq))
+	m, err := readExportManifest(ctx, b)
+	if err != nil {
+		return nil, err
 	}
+	progress.setTotal(int64(m.WatermarkSeq))
 	man, err := ScanExport(ctx, b, tempDir, func(m *Movement) error {
 		if r.Done() {
 			return errStopScan

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math/big"
+	"math/bits"
 	"slices"
 	"strings"
 	"time"
@@ -86,7 +87,85 @@ func (e *IdentityError) Error() string {
 	return "reconciliation failed: " + e.Msg
 }
 
+// OverflowError reports a figure that leaves the int64 range of its units
+// (about ±9.2e18): the report cannot be computed in int64 units, and is
+// refused rather than printed with a figure that wrapped around.
+type OverflowError struct {
+	Seq    uint64 // entry that made it overflow; 0 for a period total
+	Figure string // which figure, of which row, pool, credit type or grant
+}
+
+func (e *OverflowError) Error() string {
+	at := ""
+	if e.Seq != 0 {
+		at = fmt.Sprintf(" at ledger entry %d", e.Seq)
+	}
+	return fmt.Sprintf("the report cannot be computed in int64 units: %s leaves the int64 range%s; sum the exported Parquet rows (DECIMAL(38,9)) instead", e.Figure, at)
+}
+
+// addInt64 and subInt64 return a+b and a−b, and false when that leaves the
+// int64 range.
+func addInt64(a, b int64) (int64, bool) {
+	s := a + b
+	return s, (s >= a) == (b >= 0)
+}
+
+func subInt64(a, b int64) (int64, bool) {
+	d := a - b
+	return d, (d <= a) == (b >= 0)
+}
+
+// wideSum is a 128-bit sum. A credit type's balance over all its pools is
+// only checked against its rows', never printed: it may pass int64 while
+// every row fits.
+type wideSum struct {
+	hi int64
+	lo uint64
+}
+
+func (w *wideSum) add(v int64) {
+	lo, carry := bits.Add64(w.lo, uint64(v), 0)
+	w.lo, w.hi = lo, w.hi+v>>63+int64(carry)
+}
+
+func (w wideSum) String() string {
+	v := new(big.Int).Lsh(big.NewInt(w.hi), 64)
+	return v.Add(v, new(big.Int).SetUint64(w.lo)).String()
+}
+
 type groupKey struct{ creditType, currency string }
+
+// rowFigure names a figure of a report row, as overflow errors show it.
+func rowFigure(k groupKey, name string) string {
+	return fmt.Sprintf("%s of %s/%s", name, k.creditType, currencyLabel(k.currency))
+}
+
+// rowSums folds a movement into a row's figures with checked additions and
+// keeps the first figure that left the int64 range, so that the flows read
+// as plain sums and are checked once.
+type rowSums struct{ over string }
+
+func (s *rowSums) add(dst *int64, v int64, k groupKey, name string) {
+	if sum, ok := addInt64(*dst, v); ok {
+		*dst = sum
+	} else if s.over == "" {
+		s.over = rowFigure(k, name)
+	}
+}
+
+func (s *rowSums) sub(dst *int64, v int64, k groupKey, name string) {
+	if d, ok := subInt64(*dst, v); ok {
+		*dst = d
+	} else if s.over == "" {
+		s.over = rowFigure(k, name)
+	}
+}
+
+func (s *rowSums) addAt(sums map[groupKey]int64, k groupKey, v int64, name string) {
+	sum := sums[k]
+	s.add(&sum, v, k, name)
+	sums[k] = sum
+}
 
 type grantTrack struct {
 	remaining int64
@@ -111,7 +190,7 @@ type Reconciler struct {
 	balances map[groupKey]int64 // running credits per row
 	deferred map[groupKey]int64 // running money per row
 	pools    map[groupKey]int64 // (customer, credit type) → balance after its last entry
-	ctBal    map[string]int64   // credit type → Σ pool balances
+	ctBal    map[string]wideSum // credit type → Σ pool balances
 	grants   map[string]*grantTrack
 	scales   map[string]uint8
 	lastSeq  uint64
@@ -127,7 +206,7 @@ func NewReconciler(from, to time.Time) (*Reconciler, error) {
 	return &Reconciler{
 		from: fsm.TimestampOf(from), to: fsm.TimestampOf(to),
 		rows: map[groupKey]*Row{}, balances: map[groupKey]int64{}, deferred: map[groupKey]int64{},
-		pools: map[groupKey]int64{}, ctBal: map[string]int64{}, grants: map[string]*grantTrack{},
+		pools: map[groupKey]int64{}, ctBal: map[string]wideSum{}, grants: map[string]*grantTrack{},
 		scales: map[string]uint8{},
 	}, nil
 }
@@ -181,6 +260,7 @@ func (r *Reconciler) Add(m *Movement) error {
 		noCur  = groupKey{m.CreditTypeID, ""}
 		amount = m.Amount
 		money  = m.MoneyMicros
+		sums   rowSums
 	)
 	if m.Kind != fsm.EntryRepay && m.Repaid != 0 {
 		return fail("%s entry with repaid %d", kindName(m.Kind), m.Repaid)
@@ -192,11 +272,11 @@ func (r *Reconciler) Add(m *Movement) error {
 		}
 		if in {
 			if m.Category == fsm.Paid {
-				row.GrantedPaid += amount
+				sums.add(&row.GrantedPaid, amount, key, "granted_paid")
 			} else {
-				row.GrantedPromotional += amount
+				sums.add(&row.GrantedPromotional, amount, key, "granted_promotional")
 			}
-			row.DeferredGranted += money
+			sums.add(&row.DeferredGranted, money, key, "deferred_granted")
 		}
 	case fsm.EntryBurn, fsm.EntryExpire, fsm.EntryRevoke:
 		if amount > 0 || money > 0 {
@@ -205,20 +285,20 @@ func (r *Reconciler) Add(m *Movement) error {
 		if in {
 			switch m.Kind {
 			case fsm.EntryBurn:
-				row.Burned -= amount
-				row.Recognized -= money
+				sums.sub(&row.Burned, amount, key, "burned")
+				sums.sub(&row.Recognized, money, key, "recognized")
 			case fsm.EntryExpire:
-				row.Expired -= amount
-				row.Breakage -= money
+				sums.sub(&row.Expired, amount, key, "expired")
+				sums.sub(&row.Breakage, money, key, "breakage")
 			default:
-				row.Revoked -= amount
-				row.Refunded -= money
+				sums.sub(&row.Revoked, amount, key, "revoked")
+				sums.sub(&row.Refunded, money, key, "refunded")
 			}
 		}
 	case fsm.EntryAdjust:
 		if in {
-			row.Adjusted += amount
-			row.AdjustedMoney += money
+			sums.add(&row.Adjusted, amount, key, "adjusted")
+			sums.add(&row.AdjustedMoney, money, key, "adjusted_money")
 		}
 	case fsm.EntryRepay:
 		if amount != 0 || m.Repaid <= 0 || money > 0 {
@@ -226,15 +306,18 @@ func (r *Reconciler) Add(m *Movement) error {
 		}
 		// The grant's credits cover the overdraft, held in the row without
 		// currency; its money is recognized revenue.
-		r.balances[key] -= m.Repaid
-		r.balances[noCur] += m.Repaid
+		sums.addAt(r.balances, key, -m.Repaid, "balance")
+		sums.addAt(r.balances, noCur, m.Repaid, "balance")
 		if in {
-			row.OverdraftRepaid -= m.Repaid
-			r.row(noCur, m.Scale).OverdraftRepaid += m.Repaid
-			row.Recognized -= money
+			sums.sub(&row.OverdraftRepaid, m.Repaid, key, "overdraft_repaid")
+			sums.add(&r.row(noCur, m.Scale).OverdraftRepaid, m.Repaid, noCur, "overdraft_repaid")
+			sums.sub(&row.Recognized, money, key, "recognized")
 		}
 	default:
 		return fail("unknown entry kind %d", m.Kind)
+	}
+	if sums.over != "" {
+		return &OverflowError{Seq: m.Seq, Figure: sums.over}
 	}
 	if m.GrantID == "" {
 		if m.Kind != fsm.EntryBurn || m.Amount > 0 || m.MoneyMicros != 0 || m.Currency != "" {
@@ -247,14 +330,21 @@ func (r *Reconciler) Add(m *Movement) error {
 	// The pool's balance chain: each entry moves the balance by its amount.
 	pk := groupKey{m.CustomerID, m.CreditTypeID}
 	prev := r.pools[pk]
-	if prev+m.Amount != m.BalanceAfter {
+	// A sum past int64 cannot equal an int64 balance_after: checked, it
+	// never ties out by wrapping around.
+	if next, ok := addInt64(prev, m.Amount); !ok || next != m.BalanceAfter {
 		return fail("pool %s/%s: balance %d + amount %d ≠ balance_after %d", m.CustomerID, m.CreditTypeID, prev, m.Amount, m.BalanceAfter)
 	}
 	r.pools[pk] = m.BalanceAfter
-	r.ctBal[m.CreditTypeID] += m.Amount
+	ct := r.ctBal[m.CreditTypeID]
+	ct.add(m.Amount)
+	r.ctBal[m.CreditTypeID] = ct
 
-	r.balances[key] += amount
-	r.deferred[key] += money
+	sums.addAt(r.balances, key, amount, "balance")
+	sums.addAt(r.deferred, key, money, "deferred revenue")
+	if sums.over != "" {
+		return &OverflowError{Seq: m.Seq, Figure: sums.over}
+	}
 	if in {
 		r.entries++
 	}
@@ -276,8 +366,13 @@ func (r *Reconciler) trackGrant(m *Movement) error {
 	if g.costBasis != m.CostBasis || g.currency != m.Currency || g.creditTyp != m.CreditTypeID {
 		return &IdentityError{Seq: m.Seq, Msg: fmt.Sprintf("grant %s changed cost basis, currency or credit type", m.GrantID)}
 	}
-	g.remaining += m.Amount - m.Repaid
-	g.money += m.MoneyMicros
+	moved, ok1 := subInt64(m.Amount, m.Repaid)
+	remaining, ok2 := addInt64(g.remaining, moved)
+	money, ok3 := addInt64(g.money, m.MoneyMicros)
+	if !ok1 || !ok2 || !ok3 {
+		return &OverflowError{Seq: m.Seq, Figure: fmt.Sprintf("the remaining credits or deferred revenue of grant %s", m.GrantID)}
+	}
+	g.remaining, g.money = remaining, money
 	if g.remaining < 0 {
 		return &IdentityError{Seq: m.Seq, Msg: fmt.Sprintf("grant %s remaining %d is negative", m.GrantID, g.remaining)}
 	}
@@ -330,10 +425,12 @@ func (r *Reconciler) cross() error {
 	for k := range r.balances {
 		r.row(k, r.scales[k.creditType])
 	}
-	perType := map[string]int64{}
+	perType := map[string]wideSum{}
 	for k, row := range r.rows {
 		bal, def := r.balances[k], r.deferred[k]
-		perType[k.creditType] += bal
+		sum := perType[k.creditType]
+		sum.add(bal)
+		perType[k.creditType] = sum
 		if r.phase == 0 {
 			row.OpeningBalance, row.OpeningDeferred = bal, def
 		} else {
@@ -342,13 +439,17 @@ func (r *Reconciler) cross() error {
 	}
 	for ct, sum := range perType {
 		if sum != r.ctBal[ct] {
-			return &IdentityError{Msg: fmt.Sprintf("credit type %s: rows hold %d, pools hold %d", ct, sum, r.ctBal[ct])}
+			return &IdentityError{Msg: fmt.Sprintf("credit type %s: rows hold %s, pools hold %s", ct, sum, r.ctBal[ct])}
 		}
 	}
 	// Deferred revenue of every grant, recomputed, must add up to the rows'.
 	want := map[groupKey]int64{}
+	var sums rowSums
 	for _, g := range r.grants {
-		want[groupKey{g.creditTyp, g.currency}] += g.money
+		sums.addAt(want, groupKey{g.creditTyp, g.currency}, g.money, "deferred revenue of its grants")
+	}
+	if sums.over != "" {
+		return &OverflowError{Figure: sums.over}
 	}
 	for k := range r.rows {
 		if want[k] != r.deferred[k] {
@@ -368,15 +469,18 @@ func (r *Reconciler) Finish() (*Report, error) {
 	}
 	rep := &Report{From: r.from.Time(), To: r.to.Time(), LastSeq: r.lastSeq, Entries: r.entries}
 	for _, row := range r.rows {
-		credits := row.OpeningBalance + row.GrantedPaid + row.GrantedPromotional - row.Burned - row.Expired -
-			row.Revoked + row.Adjusted + row.OverdraftRepaid
-		if credits != row.ClosingBalance {
+		// In big integers: every figure fits an int64, their partial sums
+		// need not, and an identity must not hold only modulo 2^64.
+		credits := exactSum([]int64{row.OpeningBalance, row.GrantedPaid, row.GrantedPromotional, row.Adjusted, row.OverdraftRepaid},
+			[]int64{row.Burned, row.Expired, row.Revoked})
+		if !credits.IsInt64() || credits.Int64() != row.ClosingBalance {
 			return nil, &IdentityError{Msg: fmt.Sprintf("%s/%s credits: opening %d + granted %d + %d − burned %d − expired %d − revoked %d + adjusted %d + repaid %d = %d ≠ closing %d",
 				row.CreditTypeID, row.Currency, row.OpeningBalance, row.GrantedPaid, row.GrantedPromotional, row.Burned, row.Expired,
 				row.Revoked, row.Adjusted, row.OverdraftRepaid, credits, row.ClosingBalance)}
 		}
-		money := row.OpeningDeferred + row.DeferredGranted - row.Recognized - row.Breakage - row.Refunded + row.AdjustedMoney
-		if money != row.ClosingDeferred {
+		money := exactSum([]int64{row.OpeningDeferred, row.DeferredGranted, row.AdjustedMoney},
+			[]int64{row.Recognized, row.Breakage, row.Refunded})
+		if !money.IsInt64() || money.Int64() != row.ClosingDeferred {
 			return nil, &IdentityError{Msg: fmt.Sprintf("%s/%s money: opening %d + granted %d − recognized %d − breakage %d − refunded %d + adjusted %d = %d ≠ closing %d micros",
 				row.CreditTypeID, row.Currency, row.OpeningDeferred, row.DeferredGranted, row.Recognized, row.Breakage, row.Refunded,
 				row.AdjustedMoney, money, row.ClosingDeferred)}
@@ -390,6 +494,18 @@ func (r *Reconciler) Finish() (*Report, error) {
 		return strings.Compare(a.Currency, b.Currency)
 	})
 	return rep, nil
+}
+
+// exactSum is Σ plus − Σ minus, exactly.
+func exactSum(plus, minus []int64) *big.Int {
+	sum, v := new(big.Int), new(big.Int)
+	for _, p := range plus {
+		sum.Add(sum, v.SetInt64(p))
+	}
+	for _, m := range minus {
+		sum.Sub(sum, v.SetInt64(m))
+	}
+	return sum
 }
 
 // checkGrants compares the reconciler's view of every grant with the

@@ -2,6 +2,9 @@ package export
 
 import (
 	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -218,4 +221,149 @@ func TestReportTableHasNoTrailingSpaces(t *testing.T) {
 	if !strings.Contains(out.String(), "994.00") || !strings.Contains(out.String(), "9.940000") {
 		t.Errorf("figures missing:\n%s", out.String())
 	}
+}
+
+// overflowingCut is a ledger fsm accepts: eight customers, each granted 2^60
+// units (fsm.MaxAmount, the largest single grant) of a scale-9 credit type,
+// so every pool balance fits an int64 while the credit type's total
+// (8 × 2^60 = 2^63 units ≈ 9.2 billion credits) does not.
+func overflowingCut() *memCut {
+	const n = 8
+	ts := ledgergen.Start + 1
+	cut := &memCut{types: map[string]fsm.CreditType{"gpu": {ID: "gpu", Scale: 9}}}
+	for i := range n {
+		c, id := fmt.Sprintf("c%d", i), fmt.Sprintf("g%d", i)
+		cut.grants = append(cut.grants, fsm.Grant{ID: id, CustomerID: c, CreditTypeID: "gpu", Category: fsm.Promotional,
+			Amount: fsm.MaxAmount, Remaining: fsm.MaxAmount, Status: fsm.GrantActive, EffectiveAt: ts, CreatedAt: ts, UpdatedAt: ts})
+		cut.entries = append(cut.entries, fsm.LedgerEntry{Seq: uint64(i + 1), Time: ts, CustomerID: c, CreditTypeID: "gpu",
+			GrantID: id, Kind: fsm.EntryGrant, Amount: fsm.MaxAmount, BalanceAfter: fsm.MaxAmount, CauseKind: fsm.CauseGrant, CauseID: id})
+	}
+	return cut
+}
+
+// Past 2^63 units per credit type the report's int64 figures once wrapped
+// around, both identities still held modulo 2^64, and the report printed
+// negative "granted" credits with exit status 0. It refuses them instead,
+// naming the figure; the exported rows (DECIMAL(38,9)) hold them exactly.
+func TestAReportRefusesTotalsThatOverflow(t *testing.T) {
+	cut := overflowingCut()
+	b := openDir(t, t.TempDir())
+	exportOnce(t, cut, b, Options{})
+	for _, tc := range []struct {
+		name   string
+		report func() (*Report, error)
+	}{
+		{"from the state", func() (*Report, error) { return ReportFromSource(testCtx(t), cut, day(0), day(1), nil) }},
+		{"from the export", func() (*Report, error) { return ReportFromExport(testCtx(t), b, "", day(0), day(1), nil) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rep, err := tc.report()
+			var oe *OverflowError
+			if !errors.As(err, &oe) || oe.Seq != 8 || !strings.Contains(err.Error(), "granted_promotional of gpu/-") {
+				t.Fatalf("got %v (report %+v), want an overflow error naming granted_promotional of gpu/- at entry 8", err, rep)
+			}
+		})
+	}
+}
+
+// The figures a ledger can push past int64 one at a time, fed to the
+// reconciler directly (fsm would not make most of these ledgers): each is
+// refused by name, and a credit type whose total passes int64 while each of
+// its rows fits still reports.
+func TestAReportRefusesEachFigureThatOverflowsAndOnlyThose(t *testing.T) {
+	const maxInt64 = 1<<63 - 1
+	grant := func(seq uint64, t fsm.Timestamp, customer, id, currency string, amount, balanceAfter int64) fsm.LedgerEntry {
+		return fsm.LedgerEntry{Seq: seq, Time: t, CustomerID: customer, CreditTypeID: "ai", GrantID: id, Kind: fsm.EntryGrant,
+			Amount: amount, BalanceAfter: balanceAfter, Currency: currency}
+	}
+	burn := func(seq uint64, t fsm.Timestamp, id string, amount, balanceAfter int64) fsm.LedgerEntry {
+		return fsm.LedgerEntry{Seq: seq, Time: t, CustomerID: "c", CreditTypeID: "ai", GrantID: id, Kind: fsm.EntryBurn,
+			Amount: -amount, BalanceAfter: balanceAfter}
+	}
+	for _, tc := range []struct {
+		name    string
+		entries []fsm.LedgerEntry
+		want    string // the figure named; "" = the report is computed
+	}{
+		{"granted credits", []fsm.LedgerEntry{
+			grant(1, 10, "c", "g1", "", maxInt64, maxInt64), burn(2, 11, "g1", maxInt64, 0), grant(3, 12, "c", "g2", "", 1, 1),
+		}, "granted_promotional of ai/-"},
+		{"burned credits while the balance fits", []fsm.LedgerEntry{
+			grant(1, 1, "c", "g1", "", maxInt64, maxInt64), // before the period: the opening balance
+			burn(2, 10, "g1", maxInt64, 0), grant(3, 11, "c", "g2", "", 1, 1), burn(4, 12, "g2", 1, 0),
+		}, "burned of ai/-"},
+		{"the balance of a row", []fsm.LedgerEntry{
+			grant(1, 1, "c1", "g1", "", maxInt64, maxInt64), grant(2, 1, "c2", "g2", "", 1, 1),
+		}, "balance of ai/-"},
+		{"a credit type past int64 whose rows each fit", []fsm.LedgerEntry{
+			grant(1, 10, "c1", "g1", "USD", maxInt64, maxInt64), grant(2, 10, "c2", "g2", "EUR", maxInt64, maxInt64),
+		}, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r, err := NewReconciler(time.UnixMicro(5), time.UnixMicro(100))
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i := range tc.entries {
+				m := Movement{LedgerEntry: tc.entries[i], Scale: 2, Category: fsm.Promotional}
+				if m.Currency != "" {
+					m.Category = fsm.Paid // at cost basis 0: no money
+				}
+				if err = r.Add(&m); err != nil {
+					break
+				}
+			}
+			var rep *Report
+			if err == nil {
+				rep, err = r.Finish()
+			}
+			if tc.want == "" {
+				if err != nil || len(rep.Rows) != 2 || rep.Rows[0].ClosingBalance != maxInt64 || rep.Rows[1].ClosingBalance != maxInt64 {
+					t.Fatalf("got %v, %+v; want both rows closing at %d", err, rep, int64(maxInt64))
+				}
+				return
+			}
+			var oe *OverflowError
+			if !errors.As(err, &oe) || !strings.Contains(oe.Figure, tc.want) {
+				t.Fatalf("got %v (report %+v), want an overflow error naming %s", err, rep, tc.want)
+			}
+		})
+	}
+}
+
+// A destination without a manifest (a mistyped --export path, an export that
+// never ran) once read as an empty ledger: the report "tied out" over
+// nothing, and opening it created the mistyped directory. Readers refuse it;
+// the export itself still creates its directory.
+func TestAReportFromADestinationWithoutAnExportIsRefused(t *testing.T) {
+	missing := filepath.Join(t.TempDir(), "exprots") // typo of "exports"
+	if _, err := OpenExport(testCtx(t), missing); !errors.Is(err, ErrNoExport) ||
+		!strings.Contains(err.Error(), "no export at "+missing+": no manifest.json") {
+		t.Errorf("open %s for reading: %v, want %v", missing, err, ErrNoExport)
+	}
+	if _, err := os.Stat(missing); !os.IsNotExist(err) {
+		t.Errorf("opening %s for reading created it: %v", missing, err)
+	}
+
+	// An existing directory without a manifest, opened as a writer would.
+	empty := t.TempDir()
+	b := openDir(t, empty)
+	if _, err := OpenExport(testCtx(t), empty); !errors.Is(err, ErrNoExport) {
+		t.Errorf("open the empty %s for reading: %v, want %v", empty, err, ErrNoExport)
+	}
+	if rep, err := ReportFromExport(testCtx(t), b, "", day(0), day(30), nil); !errors.Is(err, ErrNoExport) {
+		t.Errorf("report from a destination without an export: %+v, %v; want %v", rep, err, ErrNoExport)
+	}
+	if _, err := ScanExport(testCtx(t), b, "", func(*Movement) error { return nil }); !errors.Is(err, ErrNoExport) {
+		t.Errorf("scan a destination without an export: %v, want %v", err, ErrNoExport)
+	}
+
+	// Writers create the directory, and once exported to, it reads.
+	dest := filepath.Join(t.TempDir(), "exports")
+	exportOnce(t, overflowingCut(), openDir(t, dest), Options{})
+	r, err := OpenExport(testCtx(t), dest)
+	if err != nil {
+		t.Fatalf("open the export at %s for reading: %v", dest, err)
+	}
+	r.Close()
 }

@@ -21,8 +21,9 @@ import (
 
 const exportHelp = `
 Exports the ledger and the grants to Parquet files for finance, in a
-directory or a blob bucket URL (file:///path, s3://bucket?region=…,
-gs://bucket; credentials from each cloud's usual environment):
+directory or a blob bucket URL (file:///path, file://./relative/path,
+s3://bucket?region=…, gs://bucket; credentials from each cloud's usual
+environment):
 
   manifest.json                                         the commit record and watermark
   ledger/date=YYYY-MM-DD/part-<first>-<last>.parquet    ledger entries by UTC date

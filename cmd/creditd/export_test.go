@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/csv"
+	"errors"
 	"io"
 	"os"
 	"path/filepath"
@@ -147,5 +148,19 @@ func TestExportChecksTheDestinationBeforeFetchingTheSource(t *testing.T) {
 	err := runExport(context.Background(), []string{"--addr", "127.0.0.1:1", "--to", "ftp://finance/creditd"})
 	if err == nil || !strings.Contains(err.Error(), "ftp") || strings.Contains(err.Error(), "snapshot of") {
 		t.Fatalf("got %v, want an error about the ftp destination", err)
+	}
+}
+
+// A mistyped --export once printed an empty report that "tied out" and
+// created the mistyped directory; it fails, naming the location.
+func TestReportFromAnExportThatDoesNotExistFails(t *testing.T) {
+	missing := filepath.Join(t.TempDir(), "exprots")
+	args := []string{"report", "--from", "2026-11-01", "--to", "2026-11-30", "--format", "csv", "--out", filepath.Join(t.TempDir(), "r.csv"), "--export", missing}
+	err := run(context.Background(), args, io.Discard)
+	if !errors.Is(err, export.ErrNoExport) || !strings.Contains(err.Error(), "no export at "+missing+": no manifest.json") {
+		t.Fatalf("report --export %s: %v; want no export at %s", missing, err, missing)
+	}
+	if _, err := os.Stat(missing); !os.IsNotExist(err) {
+		t.Errorf("report --export created %s: %v", missing, err)
 	}
 }

@@ -28,8 +28,9 @@ If anything does not tie out the command prints what and exits with status 1
 without a report.
 
 The ledger is read from an export (--export URL: its committed Parquet
-files), a running node (--addr), a snapshot file (--snapshot), or a stopped
-node's data dir (--data-dir).
+files; a location without a manifest.json holds no export and is refused), a
+running node (--addr), a snapshot file (--snapshot), or a stopped node's data
+dir (--data-dir).
 
 Examples:
   creditd report --from 2026-11-01 --to 2026-11-30 --export /srv/exports/creditd
@@ -95,9 +96,11 @@ func runReport(ctx context.Context, args []string) error {
 
 	var rep *export.Report
 	if exportURL != "" {
-		b, err := export.OpenDestination(ctx, exportURL)
+		// Read-only: a mistyped --export is refused, not created and read
+		// as an empty ledger.
+		b, err := export.OpenExport(ctx, exportURL)
 		if err != nil {
-			return err
+			return fmt.Errorf("report: %w", err)
 		}
 		defer b.Close()
 		prog, _ := progressOut(progress)

@@ -127,14 +127,20 @@ func (s *Stripe) EnsureCustomer(ctx context.Context, c CustomerInfo) (string, er
 	if c.ID == "" {
 		return "", fmt.Errorf("stripe: ensure customer: id is empty: %w", ErrPermanent)
 	}
+	// The keyed create carries only what never changes: a retry after a
+	// lost answer must send the same parameters, and the customer may be
+	// renamed in between. The name follows as an update, which is safe to
+	// repeat.
 	p := &stripe.CustomerCreateParams{Metadata: map[string]string{MetadataCustomerID: c.ID}}
-	if c.Name != "" {
-		p.Name = stripe.String(c.Name)
-	}
 	p.SetIdempotencyKey("creditd-customer:" + c.ID)
 	cust, err := s.client.V1Customers.Create(ctx, p)
 	if err != nil {
 		return "", fmt.Errorf("stripe: create customer for %s: %w", c.ID, classify(err))
+	}
+	if c.Name != "" && cust.Name != c.Name {
+		if _, err := s.client.V1Customers.Update(ctx, cust.ID, &stripe.CustomerUpdateParams{Name: stripe.String(c.Name)}); err != nil {
+			return "", fmt.Errorf("stripe: name customer %s of %s: %w", cust.ID, c.ID, classify(err))
+		}
 	}
 	return cust.ID, nil
 }

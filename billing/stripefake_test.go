@@ -181,3 +181,75 @@ func TestOffSessionChargesFallBackToASavedCardOnly(t *testing.T) {
 		t.Fatalf("charged payment method %q, want the first saved card pm_card", fake.charged)
 	}
 }
+
+// customerStripe plays Stripe's customers with its idempotency-key checks:
+// the first create's answer is lost (a 500 after the customer is made).
+type customerStripe struct {
+	mu        sync.Mutex
+	bodies    map[string]string // idempotency key → form body of its first create
+	customers map[string]map[string]any
+	lost      int // answers still to lose
+}
+
+func (s *customerStripe) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	w.Header().Set("Content-Type", "application/json")
+	_ = r.ParseForm()
+	switch {
+	case r.Method == http.MethodPost && r.URL.Path == "/v1/customers":
+		key, body := r.Header.Get("Idempotency-Key"), r.PostForm.Encode()
+		if first, seen := s.bodies[key]; seen {
+			if first != body {
+				w.WriteHeader(http.StatusBadRequest)
+				_ = json.NewEncoder(w).Encode(map[string]any{"error": map[string]any{"type": "idempotency_error",
+					"message": "Keys for idempotent requests can only be used with the same parameters they were first used with."}})
+				return
+			}
+			_ = json.NewEncoder(w).Encode(s.customers["cus_1"])
+			return
+		}
+		s.bodies[key] = body
+		s.customers["cus_1"] = map[string]any{"id": "cus_1", "object": "customer", "name": r.PostForm.Get("name")}
+		if s.lost > 0 {
+			s.lost--
+			w.Header().Set("Stripe-Should-Retry", "false")
+			w.WriteHeader(http.StatusInternalServerError)
+			_ = json.NewEncoder(w).Encode(map[string]any{"error": map[string]any{"type": "api_error", "message": "internal error"}})
+			return
+		}
+		_ = json.NewEncoder(w).Encode(s.customers["cus_1"])
+	case r.Method == http.MethodPost && r.URL.Path == "/v1/customers/cus_1":
+		c := s.customers["cus_1"]
+		if name := r.PostForm.Get("name"); name != "" {
+			c["name"] = name
+		}
+		_ = json.NewEncoder(w).Encode(c)
+	default:
+		w.WriteHeader(http.StatusNotFound)
+		_ = json.NewEncoder(w).Encode(map[string]any{"error": map[string]any{"type": "invalid_request_error", "message": "no route " + r.URL.Path}})
+	}
+}
+
+// A customer renamed between a create whose answer was lost and its retry
+// is still created once, under its key, and ends with the new name.
+func TestACustomerRenamedBeforeTheCreatesRetryIsCreatedOnce(t *testing.T) {
+	fake := &customerStripe{bodies: map[string]string{}, customers: map[string]map[string]any{}, lost: 1}
+	srv := httptest.NewServer(fake)
+	t.Cleanup(srv.Close)
+	s := newTestStripe(t, srv.URL)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := s.EnsureCustomer(ctx, CustomerInfo{ID: "acme", Name: "Acme"}); err == nil {
+		t.Fatal("the first create's answer was lost, yet EnsureCustomer succeeded")
+	}
+	ref, err := s.EnsureCustomer(ctx, CustomerInfo{ID: "acme", Name: "Acme Inc."})
+	if err != nil || ref != "cus_1" {
+		t.Fatalf("retry after a rename = %q, %v; want cus_1", ref, err)
+	}
+	fake.mu.Lock()
+	defer fake.mu.Unlock()
+	if len(fake.customers) != 1 || fake.customers["cus_1"]["name"] != "Acme Inc." {
+		t.Fatalf("customers at Stripe: %v; want cus_1 named Acme Inc.", fake.customers)
+	}
+}

@@ -66,9 +66,7 @@ func (s *idemStripe) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		key := r.Header.Get("Idempotency-Key")
 		if first, seen := s.bodies[key]; seen {
 			if first != body {
-				w.WriteHeader(http.StatusBadRequest)
-				_ = json.NewEncoder(w).Encode(map[string]any{"error": map[string]any{"type": "idempotency_error",
-					"message": "Keys for idempotent requests can only be used with the same parameters they were first used with."}})
+				writeStripeError(w, http.StatusBadRequest, "idempotency_error", "Keys for idempotent requests can only be used with the same parameters they were first used with.")
 				return
 			}
 			_, _ = w.Write(s.results[key])
@@ -83,8 +81,7 @@ func (s *idemStripe) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// Meanwhile the customer makes another card the default.
 		s.pm = "pm_new"
 		w.Header().Set("Stripe-Should-Retry", "false")
-		w.WriteHeader(http.StatusInternalServerError)
-		_ = json.NewEncoder(w).Encode(map[string]any{"error": map[string]any{"type": "api_error", "message": "internal error"}})
+		writeStripeError(w, http.StatusInternalServerError, "api_error", "internal error")
 	case r.Method == http.MethodGet && r.URL.Path == "/v1/payment_intents":
 		var data []json.RawMessage
 		if r.URL.Query().Get("customer") == "cus_123" {
@@ -94,8 +91,7 @@ func (s *idemStripe) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		_ = json.NewEncoder(w).Encode(map[string]any{"object": "list", "url": r.URL.Path, "has_more": false, "data": data})
 	default:
-		w.WriteHeader(http.StatusNotFound)
-		_ = json.NewEncoder(w).Encode(map[string]any{"error": map[string]any{"type": "invalid_request_error", "message": "no route " + r.URL.Path}})
+		writeStripeError(w, http.StatusNotFound, "invalid_request_error", "no route "+r.URL.Path)
 	}
 }
 
@@ -157,8 +153,7 @@ func (s *pmListStripe) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		_ = json.NewEncoder(w).Encode(map[string]any{"id": "pi_1", "object": "payment_intent", "status": "succeeded",
 			"amount": 500, "currency": "usd"})
 	default:
-		w.WriteHeader(http.StatusNotFound)
-		_ = json.NewEncoder(w).Encode(map[string]any{"error": map[string]any{"type": "invalid_request_error", "message": "no route " + r.URL.Path}})
+		writeStripeError(w, http.StatusNotFound, "invalid_request_error", "no route "+r.URL.Path)
 	}
 }
 
@@ -201,9 +196,7 @@ func (s *customerStripe) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		key, body := r.Header.Get("Idempotency-Key"), r.PostForm.Encode()
 		if first, seen := s.bodies[key]; seen {
 			if first != body {
-				w.WriteHeader(http.StatusBadRequest)
-				_ = json.NewEncoder(w).Encode(map[string]any{"error": map[string]any{"type": "idempotency_error",
-					"message": "Keys for idempotent requests can only be used with the same parameters they were first used with."}})
+				writeStripeError(w, http.StatusBadRequest, "idempotency_error", "Keys for idempotent requests can only be used with the same parameters they were first used with.")
 				return
 			}
 			_ = json.NewEncoder(w).Encode(s.customers["cus_1"])
@@ -214,8 +207,7 @@ func (s *customerStripe) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if s.lost > 0 {
 			s.lost--
 			w.Header().Set("Stripe-Should-Retry", "false")
-			w.WriteHeader(http.StatusInternalServerError)
-			_ = json.NewEncoder(w).Encode(map[string]any{"error": map[string]any{"type": "api_error", "message": "internal error"}})
+			writeStripeError(w, http.StatusInternalServerError, "api_error", "internal error")
 			return
 		}
 		_ = json.NewEncoder(w).Encode(s.customers["cus_1"])
@@ -226,8 +218,7 @@ func (s *customerStripe) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		_ = json.NewEncoder(w).Encode(c)
 	default:
-		w.WriteHeader(http.StatusNotFound)
-		_ = json.NewEncoder(w).Encode(map[string]any{"error": map[string]any{"type": "invalid_request_error", "message": "no route " + r.URL.Path}})
+		writeStripeError(w, http.StatusNotFound, "invalid_request_error", "no route "+r.URL.Path)
 	}
 }
 
@@ -252,4 +243,10 @@ func TestACustomerRenamedBeforeTheCreatesRetryIsCreatedOnce(t *testing.T) {
 	if len(fake.customers) != 1 || fake.customers["cus_1"]["name"] != "Acme Inc." {
 		t.Fatalf("customers at Stripe: %v; want cus_1 named Acme Inc.", fake.customers)
 	}
+}
+
+// writeStripeError answers as Stripe answers an error.
+func writeStripeError(w http.ResponseWriter, status int, typ, msg string) {
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(map[string]any{"error": map[string]any{"type": typ, "message": msg}})
 }

@@ -409,13 +409,12 @@ func (w *Worker) call(ctx context.Context) (context.Context, context.CancelFunc)
 // retry, as Stripe requires of a request sent again under one idempotency
 // key: a credit type's name and scale never change.
 func (w *Worker) describe(p fsm.Purchase) (string, error) {
-	var ct fsm.CreditType
-	if err := w.o.State.View(func(v *fsm.View) error {
-		var err error
-		ct, err = v.CreditType(p.CreditTypeID)
-		return err
-	}); err != nil {
-		return "", fmt.Errorf("read credit type %s of purchase %s: %w", p.CreditTypeID, p.ID, err)
+	ct, found, err := readRecord(w.o.State, "credit type", p.CreditTypeID, (*fsm.View).CreditType)
+	if err == nil && !found {
+		err = fmt.Errorf("purchase %s names credit type %s, which does not exist", p.ID, p.CreditTypeID)
+	}
+	if err != nil {
+		return "", err
 	}
 	return fmt.Sprintf("creditd purchase %s: %s %s", p.ID, fsm.FormatUnits(p.Credits, ct.Scale), ct.Name), nil
 }

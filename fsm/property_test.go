@@ -401,6 +401,63 @@ func TestRestoreRefusesSomethingThatIsNotAState(t *testing.T) {
 	}
 }
 
+// A snapshot cut short (a copy that stopped, a full disk) or damaged is
+// refused, never restored and never a panic, and the state stays as it was.
+func TestRestoreRefusesASnapshotCutShortOrDamaged(t *testing.T) {
+	src := openAt(t, t.TempDir())
+	applyAll(t, src, randomLog(3, 300), 10, nil)
+	snap, err := src.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	if _, err := snap.WriteTo(&buf); err != nil {
+		t.Fatal(err)
+	}
+	snap.Release()
+	whole := buf.Bytes()
+	const page = 4096
+	if len(whole) < 8*page {
+		t.Fatalf("the snapshot is %d bytes: too small to cut in pages", len(whole))
+	}
+	damaged := bytes.Clone(whole)
+	for i := 2 * page; i < len(damaged); i += page { // every page header after the metas
+		damaged[i] ^= 0xff
+	}
+	cases := []struct {
+		name string
+		data []byte
+	}{
+		{"only the meta pages", whole[:2*page]},
+		{"cut in half", whole[:len(whole)/2]},
+		{"the last page missing", whole[:len(whole)-page]},
+		{"one byte short", whole[:len(whole)-1]},
+		{"page headers damaged", damaged},
+	}
+	f := openAt(t, t.TempDir())
+	applyAll(t, f, randomLog(1, 5), 5, nil)
+	before := dumpOf(t, f)
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			var err error
+			func() {
+				defer func() {
+					if p := recover(); p != nil {
+						t.Fatalf("restore panicked: %v", p)
+					}
+				}()
+				err = f.Restore(bytes.NewReader(tc.data))
+			}()
+			if err == nil {
+				t.Fatalf("restored %d of %d bytes", len(tc.data), len(whole))
+			}
+			if !bytes.Equal(before, dumpOf(t, f)) {
+				t.Fatal("a failed restore changed the state")
+			}
+		})
+	}
+}
+
 // idemChurnLog is a log whose ids repeat within and across entries (some
 // with another payload) while idempotency generations turn over every few
 // entries and Ticks prune them: what an Apply of many entries must answer

@@ -99,13 +99,32 @@ func (f *FSM) Restore(r io.Reader) error {
 	return f.open()
 }
 
-func checkStateFile(path string) error {
+// checkStateFile checks that a snapshot is a whole creditd state before it
+// replaces one. A snapshot cut short (a copy that stopped, a full disk)
+// still opens, since its meta pages come first: its size is checked against
+// the size its meta gives, because bbolt reads pages past the end of the
+// file as zeros and panics on them (or the process dies of SIGBUS).
+func checkStateFile(path string) (err error) {
+	st, err := os.Stat(path)
+	if err != nil {
+		return fmt.Errorf("snapshot: %w", err)
+	}
 	db, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true})
 	if err != nil {
 		return fmt.Errorf("open snapshot: %w", err)
 	}
 	defer db.Close()
+	defer func() {
+		// bbolt asserts its pages' headers by panicking: a snapshot whose
+		// bytes are damaged must fail the restore, not end the process.
+		if p := recover(); p != nil {
+			err = fmt.Errorf("snapshot is damaged: %v", p)
+		}
+	}()
 	return db.View(func(tx *bolt.Tx) error {
+		if need := tx.Size(); need > st.Size() {
+			return fmt.Errorf("snapshot is truncated: its state needs %d bytes, the file has %d", need, st.Size())
+		}
 		m := tx.Bucket(bMeta)
 		if m == nil {
 			return fmt.Errorf("snapshot has no meta bucket: not a creditd state")

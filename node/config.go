@@ -1,6 +1,7 @@
 package node
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -35,7 +36,8 @@ type Config struct {
 	Join []string
 	// BootstrapExpect forms a new cluster when this many nodes, none of
 	// which is already in a cluster, have met. 0 = never bootstrap (wait to
-	// be added). A node that has raft state never bootstraps.
+	// be added). A node that has raft state never bootstraps. 1 (a cluster
+	// of one, formed at start) does not go with Join.
 	BootstrapExpect int
 	// Voters is how many voters the leader keeps; other members are
 	// non-voters, promoted when a voter goes. Default 5.
@@ -283,6 +285,11 @@ func (c *Config) Validate() error {
 	switch {
 	case c.BootstrapExpect < 0 || c.BootstrapExpect > 64:
 		return fmt.Errorf("node config: BootstrapExpect %d is outside 0..64", c.BootstrapExpect)
+	case c.BootstrapExpect == 1 && len(c.Join) > 0:
+		// A cluster of one forms at once, before the join is tried: joined
+		// to a running cluster, the node would take writes of its own.
+		return errors.New("node config: BootstrapExpect 1 with Join: a node that forms a cluster of one joins nobody; " +
+			"drop Join to form one, or BootstrapExpect to be added to the cluster Join reaches")
 	case c.Voters < 1 || c.Voters > 64:
 		return fmt.Errorf("node config: Voters %d is outside 1..64", c.Voters)
 	case c.Batch.MaxCommands < 1 || c.Batch.MaxCommands > maxBatchCommands:

@@ -43,6 +43,8 @@ func TestConfigValidateNamesTheWrongField(t *testing.T) {
 		{"a follower may apply at once", func(c *Config) { c.FollowerApplyWait = -1 }, ""},
 		{"gossip reconnects are not too frequent", func(c *Config) { c.GossipReconnectInterval = time.Millisecond }, "GossipReconnectInterval"},
 		{"gossip reconnects are not too rare", func(c *Config) { c.GossipReconnectInterval = 2 * time.Hour }, "GossipReconnectInterval"},
+		{"a cluster of one joins nobody", func(c *Config) { c.BootstrapExpect, c.Join = 1, []string{"127.0.0.1:7422"} }, "BootstrapExpect"},
+		{"nodes that expect others may join them", func(c *Config) { c.BootstrapExpect, c.Join = 3, []string{"127.0.0.1:7422"} }, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -28,17 +28,20 @@ type Node struct {
 	id     string
 	logger *slog.Logger
 
-	fsm       *fsm.FSM   // nil when Config.StateMachine replaced it
-	state     *stateFile // the open fsm.db; nil when Config.StateMachine replaced it
-	sm        StateMachine
-	rfsm      *raftFSM
-	raft      *raft.Raft
-	store     logStore
-	snaps     *raft.FileSnapshotStore
-	transport *raftTransport
-	ml        *memberlist.Memberlist
-	gossip    *gossip
-	batch     *batcher
+	fsm   *fsm.FSM   // nil when Config.StateMachine replaced it
+	state *stateFile // the open fsm.db; nil when Config.StateMachine replaced it
+	sm    StateMachine
+	rfsm  *raftFSM
+	raft  *raft.Raft
+	// stateClosed is closed once shutdown has closed the state file, which
+	// may be after Shutdown returned (a snapshot stream held it open).
+	stateClosed chan struct{}
+	store       logStore
+	snaps       *raft.FileSnapshotStore
+	transport   *raftTransport
+	ml          *memberlist.Memberlist
+	gossip      *gossip
+	batch       *batcher
 
 	raftAddr   string // advertised
 	gossipAddr string // advertised
@@ -308,31 +311,52 @@ func keptNodeID(dir string) (string, error) {
 // "serve --data-dir d" once did) keeps the id raft knows the node by rather
 // than generating one that no configuration names: such a node never votes
 // nor leads. A given id that differs from the kept one is refused for the
-// same reason.
+// same reason, and so is a data dir holding a node's state but no id file
+// when no id is given.
 func dataDirNodeID(dir, given string) (string, error) {
+	id, keep, err := nodeIDFor(dir, given)
+	if err != nil || !keep {
+		return id, err
+	}
+	return id, keepNodeID(dir, id)
+}
+
+// nodeIDFor resolves the node's id as dataDirNodeID does, without writing
+// it; keep says it is not yet in DATA_DIR/node-id.
+func nodeIDFor(dir, given string) (id string, keep bool, err error) {
 	kept, err := keptNodeID(dir)
 	switch {
 	case err != nil:
-		return "", err
+		return "", false, err
 	case kept != "" && given != "" && given != kept:
-		return "", fmt.Errorf("node id %q: data dir %s belongs to node %q (%s); start it with that id, or use an empty data dir",
+		return "", false, fmt.Errorf("node id %q: data dir %s belongs to node %q (%s); start it with that id, or use an empty data dir",
 			given, dir, kept, filepath.Join(dir, nodeIDFile))
 	case kept != "":
-		return kept, nil
+		return kept, false, nil
+	case given != "":
+		return given, true, nil
 	}
-	path := filepath.Join(dir, nodeIDFile)
-	id := given
-	if id == "" {
-		var r [6]byte
-		if _, err := rand.Read(r[:]); err != nil {
-			return "", fmt.Errorf("generate node id: %w", err)
+	for _, name := range []string{"raft.db", "raft-wal", "snapshots", "fsm.db"} {
+		if exists(filepath.Join(dir, name)) {
+			return "", false, fmt.Errorf("data dir %s holds a node's state (%s) but no %s file: start it with --node-id set to "+
+				"the id that node had (a new id would be in no raft configuration, so the node would never vote nor lead)",
+				dir, name, nodeIDFile)
 		}
-		id = "node-" + hex.EncodeToString(r[:])
 	}
-	if err := os.WriteFile(path, []byte(id+"\n"), 0o640); err != nil {
-		return "", fmt.Errorf("write node id: %w", err)
+	var r [6]byte
+	if _, err := rand.Read(r[:]); err != nil {
+		return "", false, fmt.Errorf("generate node id: %w", err)
 	}
-	return id, nil
+	return "node-" + hex.EncodeToString(r[:]), true, nil
+}
+
+// keepNodeID writes DATA_DIR/node-id whole and durably: an id lost with the
+// page cache would leave the node's state under no id.
+func keepNodeID(dir, id string) error {
+	if err := writeFileSynced(filepath.Join(dir, nodeIDFile), id); err != nil {
+		return fmt.Errorf("write node id: %w", err)
+	}
+	return nil
 }
 
 func (n *Node) goRun(fn func()) {
@@ -641,21 +665,28 @@ func (n *Node) SaveSnapshot(ctx context.Context, w io.Writer) error {
 	if _, err := writeSnapshotHeader(w, index); err != nil {
 		return fmt.Errorf("save snapshot header: %w", err)
 	}
-	if _, err := s.WriteTo(ctxWriter{ctx, w}); err != nil {
+	if _, err := s.WriteTo(ctxWriter{ctx, n.stop, w}); err != nil {
 		return fmt.Errorf("save snapshot at index %d: %w", index, err)
 	}
 	return nil
 }
 
-// ctxWriter stops a long stream once its context ends.
+// ctxWriter stops a long stream once its context ends or the node shuts
+// down.
 type ctxWriter struct {
-	ctx context.Context
-	w   io.Writer
+	ctx  context.Context
+	stop <-chan struct{}
+	w    io.Writer
 }
 
 func (c ctxWriter) Write(p []byte) (int, error) {
 	if err := c.ctx.Err(); err != nil {
 		return 0, err
+	}
+	select {
+	case <-c.stop:
+		return 0, ErrShuttingDown
+	default:
 	}
 	return c.w.Write(p)
 }
@@ -776,8 +807,23 @@ func (n *Node) shutdown(ctx context.Context) error {
 		errs = append(errs, fmt.Errorf("close raft log: %w", err))
 	}
 	if n.state != nil {
-		if err := n.state.close(); err != nil {
-			errs = append(errs, fmt.Errorf("close state: %w", err))
+		// A snapshot stream holds the state open until its writer returns,
+		// and a client that stopped reading can hold that write for ever:
+		// the wait is bounded by ctx like the rest. A state left open is
+		// not marked clean, so the next start treats it as after a crash.
+		closed := make(chan error, 1)
+		n.stateClosed = make(chan struct{})
+		go func() {
+			defer close(n.stateClosed)
+			closed <- n.state.close()
+		}()
+		select {
+		case err := <-closed:
+			if err != nil {
+				errs = append(errs, fmt.Errorf("close state: %w", err))
+			}
+		case <-ctx.Done():
+			errs = append(errs, fmt.Errorf("close state: a snapshot stream still reads it: %w", ctx.Err()))
 		}
 	}
 	n.logger.Info("stopped")

@@ -22,6 +22,10 @@ import (
 //
 // cfg needs DataDir, NodeID (or DataDir/node-id) and the raft address the
 // node will advertise (AdvertiseRaftAddr, else RaftAddr; not port 0).
+//
+// A restore that fails leaves the data dir as it found it: what it wrote is
+// removed and the node id is kept only once the state is restored, so the
+// retry, with the right file or another id, starts over.
 func RestoreDataDir(cfg Config, r io.Reader) (err error) {
 	cfg.setDefaults()
 	if err := cfg.Validate(); err != nil {
@@ -37,7 +41,8 @@ func RestoreDataDir(cfg Config, r io.Reader) (err error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
 		return fmt.Errorf("restore: create data dir %s: %w", cfg.DataDir, err)
 	}
-	if cfg.NodeID, err = dataDirNodeID(cfg.DataDir, cfg.NodeID); err != nil {
+	var keepID bool
+	if cfg.NodeID, keepID, err = nodeIDFor(cfg.DataDir, cfg.NodeID); err != nil {
 		return err
 	}
 	index, err := readSnapshotHeader(r)
@@ -47,6 +52,28 @@ func RestoreDataDir(cfg Config, r io.Reader) (err error) {
 	if index == 0 {
 		return errors.New("restore: the snapshot holds no applied entry")
 	}
+
+	// nodeIDFor refused a dir holding state under no id, so whatever of
+	// these exists now is this restore's, except what was there before.
+	var made []string
+	for _, name := range []string{"raft.db", "raft-wal", "snapshots", "fsm.db", "fsm.db.boot"} {
+		if path := filepath.Join(cfg.DataDir, name); !exists(path) {
+			made = append(made, path)
+		}
+	}
+	defer func() { // runs last: after the stores below are closed
+		if err == nil {
+			if keepID {
+				err = keepNodeID(cfg.DataDir, cfg.NodeID)
+			}
+			return
+		}
+		for _, path := range made {
+			if rerr := os.RemoveAll(path); rerr != nil {
+				err = errors.Join(err, fmt.Errorf("restore: remove %s after the failure: %w", path, rerr))
+			}
+		}
+	}()
 
 	store, err := openLogStore(cfg.DataDir, cfg.LogStore, false)
 	if err != nil {

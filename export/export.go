@@ -514,8 +514,12 @@ func (e *Exporter) writeGrants(ctx context.Context, c Cut, seq uint64) (Snapshot
 // Every returns a loop that runs an export every interval until its context
 // is cancelled: the function node.RunOnLeader runs while this node leads.
 // A failed run is logged and retried at the next tick; a run is never
-// started while another is in progress.
+// started while another is in progress. An interval of 0 or less is taken
+// as DefaultEvery (a ticker cannot take one).
 func (e *Exporter) Every(interval time.Duration) func(ctx context.Context) {
+	if interval <= 0 {
+		interval = DefaultEvery
+	}
 	return func(ctx context.Context) {
 		t := time.NewTicker(interval)
 		defer t.Stop()
@@ -531,6 +535,9 @@ func (e *Exporter) Every(interval time.Duration) func(ctx context.Context) {
 		}
 	}
 }
+
+// DefaultEvery is the interval of scheduled exports when none is given.
+const DefaultEvery = time.Hour
 
 // ErrForeignDestination is returned when the destination's watermark entry
 // is not the replica's entry of that sequence: the destination holds another

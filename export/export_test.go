@@ -326,6 +326,45 @@ func TestProgressIsPrintedOnlyWhereAsked(t *testing.T) {
 	}
 }
 
+// An interval of 0 (a caller's zero value) runs hourly instead of panicking
+// in time.NewTicker: the first run happens at once.
+func TestEveryWithoutAnIntervalRunsAtOnceAndDoesNotPanic(t *testing.T) {
+	g := newGen(t, 3)
+	run(t, g, 20, time.Minute)
+	b := openDir(t, t.TempDir())
+	e, err := New(FromFSM(g.F), b, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(testCtx(t))
+	defer cancel()
+	done := make(chan any, 1)
+	go func() {
+		defer func() { done <- recover() }()
+		e.Every(0)(ctx)
+	}()
+	_, _, last, _ := g.Check()
+	deadline := time.Now().Add(time.Minute)
+	for {
+		select {
+		case p := <-done:
+			t.Fatalf("Every(0) ended before it was cancelled (panic: %v)", p)
+		default:
+		}
+		if m, err := ReadManifest(testCtx(t), b); err == nil && m.WatermarkSeq == last {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("Every(0) did not export at once")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	cancel()
+	if p := <-done; p != nil {
+		t.Fatalf("Every(0) panicked: %v", p)
+	}
+}
+
 func TestEveryKeepsTheDestinationCaughtUpUntilCancelled(t *testing.T) {
 	g := newGen(t, 12)
 	run(t, g, 200, time.Minute)

@@ -206,27 +206,54 @@ func seedState(ctx context.Context, f *fsm.FSM, c seedConfig, st *seedStats) err
 	return flush()
 }
 
-// writeFileAtomic writes path through path.tmp, synced and renamed, so a
-// reader never sees a partial file.
-func writeFileAtomic(path string, write func(io.Writer) (int64, error)) (int64, error) {
-	tmp := path + ".tmp"
-	out, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+// writeFileAtomic writes path through a temporary file of its own beside
+// it (PATH.*.tmp: two writers to one path never share one), synced and
+// renamed, then syncs the directory so the rename outlives a crash. A
+// reader never sees a partial file; a failed write leaves path as it was
+// and removes its temporary file.
+func writeFileAtomic(path string, write func(io.Writer) (int64, error)) (n int64, err error) {
+	dir, base := filepath.Split(path)
+	if dir == "" {
+		dir = "."
+	}
+	out, err := os.CreateTemp(dir, base+".*.tmp")
 	if err != nil {
-		return 0, fmt.Errorf("create %s: %w", tmp, err)
+		return 0, fmt.Errorf("create a temporary file for %s: %w", path, err)
 	}
-	defer os.Remove(tmp) // after the rename, a no-op
-	n, err := write(out)
-	if err == nil {
-		err = out.Sync()
-	}
-	if cerr := out.Close(); err == nil {
-		err = cerr
-	}
+	tmp := out.Name()
+	renamed := false
+	defer func() {
+		if !renamed {
+			os.Remove(tmp)
+		}
+	}()
+	n, err = write(out)
 	if err != nil {
-		return n, fmt.Errorf("write %s: %w", tmp, err)
+		out.Close()
+		return n, fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := out.Sync(); err != nil {
+		out.Close()
+		return n, fmt.Errorf("sync %s: %w", tmp, err)
+	}
+	if err := out.Close(); err != nil {
+		return n, fmt.Errorf("close %s: %w", tmp, err)
 	}
 	if err := os.Rename(tmp, path); err != nil {
 		return n, fmt.Errorf("rename %s: %w", tmp, err)
 	}
+	renamed = true
+	if err := syncDir(dir); err != nil {
+		return n, fmt.Errorf("sync directory %s after renaming %s: %w", dir, base, err)
+	}
 	return n, nil
+}
+
+// syncDir makes the entries of dir (a rename into it) durable.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	return errors.Join(d.Sync(), d.Close())
 }

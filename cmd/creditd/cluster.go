@@ -178,12 +178,15 @@ func runLeader(ctx context.Context, args []string) error {
 
 const snapshotHelp = `
 snapshot save FILE streams a consistent snapshot of the node at --addr into
-FILE (written to FILE.tmp, then renamed).
+FILE (written to a temporary FILE.*.tmp of its own, then renamed). --timeout
+bounds the wait for the first bytes and each pause between chunks, not the
+whole transfer, which goes on as long as the snapshot keeps flowing.
 
 snapshot restore FILE prepares an EMPTY data dir, offline, to start a new
 cluster from FILE (disaster recovery): then start "creditd serve" on that
 data dir with the same --node-id and --raft-addr, and join other fresh nodes
-to it; they catch up from the snapshot.
+to it; they catch up from the snapshot. Ctrl-C or SIGTERM stops a restore
+under way.
 
 Examples:
   creditd snapshot save backup.snap --addr 10.0.0.1:7420 --api-key "$ADMIN_KEY"
@@ -202,7 +205,7 @@ func runSnapshot(ctx context.Context, args []string) error {
 	if args[0] == "save" {
 		return snapshotSave(ctx, fs, args[1:])
 	}
-	return snapshotRestore(fs, args[1:])
+	return snapshotRestore(ctx, fs, args[1:])
 }
 
 // writeSnapshotUsage is "creditd snapshot --help": save and restore take
@@ -211,7 +214,7 @@ func runSnapshot(ctx context.Context, args []string) error {
 func writeSnapshotUsage(w io.Writer) {
 	fmt.Fprintf(w, "Usage: creditd snapshot save|restore FILE [flags]\n\n%s\n", strings.TrimSpace(snapshotHelp))
 	save := flag.NewFlagSet("snapshot save", flag.ContinueOnError)
-	addClientFlags(save, new(clientFlags))
+	addSnapshotSaveFlags(save, new(clientFlags))
 	restore := flag.NewFlagSet("snapshot restore", flag.ContinueOnError)
 	addNodeFlags(restore, new(serveFlags))
 	for _, fs := range []*flag.FlagSet{save, restore} {
@@ -221,9 +224,17 @@ func writeSnapshotUsage(w io.Writer) {
 	}
 }
 
+// addSnapshotSaveFlags are a client's flags, but --timeout bounds each wait
+// for data instead of the whole answer: a snapshot of gigabytes takes far
+// longer than any timeout meant for an answer to arrive.
+func addSnapshotSaveFlags(fs *flag.FlagSet, f *clientFlags) {
+	addClientFlags(fs, f)
+	fs.Lookup("timeout").Usage = "how long to wait for the snapshot's first bytes, and then for each next chunk; the whole transfer may take longer"
+}
+
 func snapshotSave(ctx context.Context, fs *flag.FlagSet, args []string) error {
 	var cf clientFlags
-	addClientFlags(fs, &cf)
+	addSnapshotSaveFlags(fs, &cf)
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -231,49 +242,45 @@ func snapshotSave(ctx context.Context, fs *flag.FlagSet, args []string) error {
 		return fmt.Errorf("snapshot save: want one FILE: %w", errUsage)
 	}
 	path := fs.Arg(0)
-	ctx, cancel := context.WithTimeout(ctx, cf.timeout)
-	defer cancel()
 	c, err := cf.cluster(cf.addr)
 	if err != nil {
 		return err
 	}
-	tmp := path + ".tmp"
-	out, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
-		return fmt.Errorf("snapshot save: %w", err)
-	}
-	defer os.Remove(tmp) // after the rename, a no-op
-	defer out.Close()
-	stream, err := c.SaveSnapshot(ctx, connect.NewRequest(&v1.SaveSnapshotRequest{}))
-	if err != nil {
-		return fmt.Errorf("snapshot save: %w", err)
-	}
-	defer stream.Close()
-	var size int64
-	for stream.Receive() {
-		n, err := out.Write(stream.Msg().Chunk)
-		size += int64(n)
+	// An idle timer, not a deadline: it is stopped while a chunk is
+	// written, and restarted for each wait for the next.
+	stalled := fmt.Errorf("no snapshot data from %s for %s (--timeout)", cf.addr, cf.timeout)
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	idle := time.AfterFunc(cf.timeout, func() { cancel(stalled) })
+	defer idle.Stop()
+	size, err := writeFileAtomic(path, func(w io.Writer) (size int64, err error) {
+		stream, err := c.SaveSnapshot(ctx, connect.NewRequest(&v1.SaveSnapshotRequest{}))
 		if err != nil {
-			return fmt.Errorf("snapshot save: write %s: %w", tmp, err)
+			return 0, err
 		}
-	}
-	if err := stream.Err(); err != nil {
-		return fmt.Errorf("snapshot save: %w", err)
-	}
-	if err := out.Sync(); err != nil {
-		return fmt.Errorf("snapshot save: sync %s: %w", tmp, err)
-	}
-	if err := out.Close(); err != nil {
-		return fmt.Errorf("snapshot save: close %s: %w", tmp, err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
+		defer stream.Close()
+		for stream.Receive() {
+			idle.Stop()
+			n, err := w.Write(stream.Msg().Chunk)
+			size += int64(n)
+			if err != nil {
+				return size, err
+			}
+			idle.Reset(cf.timeout)
+		}
+		return size, stream.Err()
+	})
+	if err != nil {
+		if context.Cause(ctx) == stalled {
+			return fmt.Errorf("snapshot save: %w", stalled)
+		}
 		return fmt.Errorf("snapshot save: %w", err)
 	}
 	fmt.Printf("saved %d bytes to %s\n", size, path)
 	return nil
 }
 
-func snapshotRestore(fs *flag.FlagSet, args []string) error {
+func snapshotRestore(ctx context.Context, fs *flag.FlagSet, args []string) error {
 	var f serveFlags
 	addNodeFlags(fs, &f)
 	if err := parseFlags(fs, args); err != nil {
@@ -299,7 +306,13 @@ func snapshotRestore(fs *flag.FlagSet, args []string) error {
 		GossipAddr:        "127.0.0.1:0", // not used offline
 		Logger:            logger,
 	}
-	if err := node.RestoreDataDir(cfg, in); err != nil {
+	// ctx ends on SIGINT or SIGTERM, which would otherwise not stop a
+	// restore that reads for minutes: the reader fails once ctx is done,
+	// and a read blocked on a pipe or FIFO is woken by a deadline (a
+	// regular file's reads do not block, and take no deadline).
+	stop := context.AfterFunc(ctx, func() { _ = in.SetReadDeadline(time.Now()) })
+	defer stop()
+	if err := node.RestoreDataDir(cfg, ctxReader{ctx: ctx, r: in}); err != nil {
 		return err
 	}
 	abs, _ := filepath.Abs(f.dataDir)
@@ -311,4 +324,22 @@ func snapshotRestore(fs *flag.FlagSet, args []string) error {
 	fmt.Printf("restored %s into %s as node %s; start it with: creditd serve --data-dir %s --raft-addr %s\n",
 		fs.Arg(0), abs, id, f.dataDir, f.raftAddr)
 	return nil
+}
+
+// ctxReader reads r until ctx is done, then fails with ctx's error: every
+// later read, and one that was under way when ctx ended.
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (c ctxReader) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	n, err := c.r.Read(p)
+	if err != nil && c.ctx.Err() != nil {
+		return n, c.ctx.Err()
+	}
+	return n, err
 }

@@ -39,6 +39,8 @@ leader exports the ledger to Parquet every --export-every.
 
 SIGTERM (or Ctrl-C): a leader hands leadership over first, in-flight
 requests finish (or are forwarded to the new leader), then the node stops.
+--shutdown-timeout bounds the handover and the requests (connections still
+busy after it are closed), and then, again, the node's stop.
 
 Examples:
   creditd serve
@@ -114,6 +116,15 @@ func runServe(ctx context.Context, args []string) error {
 	if f.readyMaxLag < 0 {
 		return fmt.Errorf("serve: --ready-max-lag %d is negative: want a number of log entries, 0 for none", f.readyMaxLag)
 	}
+	if f.tickInterval < minTickInterval || f.tickInterval > maxTickInterval {
+		return fmt.Errorf("serve: --tick-interval %s is outside %s..%s", f.tickInterval, minTickInterval, maxTickInterval)
+	}
+	if f.shutdownTimeout < minShutdownTimeout || f.shutdownTimeout > maxShutdownTimeout {
+		return fmt.Errorf("serve: --shutdown-timeout %s is outside %s..%s", f.shutdownTimeout, minShutdownTimeout, maxShutdownTimeout)
+	}
+	if err := checkAdvertisableRPCAddr(f.rpcAddr, f.advRPC); err != nil {
+		return err
+	}
 	logger, err := newLogger(os.Stderr, f.logFormat, f.logLevel)
 	if err != nil {
 		return err
@@ -125,8 +136,8 @@ func runServe(ctx context.Context, args []string) error {
 func newServeFlagSet(f *serveFlags) *flag.FlagSet {
 	fs := newFlagSet("serve", "serve [flags]", serveHelp)
 	addNodeFlags(fs, f)
-	fs.StringVar(&f.rpcAddr, "rpc-addr", "127.0.0.1:7420", "API listen address (host:port)")
-	fs.StringVar(&f.advRPC, "advertise-rpc-addr", "", "API address other nodes forward writes to, when it differs from --rpc-addr")
+	fs.StringVar(&f.rpcAddr, "rpc-addr", "127.0.0.1:7420", "API listen address (host:port); on all interfaces (0.0.0.0, [::]) it needs --advertise-rpc-addr")
+	fs.StringVar(&f.advRPC, "advertise-rpc-addr", "", "API address other nodes forward writes to and \"creditd status\" asks, when it differs from --rpc-addr: a host they reach")
 	fs.StringVar(&f.gossipAddr, "gossip-addr", "127.0.0.1:7422", "gossip (memberlist) listen address, TCP and UDP")
 	fs.StringVar(&f.advGossip, "advertise-gossip-addr", "", "gossip address other nodes use, when it differs from --gossip-addr")
 	fs.Var(&f.join, "join", "gossip address(es) of existing members, host:port[,host:port]; retried until one answers")
@@ -142,14 +153,14 @@ func newServeFlagSet(f *serveFlags) *flag.FlagSet {
 	fs.DurationVar(&f.batchMaxWait, "batch-max-wait", 0, "how long to wait for more commands once one is queued (0: take what is queued)")
 	fs.IntVar(&f.batchMaxInflight, "batch-max-inflight", 8, "log entries replicating at once")
 	fs.IntVar(&f.batchQueue, "batch-queue", 16384, "writes waiting for the batcher before new ones are refused")
-	fs.DurationVar(&f.tickInterval, "tick-interval", time.Second, "how often the leader moves log time (expiries, reservation timeouts)")
+	fs.DurationVar(&f.tickInterval, "tick-interval", time.Second, fmt.Sprintf("how often the leader moves log time (expiries, reservation timeouts); %s to %s", minTickInterval, maxTickInterval))
 	fs.Uint64Var(&f.snapshotThreshold, "snapshot-threshold", 8192, "snapshot and compact the log after this many entries")
 	fs.DurationVar(&f.snapshotInterval, "snapshot-interval", 30*time.Second, "how often to check --snapshot-threshold")
 	fs.Uint64Var(&f.trailingLogs, "trailing-logs", 10240, "entries kept after a snapshot for followers that lag a little")
 	fs.DurationVar(&f.heartbeatTimeout, "heartbeat-timeout", time.Second, "Raft heartbeat timeout")
 	fs.DurationVar(&f.electionTimeout, "election-timeout", time.Second, "Raft election timeout")
 	fs.DurationVar(&f.leaderWait, "leader-wait", 5*time.Second, "how long a write waits for a leader before failing with Unavailable")
-	fs.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 30*time.Second, "how long SIGTERM waits for in-flight requests")
+	fs.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 30*time.Second, fmt.Sprintf("how long SIGTERM waits for the leadership handover and in-flight requests (connections still busy then are closed), and then at most for the node to stop; %s to %s", minShutdownTimeout, maxShutdownTimeout))
 	f.requestTimeout = boundedDuration{d: defaultRequestTimeout, min: minRequestTimeout, max: maxRequestTimeout}
 	fs.Var(&f.requestTimeout, "request-timeout", fmt.Sprintf("`duration` bounding one unary API call: reading the request, the handler, writing the answer (DEADLINE_EXCEEDED past it; WatchEntries streams are not bounded); %s to %s",
 		minRequestTimeout, maxRequestTimeout))
@@ -180,6 +191,55 @@ const (
 	defaultMaxConnections = 4096
 	maxMaxConnections     = 1 << 20
 )
+
+// --tick-interval's range. Below 10ms node.Config refuses it (every tick
+// is a log entry); past an hour expiries and reservation timeouts come due
+// that much late on a cluster without traffic. There is no "off": node
+// reads a negative interval as no ticks at all, a setting for benchmarks.
+const (
+	minTickInterval = 10 * time.Millisecond
+	maxTickInterval = time.Hour
+)
+
+// --shutdown-timeout's range. The handover and draining of requests get a
+// context of this length, and so does stopping the node: at 0 or less it
+// has expired already, so a leader hands nothing over, no request finishes
+// and the node's goroutines are not waited for; below a second there is no
+// time for an election. Past 10 minutes supervisors have
+// long since sent SIGKILL (systemd waits 90s, Kubernetes 30s by default).
+const (
+	minShutdownTimeout = time.Second
+	maxShutdownTimeout = 10 * time.Minute
+)
+
+// checkAdvertisableRPCAddr refuses an API address that names no host. The
+// node advertises --advertise-rpc-addr, else the address the API listens
+// on; followers forward writes to it and "creditd status" asks each member
+// there, so 0.0.0.0, [::] or an empty host would send them to themselves.
+// raft refuses such a --raft-addr for the same reason ("not advertisable").
+func checkAdvertisableRPCAddr(listen, advertise string) error {
+	if advertise != "" {
+		if namesNoHost(advertise) {
+			return fmt.Errorf("serve: --advertise-rpc-addr %q names no host: give the host:port other nodes reach this node's API at", advertise)
+		}
+		return nil
+	}
+	if namesNoHost(listen) {
+		return fmt.Errorf("serve: --rpc-addr %q listens on every interface and names no host other nodes can reach: give --advertise-rpc-addr with the host:port they reach this node's API at", listen)
+	}
+	return nil
+}
+
+// namesNoHost says whether addr's host is empty or unspecified. A
+// malformed addr is left to net.Listen and node.Config, which name it.
+func namesNoHost(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	ip := net.ParseIP(host)
+	return host == "" || (ip != nil && ip.IsUnspecified())
+}
 
 // followerApplyWait maps --follower-apply-wait to
 // node.Config.FollowerApplyWait, where 0 means the default and a negative
@@ -315,10 +375,25 @@ func serve(ctx context.Context, f serveFlags, logger *slog.Logger) error {
 		}
 	}
 	api.Close()
-	if err := hs.Shutdown(sctx); err != nil {
+	switch err := hs.Shutdown(sctx); {
+	case errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled):
+		// Shutdown only waits for connections to go idle: a client that
+		// stopped reading a stream (a snapshot download) would hold its
+		// handler, and the state the handler reads, for good.
+		errs = append(errs, fmt.Errorf("stop the API: closing the connections still busy after --shutdown-timeout %s: %w", f.shutdownTimeout, err))
+		if err := hs.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("close the API's connections: %w", err))
+		}
+	case err != nil:
 		errs = append(errs, fmt.Errorf("stop the API: %w", err))
 	}
-	if err := n.Shutdown(sctx); err != nil {
+	// The node gets a budget of its own: one the API used up would stop it
+	// without waiting for its goroutines, or for the handlers just cut off
+	// to let go of the state, which the next start then treats as after a
+	// crash.
+	nctx, ncancel := stopCtx()
+	defer ncancel()
+	if err := n.Shutdown(nctx); err != nil {
 		errs = append(errs, fmt.Errorf("stop the node: %w", err))
 	}
 	return errors.Join(errs...)

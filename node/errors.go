@@ -48,6 +48,10 @@ var (
 	ErrNoOtherVoter   = errors.New("node: no other voter to hand leadership to")
 	ErrTransferToSelf = errors.New("node: this node is the leader already")
 	ErrNotAVoter      = errors.New("node: the member is not a voter")
+	// ErrTransferFailed: raft could not hand leadership over (the target
+	// is down or behind, another transfer is under way); this node still
+	// leads, and a retry may succeed.
+	ErrTransferFailed = errors.New("node: the leadership transfer did not complete")
 )
 
 // NotLeaderError is returned by writes and linearizable reads on a node that

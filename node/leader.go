@@ -375,7 +375,10 @@ func (n *Node) TransferLeadership(ctx context.Context, id string) error {
 		fut = n.raft.LeadershipTransferToServer(s.ID, s.Address)
 	}
 	if err := n.waitFuture(ctx, fut); err != nil {
-		return fmt.Errorf("transfer leadership: %w", err)
+		if ctx.Err() != nil {
+			return fmt.Errorf("transfer leadership: %w", err)
+		}
+		return fmt.Errorf("transfer leadership: %w: %w", ErrTransferFailed, err)
 	}
 	return nil
 }

@@ -2,6 +2,7 @@ package rpc
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
@@ -68,6 +69,8 @@ const (
 	minKeyLen = 16
 	maxKeyLen = 256
 	maxKeys   = 1024
+	// maxKeysFileBytes holds maxKeys of maxKeyLen with room for comments.
+	maxKeysFileBytes = 1 << 20
 )
 
 // Fingerprint names a key in logs without revealing it: the first 8 hex
@@ -104,7 +107,9 @@ func ParseAPIKeys(r io.Reader) ([]APIKey, error) {
 			}
 			s, err := ParseScope(scope)
 			if err != nil {
-				return nil, fmt.Errorf("api keys line %d: %w", line, err)
+				// Not ParseScope's error: it quotes the scope, which is
+				// the key itself on a line written key:scope.
+				return nil, fmt.Errorf("api keys line %d: unknown scope (want ingest, read or admin, written scope:key)", line)
 			}
 			if len(key) < minKeyLen || len(key) > maxKeyLen {
 				return nil, fmt.Errorf("api keys line %d: a key must be %d to %d characters", line, minKeyLen, maxKeyLen)
@@ -131,18 +136,14 @@ func ParseAPIKeys(r io.Reader) ([]APIKey, error) {
 }
 
 // LoadAPIKeys reads keys from a file (if path is not empty) and from the
-// CREDITD_API_KEYS value env (if not empty), together.
+// CREDITD_API_KEYS value env (if not empty), together: a key in both is an
+// error, as it is twice in one, and so are more than 1024 keys in all.
 func LoadAPIKeys(path, env string) ([]APIKey, error) {
 	var keys []APIKey
 	if path != "" {
-		f, err := os.Open(path)
+		k, err := loadAPIKeysFile(path)
 		if err != nil {
-			return nil, fmt.Errorf("open api keys file: %w", err)
-		}
-		defer f.Close()
-		k, err := ParseAPIKeys(io.LimitReader(f, 1<<20))
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", path, err)
+			return nil, err
 		}
 		keys = append(keys, k...)
 	}
@@ -151,7 +152,44 @@ func LoadAPIKeys(path, env string) ([]APIKey, error) {
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", EnvAPIKeys, err)
 		}
+		// Otherwise the environment's scope would silently win over the
+		// file's for the same key.
+		inFile := make(map[string]bool, len(keys))
+		for _, fk := range keys {
+			inFile[fk.Key] = true
+		}
+		for i, ek := range k {
+			if inFile[ek.Key] {
+				return nil, fmt.Errorf("%s: key %d of %d is also in %s: the same key twice is an error", EnvAPIKeys, i+1, len(k), path)
+			}
+		}
 		keys = append(keys, k...)
+	}
+	if len(keys) > maxKeys {
+		return nil, fmt.Errorf("api keys: %d in %s and %s together, more than %d", len(keys), path, EnvAPIKeys, maxKeys)
+	}
+	return keys, nil
+}
+
+// loadAPIKeysFile reads a keys file of at most maxKeysFileBytes. A larger
+// one is refused, not cut: a key cut at the limit would be a shorter key,
+// still long enough to be accepted.
+func loadAPIKeysFile(path string) ([]APIKey, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("open api keys file: %w", err)
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, maxKeysFileBytes+1))
+	if err != nil {
+		return nil, fmt.Errorf("read api keys file %s: %w", path, err)
+	}
+	if len(b) > maxKeysFileBytes {
+		return nil, fmt.Errorf("api keys file %s: larger than %d bytes", path, maxKeysFileBytes)
+	}
+	keys, err := ParseAPIKeys(bytes.NewReader(b))
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	return keys, nil
 }
@@ -233,8 +271,8 @@ func (a *authenticator) authorize(ctx context.Context, procedure, peerAddr, auth
 		}
 		return withPrincipal(ctx, "loopback"), nil
 	}
-	token, ok := strings.CutPrefix(authz, "Bearer ")
-	if !ok || token == "" {
+	token, ok := bearerToken(authz)
+	if !ok {
 		return withPrincipal(ctx, principalNoKey), connect.NewError(connect.CodeUnauthenticated, errNoKey)
 	}
 	h := sha256.Sum256([]byte(token))
@@ -256,6 +294,17 @@ func (a *authenticator) authorize(ctx context.Context, procedure, peerAddr, auth
 			fmt.Errorf("API key %s has scope %s; %s needs %s", k.Fingerprint(), k.Scope, procedure, need))
 	}
 	return ctx, nil
+}
+
+// bearerToken is the token of an Authorization header "Bearer <token>". The
+// scheme is case-insensitive (RFC 9110 §11.1): some clients send "bearer".
+func bearerToken(authz string) (string, bool) {
+	scheme, token, ok := strings.Cut(strings.TrimSpace(authz), " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return "", false
+	}
+	token = strings.TrimSpace(token)
+	return token, token != ""
 }
 
 func isLoopback(addr string) bool {

@@ -4,7 +4,12 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
+	"io"
 	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -239,5 +244,204 @@ func TestParseAPIKeys(t *testing.T) {
 				t.Fatalf("got %d keys, %v; want %d", len(keys), err, tc.n)
 			}
 		})
+	}
+}
+
+// TestAKeyBeforeItsScopeIsNotQuoted: a line written key:scope reads the key
+// as an unknown scope; the error names the line and leaves the text out.
+func TestAKeyBeforeItsScopeIsNotQuoted(t *testing.T) {
+	const key = "0b9e8d7c6b5a49382716f5e4d3c2b1a0"
+	_, err := ParseAPIKeys(strings.NewReader("# finance\n" + key + ":read\n"))
+	if err == nil {
+		t.Fatal("key:scope accepted")
+	}
+	if strings.Contains(err.Error(), key) {
+		t.Fatalf("the error quotes the key: %v", err)
+	}
+	if !strings.Contains(err.Error(), "line 2") || !strings.Contains(err.Error(), "unknown scope") {
+		t.Fatalf("err = %v, want one naming line 2 and an unknown scope", err)
+	}
+}
+
+// TestKeysFromTheFileAndTheEnvironmentAreCheckedTogether: the same key in
+// the keys file and in CREDITD_API_KEYS is refused (rather than the later
+// scope winning), and the limit on keys counts both.
+func TestKeysFromTheFileAndTheEnvironmentAreCheckedTogether(t *testing.T) {
+	const key = "6f1d0c7e1a9b44c2b3a5d8e0f2a4c6e8"
+	var many strings.Builder
+	for i := range maxKeys - 1 {
+		fmt.Fprintf(&many, "read:file-key-%016d\n", i)
+	}
+	for _, tc := range []struct {
+		name, file, env string
+		n               int
+		errHas          string
+	}{
+		{"distinct keys in both load together", "ingest:" + ingestKey + "\n", "admin:" + adminKey, 2, ""},
+		{"the same key in both is refused", "ingest:" + key + "\n", "admin:" + key, 0, "the same key twice"},
+		{"the same key in both with the same scope is refused", "admin:" + key + "\n", "admin:" + key, 0, "the same key twice"},
+		{"more keys than the limit in both together are refused", many.String(), "ingest:" + ingestKey + ",admin:" + adminKey, 0,
+			fmt.Sprintf("more than %d", maxKeys)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "api-keys")
+			if err := os.WriteFile(path, []byte(tc.file), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			keys, err := LoadAPIKeys(path, tc.env)
+			if tc.errHas != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.errHas) {
+					t.Fatalf("loaded %d keys, err = %v; want an error containing %q", len(keys), err, tc.errHas)
+				}
+				if strings.Contains(err.Error(), key) {
+					t.Fatalf("the error reveals the key: %v", err)
+				}
+				return
+			}
+			if err != nil || len(keys) != tc.n {
+				t.Fatalf("got %d keys, %v; want %d", len(keys), err, tc.n)
+			}
+		})
+	}
+}
+
+// keysFileOfSize writes a keys file of exactly size bytes that ends with
+// last, padded in front with comment lines.
+func keysFileOfSize(t *testing.T, size int, last string) string {
+	t.Helper()
+	var b bytes.Buffer
+	for size-len(last)-b.Len() >= 200 {
+		b.WriteString("# " + strings.Repeat("-", 97) + "\n")
+	}
+	b.WriteString("#" + strings.Repeat("-", size-len(last)-b.Len()-2) + "\n")
+	b.WriteString(last)
+	if b.Len() != size {
+		t.Fatalf("built a %d-byte keys file, want %d", b.Len(), size)
+	}
+	path := filepath.Join(t.TempDir(), "api-keys")
+	if err := os.WriteFile(path, b.Bytes(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// TestAKeysFileOverTheLimitIsRefusedNotCut: a keys file larger than the
+// limit is refused; it is not cut at the limit, which would make a key cut
+// there a shorter key that is accepted.
+func TestAKeysFileOverTheLimitIsRefusedNotCut(t *testing.T) {
+	const key = "c0ffee00c0ffee00c0ffee00c0ffee00c0ffee00" // 40 characters
+	const line = "admin:" + key + "\n"
+	const limit = 1 << 20 // the documented limit, maxKeysFileBytes
+	for _, tc := range []struct {
+		name    string
+		size    int
+		refused bool
+	}{
+		{"a file of exactly the limit loads whole", limit, false},
+		{"a file one byte over the limit is refused", limit + 1, true},
+		{"a file the limit would cut inside a key is refused", limit - len("admin:") - 20 + len(line), true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			keys, err := LoadAPIKeys(keysFileOfSize(t, tc.size, line), "")
+			if tc.refused {
+				if err == nil || !strings.Contains(err.Error(), "larger than") {
+					t.Fatalf("a %d-byte keys file loaded %d keys, err = %v; want it refused as too large", tc.size, len(keys), err)
+				}
+				return
+			}
+			if err != nil || len(keys) != 1 || keys[0].Key != key {
+				t.Fatalf("a %d-byte keys file: %d keys, %v; want the admin key whole", tc.size, len(keys), err)
+			}
+		})
+	}
+}
+
+// TestTheBearerSchemeIsCaseInsensitive: the auth scheme of an Authorization
+// header is case-insensitive (RFC 9110 §11.1), and spaces around the token
+// do not matter; some clients send "bearer".
+func TestTheBearerSchemeIsCaseInsensitive(t *testing.T) {
+	s := startSingle(t, nodeOpts{rpc: Options{APIKeys: []APIKey{{Scope: ScopeAdmin, Key: adminKey}}}})
+	for _, tc := range []struct {
+		authz string
+		want  connect.Code // 0 = allowed
+	}{
+		{"Bearer " + adminKey, 0},
+		{"bearer " + adminKey, 0},
+		{"BEARER " + adminKey, 0},
+		{"Bearer   " + adminKey + "  ", 0},
+		{"Bearer", connect.CodeUnauthenticated},
+		{"Bearer   ", connect.CodeUnauthenticated},
+		{"Bearer" + adminKey, connect.CodeUnauthenticated},
+		{"Basic " + adminKey, connect.CodeUnauthenticated},
+		{"bearer " + readKey, connect.CodeUnauthenticated},
+	} {
+		err := rawPost(ctxT(t), s.url, "/creditd.v1.ClusterService/GetStatus", "application/json", []byte(`{}`),
+			http.Header{"Authorization": {tc.authz}})
+		if tc.want == 0 && err != nil {
+			t.Errorf("GetStatus with %q: %v, want success", strings.ReplaceAll(tc.authz, adminKey, "<admin key>"), err)
+		}
+		if tc.want != 0 && connect.CodeOf(err) != tc.want {
+			t.Errorf("GetStatus with %q: %v, want %v", strings.ReplaceAll(tc.authz, adminKey, "<admin key>"), err, tc.want)
+		}
+	}
+}
+
+// A request with no key, or with a key that matches none, is refused
+// UNAUTHENTICATED whatever its body: the server does not read and decode
+// (up to MaxMessageBytes of) an anonymous client's body first.
+func TestAuthIsCheckedBeforeTheBodyIsRead(t *testing.T) {
+	const limit = 64 << 10
+	keys, err := ParseAPIKeys(strings.NewReader("admin:" + adminKey))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := startSingle(t, nodeOpts{rpc: Options{APIKeys: keys, MaxMessageBytes: limit}})
+	proc := "/creditd.v1.UsageService/ReportUsage"
+
+	err = rawPost(ctxT(t), s.url, proc, "application/json", []byte(`{"events":[{"id":`),
+		http.Header{"Authorization": {"Bearer not-a-key-of-this-cluster"}})
+	if connect.CodeOf(err) != connect.CodeUnauthenticated {
+		t.Errorf("malformed body, unknown key: %v; want unauthenticated", err)
+	}
+
+	big := []byte(`{"events":[{"id":"` + strings.Repeat("x", limit) + `"}]}`)
+	err = rawPost(ctxT(t), s.url, proc, "application/json", big, nil)
+	if connect.CodeOf(err) != connect.CodeUnauthenticated {
+		t.Errorf("body over the limit, no key: %v; want unauthenticated", err)
+	}
+}
+
+// Every answer carries the request id (the client's, if it sent a valid
+// one) and every call is counted in /metrics, a request whose body does
+// not decode included.
+func TestARequestWhoseBodyDoesNotDecodeCarriesItsIDAndIsCounted(t *testing.T) {
+	s := startSingle(t, nodeOpts{})
+	req, err := http.NewRequestWithContext(ctxT(t), http.MethodPost, s.url+"/creditd.v1.UsageService/ReportUsage",
+		strings.NewReader(`{"events":[{"id":`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set(RequestIDHeader, "rid-undecodable-1")
+	res, err := h2c().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	if res.StatusCode == http.StatusOK {
+		t.Fatalf("a truncated body was accepted: %s", body)
+	}
+	if got := res.Header.Get(RequestIDHeader); got != "rid-undecodable-1" {
+		t.Errorf("answer %d %s carries %s %q; want the client's rid-undecodable-1", res.StatusCode, body, RequestIDHeader, got)
+	}
+	mres, err := http.Get(s.url + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, _ := io.ReadAll(mres.Body)
+	mres.Body.Close()
+	if !strings.Contains(string(m), `creditd_rpc_requests_total{procedure="/creditd.v1.UsageService/ReportUsage"`) {
+		t.Errorf("the refused ReportUsage is not in creditd_rpc_requests_total:\n%s", m)
 	}
 }

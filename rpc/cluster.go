@@ -3,6 +3,7 @@ package rpc
 import (
 	"context"
 	"errors"
+	"fmt"
 
 	"connectrpc.com/connect"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -69,6 +70,11 @@ func memberError(err error, id string) error {
 	if errors.Is(err, node.ErrNotAVoter) {
 		return preconditionField("node_id", "%s is not a voter; only a voter can lead", id)
 	}
+	if errors.Is(err, node.ErrTransferFailed) {
+		// Not a bug nor a storage failure: the target is down or behind,
+		// or another transfer is under way. Leadership stays; retry.
+		return connect.NewError(connect.CodeUnavailable, fmt.Errorf("leadership stays with this node: %w", err))
+	}
 	return err
 }
 
@@ -105,6 +111,8 @@ func (a *api) TransferLeadership(ctx context.Context, req *connect.Request[v1.Tr
 type chunkWriter struct {
 	stream *connect.ServerStream[v1.SaveSnapshotResponse]
 	buf    []byte
+	arm    func() // gives the next send its write deadline
+	done   <-chan struct{}
 }
 
 func (w *chunkWriter) Write(p []byte) (int, error) {
@@ -126,13 +134,19 @@ func (w *chunkWriter) flush() error {
 	if len(w.buf) == 0 {
 		return nil
 	}
+	select {
+	case <-w.done:
+		return connect.NewError(connect.CodeUnavailable, errors.New("the server is shutting down; save the snapshot again"))
+	default:
+	}
+	w.arm()
 	err := w.stream.Send(&v1.SaveSnapshotResponse{Chunk: w.buf})
 	w.buf = w.buf[:0] // Send has marshaled the message: the buffer is free
 	return err
 }
 
 func (a *api) SaveSnapshot(ctx context.Context, req *connect.Request[v1.SaveSnapshotRequest], stream *connect.ServerStream[v1.SaveSnapshotResponse]) error {
-	w := &chunkWriter{stream: stream, buf: make([]byte, 0, snapshotChunk)}
+	w := &chunkWriter{stream: stream, buf: make([]byte, 0, snapshotChunk), arm: func() { a.s.streams.armSend(ctx) }, done: a.s.done}
 	if err := a.s.n.SaveSnapshot(ctx, w); err != nil {
 		return a.s.toConnect(ctx, err)
 	}

@@ -1,6 +1,10 @@
 package rpc
 
 import (
+	"context"
+	"errors"
+	"log/slog"
+	"strings"
 	"testing"
 	"time"
 
@@ -175,5 +179,76 @@ func TestAPurchaseThroughALaggingFollowerIsPricedByTheLeader(t *testing.T) {
 		Credits: "150", Flow: v1.PurchaseFlow_PURCHASE_FLOW_INVOICE})
 	if res.Purchase.Credits != "150.00" || res.Purchase.PlanId != "pro" {
 		t.Fatalf("purchase through the follower = %v", res.Purchase)
+	}
+}
+
+// TestAnErrorTheLeaderAnsweredCarriesTheRequestID: every answer carries
+// X-Request-Id, also an error the leader answered to a forwarded write
+// (Connect does not send on the metadata of an error read from a
+// response), and the error keeps its field.
+func TestAnErrorTheLeaderAnsweredCarriesTheRequestID(t *testing.T) {
+	all := startThree(t, nodeOpts{})
+	setupCatalog(t, newClients(all[0].url, ""))
+	follower := newClients(all[1].url, "")
+	req := connect.NewRequest(&v1.CreateGrantRequest{Id: "g", CustomerId: "nobody", CreditTypeId: "ai-credits",
+		Category: v1.GrantCategory_GRANT_CATEGORY_PROMOTIONAL, Amount: "1"})
+	req.Header().Set(RequestIDHeader, "forwarded-rid-1")
+	_, err := follower.grant.CreateGrant(ctxT(t), req)
+	ce := new(connect.Error)
+	if !errors.As(err, &ce) || ce.Code() != connect.CodeNotFound {
+		t.Fatalf("CreateGrant for an unknown customer through a follower: %v; want not_found", err)
+	}
+	if got := ce.Meta().Get(RequestIDHeader); got != "forwarded-rid-1" {
+		t.Fatalf("the forwarded error %v carries %s %q; want forwarded-rid-1 (metadata: %v)", ce, RequestIDHeader, got, ce.Meta())
+	}
+	if fv, err := fieldDetail(ce); err != nil || fv.Field != "customer_id" {
+		t.Fatalf("the forwarded error %v has field %v, %v; want customer_id", ce, fv, err)
+	}
+}
+
+// TestBecomingTheLeaderWhileForwardingIsUnavailable: a write that met
+// NotLeaderError with no leader known (an election) waits for the leader's
+// address; when this very node wins the election meanwhile, the client gets
+// UNAVAILABLE (retryable), not INTERNAL, and nothing is logged as an
+// internal error. handle is driven on a real leader with a local step that
+// answers what node.Apply answered during the election.
+func TestBecomingTheLeaderWhileForwardingIsUnavailable(t *testing.T) {
+	var logs syncBuffer
+	logger := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	s := startSingle(t, nodeOpts{rpc: Options{Logger: logger}})
+	_, err := handle(ctxT(t), s.srv, connect.NewRequest(&v1.RemoveMemberRequest{NodeId: "n9"}),
+		func(c *leaderClients) func(context.Context, *connect.Request[v1.RemoveMemberRequest]) (*connect.Response[v1.RemoveMemberResponse], error) {
+			return c.cluster.RemoveMember
+		},
+		func(context.Context, *v1.RemoveMemberRequest) (*v1.RemoveMemberResponse, error) {
+			return nil, &node.NotLeaderError{} // no leader known when the write was tried
+		})
+	if code := connect.CodeOf(err); code != connect.CodeUnavailable {
+		t.Fatalf("forwarding after this node won the election: %v (code %s); want unavailable", err, code)
+	}
+	if out := logs.String(); strings.Contains(out, "internal error") {
+		t.Fatalf("logged as an internal error:\n%s", out)
+	}
+}
+
+// TransferLeadership to a voter that is down fails in raft; that is not a
+// bug nor a storage failure (INTERNAL, logged as an error) but a condition
+// of the cluster a retry may clear: UNAVAILABLE.
+func TestATransferToAVoterThatIsDownIsUnavailable(t *testing.T) {
+	all := startThree(t, nodeOpts{})
+	down := all[2]
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	down.srv.Close()
+	_ = down.http.Shutdown(ctx)
+	if err := down.n.Shutdown(ctx); err != nil {
+		t.Logf("shutdown of %s: %v", down.id, err)
+	}
+	ce := callErr(t, newClients(all[0].url, "").cluster.TransferLeadership, &v1.TransferLeadershipRequest{NodeId: down.id})
+	if ce == nil {
+		t.Fatalf("leadership transferred to %s, which is down", down.id)
+	}
+	if ce.Code() != connect.CodeUnavailable {
+		t.Fatalf("TransferLeadership to the stopped voter %s: %v; want unavailable", down.id, ce)
 	}
 }

@@ -154,3 +154,43 @@ func TestWatchOnAQuietLedgerAnswersAtOnce(t *testing.T) {
 		}
 	}
 }
+
+// TestSlowBodyIsCut for the gRPC health check, which needs no key: a client
+// that sends part of a body and then nothing must not hold its connection
+// and goroutine for ever.
+func TestAHealthCheckWhoseBodyStopsComingIsCut(t *testing.T) {
+	s := startSingle(t, nodeOpts{rpc: Options{RequestTimeout: time.Second}})
+	// The same request with its whole body is answered.
+	res, err := http.Post(s.url+"/grpc.health.v1.Health/Check", "application/json", strings.NewReader(`{}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ok, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	if res.StatusCode != http.StatusOK {
+		t.Fatalf("a whole health check: %s %s", res.Status, ok)
+	}
+	conn, err := net.Dial("tcp", strings.TrimPrefix(s.url, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	fmt.Fprintf(conn, "POST /grpc.health.v1.Health/Check HTTP/1.1\r\nHost: creditd\r\n"+
+		"Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{\"service\":")
+	// RequestTimeout is 1s; 20s is only a bound that keeps the test short.
+	if err := conn.SetReadDeadline(time.Now().Add(20 * time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	res, err = http.ReadResponse(bufio.NewReader(conn), nil)
+	var ne net.Error
+	switch {
+	case errors.As(err, &ne) && ne.Timeout():
+		t.Fatalf("after 20s (RequestTimeout 1s) the server still holds a health check whose body stopped coming: %v", err)
+	case err == nil:
+		b, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		if res.StatusCode == http.StatusOK {
+			t.Fatalf("a truncated body was accepted: %s", b)
+		}
+	}
+}

@@ -51,12 +51,26 @@ func validIDChars(s string) bool {
 }
 
 // observer is the interceptor carrying request ids, auth, logging and
-// metrics, in that order, for unary and streaming calls alike.
+// metrics, in that order, for unary and streaming calls alike. On the
+// server's API routes front has done the first two before Connect read the
+// request (frontCall); the observer then logs and counts.
 type observer struct {
 	s *Server
 }
 
+// frontCall is what front learned of a call, for the observer.
+type frontCall struct {
+	rid  string
+	seen atomic.Bool // the observer saw the call: Connect decoded it
+}
+
+type frontCallKey struct{}
+
 func (o *observer) begin(ctx context.Context, procedure, peer string, h http.Header) (context.Context, string, error) {
+	if fc, ok := ctx.Value(frontCallKey{}).(*frontCall); ok {
+		fc.seen.Store(true)
+		return ctx, fc.rid, nil
+	}
 	rid := h.Get(RequestIDHeader)
 	if !validRequestID(rid) {
 		rid = newRequestID()
@@ -64,6 +78,37 @@ func (o *observer) begin(ctx context.Context, procedure, peer string, h http.Hea
 	ctx = context.WithValue(ctx, requestIDKey{}, rid)
 	ctx, err := o.s.auth.authorize(ctx, procedure, peer, h.Get("Authorization"))
 	return ctx, rid, err
+}
+
+// errRefusedWhileDecoding stands for what Connect answered a call it
+// refused before the observer saw it (a body that does not decode, or is
+// over MaxMessageBytes), in logs and metrics.
+var errRefusedWhileDecoding = connect.NewError(connect.CodeInvalidArgument, errors.New("refused while reading the request"))
+
+// front identifies and authorizes an API call before Connect reads its
+// body: an anonymous client must not make the server read and decode up to
+// MaxMessageBytes, and gets UNAUTHENTICATED whatever it sent. Every answer
+// carries the request id, a refusal or a body that does not decode
+// included, and every call is logged and counted.
+func (s *Server) front(h http.Handler) http.Handler {
+	o := &observer{s: s}
+	errs := connect.NewErrorWriter()
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		proc, peer := r.URL.Path, r.RemoteAddr
+		ctx, rid, err := o.begin(r.Context(), proc, peer, r.Header)
+		w.Header().Set(RequestIDHeader, rid)
+		if err != nil {
+			o.end(ctx, proc, peer, rid, start, err)
+			_ = errs.Write(w, r, err)
+			return
+		}
+		fc := &frontCall{rid: rid}
+		h.ServeHTTP(w, r.WithContext(context.WithValue(ctx, frontCallKey{}, fc)))
+		if !fc.seen.Load() {
+			o.end(ctx, proc, peer, rid, start, errRefusedWhileDecoding)
+		}
+	})
 }
 
 func (o *observer) end(ctx context.Context, procedure, peer, rid string, start time.Time, err error) {
@@ -115,6 +160,9 @@ func (o *observer) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
 			res, err = next(ctx, req)
 		}
 		o.end(ctx, proc, peer, rid, start, err)
+		if _, fronted := ctx.Value(frontCallKey{}).(*frontCall); fronted {
+			return res, err // front has put the id on the answer
+		}
 		if err != nil {
 			var ce *connect.Error
 			if errors.As(err, &ce) {

@@ -92,6 +92,7 @@ func (a *api) WatchEntries(ctx context.Context, req *connect.Request[v1.WatchEnt
 	// Headers now: a client's call returns once the stream is accepted,
 	// not when the first entry is written, which on a quiet ledger may be
 	// never.
+	a.s.streams.armSend(ctx)
 	if err := stream.Send(nil); err != nil {
 		return err
 	}
@@ -117,6 +118,7 @@ func (a *api) WatchEntries(ctx context.Context, req *connect.Request[v1.WatchEnt
 			return a.s.toConnect(ctx, err)
 		}
 		if msg != nil {
+			a.s.streams.armSend(ctx)
 			if err := stream.Send(msg); err != nil {
 				return err
 			}

@@ -49,6 +49,10 @@ type Options struct {
 	// MaxWatchers bounds concurrent WatchEntries streams on this node.
 	// 0 = 256.
 	MaxWatchers int
+	// StreamWriteTimeout bounds the write of each message of a stream
+	// (WatchEntries, SaveSnapshot): a client that stopped reading loses
+	// its stream then. 0 = 30s.
+	StreamWriteTimeout time.Duration
 	// Payments, when set, looks up how a customer completes a self-serve
 	// payment, for GetPurchase's payment_action (cmd/creditd adapts the
 	// billing connector to it; rpc does not import billing). nil = none.
@@ -81,6 +85,7 @@ type Server struct {
 	fwd     *forwarder
 	watch   chan struct{} // semaphore of WatchEntries streams
 	done    chan struct{} // closed by Close: ends streams
+	streams streamControls
 	once    sync.Once
 	handler http.Handler
 }
@@ -111,6 +116,12 @@ func New(n *node.Node, opts Options) (*Server, error) {
 	if opts.MaxWatchers == 0 {
 		opts.MaxWatchers = 256
 	}
+	if opts.StreamWriteTimeout == 0 {
+		opts.StreamWriteTimeout = defaultStreamWriteTimeout
+	}
+	if opts.StreamWriteTimeout < 0 {
+		return nil, errors.New("rpc: negative StreamWriteTimeout")
+	}
 	if opts.MaxWatchers < 0 || opts.MaxWatchers > 1<<16 {
 		return nil, fmt.Errorf("rpc: MaxWatchers %d out of range", opts.MaxWatchers)
 	}
@@ -127,6 +138,7 @@ func New(n *node.Node, opts Options) (*Server, error) {
 		watch:   make(chan struct{}, opts.MaxWatchers),
 		done:    make(chan struct{}),
 	}
+	s.streams.timeout = opts.StreamWriteTimeout
 	s.fwd = newForwarder(s)
 	if len(opts.APIKeys) == 0 {
 		log.Warn("no API keys configured: the API accepts only loopback clients")
@@ -143,11 +155,13 @@ func New(n *node.Node, opts Options) (*Server, error) {
 // reflection and the Extra routes.
 func (s *Server) Handler() http.Handler { return s.handler }
 
-// Close ends WatchEntries streams and closes idle forwarding connections.
-// Call it before http.Server.Shutdown, which waits for streams to end.
+// Close ends WatchEntries and SaveSnapshot streams, those whose client
+// stopped reading too, and closes idle forwarding connections. Call it
+// before http.Server.Shutdown, which waits for streams to end.
 func (s *Server) Close() {
 	s.once.Do(func() {
 		close(s.done)
+		s.streams.close()
 		s.fwd.close()
 	})
 }
@@ -174,12 +188,20 @@ func (s *Server) routes() (http.Handler, error) {
 		func() (string, http.Handler) { return creditdv1connect.NewClusterServiceHandler(a, opts...) },
 	} {
 		path, h := reg()
+		mux.Handle(path, s.bounded(s.front(h)))
+	}
+	// Reflection and health answer anyone (probes, grpcurl), so a client
+	// trickling its body must be cut as on the API's routes. A reflection
+	// exchange is short: RequestTimeout bounds it too.
+	reflector := grpcreflect.NewStaticReflector(serviceNames...)
+	for _, reg := range []func() (string, http.Handler){
+		func() (string, http.Handler) { return grpcreflect.NewHandlerV1(reflector) },
+		func() (string, http.Handler) { return grpcreflect.NewHandlerV1Alpha(reflector) },
+		func() (string, http.Handler) { return grpchealth.NewHandler(&healthChecker{s: s}) },
+	} {
+		path, h := reg()
 		mux.Handle(path, s.bounded(h))
 	}
-	reflector := grpcreflect.NewStaticReflector(serviceNames...)
-	mux.Handle(grpcreflect.NewHandlerV1(reflector))
-	mux.Handle(grpcreflect.NewHandlerV1Alpha(reflector))
-	mux.Handle(grpchealth.NewHandler(&healthChecker{s: s}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		fmt.Fprintln(w, "ok")
@@ -202,20 +224,25 @@ func (s *Server) routes() (http.Handler, error) {
 }
 
 // streams are the procedures whose answers last: they are bounded by
-// MaxWatchers and Close, not RequestTimeout.
+// MaxWatchers, a write deadline per message (streamWriteTimeout) and Close,
+// not RequestTimeout.
 var streams = map[string]bool{
 	creditdv1connect.LedgerServiceWatchEntriesProcedure:  true,
 	creditdv1connect.ClusterServiceSaveSnapshotProcedure: true,
 }
 
 // bounded gives a unary call's connection read and write deadlines from
-// RequestTimeout (http.Server's own timeouts would cut streams too).
-// net/http clears both once the call ends, for the next request on the
-// connection, which may be a stream.
+// RequestTimeout (http.Server's own timeouts would cut streams too), and a
+// stream's handler the means to give each message its own write deadline
+// (streamControls). net/http clears deadlines once the call ends, for the
+// next request on the connection, which may be a stream.
 func (s *Server) bounded(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if !streams[r.URL.Path] {
-			rc := http.NewResponseController(w)
+		rc := http.NewResponseController(w)
+		if streams[r.URL.Path] {
+			defer s.streams.track(rc)()
+			r = r.WithContext(context.WithValue(r.Context(), streamControlKey{}, rc))
+		} else {
 			now := time.Now()
 			// An error means the writer cannot take deadlines (not a
 			// network connection); the handler's context deadline still

@@ -1,0 +1,72 @@
+package rpc
+
+import (
+	"context"
+	"net/http"
+	"sync"
+	"time"
+)
+
+// defaultStreamWriteTimeout bounds each message a stream sends. A client
+// that stops reading blocks the handler's write (HTTP/2 flow control) for
+// ever otherwise: a WatchEntries slot, and for SaveSnapshot the state
+// file's read lock, which a snapshot install on the node then waits for.
+const defaultStreamWriteTimeout = 30 * time.Second
+
+type streamControlKey struct{}
+
+// streamControls are the response controllers of the streams being served,
+// so that Close can end their writes at once.
+type streamControls struct {
+	timeout time.Duration // per message
+	mu      sync.Mutex
+	active  map[*http.ResponseController]struct{}
+	closed  bool
+}
+
+// track registers a stream's controller; the returned func forgets it.
+func (c *streamControls) track(rc *http.ResponseController) (untrack func()) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.active == nil {
+		c.active = map[*http.ResponseController]struct{}{}
+	}
+	c.active[rc] = struct{}{}
+	if c.closed {
+		_ = rc.SetWriteDeadline(time.Now())
+	}
+	return func() {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		delete(c.active, rc)
+	}
+}
+
+// armSend gives the next message of the stream served under ctx its write
+// deadline; after close, a deadline already past. Under the lock, so that
+// Close's deadline cannot be pushed back by a send that began before it.
+func (c *streamControls) armSend(ctx context.Context) {
+	rc, ok := ctx.Value(streamControlKey{}).(*http.ResponseController)
+	if !ok {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	d := time.Now().Add(c.timeout)
+	if c.closed {
+		d = time.Now()
+	}
+	// An error means the writer takes no deadlines (not a network
+	// connection): nothing to bound.
+	_ = rc.SetWriteDeadline(d)
+}
+
+// close ends every stream's pending and later writes.
+func (c *streamControls) close() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.closed = true
+	for rc := range c.active {
+		_ = rc.SetWriteDeadline(time.Now())
+	}
+}

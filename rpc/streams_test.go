@@ -1,0 +1,131 @@
+package rpc
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"testing"
+	"time"
+
+	"connectrpc.com/connect"
+
+	v1 "github.com/creditd/creditd/gen/creditd/v1"
+	"github.com/creditd/creditd/gen/creditd/v1/creditdv1connect"
+)
+
+// stalledStreamClients are clients over HTTP/2 with 64 KiB receive windows
+// whose streams the test never reads: the server's writes block on flow
+// control once the window is full, as with a client that stopped reading.
+func stalledStreamClients(url string) (*clients, *http.Transport) {
+	var p http.Protocols
+	p.SetUnencryptedHTTP2(true)
+	tr := &http.Transport{Protocols: &p, HTTP2: &http.HTTP2Config{
+		MaxReceiveBufferPerStream: 64 << 10, MaxReceiveBufferPerConnection: 64 << 10}}
+	hc := &http.Client{Transport: tr}
+	return &clients{
+		ledger:  creditdv1connect.NewLedgerServiceClient(hc, url),
+		cluster: creditdv1connect.NewClusterServiceClient(hc, url),
+	}, tr
+}
+
+// burnEntries writes n burn entries (about 150 bytes each on the wire):
+// more than a stalled client's window holds.
+func burnEntries(t *testing.T, c *clients, n int) {
+	t.Helper()
+	setupCatalog(t, c)
+	call(t, c.grant.CreateGrant, &v1.CreateGrantRequest{Id: "g-big", CustomerId: "acme", CreditTypeId: "ai-credits",
+		Category: v1.GrantCategory_GRANT_CATEGORY_PROMOTIONAL, Amount: "1000000"})
+	for b := 0; b < n/1000; b++ {
+		evs := make([]*v1.UsageEvent, 1000)
+		for i := range evs {
+			evs[i] = &v1.UsageEvent{Id: fmt.Sprintf("e-%d-%d", b, i), CustomerId: "acme", FeatureId: "gpt-tokens", Quantity: 1000}
+		}
+		if res := call(t, c.usage.ReportUsage, &v1.ReportUsageRequest{Events: evs}); res.Results[0].Status != v1.EventStatus_EVENT_STATUS_BURNED {
+			t.Fatalf("event not burned: %v", res.Results[0])
+		}
+	}
+}
+
+// A client that stops reading a stream loses it after StreamWriteTimeout:
+// its WatchEntries slot comes back, and a SaveSnapshot stops holding the
+// state file (a snapshot install on the node would wait for it).
+func TestAStalledStreamIsCutAfterItsWriteTimeout(t *testing.T) {
+	s := startSingle(t, nodeOpts{rpc: Options{StreamWriteTimeout: time.Second}})
+	burnEntries(t, newClients(s.url, ""), 5000)
+	sc, tr := stalledStreamClients(s.url)
+	defer tr.CloseIdleConnections()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+
+	watch, err := sc.ledger.WatchEntries(ctx, connect.NewRequest(&v1.WatchEntriesRequest{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer watch.Close()
+	waitFor(t, 30*time.Second, "the watch to take its slot", func() bool { return len(s.srv.watch) == 1 })
+	waitFor(t, 60*time.Second, "the stalled watch to be cut and give its slot back", func() bool { return len(s.srv.watch) == 0 })
+
+	snap, err := sc.cluster.SaveSnapshot(ctx, connect.NewRequest(&v1.SaveSnapshotRequest{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer snap.Close()
+	// A snapshot of the node holds its state file; once the stalled stream
+	// is cut, a full snapshot to a reader that keeps up is served as usual.
+	waitFor(t, 60*time.Second, "a snapshot to be served after the stalled one", func() bool {
+		sctx, scancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer scancel()
+		st, err := newClients(s.url, "").cluster.SaveSnapshot(sctx, connect.NewRequest(&v1.SaveSnapshotRequest{}))
+		if err != nil {
+			return false
+		}
+		defer st.Close()
+		n := 0
+		for st.Receive() {
+			n += len(st.Msg().Chunk)
+		}
+		return st.Err() == nil && n > 0
+	})
+}
+
+// Server.Close ends streams whose client stopped reading at once (their
+// write deadline becomes now), so http.Server.Shutdown does not wait for
+// them.
+func TestCloseEndsStalledStreams(t *testing.T) {
+	for _, which := range []string{"WatchEntries", "SaveSnapshot"} {
+		t.Run(which, func(t *testing.T) {
+			s := startSingle(t, nodeOpts{}) // the default write timeout, 30s, is not what ends them
+			burnEntries(t, newClients(s.url, ""), 5000)
+			sc, tr := stalledStreamClients(s.url)
+			defer tr.CloseIdleConnections()
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			if which == "WatchEntries" {
+				st, err := sc.ledger.WatchEntries(ctx, connect.NewRequest(&v1.WatchEntriesRequest{}))
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer st.Close()
+				waitFor(t, 30*time.Second, "the stream to take its slot", func() bool { return len(s.srv.watch) == 1 })
+			} else {
+				st, err := sc.cluster.SaveSnapshot(ctx, connect.NewRequest(&v1.SaveSnapshotRequest{}))
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer st.Close()
+				waitFor(t, 30*time.Second, "the snapshot stream to be served", func() bool {
+					s.srv.streams.mu.Lock()
+					defer s.srv.streams.mu.Unlock()
+					return len(s.srv.streams.active) == 1
+				})
+				time.Sleep(500 * time.Millisecond) // into the full window: it blocks however the timing goes
+			}
+			s.srv.Close()
+			sctx, scancel := context.WithTimeout(context.Background(), 15*time.Second)
+			defer scancel()
+			if err := s.http.Shutdown(sctx); err != nil {
+				t.Fatalf("15s after Server.Close, http.Server.Shutdown: %v (a %s whose client stopped reading still runs)", err, which)
+			}
+		})
+	}
+}

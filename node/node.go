@@ -733,6 +733,11 @@ func (n *Node) RestoreSnapshot(ctx context.Context, r io.Reader) error {
 	return nil
 }
 
+// ContextReader reads r until ctx is done, then fails with ctx's error:
+// every later read, and one that was under way when ctx ended (and failed
+// for it), so a long copy of a snapshot stops when its caller gives up.
+func ContextReader(ctx context.Context, r io.Reader) io.Reader { return ctxReader{ctx, r} }
+
 type ctxReader struct {
 	ctx context.Context
 	r   io.Reader
@@ -742,7 +747,11 @@ func (c ctxReader) Read(p []byte) (int, error) {
 	if err := c.ctx.Err(); err != nil {
 		return 0, err
 	}
-	return c.r.Read(p)
+	n, err := c.r.Read(p)
+	if err != nil && c.ctx.Err() != nil {
+		return n, c.ctx.Err()
+	}
+	return n, err
 }
 
 func mustEncode(c fsm.Command) []byte {

@@ -312,7 +312,7 @@ func snapshotRestore(ctx context.Context, fs *flag.FlagSet, args []string) error
 	// regular file's reads do not block, and take no deadline).
 	stop := context.AfterFunc(ctx, func() { _ = in.SetReadDeadline(time.Now()) })
 	defer stop()
-	if err := node.RestoreDataDir(cfg, ctxReader{ctx: ctx, r: in}); err != nil {
+	if err := node.RestoreDataDir(cfg, node.ContextReader(ctx, in)); err != nil {
 		return err
 	}
 	abs, _ := filepath.Abs(f.dataDir)
@@ -324,22 +324,4 @@ func snapshotRestore(ctx context.Context, fs *flag.FlagSet, args []string) error
 	fmt.Printf("restored %s into %s as node %s; start it with: creditd serve --data-dir %s --raft-addr %s\n",
 		fs.Arg(0), abs, id, f.dataDir, f.raftAddr)
 	return nil
-}
-
-// ctxReader reads r until ctx is done, then fails with ctx's error: every
-// later read, and one that was under way when ctx ended.
-type ctxReader struct {
-	ctx context.Context
-	r   io.Reader
-}
-
-func (c ctxReader) Read(p []byte) (int, error) {
-	if err := c.ctx.Err(); err != nil {
-		return 0, err
-	}
-	n, err := c.r.Read(p)
-	if err != nil && c.ctx.Err() != nil {
-		return n, c.ctx.Err()
-	}
-	return n, err
 }

@@ -321,7 +321,18 @@ func snapshotRestore(ctx context.Context, fs *flag.FlagSet, args []string) error
 	if err != nil {
 		return fmt.Errorf("snapshot restore: %w", err)
 	}
-	fmt.Printf("restored %s into %s as node %s; start it with: creditd serve --data-dir %s --raft-addr %s\n",
-		fs.Arg(0), abs, id, f.dataDir, f.raftAddr)
+	fmt.Printf("restored %s into %s as node %s; start it with: %s\n", fs.Arg(0), abs, id,
+		restoredServeCommand(f.dataDir, f.raftAddr, f.advRaft))
 	return nil
+}
+
+// restoredServeCommand is the serve command that starts a restored data
+// dir. The raft configuration holds the advertised raft address, so serve
+// must advertise the same one, or the node would not find itself in it.
+func restoredServeCommand(dataDir, raftAddr, advertiseRaftAddr string) string {
+	cmd := "creditd serve --data-dir " + dataDir + " --raft-addr " + raftAddr
+	if advertiseRaftAddr != "" {
+		cmd += " --advertise-raft-addr " + advertiseRaftAddr
+	}
+	return cmd
 }

@@ -267,3 +267,16 @@ func TestSnapshotRestoreStopsOnSIGINTOrSIGTERM(t *testing.T) {
 		<-done
 	}
 }
+
+// The command snapshot restore prints starts the node as restored: with the
+// advertised raft address the restore wrote into the configuration.
+func TestTheServeCommandARestorePrintsAdvertisesTheRestoredAddress(t *testing.T) {
+	for _, tc := range []struct{ adv, want string }{
+		{"", "creditd serve --data-dir d --raft-addr 0.0.0.0:7421"},
+		{"10.0.0.5:7421", "creditd serve --data-dir d --raft-addr 0.0.0.0:7421 --advertise-raft-addr 10.0.0.5:7421"},
+	} {
+		if got := restoredServeCommand("d", "0.0.0.0:7421", tc.adv); got != tc.want {
+			t.Errorf("advertised %q: %q, want %q", tc.adv, got, tc.want)
+		}
+	}
+}

@@ -71,6 +71,17 @@ func (a *applier) createGrant(c CreateGrant) (*Grant, bool, error) {
 	if c.SourceKind > SourcePayment {
 		return nil, false, invalid("source_kind", "must be manual, purchase, invoice or payment")
 	}
+	// A retry is answered before the checks against the time: one of a
+	// grant that has expired since must return it, not refuse it.
+	h := grantHash(a, &c)
+	if _, found, same := a.idemLookup(idemGrant, c.ID, h); found {
+		if !same {
+			return nil, false, conflict("id", "grant %s was created with a different payload", c.ID)
+		}
+		if g := a.grant(c.ID); g != nil {
+			return g, true, nil
+		}
+	}
 	eff := c.EffectiveAt
 	if eff == 0 {
 		eff = a.now
@@ -80,15 +91,6 @@ func (a *applier) createGrant(c CreateGrant) (*Grant, bool, error) {
 	}
 	if c.ExpiresAt != 0 && c.ExpiresAt <= a.now {
 		return nil, false, invalid("expires_at", "is in the past")
-	}
-	h := grantHash(a, &c)
-	if _, found, same := a.idemLookup(idemGrant, c.ID, h); found {
-		if !same {
-			return nil, false, conflict("id", "grant %s was created with a different payload", c.ID)
-		}
-		if g := a.grant(c.ID); g != nil {
-			return g, true, nil
-		}
 	}
 	if a.grant(c.ID) != nil {
 		return nil, false, &Error{Code: CodeAlreadyExists, Field: "id", Msg: "grant " + c.ID + " exists"}
@@ -137,15 +139,19 @@ func (a *applier) addGrant(g *Grant, cause CauseKind, causeID string) error {
 		Kind: EntryGrant, Amount: g.Amount, BalanceAfter: p.Balance, CostBasis: g.CostBasis, Currency: g.Currency,
 		MoneyMicros: deferred, CauseKind: cause, CauseID: causeID, SourceKind: g.SourceKind, SourceRef: g.SourceRef})
 	if g.Status == GrantActive {
-		a.repayOverdraft(p, g)
+		a.repayOverdraft(p, g, cause, causeID)
 	}
 	return nil
 }
 
 // repayOverdraft covers the pool's overdraft from a grant that has just
-// become active: one repay entry, balance unchanged.
-func (a *applier) repayOverdraft(p *Pool, g *Grant) {
-	if p.Overdraft == 0 || g.Remaining == 0 {
+// become active (or grown): one repay entry, balance unchanged, naming what
+// brought the credits (the purchase, grant request or adjustment, or the
+// Tick that made them effective).
+func (a *applier) repayOverdraft(p *Pool, g *Grant, cause CauseKind, causeID string) {
+	// An expired grant repays nothing (its credits are breakage, not
+	// revenue), also before the Tick that writes its expiry.
+	if p.Overdraft == 0 || g.Remaining == 0 || (g.ExpiresAt != 0 && a.now >= g.ExpiresAt) {
 		return
 	}
 	repay := min(p.Overdraft, g.Remaining)
@@ -154,7 +160,7 @@ func (a *applier) repayOverdraft(p *Pool, g *Grant) {
 	a.touchPool(p)
 	a.appendLedger(p, &LedgerEntry{CustomerID: g.CustomerID, CreditTypeID: g.CreditTypeID, GrantID: g.ID,
 		Kind: EntryRepay, Repaid: repay, BalanceAfter: p.Balance, CostBasis: g.CostBasis, Currency: g.Currency,
-		MoneyMicros: money, CauseKind: CauseGrant, CauseID: g.ID, SourceKind: g.SourceKind, SourceRef: g.SourceRef})
+		MoneyMicros: money, CauseKind: cause, CauseID: causeID, SourceKind: g.SourceKind, SourceRef: g.SourceRef})
 }
 
 // takeFromGrant burns n credits of g (n ≤ remaining) and returns the change
@@ -288,6 +294,11 @@ func (a *applier) adjust(c Adjust) (*Grant, bool, error) {
 	case g.Status == GrantActive && rem == 0:
 		g.Status = GrantDepleted
 		a.unindexLive(g)
+	case g.Status == GrantPending && rem == 0:
+		// Nothing left to activate: depleted now, out of every index.
+		g.Status = GrantDepleted
+		a.unindexLive(g)
+		a.del(a.tx.Bucket(bGrantStart), timeIDKey(g.EffectiveAt, g.ID))
 	}
 	a.touchGrant(g)
 	p.Balance = bal
@@ -298,7 +309,7 @@ func (a *applier) adjust(c Adjust) (*Grant, bool, error) {
 		SourceRef: g.SourceRef, Reason: c.Reason})
 	a.idemStore(idemAdjust, c.ID, h, nil)
 	if g.Status == GrantActive {
-		a.repayOverdraft(p, g)
+		a.repayOverdraft(p, g, CauseAdjust, c.ID)
 	}
 	return g, false, nil
 }

@@ -1,5 +1,7 @@
 package fsm
 
+import "time"
+
 func (a *applier) loadReservation(id string) *Reservation {
 	raw := a.tx.Bucket(bResv).Get([]byte(id))
 	if raw == nil {
@@ -30,6 +32,10 @@ func (a *applier) reserve(c Reserve) (*Reservation, bool, error) {
 	}
 	if ttl < 0 || ttl > MaxReservationTTL {
 		return nil, false, invalid("ttl", "must be between 0 and %s", MaxReservationTTL)
+	}
+	if ttl < time.Microsecond {
+		// Log time counts microseconds: the hold would expire as it is made.
+		return nil, false, invalid("ttl", "must be at least 1µs (0 = %s)", DefaultReservationTTL)
 	}
 	h := a.payloadHash(func(e *enc) { encodeCommandBody(e, c) })
 	if _, found, same := a.idemLookup(idemReservation, c.ID, h); found {
@@ -64,9 +70,17 @@ func (a *applier) reserve(c Reserve) (*Reservation, bool, error) {
 	if available-credits < a.floorOf(cu, ctID) {
 		return nil, false, insufficient(available, credits)
 	}
+	reserved, err := addChecked(p.Reserved, credits)
+	if err != nil {
+		field := "credits"
+		if c.FeatureID != "" {
+			field = "quantity"
+		}
+		return nil, false, invalid(field, "the pool's reserved credits would overflow")
+	}
 	r := &Reservation{ID: c.ID, CustomerID: c.CustomerID, CreditTypeID: ctID, FeatureID: c.FeatureID, Amount: credits,
 		Status: ReservationHeld, ExpiresAt: a.now + Timestamp(ttl.Microseconds()), CreatedAt: a.now}
-	p.Reserved += credits
+	p.Reserved = reserved
 	a.touchPool(p)
 	a.storeReservation(r)
 	a.put(a.tx.Bucket(bResvExp), timeIDKey(r.ExpiresAt, r.ID), nil)

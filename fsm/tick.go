@@ -42,7 +42,7 @@ func (a *applier) activateGrants() {
 		}
 		g.Status = GrantActive
 		a.touchGrant(g)
-		a.repayOverdraft(a.pool(g.CustomerID, g.CreditTypeID), g)
+		a.repayOverdraft(a.pool(g.CustomerID, g.CreditTypeID), g, CauseTick, "")
 	}
 }
 

@@ -700,7 +700,8 @@ type ReserveRequest struct {
 	CreditTypeId string `protobuf:"bytes,5,opt,name=credit_type_id,json=creditTypeId,proto3" json:"credit_type_id,omitempty"`
 	// Credits to hold, > 0.
 	Credits string `protobuf:"bytes,6,opt,name=credits,proto3" json:"credits,omitempty"`
-	// How long to hold; unset = 1 hour, at most 24 hours.
+	// How long to hold; unset = 1 hour, at least 1 microsecond, at most 24
+	// hours.
 	Ttl           *durationpb.Duration `protobuf:"bytes,7,opt,name=ttl,proto3" json:"ttl,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

@@ -2,8 +2,10 @@ package bench_test
 
 import (
 	"context"
+	"encoding/json"
 	"flag"
 	"fmt"
+	"math"
 	"net/http"
 	"strings"
 	"testing"
@@ -201,5 +203,146 @@ func TestVerificationCatchesCreditsTheClientsDidNotSee(t *testing.T) {
 	}
 	if !strings.Contains(rep.Err().Error(), "btamper-c0") {
 		t.Errorf("the error does not name the customer: %v", rep.Err())
+	}
+}
+
+// Validate's bounds say what is accepted, so values no comparison can place
+// (NaN) fall outside them: rand.NewZipf takes a NaN exponent and its draws
+// then never return, and a NaN rate ran closed loop and broke --json at the
+// end. A rate so small that 1/rate overflows a time.Duration is refused too.
+func TestValidateAcceptsOnlyFiniteZipfAndRateWithinTheirBounds(t *testing.T) {
+	tests := []struct {
+		name       string
+		zipf, rate float64
+		wantFlag   string // "" = accepted
+	}{
+		{"uniform customers at full speed", 0, 0, ""},
+		{"the smallest and largest zipf exponents and rates", 10, bench.MinRate, ""},
+		{"a mild zipf at the largest rate", 1.1, bench.MaxRate, ""},
+		{"a NaN zipf exponent", math.NaN(), 0, "--zipf"},
+		{"an infinite zipf exponent", math.Inf(1), 0, "--zipf"},
+		{"a zipf exponent of 1", 1, 0, "--zipf"},
+		{"a NaN rate", 0, math.NaN(), "--rate"},
+		{"an infinite rate", 0, math.Inf(1), "--rate"},
+		{"a negative rate", 0, -1, "--rate"},
+		{"a rate whose interval overflows a time.Duration", 0, 1e-12, "--rate"},
+		{"a rate just below the smallest", 0, bench.MinRate / 2, "--rate"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := bench.Config{Addr: "http://127.0.0.1:7420", Zipf: tt.zipf, Rate: tt.rate}
+			cfg.Defaults()
+			err := cfg.Validate()
+			switch {
+			case tt.wantFlag == "" && err != nil:
+				t.Fatalf("zipf %g, rate %g refused: %v", tt.zipf, tt.rate, err)
+			case tt.wantFlag != "" && (err == nil || !strings.Contains(err.Error(), tt.wantFlag)):
+				t.Fatalf("zipf %g, rate %g: got %v; want it refused, naming %s", tt.zipf, tt.rate, err, tt.wantFlag)
+			}
+		})
+	}
+}
+
+// With --rate, clients sleep until their next slot of the schedule, up to
+// concurrency × interval ahead: the end of the window must wake them, or
+// the run goes on that long after it (16 clients at 2 requests/s: ~8 s
+// after a 1 s window).
+func TestAnOpenLoopRunEndsWithItsWindow(t *testing.T) {
+	c := startCluster(t, 1, true)
+	t0 := time.Now()
+	rep := run(t, bench.Config{Addr: c.URLs()[0], Noop: true, Customers: 10, Batch: 1, Concurrency: 16, Rate: 2,
+		Duration: time.Second, RunID: "openloop", Seed: 1})
+	if took := time.Since(t0); took > 4*time.Second {
+		t.Fatalf("a run measuring %.1fs at --rate 2 with 16 clients took %s to return",
+			rep.MeasuredSec, took.Round(100*time.Millisecond))
+	}
+	// The slots of a 1 s window at 2 requests/s, and none after it.
+	if n := rep.Total.Requests; n < 1 || n > 3 {
+		t.Errorf("%d requests measured in %.1fs at --rate 2; want 1 to 3", n, rep.MeasuredSec)
+	}
+}
+
+// A cluster that dies under load leaves writes of unknown outcome, which
+// the verification resends. Once the cluster does not answer, it must stop
+// and fail, counting them unresolved, instead of spending every attempt on
+// each in turn (≈ 5 s of backoff per write: hours after a long run).
+func TestVerificationFailsPromptlyWhenTheClusterDiedUnderLoad(t *testing.T) {
+	c := startCluster(t, 1, false)
+	killed := make(chan error, 1)
+	cfg := bench.Config{Addr: c.URLs()[0], Customers: 10, Batch: 1, Concurrency: 16, Mix: bench.Mix{bench.OpReport: 1},
+		Duration: 2 * time.Second, RunID: "died", Seed: 1, RequestTimeout: time.Second,
+		BeforeLoad: func() {
+			time.AfterFunc(300*time.Millisecond, func() { killed <- c.Close(context.Background()) })
+		}}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	type result struct {
+		rep *bench.Report
+		err error
+	}
+	done := make(chan result, 1)
+	t0 := time.Now()
+	go func() {
+		rep, err := bench.Run(ctx, cfg)
+		done <- result{rep, err}
+	}()
+	var res result
+	select {
+	case res = <-done:
+	case <-time.After(60 * time.Second):
+		cancel()
+		<-done
+		t.Fatalf("the run whose cluster died was still verifying after 60s")
+	}
+	if err := <-killed; err != nil {
+		t.Fatalf("stop the cluster under load: %v", err)
+	}
+	if res.err != nil {
+		t.Fatalf("bench.Run: %v", res.err)
+	}
+	v := res.rep.Verify
+	if v == nil || v.OK || v.Unresolved == 0 {
+		t.Fatalf("the verification of a dead cluster: %+v; want it failed with unresolved writes", v)
+	}
+	if err := res.rep.Err(); err == nil || !strings.Contains(err.Error(), fmt.Sprintf("%d of ", v.Unresolved)) {
+		t.Errorf("the error does not say how many writes are unresolved (%d): %v", v.Unresolved, err)
+	}
+	t.Logf("the run ended %s after it started, %d writes unresolved: %v", time.Since(t0).Round(100*time.Millisecond), v.Unresolved, res.rep.Err())
+}
+
+// A run on --existing customers names the run that made them, and gives no
+// grant count: its own GrantsPerCustomer is unused (the customers of
+// bench/seeded-run.sh have 3 grants each; reports said 1).
+func TestARunOnExistingCustomersNamesTheirRunInsteadOfAGrantCount(t *testing.T) {
+	c := startCluster(t, 1, false)
+	base := bench.Config{Addr: c.URLs()[0], Customers: 3, Batch: 1, Concurrency: 1, Mix: bench.Mix{bench.OpReport: 1},
+		Duration: 200 * time.Millisecond, Seed: 1}
+	first := base
+	first.GrantsPerCustomer, first.RunID = 3, "seedrun"
+	if rep := run(t, first); rep.Grants != 3 || rep.Existing != "" {
+		t.Fatalf("the run that makes the customers reports grants %d, existing %q; want 3 and none", rep.Grants, rep.Existing)
+	}
+	second := base
+	second.Existing, second.RunID = "seedrun", "loadrun"
+	rep := run(t, second)
+	b, err := json.Marshal(rep)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var fields map[string]any
+	if err := json.Unmarshal(b, &fields); err != nil {
+		t.Fatal(err)
+	}
+	if g, ok := fields["grants_per_customer"]; ok {
+		t.Errorf(`the --json report says "grants_per_customer": %v; want it left out`, g)
+	}
+	if e := fields["existing"]; e != "seedrun" {
+		t.Errorf(`the --json report says "existing": %v; want "seedrun"`, e)
+	}
+	var text strings.Builder
+	rep.WriteText(&text)
+	header, _, _ := strings.Cut(text.String(), "\n  setup")
+	if !strings.Contains(header, "3 existing customers of run seedrun") || strings.Contains(header, "grants") {
+		t.Errorf("the text header does not name the existing run, or gives a grant count:\n%s", header)
 	}
 }

@@ -161,6 +161,11 @@ const (
 	MaxConcurrency = 4096
 	MaxBatch       = 10_000 // the API's limit per ReportUsage
 	MaxDuration    = 24 * time.Hour
+	// MinRate keeps the interval between scheduled requests (1/rate) at
+	// 1000 s or less: below about 1e-10 requests/s it would overflow a
+	// time.Duration, and a run of MaxDuration still has 86 of them.
+	MinRate = 0.001
+	MaxRate = 10_000_000
 )
 
 // ValidRunID says whether id can be a run id (and so a customer id
@@ -207,11 +212,33 @@ func (c *Config) Validate() error {
 		return errors.New("bench: --addr is required")
 	case err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https"):
 		return fmt.Errorf("bench: --addr %q: want http://host:port", c.Addr)
+	}
+	if err := c.ValidateWorkload(); err != nil {
+		return err
+	}
+	switch {
+	case !validRunID(c.RunID):
+		return fmt.Errorf("bench: run id %q: want 1 to 16 of [a-z0-9]", c.RunID)
+	case c.Existing != "" && c.Existing == c.RunID:
+		return fmt.Errorf("bench: --existing %q is this run's own id: event ids would repeat a former run's and be answered as duplicates", c.Existing)
+	}
+	return nil
+}
+
+// ValidateWorkload names the first wrong field of those a command line
+// sets (all but the address and the run id, which may not be known yet).
+// A command line calls it before Run, whose Defaults would take a 0 given
+// on purpose for a field left unset and replace it.
+//
+// Bounds are written as what is accepted, so that NaN, which every
+// comparison answers false, falls outside them.
+func (c *Config) ValidateWorkload() error {
+	switch {
 	case c.Customers < 1 || c.Customers > MaxCustomers:
 		return fmt.Errorf("bench: --customers %d is outside 1..%d", c.Customers, MaxCustomers)
 	case c.GrantsPerCustomer < 1 || c.GrantsPerCustomer > MaxGrants:
 		return fmt.Errorf("bench: --grants %d is outside 1..%d", c.GrantsPerCustomer, MaxGrants)
-	case c.Zipf != 0 && (c.Zipf <= 1 || c.Zipf > 10):
+	case !(c.Zipf == 0 || (c.Zipf > 1 && c.Zipf <= 10)):
 		return fmt.Errorf("bench: --zipf %g: want 0 (uniform) or an exponent in (1, 10]", c.Zipf)
 	case c.Warmup < 0 || c.Warmup > MaxDuration:
 		return fmt.Errorf("bench: --warmup %s is outside 0..%s", c.Warmup, MaxDuration)
@@ -219,18 +246,14 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("bench: --duration %s is outside (0, %s]", c.Duration, MaxDuration)
 	case c.Concurrency < 1 || c.Concurrency > MaxConcurrency:
 		return fmt.Errorf("bench: --concurrency %d is outside 1..%d", c.Concurrency, MaxConcurrency)
-	case c.Rate < 0 || c.Rate > 10_000_000:
-		return fmt.Errorf("bench: --rate %g is outside 0..10000000 requests/s", c.Rate)
+	case !(c.Rate == 0 || (c.Rate >= MinRate && c.Rate <= MaxRate)):
+		return fmt.Errorf("bench: --rate %g: want 0 (as fast as answered) or %g..%d requests/s", c.Rate, MinRate, int64(MaxRate))
 	case c.Batch < 1 || c.Batch > MaxBatch:
 		return fmt.Errorf("bench: --batch %d is outside 1..%d", c.Batch, MaxBatch)
 	case c.RequestTimeout < time.Millisecond || c.RequestTimeout > 10*time.Minute:
 		return fmt.Errorf("bench: --timeout %s is outside 1ms..10m", c.RequestTimeout)
-	case !validRunID(c.RunID):
-		return fmt.Errorf("bench: run id %q: want 1 to 16 of [a-z0-9]", c.RunID)
 	case c.Existing != "" && !validRunID(c.Existing):
 		return fmt.Errorf("bench: --existing %q: want the run id of the setup, 1 to 16 of [a-z0-9]", c.Existing)
-	case c.Existing != "" && c.Existing == c.RunID:
-		return fmt.Errorf("bench: --existing %q is this run's own id: event ids would repeat a former run's and be answered as duplicates", c.Existing)
 	case c.Existing != "" && c.Noop:
 		return errors.New("bench: --existing and --noop: a no-op cluster has no customers")
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"net/http"
 	"net/url"
@@ -41,6 +42,9 @@ const (
 	verifyParallel  = 32
 	clientsPerConn  = 32
 	resolveAttempts = 10
+	// resolveTimeout bounds resending the writes of unknown outcome: the
+	// verification is to end with a verdict, not wait on a sick cluster.
+	resolveTimeout = 2 * time.Minute
 )
 
 const (
@@ -68,6 +72,12 @@ type runner struct {
 	schedN   atomic.Int64 // next slot when --rate is set
 	loadT0   time.Time
 	interval time.Duration
+	// stopped is closed when phase reaches phaseStop: it wakes the
+	// clients that sleep to their next slot.
+	stopped chan struct{}
+	// windowEnd is when the measured window ends, from loadT0, once it
+	// has started (until then, math.MaxInt64). No slot is taken past it.
+	windowEnd atomic.Int64
 
 	liveReqs, liveEvents, liveErrors atomic.Int64
 
@@ -104,6 +114,11 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		RunID: cfg.RunID, Addr: cfg.Addr, Noop: cfg.Noop, Customers: cfg.Customers, Grants: cfg.GrantsPerCustomer,
 		Zipf: cfg.Zipf, Concurrency: cfg.Concurrency, Rate: cfg.Rate, Batch: cfg.Batch, Mix: cfg.Mix.String(),
 		Seed: cfg.Seed, Spread: cfg.Spread, RandomIDs: cfg.RandomIDs, Started: time.Now().UTC(),
+	}
+	if cfg.Existing != "" {
+		// GrantsPerCustomer holds its unused default: the customers'
+		// grants are whatever the existing run gave them.
+		rep.Existing, rep.Grants = cfg.Existing, 0
 	}
 	if err := r.discover(ctx); err != nil {
 		return nil, err
@@ -250,6 +265,20 @@ func attempt(ctx context.Context, timeout time.Duration, attempts int, fn func(c
 func backoff(attempt int) time.Duration {
 	d := 20 * time.Millisecond << min(attempt, 6)
 	return min(d, time.Second)
+}
+
+// sleepLoad sleeps like sleepCtx, and also ends when the load stops.
+func (r *runner) sleepLoad(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	case <-r.stopped:
+		return false
+	}
 }
 
 func sleepCtx(ctx context.Context, d time.Duration) bool {
@@ -412,7 +441,9 @@ func (r *runner) load(ctx context.Context) (map[Op]*opStats, time.Duration, time
 	}
 	stopProgress := r.startProgress()
 	r.phase.Store(phaseWarmup)
+	r.stopped = make(chan struct{})
 	r.loadT0 = time.Now()
+	r.windowEnd.Store(math.MaxInt64)
 	if cfg.Warmup == 0 {
 		r.phase.Store(phaseMeasure)
 	}
@@ -424,10 +455,12 @@ func (r *runner) load(ctx context.Context) (map[Op]*opStats, time.Duration, time
 	sleepCtx(ctx, cfg.Warmup)
 	writesAtStart, startErr := readWriteCounters(ctx, r.hcs[0], r.leader.url)
 	t1 := time.Now()
+	r.windowEnd.Store(int64(t1.Sub(r.loadT0) + cfg.Duration))
 	r.phase.Store(phaseMeasure)
 	sleepCtx(ctx, cfg.Duration)
 	t2 := time.Now()
 	r.phase.Store(phaseStop)
+	close(r.stopped)
 	writesAtEnd, endErr := readWriteCounters(ctx, r.hcs[0], r.leader.url)
 	if err := errors.Join(startErr, endErr); err != nil {
 		r.logf("load: the leader's write split is left out: %v", err)

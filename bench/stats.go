@@ -108,7 +108,8 @@ type Report struct {
 	Nodes       int       `json:"nodes"`
 	Noop        bool      `json:"noop"`
 	Customers   int       `json:"customers"`
-	Grants      int       `json:"grants_per_customer"`
+	Existing    string    `json:"existing,omitempty"`            // the run whose customers were used (Config.Existing)
+	Grants      int       `json:"grants_per_customer,omitempty"` // 0 with Existing: that run gave the grants
 	Zipf        float64   `json:"zipf"`
 	Concurrency int       `json:"concurrency"`
 	Rate        float64   `json:"rate,omitempty"`
@@ -181,8 +182,12 @@ func (r *Report) WriteText(w io.Writer) {
 		mode = "no-op state machine (ceiling)"
 	}
 	p("creditd bench %s: %d node(s) at %s, %s\n", r.RunID, r.Nodes, r.Addr, mode)
-	p("  %d customers × %d grants, zipf %g, concurrency %d, batch %d, mix %s, seed %d",
-		r.Customers, r.Grants, r.Zipf, r.Concurrency, r.Batch, r.Mix, r.Seed)
+	if r.Existing != "" {
+		p("  %d existing customers of run %s", r.Customers, r.Existing)
+	} else {
+		p("  %d customers × %d grants", r.Customers, r.Grants)
+	}
+	p(", zipf %g, concurrency %d, batch %d, mix %s, seed %d", r.Zipf, r.Concurrency, r.Batch, r.Mix, r.Seed)
 	if r.Rate > 0 {
 		p(", rate %g req/s", r.Rate)
 	}

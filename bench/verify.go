@@ -3,6 +3,7 @@ package bench
 import (
 	"context"
 	"fmt"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -51,13 +52,10 @@ func (r *runner) verify(ctx context.Context) *Verification {
 	v := &Verification{Customers: r.cfg.Customers}
 	to := r.cfg.RequestTimeout
 
-	// Writes of unknown outcome are resent: each carries its idempotency
-	// key, so the answer is the original outcome, and its accounting runs.
-	for _, fn := range r.unresolved {
-		if err := attempt(ctx, to, resolveAttempts, fn); err != nil {
-			v.Unresolved++
-			v.problem("a write's outcome is still unknown: %v", err)
-		}
+	if !r.resolve(ctx, v) {
+		// Balances would be off by the writes still unknown, and their
+		// reads would wait on the same cluster.
+		return v
 	}
 
 	n := r.cfg.Customers
@@ -146,6 +144,55 @@ func (r *runner) verify(ctx context.Context) *Verification {
 	}
 	v.OK = len(v.Problems) == 0 && v.Unresolved == 0 && v.BalanceMismatches == 0
 	return v
+}
+
+// resolve resends the writes of unknown outcome, in parallel: each carries
+// its idempotency key, so the answer is the original outcome, and its
+// accounting runs. A write that still gets no answer after its attempts
+// says the cluster cannot be reached: the rest would wait as long each, so
+// resending stops there, as it does at resolveTimeout, and every write not
+// resolved by then counts as unresolved. It reports false when it stopped
+// short.
+func (r *runner) resolve(ctx context.Context, v *Verification) bool {
+	n := len(r.unresolved)
+	if n == 0 {
+		return true
+	}
+	ctx, cancel := context.WithTimeoutCause(ctx, resolveTimeout,
+		fmt.Errorf("not all resolved within %s", resolveTimeout))
+	defer cancel()
+	var resolved atomic.Int64
+	var mu sync.Mutex
+	var refused error // the first answer that was not the outcome
+	err := parallel(ctx, n, verifyParallel, func(ctx context.Context, i int) error {
+		err := attempt(ctx, r.cfg.RequestTimeout, resolveAttempts, r.unresolved[i])
+		switch {
+		case err == nil:
+			resolved.Add(1)
+			return nil
+		case retryable(err) || ctx.Err() != nil:
+			return err
+		}
+		mu.Lock()
+		if refused == nil {
+			refused = err
+		}
+		mu.Unlock()
+		return nil
+	})
+	v.Unresolved = n - int(resolved.Load())
+	switch {
+	case err != nil && ctx.Err() != nil:
+		v.problem("%d of %d writes of unknown outcome are unresolved: resending them stopped: %v", v.Unresolved, n, context.Cause(ctx))
+		return false
+	case err != nil:
+		v.problem("%d of %d writes of unknown outcome are unresolved: resending them stopped when one failed all %d attempts (the cluster does not answer): %v",
+			v.Unresolved, n, resolveAttempts, err)
+		return false
+	case refused != nil:
+		v.problem("%d of %d writes of unknown outcome are unresolved: %v", v.Unresolved, n, refused)
+	}
+	return true
 }
 
 // waitApplied waits until the node has applied index, and returns what it

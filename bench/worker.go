@@ -36,9 +36,15 @@ func (w *worker) run(ctx context.Context) {
 	for ctx.Err() == nil && r.phase.Load() != phaseStop {
 		sched := time.Now()
 		if r.interval > 0 {
-			k := r.schedN.Add(1) - 1
-			sched = r.loadT0.Add(time.Duration(k) * r.interval)
-			if d := time.Until(sched); d > 0 && !sleepCtx(ctx, d) {
+			// Slots are taken in order: once one falls past the window,
+			// every later one does, and this client is done. A slot taken
+			// before the window's end is known sleeps until the stop.
+			at := time.Duration(r.schedN.Add(1)-1) * r.interval
+			if at > time.Duration(r.windowEnd.Load()) {
+				return
+			}
+			sched = r.loadT0.Add(at)
+			if d := time.Until(sched); d > 0 && !r.sleepLoad(ctx, d) {
 				return
 			}
 			if r.phase.Load() == phaseStop {

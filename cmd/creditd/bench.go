@@ -132,6 +132,11 @@ func runBench(ctx context.Context, args []string) error {
 			return fmt.Errorf("bench: %s need --local (they configure the nodes it starts)", strings.Join(set, ", "))
 		}
 	}
+	// Before bench.Run, whose Defaults would take a 0 given here for a
+	// field left unset and run with the default instead.
+	if err := cfg.ValidateWorkload(); err != nil {
+		return err
+	}
 	if cfg.Addr != "" {
 		if cfg.Addr, err = baseURL(cfg.Addr); err != nil {
 			return err

@@ -3,10 +3,13 @@ package main
 import (
 	"bytes"
 	"compress/gzip"
+	"context"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // A local run writes a CPU profile and an execution trace over its load,
@@ -50,5 +53,38 @@ func TestBenchFlagsForALocalClusterNeedLocal(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), flag[0]+" need --local") {
 			t.Errorf("%v with --addr: got %v, want an error saying it needs --local", flag, err)
 		}
+	}
+}
+
+// bench.Run fills zero fields with defaults, so runBench checks the flags
+// first: a 0 given for a flag bounded above zero is refused, naming the
+// flag, instead of running with the default (--batch 0 ran single events,
+// --duration 0 thirty seconds). So are values no bound can place (NaN).
+func TestBenchRefusesFlagValuesOutsideTheirBounds(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := "http://" + ln.Addr().String()
+	ln.Close() // refused: a value accepted goes on to look for a leader
+	for _, tt := range []struct{ flag, value string }{
+		{"--batch", "0"},
+		{"--customers", "0"},
+		{"--duration", "0s"},
+		{"--concurrency", "0"},
+		{"--grants", "0"},
+		{"--timeout", "0s"},
+		{"--zipf", "NaN"},
+		{"--rate", "NaN"},
+		{"--rate", "1e-12"},
+	} {
+		t.Run(tt.flag+" "+tt.value, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(t.Context(), 500*time.Millisecond)
+			defer cancel()
+			err := runBench(ctx, []string{"--addr", dead, tt.flag, tt.value})
+			if err == nil || !strings.Contains(err.Error(), tt.flag) {
+				t.Errorf("got %v; want it refused, naming %s", err, tt.flag)
+			}
+		})
 	}
 }

@@ -55,8 +55,12 @@ type errIndex string
 
 func (e errIndex) Error() string { return "index corrupt: " + string(e) }
 
+// canBurn says whether g's credits may burn at now: a live grant within
+// [effective_at, expires_at). A pending grant burns from its effective_at
+// on, before the Tick that marks it active (and repays any overdraft from
+// it), as an expired one stops at its expires_at before its Tick.
 func canBurn(g *Grant, now Timestamp) bool {
-	return g.Status == GrantActive && g.Remaining > 0 && g.EffectiveAt <= now && (g.ExpiresAt == 0 || now < g.ExpiresAt)
+	return isLive(g.Status) && g.Remaining > 0 && g.EffectiveAt <= now && (g.ExpiresAt == 0 || now < g.ExpiresAt)
 }
 
 // floorOf is the lowest a pool's available may fall: −limit when the

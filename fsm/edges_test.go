@@ -160,3 +160,68 @@ func TestReservedDoesNotWrapAtTheEdgeOfInt64(t *testing.T) {
 		}
 	}
 }
+
+// README (burn order): a grant burns while effective_at ≤ t < expires_at.
+// One whose effective_at has come burns before the Tick that marks it
+// active (it was left out until then, while an expired one stopped at its
+// expires_at without waiting for a Tick); burned whole before that Tick it
+// is depleted, and the Tick leaves it so; adjusted back up before its
+// effective_at it is pending again.
+func TestAGrantBurnsFromItsEffectiveTimeWithoutWaitingForATick(t *testing.T) {
+	h := newHarness(t)
+	h.seed()
+	h.promo("later", 500, func(c *CreateGrant) { c.EffectiveAt = at(time.Hour) })
+	if b := h.balance("c1", "ai"); b.Available != 0 {
+		t.Fatalf("available %d before effective_at, want 0", b.Available)
+	}
+	h.now = at(time.Hour) // effective now; no Tick yet
+	if r := h.burnCredits("e1", 100); r.Status != EventBurned || len(r.Burns) != 1 || r.Burns[0].GrantID != "later" {
+		t.Fatalf("burn of 100 at the grant's effective_at: %+v", r)
+	}
+	// A view reads at the last applied command's time: the burn's.
+	if b := h.balance("c1", "ai"); b.Available != 400 {
+		t.Fatalf("available %d after the burn, want 400 (grant status %s)", b.Available, h.grant("later").Status)
+	}
+	if r := h.burnCredits("e2", 400); r.Status != EventBurned {
+		t.Fatalf("burn of the last 400: %+v", r)
+	}
+	if g := h.grant("later"); g.Status != GrantDepleted || g.Remaining != 0 {
+		t.Fatalf("burned whole before its Tick: %s with %d remaining, want depleted", g.Status, g.Remaining)
+	}
+	h.ok(Tick{})
+	if g := h.grant("later"); g.Status != GrantDepleted {
+		t.Fatalf("the Tick made a depleted grant %s", g.Status)
+	}
+
+	h.promo("next", 100, func(c *CreateGrant) { c.EffectiveAt = at(2 * time.Hour) })
+	h.ok(Adjust{ID: "a1", GrantID: "next", Amount: -100, Reason: "withdrawn"})
+	h.ok(Adjust{ID: "a2", GrantID: "next", Amount: 50, Reason: "restored in part"})
+	if g := h.grant("next"); g.Status != GrantPending {
+		t.Fatalf("a grant depleted and adjusted back up before its effective_at is %s, want pending", g.Status)
+	}
+	h.now = at(2 * time.Hour)
+	h.ok(Tick{})
+	if g := h.grant("next"); g.Status != GrantActive || g.Remaining != 50 {
+		t.Fatalf("at its effective_at the Tick left it %s with %d", g.Status, g.Remaining)
+	}
+
+	// Burned in part before its Tick (the burn goes to the pool's tally),
+	// then activated: the Tick keeps what the burn left.
+	h.promo("third", 300, func(c *CreateGrant) { c.EffectiveAt = at(3 * time.Hour) })
+	h.now = at(3 * time.Hour)
+	if r := h.burnCredits("e3", 100); r.Status != EventBurned {
+		t.Fatalf("burn of 100 from next and third: %+v", r)
+	}
+	h.ok(Tick{})
+	b := h.balance("c1", "ai")
+	var left int64
+	for _, g := range b.Grants {
+		left += g.Remaining
+		if g.Status != GrantActive {
+			t.Fatalf("grant %s is %s after its Tick", g.ID, g.Status)
+		}
+	}
+	if left != 250 || b.Balance != 250 || b.Available != 250 {
+		t.Fatalf("after burning 100 of 50 + 300: grants hold %d, balance %d, available %d; want 250 each", left, b.Balance, b.Available)
+	}
+}

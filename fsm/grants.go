@@ -174,7 +174,10 @@ func (a *applier) takeFromGrant(p *Pool, g *Grant, n int64) int64 {
 	}
 	g.DeferredMicros = after
 	g.Burned += n
-	if g.Remaining == 0 && g.Status == GrantActive {
+	if g.Remaining == 0 && isLive(g.Status) {
+		if g.Status == GrantPending { // burned whole before its activation's Tick
+			a.del(a.tx.Bucket(bGrantStart), timeIDKey(g.EffectiveAt, g.ID))
+		}
 		g.Status = GrantDepleted
 		a.unindexLive(g)
 		a.touchGrant(g)
@@ -288,6 +291,11 @@ func (a *applier) adjust(c Adjust) (*Grant, bool, error) {
 	g.Remaining, g.Amount, g.DeferredMicros = rem, amt, after
 	g.Adjusted += c.Amount
 	switch {
+	case wasDepleted && rem > 0 && g.EffectiveAt > a.now:
+		// Depleted before its effective_at: pending again, to be activated.
+		g.Status = GrantPending
+		a.indexLive(g)
+		a.put(a.tx.Bucket(bGrantStart), timeIDKey(g.EffectiveAt, g.ID), nil)
 	case wasDepleted && rem > 0:
 		g.Status = GrantActive
 		a.indexLive(g)

@@ -214,7 +214,10 @@ func TestFiveNodesFormByJoinAndKeepQuorumAsMembersChange(t *testing.T) {
 	c.nodes[leaver].n.cfg.LeaveOnShutdown = true
 	c.nodes[leaver].down = true
 	c.mu.Unlock()
-	if err := c.node(leaver).Shutdown(ctx); err != nil {
+	// A shutdown of its own: the waits above may have used most of ctx.
+	sctx, scancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer scancel()
+	if err := c.node(leaver).Shutdown(sctx); err != nil {
 		t.Fatalf("shut down %s: %v", leaver, err)
 	}
 	waitConfig(leaver+" removed after leaving", func(conf map[string]raft.ServerSuffrage) bool {

@@ -832,7 +832,7 @@ func (n *Node) shutdown(ctx context.Context) error {
 				errs = append(errs, fmt.Errorf("close state: %w", err))
 			}
 		case <-ctx.Done():
-			errs = append(errs, fmt.Errorf("close state: a snapshot stream still reads it: %w", ctx.Err()))
+			errs = append(errs, fmt.Errorf("close state: not closed within the shutdown's time (a snapshot stream may still read it): %w", ctx.Err()))
 		}
 	}
 	n.logger.Info("stopped")

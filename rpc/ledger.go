@@ -131,7 +131,9 @@ func (a *api) WatchEntries(ctx context.Context, req *connect.Request[v1.WatchEnt
 		case <-ctx.Done():
 			return nil
 		case <-a.s.done:
-			return nil
+			// Not the end of the ledger: the client resumes from the
+			// last seq it saw, here later or on another node.
+			return connect.NewError(connect.CodeUnavailable, errors.New("the server is shutting down; resume from the last seq seen, on another node or later"))
 		}
 	}
 }

@@ -155,9 +155,10 @@ func New(n *node.Node, opts Options) (*Server, error) {
 // reflection and the Extra routes.
 func (s *Server) Handler() http.Handler { return s.handler }
 
-// Close ends WatchEntries and SaveSnapshot streams, those whose client
-// stopped reading too, and closes idle forwarding connections. Call it
-// before http.Server.Shutdown, which waits for streams to end.
+// Close ends WatchEntries (with UNAVAILABLE) and SaveSnapshot streams,
+// those whose client stopped reading too (within streamCloseGrace), and
+// closes idle forwarding connections. Call it before
+// http.Server.Shutdown, which waits for streams to end.
 func (s *Server) Close() {
 	s.once.Do(func() {
 		close(s.done)

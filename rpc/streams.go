@@ -13,6 +13,11 @@ import (
 // file's read lock, which a snapshot install on the node then waits for.
 const defaultStreamWriteTimeout = 30 * time.Second
 
+// streamCloseGrace is how long a stream has, once Close is called, to write
+// its last message: a reader that keeps up gets the stream's end (and its
+// code); one that stopped reading is cut then.
+const streamCloseGrace = time.Second
+
 type streamControlKey struct{}
 
 // streamControls are the response controllers of the streams being served,
@@ -33,7 +38,7 @@ func (c *streamControls) track(rc *http.ResponseController) (untrack func()) {
 	}
 	c.active[rc] = struct{}{}
 	if c.closed {
-		_ = rc.SetWriteDeadline(time.Now())
+		_ = rc.SetWriteDeadline(time.Now().Add(streamCloseGrace))
 	}
 	return func() {
 		c.mu.Lock()
@@ -43,7 +48,7 @@ func (c *streamControls) track(rc *http.ResponseController) (untrack func()) {
 }
 
 // armSend gives the next message of the stream served under ctx its write
-// deadline; after close, a deadline already past. Under the lock, so that
+// deadline; after close, at most the close's grace. Under the lock, so that
 // Close's deadline cannot be pushed back by a send that began before it.
 func (c *streamControls) armSend(ctx context.Context) {
 	rc, ok := ctx.Value(streamControlKey{}).(*http.ResponseController)
@@ -54,19 +59,19 @@ func (c *streamControls) armSend(ctx context.Context) {
 	defer c.mu.Unlock()
 	d := time.Now().Add(c.timeout)
 	if c.closed {
-		d = time.Now()
+		d = time.Now().Add(min(streamCloseGrace, c.timeout))
 	}
 	// An error means the writer takes no deadlines (not a network
 	// connection): nothing to bound.
 	_ = rc.SetWriteDeadline(d)
 }
 
-// close ends every stream's pending and later writes.
+// close ends every stream's pending and later writes after the grace.
 func (c *streamControls) close() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.closed = true
 	for rc := range c.active {
-		_ = rc.SetWriteDeadline(time.Now())
+		_ = rc.SetWriteDeadline(time.Now().Add(streamCloseGrace))
 	}
 }

@@ -129,3 +129,25 @@ func TestCloseEndsStalledStreams(t *testing.T) {
 		})
 	}
 }
+
+// A watch that the server's Close ends says so (UNAVAILABLE): a stream that
+// simply ended would read as the end of the ledger, and a client would not
+// know to resume elsewhere.
+func TestAWatchEndedByTheServersCloseIsUnavailable(t *testing.T) {
+	s := startSingle(t, nodeOpts{})
+	setupCatalog(t, newClients(s.url, ""))
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	st, err := newClients(s.url, "").ledger.WatchEntries(ctx, connect.NewRequest(&v1.WatchEntriesRequest{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	waitFor(t, 30*time.Second, "the watch to take its slot", func() bool { return len(s.srv.watch) == 1 })
+	s.srv.Close()
+	for st.Receive() {
+	}
+	if code := connect.CodeOf(st.Err()); code != connect.CodeUnavailable {
+		t.Fatalf("the watch ended by Close: %v; want unavailable", st.Err())
+	}
+}

@@ -269,25 +269,22 @@ func backoff(attempt int) time.Duration {
 
 // sleepLoad sleeps like sleepCtx, and also ends when the load stops.
 func (r *runner) sleepLoad(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	case <-r.stopped:
-		return false
-	}
+	return sleepUntil(ctx, d, r.stopped)
 }
 
-func sleepCtx(ctx context.Context, d time.Duration) bool {
+func sleepCtx(ctx context.Context, d time.Duration) bool { return sleepUntil(ctx, d, nil) }
+
+// sleepUntil sleeps d; false when ctx ends or stop is closed first (a nil
+// stop never is).
+func sleepUntil(ctx context.Context, d time.Duration, stop <-chan struct{}) bool {
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
 	case <-t.C:
 		return true
 	case <-ctx.Done():
+		return false
+	case <-stop:
 		return false
 	}
 }

@@ -498,23 +498,14 @@ func TestLeaderTicksWithoutTrafficAndTimeNeverGoesBack(t *testing.T) {
 }
 
 func TestSaveAndRestoreSnapshotIntoANewCluster(t *testing.T) {
-	old := newTestCluster(t)
-	old.start("a1", func(cfg *Config) { cfg.BootstrapExpect = 1 })
-	setupLedger(old)
-	for i := range 20 {
-		old.mustApply(burn(fmt.Sprintf("old-%d", i)))
-	}
-	var saved bytes.Buffer
+	saved := savedSnapshot(t)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	if err := old.leader().SaveSnapshot(ctx, &saved); err != nil {
-		t.Fatalf("save: %v", err)
-	}
 
 	fresh := newTestCluster(t)
 	fresh.start("b1", func(cfg *Config) { cfg.BootstrapExpect = 1 })
 	l := fresh.leader()
-	if err := l.RestoreSnapshot(ctx, bytes.NewReader(saved.Bytes())); err != nil {
+	if err := l.RestoreSnapshot(ctx, bytes.NewReader(saved)); err != nil {
 		t.Fatalf("restore: %v", err)
 	}
 	fresh.mustApply(burn("new-after-restore"))
@@ -535,25 +526,14 @@ func freeAddr(t *testing.T) string {
 }
 
 func TestRestoreDataDirStartsANewClusterFromASavedSnapshot(t *testing.T) {
-	old := newTestCluster(t)
-	old.start("a1", func(cfg *Config) { cfg.BootstrapExpect = 1 })
-	setupLedger(old)
-	for i := range 20 {
-		old.mustApply(burn(fmt.Sprintf("old-%d", i)))
-	}
-	var saved bytes.Buffer
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	if err := old.leader().SaveSnapshot(ctx, &saved); err != nil {
-		t.Fatalf("save: %v", err)
-	}
+	saved := savedSnapshot(t)
 
 	cfg := testConfig("r1", filepath.Join(t.TempDir(), "r1"), 20999)
 	cfg.RaftAddr = freeAddr(t)
-	if err := RestoreDataDir(cfg, bytes.NewReader(saved.Bytes())); err != nil {
+	if err := RestoreDataDir(cfg, bytes.NewReader(saved)); err != nil {
 		t.Fatalf("restore data dir: %v", err)
 	}
-	if err := RestoreDataDir(cfg, bytes.NewReader(saved.Bytes())); err == nil {
+	if err := RestoreDataDir(cfg, bytes.NewReader(saved)); err == nil {
 		t.Fatalf("a second restore into the same data dir succeeded")
 	}
 	fresh := newTestCluster(t)

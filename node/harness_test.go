@@ -353,3 +353,22 @@ func sortedKeys[V any](m map[string]V) []string {
 }
 
 var _ = io.Discard
+
+// savedSnapshot builds a small ledger on a one-node cluster and returns a
+// snapshot of it.
+func savedSnapshot(t *testing.T) []byte {
+	t.Helper()
+	old := newTestCluster(t)
+	old.start("a1", func(cfg *Config) { cfg.BootstrapExpect = 1 })
+	setupLedger(old)
+	for i := range 20 {
+		old.mustApply(burn(fmt.Sprintf("old-%d", i)))
+	}
+	var saved bytes.Buffer
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := old.leader().SaveSnapshot(ctx, &saved); err != nil {
+		t.Fatalf("save: %v", err)
+	}
+	return saved.Bytes()
+}

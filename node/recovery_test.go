@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -73,25 +72,6 @@ func TestShutdownIsBoundedByItsContextWhileASnapshotStreamIsStalled(t *testing.T
 		t.Error("the stalled snapshot stream ended without an error")
 	}
 	<-n.stateClosed // the state closes once the stream lets it go
-}
-
-// savedSnapshot builds a small ledger on a one-node cluster and returns a
-// snapshot of it.
-func savedSnapshot(t *testing.T) []byte {
-	t.Helper()
-	old := newTestCluster(t)
-	old.start("a1", func(cfg *Config) { cfg.BootstrapExpect = 1 })
-	setupLedger(old)
-	for i := range 20 {
-		old.mustApply(burn(fmt.Sprintf("old-%d", i)))
-	}
-	var saved bytes.Buffer
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	if err := old.leader().SaveSnapshot(ctx, &saved); err != nil {
-		t.Fatalf("save: %v", err)
-	}
-	return saved.Bytes()
 }
 
 // restoreNoPanic is RestoreDataDir with a panic turned into an error.

@@ -188,21 +188,9 @@ func handle[Req, Res any](
 		if errors.As(err, &ce) {
 			// The leader's own answer (or a transport failure the client
 			// already classified): pass it on, with its details.
-			return nil, fromLeader(ce)
+			return nil, ce
 		}
 		return nil, connect.NewError(connect.CodeUnavailable, fmt.Errorf("forward to leader at %s: %w", addr, err))
 	}
 	return connect.NewResponse(out.Msg), nil
-}
-
-// fromLeader rebuilds an error the leader answered as a handler error of
-// this node. Connect drops the metadata of a wire error (one read from a
-// response) rather than send another server's headers on, and with it the
-// request id the observer sets.
-func fromLeader(ce *connect.Error) *connect.Error {
-	out := connect.NewError(ce.Code(), errors.New(ce.Message()))
-	for _, d := range ce.Details() {
-		out.AddDetail(d)
-	}
-	return out
 }

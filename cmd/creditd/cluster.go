@@ -23,7 +23,7 @@ Shows the cluster as the node at --addr sees it: one row per member with its
 Raft state, suffrage, applied index, last snapshot index, last contact with
 the leader and whether it is ready (as /readyz: "yes", or why not), each
 member asked for its own figures ("-" when it does not answer). The leader
-is marked with *.
+is marked with *. Exits 1 after the table when the node knows no leader.
 
 Examples:
   creditd status
@@ -92,8 +92,10 @@ func runStatus(ctx context.Context, args []string) error {
 	if err := tw.Flush(); err != nil {
 		return err
 	}
+	// A script or probe that runs status to learn whether the cluster
+	// takes writes gets the answer in the exit status too.
 	if st.LeaderId == "" {
-		fmt.Fprintln(os.Stdout, "no leader known")
+		return fmt.Errorf("status of %s: no leader known", cf.addr)
 	}
 	return nil
 }

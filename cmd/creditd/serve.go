@@ -122,6 +122,9 @@ func runServe(ctx context.Context, args []string) error {
 	if f.shutdownTimeout < minShutdownTimeout || f.shutdownTimeout > maxShutdownTimeout {
 		return fmt.Errorf("serve: --shutdown-timeout %s is outside %s..%s", f.shutdownTimeout, minShutdownTimeout, maxShutdownTimeout)
 	}
+	if err := checkSnapshotFlags(f.snapshotThreshold, f.snapshotInterval, f.trailingLogs); err != nil {
+		return err
+	}
 	if err := checkAdvertisableRPCAddr(f.rpcAddr, f.advRPC); err != nil {
 		return err
 	}
@@ -154,9 +157,9 @@ func newServeFlagSet(f *serveFlags) *flag.FlagSet {
 	fs.IntVar(&f.batchMaxInflight, "batch-max-inflight", 8, "log entries replicating at once")
 	fs.IntVar(&f.batchQueue, "batch-queue", 16384, "writes waiting for the batcher before new ones are refused")
 	fs.DurationVar(&f.tickInterval, "tick-interval", time.Second, fmt.Sprintf("how often the leader moves log time (expiries, reservation timeouts); %s to %s", minTickInterval, maxTickInterval))
-	fs.Uint64Var(&f.snapshotThreshold, "snapshot-threshold", 8192, "snapshot and compact the log after this many entries")
-	fs.DurationVar(&f.snapshotInterval, "snapshot-interval", 30*time.Second, "how often to check --snapshot-threshold")
-	fs.Uint64Var(&f.trailingLogs, "trailing-logs", 10240, "entries kept after a snapshot for followers that lag a little")
+	fs.Uint64Var(&f.snapshotThreshold, "snapshot-threshold", 8192, "snapshot and compact the log after this many entries (at least 1)")
+	fs.DurationVar(&f.snapshotInterval, "snapshot-interval", 30*time.Second, fmt.Sprintf("how often to check --snapshot-threshold; %s to %s", minSnapshotInterval, maxSnapshotInterval))
+	fs.Uint64Var(&f.trailingLogs, "trailing-logs", 10240, "entries kept after a snapshot for followers that lag a little (at least 1)")
 	fs.DurationVar(&f.heartbeatTimeout, "heartbeat-timeout", time.Second, "Raft heartbeat timeout")
 	fs.DurationVar(&f.electionTimeout, "election-timeout", time.Second, "Raft election timeout")
 	fs.DurationVar(&f.leaderWait, "leader-wait", 5*time.Second, "how long a write waits for a leader before failing with Unavailable")
@@ -211,6 +214,31 @@ const (
 	minShutdownTimeout = time.Second
 	maxShutdownTimeout = 10 * time.Minute
 )
+
+// --snapshot-interval's range: raft itself refuses checks under 5ms, and
+// past a day the log between snapshots (and a restart's replay) grows
+// with the traffic of that day whatever --snapshot-threshold says.
+const (
+	minSnapshotInterval = time.Second
+	maxSnapshotInterval = 24 * time.Hour
+)
+
+// checkSnapshotFlags refuses the snapshot settings node.Config would
+// otherwise read as "the default": a 0 there means unset, so
+// --snapshot-threshold 0 or --trailing-logs 0 would silently become 8192
+// and 10240 instead of what was asked.
+func checkSnapshotFlags(threshold uint64, interval time.Duration, trailing uint64) error {
+	if threshold == 0 {
+		return fmt.Errorf("serve: --snapshot-threshold 0: want at least 1 log entry")
+	}
+	if trailing == 0 {
+		return fmt.Errorf("serve: --trailing-logs 0: want at least 1 log entry (a follower further behind gets a snapshot)")
+	}
+	if interval < minSnapshotInterval || interval > maxSnapshotInterval {
+		return fmt.Errorf("serve: --snapshot-interval %s is outside %s..%s", interval, minSnapshotInterval, maxSnapshotInterval)
+	}
+	return nil
+}
 
 // checkAdvertisableRPCAddr refuses an API address that names no host. The
 // node advertises --advertise-rpc-addr, else the address the API listens

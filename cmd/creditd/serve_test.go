@@ -283,8 +283,10 @@ func TestServeAdvertisesAnAPIAddressOthersCanReachOrRefusesToStart(t *testing.T)
 // run with broken: node reads a negative --tick-interval as "no ticks" (a
 // benchmark setting), so expiries and reservation timeouts stop happening
 // without traffic; a --shutdown-timeout of 0 or less hands SIGTERM an
-// expired context (no leadership handover, no draining).
-func TestServeRefusesTickIntervalAndShutdownTimeoutOutsideTheirRange(t *testing.T) {
+// expired context (no leadership handover, no draining); node.Config reads
+// a --snapshot-threshold or --trailing-logs of 0 as "unset" and would run
+// with 8192 and 10240 instead.
+func TestServeRefusesTimingAndSnapshotFlagsOutsideTheirRange(t *testing.T) {
 	for _, args := range [][]string{
 		{"--tick-interval", "-1s"},
 		{"--tick-interval", "0s"},
@@ -294,6 +296,12 @@ func TestServeRefusesTickIntervalAndShutdownTimeoutOutsideTheirRange(t *testing.
 		{"--shutdown-timeout", "-5s"},
 		{"--shutdown-timeout", "500ms"},
 		{"--shutdown-timeout", "11m"},
+		{"--snapshot-threshold", "0"},
+		{"--trailing-logs", "0"},
+		{"--snapshot-interval", "0s"},
+		{"--snapshot-interval", "-1s"},
+		{"--snapshot-interval", "500ms"},
+		{"--snapshot-interval", "25h"},
 	} {
 		t.Run(strings.Join(args, " "), func(t *testing.T) {
 			err := serveRefusal(t, freePort(t), args...)

@@ -3,6 +3,9 @@ package rpc
 import (
 	"context"
 	"errors"
+	"fmt"
+	"strings"
+	"sync"
 
 	"connectrpc.com/connect"
 
@@ -79,6 +82,11 @@ func (a *api) WatchEntries(ctx context.Context, req *connect.Request[v1.WatchEnt
 	if err := checkLedgerFilter(m.CustomerId, m.CreditTypeId); err != nil {
 		return a.s.toConnect(ctx, err)
 	}
+	who := principalFrom(ctx)
+	if !a.s.watchers.take(who) {
+		return connect.NewError(connect.CodeResourceExhausted, fmt.Errorf("API key %s holds %d WatchEntries streams on this node, its limit; close one, or try another node", strings.TrimPrefix(who, "key:"), a.s.watchers.max))
+	}
+	defer a.s.watchers.release(who)
 	select {
 	case a.s.watch <- struct{}{}:
 		defer func() { <-a.s.watch }()
@@ -135,5 +143,39 @@ func (a *api) WatchEntries(ctx context.Context, req *connect.Request[v1.WatchEnt
 			// last seq it saw, here later or on another node.
 			return connect.NewError(connect.CodeUnavailable, errors.New("the server is shutting down; resume from the last seq seen, on another node or later"))
 		}
+	}
+}
+
+// watcherCounts is how many WatchEntries streams each API key holds.
+type watcherCounts struct {
+	max   int
+	mu    sync.Mutex
+	byKey map[string]int
+}
+
+// take counts one more stream for principal, unless its key holds max
+// already. Only keys are counted: without keys the clients are loopback
+// ones, the node's own operator.
+func (w *watcherCounts) take(principal string) bool {
+	if !strings.HasPrefix(principal, "key:") {
+		return true
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.byKey[principal] >= w.max {
+		return false
+	}
+	w.byKey[principal]++
+	return true
+}
+
+func (w *watcherCounts) release(principal string) {
+	if !strings.HasPrefix(principal, "key:") {
+		return
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.byKey[principal]--; w.byKey[principal] <= 0 {
+		delete(w.byKey, principal)
 	}
 }

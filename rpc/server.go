@@ -49,6 +49,11 @@ type Options struct {
 	// MaxWatchers bounds concurrent WatchEntries streams on this node.
 	// 0 = 256.
 	MaxWatchers int
+	// MaxWatchersPerKey bounds the WatchEntries streams one API key holds
+	// on this node, so that a runaway consumer leaves slots for others.
+	// Loopback clients of a node without keys are not bounded by it.
+	// 0 = a quarter of MaxWatchers (at least 1).
+	MaxWatchersPerKey int
 	// StreamWriteTimeout bounds the write of each message of a stream
 	// (WatchEntries, SaveSnapshot): a client that stopped reading loses
 	// its stream then. 0 = 30s.
@@ -84,10 +89,13 @@ type Server struct {
 	metrics *metrics
 	fwd     *forwarder
 	watch   chan struct{} // semaphore of WatchEntries streams
-	done    chan struct{} // closed by Close: ends streams
-	streams streamControls
-	once    sync.Once
-	handler http.Handler
+	// watchers counts each API key's WatchEntries streams, so that one
+	// key cannot take every slot of watch.
+	watchers watcherCounts
+	done     chan struct{} // closed by Close: ends streams
+	streams  streamControls
+	once     sync.Once
+	handler  http.Handler
 }
 
 // New builds the API server of node n.
@@ -125,6 +133,12 @@ func New(n *node.Node, opts Options) (*Server, error) {
 	if opts.MaxWatchers < 0 || opts.MaxWatchers > 1<<16 {
 		return nil, fmt.Errorf("rpc: MaxWatchers %d out of range", opts.MaxWatchers)
 	}
+	if opts.MaxWatchersPerKey == 0 {
+		opts.MaxWatchersPerKey = max(1, opts.MaxWatchers/4)
+	}
+	if opts.MaxWatchersPerKey < 0 || opts.MaxWatchersPerKey > opts.MaxWatchers {
+		return nil, fmt.Errorf("rpc: MaxWatchersPerKey %d outside 1..MaxWatchers (%d)", opts.MaxWatchersPerKey, opts.MaxWatchers)
+	}
 	log := opts.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -136,7 +150,11 @@ func New(n *node.Node, opts Options) (*Server, error) {
 		auth:    newAuthenticator(opts.APIKeys),
 		metrics: newMetrics(),
 		watch:   make(chan struct{}, opts.MaxWatchers),
-		done:    make(chan struct{}),
+		watchers: watcherCounts{
+			max:   opts.MaxWatchersPerKey,
+			byKey: map[string]int{},
+		},
+		done: make(chan struct{}),
 	}
 	s.streams.timeout = opts.StreamWriteTimeout
 	s.fwd = newForwarder(s)

@@ -151,3 +151,48 @@ func TestAWatchEndedByTheServersCloseIsUnavailable(t *testing.T) {
 		t.Fatalf("the watch ended by Close: %v; want unavailable", st.Err())
 	}
 }
+
+// One API key cannot take every WatchEntries slot of a node: past its own
+// limit it is refused, while another key still gets streams, and a stream
+// it closes gives the slot back.
+func TestOneKeyCannotTakeEveryWatchSlot(t *testing.T) {
+	keyA, keyB := "read-key-aaaaaaaaaaaaaaaa", "read-key-bbbbbbbbbbbbbbbb"
+	s := startSingle(t, nodeOpts{rpc: Options{
+		APIKeys:           []APIKey{{Scope: ScopeRead, Key: keyA}, {Scope: ScopeRead, Key: keyB}},
+		MaxWatchers:       8,
+		MaxWatchersPerKey: 2,
+	}})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	open := func(key string) *connect.ServerStreamForClient[v1.WatchEntriesResponse] {
+		t.Helper()
+		st, err := newClients(s.url, key).ledger.WatchEntries(ctx, connect.NewRequest(&v1.WatchEntriesRequest{}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { st.Close() })
+		return st
+	}
+	refused := func(key string) {
+		t.Helper()
+		st := open(key)
+		for st.Receive() {
+		}
+		if code := connect.CodeOf(st.Err()); code != connect.CodeResourceExhausted {
+			t.Fatalf("a stream past the key's limit: %v; want resource_exhausted", st.Err())
+		}
+	}
+	held := func(n int) func() bool { return func() bool { return len(s.srv.watch) == n } }
+
+	first := open(keyA)
+	open(keyA)
+	waitFor(t, 30*time.Second, "key A's two streams", held(2))
+	refused(keyA)
+	open(keyB)
+	waitFor(t, 30*time.Second, "key B's stream beside them", held(3))
+
+	first.Close()
+	waitFor(t, 30*time.Second, "key A's closed stream to give its slot back", held(2))
+	open(keyA)
+	waitFor(t, 30*time.Second, "key A's new stream", held(3))
+}

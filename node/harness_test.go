@@ -183,6 +183,7 @@ func (n *Node) crash() {
 		if n.fsm != nil {
 			_ = n.fsm.Close()
 		}
+		_ = n.unlockDir() // as the process's exit would
 	})
 }
 

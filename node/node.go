@@ -36,6 +36,8 @@ type Node struct {
 	// stateClosed is closed once shutdown has closed the state file, which
 	// may be after Shutdown returned (a snapshot stream held it open).
 	stateClosed chan struct{}
+	// unlockDir releases the data dir's lock, once the state is closed.
+	unlockDir func() error
 	store       logStore
 	snaps       *raft.FileSnapshotStore
 	transport   *raftTransport
@@ -101,6 +103,15 @@ func Start(ctx context.Context, cfg Config) (n *Node, err error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
 		return nil, fmt.Errorf("create data dir %s: %w", cfg.DataDir, err)
 	}
+	unlockDir, err := lockDataDir(cfg.DataDir)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			_ = unlockDir() // after the closers below
+		}
+	}()
 	if cfg.NodeID, err = dataDirNodeID(cfg.DataDir, cfg.NodeID); err != nil {
 		return nil, err
 	}
@@ -114,6 +125,7 @@ func Start(ctx context.Context, cfg Config) (n *Node, err error) {
 		removed:     map[string]time.Time{},
 		stop:        make(chan struct{}),
 		applierStop: make(chan struct{}),
+		unlockDir:   unlockDir,
 	}
 	var closers []func() error
 	defer func() {
@@ -833,7 +845,14 @@ func (n *Node) shutdown(ctx context.Context) error {
 			}
 		case <-ctx.Done():
 			errs = append(errs, fmt.Errorf("close state: not closed within the shutdown's time (a snapshot stream may still read it): %w", ctx.Err()))
+			// The dir stays locked until the state is closed after all.
+			go func() { <-n.stateClosed; _ = n.unlockDir() }()
+			n.logger.Info("stopped")
+			return errors.Join(errs...)
 		}
+	}
+	if err := n.unlockDir(); err != nil {
+		errs = append(errs, fmt.Errorf("release data dir lock: %w", err))
 	}
 	n.logger.Info("stopped")
 	return errors.Join(errs...)

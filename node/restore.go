@@ -41,6 +41,18 @@ func RestoreDataDir(cfg Config, r io.Reader) (err error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
 		return fmt.Errorf("restore: create data dir %s: %w", cfg.DataDir, err)
 	}
+	lockPath := filepath.Join(cfg.DataDir, dataDirLockFile)
+	lockWasThere := exists(lockPath)
+	unlockDir, err := lockDataDir(cfg.DataDir)
+	if err != nil {
+		return fmt.Errorf("restore: %w", err)
+	}
+	defer func() { // last of all
+		if err != nil && !lockWasThere {
+			_ = os.Remove(lockPath) // as found; still ours until unlocked
+		}
+		err = errors.Join(err, unlockDir())
+	}()
 	var keepID bool
 	if cfg.NodeID, keepID, err = nodeIDFor(cfg.DataDir, cfg.NodeID); err != nil {
 		return err

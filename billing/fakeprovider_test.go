@@ -117,6 +117,22 @@ func (f *fakeProvider) CreateInvoice(_ context.Context, req InvoiceRequest) (Inv
 	return inv, nil
 }
 
+// FindPayments lists the purchase's payments, newest (highest ref number)
+// first; the fake never forgets a key, so the worker's look-up finds only
+// what its own keys made.
+func (f *fakeProvider) FindPayments(_ context.Context, req PaymentRequest) ([]Payment, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.calls = append(f.calls, fakeCall{"find", req.PurchaseID})
+	var out []Payment
+	for i := f.nextRef; i > 0; i-- {
+		if p, ok := f.byRef[fmt.Sprintf("pi_%d", i)]; ok && p.PurchaseID == req.PurchaseID {
+			out = append(out, p)
+		}
+	}
+	return out, nil
+}
+
 func (f *fakeProvider) LookupPayment(_ context.Context, ref string) (Payment, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -155,6 +171,10 @@ func (f *fakeProvider) LookupInvoice(_ context.Context, ref string) (Invoice, er
 }
 
 func (f *fakeProvider) Refunds(context.Context, string) ([]Refund, error) { return nil, nil }
+
+func (f *fakeProvider) LookupDispute(_ context.Context, ref string) (Dispute, error) {
+	return Dispute{}, fmt.Errorf("no dispute %s: %w", ref, ErrPermanent)
+}
 
 func (f *fakeProvider) ParseWebhook([]byte, http.Header) (Event, error) {
 	return Event{}, ErrBadSignature

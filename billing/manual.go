@@ -34,6 +34,10 @@ func (*Manual) CreateInvoice(context.Context, InvoiceRequest) (Invoice, error) {
 	return Invoice{}, ErrOperatorAction
 }
 
+func (*Manual) FindPayments(_ context.Context, req PaymentRequest) ([]Payment, error) {
+	return nil, fmt.Errorf("find payments of purchase %q: %w", req.PurchaseID, ErrOperatorAction)
+}
+
 func (*Manual) LookupPayment(_ context.Context, ref string) (Payment, error) {
 	return Payment{}, fmt.Errorf("look up payment %q: %w", ref, ErrOperatorAction)
 }
@@ -48,6 +52,10 @@ func (*Manual) LookupInvoice(_ context.Context, ref string) (Invoice, error) {
 
 func (*Manual) Refunds(_ context.Context, chargeRef string) ([]Refund, error) {
 	return nil, fmt.Errorf("list refunds of %q: %w", chargeRef, ErrOperatorAction)
+}
+
+func (*Manual) LookupDispute(_ context.Context, ref string) (Dispute, error) {
+	return Dispute{}, fmt.Errorf("look up dispute %q: %w", ref, ErrOperatorAction)
 }
 
 // ParseWebhook rejects everything: the manual connector has no signing

@@ -146,3 +146,39 @@ func RevocationsForRefunds(credits, totalMinor int64, refunds []Refund) ([]refun
 	}
 	return out, nil
 }
+
+// DisputeShare is the credits a dispute revokes: its money's share of the
+// purchase taken, like a refund's, on the running total after the charge's
+// refunds, so that refunds and a dispute of the rest revoke exactly the
+// whole grant:
+//
+//	⌊credits × min(total, refunded + disputed) / total⌋ − ⌊credits × min(total, refunded) / total⌋
+//
+// refundedMinor is what the charge's counting refunds returned; amounts are
+// in the charge's minor units.
+func DisputeShare(credits, totalMinor, refundedMinor, disputedMinor int64) (int64, error) {
+	switch {
+	case credits < 0:
+		return 0, fmt.Errorf("credits %d is negative", credits)
+	case totalMinor <= 0:
+		return 0, fmt.Errorf("purchase total %d must be positive to dispute against", totalMinor)
+	case refundedMinor < 0 || disputedMinor < 0:
+		return 0, fmt.Errorf("refunded %d or disputed %d is negative", refundedMinor, disputedMinor)
+	}
+	c, t := big.NewInt(credits), big.NewInt(totalMinor)
+	share := func(minor int64) int64 {
+		if minor >= totalMinor {
+			return credits
+		}
+		var n big.Int
+		n.Mul(c, big.NewInt(minor))
+		n.Quo(&n, t) // both non-negative: Quo is floor
+		return n.Int64()
+	}
+	refunded := min(refundedMinor, totalMinor)
+	after := totalMinor
+	if disputedMinor < totalMinor-refunded {
+		after = refunded + disputedMinor
+	}
+	return share(after) - share(refunded), nil
+}

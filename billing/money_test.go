@@ -88,3 +88,31 @@ func TestRevocationsForRefunds(t *testing.T) {
 		t.Fatal("zero total accepted")
 	}
 }
+
+func TestDisputeShare(t *testing.T) {
+	tests := []struct {
+		name                               string
+		credits, total, refunded, disputed int64
+		want                               int64
+	}{
+		{"a dispute of the whole charge revokes the whole grant", 1000, 5000, 0, 5000, 1000},
+		{"a partial dispute revokes its share", 1000, 5000, 0, 1500, 300},
+		{"a share that is not whole rounds down", 10, 3, 0, 1, 3},
+		{"after a refund, a dispute of the rest revokes the rest: 333 refunded, then 667", 1000, 999, 333, 666, 667},
+		{"a dispute larger than what refunds left is capped", 1000, 1000, 400, 1000, 600},
+		{"refunds of the whole charge leave nothing to dispute", 1000, 1000, 1000, 500, 0},
+		{"a dispute of nothing revokes nothing", 1000, 1000, 0, 0, 0},
+		{"huge products do not overflow", 1 << 60, 1 << 40, 0, 1 << 39, 1 << 59},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := DisputeShare(tc.credits, tc.total, tc.refunded, tc.disputed)
+			if err != nil || got != tc.want {
+				t.Fatalf("DisputeShare(%d, %d, %d, %d) = %d, %v; want %d", tc.credits, tc.total, tc.refunded, tc.disputed, got, err, tc.want)
+			}
+		})
+	}
+	if _, err := DisputeShare(10, 0, 0, 1); err == nil {
+		t.Fatal("zero total accepted")
+	}
+}

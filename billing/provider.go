@@ -38,7 +38,15 @@ type Provider interface {
 	StartOnSession(ctx context.Context, req PaymentRequest) (Payment, error)
 	// CreateInvoice creates and finalizes an invoice with one line for the
 	// credits; keys for each step are derived from req.IdempotencyKey.
+	// With req.Resume it first looks for what earlier requests made and
+	// makes only what is missing.
 	CreateInvoice(ctx context.Context, req InvoiceRequest) (Invoice, error)
+	// FindPayments lists the payments the provider holds for req.PurchaseID
+	// at req.CustomerRef, created since req.StartedAt, newest first. The
+	// worker asks before it charges again under a key the provider may
+	// have forgotten. A list that could not be read to its end is an
+	// error, never a shorter list: "none" must mean none.
+	FindPayments(ctx context.Context, req PaymentRequest) ([]Payment, error)
 	// LookupPayment returns a payment's current state.
 	LookupPayment(ctx context.Context, ref string) (Payment, error)
 	// CancelPayment cancels an on-session payment the customer abandoned,
@@ -49,6 +57,10 @@ type Provider interface {
 	// Refunds lists the refunds of a charge (a provider-side payment
 	// attempt), for a refund event that does not carry them.
 	Refunds(ctx context.Context, chargeRef string) ([]Refund, error)
+	// LookupDispute returns a dispute as it stands now: dispute events
+	// come in any order, so each is acted on from the current state, not
+	// from the snapshot it carries.
+	LookupDispute(ctx context.Context, ref string) (Dispute, error)
 	// ParseWebhook verifies a webhook's signature (with a tolerance window
 	// against replays of old payloads) and parses it into a neutral event.
 	// A verification failure matches ErrBadSignature.
@@ -83,6 +95,9 @@ type PaymentRequest struct {
 	Currency       string // ISO 4217, upper case
 	Description    string
 	IdempotencyKey string
+	// StartedAt is when the purchase was started (its log time): no
+	// payment of it is older, which bounds the look-ups for one.
+	StartedAt time.Time
 }
 
 // InvoiceRequest asks for an invoice with one line for a purchase's credits.
@@ -94,6 +109,14 @@ type InvoiceRequest struct {
 	Description    string // the line's text, e.g. "1000 AI credits"
 	DaysUntilDue   int64
 	IdempotencyKey string
+	// StartedAt is when the purchase was started (its log time): no
+	// invoice of it is older.
+	StartedAt time.Time
+	// Resume says the provider may have forgotten the keys of earlier
+	// requests for this invoice (the purchase is older than the worker's
+	// KeyWindow): the invoice and line they made are looked up and reused,
+	// and a step is made only if its result is missing.
+	Resume bool
 }
 
 // PaymentStatus is a payment's state in provider-neutral terms.
@@ -192,6 +215,24 @@ type Refund struct {
 	Created int64 // provider time, seconds; orders refunds of one charge
 }
 
+// Dispute is a card holder's dispute of a charge (a chargeback, or an
+// inquiry that moves no money).
+type Dispute struct {
+	ID             string
+	ChargeRef      string
+	PaymentRef     string // the charge's payment intent
+	AmountMinor    int64  // the disputed amount, in the charge's currency
+	Currency       string
+	ProviderStatus string
+	// HoldsFunds is set while the disputed money is with the card holder:
+	// withdrawn from the merchant and not given back (a dispute lost, or
+	// not yet decided).
+	HoldsFunds bool
+	// Reinstated is set once withdrawn money came back (a dispute won).
+	Reinstated bool
+	Created    int64 // provider time, seconds
+}
+
 // EventKind is a webhook event in provider-neutral terms.
 type EventKind uint8
 
@@ -207,6 +248,10 @@ const (
 	// EventRefundUpdated: one refund changed (refund.failed, refund.updated,
 	// charge.refund.updated); Event.Refunds holds it.
 	EventRefundUpdated
+	// EventDisputeChanged: money of a dispute moved or it closed
+	// (charge.dispute.funds_withdrawn, .funds_reinstated, .closed);
+	// Event.ObjectRef is the dispute.
+	EventDisputeChanged
 )
 
 func (k EventKind) String() string {
@@ -229,6 +274,8 @@ func (k EventKind) String() string {
 		return "charge refunded"
 	case EventRefundUpdated:
 		return "refund updated"
+	case EventDisputeChanged:
+		return "dispute changed"
 	}
 	return fmt.Sprintf("EventKind(%d)", uint8(k))
 }
@@ -238,9 +285,9 @@ type Event struct {
 	ID             string // the provider's event id: the replay key
 	Type           string // the provider's event type
 	Kind           EventKind
-	PurchaseID     string // from metadata; may be empty for refunds
-	ObjectRef      string // payment intent, invoice or charge id
-	PaymentRef     string // for refunds: the charge's payment intent
+	PurchaseID     string // from metadata; may be empty for refunds and disputes
+	ObjectRef      string // payment intent, invoice, charge or dispute id
+	PaymentRef     string // for refunds and disputes: the charge's payment intent
 	ProviderStatus string
 	FailureReason  string
 	// Refund events: the charge's amounts and, when the payload carries

@@ -232,10 +232,7 @@ func (h *WebhookHandler) giveBackFailed(ctx context.Context, p fsm.Purchase, cha
 		if n <= 0 {
 			continue // never revoked: nothing to give back
 		}
-		res, err := h.o.Applier.Apply(ctx, fsm.CreateGrant{ID: id, CustomerID: og.CustomerID,
-			CreditTypeID: og.CreditTypeID, Category: og.Category, Amount: n, CostBasis: og.CostBasis,
-			Currency: og.Currency, Priority: og.Priority, ExpiresAt: og.ExpiresAt,
-			SourceKind: og.SourceKind, SourceRef: og.SourceRef})
+		res, err := h.o.Applier.Apply(ctx, giveBackGrant(og, id, n))
 		if err != nil {
 			return nil, nil, fmt.Errorf("give back %d credits of refund %s (grant %s): %w", n, r.ID, id, err)
 		}
@@ -259,6 +256,16 @@ func (h *WebhookHandler) giveBackFailed(ctx context.Context, p fsm.Purchase, cha
 		}
 	}
 	return notes, backs, nil
+}
+
+// giveBackGrant is the grant id that gives back n credits a revocation took
+// from the purchase's grant og, made like it (category, cost basis,
+// currency, priority, expiry, source), so the matching deferred revenue
+// comes back with them and the ledger ties it to the purchase.
+func giveBackGrant(og fsm.Grant, id string, n int64) fsm.CreateGrant {
+	return fsm.CreateGrant{ID: id, CustomerID: og.CustomerID, CreditTypeID: og.CreditTypeID, Category: og.Category,
+		Amount: n, CostBasis: og.CostBasis, Currency: og.Currency, Priority: og.Priority, ExpiresAt: og.ExpiresAt,
+		SourceKind: og.SourceKind, SourceRef: og.SourceRef}
 }
 
 // revokeFromGivenBack takes what a refund's share did not find on the

@@ -235,31 +235,73 @@ func (s *Stripe) ChargeOffSession(ctx context.Context, req PaymentRequest) (Paym
 	return paymentOf(pi), nil
 }
 
-// maxChargeSearch bounds how many of a customer's newest PaymentIntents
-// findCharge reads.
-const maxChargeSearch = 100
+// Bounds of the look-ups for what an earlier request made.
+const (
+	// maxChargeSearch bounds the PaymentIntents read to find a purchase's:
+	// the customer's, created since the purchase started.
+	maxChargeSearch = 1000
+	// maxInvoiceSearch bounds the invoices read to find a purchase's.
+	maxInvoiceSearch = 1000
+	// maxInvoiceItems bounds the items read on one invoice creditd made
+	// (it adds one).
+	maxInvoiceItems = 100
+	// listPage is the page size of those look-ups.
+	listPage = 100
+	// createdSlack widens the look-ups by creation time: Stripe stamps
+	// objects with its clock, a purchase carries its leader's.
+	createdSlack = time.Hour
+)
 
-// findCharge looks for the PaymentIntent an earlier request for the
-// purchase created, among the customer's newest (listing, unlike Stripe's
-// search, sees a payment as soon as it exists). None found means the
-// outcome is still unknown: an error the worker retries.
-func (s *Stripe) findCharge(ctx context.Context, req PaymentRequest) (Payment, error) {
-	lp := &stripe.PaymentIntentListParams{Customer: stripe.String(req.CustomerRef)}
-	lp.Limit = stripe.Int64(maxChargeSearch)
+// createdSince is the creation-time filter of a look-up for a purchase's
+// objects; nil (no filter) when the start is unknown.
+func createdSince(startedAt time.Time) *stripe.RangeQueryParams {
+	if startedAt.IsZero() {
+		return nil
+	}
+	return &stripe.RangeQueryParams{GreaterThanOrEqual: startedAt.Add(-createdSlack).Unix()}
+}
+
+// FindPayments lists the purchase's PaymentIntents among the customer's
+// created since the purchase started (less createdSlack), newest first.
+// Listing, unlike Stripe's search, sees a payment as soon as it exists. A
+// customer with more than maxChargeSearch payments since then is an error:
+// the purchase's could be beyond them.
+func (s *Stripe) FindPayments(ctx context.Context, req PaymentRequest) ([]Payment, error) {
+	if req.PurchaseID == "" || req.CustomerRef == "" {
+		return nil, fmt.Errorf("stripe: find payments: purchase id and customer are required: %w", ErrPermanent)
+	}
+	lp := &stripe.PaymentIntentListParams{Customer: stripe.String(req.CustomerRef), CreatedRange: createdSince(req.StartedAt)}
+	lp.Limit = stripe.Int64(listPage)
+	var out []Payment
 	n := 0
 	for pi, err := range s.client.V1PaymentIntents.List(ctx, lp) {
 		if err != nil {
-			return Payment{}, fmt.Errorf("stripe: list payments of %s to find purchase %s: %w", req.CustomerRef, req.PurchaseID, classify(err))
+			return nil, fmt.Errorf("stripe: list payments of %s to find purchase %s: %w", req.CustomerRef, req.PurchaseID, classify(err))
+		}
+		if n++; n > maxChargeSearch {
+			return nil, fmt.Errorf("stripe: %s has more than %d payments since purchase %s started: cannot tell which are the purchase's",
+				req.CustomerRef, maxChargeSearch, req.PurchaseID)
 		}
 		if pi.Metadata[MetadataPurchaseID] == req.PurchaseID {
-			return paymentOf(pi), nil
-		}
-		if n++; n == maxChargeSearch {
-			break
+			out = append(out, paymentOf(pi))
 		}
 	}
-	return Payment{}, fmt.Errorf("stripe: purchase %s: key %s was used with other parameters and no payment of %s names the purchase yet",
-		req.PurchaseID, req.IdempotencyKey, req.CustomerRef)
+	return out, nil
+}
+
+// findCharge looks for the PaymentIntent an earlier request for the
+// purchase created (the newest of the purchase's). None found means the
+// outcome is still unknown: an error the worker retries.
+func (s *Stripe) findCharge(ctx context.Context, req PaymentRequest) (Payment, error) {
+	pays, err := s.FindPayments(ctx, req)
+	if err != nil {
+		return Payment{}, err
+	}
+	if len(pays) == 0 {
+		return Payment{}, fmt.Errorf("stripe: purchase %s: key %s was used with other parameters and no payment of %s names the purchase yet",
+			req.PurchaseID, req.IdempotencyKey, req.CustomerRef)
+	}
+	return pays[0], nil
 }
 
 // StartOnSession creates a PaymentIntent for the customer to confirm in the
@@ -282,6 +324,14 @@ func (s *Stripe) StartOnSession(ctx context.Context, req PaymentRequest) (Paymen
 // CreateInvoice creates a draft invoice, adds one line for the credits,
 // finalizes it and sends it to the customer. Each step has its own key derived from req.IdempotencyKey,
 // so a retry after any step resumes without a second invoice or line.
+//
+// With req.Resume the keys may be forgotten (Stripe keeps them 24 hours), so
+// a retry would make a second invoice, or a second line on the first: the
+// purchase's invoice is looked up first, its line too while it is a draft,
+// and only what is missing is made. A finalized invoice is not finalized
+// again; an open one is sent again, since whether the lost request sent it
+// cannot be read (at worst the customer gets the same invoice twice, which
+// is paid once).
 func (s *Stripe) CreateInvoice(ctx context.Context, req InvoiceRequest) (Invoice, error) {
 	if req.PurchaseID == "" || req.IdempotencyKey == "" {
 		return Invoice{}, fmt.Errorf("stripe: purchase id and idempotency key are required: %w", ErrPermanent)
@@ -309,43 +359,112 @@ func (s *Stripe) CreateInvoice(ctx context.Context, req InvoiceRequest) (Invoice
 		Metadata:                    meta,
 	}
 	ip.SetIdempotencyKey(req.IdempotencyKey + ":invoice")
-	inv, err := s.client.V1Invoices.Create(ctx, ip)
-	if err != nil {
-		return Invoice{}, fmt.Errorf("stripe: create invoice for purchase %s: %w", req.PurchaseID, classify(err))
+	var inv *stripe.Invoice
+	if req.Resume {
+		if inv, err = s.findInvoice(ctx, req); err != nil {
+			return Invoice{}, err
+		}
 	}
-	lp := &stripe.InvoiceItemCreateParams{
-		Customer: stripe.String(req.CustomerRef),
-		Invoice:  stripe.String(inv.ID),
-		Amount:   stripe.Int64(amount),
-		Currency: stripe.String(strings.ToLower(req.Currency)),
-		Metadata: meta,
+	resumed := inv != nil
+	if !resumed {
+		if inv, err = s.client.V1Invoices.Create(ctx, ip); err != nil {
+			return Invoice{}, fmt.Errorf("stripe: create invoice for purchase %s: %w", req.PurchaseID, classify(err))
+		}
 	}
-	if req.Description != "" {
-		lp.Description = stripe.String(req.Description)
+	if !resumed || inv.Status == stripe.InvoiceStatusDraft {
+		hasLine := false
+		if resumed {
+			if hasLine, err = s.hasLine(ctx, inv.ID, req.PurchaseID); err != nil {
+				return Invoice{}, err
+			}
+		}
+		if !hasLine {
+			lp := &stripe.InvoiceItemCreateParams{
+				Customer: stripe.String(req.CustomerRef),
+				Invoice:  stripe.String(inv.ID),
+				Amount:   stripe.Int64(amount),
+				Currency: stripe.String(strings.ToLower(req.Currency)),
+				Metadata: meta,
+			}
+			if req.Description != "" {
+				lp.Description = stripe.String(req.Description)
+			}
+			lp.SetIdempotencyKey(req.IdempotencyKey + ":line")
+			if _, err := s.client.V1InvoiceItems.Create(ctx, lp); err != nil {
+				return Invoice{}, fmt.Errorf("stripe: add line to invoice %s of purchase %s: %w", inv.ID, req.PurchaseID, classify(err))
+			}
+		}
+		fp := &stripe.InvoiceFinalizeInvoiceParams{AutoAdvance: stripe.Bool(false)}
+		fp.SetIdempotencyKey(req.IdempotencyKey + ":finalize")
+		fin, err := s.client.V1Invoices.FinalizeInvoice(ctx, inv.ID, fp)
+		if err != nil {
+			return Invoice{}, fmt.Errorf("stripe: finalize invoice %s of purchase %s: %w", inv.ID, req.PurchaseID, classify(err))
+		}
+		inv = fin
 	}
-	lp.SetIdempotencyKey(req.IdempotencyKey + ":line")
-	if _, err := s.client.V1InvoiceItems.Create(ctx, lp); err != nil {
-		return Invoice{}, fmt.Errorf("stripe: add line to invoice %s of purchase %s: %w", inv.ID, req.PurchaseID, classify(err))
-	}
-	fp := &stripe.InvoiceFinalizeInvoiceParams{AutoAdvance: stripe.Bool(false)}
-	fp.SetIdempotencyKey(req.IdempotencyKey + ":finalize")
-	fin, err := s.client.V1Invoices.FinalizeInvoice(ctx, inv.ID, fp)
-	if err != nil {
-		return Invoice{}, fmt.Errorf("stripe: finalize invoice %s of purchase %s: %w", inv.ID, req.PurchaseID, classify(err))
+	if resumed && inv.Status != stripe.InvoiceStatusOpen {
+		// Paid, void or uncollectible since: nothing to send.
+		return invoiceFor(inv, req.PurchaseID), nil
 	}
 	// Finalizing with auto_advance off sends nothing: send it, so the
 	// customer gets the invoice and its payment page.
 	sp := &stripe.InvoiceSendInvoiceParams{}
 	sp.SetIdempotencyKey(req.IdempotencyKey + ":send")
-	sent, err := s.client.V1Invoices.SendInvoice(ctx, fin.ID, sp)
+	sent, err := s.client.V1Invoices.SendInvoice(ctx, inv.ID, sp)
 	if err != nil {
-		return Invoice{}, fmt.Errorf("stripe: send invoice %s of purchase %s: %w", fin.ID, req.PurchaseID, classify(err))
+		return Invoice{}, fmt.Errorf("stripe: send invoice %s of purchase %s: %w", inv.ID, req.PurchaseID, classify(err))
 	}
-	out := invoiceOf(sent)
+	return invoiceFor(sent, req.PurchaseID), nil
+}
+
+func invoiceFor(inv *stripe.Invoice, purchaseID string) Invoice {
+	out := invoiceOf(inv)
 	if out.PurchaseID == "" {
-		out.PurchaseID = req.PurchaseID
+		out.PurchaseID = purchaseID
 	}
-	return out, nil
+	return out
+}
+
+// findInvoice returns the invoice an earlier request made for the purchase
+// (nil if none): the first of the customer's invoices created since the
+// purchase started whose metadata names it.
+func (s *Stripe) findInvoice(ctx context.Context, req InvoiceRequest) (*stripe.Invoice, error) {
+	lp := &stripe.InvoiceListParams{Customer: stripe.String(req.CustomerRef), CreatedRange: createdSince(req.StartedAt)}
+	lp.Limit = stripe.Int64(listPage)
+	n := 0
+	for inv, err := range s.client.V1Invoices.List(ctx, lp) {
+		if err != nil {
+			return nil, fmt.Errorf("stripe: list invoices of %s to find purchase %s: %w", req.CustomerRef, req.PurchaseID, classify(err))
+		}
+		if n++; n > maxInvoiceSearch {
+			return nil, fmt.Errorf("stripe: %s has more than %d invoices since purchase %s started: cannot tell which is the purchase's",
+				req.CustomerRef, maxInvoiceSearch, req.PurchaseID)
+		}
+		if inv.Metadata[MetadataPurchaseID] == req.PurchaseID {
+			return inv, nil
+		}
+	}
+	return nil, nil
+}
+
+// hasLine reports whether a draft invoice already carries the purchase's
+// line (an invoice item whose metadata names it).
+func (s *Stripe) hasLine(ctx context.Context, invoiceID, purchaseID string) (bool, error) {
+	lp := &stripe.InvoiceItemListParams{Invoice: stripe.String(invoiceID)}
+	lp.Limit = stripe.Int64(listPage)
+	n := 0
+	for it, err := range s.client.V1InvoiceItems.List(ctx, lp) {
+		if err != nil {
+			return false, fmt.Errorf("stripe: list lines of invoice %s of purchase %s: %w", invoiceID, purchaseID, classify(err))
+		}
+		if n++; n > maxInvoiceItems {
+			return false, fmt.Errorf("stripe: invoice %s of purchase %s has more than %d lines", invoiceID, purchaseID, maxInvoiceItems)
+		}
+		if it.Metadata[MetadataPurchaseID] == purchaseID {
+			return true, nil
+		}
+	}
+	return false, nil
 }
 
 // LookupPayment reads a PaymentIntent. When its metadata has no purchase id
@@ -379,6 +498,9 @@ func (s *Stripe) LookupPayment(ctx context.Context, ref string) (Payment, error)
 
 // CancelPayment cancels a PaymentIntent as abandoned. A payment that
 // succeeded meanwhile cannot be canceled; its state is returned instead.
+// Its key may be forgotten on a retry more than a day later, which is safe:
+// a cancel moves no money, and one repeated on a canceled payment is refused
+// as an unexpected state and answered by a look-up.
 func (s *Stripe) CancelPayment(ctx context.Context, ref string) (Payment, error) {
 	if ref == "" {
 		return Payment{}, fmt.Errorf("stripe: cancel payment: ref is empty: %w", ErrPermanent)
@@ -426,6 +548,44 @@ func (s *Stripe) Refunds(ctx context.Context, chargeRef string) ([]Refund, error
 		out = append(out, refundOf(r))
 	}
 	return out, nil
+}
+
+// LookupDispute reads a dispute. Whether its money is with the card holder
+// is read from its balance transactions (a withdrawal, then a reinstatement
+// if the merchant won), the money's own record; a dispute lost counts as
+// withdrawn whatever they say.
+func (s *Stripe) LookupDispute(ctx context.Context, ref string) (Dispute, error) {
+	if ref == "" {
+		return Dispute{}, fmt.Errorf("stripe: look up dispute: ref is empty: %w", ErrPermanent)
+	}
+	d, err := s.client.V1Disputes.Retrieve(ctx, ref, nil)
+	if err != nil {
+		return Dispute{}, fmt.Errorf("stripe: retrieve dispute %s: %w", ref, classify(err))
+	}
+	return disputeOf(d), nil
+}
+
+func disputeOf(d *stripe.Dispute) Dispute {
+	out := Dispute{ID: d.ID, AmountMinor: d.Amount, Currency: strings.ToUpper(string(d.Currency)),
+		ProviderStatus: string(d.Status), Created: d.Created}
+	if d.Charge != nil {
+		out.ChargeRef = d.Charge.ID
+	}
+	if d.PaymentIntent != nil {
+		out.PaymentRef = d.PaymentIntent.ID
+	}
+	withdrawn := d.Status == stripe.DisputeStatusLost
+	for _, bt := range d.BalanceTransactions {
+		switch {
+		case bt == nil:
+		case bt.Amount < 0:
+			withdrawn = true
+		case bt.Amount > 0:
+			out.Reinstated = true
+		}
+	}
+	out.HoldsFunds = withdrawn && !out.Reinstated
+	return out
 }
 
 // ParseWebhook verifies the Stripe-Signature header with the webhook secret
@@ -529,6 +689,19 @@ func eventOf(ev stripe.Event) (Event, error) {
 		out.Currency = strings.ToUpper(string(r.Currency))
 		out.ProviderStatus = string(r.Status)
 		out.Refunds = []Refund{refundOf(&r)}
+	case stripe.EventTypeChargeDisputeFundsWithdrawn, stripe.EventTypeChargeDisputeFundsReinstated,
+		stripe.EventTypeChargeDisputeClosed:
+		var d stripe.Dispute
+		if err := json.Unmarshal(ev.Data.Raw, &d); err != nil {
+			return Event{}, fmt.Errorf("stripe: event %s: decode dispute: %w", ev.ID, err)
+		}
+		if d.ID == "" {
+			return Event{}, fmt.Errorf("stripe: event %s: dispute has no id", ev.ID)
+		}
+		x := disputeOf(&d)
+		out.Kind = EventDisputeChanged
+		out.ObjectRef, out.PaymentRef = x.ID, x.PaymentRef
+		out.AmountMinor, out.Currency, out.ProviderStatus = x.AmountMinor, x.Currency, x.ProviderStatus
 	default:
 		out.Kind = EventIgnored
 	}

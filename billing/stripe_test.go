@@ -91,6 +91,30 @@ func TestStripeConnectorAgainstStripeMock(t *testing.T) {
 			}
 		}
 	})
+	t.Run("a purchase's payments, invoice and invoice lines are looked up by customer and creation time", func(t *testing.T) {
+		// stripe-mock's fixtures carry no creditd metadata: nothing is
+		// found, and the resumed invoice is made whole.
+		started := time.Now().Add(-25 * time.Hour)
+		pays, err := s.FindPayments(ctx, PaymentRequest{PurchaseID: "pur-4", CustomerRef: "cus_123", StartedAt: started})
+		if err != nil || len(pays) != 0 {
+			t.Fatalf("FindPayments = %+v, %v; want none", pays, err)
+		}
+		if has, err := s.hasLine(ctx, "in_123", "pur-4"); err != nil || has {
+			t.Fatalf("hasLine = %v, %v; want false", has, err)
+		}
+		inv, err := s.CreateInvoice(ctx, InvoiceRequest{PurchaseID: "pur-4", CustomerRef: "cus_123", AmountMicros: 1_000_000,
+			Currency: "USD", IdempotencyKey: "pur-4", StartedAt: started, Resume: true})
+		if err != nil || !strings.HasPrefix(inv.Ref, "in_") {
+			t.Fatalf("CreateInvoice resumed = %+v, %v; want an in_ id", inv, err)
+		}
+	})
+	t.Run("a dispute is read with its charge, payment and money movements", func(t *testing.T) {
+		// stripe-mock's dispute is an inquiry: no money moved.
+		d, err := s.LookupDispute(ctx, "dp_123")
+		if err != nil || d.ID != "dp_123" || d.ChargeRef == "" || d.AmountMinor <= 0 || d.HoldsFunds || d.Reinstated {
+			t.Fatalf("LookupDispute = %+v, %v; want dp_123 of a charge, holding no money", d, err)
+		}
+	})
 	t.Run("a malformed request is a permanent error", func(t *testing.T) {
 		_, err := s.LookupInvoice(ctx, "")
 		if !errors.Is(err, ErrPermanent) {

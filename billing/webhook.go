@@ -217,13 +217,14 @@ func (h *WebhookHandler) apply(ctx context.Context, ev Event) (string, error) {
 		return "event type " + ev.Type + " ignored", nil
 	}
 	purchaseID := ev.PurchaseID
-	if purchaseID == "" && (ev.Kind == EventChargeRefunded || ev.Kind == EventRefundUpdated) && ev.PaymentRef != "" {
+	if purchaseID == "" && (ev.Kind == EventChargeRefunded || ev.Kind == EventRefundUpdated || ev.Kind == EventDisputeChanged) &&
+		ev.PaymentRef != "" {
 		pay, err := h.o.Provider.LookupPayment(ctx, ev.PaymentRef)
 		if err != nil {
 			if errors.Is(err, ErrPermanent) {
 				return "payment " + ev.PaymentRef + " not found at the provider; ignored", nil
 			}
-			return "", fmt.Errorf("look up payment %s of charge %s: %w", ev.PaymentRef, ev.ObjectRef, err)
+			return "", fmt.Errorf("look up payment %s of %s: %w", ev.PaymentRef, ev.ObjectRef, err)
 		}
 		purchaseID = pay.PurchaseID
 	}
@@ -275,6 +276,8 @@ func (h *WebhookHandler) apply(ctx context.Context, ev Event) (string, error) {
 		return h.refund(ctx, p, ev)
 	case EventRefundUpdated:
 		return h.refundUpdated(ctx, p, ev)
+	case EventDisputeChanged:
+		return h.dispute(ctx, p, ev)
 	}
 	return "event kind " + ev.Kind.String() + " ignored", nil
 }

@@ -34,6 +34,14 @@ const (
 	DefaultOnSessionTTL = 24 * time.Hour
 	// MaxWorkerConcurrency bounds concurrent provider calls.
 	MaxWorkerConcurrency = 64
+	// DefaultKeyWindow is how long after a purchase started the worker
+	// relies on idempotency keys alone. Stripe keeps a key for 24 hours;
+	// the hour under it covers clock skew between the leader that started
+	// the purchase and the one retrying, and the call itself.
+	DefaultKeyWindow = 23 * time.Hour
+	// MaxKeyWindow is Stripe's key retention: a longer window would trust
+	// keys Stripe may have forgotten.
+	MaxKeyWindow = 24 * time.Hour
 )
 
 // WorkerOptions configure the purchase worker.
@@ -77,7 +85,13 @@ type WorkerOptions struct {
 	OnSessionTTL time.Duration
 	// InvoiceDaysUntilDue is the payment term of invoices (0 = 30).
 	InvoiceDaysUntilDue int64
-	// Now is the clock for backoff; nil = time.Now.
+	// KeyWindow is how long after a purchase started its idempotency keys
+	// are trusted to be remembered by the provider (0 = 23 h, at most
+	// 24 h). Past it, a money-moving call is preceded by a look-up for
+	// what an earlier request made (keysMayBeForgotten).
+	KeyWindow time.Duration
+	// Now is the clock for backoff and for a purchase's age against
+	// KeyWindow and OnSessionTTL; nil = time.Now.
 	Now func() time.Time
 }
 
@@ -97,8 +111,12 @@ func NewWorker(o WorkerOptions) (*Worker, error) {
 		return nil, fmt.Errorf("billing: worker concurrency %d is outside 0..%d", o.Concurrency, MaxWorkerConcurrency)
 	}
 	if o.CallTimeout < 0 || o.ScanInterval < 0 || o.ScanLimit < 0 || o.MaxAttempts < 0 || o.RetryBackoff < 0 ||
-		o.MaxRetryBackoff < 0 || o.TransientBackoff < 0 || o.PollInterval < 0 || o.OnSessionTTL < 0 || o.InvoiceDaysUntilDue < 0 {
+		o.MaxRetryBackoff < 0 || o.TransientBackoff < 0 || o.PollInterval < 0 || o.OnSessionTTL < 0 || o.InvoiceDaysUntilDue < 0 ||
+		o.KeyWindow < 0 {
 		return nil, errors.New("billing: worker limits must not be negative")
+	}
+	if o.KeyWindow > MaxKeyWindow {
+		return nil, fmt.Errorf("billing: worker key window %v is longer than the provider keeps keys (%v)", o.KeyWindow, MaxKeyWindow)
 	}
 	def := func(d *time.Duration, v time.Duration) {
 		if *d == 0 {
@@ -115,6 +133,7 @@ func NewWorker(o WorkerOptions) (*Worker, error) {
 	def(&o.TransientBackoff, DefaultTransientBackoff)
 	def(&o.PollInterval, DefaultPollInterval)
 	def(&o.OnSessionTTL, DefaultOnSessionTTL)
+	def(&o.KeyWindow, DefaultKeyWindow)
 	if o.ScanLimit == 0 {
 		o.ScanLimit = DefaultScanLimit
 	}
@@ -435,6 +454,19 @@ func (w *Worker) auto(ctx context.Context, p fsm.Purchase, custRef string, log *
 		return w.charged(ctx, p, pay, reached, log)
 	}
 	attempt := reached + 1
+	if w.keysMayBeForgotten(p) {
+		// A retry under a forgotten key would charge again if the lost
+		// request went through: its payment decides, if there is one.
+		pays, err := w.findPayments(ctx, p, custRef)
+		if err != nil {
+			return err
+		}
+		if pay, found := attemptPayment(pays, p.ProviderRef); found {
+			log.Warn("payment of an earlier request found past the key window; not charging again",
+				"attempt", attempt, "ref", pay.Ref, "status", pay.Status.String())
+			return w.charged(ctx, p, pay, attempt, log)
+		}
+	}
 	desc, err := w.describe(p)
 	if err != nil {
 		return err
@@ -442,13 +474,70 @@ func (w *Worker) auto(ctx context.Context, p fsm.Purchase, custRef string, log *
 	cctx, cancel := w.call(ctx)
 	pay, err := w.o.Provider.ChargeOffSession(cctx, PaymentRequest{PurchaseID: p.ID, CustomerRef: custRef,
 		AmountMicros: p.TotalMicros, Currency: p.Currency, Description: desc,
-		IdempotencyKey: chargeKey(p.ID, attempt)})
+		IdempotencyKey: chargeKey(p.ID, attempt), StartedAt: p.CreatedAt.Time()})
 	cancel()
 	if err != nil {
 		return fmt.Errorf("charge attempt %d: %w", attempt, err)
 	}
 	log.Info("automatic charge", "attempt", attempt, "status", pay.Status.String(), "ref", pay.Ref)
 	return w.charged(ctx, p, pay, attempt, log)
+}
+
+// keysMayBeForgotten reports whether the provider may have forgotten a key
+// of the purchase. Every key of a purchase is first sent after the purchase
+// was started, so its start (log time, in the replicated state: it survives
+// leader changes and restarts) bounds the age of each from above. The bound
+// is loose for later attempts' keys, which costs only a look-up.
+//
+// Past the window, each call the worker makes under a key either looks
+// first or is safe to repeat:
+//   - ChargeOffSession: the purchase's payments are looked up first
+//     (attemptPayment); a new charge is made only if none can move money;
+//   - StartOnSession: looked up first too, though a second payment could
+//     not charge (only the recorded one's client secret is handed out);
+//   - CreateInvoice: the connector finds the invoice and its line (Resume);
+//   - CancelPayment: cancelling moves no money, and a payment canceled
+//     already is answered as such (Stripe refuses it; it is looked up);
+//   - EnsureCustomer: moves no money; at worst a second, empty provider
+//     customer is made, the first one's id having never been recorded.
+//
+// Refunds are made by people at the provider, never by creditd, which only
+// reads them; there is no refund call to repeat.
+func (w *Worker) keysMayBeForgotten(p fsm.Purchase) bool {
+	return w.o.Now().Sub(p.CreatedAt.Time()) >= w.o.KeyWindow
+}
+
+// findPayments asks the provider for the purchase's payments, newest first.
+func (w *Worker) findPayments(ctx context.Context, p fsm.Purchase, custRef string) ([]Payment, error) {
+	cctx, cancel := w.call(ctx)
+	defer cancel()
+	pays, err := w.o.Provider.FindPayments(cctx, PaymentRequest{PurchaseID: p.ID, CustomerRef: custRef,
+		StartedAt: p.CreatedAt.Time()})
+	if err != nil {
+		return nil, fmt.Errorf("look for the payments of purchase %s before a retry past the key window: %w", p.ID, err)
+	}
+	return pays, nil
+}
+
+// attemptPayment picks, among the purchase's payments (newest first), the
+// one that is the outcome of the charge attempt about to be retried: one
+// that succeeded or may still succeed, else the newest if it is not the
+// decline already recorded (lastRef). Attempts are made one after another,
+// each only once the one before was recorded as declined, so a failed
+// payment newer than the recorded one is this attempt's. Not found: no
+// payment of the purchase can move money, and charging cannot charge twice.
+func attemptPayment(pays []Payment, lastRef string) (Payment, bool) {
+	for _, want := range []PaymentStatus{PaymentSucceeded, PaymentPending} {
+		for _, pay := range pays {
+			if pay.Status == want {
+				return pay, true
+			}
+		}
+	}
+	if len(pays) > 0 && pays[0].Ref != lastRef {
+		return pays[0], true
+	}
+	return Payment{}, false
 }
 
 // charged acts on the state of charge attempt n: complete on success,
@@ -487,16 +576,35 @@ func (w *Worker) selfServe(ctx context.Context, p fsm.Purchase, custRef string, 
 		}
 		return w.pollPayment(ctx, p, log)
 	}
-	desc, err := w.describe(p)
-	if err != nil {
-		return err
+	var pay Payment
+	if w.keysMayBeForgotten(p) {
+		// A payment started here moves no money until the customer
+		// confirms it with the client secret creditd hands out for the
+		// recorded one only; an earlier start whose answer was lost is
+		// still taken up, so it is the one polled and canceled, not left
+		// beside a second.
+		pays, err := w.findPayments(ctx, p, custRef)
+		if err != nil {
+			return err
+		}
+		if found, ok := attemptPayment(pays, ""); ok {
+			log.Warn("payment of an earlier request found past the key window; not starting another", "ref", found.Ref)
+			pay = found
+		}
 	}
-	cctx, cancel := w.call(ctx)
-	pay, err := w.o.Provider.StartOnSession(cctx, PaymentRequest{PurchaseID: p.ID, CustomerRef: custRef,
-		AmountMicros: p.TotalMicros, Currency: p.Currency, Description: desc, IdempotencyKey: p.ID})
-	cancel()
-	if err != nil {
-		return fmt.Errorf("start on-session payment: %w", err)
+	if pay.Ref == "" {
+		desc, err := w.describe(p)
+		if err != nil {
+			return err
+		}
+		cctx, cancel := w.call(ctx)
+		pay, err = w.o.Provider.StartOnSession(cctx, PaymentRequest{PurchaseID: p.ID, CustomerRef: custRef,
+			AmountMicros: p.TotalMicros, Currency: p.Currency, Description: desc, IdempotencyKey: p.ID,
+			StartedAt: p.CreatedAt.Time()})
+		cancel()
+		if err != nil {
+			return fmt.Errorf("start on-session payment: %w", err)
+		}
 	}
 	if pay.Status == PaymentSucceeded {
 		return w.apply(ctx, fsm.CompletePurchase{ID: p.ID, Outcome: fsm.OutcomeSucceeded, ProviderRef: pay.Ref,
@@ -569,12 +677,20 @@ func (w *Worker) invoice(ctx context.Context, p fsm.Purchase, custRef string, lo
 		return err
 	}
 	cctx, cancel := w.call(ctx)
+	// Past the key window a retry would make a second invoice, or a second
+	// line on the first: the connector looks for them first (Resume).
 	inv, err := w.o.Provider.CreateInvoice(cctx, InvoiceRequest{PurchaseID: p.ID, CustomerRef: custRef,
 		AmountMicros: p.TotalMicros, Currency: p.Currency, Description: desc,
-		DaysUntilDue: w.o.InvoiceDaysUntilDue, IdempotencyKey: p.ID})
+		DaysUntilDue: w.o.InvoiceDaysUntilDue, IdempotencyKey: p.ID,
+		StartedAt: p.CreatedAt.Time(), Resume: w.keysMayBeForgotten(p)})
 	cancel()
 	if err != nil {
 		return fmt.Errorf("create invoice: %w", err)
+	}
+	if inv.Status == InvoiceVoid || inv.Status == InvoiceUncollectible {
+		// Found when resuming past the key window: someone voided the
+		// invoice at the provider while its answer was lost.
+		return w.fail(ctx, p, "invoice "+inv.Ref+" "+inv.Status.String(), log)
 	}
 	outcome := fsm.OutcomeInvoiceIssued
 	if inv.Status == InvoicePaid {

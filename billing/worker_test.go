@@ -352,6 +352,7 @@ func TestNewWorkerRefusesBadOptions(t *testing.T) {
 		{"no provider", WorkerOptions{Applier: a, State: f}},
 		{"too much concurrency", WorkerOptions{Provider: NewManual(), Applier: a, State: f, Concurrency: 1000}},
 		{"a negative timeout", WorkerOptions{Provider: NewManual(), Applier: a, State: f, CallTimeout: -1}},
+		{"a key window longer than Stripe keeps keys", WorkerOptions{Provider: NewManual(), Applier: a, State: f, KeyWindow: 25 * time.Hour}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -1,0 +1,224 @@
+package billing
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/creditd/creditd/fsm"
+)
+
+// The movements of a purchase's disputes, by deterministic id, so that each
+// is made once whichever event reports it and however late:
+//
+//   - "dispute:<dispute id>" revokes the dispute's share from the purchase's
+//     grant while the disputed money is with the card holder (request id of
+//     a RevokeGrant, and so the cause of its ledger entry);
+//   - "dispute-won:<dispute id>" is the grant that gives back what that
+//     revocation took once the money is back with the merchant (a dispute
+//     won); a grant id is never forgotten, so the credits come back once.
+const (
+	disputeRequestPrefix  = "dispute:"
+	disputeGiveBackPrefix = "dispute-won:"
+)
+
+func disputeRequestID(disputeID string) string { return disputeRequestPrefix + disputeID }
+
+func disputeGiveBackID(disputeID string) string { return disputeGiveBackPrefix + disputeID }
+
+// dispute brings the purchase's grant in line with a dispute as it stands at
+// the provider, whichever of its events this is. A dispute's events are not
+// ordered (its reinstatement can come before its withdrawal), and its closing
+// comes weeks after the withdrawal, when fsm has forgotten the revocation's
+// request id; so the dispute is read again, and what was revoked is read from
+// the ledger:
+//
+//   - money with the card holder (withdrawn, or the dispute lost): the
+//     dispute's share is revoked, unless the ledger shows it was;
+//   - money back with the merchant (the dispute won): what the revocation
+//     took is given back, as a grant made once;
+//   - no money moved (an inquiry, a dispute prevented by a refund, which
+//     charge.refunded revokes): nothing.
+//
+// Credits burned before the revocation stay burned, as with a refund: a
+// revocation takes at most what remains, and the give-back returns exactly
+// what it took.
+func (h *WebhookHandler) dispute(ctx context.Context, p fsm.Purchase, ev Event) (string, error) {
+	if p.Status == fsm.PurchasePending {
+		// Stripe does not order events: the payment's success may not have
+		// come yet. Refused for now, the event is sent again.
+		return "", fmt.Errorf("purchase %s is still pending: dispute %s waits for its grant", p.ID, ev.ObjectRef)
+	}
+	if p.Status != fsm.PurchaseSucceeded || p.GrantID == "" {
+		return "purchase " + p.ID + " has no grant to revoke", nil
+	}
+	reqID, backID := disputeRequestID(ev.ObjectRef), disputeGiveBackID(ev.ObjectRef)
+	if !fsm.ValidID(reqID) || !fsm.ValidID(backID) {
+		// Stripe's ids are far shorter; clipping could merge two disputes.
+		h.log.Error("dispute id too long or malformed to revoke by", "dispute", ev.ObjectRef, "purchase", p.ID)
+		return "dispute " + clip(ev.ObjectRef, 64) + ": id not usable; nothing revoked", nil
+	}
+	d, err := h.o.Provider.LookupDispute(ctx, ev.ObjectRef)
+	if err != nil {
+		if errors.Is(err, ErrPermanent) {
+			return "dispute " + ev.ObjectRef + " not found at the provider; ignored", nil
+		}
+		return "", fmt.Errorf("look up dispute %s: %w", ev.ObjectRef, err)
+	}
+	if d.Currency != "" && !strings.EqualFold(d.Currency, p.Currency) {
+		h.log.Error("dispute currency differs from the purchase's", "purchase", p.ID, "dispute", d.ID,
+			"dispute_currency", d.Currency, "purchase_currency", p.Currency)
+		return "dispute currency " + d.Currency + " is not the purchase's " + p.Currency + "; ignored", nil
+	}
+	og, found, err := h.readGrant(p.GrantID)
+	if err != nil {
+		return "", err
+	}
+	if !found {
+		return "", fmt.Errorf("purchase %s names grant %s, which does not exist", p.ID, p.GrantID)
+	}
+	// The revocation was made on an event about the dispute, so not before
+	// the dispute was created (less the clocks' skew): the ledger is read
+	// from there, which is seldom far from where the revocation is.
+	since := og.CreatedAt
+	if d.Created > 0 {
+		since = max(since, fsm.TimestampOf(time.Unix(d.Created, 0).Add(-createdSlack)))
+	}
+	var notes []string
+	if d.HoldsFunds {
+		_, done, err := h.disputeTaken(ctx, og, since, reqID)
+		if err != nil {
+			return "", err
+		}
+		if done {
+			notes = append(notes, "revocation "+reqID+" already applied")
+		} else {
+			note, err := h.revokeDispute(ctx, p, d, reqID)
+			if err != nil {
+				return "", err
+			}
+			notes = append(notes, note)
+			// Read it again: had the dispute been won meanwhile, the
+			// reinstatement's event could have found nothing to give back.
+			if d, err = h.o.Provider.LookupDispute(ctx, d.ID); err != nil {
+				return "", fmt.Errorf("look up dispute %s again after revoking: %w", ev.ObjectRef, err)
+			}
+		}
+	}
+	if d.Reinstated {
+		note, err := h.giveBackDispute(ctx, og, d, since, reqID, backID)
+		if err != nil {
+			return "", err
+		}
+		notes = append(notes, note)
+	}
+	if len(notes) == 0 {
+		return "dispute " + d.ID + " is " + d.ProviderStatus + " and holds no money; nothing to do", nil
+	}
+	return strings.Join(notes, "; "), nil
+}
+
+// revokeDispute revokes the dispute's share of the purchase, on the running
+// total after the charge's refunds (DisputeShare).
+func (h *WebhookHandler) revokeDispute(ctx context.Context, p fsm.Purchase, d Dispute, reqID string) (string, error) {
+	totalMinor, err := MicrosToMinor(p.TotalMicros, p.Currency)
+	if err != nil {
+		return "", fmt.Errorf("purchase %s total: %w", p.ID, err)
+	}
+	if totalMinor <= 0 {
+		return "purchase " + p.ID + " cost nothing; no dispute share to revoke", nil
+	}
+	var refundedMinor int64
+	if d.ChargeRef != "" {
+		refunds, err := h.o.Provider.Refunds(ctx, d.ChargeRef)
+		if err != nil {
+			return "", fmt.Errorf("list refunds of charge %s of dispute %s: %w", d.ChargeRef, d.ID, err)
+		}
+		for _, r := range refunds {
+			if r.Counts && r.AmountMinor > 0 {
+				refundedMinor = min(refundedMinor+r.AmountMinor, totalMinor)
+			}
+		}
+	}
+	credits, err := DisputeShare(p.Credits, totalMinor, refundedMinor, d.AmountMinor)
+	if err != nil {
+		return "", fmt.Errorf("dispute %s of purchase %s: %w", d.ID, p.ID, err)
+	}
+	if credits == 0 {
+		return "dispute " + d.ID + " revokes no credits", nil // Amount 0 would mean "all that remains"
+	}
+	return h.revoke(ctx, fsm.RevokeGrant{GrantID: p.GrantID, Amount: credits,
+		Reason: clip("dispute "+d.ID+" of charge "+d.ChargeRef, fsm.MaxReasonLen), RequestID: reqID})
+}
+
+// giveBackDispute gives back, for a dispute won, what its revocation took,
+// as grant backID made like the purchase's.
+func (h *WebhookHandler) giveBackDispute(ctx context.Context, og fsm.Grant, d Dispute, since fsm.Timestamp,
+	reqID, backID string) (string, error) {
+	if _, exists, err := h.readGrant(backID); err != nil {
+		return "", err
+	} else if exists {
+		return "credits of dispute " + d.ID + " already given back", nil
+	}
+	n, done, err := h.disputeTaken(ctx, og, since, reqID)
+	if err != nil {
+		return "", err
+	}
+	if !done || n <= 0 {
+		return "dispute " + d.ID + " won; it revoked nothing, so nothing is given back", nil
+	}
+	res, err := h.o.Applier.Apply(ctx, giveBackGrant(og, backID, n))
+	if err != nil {
+		return "", fmt.Errorf("give back %d credits of dispute %s (grant %s): %w", n, d.ID, backID, err)
+	}
+	switch {
+	case res.Err != nil && (fsm.CodeOf(res.Err) == fsm.CodeAlreadyExists || fsm.CodeOf(res.Err) == fsm.CodeConflict):
+		return "credits of dispute " + d.ID + " already given back", nil
+	case res.Err != nil:
+		// The purchase's grant expired meanwhile (its credits would have
+		// expired too), or the pool cannot take them: final.
+		h.log.Warn("credits of a won dispute not given back", "dispute", d.ID, "grant", og.ID, "credits", n, "err", res.Err)
+		return fmt.Sprintf("dispute %s won; %d credits not given back: %v", d.ID, n, res.Err), nil
+	case res.Duplicate:
+		return "credits of dispute " + d.ID + " already given back", nil
+	}
+	return fmt.Sprintf("dispute %s won: %d credits given back as grant %s", d.ID, n, backID), nil
+}
+
+// disputeTaken reads from the pool's ledger, from since on, what the
+// revocation reqID took, stopping at it; done is false when there is none.
+// The ledger, unlike fsm's request ids, never forgets.
+func (h *WebhookHandler) disputeTaken(ctx context.Context, og fsm.Grant, since fsm.Timestamp, reqID string) (taken int64, done bool, err error) {
+	err = h.o.State.View(func(v *fsm.View) error {
+		from, err := firstSeqAt(v, since)
+		if err != nil {
+			return err
+		}
+		for from != 0 && !done {
+			// A long ledger must not outlive the webhook's deadline:
+			// Stripe retries, and the retry starts over.
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			es, next, err := v.Ledger(fsm.LedgerFilter{CustomerID: og.CustomerID, CreditTypeID: og.CreditTypeID,
+				FromSeq: from, Limit: ledgerPageForRefunds})
+			if err != nil {
+				return err
+			}
+			for _, e := range es {
+				if e.Kind == fsm.EntryRevoke && e.CauseKind == fsm.CauseRevoke && e.CauseID == reqID {
+					taken, done = -e.Amount, true // revocations are negative
+					break
+				}
+			}
+			from = next
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, false, fmt.Errorf("read the revocation %s in %s/%s: %w", reqID, og.CustomerID, og.CreditTypeID, err)
+	}
+	return taken, done, nil
+}

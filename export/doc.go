@@ -13,12 +13,19 @@
 // # Exactly once
 //
 // A run reads the manifest's watermark W, takes a cut C (the last ledger
-// sequence of its read transaction), deletes parts left beyond W by an
-// interrupted run, writes the parts of (W, C] and a grants snapshot at C, and
-// only then replaces the manifest with watermark C. Each object appears
-// whole or not at all (blob writes commit on Close; fileblob renames a
-// temporary file). Part names depend only on the range and the ledger, so a
-// rerun writes the same names; a crash between a part and the manifest leaves
-// at most complete parts beyond the watermark, which the next run deletes or
-// overwrites before it commits. One exporter per destination at a time.
+// sequence of its read transaction), deletes parts and day lists left beyond
+// W by an interrupted run, writes the parts of (W, C], a grants snapshot at C
+// and the lists of the UTC days C closes, and only then replaces the manifest
+// with watermark C. Each object appears whole or not at all (blob writes
+// commit on Close; fileblob renames a temporary file). Part names depend only
+// on the range and the ledger, so a rerun writes the same names; a crash
+// between a part or list and the manifest leaves at most complete objects the
+// manifest does not name, which the next run deletes or overwrites before it
+// commits. One exporter per destination at a time.
+//
+// # Bounded manifest
+//
+// A closed day's parts (and, when every snapshot is kept, its snapshots) move
+// out of the manifest into an immutable day list that the manifest names with
+// its digest: the manifest grows by a summary per day, not by a part per run.
 package export

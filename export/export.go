@@ -49,12 +49,14 @@ type Options struct {
 	// Progress, when set, receives a progress line (entries done of total,
 	// entries/s) at most twice a second. Set it only for a terminal.
 	Progress io.Writer
-	// AfterObject, when set, is called after each part and grants snapshot
-	// is stored and before the manifest is committed; an error aborts the
-	// run there. Tests use it to simulate a crash between the two.
+	// AfterObject, when set, is called after each part, grants snapshot
+	// and day list is stored and before the manifest is committed; an error
+	// aborts the run there. Tests use it to simulate a crash between them.
 	AfterObject func(key string) error
 	// KeepGrantSnapshots keeps only the newest this many grants snapshots
-	// (each run that exports new entries writes one). 0 = keep them all.
+	// (each run that exports new entries writes one), at most
+	// MaxKeepGrantSnapshots. 0 = keep them all (in day lists once their
+	// day is closed).
 	KeepGrantSnapshots int
 	// Logger receives one line per run. nil = no logging.
 	Logger *slog.Logger
@@ -79,8 +81,8 @@ func (o *Options) defaults() error {
 			return fmt.Errorf("export options: %s %d out of range [%d, %d]", f.name, *f.v, MinRows, f.max)
 		}
 	}
-	if o.KeepGrantSnapshots < 0 {
-		return fmt.Errorf("export options: KeepGrantSnapshots %d is negative", o.KeepGrantSnapshots)
+	if o.KeepGrantSnapshots < 0 || o.KeepGrantSnapshots > MaxKeepGrantSnapshots {
+		return fmt.Errorf("export options: KeepGrantSnapshots %d out of range [0 (keep all), %d]", o.KeepGrantSnapshots, MaxKeepGrantSnapshots)
 	}
 	if o.Allocator == nil {
 		o.Allocator = memory.NewGoAllocator()
@@ -117,6 +119,7 @@ type Result struct {
 	Entries        int64
 	Parts          []Part
 	Grants         *Snapshot
+	ClosedDays     []Day    // days whose parts this run moved into day lists
 	Removed        []string // uncommitted objects of an interrupted run that were deleted
 	Elapsed        time.Duration
 }
@@ -162,35 +165,37 @@ func (e *Exporter) Run(ctx context.Context) (Result, error) {
 		for _, p := range parts {
 			res.Entries += p.Rows
 		}
-		snap, err := e.writeGrants(ctx, c, cut)
+		// The snapshot is dated by the cut's entry, the last part's.
+		snap, err := e.writeGrants(ctx, c, cut, parts[len(parts)-1].Date)
 		if err != nil {
 			return err
 		}
 		res.Grants = &snap
-		next := *m
-		next.WatermarkSeq = cut
-		next.AppliedIndex = c.AppliedIndex()
-		next.LogTime = c.LastTime().Time().Format(time.RFC3339Nano)
-		next.LedgerParts = append(append([]Part(nil), m.LedgerParts...), parts...)
-		next.GrantSnapshots = append(append([]Snapshot(nil), m.GrantSnapshots...), snap)
-		var dropped []Snapshot
-		if k := e.opts.KeepGrantSnapshots; k > 0 && len(next.GrantSnapshots) > k {
-			dropped = next.GrantSnapshots[:len(next.GrantSnapshots)-k]
-			next.GrantSnapshots = next.GrantSnapshots[len(next.GrantSnapshots)-k:]
-		}
+		next := Manifest{Format: formatVersion, WatermarkSeq: cut, AppliedIndex: c.AppliedIndex(),
+			LogTime: c.LastTime().Time().Format(time.RFC3339Nano)}
 		if next.WatermarkDigest, err = digestAt(c, cut); err != nil {
 			return err
 		}
+		drop, err := e.rollUp(ctx, m, &next, parts, snap)
+		if err != nil {
+			return err
+		}
+		res.ClosedDays = next.LedgerDays[len(m.LedgerDays):]
 		if err := writeManifest(ctx, e.dst, &next); err != nil {
 			return err
 		}
 		// Committed: snapshots past retention go now; if this is cut short,
 		// the next run's sweep removes what the manifest no longer lists.
-		for _, s := range dropped {
+		for _, s := range drop.snapshots {
 			if err := e.dst.Delete(ctx, s.Key); err != nil && gcerrors.Code(err) != gcerrors.NotFound {
 				return fmt.Errorf("export: delete old grants snapshot %s: %w", s.Key, err)
 			}
 			res.Removed = append(res.Removed, s.Key)
+		}
+		if drop.days {
+			removed, err := e.sweep(ctx, &next)
+			res.Removed = append(res.Removed, removed...)
+			return err
 		}
 		return nil
 	})
@@ -200,21 +205,21 @@ func (e *Exporter) Run(ctx context.Context) (Result, error) {
 	}
 	if l := e.opts.Logger; l != nil {
 		l.Info("export done", "from_seq", res.FromSeq, "to_seq", res.ToSeq, "entries", res.Entries,
-			"parts", len(res.Parts), "removed", len(res.Removed), "elapsed", res.Elapsed)
+			"parts", len(res.Parts), "closed_days", len(res.ClosedDays), "removed", len(res.Removed), "elapsed", res.Elapsed)
 	}
 	return res, nil
 }
 
 // sweep deletes what an interrupted run left beyond the watermark: parts and
-// grants snapshots past it, snapshots retention dropped, and the blob
-// driver's temporary files (of parts, snapshots and the manifest). Nothing
-// the manifest lists is touched, and no object of another name is.
+// grants snapshots past it, snapshots retention dropped, day lists the
+// manifest does not name (written before a commit that did not happen, or
+// of snapshot days retention took out), and the blob driver's temporary
+// files (of parts, snapshots, lists and the manifest). Nothing the manifest
+// covers is touched (the lists it names, what they list), and no object of
+// another name is.
 func (e *Exporter) sweep(ctx context.Context, m *Manifest) ([]string, error) {
 	var removed []string
-	listed := make(map[string]bool, len(m.GrantSnapshots))
-	for _, s := range m.GrantSnapshots {
-		listed[s.Key] = true
-	}
+	c := committedBy(m)
 	// The manifest's temporary files sit at the root, next to it.
 	for _, prefix := range []string{ledgerPrefix, grantsPrefix, ManifestKey + "."} {
 		it := e.dst.List(&blob.ListOptions{Prefix: prefix})
@@ -226,7 +231,7 @@ func (e *Exporter) sweep(ctx context.Context, m *Manifest) ([]string, error) {
 			if err != nil {
 				return removed, fmt.Errorf("export: list %s: %w", prefix, err)
 			}
-			if obj.IsDir || !orphan(obj.Key, m.WatermarkSeq, listed) {
+			if obj.IsDir || !c.orphan(obj.Key) {
 				continue
 			}
 			if err := e.dst.Delete(ctx, obj.Key); err != nil && gcerrors.Code(err) != gcerrors.NotFound {
@@ -240,20 +245,24 @@ func (e *Exporter) sweep(ctx context.Context, m *Manifest) ([]string, error) {
 
 // orphan says whether key is an object of ours that the manifest does not
 // cover: a part or snapshot past the watermark, a snapshot dropped by
-// retention, or a blob driver's temporary file.
-func orphan(key string, watermark uint64, listedSnapshots map[string]bool) bool {
+// retention, a day list it does not name, or a blob driver's temporary file.
+func (c *committed) orphan(key string) bool {
 	if first, last, ok := parsePartKey(key); ok {
-		return last > watermark || first > watermark
+		return last > c.watermark || first > c.watermark
 	}
 	if seq, ok := parseGrantsKey(key); ok {
-		return seq > watermark || !listedSnapshots[key]
+		return !c.coversSnapshot(key, seq)
+	}
+	if isListKey(key) {
+		return !c.lists[key]
 	}
 	// fileblob's temporary files ("<name>.<hex>.tmp") of a killed writer.
 	if isTempOf(key, ManifestKey) {
 		return true
 	}
 	base := key[strings.LastIndexByte(key, '/')+1:]
-	return strings.HasSuffix(base, ".tmp") && (strings.HasPrefix(base, "part-") || strings.HasPrefix(base, grantsFile))
+	return strings.HasSuffix(base, ".tmp") && (strings.HasPrefix(base, "part-") || strings.HasPrefix(base, grantsFile) ||
+		isTempOf(base, ledgerListFile) || isTempOf(base, grantsListFile))
 }
 
 // isTempOf says whether key is a temporary file fileblob writes before it
@@ -367,6 +376,9 @@ func (e *Exporter) writeLedger(ctx context.Context, c Cut, from, to uint64) ([]P
 		look   = newLookups(c)
 		expect = from
 		prog   = NewProgress(e.opts.Progress, "export")
+		// lastTime asserts what closing a day relies on: log time never
+		// goes backwards, so no entry falls into a day a later one closed.
+		lastTime fsm.Timestamp
 	)
 	prog.setTotal(int64(to - from + 1))
 	lb.b.Reserve(min(e.opts.BatchRows, int(to-from+1)))
@@ -399,6 +411,10 @@ func (e *Exporter) writeLedger(ctx context.Context, c Cut, from, to uint64) ([]P
 			return fmt.Errorf("export: ledger sequence %d follows %d: a gap or reordering in the ledger", le.Seq, expect-1)
 		}
 		expect++
+		if le.Time < lastTime {
+			return fmt.Errorf("entry %d: log time goes backwards", le.Seq)
+		}
+		lastTime = le.Time
 		date := dateOf(le.Time)
 		if part != nil && (part.date != date || part.fw.rows+lb.rows() >= e.opts.FileRows) {
 			if err := finish(); err != nil {
@@ -457,8 +473,9 @@ func (e *Exporter) writeLedger(ctx context.Context, c Cut, from, to uint64) ([]P
 	return parts, nil
 }
 
-// writeGrants writes every grant of the cut, in id order, as one snapshot.
-func (e *Exporter) writeGrants(ctx context.Context, c Cut, seq uint64) (Snapshot, error) {
+// writeGrants writes every grant of the cut, in id order, as one snapshot
+// at seq, an entry of the given day.
+func (e *Exporter) writeGrants(ctx context.Context, c Cut, seq uint64, date string) (Snapshot, error) {
 	key := grantsKey(seq)
 	f, err := os.CreateTemp(e.opts.TempDir, "creditd-grants-*.parquet")
 	if err != nil {
@@ -508,7 +525,7 @@ func (e *Exporter) writeGrants(ctx context.Context, c Cut, seq uint64) (Snapshot
 	if err := e.after(key); err != nil {
 		return Snapshot{}, err
 	}
-	return Snapshot{Key: key, Seq: seq, Rows: rows, Bytes: size}, nil
+	return Snapshot{Key: key, Date: date, Seq: seq, Rows: rows, Bytes: size}, nil
 }
 
 // Every returns a loop that runs an export every interval until its context

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -307,7 +306,8 @@ func TestReplicaBehindTheWatermarkRefusesToExport(t *testing.T) {
 
 func TestOptionsOutOfRangeAreRefused(t *testing.T) {
 	b := openDir(t, t.TempDir())
-	for _, o := range []Options{{RowGroupRows: -1}, {FileRows: MaxFileRows + 1}, {BatchRows: -5}} {
+	for _, o := range []Options{{RowGroupRows: -1}, {FileRows: MaxFileRows + 1}, {BatchRows: -5},
+		{KeepGrantSnapshots: -1}, {KeepGrantSnapshots: MaxKeepGrantSnapshots + 1}} {
 		if _, err := New(&memCut{}, b, o); err == nil {
 			t.Errorf("New accepted %+v", o)
 		}
@@ -517,24 +517,47 @@ func TestSweepRemovesTheManifestsTemporaryFileOfAKilledRun(t *testing.T) {
 	}
 }
 
-// manifestOfSize returns a valid manifest at watermark 1000 whose encoding is
-// exactly size bytes. It gets there by padding its part's key: the limit is
-// on bytes, and a padded key reaches 64 MiB in one string instead of in the
-// ≈ 290,000 parts a year of minute runs would list.
+// manifestOfSize returns a valid manifest whose encoding is exactly size
+// bytes: one part 1..99999, then parts of one entry each, all of one day
+// (the open day's parts stay in the manifest), as a day of runs a second
+// would list. Parts of six-digit seqs encode to the same length but for the
+// digits of their size in bytes, which take it to the byte.
 func manifestOfSize(t *testing.T, size int) *Manifest {
 	t.Helper()
-	m := &Manifest{Format: formatVersion, WatermarkSeq: 1000, LogTime: "2026-03-01T00:00:00Z",
-		LedgerParts: []Part{{Key: partKey("2026-03-01", 1, 1000), Date: "2026-03-01", FirstSeq: 1, LastSeq: 1000, Rows: 1000, Bytes: 45270}}}
-	data, err := json.MarshalIndent(m, "", "  ")
-	if err != nil {
-		t.Fatal(err)
+	const date, first = "2026-03-01", 99_999
+	m := &Manifest{Format: formatVersion, LogTime: date + "T00:00:00Z", LedgerDays: []Day{}, GrantSnapshotDays: []Day{}, GrantSnapshots: []Snapshot{},
+		LedgerParts: []Part{{Key: partKey(date, 1, first), Date: date, FirstSeq: 1, LastSeq: first, Rows: first, Bytes: 1_000_000}}}
+	encoded := func() int {
+		data, err := encodeJSON(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(data)
 	}
-	m.LedgerParts[0].Key += strings.Repeat("x", size-len(data)-1) // the trailing newline
+	add := func(n int) {
+		for range n {
+			seq := m.LedgerParts[len(m.LedgerParts)-1].LastSeq + 1
+			m.LedgerParts = append(m.LedgerParts, Part{Key: partKey(date, seq, seq), Date: date, FirstSeq: seq, LastSeq: seq, Rows: 1, Bytes: 1_000_000})
+			m.WatermarkSeq = seq
+		}
+	}
+	add(1)
+	base := encoded()
+	add(1)
+	perPart := encoded() - base
+	base += perPart
+	add((size - base) / perPart)
+	for i := range (size - base) % perPart {
+		m.LedgerParts[i+1].Bytes *= 10 // one more digit
+	}
+	if got := encoded(); got != size {
+		t.Fatalf("built a manifest of %d bytes, want %d", got, size)
+	}
 	return m
 }
 
-// The manifest gains a part at every run that finds new entries, and
-// ReadManifest refuses one above maxManifestBytes. A run once committed the
+// The manifest gains a part at every run of the day still open (closed days
+// move to day lists), and ReadManifest refuses one above maxManifestBytes. A run once committed the
 // manifest that crossed the limit, and every later export and report failed
 // on it for good. Whatever is committed reads back: a manifest at the limit
 // commits, and the run that would take it past fails, saying what to do, and
@@ -545,9 +568,11 @@ func TestEveryCommittedManifestCanBeReadBack(t *testing.T) {
 	}
 	ctx := testCtx(t)
 	b := openDir(t, t.TempDir())
-	if err := writeManifest(ctx, b, manifestOfSize(t, maxManifestBytes)); err != nil {
+	full := manifestOfSize(t, maxManifestBytes)
+	if err := writeManifest(ctx, b, full); err != nil {
 		t.Fatalf("commit a manifest of exactly the %d bytes a reader accepts: %v", maxManifestBytes, err)
 	}
+	w := full.WatermarkSeq
 
 	// Ten new entries: the run reads that manifest, and its own would list
 	// one more part and snapshot.
@@ -560,7 +585,7 @@ func TestEveryCommittedManifestCanBeReadBack(t *testing.T) {
 		if i == 0 {
 			kind, amount, bal = fsm.EntryGrant, 100, 100
 		}
-		cut.entries = append(cut.entries, fsm.LedgerEntry{Seq: 1001 + i, Time: ts, CustomerID: "c", CreditTypeID: "ai", GrantID: "g",
+		cut.entries = append(cut.entries, fsm.LedgerEntry{Seq: w + 1 + i, Time: ts, CustomerID: "c", CreditTypeID: "ai", GrantID: "g",
 			Kind: kind, Amount: amount, BalanceAfter: bal, CauseKind: fsm.CauseUsage, CauseID: fmt.Sprint("e", i)})
 	}
 	e, err := New(cut, b, Options{})
@@ -571,7 +596,7 @@ func TestEveryCommittedManifestCanBeReadBack(t *testing.T) {
 		t.Fatalf("the run past the limit: %v; want %v saying what to do", err, ErrManifestTooLarge)
 	}
 	m, err := ReadManifest(ctx, b)
-	if err != nil || m.WatermarkSeq != 1000 {
-		t.Fatalf("after the refused run: %v; want the last manifest, at watermark 1000", err)
+	if err != nil || m.WatermarkSeq != w {
+		t.Fatalf("after the refused run: %v; want the last manifest, at watermark %d", err, w)
 	}
 }

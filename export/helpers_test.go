@@ -93,6 +93,8 @@ func decimal(b []byte) *big.Int {
 
 // readFiles reads every Parquet file under dir/prefix with parquet-go, not
 // through the manifest: what a warehouse globbing the directory would load.
+// Day lists (JSON) are not Parquet: a glob of *.parquet skips them, and so
+// does this; any other file is a stray.
 func readFiles(t testing.TB, dir, prefix string) map[string][]parquet.Row {
 	t.Helper()
 	out := map[string][]parquet.Row{}
@@ -102,6 +104,9 @@ func readFiles(t testing.TB, dir, prefix string) map[string][]parquet.Row {
 			return err
 		}
 		rel, _ := filepath.Rel(dir, path)
+		if isListKey(filepath.ToSlash(rel)) {
+			return nil
+		}
 		if !strings.HasSuffix(path, ".parquet") {
 			t.Errorf("stray file %s", rel)
 			return nil
@@ -134,6 +139,26 @@ func readFiles(t testing.TB, dir, prefix string) map[string][]parquet.Row {
 		t.Fatal(err)
 	}
 	return out
+}
+
+// dayListsOnDisk returns the keys of the day lists under dir.
+func dayListsOnDisk(t testing.TB, dir string) []string {
+	t.Helper()
+	var keys []string
+	err := filepath.WalkDir(dir, func(path string, d os.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		rel, _ := filepath.Rel(dir, path)
+		if isListKey(filepath.ToSlash(rel)) {
+			keys = append(keys, filepath.ToSlash(rel))
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return keys
 }
 
 func colIndex(cols []Column, name string) int {
@@ -190,10 +215,12 @@ func unitsAt(t testing.TB, v *big.Int, s int64) int64 {
 }
 
 // checkManifestMatchesFiles asserts the files on disk are exactly those the
-// manifest lists, and the manifest covers 1..watermark.
+// manifest lists, in itself and in its day lists, and the day lists it
+// names; and the manifest covers 1..watermark.
 func checkManifestMatchesFiles(t testing.TB, dir string, b *blob.Bucket, watermark uint64) *Manifest {
 	t.Helper()
-	m, err := ReadManifest(context.Background(), b)
+	ctx := context.Background()
+	m, err := ReadManifest(ctx, b)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -201,17 +228,28 @@ func checkManifestMatchesFiles(t testing.TB, dir string, b *blob.Bucket, waterma
 		t.Errorf("manifest watermark %d, want %d", m.WatermarkSeq, watermark)
 	}
 	var listed []string
-	for _, p := range m.LedgerParts {
-		listed = append(listed, p.Key)
+	if err := m.EachLedgerPart(ctx, b, func(p Part) error { listed = append(listed, p.Key); return nil }); err != nil {
+		t.Fatal(err)
 	}
-	for _, s := range m.GrantSnapshots {
-		listed = append(listed, s.Key)
+	if err := m.EachGrantSnapshot(ctx, b, func(s Snapshot) error { listed = append(listed, s.Key); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range slices.Concat(m.LedgerDays, m.GrantSnapshotDays) {
+		listed = append(listed, d.Key)
 	}
 	var onDisk []string
-	for _, prefix := range []string{"ledger", "grants"} {
-		for f := range readFiles(t, dir, prefix) {
-			onDisk = append(onDisk, f)
+	err = filepath.WalkDir(dir, func(path string, d os.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
 		}
+		rel, _ := filepath.Rel(dir, path)
+		if rel = filepath.ToSlash(rel); rel != ManifestKey {
+			onDisk = append(onDisk, rel)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 	slices.Sort(listed)
 	slices.Sort(onDisk)

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -22,16 +23,25 @@ import (
 // Object names in the destination. Sequences are zero-padded to 20 digits
 // (the width of a uint64) so that names sort in sequence order.
 const (
-	ManifestKey   = "manifest.json"
-	ledgerPrefix  = "ledger/"
-	grantsPrefix  = "grants/"
-	grantsFile    = "grants.parquet"
-	formatVersion = 1
-	// maxManifestBytes bounds what a run reads back, and so what a run may
-	// commit. Each run that exports adds a part per UTC date (≈ 230 bytes)
-	// and, without retention, a grants snapshot (≈ 145 bytes): a run a
-	// minute reaches it in about four months, a run an hour in twenty years.
+	ManifestKey    = "manifest.json"
+	ledgerPrefix   = "ledger/"
+	grantsPrefix   = "grants/"
+	grantsFile     = "grants.parquet"
+	ledgerListFile = "parts.json"     // ledger/date=…/parts.json: a closed day's parts
+	grantsListFile = "snapshots.json" // grants/date=…/snapshots.json: a closed day's grants snapshots
+	// formatVersion is the manifest format this creditd writes; it reads
+	// format 1 (every part and snapshot in the manifest) too.
+	formatVersion = 2
+	// maxManifestBytes bounds what a reader reads of the manifest, and so
+	// what a run may commit; a day list has the same bound, so a day whose
+	// parts fit in the manifest always fits in its own list. The manifest
+	// grows by a summary per closed UTC day (≈ 300 bytes, twice that when
+	// every grants snapshot is kept): centuries to the limit.
 	maxManifestBytes = 64 << 20
+	maxListBytes     = maxManifestBytes
+	// MaxKeepGrantSnapshots bounds Options.KeepGrantSnapshots: snapshots
+	// under a retention stay in the manifest itself (≈ 170 bytes each).
+	MaxKeepGrantSnapshots = 100_000
 )
 
 func partKey(date string, first, last uint64) string {
@@ -81,12 +91,46 @@ func parseGrantsKey(key string) (seq uint64, ok bool) {
 	return seq, err == nil
 }
 
-// Manifest is the commit record of a destination: the files it lists are
-// complete and, together, hold every ledger entry up to WatermarkSeq exactly
-// once. Loaders that want only committed data read the files listed here;
-// files beyond the watermark belong to a run in progress (or interrupted, to
-// be replaced by the next run).
+func ledgerListKey(date string) string { return ledgerPrefix + "date=" + date + "/" + ledgerListFile }
+func grantsListKey(date string) string { return grantsPrefix + "date=" + date + "/" + grantsListFile }
+
+// isListKey says whether key names a day list: ledger/date=D/parts.json or
+// grants/date=D/snapshots.json, D a date.
+func isListKey(key string) bool {
+	for _, l := range []struct{ prefix, file string }{{ledgerPrefix, ledgerListFile}, {grantsPrefix, grantsListFile}} {
+		rest, ok := strings.CutPrefix(key, l.prefix+"date=")
+		if !ok {
+			continue
+		}
+		date, ok := strings.CutSuffix(rest, "/"+l.file)
+		if ok && validDate(date) {
+			return true
+		}
+	}
+	return false
+}
+
+func validDate(date string) bool {
+	_, err := time.Parse(time.DateOnly, date)
+	return err == nil
+}
+
+// Manifest is the commit record of a destination: the files it lists, in
+// itself and in the day lists it names, are complete and, together, hold
+// every ledger entry up to WatermarkSeq exactly once. Loaders that want
+// only committed data read the files listed there (EachLedgerPart,
+// EachGrantSnapshot); files beyond the watermark belong to a run in
+// progress (or interrupted, to be replaced by the next run).
+//
+// A UTC day is closed once the ledger has an entry of a later day: no entry
+// can be added to it (log time never goes backwards). The run that sees a
+// day closed moves its parts out of the manifest into an immutable list,
+// ledger/date=D/parts.json, written before the manifest that names it, and
+// keeps one summary (Day) of it here. So the manifest grows by a summary per
+// day, not by a part per run.
 type Manifest struct {
+	// Format is 2 (this layout) or 1 (read only: every part and snapshot
+	// listed here, none in day lists).
 	Format int `json:"format"`
 	// WatermarkSeq is the last ledger sequence exported; the next run starts
 	// after it.
@@ -99,9 +143,16 @@ type Manifest struct {
 	// index and log time of the replica's state it read.
 	AppliedIndex uint64 `json:"applied_index"`
 	LogTime      string `json:"log_time,omitempty"`
-	// LedgerParts lists every ledger part in sequence order.
+	// LedgerDays sums up the closed days, in date order; each day's parts
+	// are in its list (Day.Key).
+	LedgerDays []Day `json:"ledger_days"`
+	// LedgerParts lists, in sequence order, the parts after the closed
+	// days: those of the day still open.
 	LedgerParts []Part `json:"ledger_parts"`
-	// GrantSnapshots lists every grants snapshot in sequence order.
+	// GrantSnapshotDays sums up the grants snapshots of closed days, each
+	// day's in its list, when every snapshot is kept (no retention).
+	GrantSnapshotDays []Day `json:"grant_snapshot_days"`
+	// GrantSnapshots lists the other snapshots, in sequence order.
 	GrantSnapshots []Snapshot `json:"grant_snapshots"`
 }
 
@@ -115,13 +166,44 @@ type Part struct {
 	Bytes    int64  `json:"bytes"`
 }
 
-// Snapshot is one committed grants file.
+// Snapshot is one committed grants file. Date is the UTC day of its ledger
+// entry Seq (empty in format 1, filled in when read).
 type Snapshot struct {
 	Key   string `json:"key"`
+	Date  string `json:"date,omitempty"`
 	Seq   uint64 `json:"seq"`
 	Rows  int64  `json:"rows"`
 	Bytes int64  `json:"bytes"`
 }
+
+// Day sums up a closed day's list of ledger parts (or of grants
+// snapshots): the list is Key, and its bytes hash to SHA256, so a reader
+// refuses a list damaged or replaced after it was committed.
+type Day struct {
+	Date string `json:"date"`
+	// FirstSeq and LastSeq bound the day's entries (its snapshots' seqs).
+	FirstSeq uint64 `json:"first_seq"`
+	LastSeq  uint64 `json:"last_seq"`
+	Rows     int64  `json:"rows"`
+	Bytes    int64  `json:"bytes"`
+	Files    int    `json:"files"` // parts (snapshots) in the list
+	Key      string `json:"key"`
+	SHA256   string `json:"sha256"`
+}
+
+// DayList is the object a closed day's parts or grants snapshots are listed
+// in; it is written once and never changed.
+type DayList struct {
+	Format         int        `json:"format"`
+	Date           string     `json:"date"`
+	LedgerParts    []Part     `json:"ledger_parts,omitempty"`
+	GrantSnapshots []Snapshot `json:"grant_snapshots,omitempty"`
+}
+
+// ErrDamagedList is returned by readers of a day list that is missing, too
+// large, or not the one the manifest committed (its digest or contents
+// differ from the manifest's summary of it).
+var ErrDamagedList = errors.New("export: damaged day list")
 
 // ReadManifest reads a destination's manifest as a writer sees it: a
 // destination without one (never exported to) yields an empty manifest at
@@ -137,69 +219,218 @@ func ReadManifest(ctx context.Context, b *blob.Bucket) (*Manifest, error) {
 // readExportManifest reads the manifest of an export; a destination without
 // one holds no export, and yields ErrNoExport.
 func readExportManifest(ctx context.Context, b *blob.Bucket) (*Manifest, error) {
-	r, err := b.NewReader(ctx, ManifestKey, nil)
+	data, err := readObject(ctx, b, ManifestKey, maxManifestBytes)
 	if gcerrors.Code(err) == gcerrors.NotFound {
 		return nil, fmt.Errorf("%w: the destination has no %s", ErrNoExport, ManifestKey)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("open manifest: %w", err)
-	}
-	defer r.Close()
-	data, err := io.ReadAll(io.LimitReader(r, maxManifestBytes+1))
-	if err != nil {
 		return nil, fmt.Errorf("read manifest: %w", err)
-	}
-	if len(data) > maxManifestBytes {
-		return nil, fmt.Errorf("read manifest: larger than %d bytes", maxManifestBytes)
 	}
 	var m Manifest
 	if err := json.Unmarshal(data, &m); err != nil {
 		return nil, fmt.Errorf("decode manifest: %w", err)
 	}
-	if m.Format != formatVersion {
-		return nil, fmt.Errorf("manifest format %d: this creditd reads format %d", m.Format, formatVersion)
+	switch m.Format {
+	case 1:
+		err = m.fromFormat1()
+	case formatVersion:
+	default:
+		err = fmt.Errorf("format %d: this creditd reads formats 1 and %d", m.Format, formatVersion)
 	}
-	if err := m.check(); err != nil {
+	if err == nil {
+		err = m.check()
+	}
+	if err != nil {
 		return nil, fmt.Errorf("manifest: %w", err)
 	}
 	return &m, nil
 }
 
-// check asserts the manifest's invariant: parts are contiguous from 1 to the
-// watermark.
-func (m *Manifest) check() error {
-	next := uint64(1)
-	for _, p := range m.LedgerParts {
-		if p.FirstSeq != next || p.LastSeq < p.FirstSeq {
-			return fmt.Errorf("ledger part %s covers %d..%d, expected to start at %d", p.Key, p.FirstSeq, p.LastSeq, next)
-		}
-		next = p.LastSeq + 1
+// readObject reads key whole, refusing more than limit bytes.
+func readObject(ctx context.Context, b *blob.Bucket, key string, limit int) ([]byte, error) {
+	r, err := b.NewReader(ctx, key, nil)
+	if err != nil {
+		return nil, err
 	}
-	if next-1 != m.WatermarkSeq {
-		return fmt.Errorf("ledger parts end at %d but the watermark is %d", next-1, m.WatermarkSeq)
+	defer r.Close()
+	data, err := io.ReadAll(io.LimitReader(r, int64(limit)+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(data) > limit {
+		return nil, fmt.Errorf("%s is larger than the %d bytes a reader accepts", key, limit)
+	}
+	return data, nil
+}
+
+// fromFormat1 gives a format 1 manifest's snapshots the dates format 2
+// records: the day of the part that holds each one's ledger entry.
+func (m *Manifest) fromFormat1() error {
+	if len(m.LedgerDays) > 0 || len(m.GrantSnapshotDays) > 0 {
+		return errors.New("format 1 with day lists")
+	}
+	if _, err := checkParts(m.LedgerParts, 1, ""); err != nil {
+		return err
+	}
+	for i := range m.GrantSnapshots {
+		s := &m.GrantSnapshots[i]
+		date, ok := m.dateAtSeq(s.Seq)
+		if !ok {
+			return fmt.Errorf("grants snapshot %s at %d: no ledger part holds that entry", s.Key, s.Seq)
+		}
+		s.Date = date
 	}
 	return nil
 }
 
-// ErrManifestTooLarge is returned by a run whose manifest would outgrow what
-// readers accept (maxManifestBytes); the destination keeps its last commit.
+// dateAtSeq is the UTC day of ledger entry seq: that of the closed day or
+// the part holding it. The days and parts must be in order (checked).
+func (m *Manifest) dateAtSeq(seq uint64) (string, bool) {
+	if i, ok := slices.BinarySearchFunc(m.LedgerDays, seq, func(d Day, s uint64) int { return cmpRange(d.FirstSeq, d.LastSeq, s) }); ok {
+		return m.LedgerDays[i].Date, true
+	}
+	if i, ok := slices.BinarySearchFunc(m.LedgerParts, seq, func(p Part, s uint64) int { return cmpRange(p.FirstSeq, p.LastSeq, s) }); ok {
+		return m.LedgerParts[i].Date, true
+	}
+	return "", false
+}
+
+// cmpRange places the range [first, last] before (-1), around (0) or after
+// (+1) seq.
+func cmpRange(first, last, seq uint64) int {
+	switch {
+	case last < seq:
+		return -1
+	case first > seq:
+		return 1
+	}
+	return 0
+}
+
+// check asserts the manifest's invariants: closed days and then parts are
+// contiguous from 1 to the watermark, days in strictly increasing date
+// order and every part later than the last closed day; snapshots in
+// sequence order, each dated by its ledger entry, and those of closed days
+// before the others. Every name is the one its range and date give.
+func (m *Manifest) check() error {
+	next, lastDay := uint64(1), ""
+	for _, d := range m.LedgerDays {
+		if err := checkDay(d, lastDay, ledgerListKey(d.Date)); err != nil {
+			return fmt.Errorf("ledger day %s: %w", d.Date, err)
+		}
+		if d.FirstSeq != next || d.Rows != int64(d.LastSeq-d.FirstSeq+1) || int64(d.Files) > d.Rows {
+			return fmt.Errorf("ledger day %s covers %d..%d in %d rows and %d parts, expected to start at %d with a row per entry",
+				d.Date, d.FirstSeq, d.LastSeq, d.Rows, d.Files, next)
+		}
+		next, lastDay = d.LastSeq+1, d.Date
+	}
+	next, err := checkParts(m.LedgerParts, next, lastDay)
+	if err != nil {
+		return err
+	}
+	if next-1 != m.WatermarkSeq {
+		return fmt.Errorf("ledger parts end at %d but the watermark is %d", next-1, m.WatermarkSeq)
+	}
+	var lastSeq uint64
+	lastDay = ""
+	for _, d := range m.GrantSnapshotDays {
+		if err := checkDay(d, lastDay, grantsListKey(d.Date)); err != nil {
+			return fmt.Errorf("grants snapshot day %s: %w", d.Date, err)
+		}
+		first, _ := m.dateAtSeq(d.FirstSeq)
+		last, _ := m.dateAtSeq(d.LastSeq)
+		if d.FirstSeq <= lastSeq || d.LastSeq > m.WatermarkSeq || first != d.Date || last != d.Date || uint64(d.Files) > d.LastSeq-d.FirstSeq+1 {
+			return fmt.Errorf("grants snapshot day %s: %d snapshots at %d..%d do not follow %d within that day's entries",
+				d.Date, d.Files, d.FirstSeq, d.LastSeq, lastSeq)
+		}
+		lastSeq, lastDay = d.LastSeq, d.Date
+	}
+	for _, s := range m.GrantSnapshots {
+		date, _ := m.dateAtSeq(s.Seq)
+		if s.Seq <= lastSeq || s.Seq > m.WatermarkSeq || s.Key != grantsKey(s.Seq) || s.Date != date || s.Date <= lastDay {
+			return fmt.Errorf("grants snapshot %s of %s at %d: expected after %d, up to the watermark %d, named for its seq, dated %q and after the closed day %q",
+				s.Key, s.Date, s.Seq, lastSeq, m.WatermarkSeq, date, lastDay)
+		}
+		lastSeq = s.Seq
+	}
+	return nil
+}
+
+// checkDay asserts a day summary's own shape: its date follows after, its
+// list is named key and it lists at least one file.
+func checkDay(d Day, after, key string) error {
+	if !validDate(d.Date) || d.Date <= after {
+		return fmt.Errorf("not a date after %q", after)
+	}
+	if d.Key != key {
+		return fmt.Errorf("list %q, expected %s", d.Key, key)
+	}
+	if d.Files < 1 || d.LastSeq < d.FirstSeq || d.Rows < 0 || d.Bytes < 0 {
+		return fmt.Errorf("%d files at %d..%d, %d rows, %d bytes", d.Files, d.FirstSeq, d.LastSeq, d.Rows, d.Bytes)
+	}
+	if _, err := hex.DecodeString(d.SHA256); err != nil || len(d.SHA256) != 2*sha256.Size {
+		return fmt.Errorf("sha256 %q is not a SHA-256 digest", d.SHA256)
+	}
+	return nil
+}
+
+// checkParts asserts parts are contiguous from first, named for their date
+// and range, one row per entry, dated in non-decreasing order and after
+// the day after (if any). It returns the sequence that follows them.
+func checkParts(parts []Part, first uint64, after string) (uint64, error) {
+	next := first
+	for _, p := range parts {
+		if p.FirstSeq != next || p.LastSeq < p.FirstSeq {
+			return 0, fmt.Errorf("ledger part %s covers %d..%d, expected to start at %d", p.Key, p.FirstSeq, p.LastSeq, next)
+		}
+		if p.Key != partKey(p.Date, p.FirstSeq, p.LastSeq) || p.Rows != int64(p.LastSeq-p.FirstSeq+1) || p.Bytes < 0 {
+			return 0, fmt.Errorf("ledger part %s of %s covers %d..%d in %d rows: expected %s, a row per entry",
+				p.Key, p.Date, p.FirstSeq, p.LastSeq, p.Rows, partKey(p.Date, p.FirstSeq, p.LastSeq))
+		}
+		// The first part must follow the closed day after; the next ones may
+		// share the previous part's day.
+		if !validDate(p.Date) || p.Date < after || (p.Date == after && next == first) {
+			return 0, fmt.Errorf("ledger part %s of %s follows a part or a closed day of %s: log time went backwards", p.Key, p.Date, after)
+		}
+		next, after = p.LastSeq+1, p.Date
+	}
+	return next, nil
+}
+
+// ErrManifestTooLarge is returned by a run whose manifest (or one of whose
+// day lists) would outgrow what readers accept (maxManifestBytes); the
+// destination keeps its last commit.
 var ErrManifestTooLarge = errors.New("export: refusing to commit manifest: too large")
 
 func writeManifest(ctx context.Context, b *blob.Bucket, m *Manifest) error {
+	if m.Format != formatVersion {
+		return fmt.Errorf("refusing to commit manifest: format %d, this creditd writes %d", m.Format, formatVersion)
+	}
+	// Empty lists, not null: a loader iterates them without a special case.
+	for _, s := range []*[]Day{&m.LedgerDays, &m.GrantSnapshotDays} {
+		if *s == nil {
+			*s = []Day{}
+		}
+	}
+	if m.LedgerParts == nil {
+		m.LedgerParts = []Part{}
+	}
+	if m.GrantSnapshots == nil {
+		m.GrantSnapshots = []Snapshot{}
+	}
 	if err := m.check(); err != nil {
 		return fmt.Errorf("refusing to commit manifest: %w", err)
 	}
-	data, err := json.MarshalIndent(m, "", "  ")
+	data, err := encodeJSON(m)
 	if err != nil {
 		return fmt.Errorf("encode manifest: %w", err)
 	}
-	data = append(data, '\n')
 	// A committed manifest that ReadManifest refuses would fail every later
 	// run and report; refusing it here keeps the last one readable.
 	if len(data) > maxManifestBytes {
-		return fmt.Errorf("%w: the new one, listing %d ledger parts and %d grants snapshots, is %d bytes, more than the %d a reader accepts; "+
+		return fmt.Errorf("%w: the new one, with %d closed days and listing %d ledger parts and %d grants snapshots, is %d bytes, more than the %d a reader accepts; "+
 			"the committed export stays readable, but to export further, export to a new destination (and keep fewer grants snapshots)",
-			ErrManifestTooLarge, len(m.LedgerParts), len(m.GrantSnapshots), len(data), maxManifestBytes)
+			ErrManifestTooLarge, len(m.LedgerDays), len(m.LedgerParts), len(m.GrantSnapshots), len(data), maxManifestBytes)
 	}
 	// One object write: on every blob driver the new manifest replaces the
 	// old one whole, or not at all.
@@ -207,6 +438,11 @@ func writeManifest(ctx context.Context, b *blob.Bucket, m *Manifest) error {
 		return fmt.Errorf("commit manifest: %w", err)
 	}
 	return nil
+}
+
+func encodeJSON(v any) ([]byte, error) {
+	data, err := json.MarshalIndent(v, "", "  ")
+	return append(data, '\n'), err
 }
 
 func dateOf(t fsm.Timestamp) string { return t.Time().Format(time.DateOnly) }

@@ -21,20 +21,25 @@ import (
 
 // ScanExport reads the committed ledger of an export back, in sequence
 // order, as movements: the report computed from them equals the one computed
-// from the state. Only the parts the manifest lists are read; a destination
-// without a manifest yields ErrNoExport. tempDir holds one downloaded part at
-// a time ("" = os.TempDir()).
+// from the state. Only the parts the manifest lists are read, closed days'
+// through their day lists (a damaged one is refused, ErrDamagedList); a
+// destination without a manifest yields ErrNoExport. tempDir holds one
+// downloaded part at a time ("" = os.TempDir()).
 func ScanExport(ctx context.Context, b *blob.Bucket, tempDir string, fn func(m *Movement) error) (*Manifest, error) {
 	man, err := readExportManifest(ctx, b)
 	if err != nil {
 		return nil, err
 	}
-	for _, p := range man.LedgerParts {
+	return man, scanManifest(ctx, b, man, tempDir, fn)
+}
+
+func scanManifest(ctx context.Context, b *blob.Bucket, man *Manifest, tempDir string, fn func(m *Movement) error) error {
+	return man.EachLedgerPart(ctx, b, func(p Part) error {
 		if err := scanPart(ctx, b, p, tempDir, fn); err != nil {
-			return man, fmt.Errorf("read %s: %w", p.Key, err)
+			return fmt.Errorf("read %s: %w", p.Key, err)
 		}
-	}
-	return man, nil
+		return nil
+	})
 }
 
 func scanPart(ctx context.Context, b *blob.Bucket, p Part, tempDir string, fn func(m *Movement) error) error {
@@ -248,12 +253,12 @@ func ReportFromExport(ctx context.Context, b *blob.Bucket, tempDir string, from,
 	if err != nil {
 		return nil, err
 	}
-	m, err := readExportManifest(ctx, b)
+	man, err := readExportManifest(ctx, b)
 	if err != nil {
 		return nil, err
 	}
-	progress.setTotal(int64(m.WatermarkSeq))
-	man, err := ScanExport(ctx, b, tempDir, func(m *Movement) error {
+	progress.setTotal(int64(man.WatermarkSeq))
+	err = scanManifest(ctx, b, man, tempDir, func(m *Movement) error {
 		if r.Done() {
 			return errStopScan
 		}

@@ -164,6 +164,52 @@ func TestDuckDBReadsIncrementalExportsExactlyOnceAndTheyTieOut(t *testing.T) {
 		}
 	})
 
+	// What a loader that wants only committed data does (README, Layout),
+	// with DuckDB's JSON reader: the manifest's closed days, each list
+	// checked against its digest, then the open day's parts.
+	t.Run("the manifest and its day lists name exactly the committed ledger", func(t *testing.T) {
+		json := func(key string) string { return fmt.Sprintf("read_json('%s')", filepath.Join(f.dir, key)) }
+		var lists, parts []string
+		rows := f.query(fmt.Sprintf("SELECT d.key, d.sha256 FROM (SELECT unnest(ledger_days) AS d FROM %s)", json(export.ManifestKey)))
+		for rows.Next() {
+			var key, sum, got string
+			if err := rows.Scan(&key, &sum); err != nil {
+				t.Fatal(err)
+			}
+			f.one(fmt.Sprintf("SELECT sha256(content) FROM read_text('%s')", filepath.Join(f.dir, key)), &got)
+			if got != sum {
+				t.Errorf("%s has SHA-256 %s, the manifest says %s", key, got, sum)
+			}
+			lists = append(lists, key)
+		}
+		if err := rows.Err(); err != nil {
+			t.Fatal(err)
+		}
+		rows.Close()
+		if len(lists) == 0 {
+			t.Fatal("no closed day in the manifest: the test covers nothing")
+		}
+		for _, key := range append(lists, export.ManifestKey) {
+			rows := f.query(fmt.Sprintf("SELECT p.key FROM (SELECT unnest(ledger_parts) AS p FROM %s)", json(key)))
+			for rows.Next() {
+				var part string
+				if err := rows.Scan(&part); err != nil {
+					t.Fatal(err)
+				}
+				parts = append(parts, "'"+filepath.Join(f.dir, part)+"'")
+			}
+			if err := rows.Err(); err != nil {
+				t.Fatal(err)
+			}
+			rows.Close()
+		}
+		var n, distinct, lo, hi int64
+		f.one(fmt.Sprintf("SELECT count(*), count(DISTINCT seq), min(seq), max(seq) FROM read_parquet([%s])", strings.Join(parts, ", ")), &n, &distinct, &lo, &hi)
+		if n != int64(last) || distinct != n || lo != 1 || hi != int64(last) {
+			t.Errorf("the %d parts the manifest names hold %d rows, %d distinct, %d..%d; the ledger has 1..%d", len(parts), n, distinct, lo, hi, last)
+		}
+	})
+
 	t.Run("every grant's remaining and deferred revenue follow from its entries", func(t *testing.T) {
 		var grantsRows, mismatches int64
 		f.one(fmt.Sprintf(`

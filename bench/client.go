@@ -2,6 +2,8 @@ package bench
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"net"
 	"net/http"
@@ -49,8 +51,9 @@ func rpcURL(scheme, hostPort string) string {
 // newHTTPClient speaks cleartext HTTP/2 (h2c) as creditd serves, or HTTP/2
 // over TLS for https addresses. Each client is its own connection pool:
 // the run spreads its clients over several, as a fleet of callers would.
-func newHTTPClient() *http.Client {
+func newHTTPClient(roots *x509.CertPool) *http.Client {
 	t := &http.Transport{
+		TLSClientConfig:     &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12},
 		Protocols:           new(http.Protocols),
 		DialContext:         (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
 		TLSHandshakeTimeout: 10 * time.Second,

@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -93,6 +94,9 @@ type Config struct {
 	Addr string
 	// APIKey is sent as a bearer token; it needs the admin scope for setup.
 	APIKey string
+	// RootCAs verifies the nodes' certificates for an https Addr; nil
+	// trusts the system's roots.
+	RootCAs *x509.CertPool
 	// Spread sends requests to every node in turn (followers forward
 	// writes) instead of only to the leader.
 	Spread bool

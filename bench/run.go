@@ -2,6 +2,8 @@ package bench
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"math"
@@ -183,9 +185,24 @@ func (r *runner) close() {
 }
 
 // discover finds the leader and every node through the given address.
+// wontChangeByWaiting says a failed call is the client's configuration
+// (its key, the CA it trusts), not a cluster still starting: a minute of
+// retries would only hide it.
+func wontChangeByWaiting(err error) bool {
+	switch connect.CodeOf(err) {
+	case connect.CodeUnauthenticated, connect.CodePermissionDenied, connect.CodeUnimplemented:
+		return true
+	}
+	var verify *tls.CertificateVerificationError
+	var unknownCA x509.UnknownAuthorityError
+	var badHost x509.HostnameError
+	var invalid x509.CertificateInvalidError
+	return errors.As(err, &verify) || errors.As(err, &unknownCA) || errors.As(err, &badHost) || errors.As(err, &invalid)
+}
+
 func (r *runner) discover(ctx context.Context) error {
 	nConns := (r.cfg.Concurrency + clientsPerConn - 1) / clientsPerConn
-	setupHC := newHTTPClient()
+	setupHC := newHTTPClient(r.cfg.RootCAs)
 	r.hcs = append(r.hcs, setupHC)
 	first := newEndpoint("", r.cfg.Addr, setupHC, r.cfg.APIKey)
 	var st *v1.GetStatusResponse
@@ -201,7 +218,7 @@ func (r *runner) discover(ctx context.Context) error {
 		if err == nil {
 			err = errors.New("no leader known yet")
 		}
-		if ctx.Err() != nil || time.Now().After(deadline) {
+		if ctx.Err() != nil || time.Now().After(deadline) || wontChangeByWaiting(err) {
 			return errf(err, "bench: find the cluster's leader through %s", r.cfg.Addr)
 		}
 		time.Sleep(200 * time.Millisecond)
@@ -219,7 +236,7 @@ func (r *runner) discover(ctx context.Context) error {
 		members = []member{{st.NodeId, r.cfg.Addr}}
 	}
 	for c := 0; c < nConns; c++ {
-		hc := newHTTPClient()
+		hc := newHTTPClient(r.cfg.RootCAs)
 		r.hcs = append(r.hcs, hc)
 		var eps []*endpoint
 		for _, m := range members {

@@ -72,7 +72,7 @@ func newForwarder(s *Server) *forwarder {
 	return &forwarder{
 		s:         s,
 		transport: tr,
-		client:    &http.Client{Transport: tr},
+		client:    &http.Client{Transport: ExplainSchemeMismatch(tr)},
 		scheme:    scheme,
 		clients:   make(map[string]*leaderClients),
 	}
@@ -112,6 +112,28 @@ func (f *forwarder) clientsFor(addr string) *leaderClients {
 	}
 	f.clients[addr] = c
 	return c
+}
+
+// misconfigured names a forwarding failure that retrying cannot mend:
+// the leader and this node disagree on TLS (every node of a cluster serves
+// TLS or none does), or this node does not trust the leader's certificate.
+// FAILED_PRECONDITION, so that clients stop rather than retry. nil for
+// other failures.
+func (f *forwarder) misconfigured(addr string, err error) error {
+	var mismatch *SchemeMismatchError
+	var verr *tls.CertificateVerificationError
+	switch {
+	case errors.As(err, &mismatch) && mismatch.ServerTLS:
+		return connect.NewError(connect.CodeFailedPrecondition, fmt.Errorf(
+			"forward to the leader at %s: the leader serves TLS and this node does not: every node of a cluster must serve TLS (creditd serve --tls-cert) or none: %w", addr, mismatch))
+	case errors.As(err, &mismatch):
+		return connect.NewError(connect.CodeFailedPrecondition, fmt.Errorf(
+			"forward to the leader at %s: this node serves TLS and the leader does not: every node of a cluster must serve TLS (creditd serve --tls-cert) or none: %w", addr, mismatch))
+	case errors.As(err, &verr):
+		return connect.NewError(connect.CodeFailedPrecondition, fmt.Errorf(
+			"forward to the leader at %s: its TLS certificate is not trusted by this node (creditd serve --tls-ca names the CA; the certificate must name the advertised host): %w", addr, verr))
+	}
+	return nil
 }
 
 // leaderAddr is where to forward: the address in nl, or, when no leader is
@@ -184,6 +206,9 @@ func handle[Req, Res any](
 	s.metrics.forwarded.Add(1)
 	out, err := call(s.fwd.clientsFor(addr))(ctx, fwd)
 	if err != nil {
+		if err := s.fwd.misconfigured(addr, err); err != nil {
+			return nil, err
+		}
 		var ce *connect.Error
 		if errors.As(err, &ce) {
 			// The leader's own answer (or a transport failure the client

@@ -70,9 +70,11 @@ func runBench(ctx context.Context, args []string) error {
 		stateFsync               bool
 		logStore                 string
 		followerWait             time.Duration
+		caCert                   string
 	)
 	fs := newFlagSet("bench", "bench (--addr URL | --local N) [flags] | bench seed [flags]", benchHelp)
-	fs.StringVar(&cfg.Addr, "addr", "", "API address of any node of a running cluster (http://host:port)")
+	fs.StringVar(&cfg.Addr, "addr", "", "API address of any node of a running cluster (http://host:port, or https://host:port when it serves TLS)")
+	fs.StringVar(&caCert, "ca-cert", "", "PEM `FILE` of the CA certificate(s) to trust for an https:// --addr, instead of the system's roots (a private CA)")
 	fs.StringVar(&cfg.APIKey, "api-key", "", "API key (admin scope) sent as a bearer token; not needed from loopback without keys")
 	fs.IntVar(&localN, "local", 0, "start this many nodes in this process on loopback instead of --addr")
 	fs.StringVar(&dataDir, "data-dir", "", "with --local: directory for the nodes' data (default: a temporary one, removed after)")
@@ -140,6 +142,14 @@ func runBench(ctx context.Context, args []string) error {
 	if cfg.Addr != "" {
 		if cfg.Addr, err = baseURL(cfg.Addr); err != nil {
 			return err
+		}
+	}
+	if caCert != "" {
+		if !strings.HasPrefix(cfg.Addr, "https://") {
+			return fmt.Errorf("bench: --ca-cert %s is for an https:// --addr", caCert)
+		}
+		if cfg.RootCAs, err = loadCAPool(caCert); err != nil {
+			return fmt.Errorf("bench: --ca-cert: %w", err)
 		}
 	}
 	if terminal(os.Stderr) {

@@ -1,25 +1,30 @@
 package main
 
 import (
+	"crypto/tls"
 	"flag"
 	"fmt"
+	"net"
 	"net/http"
 	"net/url"
 	"strings"
 	"time"
 
 	"github.com/creditd/creditd/gen/creditd/v1/creditdv1connect"
+	"github.com/creditd/creditd/rpc"
 )
 
 // clientFlags are the flags every client subcommand shares.
 type clientFlags struct {
 	addr    string
 	apiKey  string
+	caCert  string
 	timeout time.Duration
 }
 
 func addClientFlags(fs *flag.FlagSet, f *clientFlags) {
-	fs.StringVar(&f.addr, "addr", "http://127.0.0.1:7420", "API address of any node (http://host:port or host:port)")
+	fs.StringVar(&f.addr, "addr", "http://127.0.0.1:7420", "API address of any node: http://host:port (or host:port) for a cluster serving cleartext HTTP/2, https://host:port for one serving TLS (serve --tls-cert)")
+	fs.StringVar(&f.caCert, "ca-cert", "", "PEM `FILE` of the CA certificate(s) to trust for an https:// --addr, instead of the system's roots (a private CA)")
 	fs.StringVar(&f.apiKey, "api-key", "", "API key (admin scope) sent as a bearer token; not needed from loopback without keys")
 	fs.DurationVar(&f.timeout, "timeout", 30*time.Second, "how long to wait for the answer")
 }
@@ -31,23 +36,52 @@ func baseURL(addr string) (string, error) {
 	}
 	u, err := url.Parse(addr)
 	if err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
-		return "", fmt.Errorf("--addr %q: want http://host:port or host:port", addr)
+		return "", fmt.Errorf("--addr %q: want http://host:port, https://host:port or host:port", addr)
 	}
 	return strings.TrimRight(u.String(), "/"), nil
 }
 
-// httpClient speaks cleartext HTTP/2 (h2c), as creditd serves, and adds the
-// API key to every request.
-func (f *clientFlags) httpClient() *http.Client {
+// url is addr's base URL. An address without a scheme (a member's
+// advertised host:port) takes --addr's: every node of a cluster serves TLS
+// or none does.
+func (f *clientFlags) url(addr string) (string, error) {
+	if !strings.Contains(addr, "://") && strings.HasPrefix(f.addr, "https://") {
+		addr = "https://" + addr
+	}
+	u, err := baseURL(addr)
+	if err != nil {
+		return "", err
+	}
+	if f.caCert != "" && !strings.HasPrefix(u, "https://") {
+		return "", fmt.Errorf("--ca-cert %s is for an https:// --addr; %s is cleartext", f.caCert, u)
+	}
+	return u, nil
+}
+
+// httpClient speaks HTTP/2, cleartext (h2c) to an http:// address and over
+// TLS to an https:// one (trusting --ca-cert's CAs when given), and adds
+// the API key to every request. Its failures say when the node disagrees
+// on TLS or its certificate is not trusted, and what to give instead.
+func (f *clientFlags) httpClient() (*http.Client, error) {
 	t := &http.Transport{
 		Protocols:             new(http.Protocols),
+		DialContext:           (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		TLSClientConfig:       &tls.Config{MinVersion: tls.VersionTLS12},
 		TLSHandshakeTimeout:   10 * time.Second,
 		ResponseHeaderTimeout: f.timeout,
 		IdleConnTimeout:       30 * time.Second,
 	}
 	t.Protocols.SetUnencryptedHTTP2(true)
 	t.Protocols.SetHTTP2(true)
-	return &http.Client{Transport: bearer{key: f.apiKey, next: t}}
+	if f.caCert != "" {
+		pool, err := loadCAPool(f.caCert)
+		if err != nil {
+			return nil, fmt.Errorf("--ca-cert: %w", err)
+		}
+		t.TLSClientConfig.RootCAs = pool
+	}
+	next := clientHints{next: rpc.ExplainSchemeMismatch(t), caCert: f.caCert}
+	return &http.Client{Transport: bearer{key: f.apiKey, next: next}}, nil
 }
 
 type bearer struct {
@@ -64,9 +98,13 @@ func (b bearer) RoundTrip(r *http.Request) (*http.Response, error) {
 }
 
 func (f *clientFlags) cluster(addr string) (creditdv1connect.ClusterServiceClient, error) {
-	u, err := baseURL(addr)
+	u, err := f.url(addr)
 	if err != nil {
 		return nil, err
 	}
-	return creditdv1connect.NewClusterServiceClient(f.httpClient(), u), nil
+	hc, err := f.httpClient()
+	if err != nil {
+		return nil, err
+	}
+	return creditdv1connect.NewClusterServiceClient(hc, u), nil
 }

@@ -27,7 +27,9 @@ is marked with *. Exits 1 after the table when the node knows no leader.
 
 Examples:
   creditd status
-  creditd status --addr 10.0.0.2:7420 --api-key "$ADMIN_KEY"`
+  creditd status --addr 10.0.0.2:7420 --api-key "$ADMIN_KEY"
+  # a cluster serving TLS (serve --tls-cert) under a private CA:
+  creditd status --addr https://10.0.0.2:7420 --ca-cert /etc/creditd/ca.pem`
 
 func runStatus(ctx context.Context, args []string) error {
 	var cf clientFlags
@@ -192,6 +194,7 @@ under way.
 
 Examples:
   creditd snapshot save backup.snap --addr 10.0.0.1:7420 --api-key "$ADMIN_KEY"
+  creditd snapshot save backup.snap --addr https://10.0.0.1:7420 --ca-cert ca.pem --api-key "$ADMIN_KEY"
   creditd snapshot restore backup.snap --data-dir /var/lib/creditd-new --node-id a
   creditd serve --data-dir /var/lib/creditd-new --node-id a`
 

@@ -27,7 +27,9 @@ environment):
 
   manifest.json                                         the commit record and watermark
   ledger/date=YYYY-MM-DD/part-<first>-<last>.parquet    ledger entries by UTC date
+  ledger/date=YYYY-MM-DD/parts.json                     a closed day's parts (named in the manifest)
   grants/snapshot=<seq>/grants.parquet                  every grant as of <seq>
+  grants/date=YYYY-MM-DD/snapshots.json                 a closed day's snapshots, when all are kept
 
 Each run writes only what follows the manifest's watermark, then commits the
 manifest: running it twice exports nothing twice, and a run cut short (crash,
@@ -58,7 +60,7 @@ func runExport(ctx context.Context, args []string) error {
 	fs.StringVar(&progress, "progress", "auto", "progress line on stderr: auto (on a terminal), always or never")
 	fs.IntVar(&rowGroupRows, "row-group-rows", export.DefaultRowGroupRows, "rows per Parquet row group")
 	fs.IntVar(&fileRows, "file-rows", export.DefaultFileRows, "most rows in one ledger part")
-	fs.IntVar(&keepSnapshots, "keep-grant-snapshots", 0, "keep only the newest N grants snapshots (0: all)")
+	fs.IntVar(&keepSnapshots, "keep-grant-snapshots", 0, fmt.Sprintf("keep only the newest N grants snapshots (0: all; N at most %d)", export.MaxKeepGrantSnapshots))
 	fs.DurationVar(&timeout, "timeout", 6*time.Hour, "give up after this long")
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -68,6 +70,9 @@ func runExport(ctx context.Context, args []string) error {
 	}
 	if to == "" {
 		return fmt.Errorf("export: --to is required: %w", errUsage)
+	}
+	if err := checkKeepSnapshots("--keep-grant-snapshots", keepSnapshots); err != nil {
+		return fmt.Errorf("export: %w", err)
 	}
 	prog, err := progressOut(progress)
 	if err != nil {
@@ -147,12 +152,13 @@ func progressOut(mode string) (io.Writer, error) {
 
 // stateSource is where export and report read the state from.
 type stateSource struct {
-	addr, apiKey, snapshot, dataDir string
+	addr, apiKey, caCert, snapshot, dataDir string
 }
 
 func (s *stateSource) addFlags(fs *flag.FlagSet) {
-	fs.StringVar(&s.addr, "addr", "", "read a running node's applied state through its API (http://host:port or host:port)")
+	fs.StringVar(&s.addr, "addr", "", "read a running node's applied state through its API (http://host:port or host:port; https://host:port when it serves TLS)")
 	fs.StringVar(&s.apiKey, "api-key", "", "API key (admin scope) for --addr")
+	fs.StringVar(&s.caCert, "ca-cert", "", "PEM `FILE` of the CA certificate(s) to trust for an https:// --addr, instead of the system's roots")
 	fs.StringVar(&s.snapshot, "snapshot", "", "read the state from this snapshot file")
 	fs.StringVar(&s.dataDir, "data-dir", "creditd-data", "read the state of a stopped node's data dir (when neither --addr nor --snapshot)")
 }
@@ -162,10 +168,13 @@ func (s *stateSource) open(ctx context.Context, tempDir string) (*fsm.FSM, func(
 	if s.addr != "" && s.snapshot != "" {
 		return nil, nil, fmt.Errorf("give --addr or --snapshot, not both: %w", errUsage)
 	}
+	if s.addr == "" && s.caCert != "" {
+		return nil, nil, fmt.Errorf("--ca-cert goes with an https:// --addr: %w", errUsage)
+	}
 	if s.addr == "" {
 		return openStateForReading(s.dataDir, s.snapshot, tempDir)
 	}
-	path, err := fetchSnapshot(ctx, s.addr, s.apiKey, tempDir)
+	path, err := fetchSnapshot(ctx, clientFlags{addr: s.addr, apiKey: s.apiKey, caCert: s.caCert, timeout: time.Minute}, tempDir)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -174,8 +183,8 @@ func (s *stateSource) open(ctx context.Context, tempDir string) (*fsm.FSM, func(
 }
 
 // fetchSnapshot streams the node's snapshot into a temporary file.
-func fetchSnapshot(ctx context.Context, addr, apiKey, tempDir string) (string, error) {
-	cf := clientFlags{addr: addr, apiKey: apiKey, timeout: time.Minute}
+func fetchSnapshot(ctx context.Context, cf clientFlags, tempDir string) (string, error) {
+	addr := cf.addr
 	c, err := cf.cluster(addr)
 	if err != nil {
 		return "", err
@@ -258,7 +267,17 @@ type exportSchedule struct {
 func (s *exportSchedule) addFlags(fs *flag.FlagSet) {
 	fs.StringVar(&s.to, "export-to", "", "export the ledger and grants to this directory or blob URL while this node leads (see creditd export --help)")
 	fs.DurationVar(&s.every, "export-every", time.Hour, "how often the leader exports, with --export-to")
-	fs.IntVar(&s.keep, "export-keep-grant-snapshots", 0, "with --export-to, keep only the newest N grants snapshots (0: all)")
+	fs.IntVar(&s.keep, "export-keep-grant-snapshots", 0,
+		fmt.Sprintf("with --export-to, keep only the newest N grants snapshots (0: all; N at most %d)", export.MaxKeepGrantSnapshots))
+}
+
+// checkKeepSnapshots refuses a retention the export does not take, naming
+// the flag: the snapshots it keeps are listed in the manifest itself.
+func checkKeepSnapshots(flagName string, keep int) error {
+	if keep < 0 || keep > export.MaxKeepGrantSnapshots {
+		return fmt.Errorf("%s %d: want 0 (keep every snapshot) to %d: %w", flagName, keep, export.MaxKeepGrantSnapshots, errUsage)
+	}
+	return nil
 }
 
 // start opens the destination and registers the export loop with the node;
@@ -270,6 +289,9 @@ func (s *exportSchedule) start(ctx context.Context, n *node.Node, logger *slog.L
 	}
 	if s.every < time.Minute || s.every > 7*24*time.Hour {
 		return nil, fmt.Errorf("--export-every %s: want 1m to 168h", s.every)
+	}
+	if err := checkKeepSnapshots("--export-keep-grant-snapshots", s.keep); err != nil {
+		return nil, err
 	}
 	dst, err := export.OpenDestination(ctx, s.to)
 	if err != nil {

@@ -4,7 +4,9 @@ import (
 	"context"
 	"encoding/csv"
 	"errors"
+	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
@@ -162,5 +164,25 @@ func TestReportFromAnExportThatDoesNotExistFails(t *testing.T) {
 	}
 	if _, err := os.Stat(missing); !os.IsNotExist(err) {
 		t.Errorf("report --export created %s: %v", missing, err)
+	}
+}
+
+// Snapshots kept under a retention stay in the manifest itself, so a
+// retention past export.MaxKeepGrantSnapshots is refused at once, naming the
+// flag, by export and by serve's schedule.
+func TestExportRefusesARetentionOfTooManyGrantSnapshotsNamingTheFlag(t *testing.T) {
+	tooMany := fmt.Sprint(export.MaxKeepGrantSnapshots + 1)
+	err := run(context.Background(), []string{"export", "--to", t.TempDir(), "--data-dir", t.TempDir(), "--keep-grant-snapshots", tooMany}, io.Discard)
+	if !errors.Is(err, errUsage) || !strings.Contains(err.Error(), "--keep-grant-snapshots "+tooMany) {
+		t.Errorf("export --keep-grant-snapshots %s: %v; want a usage error naming the flag", tooMany, err)
+	}
+	s := exportSchedule{to: t.TempDir(), every: time.Hour, keep: export.MaxKeepGrantSnapshots + 1}
+	if _, err := s.start(context.Background(), nil, slog.Default()); !errors.Is(err, errUsage) || !strings.Contains(err.Error(), "--export-keep-grant-snapshots") {
+		t.Errorf("serve --export-keep-grant-snapshots %s: %v; want a usage error naming the flag", tooMany, err)
+	}
+	for _, keep := range []int{0, export.MaxKeepGrantSnapshots} {
+		if err := checkKeepSnapshots("--keep-grant-snapshots", keep); err != nil {
+			t.Errorf("a retention of %d refused: %v", keep, err)
+		}
 	}
 }

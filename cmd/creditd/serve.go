@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -21,7 +22,12 @@ import (
 
 const serveHelp = `
 Runs one creditd node: the Raft log, gossip membership and the API (Connect,
-gRPC and gRPC-Web on one cleartext HTTP/2 port, plus /healthz and /readyz).
+gRPC and gRPC-Web on one port, plus /healthz and /readyz): cleartext HTTP/2
+(h2c), or TLS with --tls-cert and --tls-key (HTTP/2 and HTTP/1.1; the pair is
+read again when its files change). With TLS, followers forward writes to the
+leader over HTTPS, trusting --tls-ca (or the system's roots): every node of
+a cluster serves TLS or none does. Raft and gossip are cleartext always: keep
+them on a private network.
 
 With no flags it starts a single-node cluster: data in ./creditd-data, the
 API on 127.0.0.1:7420, Raft on 127.0.0.1:7421, gossip on 127.0.0.1:7422.
@@ -54,7 +60,10 @@ Examples:
   # the same with the environment:
   CREDITD_DATA_DIR=/var/lib/creditd CREDITD_JOIN=10.0.0.1:7422 creditd serve
   # /readyz says 503 on a follower more than 100 entries behind (default 1024):
-  creditd serve --join 10.0.0.1:7422 --ready-max-lag 100`
+  creditd serve --join 10.0.0.1:7422 --ready-max-lag 100
+  # the API over TLS; the certificate names 10.0.0.2, the advertised host:
+  creditd serve --rpc-addr 10.0.0.2:7420 --tls-cert /etc/creditd/node.pem --tls-key /etc/creditd/node-key.pem \
+    --tls-ca /etc/creditd/ca.pem --join 10.0.0.1:7422`
 
 // serveFlags are serve's flags; snapshot restore shares the node's.
 type serveFlags struct {
@@ -86,6 +95,7 @@ type serveFlags struct {
 	stateFsync                        bool
 	debugAddr                         string
 	export                            exportSchedule
+	tls                               serveTLSFlags
 }
 
 // addNodeFlags registers the flags that say which node and data dir.
@@ -128,6 +138,9 @@ func runServe(ctx context.Context, args []string) error {
 	if err := checkAdvertisableRPCAddr(f.rpcAddr, f.advRPC); err != nil {
 		return err
 	}
+	if err := f.tls.check(f.advRPC); err != nil {
+		return err
+	}
 	logger, err := newLogger(os.Stderr, f.logFormat, f.logLevel)
 	if err != nil {
 		return err
@@ -140,7 +153,7 @@ func newServeFlagSet(f *serveFlags) *flag.FlagSet {
 	fs := newFlagSet("serve", "serve [flags]", serveHelp)
 	addNodeFlags(fs, f)
 	fs.StringVar(&f.rpcAddr, "rpc-addr", "127.0.0.1:7420", "API listen address (host:port); on all interfaces (0.0.0.0, [::]) it needs --advertise-rpc-addr")
-	fs.StringVar(&f.advRPC, "advertise-rpc-addr", "", "API address other nodes forward writes to and \"creditd status\" asks, when it differs from --rpc-addr: a host they reach")
+	fs.StringVar(&f.advRPC, "advertise-rpc-addr", "", "API address other nodes forward writes to and \"creditd status\" asks, when it differs from --rpc-addr: a host they reach, as host:port (no scheme: https with --tls-cert, http without)")
 	fs.StringVar(&f.gossipAddr, "gossip-addr", "127.0.0.1:7422", "gossip (memberlist) listen address, TCP and UDP")
 	fs.StringVar(&f.advGossip, "advertise-gossip-addr", "", "gossip address other nodes use, when it differs from --gossip-addr")
 	fs.Var(&f.join, "join", "gossip address(es) of existing members, host:port[,host:port]; retried until one answers")
@@ -175,6 +188,7 @@ func newServeFlagSet(f *serveFlags) *flag.FlagSet {
 	f.export.addFlags(fs)
 	fs.StringVar(&f.debugAddr, "debug-addr", "", "serve Go profiles (/debug/pprof/) on this address, unauthenticated: loopback only (default: off)")
 	fs.StringVar(&f.apiKeysFile, "api-keys-file", "", "file of API keys, one scope:key per line (also CREDITD_API_KEYS); none = loopback clients only")
+	f.tls.addFlags(fs)
 	return fs
 }
 
@@ -284,6 +298,12 @@ func serve(ctx context.Context, f serveFlags, logger *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	// The pair is checked before the node joins anyone: a wrong file
+	// stops the start here, naming it.
+	srvTLS, err := f.tls.load(logger)
+	if err != nil {
+		return err
+	}
 	stopDebug, err := startDebugServer(f.debugAddr, logger)
 	if err != nil {
 		return err
@@ -302,6 +322,9 @@ func serve(ctx context.Context, f serveFlags, logger *slog.Logger) error {
 	advRPC := f.advRPC
 	if advRPC == "" {
 		advRPC = ln.Addr().String()
+	}
+	if srvTLS != nil {
+		srvTLS.warnIfHostNotNamed(advRPC, logger)
 	}
 	expect := f.bootstrapExpect.n
 	if !f.bootstrapExpect.set {
@@ -363,11 +386,20 @@ func serve(ctx context.Context, f serveFlags, logger *slog.Logger) error {
 	defer closeExport()
 	// The purchase worker runs whenever this node leads; the connector's
 	// webhook routes are served by every node (a follower forwards).
-	bill, err := billing.Attach(n, f.billing, billing.Config{Getenv: os.Getenv, ReadFile: os.ReadFile, Logger: logger}, billing.AttachOptions{})
+	// With TLS on, followers forward writes and webhooks to the leader
+	// over HTTPS: the advertised API addresses are host:port, and the
+	// scheme is the cluster's (every node serves TLS or none does).
+	var peerTLS *tls.Config
+	if srvTLS != nil {
+		peerTLS = srvTLS.peers
+	}
+	billOpts := billing.AttachOptions{ForwardTLS: peerTLS}
+	billOpts.Webhook.ForwardClient = webhookForwardClient(peerTLS)
+	bill, err := billing.Attach(n, f.billing, billing.Config{Getenv: os.Getenv, ReadFile: os.ReadFile, Logger: logger}, billOpts)
 	if err != nil {
 		return fail(fmt.Errorf("billing connector %q: %w", f.billing, err))
 	}
-	api, err := rpc.New(n, rpc.Options{APIKeys: keys, Logger: logger, Extra: bill.Routes, RequestTimeout: f.requestTimeout.d,
+	api, err := rpc.New(n, rpc.Options{APIKeys: keys, Logger: logger, Extra: bill.Routes, RequestTimeout: f.requestTimeout.d, ForwardTLS: peerTLS,
 		Payments: func(ctx context.Context, id string) (rpc.PaymentAction, error) {
 			p, err := bill.PaymentAction(ctx, id)
 			return rpc.PaymentAction{ClientSecret: p.ClientSecret, CheckoutURL: p.CheckoutURL, ProviderStatus: p.ProviderStatus}, err
@@ -380,8 +412,13 @@ func serve(ctx context.Context, f serveFlags, logger *slog.Logger) error {
 	hs := rpc.NewHTTPServer("", api.Handler())
 	hs.ErrorLog = slog.NewLogLogger(logger.Handler(), slog.LevelWarn)
 	serveErr := make(chan error, 1)
-	go func() { serveErr <- hs.Serve(ln) }()
-	logger.Info("serving the API", "addr", ln.Addr().String(), "advertised", advRPC)
+	if srvTLS != nil {
+		hs.TLSConfig = srvTLS.keys.ServerConfig()
+		go func() { serveErr <- hs.ServeTLS(ln, "", "") }()
+	} else {
+		go func() { serveErr <- hs.Serve(ln) }()
+	}
+	logger.Info("serving the API", "addr", ln.Addr().String(), "advertised", advRPC, "tls", srvTLS != nil)
 
 	select {
 	case <-ctx.Done():

@@ -115,16 +115,7 @@ func RevocationsForRefunds(credits, totalMinor int64, refunds []Refund) ([]refun
 		}
 		return rs[i].ID < rs[j].ID
 	})
-	c, t := big.NewInt(credits), big.NewInt(totalMinor)
-	share := func(refunded int64) int64 {
-		if refunded >= totalMinor {
-			return credits
-		}
-		var n big.Int
-		n.Mul(c, big.NewInt(refunded))
-		n.Quo(&n, t) // both non-negative: Quo is floor
-		return n.Int64()
-	}
+	share := func(refunded int64) int64 { return creditsForMinor(credits, totalMinor, refunded) }
 	out := make([]refundRevocation, 0, len(rs))
 	var cum int64
 	for _, r := range rs {
@@ -165,20 +156,25 @@ func DisputeShare(credits, totalMinor, refundedMinor, disputedMinor int64) (int6
 	case refundedMinor < 0 || disputedMinor < 0:
 		return 0, fmt.Errorf("refunded %d or disputed %d is negative", refundedMinor, disputedMinor)
 	}
-	c, t := big.NewInt(credits), big.NewInt(totalMinor)
-	share := func(minor int64) int64 {
-		if minor >= totalMinor {
-			return credits
-		}
-		var n big.Int
-		n.Mul(c, big.NewInt(minor))
-		n.Quo(&n, t) // both non-negative: Quo is floor
-		return n.Int64()
-	}
+	share := func(minor int64) int64 { return creditsForMinor(credits, totalMinor, minor) }
 	refunded := min(refundedMinor, totalMinor)
 	after := totalMinor
 	if disputedMinor < totalMinor-refunded {
 		after = refunded + disputedMinor
 	}
 	return share(after) - share(refunded), nil
+}
+
+// creditsForMinor is ⌊credits × minor / totalMinor⌋, all of them from minor
+// ≥ totalMinor on: the credits that minor units of a purchase's money paid
+// for. Computed in big integers (credits × minor can pass int64); the
+// result is at most credits.
+func creditsForMinor(credits, totalMinor, minor int64) int64 {
+	if minor >= totalMinor {
+		return credits
+	}
+	var n big.Int
+	n.Mul(big.NewInt(credits), big.NewInt(minor))
+	n.Quo(&n, big.NewInt(totalMinor)) // both non-negative: Quo is floor
+	return n.Int64()
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -138,29 +139,48 @@ func (k *KeyPair) reload(now time.Time) {
 }
 
 func (k *KeyPair) read() (certPEM, keyPEM []byte, err error) {
-	if certPEM, err = readBounded(k.certFile); err != nil {
+	if certPEM, err = readBounded(k.certFile, maxKeyPairFileBytes, "a PEM certificate or key"); err != nil {
 		return nil, nil, fmt.Errorf("read the certificate file: %w", err)
 	}
-	if keyPEM, err = readBounded(k.keyFile); err != nil {
+	if keyPEM, err = readBounded(k.keyFile, maxKeyPairFileBytes, "a PEM certificate or key"); err != nil {
 		return nil, nil, fmt.Errorf("read the key file: %w", err)
 	}
 	return certPEM, keyPEM, nil
 }
 
-func readBounded(path string) ([]byte, error) {
+// readBounded reads a file of at most limit bytes; a larger one is not
+// what (a file named by mistake).
+func readBounded(path string, limit int, what string) ([]byte, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, maxKeyPairFileBytes+1))
+	b, err := io.ReadAll(io.LimitReader(f, int64(limit)+1))
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
-	if len(b) > maxKeyPairFileBytes {
-		return nil, fmt.Errorf("%s is larger than %d bytes: not a PEM certificate or key", path, maxKeyPairFileBytes)
+	if len(b) > limit {
+		return nil, fmt.Errorf("%s is larger than %d bytes: not %s", path, limit, what)
 	}
 	return b, nil
+}
+
+// maxCABundleBytes bounds a CA bundle: the system's own is ≈ 200 KiB.
+const maxCABundleBytes = 4 << 20
+
+// LoadCertPool reads a PEM bundle of CA certificates, for peers (serve
+// --tls-ca) and clients (--ca-cert) to verify nodes' certificates by.
+func LoadCertPool(path string) (*x509.CertPool, error) {
+	b, err := readBounded(path, maxCABundleBytes, "a PEM bundle of CA certificates")
+	if err != nil {
+		return nil, err
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(b) {
+		return nil, fmt.Errorf("%s holds no PEM certificate", path)
+	}
+	return pool, nil
 }
 
 // parse turns the files' bytes into a certificate, naming the file at

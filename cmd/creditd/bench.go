@@ -18,6 +18,7 @@ import (
 	"github.com/creditd/creditd/bench"
 	"github.com/creditd/creditd/bench/local"
 	"github.com/creditd/creditd/node"
+	"github.com/creditd/creditd/rpc"
 )
 
 const benchHelp = `
@@ -148,7 +149,7 @@ func runBench(ctx context.Context, args []string) error {
 		if !strings.HasPrefix(cfg.Addr, "https://") {
 			return fmt.Errorf("bench: --ca-cert %s is for an https:// --addr", caCert)
 		}
-		if cfg.RootCAs, err = loadCAPool(caCert); err != nil {
+		if cfg.RootCAs, err = rpc.LoadCertPool(caCert); err != nil {
 			return fmt.Errorf("bench: --ca-cert: %w", err)
 		}
 	}

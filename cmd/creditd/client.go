@@ -74,7 +74,7 @@ func (f *clientFlags) httpClient() (*http.Client, error) {
 	t.Protocols.SetUnencryptedHTTP2(true)
 	t.Protocols.SetHTTP2(true)
 	if f.caCert != "" {
-		pool, err := loadCAPool(f.caCert)
+		pool, err := rpc.LoadCertPool(f.caCert)
 		if err != nil {
 			return nil, fmt.Errorf("--ca-cert: %w", err)
 		}

@@ -6,11 +6,9 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
 	"strings"
 	"time"
 
@@ -65,7 +63,7 @@ func (t *serveTLSFlags) load(logger *slog.Logger) (*apiTLS, error) {
 	}
 	peers := &tls.Config{MinVersion: tls.VersionTLS12}
 	if t.caFile != "" {
-		if peers.RootCAs, err = loadCAPool(t.caFile); err != nil {
+		if peers.RootCAs, err = rpc.LoadCertPool(t.caFile); err != nil {
 			return nil, fmt.Errorf("serve: --tls-ca: %w", err)
 		}
 	}
@@ -99,30 +97,6 @@ func webhookForwardClient(peers *tls.Config) *http.Client {
 		IdleConnTimeout:     90 * time.Second,
 	}
 	return &http.Client{Transport: rpc.ExplainSchemeMismatch(tr), Timeout: billing.DefaultWebhookTimeout}
-}
-
-// maxCABundleBytes bounds a CA bundle: the system's own is ≈ 200 KiB.
-const maxCABundleBytes = 4 << 20
-
-// loadCAPool reads a PEM bundle of CA certificates.
-func loadCAPool(path string) (*x509.CertPool, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, maxCABundleBytes+1))
-	if err != nil {
-		return nil, fmt.Errorf("read %s: %w", path, err)
-	}
-	if len(b) > maxCABundleBytes {
-		return nil, fmt.Errorf("%s is larger than %d bytes: not a PEM bundle of CA certificates", path, maxCABundleBytes)
-	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(b) {
-		return nil, fmt.Errorf("%s holds no PEM certificate", path)
-	}
-	return pool, nil
 }
 
 // clientHints adds to a client command's transport failures what to change

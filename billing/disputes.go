@@ -28,17 +28,21 @@ func disputeRequestID(disputeID string) string { return disputeRequestPrefix + d
 
 func disputeGiveBackID(disputeID string) string { return disputeGiveBackPrefix + disputeID }
 
-// dispute brings the purchase's grant in line with a dispute as it stands at
-// the provider, whichever of its events this is. A dispute's events are not
-// ordered (its reinstatement can come before its withdrawal), and its closing
-// comes weeks after the withdrawal, when fsm has forgotten the revocation's
-// request id; so the dispute is read again, and what was revoked is read from
-// the ledger:
+// dispute brings the purchase's credits in line with a dispute as it stands
+// at the provider, whichever of its events this is. A dispute's events are
+// not ordered (its reinstatement can come before its withdrawal), and its
+// closing comes weeks after the withdrawal, when fsm has forgotten the
+// revocation's request id; so the dispute is read again, and what was
+// revoked is read from the ledger:
 //
 //   - money with the card holder (withdrawn, or the dispute lost): the
-//     dispute's share is revoked, unless the ledger shows it was;
+//     dispute's share is revoked, unless the ledger shows it was; what the
+//     purchase's grant cannot cover is taken from the credits given back for
+//     the charge's failed refunds and won disputes (makeUp);
 //   - money back with the merchant (the dispute won): what the revocation
-//     took is given back, as a grant made once;
+//     took is given back, as a grant made once, and refunds of the charge
+//     whose share found nothing while the dispute held the credits take it
+//     from that grant (makeUp);
 //   - no money moved (an inquiry, a dispute prevented by a refund, which
 //     charge.refunded revokes): nothing.
 //
@@ -55,7 +59,7 @@ func (h *WebhookHandler) dispute(ctx context.Context, p fsm.Purchase, ev Event) 
 		return "purchase " + p.ID + " has no grant to revoke", nil
 	}
 	reqID, backID := disputeRequestID(ev.ObjectRef), disputeGiveBackID(ev.ObjectRef)
-	if !fsm.ValidID(reqID) || !fsm.ValidID(backID) {
+	if !fsm.ValidID(reqID) || !fsm.ValidID(backID) || !fsm.ValidID(fromRequestID(reqID, backID)) {
 		// Stripe's ids are far shorter; clipping could merge two disputes.
 		h.log.Error("dispute id too long or malformed to revoke by", "dispute", ev.ObjectRef, "purchase", p.ID)
 		return "dispute " + clip(ev.ObjectRef, 64) + ": id not usable; nothing revoked", nil
@@ -72,12 +76,16 @@ func (h *WebhookHandler) dispute(ctx context.Context, p fsm.Purchase, ev Event) 
 			"dispute_currency", d.Currency, "purchase_currency", p.Currency)
 		return "dispute currency " + d.Currency + " is not the purchase's " + p.Currency + "; ignored", nil
 	}
-	og, found, err := h.readGrant(p.GrantID)
+	totalMinor, err := MicrosToMinor(p.TotalMicros, p.Currency)
+	if err != nil {
+		return "", fmt.Errorf("purchase %s total: %w", p.ID, err)
+	}
+	if totalMinor <= 0 {
+		return "purchase " + p.ID + " cost nothing; no dispute share to revoke", nil
+	}
+	og, err := h.purchaseGrant(p)
 	if err != nil {
 		return "", err
-	}
-	if !found {
-		return "", fmt.Errorf("purchase %s names grant %s, which does not exist", p.ID, p.GrantID)
 	}
 	// The revocation was made on an event about the dispute, so not before
 	// the dispute was created (less the clocks' skew): the ledger is read
@@ -86,16 +94,33 @@ func (h *WebhookHandler) dispute(ctx context.Context, p fsm.Purchase, ev Event) 
 	if d.Created > 0 {
 		since = max(since, fsm.TimestampOf(time.Unix(d.Created, 0).Add(-createdSlack)))
 	}
+	// The charge's refunds, listed once, when the dispute's share or what
+	// came up short is reckoned.
+	var refunds []Refund
+	listed := d.ChargeRef == ""
+	chargeRefunds := func() ([]Refund, error) {
+		if !listed {
+			if refunds, err = h.o.Provider.Refunds(ctx, d.ChargeRef); err != nil {
+				return nil, fmt.Errorf("list refunds of charge %s of dispute %s: %w", d.ChargeRef, d.ID, err)
+			}
+			listed = true
+		}
+		return refunds, nil
+	}
 	var notes []string
 	if d.HoldsFunds {
-		_, done, err := h.disputeTaken(ctx, og, since, reqID)
+		done, err := h.disputeRevoked(ctx, og, since, reqID)
 		if err != nil {
 			return "", err
 		}
 		if done {
 			notes = append(notes, "revocation "+reqID+" already applied")
 		} else {
-			note, err := h.revokeDispute(ctx, p, d, reqID)
+			refunds, err := chargeRefunds()
+			if err != nil {
+				return "", err
+			}
+			note, err := h.revokeDispute(ctx, p, d, reqID, totalMinor, refunds)
 			if err != nil {
 				return "", err
 			}
@@ -107,39 +132,67 @@ func (h *WebhookHandler) dispute(ctx context.Context, p fsm.Purchase, ev Event) 
 			}
 		}
 	}
+	if !d.HoldsFunds && !d.Reinstated {
+		if len(notes) == 0 {
+			return "dispute " + d.ID + " is " + d.ProviderStatus + " and holds no money; nothing to do", nil
+		}
+		return strings.Join(notes, "; "), nil
+	}
+	// What the dispute's revocations took, and whether the charge's
+	// movements came up short, is read from the ledger from the purchase's
+	// grant on: its refunds may have revoked before the dispute was opened.
+	// A dispute that holds funds needs it only when there are credits given
+	// back to take from.
+	m := newPurchaseMoves(og)
 	if d.Reinstated {
-		note, err := h.giveBackDispute(ctx, og, d, since, reqID, backID)
+		if err := h.readMoves(ctx, m); err != nil {
+			return "", err
+		}
+		note, err := h.giveBackDispute(ctx, og, d, m.takenBy(reqID), backID)
 		if err != nil {
 			return "", err
 		}
 		notes = append(notes, note)
 	}
-	if len(notes) == 0 {
-		return "dispute " + d.ID + " is " + d.ProviderStatus + " and holds no money; nothing to do", nil
+	backs, err := h.givenBackGrants(ctx, og)
+	if err != nil {
+		return "", err
+	}
+	if len(backs) > 0 {
+		if err := h.readMoves(ctx, m); err != nil {
+			return "", err
+		}
+		held, err := h.heldDisputes(ctx, p, m, &d)
+		if err != nil {
+			return "", err
+		}
+		refunds, err := chargeRefunds()
+		if err != nil {
+			return "", err
+		}
+		ds, revs, err := chargeShares(p, totalMinor, d.ChargeRef, refunds, held)
+		if err != nil {
+			return "", err
+		}
+		moves, whole := movementsOf(d.ChargeRef, ds, revs)
+		more, err := h.makeUp(ctx, p, m, moves, whole, backs)
+		if err != nil {
+			return "", err
+		}
+		notes = append(notes, more...)
 	}
 	return strings.Join(notes, "; "), nil
 }
 
-// revokeDispute revokes the dispute's share of the purchase, on the running
-// total after the charge's refunds (DisputeShare).
-func (h *WebhookHandler) revokeDispute(ctx context.Context, p fsm.Purchase, d Dispute, reqID string) (string, error) {
-	totalMinor, err := MicrosToMinor(p.TotalMicros, p.Currency)
-	if err != nil {
-		return "", fmt.Errorf("purchase %s total: %w", p.ID, err)
-	}
-	if totalMinor <= 0 {
-		return "purchase " + p.ID + " cost nothing; no dispute share to revoke", nil
-	}
+// revokeDispute revokes the dispute's share of the purchase's grant, on the
+// running total after the charge's refunds (DisputeShare). What the grant
+// cannot cover is left to makeUp.
+func (h *WebhookHandler) revokeDispute(ctx context.Context, p fsm.Purchase, d Dispute, reqID string, totalMinor int64,
+	refunds []Refund) (string, error) {
 	var refundedMinor int64
-	if d.ChargeRef != "" {
-		refunds, err := h.o.Provider.Refunds(ctx, d.ChargeRef)
-		if err != nil {
-			return "", fmt.Errorf("list refunds of charge %s of dispute %s: %w", d.ChargeRef, d.ID, err)
-		}
-		for _, r := range refunds {
-			if r.Counts && r.AmountMinor > 0 {
-				refundedMinor = min(refundedMinor+r.AmountMinor, totalMinor)
-			}
+	for _, r := range refunds {
+		if r.Counts && r.AmountMinor > 0 {
+			refundedMinor = min(refundedMinor+r.AmountMinor, totalMinor)
 		}
 	}
 	credits, err := DisputeShare(p.Credits, totalMinor, refundedMinor, d.AmountMinor)
@@ -153,25 +206,21 @@ func (h *WebhookHandler) revokeDispute(ctx context.Context, p fsm.Purchase, d Di
 		Reason: clip("dispute "+d.ID+" of charge "+d.ChargeRef, fsm.MaxReasonLen), RequestID: reqID})
 }
 
-// giveBackDispute gives back, for a dispute won, what its revocation took,
-// as grant backID made like the purchase's.
-func (h *WebhookHandler) giveBackDispute(ctx context.Context, og fsm.Grant, d Dispute, since fsm.Timestamp,
-	reqID, backID string) (string, error) {
+// giveBackDispute gives back, for a dispute won, what its revocations took
+// (taken, from the purchase's grant and from credits given back before), as
+// grant backID made like the purchase's.
+func (h *WebhookHandler) giveBackDispute(ctx context.Context, og fsm.Grant, d Dispute, taken int64, backID string) (string, error) {
 	if _, exists, err := h.readGrant(backID); err != nil {
 		return "", err
 	} else if exists {
 		return "credits of dispute " + d.ID + " already given back", nil
 	}
-	n, done, err := h.disputeTaken(ctx, og, since, reqID)
-	if err != nil {
-		return "", err
-	}
-	if !done || n <= 0 {
+	if taken <= 0 {
 		return "dispute " + d.ID + " won; it revoked nothing, so nothing is given back", nil
 	}
-	res, err := h.o.Applier.Apply(ctx, giveBackGrant(og, backID, n))
+	res, err := h.o.Applier.Apply(ctx, giveBackGrant(og, backID, taken))
 	if err != nil {
-		return "", fmt.Errorf("give back %d credits of dispute %s (grant %s): %w", n, d.ID, backID, err)
+		return "", fmt.Errorf("give back %d credits of dispute %s (grant %s): %w", taken, d.ID, backID, err)
 	}
 	switch {
 	case res.Err != nil && (fsm.CodeOf(res.Err) == fsm.CodeAlreadyExists || fsm.CodeOf(res.Err) == fsm.CodeConflict):
@@ -179,19 +228,21 @@ func (h *WebhookHandler) giveBackDispute(ctx context.Context, og fsm.Grant, d Di
 	case res.Err != nil:
 		// The purchase's grant expired meanwhile (its credits would have
 		// expired too), or the pool cannot take them: final.
-		h.log.Warn("credits of a won dispute not given back", "dispute", d.ID, "grant", og.ID, "credits", n, "err", res.Err)
-		return fmt.Sprintf("dispute %s won; %d credits not given back: %v", d.ID, n, res.Err), nil
+		h.log.Warn("credits of a won dispute not given back", "dispute", d.ID, "grant", og.ID, "credits", taken, "err", res.Err)
+		return fmt.Sprintf("dispute %s won; %d credits not given back: %v", d.ID, taken, res.Err), nil
 	case res.Duplicate:
 		return "credits of dispute " + d.ID + " already given back", nil
 	}
-	return fmt.Sprintf("dispute %s won: %d credits given back as grant %s", d.ID, n, backID), nil
+	return fmt.Sprintf("dispute %s won: %d credits given back as grant %s", d.ID, taken, backID), nil
 }
 
-// disputeTaken reads from the pool's ledger, from since on, what the
-// revocation reqID took, stopping at it; done is false when there is none.
-// The ledger, unlike fsm's request ids, never forgets.
-func (h *WebhookHandler) disputeTaken(ctx context.Context, og fsm.Grant, since fsm.Timestamp, reqID string) (taken int64, done bool, err error) {
-	err = h.o.State.View(func(v *fsm.View) error {
+// disputeRevoked reads the pool's ledger from since on for a revocation of
+// the dispute (reqID, or one of its steps from given-back credits) of the
+// purchase whose grant is og, stopping at the first. The ledger, unlike
+// fsm's request ids, never forgets.
+func (h *WebhookHandler) disputeRevoked(ctx context.Context, og fsm.Grant, since fsm.Timestamp, reqID string) (bool, error) {
+	done := false
+	err := h.o.State.View(func(v *fsm.View) error {
 		from, err := firstSeqAt(v, since)
 		if err != nil {
 			return err
@@ -208,8 +259,9 @@ func (h *WebhookHandler) disputeTaken(ctx context.Context, og fsm.Grant, since f
 				return err
 			}
 			for _, e := range es {
-				if e.Kind == fsm.EntryRevoke && e.CauseKind == fsm.CauseRevoke && e.CauseID == reqID {
-					taken, done = -e.Amount, true // revocations are negative
+				if e.Kind == fsm.EntryRevoke && e.CauseKind == fsm.CauseRevoke && e.SourceRef == og.SourceRef &&
+					e.SourceKind == og.SourceKind && (e.CauseID == reqID || strings.HasPrefix(e.CauseID, reqID+fromSeparator)) {
+					done = true
 					break
 				}
 			}
@@ -218,7 +270,7 @@ func (h *WebhookHandler) disputeTaken(ctx context.Context, og fsm.Grant, since f
 		return nil
 	})
 	if err != nil {
-		return 0, false, fmt.Errorf("read the revocation %s in %s/%s: %w", reqID, og.CustomerID, og.CreditTypeID, err)
+		return false, fmt.Errorf("read the revocation %s in %s/%s: %w", reqID, og.CustomerID, og.CreditTypeID, err)
 	}
-	return taken, done, nil
+	return done, nil
 }

@@ -400,3 +400,36 @@ func TestASelfServePaymentStartedPastTheKeyWindowIsStartedOnce(t *testing.T) {
 		t.Fatalf("%d payment intents for one self-serve purchase, want 1", n)
 	}
 }
+
+// Past the key window the worker lists the customer's payment intents since
+// the purchase started and refuses to decide when there are more than 1,000,
+// so that "none found" never means "not looked far enough". A payment of the
+// purchase that succeeded decides whatever the rest of the list holds: found
+// before the bound (here the newest, listed first), it completes the
+// purchase, and no second charge is made.
+func TestAPaymentThatSucceededIsFoundPastTheListingBound(t *testing.T) {
+	r := newKeyWindowRig(t, testAutoTopUp)
+	id := burnToAutoTopUp(t, r.a, r.f)
+	r.fake.mu.Lock()
+	for i := range maxChargeSearch {
+		// The customer's other payments since the purchase started
+		// (self-serve purchases, say): none of this purchase's.
+		r.fake.pis = append(r.fake.pis, map[string]any{"id": fmt.Sprintf("pi_other_%d", i), "object": "payment_intent",
+			"status": "succeeded", "amount": 500, "currency": "usd", "customer": "cus_123", "created": time.Now().Unix(),
+			"metadata": map[string]string{MetadataPurchaseID: fmt.Sprintf("web-%d", i)}})
+	}
+	r.fake.mu.Unlock()
+	r.fake.lose["charge"] = 1 // the card is charged; the answer is lost
+	r.step(id, readPurchase(t, r.f, id).CreatedAt.Time().Add(time.Minute))
+	r.fake.forget()
+	r.step(id, dayLater(r, id))
+	p := readPurchase(t, r.f, id)
+	want := fmt.Sprintf("pi_%d", maxChargeSearch+1)
+	if p.Status != fsm.PurchaseSucceeded || p.ProviderRef != want {
+		t.Fatalf("purchase %s (ref %q) although its payment %s succeeded and was the first listed; want succeeded",
+			p.Status, p.ProviderRef, want)
+	}
+	if n := r.fake.count("pis"); n != maxChargeSearch+1 {
+		t.Fatalf("%d payment intents at Stripe, want %d (no second charge)", n, maxChargeSearch+1)
+	}
+}

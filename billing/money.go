@@ -91,22 +91,27 @@ type refundRevocation struct {
 // RevocationsForRefunds decides how many credits each refund of a purchase
 // revokes. A refund revokes in proportion to the money it returns:
 //
-//	revoked(i) = ⌊credits × R(i) / total⌋ − ⌊credits × R(i−1) / total⌋
+//	revoked(i) = ⌊credits × min(total, H + R(i)) / total⌋ − ⌊credits × min(total, H + R(i−1)) / total⌋
 //
 // where R(i) is the money refunded by refund i and all refunds before it
-// (ordered by creation time, then id), capped at the purchase total. Taking
-// the difference of floors of the running total, instead of rounding each
-// refund on its own, means partial refunds that add up to the whole purchase
-// revoke exactly the whole grant, and each refund's share is fixed once the
-// refunds before it are known. Refunds that do not count (failed, canceled)
+// (ordered by creation time, then id), and H (heldMinor) the money of the
+// charge's disputes that hold funds, which comes first on the running total
+// (heldDisputeShares). Taking the difference of floors of the running total,
+// instead of rounding each refund on its own, means partial refunds and
+// disputes that add up to the whole purchase revoke exactly the whole grant,
+// in whichever order they come, and each refund's share is fixed once the
+// money before it is known. Refunds that do not count (failed, canceled)
 // revoke nothing. totalMinor is the purchase total in the charge's minor
 // units (what the provider charged).
-func RevocationsForRefunds(credits, totalMinor int64, refunds []Refund) ([]refundRevocation, error) {
+func RevocationsForRefunds(credits, totalMinor, heldMinor int64, refunds []Refund) ([]refundRevocation, error) {
 	if credits < 0 {
 		return nil, fmt.Errorf("credits %d is negative", credits)
 	}
 	if totalMinor <= 0 {
 		return nil, fmt.Errorf("purchase total %d must be positive to refund against", totalMinor)
+	}
+	if heldMinor < 0 {
+		return nil, fmt.Errorf("disputed money %d is negative", heldMinor)
 	}
 	rs := append([]Refund(nil), refunds...)
 	sort.Slice(rs, func(i, j int) bool {
@@ -117,7 +122,7 @@ func RevocationsForRefunds(credits, totalMinor int64, refunds []Refund) ([]refun
 	})
 	share := func(refunded int64) int64 { return creditsForMinor(credits, totalMinor, refunded) }
 	out := make([]refundRevocation, 0, len(rs))
-	var cum int64
+	cum := min(heldMinor, totalMinor)
 	for _, r := range rs {
 		if r.ID == "" {
 			return nil, fmt.Errorf("refund without an id")
@@ -136,6 +141,51 @@ func RevocationsForRefunds(credits, totalMinor int64, refunds []Refund) ([]refun
 		out = append(out, refundRevocation{RefundID: r.ID, Credits: share(cum) - before})
 	}
 	return out, nil
+}
+
+// disputeRevocation is the credits one dispute holding funds revokes.
+type disputeRevocation struct {
+	DisputeID string
+	Credits   int64
+}
+
+// heldDisputeShares decides the credits each dispute that holds funds
+// revokes when the charge's money is counted in one order, disputes first
+// (by creation time, then id), then refunds (RevocationsForRefunds with the
+// disputes' money, returned as heldMinor, first):
+//
+//	revoked(j) = ⌊credits × min(total, D(j)) / total⌋ − ⌊credits × min(total, D(j−1)) / total⌋
+//
+// A dispute's first revocation is made on the money counted before it
+// (DisputeShare); this order is the one every later reckoning of the charge
+// uses, so that what the charge's movements revoke adds up to the whole.
+func heldDisputeShares(credits, totalMinor int64, held []Dispute) (shares []disputeRevocation, heldMinor int64, err error) {
+	if credits < 0 {
+		return nil, 0, fmt.Errorf("credits %d is negative", credits)
+	}
+	if totalMinor <= 0 {
+		return nil, 0, fmt.Errorf("purchase total %d must be positive to dispute against", totalMinor)
+	}
+	ds := append([]Dispute(nil), held...)
+	sort.Slice(ds, func(i, j int) bool {
+		if ds[i].Created != ds[j].Created {
+			return ds[i].Created < ds[j].Created
+		}
+		return ds[i].ID < ds[j].ID
+	})
+	share := func(minor int64) int64 { return creditsForMinor(credits, totalMinor, minor) }
+	for _, d := range ds {
+		if d.AmountMinor < 0 {
+			return nil, 0, fmt.Errorf("dispute %s: amount %d is negative", d.ID, d.AmountMinor)
+		}
+		before := share(heldMinor)
+		heldMinor += d.AmountMinor
+		if heldMinor < 0 || heldMinor > totalMinor {
+			heldMinor = totalMinor
+		}
+		shares = append(shares, disputeRevocation{DisputeID: d.ID, Credits: share(heldMinor) - before})
+	}
+	return shares, heldMinor, nil
 }
 
 // DisputeShare is the credits a dispute revokes: its money's share of the

@@ -48,29 +48,34 @@ func TestRevocationsForRefunds(t *testing.T) {
 		name       string
 		credits    int64
 		totalMinor int64
+		heldMinor  int64
 		refunds    []Refund
 		want       map[string]int64
 	}{
-		{"a full refund revokes the whole grant", 1000, 5000, []Refund{r("re_1", 5000, 1)}, map[string]int64{"re_1": 1000}},
-		{"a half refund revokes half", 1000, 5000, []Refund{r("re_1", 2500, 1)}, map[string]int64{"re_1": 500}},
-		{"a share that is not whole rounds down", 10, 3, []Refund{r("re_1", 1, 1)}, map[string]int64{"re_1": 3}},
-		{"thirds add up to the whole grant", 10, 3,
+		{"a full refund revokes the whole grant", 1000, 5000, 0, []Refund{r("re_1", 5000, 1)}, map[string]int64{"re_1": 1000}},
+		{"a half refund revokes half", 1000, 5000, 0, []Refund{r("re_1", 2500, 1)}, map[string]int64{"re_1": 500}},
+		{"a share that is not whole rounds down", 10, 3, 0, []Refund{r("re_1", 1, 1)}, map[string]int64{"re_1": 3}},
+		{"thirds add up to the whole grant", 10, 3, 0,
 			[]Refund{r("re_1", 1, 1), r("re_2", 1, 2), r("re_3", 1, 3)},
 			map[string]int64{"re_1": 3, "re_2": 3, "re_3": 4}},
-		{"order is by creation time, not input order", 10, 3,
+		{"order is by creation time, not input order", 10, 3, 0,
 			[]Refund{r("re_3", 1, 3), r("re_1", 1, 1), r("re_2", 1, 2)},
 			map[string]int64{"re_1": 3, "re_2": 3, "re_3": 4}},
-		{"failed refunds revoke nothing", 1000, 5000,
+		{"failed refunds revoke nothing", 1000, 5000, 0,
 			[]Refund{{ID: "re_f", AmountMinor: 5000, Created: 1}, r("re_2", 1000, 2)},
 			map[string]int64{"re_2": 200}},
-		{"refunds beyond the total are capped", 1000, 5000,
+		{"refunds beyond the total are capped", 1000, 5000, 0,
 			[]Refund{r("re_1", 4000, 1), r("re_2", 4000, 2)}, map[string]int64{"re_1": 800, "re_2": 200}},
-		{"huge products do not overflow", 1 << 60, 1 << 40, []Refund{r("re_1", 1<<39, 1)},
+		{"huge products do not overflow", 1 << 60, 1 << 40, 0, []Refund{r("re_1", 1<<39, 1)},
 			map[string]int64{"re_1": 1 << 59}},
+		{"money a dispute holds comes first: a refund of the rest revokes the rest of the grant", 1000, 3000, 1000,
+			[]Refund{r("re_1", 2000, 1)}, map[string]int64{"re_1": 667}},
+		{"a dispute of the whole charge leaves refunds nothing to revoke", 1000, 3000, 3000,
+			[]Refund{r("re_1", 1000, 1)}, map[string]int64{"re_1": 0}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			got, err := RevocationsForRefunds(tc.credits, tc.totalMinor, tc.refunds)
+			got, err := RevocationsForRefunds(tc.credits, tc.totalMinor, tc.heldMinor, tc.refunds)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -84,7 +89,7 @@ func TestRevocationsForRefunds(t *testing.T) {
 			}
 		})
 	}
-	if _, err := RevocationsForRefunds(10, 0, nil); err == nil {
+	if _, err := RevocationsForRefunds(10, 0, 0, nil); err == nil {
 		t.Fatal("zero total accepted")
 	}
 }
@@ -114,5 +119,26 @@ func TestDisputeShare(t *testing.T) {
 	}
 	if _, err := DisputeShare(10, 0, 0, 1); err == nil {
 		t.Fatal("zero total accepted")
+	}
+}
+
+func TestHeldDisputeSharesComeFirstOnTheRunningTotal(t *testing.T) {
+	d := func(id string, amount, created int64) Dispute {
+		return Dispute{ID: id, AmountMinor: amount, Created: created, HoldsFunds: true}
+	}
+	shares, held, err := heldDisputeShares(1000, 3000, []Dispute{d("dp_2", 1000, 2), d("dp_1", 1000, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if held != 2000 || len(shares) != 2 || shares[0] != (disputeRevocation{"dp_1", 333}) || shares[1] != (disputeRevocation{"dp_2", 333}) {
+		t.Fatalf("shares %+v, held %d; want dp_1 then dp_2, 333 each, on 2000 held", shares, held)
+	}
+	revs, err := RevocationsForRefunds(1000, 3000, held, []Refund{{ID: "re_1", AmountMinor: 1000, Counts: true}})
+	if err != nil || len(revs) != 1 || revs[0].Credits != 334 {
+		t.Fatalf("refund of the rest after the disputes = %+v, %v; want 334, so the three revoke the whole 1000", revs, err)
+	}
+	if shares, held, err := heldDisputeShares(1000, 3000, []Dispute{d("dp_1", 5000, 1)}); err != nil || held != 3000 ||
+		shares[0].Credits != 1000 {
+		t.Fatalf("a dispute beyond the total = %+v, %d, %v; want capped at the whole grant", shares, held, err)
 	}
 }

@@ -44,8 +44,10 @@ type Provider interface {
 	// FindPayments lists the payments the provider holds for req.PurchaseID
 	// at req.CustomerRef, created since req.StartedAt, newest first. The
 	// worker asks before it charges again under a key the provider may
-	// have forgotten. A list that could not be read to its end is an
-	// error, never a shorter list: "none" must mean none.
+	// have forgotten. The list stops at the first payment of the purchase
+	// that succeeded, which decides whatever older ones are; otherwise a
+	// list that could not be read to its end is an error, never a shorter
+	// list: "none" must mean none.
 	FindPayments(ctx context.Context, req PaymentRequest) ([]Payment, error)
 	// LookupPayment returns a payment's current state.
 	LookupPayment(ctx context.Context, ref string) (Payment, error)
@@ -158,11 +160,19 @@ type Payment struct {
 	// Retryable is set on a failed off-session charge that a later attempt
 	// may turn (a decline), and clear when no attempt can (no saved payment
 	// method).
-	Retryable    bool
+	Retryable bool
+	// NotSent is set on a final answer the provider never gave: the
+	// connector answered for it without sending the request (no saved
+	// payment method to charge). An earlier request under the same key may
+	// have reached the provider all the same.
+	NotSent      bool
 	ClientSecret string // on-session: for the front end's payment form
 	CheckoutURL  string // on-session: a hosted page, where the provider has one
 	AmountMinor  int64
 	Currency     string
+	// InvoiceRef is the invoice the payment paid, when the connector looked
+	// it up (LookupPayment of a payment without a purchase id of its own).
+	InvoiceRef string
 }
 
 // InvoiceStatus is an invoice's state in provider-neutral terms.

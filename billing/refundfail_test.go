@@ -418,6 +418,26 @@ func TestALaterRefundWeeksAfterDoesNotRevokeTheFirstAgain(t *testing.T) {
 	r.reconcile()
 }
 
+// A charge's only refund told again weeks later, after fsm forgot its
+// revocation's request id and the node the event id, is found in the
+// ledger: it does not revoke again.
+func TestAChargesOnlyRefundToldAgainWeeksLaterDoesNotRevokeAgain(t *testing.T) {
+	r := newRefundFailRig(t)
+	re1 := refundObj("re_1", "ch_1", "pi_p1", 300, 10, "succeeded")
+	r.refunded("evt_r1", re1)
+	r.a.mu.Lock()
+	r.a.now = r.a.now.Add(15 * 24 * time.Hour) // past fsm's retention (7 days, seen for up to 14)
+	r.a.mu.Unlock()
+	must(t, r.a, fsm.Tick{})
+	if msg := r.refunded("evt_r1_later", re1); !strings.Contains(msg, "already applied") {
+		t.Fatalf("answer %q, want the revocation already applied", msg)
+	}
+	if g := readGrant(t, r.f, "purchase:p1"); g.Revoked != 300 {
+		t.Fatalf("revoked %d credits, want 300 once", g.Revoked)
+	}
+	r.reconcile()
+}
+
 func TestFirstSeqAt(t *testing.T) {
 	f, a := newLocalFSM(t)
 	seedCatalog(t, a, fsm.GrantOnPayment, fsm.AutoTopUp{})
@@ -497,17 +517,18 @@ func TestACanceledRefundsCreditsGoToARefundThatFoundNothing(t *testing.T) {
 	r.reconcile()
 }
 
-func TestRefundTakenStopsAtTheDeadline(t *testing.T) {
+func TestTheRevocationsReadStopsAtTheDeadline(t *testing.T) {
 	f, a := newLocalFSM(t)
 	seedCatalog(t, a, fsm.GrantOnPayment, fsm.AutoTopUp{})
 	must(t, a, fsm.CreateGrant{ID: "g", CustomerID: "c1", CreditTypeID: "ai", Category: fsm.Promotional, Amount: 100})
 	h := &WebhookHandler{o: WebhookOptions{State: f}}
-	if _, err := h.refundTaken(context.Background(), "c1", "ai", 0); err != nil {
-		t.Fatalf("refundTaken: %v", err)
+	g := readGrant(t, f, "g")
+	if err := h.readMoves(context.Background(), newPurchaseMoves(g)); err != nil {
+		t.Fatalf("readMoves: %v", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	if _, err := h.refundTaken(ctx, "c1", "ai", 0); !errors.Is(err, context.Canceled) {
-		t.Fatalf("refundTaken past its deadline = %v, want context.Canceled", err)
+	if err := h.readMoves(ctx, newPurchaseMoves(g)); !errors.Is(err, context.Canceled) {
+		t.Fatalf("readMoves past its deadline = %v, want context.Canceled", err)
 	}
 }

@@ -2,7 +2,9 @@ package billing
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 
@@ -18,22 +20,36 @@ import (
 //     revocation took when the refund fails or is canceled afterwards; a grant
 //     id is never forgotten, unlike a request id, so the credits come back
 //     once;
-//   - "refund:<refund id>:from:<failed refund id>" takes, from such a grant,
-//     what a later refund's share could not find on the purchase's grant
-//     (which a revocation may have emptied before its refund failed).
+//   - "<revocation>:from:<key>" takes, from one grant that gave credits of
+//     the purchase back ("refund-failed:<id>", "dispute-won:<id>"), what a
+//     refund's or a dispute's share could not find on the purchase's grant
+//     (which a revocation may have emptied before its refund failed or its
+//     dispute was won). The key is the failed refund's id for a
+//     "refund-failed:" grant, the grant's id otherwise:
+//     "refund:re_2:from:re_1", "refund:re_2:from:dispute-won:dp_1",
+//     "dispute:dp_1:from:re_1".
 const (
 	refundRequestPrefix  = "refund:"
 	giveBackGrantPrefix  = "refund-failed:"
-	refundFromSeparator  = ":from:"
+	fromSeparator        = ":from:"
 	ledgerPageForRefunds = 10000
+	// giveBackGrantPage is the page size of the scan for a purchase's
+	// give-back grants among its customer's grants.
+	giveBackGrantPage = 100
 )
 
 func refundRequestID(refundID string) string { return refundRequestPrefix + refundID }
 
 func giveBackGrantID(refundID string) string { return giveBackGrantPrefix + refundID }
 
-func refundFromRequestID(refundID, failedRefundID string) string {
-	return refundRequestPrefix + refundID + refundFromSeparator + failedRefundID
+// fromRequestID is the request id of the step of revocation reqID that
+// takes from give-back grant grantID.
+func fromRequestID(reqID, grantID string) string {
+	key := grantID
+	if refundID, ok := strings.CutPrefix(grantID, giveBackGrantPrefix); ok {
+		key = refundID
+	}
+	return reqID + fromSeparator + key
 }
 
 // mergeRefunds adds to the refunds listed at the provider those an event
@@ -58,50 +74,91 @@ func mergeRefunds(listed, carried []Refund) []Refund {
 	return out
 }
 
-// givenBack is a grant that gave back the credits of a failed refund.
-type givenBack struct {
-	refundID string
-	grantID  string
+// purchaseMoves is what the pool's ledger says the revocations of a
+// purchase's refunds and disputes took, by request id ("refund:<id>",
+// "dispute:<id>" and their ":from:" steps), on the purchase's grant and the
+// grants that gave its credits back (same source). The ledger, not a
+// recomputed share, is what a revocation really took: at most what remained
+// of the grant; and unlike fsm's request ids it never forgets. It is read
+// from the purchase's grant's creation on, then brought up to date from
+// where the last read stopped.
+type purchaseMoves struct {
+	og       fsm.Grant
+	taken    map[string]int64
+	disputes []string // disputes with a revocation, in ledger order
+	started  bool
+	next     uint64 // the first sequence not read yet
 }
 
-// refundTaken reads from the pool's ledger the credits the refunds'
-// revocations took, by request id ("refund:<id>", "refund:<id>:from:<other>").
-// The ledger, not a recomputed share, is what a revocation really took: at
-// most what remained of the grant. It reads the pool's entries from the
-// purchase's grant's creation (since) on, so it is called only for charges
-// with more than one refund or a refund that no longer counts.
-func (h *WebhookHandler) refundTaken(ctx context.Context, customerID, creditTypeID string, since fsm.Timestamp) (map[string]int64, error) {
-	taken := map[string]int64{}
+func newPurchaseMoves(og fsm.Grant) *purchaseMoves {
+	return &purchaseMoves{og: og, taken: map[string]int64{}}
+}
+
+// readMoves brings m up to date with the ledger.
+func (h *WebhookHandler) readMoves(ctx context.Context, m *purchaseMoves) error {
 	err := h.o.State.View(func(v *fsm.View) error {
-		from, err := firstSeqAt(v, since)
-		if err != nil {
-			return err
+		last := v.LastSeq()
+		from := m.next
+		if !m.started {
+			var err error
+			if from, err = firstSeqAt(v, m.og.CreatedAt); err != nil {
+				return err
+			}
 		}
-		for from != 0 {
+		for from != 0 && from <= last {
 			// A long ledger must not outlive the webhook's deadline:
 			// Stripe retries, and the retry starts over.
 			if err := ctx.Err(); err != nil {
 				return err
 			}
-			es, next, err := v.Ledger(fsm.LedgerFilter{CustomerID: customerID, CreditTypeID: creditTypeID,
-				FromSeq: from, Limit: ledgerPageForRefunds})
+			es, next, err := v.Ledger(fsm.LedgerFilter{CustomerID: m.og.CustomerID, CreditTypeID: m.og.CreditTypeID,
+				FromSeq: from, ToSeq: last, Limit: ledgerPageForRefunds})
 			if err != nil {
 				return err
 			}
-			for _, e := range es {
-				if e.Kind == fsm.EntryRevoke && e.CauseKind == fsm.CauseRevoke &&
-					strings.HasPrefix(e.CauseID, refundRequestPrefix) {
-					taken[e.CauseID] -= e.Amount // revocations are negative
-				}
+			for i := range es {
+				m.add(&es[i])
 			}
 			from = next
 		}
+		m.started, m.next = true, last+1
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("read the refund revocations of %s/%s: %w", customerID, creditTypeID, err)
+		return fmt.Errorf("read the revocations of purchase %s in %s/%s: %w", m.og.SourceRef, m.og.CustomerID, m.og.CreditTypeID, err)
 	}
-	return taken, nil
+	return nil
+}
+
+func (m *purchaseMoves) add(e *fsm.LedgerEntry) {
+	if e.Kind != fsm.EntryRevoke || e.CauseKind != fsm.CauseRevoke ||
+		e.SourceKind != m.og.SourceKind || e.SourceRef != m.og.SourceRef {
+		return
+	}
+	switch {
+	case strings.HasPrefix(e.CauseID, refundRequestPrefix):
+	case strings.HasPrefix(e.CauseID, disputeRequestPrefix):
+		id, _, _ := strings.Cut(strings.TrimPrefix(e.CauseID, disputeRequestPrefix), fromSeparator)
+		if !slices.Contains(m.disputes, id) {
+			m.disputes = append(m.disputes, id)
+		}
+	default:
+		return
+	}
+	m.taken[e.CauseID] -= e.Amount // revocations are negative
+}
+
+// takenBy sums what one revocation and its steps from give-back grants
+// took.
+func (m *purchaseMoves) takenBy(reqID string) int64 {
+	n := m.taken[reqID]
+	prefix := reqID + fromSeparator
+	for cause, t := range m.taken {
+		if strings.HasPrefix(cause, prefix) {
+			n += t
+		}
+	}
+	return n
 }
 
 // firstSeqAt finds, by binary search on the ledger (whose log time never
@@ -139,19 +196,6 @@ func firstSeqAt(v *fsm.View, t fsm.Timestamp) (uint64, error) {
 	return lo, nil
 }
 
-// takenBy sums what one refund's revocations took: from the purchase's
-// grant and from grants that gave back failed refunds' credits.
-func takenBy(taken map[string]int64, refundID string) int64 {
-	n := taken[refundRequestID(refundID)]
-	prefix := refundRequestID(refundID) + refundFromSeparator
-	for cause, t := range taken {
-		if strings.HasPrefix(cause, prefix) {
-			n += t
-		}
-	}
-	return n
-}
-
 func (h *WebhookHandler) readGrant(id string) (fsm.Grant, bool, error) {
 	return readRecord(h.o.State, "grant", id, (*fsm.View).Grant)
 }
@@ -181,17 +225,18 @@ func readRecord[T any](state StateReader, what, id string, get func(*fsm.View, s
 // source), so its deferred revenue comes back with it and the ledger shows
 // a paid grant caused by that id beside the revocation "refund:<refund id>".
 // Credits burned before the revocation were never taken and do not come
-// back. It returns notes for the answer and the give-back grants that
-// exist, in refund order, for later refunds to take their share from.
-func (h *WebhookHandler) giveBackFailed(ctx context.Context, p fsm.Purchase, chargeRef string, refunds []Refund) ([]string, []givenBack, error) {
+// back. m is the purchase's moves as read so far, nil when nothing of the
+// purchase was ever revoked (then there is nothing to give back). It
+// returns notes for the answer.
+func (h *WebhookHandler) giveBackFailed(ctx context.Context, p fsm.Purchase, m *purchaseMoves, chargeRef string, refunds []Refund) ([]string, error) {
 	var failed []Refund
 	for _, r := range refunds {
 		if !r.Counts {
 			failed = append(failed, r)
 		}
 	}
-	if len(failed) == 0 {
-		return nil, nil, nil
+	if len(failed) == 0 || m == nil {
+		return nil, nil
 	}
 	sort.Slice(failed, func(i, j int) bool {
 		if failed[i].Created != failed[j].Created {
@@ -199,63 +244,44 @@ func (h *WebhookHandler) giveBackFailed(ctx context.Context, p fsm.Purchase, cha
 		}
 		return failed[i].ID < failed[j].ID
 	})
-	og, found, err := h.readGrant(p.GrantID)
-	if err != nil {
-		return nil, nil, err
-	}
-	if !found {
-		return nil, nil, fmt.Errorf("purchase %s names grant %s, which does not exist", p.ID, p.GrantID)
-	}
-	var taken map[string]int64
 	var notes []string
-	var backs []givenBack
 	for _, r := range failed {
 		id := giveBackGrantID(r.ID)
-		if !fsm.ValidID(id) || !fsm.ValidID(refundFromRequestID(r.ID, r.ID)) {
+		if !fsm.ValidID(id) || !fsm.ValidID(fromRequestID(refundRequestID(r.ID), id)) {
 			// Stripe's ids are far shorter; clipping could merge two refunds.
 			h.log.Error("refund id too long or malformed to give its credits back", "refund", r.ID, "purchase", p.ID)
 			notes = append(notes, "refund "+clip(r.ID, 64)+": id not usable; nothing given back")
 			continue
 		}
 		if _, exists, err := h.readGrant(id); err != nil {
-			return nil, nil, err
+			return nil, err
 		} else if exists {
-			backs = append(backs, givenBack{refundID: r.ID, grantID: id})
 			continue
 		}
-		if taken == nil {
-			if taken, err = h.refundTaken(ctx, og.CustomerID, og.CreditTypeID, og.CreatedAt); err != nil {
-				return nil, nil, err
-			}
-		}
-		n := takenBy(taken, r.ID)
+		n := m.takenBy(refundRequestID(r.ID))
 		if n <= 0 {
 			continue // never revoked: nothing to give back
 		}
-		res, err := h.o.Applier.Apply(ctx, giveBackGrant(og, id, n))
+		res, err := h.o.Applier.Apply(ctx, giveBackGrant(m.og, id, n))
 		if err != nil {
-			return nil, nil, fmt.Errorf("give back %d credits of refund %s (grant %s): %w", n, r.ID, id, err)
+			return nil, fmt.Errorf("give back %d credits of refund %s (grant %s): %w", n, r.ID, id, err)
 		}
 		switch {
 		case res.Err != nil && (fsm.CodeOf(res.Err) == fsm.CodeAlreadyExists || fsm.CodeOf(res.Err) == fsm.CodeConflict):
 			// A concurrent delivery made it first.
-			backs = append(backs, givenBack{refundID: r.ID, grantID: id})
 		case res.Err != nil:
 			// The purchase's grant expired meanwhile (its credits would
 			// have expired too), or the pool cannot take them: final.
 			h.log.Warn("credits of a failed refund not given back", "refund", r.ID, "charge", chargeRef,
 				"purchase", p.ID, "credits", n, "err", res.Err)
 			notes = append(notes, fmt.Sprintf("refund %s no longer counts; %d credits not given back: %v", r.ID, n, res.Err))
+		case res.Duplicate:
+			notes = append(notes, "credits of refund "+r.ID+" already given back")
 		default:
-			backs = append(backs, givenBack{refundID: r.ID, grantID: id})
-			if res.Duplicate {
-				notes = append(notes, "credits of refund "+r.ID+" already given back")
-			} else {
-				notes = append(notes, fmt.Sprintf("refund %s no longer counts: %d credits given back as grant %s", r.ID, n, id))
-			}
+			notes = append(notes, fmt.Sprintf("refund %s no longer counts: %d credits given back as grant %s", r.ID, n, id))
 		}
 	}
-	return notes, backs, nil
+	return notes, nil
 }
 
 // giveBackGrant is the grant id that gives back n credits a revocation took
@@ -268,69 +294,222 @@ func giveBackGrant(og fsm.Grant, id string, n int64) fsm.CreateGrant {
 		SourceKind: og.SourceKind, SourceRef: og.SourceRef}
 }
 
-// revokeFromGivenBack takes what a refund's share did not find on the
-// purchase's grant from the credits given back for failed refunds, in
-// refund order, one request id per grant. Each amount is the share less
-// what the refund's revocations before it took, by the ledger, which is
-// fixed once those are applied: a retried event repeats the same commands,
-// and a step the ledger already shows is not made again.
-func (h *WebhookHandler) revokeFromGivenBack(ctx context.Context, p fsm.Purchase, chargeRef string,
-	rv refundRevocation, backs []givenBack) ([]string, error) {
-	og, found, err := h.readGrant(p.GrantID)
-	if err != nil || !found {
+// givenBackGrants lists the grants that gave credits of the purchase whose
+// grant is og back ("refund-failed:<id>", "dispute-won:<id>", made like og),
+// oldest first: they are the purchase's credits as much as og's remainder
+// is. They are found among the customer's grants by id prefix, so the scan
+// reads the customer's give-back grants and at most a page of others.
+func (h *WebhookHandler) givenBackGrants(ctx context.Context, og fsm.Grant) ([]fsm.Grant, error) {
+	var out []fsm.Grant
+	err := h.o.State.View(func(v *fsm.View) error {
+		for _, prefix := range []string{giveBackGrantPrefix, disputeGiveBackPrefix} {
+			after := prefix
+		pages:
+			for {
+				if err := ctx.Err(); err != nil {
+					return err
+				}
+				gs, next, err := v.ListGrants(fsm.GrantFilter{CustomerID: og.CustomerID, After: after, Limit: giveBackGrantPage})
+				if err != nil {
+					return err
+				}
+				for _, g := range gs {
+					if !strings.HasPrefix(g.ID, prefix) {
+						break pages
+					}
+					if g.CreditTypeID == og.CreditTypeID && g.SourceKind == og.SourceKind && g.SourceRef == og.SourceRef {
+						out = append(out, g)
+					}
+				}
+				if next == "" {
+					break
+				}
+				after = next
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list the grants that gave back credits of purchase %s: %w", og.SourceRef, err)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].CreatedAt != out[j].CreatedAt {
+			return out[i].CreatedAt < out[j].CreatedAt
+		}
+		return out[i].ID < out[j].ID
+	})
+	return out, nil
+}
+
+// heldDisputes returns the disputes of the purchase whose money is with the
+// card holder: known, the dispute an event is about (if it holds funds), and
+// those the purchase's moves show revoked, as the provider holds them now (a
+// dispute given back as "dispute-won:<id>" was won, which is final, and is
+// not asked about). A dispute of another currency is left out, as it
+// revoked nothing.
+func (h *WebhookHandler) heldDisputes(ctx context.Context, p fsm.Purchase, m *purchaseMoves, known *Dispute) ([]Dispute, error) {
+	var held []Dispute
+	holds := func(d Dispute) bool {
+		return d.HoldsFunds && d.AmountMinor > 0 && (d.Currency == "" || strings.EqualFold(d.Currency, p.Currency))
+	}
+	if known != nil && holds(*known) {
+		held = append(held, *known)
+	}
+	if m == nil {
+		return held, nil
+	}
+	for _, id := range m.disputes {
+		if known != nil && id == known.ID {
+			continue
+		}
+		if _, won, err := h.readGrant(disputeGiveBackID(id)); err != nil {
+			return nil, err
+		} else if won {
+			continue
+		}
+		d, err := h.o.Provider.LookupDispute(ctx, id)
+		if errors.Is(err, ErrPermanent) {
+			h.log.Warn("a dispute that revoked credits of the purchase is not found at the provider", "dispute", id,
+				"purchase", p.ID, "err", err)
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("look up dispute %s of purchase %s: %w", id, p.ID, err)
+		}
+		if holds(d) {
+			held = append(held, d)
+		}
+	}
+	return held, nil
+}
+
+// chargeMovement is one movement of the charge's money back to the card
+// holder (a refund that counts, a dispute that holds funds), with its share
+// of the purchase's credits on the charge's running total, disputes first.
+type chargeMovement struct {
+	reqID   string // its revocation: "refund:<id>" or "dispute:<id>"
+	what    string // for reasons: "refund re_1 of charge ch_1"
+	credits int64
+}
+
+// chargeShares reckons the shares of the charge's movements on one running
+// total: disputes that hold funds first, then refunds that count.
+func chargeShares(p fsm.Purchase, totalMinor int64, chargeRef string, refunds []Refund, held []Dispute) ([]disputeRevocation, []refundRevocation, error) {
+	ds, heldMinor, err := heldDisputeShares(p.Credits, totalMinor, held)
+	if err != nil {
+		return nil, nil, fmt.Errorf("disputes of purchase %s: %w", p.ID, err)
+	}
+	revs, err := RevocationsForRefunds(p.Credits, totalMinor, heldMinor, refunds)
+	if err != nil {
+		return nil, nil, fmt.Errorf("refunds of charge %s: %w", chargeRef, err)
+	}
+	return ds, revs, nil
+}
+
+// movementsOf lists the charge's movements in the order the running total
+// counts them, and what they revoke together: ⌊C × min(T, D + R) / T⌋, as
+// the shares telescope.
+func movementsOf(chargeRef string, ds []disputeRevocation, revs []refundRevocation) ([]chargeMovement, int64) {
+	var out []chargeMovement
+	var whole int64
+	for _, d := range ds {
+		out = append(out, chargeMovement{reqID: disputeRequestID(d.DisputeID), what: "dispute " + d.DisputeID + " of charge " + chargeRef,
+			credits: d.Credits})
+		whole += d.Credits
+	}
+	for _, rv := range revs {
+		out = append(out, chargeMovement{reqID: clip(refundRequestID(rv.RefundID), fsm.MaxIDLen),
+			what: "refund " + rv.RefundID + " of charge " + chargeRef, credits: rv.Credits})
+		whole += rv.Credits
+	}
+	return out, whole
+}
+
+// makeUp takes from the purchase's give-back grants what the charge's
+// movements could not take from the purchase's grant: credits given back
+// for a failed refund or a won dispute are the purchase's, and a refund or
+// a dispute whose share found the grant emptied by the revocation of one
+// that later failed or was won takes its share from them, as
+// "<revocation>:from:<key>", one request id per grant.
+//
+// What is taken is bounded twice: each movement takes at most its share on
+// the charge's running total less what its revocations took, and all of
+// them together at most what the charge's money revokes as a whole less
+// what they took, so shares reckoned in another order than the one they
+// were revoked in (rounding differs by a credit) never take more than the
+// whole. Every amount is read from the ledger, which is fixed once the steps
+// before are applied: a retried event repeats the same commands, and a step
+// the ledger already shows is not made again.
+func (h *WebhookHandler) makeUp(ctx context.Context, p fsm.Purchase, m *purchaseMoves, moves []chargeMovement, whole int64,
+	backs []fsm.Grant) ([]string, error) {
+	if len(backs) == 0 || len(moves) == 0 {
+		return nil, nil
+	}
+	if err := h.readMoves(ctx, m); err != nil {
 		return nil, err
 	}
-	taken, err := h.refundTaken(ctx, og.CustomerID, og.CreditTypeID, og.CreatedAt)
-	if err != nil {
-		return nil, err
+	short := whole
+	for _, mv := range moves {
+		short -= m.takenBy(mv.reqID)
 	}
 	var notes []string
-	before := taken[refundRequestID(rv.RefundID)]
-	for _, b := range backs {
-		req := refundFromRequestID(rv.RefundID, b.refundID)
-		if t := taken[req]; t > 0 {
-			before += t
-			continue
+	for _, mv := range moves {
+		for _, b := range backs {
+			want := min(mv.credits-m.takenBy(mv.reqID), short)
+			if want <= 0 {
+				break
+			}
+			step := fromRequestID(mv.reqID, b.ID)
+			if m.taken[step] > 0 {
+				continue // made; counted in takenBy
+			}
+			if !fsm.ValidID(step) {
+				h.log.Error("revocation id too long to take from given-back credits", "request", step, "purchase", p.ID)
+				continue
+			}
+			g, found, err := h.readGrant(b.ID)
+			if err != nil {
+				return nil, err
+			}
+			if !found || (g.Status != fsm.GrantPending && g.Status != fsm.GrantActive) {
+				continue
+			}
+			note, err := h.revoke(ctx, fsm.RevokeGrant{GrantID: b.ID, Amount: want,
+				Reason:    clip(mv.what+", from the credits given back as grant "+b.ID, fsm.MaxReasonLen),
+				RequestID: step})
+			if err != nil {
+				return nil, err
+			}
+			notes = append(notes, note)
+			before := m.takenBy(mv.reqID)
+			if err := h.readMoves(ctx, m); err != nil {
+				return nil, err
+			}
+			short -= m.takenBy(mv.reqID) - before
 		}
-		rest := rv.Credits - before
-		if rest <= 0 {
-			break
-		}
-		g, found, err := h.readGrant(b.grantID)
-		if err != nil {
-			return nil, err
-		}
-		if !found || (g.Status != fsm.GrantPending && g.Status != fsm.GrantActive) {
-			continue
-		}
-		note, err := h.revoke(ctx, fsm.RevokeGrant{GrantID: b.grantID, Amount: rest,
-			Reason: clip("refund "+rv.RefundID+" of charge "+chargeRef+", from the credits given back for refund "+
-				b.refundID, fsm.MaxReasonLen),
-			RequestID: req})
-		if err != nil {
-			return nil, err
-		}
-		notes = append(notes, note)
-		if taken, err = h.refundTaken(ctx, og.CustomerID, og.CreditTypeID, og.CreatedAt); err != nil {
-			return nil, err
-		}
-		before += taken[req]
 	}
 	return notes, nil
 }
 
 // settleOrderRounding lets the last refund not yet revoked make up what the
-// refunds already revoked took more or less than their share now. Refunds
-// are ordered by creation second, then id, and Stripe's ids are not ordered
-// in time: a share computed before a refund of the same second was known
-// can differ from its share now by one unit, and the whole refund must
-// still revoke the whole grant. A larger gap is a revocation the grant
-// could not cover, which is not made up.
-func settleOrderRounding(revs []refundRevocation, done map[string]int64) {
+// charge's movements already revoked took more or less than their share now.
+// Refunds are ordered by creation second, then id, and Stripe's ids are not
+// ordered in time: a share computed before a refund of the same second was
+// known can differ from its share now by one unit; so can a dispute's or a
+// refund's revoked on the money counted before it, when the dispute and the
+// refunds came in another order than the running total counts them. The
+// whole must still revoke the whole grant. A larger gap is a revocation the
+// grant could not cover, which is not made up here.
+func settleOrderRounding(revs []refundRevocation, disputes []disputeRevocation, m *purchaseMoves) {
 	last, gap := -1, int64(0)
+	for _, d := range disputes {
+		if took := m.takenBy(disputeRequestID(d.DisputeID)); took > 0 {
+			gap += min(max(d.Credits-took, -1), 1)
+		}
+	}
 	for i, rv := range revs {
-		took, ok := done[clip(refundRequestID(rv.RefundID), fsm.MaxIDLen)]
-		if !ok || took == 0 {
+		took := m.takenBy(clip(refundRequestID(rv.RefundID), fsm.MaxIDLen))
+		if took == 0 {
 			last = i
 			continue
 		}

@@ -205,8 +205,10 @@ func (s *Stripe) ChargeOffSession(ctx context.Context, req PaymentRequest) (Paym
 		return Payment{}, err
 	}
 	if pm == "" {
+		// Nothing is sent, so Stripe does not answer for the key: a request
+		// sent under it before the card was removed may have charged it.
 		return Payment{PurchaseID: req.PurchaseID, Status: PaymentFailed, ProviderStatus: "no_payment_method",
-			FailureReason: "customer has no saved payment method", Retryable: false}, nil
+			FailureReason: "customer has no saved payment method", Retryable: false, NotSent: true}, nil
 	}
 	p.PaymentMethod = stripe.String(pm)
 	p.OffSession = stripe.Bool(true)
@@ -262,10 +264,12 @@ func createdSince(startedAt time.Time) *stripe.RangeQueryParams {
 }
 
 // FindPayments lists the purchase's PaymentIntents among the customer's
-// created since the purchase started (less createdSlack), newest first.
-// Listing, unlike Stripe's search, sees a payment as soon as it exists. A
-// customer with more than maxChargeSearch payments since then is an error:
-// the purchase's could be beyond them.
+// created since the purchase started (less createdSlack), newest first, up
+// to the first that succeeded. Listing, unlike Stripe's search, sees a
+// payment as soon as it exists. A customer with more than maxChargeSearch
+// payments since then is an error (one of the purchase's could be beyond
+// them), unless a payment of the purchase that succeeded came before the
+// bound.
 func (s *Stripe) FindPayments(ctx context.Context, req PaymentRequest) ([]Payment, error) {
 	if req.PurchaseID == "" || req.CustomerRef == "" {
 		return nil, fmt.Errorf("stripe: find payments: purchase id and customer are required: %w", ErrPermanent)
@@ -283,7 +287,14 @@ func (s *Stripe) FindPayments(ctx context.Context, req PaymentRequest) ([]Paymen
 				req.CustomerRef, maxChargeSearch, req.PurchaseID)
 		}
 		if pi.Metadata[MetadataPurchaseID] == req.PurchaseID {
-			out = append(out, paymentOf(pi))
+			pay := paymentOf(pi)
+			out = append(out, pay)
+			if pay.Status == PaymentSucceeded {
+				// It decides (the worker takes a payment that succeeded
+				// first), whatever the older ones are: the answer is in
+				// hand, however many payments are left to list.
+				return out, nil
+			}
 		}
 	}
 	return out, nil
@@ -487,7 +498,8 @@ func (s *Stripe) LookupPayment(ctx context.Context, ref string) (Payment, error)
 			if err != nil {
 				return Payment{}, fmt.Errorf("stripe: find invoice paid by %s: %w", ref, classify(err))
 			}
-			if ip.Invoice != nil && ip.Invoice.Metadata != nil {
+			if ip.Invoice != nil {
+				pay.InvoiceRef = ip.Invoice.ID
 				pay.PurchaseID = ip.Invoice.Metadata[MetadataPurchaseID]
 			}
 			break

@@ -65,9 +65,11 @@ func TestStripeConnectorAgainstStripeMock(t *testing.T) {
 		}
 	})
 	t.Run("payment and invoice look-ups map their status", func(t *testing.T) {
+		// stripe-mock's payment carries no purchase id: the invoice it paid
+		// is asked, and named.
 		p, err := s.LookupPayment(ctx, "pi_123")
-		if err != nil || p.Ref == "" {
-			t.Fatalf("LookupPayment = %+v, %v", p, err)
+		if err != nil || p.Ref == "" || !strings.HasPrefix(p.InvoiceRef, "in_") {
+			t.Fatalf("LookupPayment = %+v, %v; want the invoice it paid named", p, err)
 		}
 		inv, err := s.LookupInvoice(ctx, "in_123")
 		if err != nil || inv.Ref == "" {

@@ -7,6 +7,7 @@ package billing
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"sync"
@@ -121,6 +122,135 @@ func TestARetriedChargeRefusedForOtherParametersFindsTheFirstPayment(t *testing.
 	if p.Status != fsm.PurchaseSucceeded || p.ProviderRef != "pi_1" {
 		t.Fatalf("the card was charged (%d payment intent under key %s) but the purchase is %v (ref %q, %q)",
 			fake.charged(), id, p.Status, p.ProviderRef, p.FailureReason)
+	}
+}
+
+// cardGoneStripe charges the card and loses the answer (a 500 after the
+// payment intent is made); meanwhile the customer removes the card, so the
+// customer has no default payment method and no saved card at the retry. A
+// customer that starts with no card (pm "") is never charged.
+type cardGoneStripe struct {
+	mu      sync.Mutex
+	pm      string
+	bodies  map[string]string
+	results map[string][]byte
+	pis     []json.RawMessage
+	lists   int
+}
+
+func (s *cardGoneStripe) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Stripe-Should-Retry", "false")
+	_ = r.ParseForm()
+	switch {
+	case r.Method == http.MethodGet && r.URL.Path == "/v1/customers/cus_123":
+		var pm any
+		if s.pm != "" {
+			pm = s.pm
+		}
+		_ = json.NewEncoder(w).Encode(map[string]any{"id": "cus_123", "object": "customer",
+			"invoice_settings": map[string]any{"default_payment_method": pm}})
+	case r.Method == http.MethodGet && r.URL.Path == "/v1/customers/cus_123/payment_methods":
+		data := []any{}
+		if s.pm != "" {
+			data = append(data, map[string]any{"id": s.pm, "object": "payment_method", "type": "card"})
+		}
+		_ = json.NewEncoder(w).Encode(map[string]any{"object": "list", "url": r.URL.Path, "has_more": false, "data": data})
+	case r.Method == http.MethodPost && r.URL.Path == "/v1/payment_intents":
+		key, body := r.Header.Get("Idempotency-Key"), r.PostForm.Encode()
+		if first, seen := s.bodies[key]; seen {
+			if first != body {
+				writeStripeError(w, http.StatusBadRequest, "idempotency_error", "Keys for idempotent requests can only be used with the same parameters they were first used with.")
+				return
+			}
+			_, _ = w.Write(s.results[key])
+			return
+		}
+		s.bodies[key] = body
+		pi, _ := json.Marshal(map[string]any{"id": fmt.Sprintf("pi_%d", len(s.pis)+1), "object": "payment_intent",
+			"status": "succeeded", "amount": 500, "currency": "usd", "customer": "cus_123", "created": time.Now().Unix(),
+			"metadata": map[string]string{MetadataPurchaseID: r.PostForm.Get("metadata[" + MetadataPurchaseID + "]")}})
+		s.results[key] = pi
+		s.pis = append(s.pis, pi)
+		s.pm = "" // the customer removes the card while the answer is lost
+		writeStripeError(w, http.StatusInternalServerError, "api_error", "internal error")
+	case r.Method == http.MethodGet && r.URL.Path == "/v1/payment_intents":
+		s.lists++
+		data := []json.RawMessage{}
+		for i := len(s.pis) - 1; i >= 0; i-- {
+			data = append(data, s.pis[i])
+		}
+		_ = json.NewEncoder(w).Encode(map[string]any{"object": "list", "url": r.URL.Path, "has_more": false, "data": data})
+	default:
+		writeStripeError(w, http.StatusNotFound, "invalid_request_error", "no route "+r.URL.Path)
+	}
+}
+
+// An automatic charge whose answer was lost is retried with the same key a
+// few seconds later, well inside Stripe's key window. The customer removed
+// the card in between: the retry cannot be sent, and the connector's "no
+// payment method" is no answer of Stripe's about the first request, which
+// charged the card. The worker looks for the purchase's payments and
+// completes the purchase from pi_1, instead of failing it and pausing auto
+// top-up while the customer paid. A customer who never had a card, with no
+// payment of the purchase to find, still fails.
+func TestAChargeWhoseAnswerWasLostIsNotFailedWhenTheCardIsRemovedBeforeItsRetry(t *testing.T) {
+	tests := []struct {
+		name       string
+		pm         string
+		wantStatus fsm.PurchaseStatus
+		wantRef    string
+	}{
+		{"the card removed after the first request charged it: its payment completes the purchase",
+			"pm_old", fsm.PurchaseSucceeded, "pi_1"},
+		{"no card ever, no payment found: the purchase fails for want of a card", "", fsm.PurchaseFailed, ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			fake := &cardGoneStripe{pm: tc.pm, bodies: map[string]string{}, results: map[string][]byte{}}
+			srv := httptest.NewServer(fake)
+			t.Cleanup(srv.Close)
+			prov := newTestStripe(t, srv.URL)
+			f, a := newLocalFSM(t)
+			seedCatalog(t, a, fsm.GrantOnPayment, testAutoTopUp)
+			id := burnToAutoTopUp(t, a, f)
+			start := readPurchase(t, f, id).CreatedAt.Time()
+			step := func(at time.Time) {
+				t.Helper()
+				w, err := NewWorker(WorkerOptions{Provider: prov, Applier: a, State: f, Logger: testLogger(),
+					Now: func() time.Time { return at }})
+				if err != nil {
+					t.Fatal(err)
+				}
+				var cu fsm.Customer
+				if err := f.View(func(v *fsm.View) error { cu, err = v.Customer("c1"); return err }); err != nil {
+					t.Fatal(err)
+				}
+				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+				defer cancel()
+				w.process(ctx, pendingItem{p: readPurchase(t, f, id), cu: cu})
+			}
+			step(start.Add(time.Second))
+			if tc.pm != "" {
+				if p := readPurchase(t, f, id); p.Status != fsm.PurchasePending {
+					t.Fatalf("purchase %s after a lost answer, want pending", p.Status)
+				}
+				step(start.Add(6 * time.Second)) // the worker's retry, 5 s later
+			}
+			p := readPurchase(t, f, id)
+			fake.mu.Lock()
+			charged, lists := len(fake.pis), fake.lists
+			fake.mu.Unlock()
+			if p.Status != tc.wantStatus || p.ProviderRef != tc.wantRef {
+				t.Fatalf("purchase %s (ref %q, %q) with %d payment intents at Stripe; want %s with %q",
+					p.Status, p.ProviderRef, p.FailureReason, charged, tc.wantStatus, tc.wantRef)
+			}
+			if lists == 0 {
+				t.Fatal("the purchase's payments were not looked for before taking the missing card for final")
+			}
+		})
 	}
 }
 

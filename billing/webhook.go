@@ -217,16 +217,17 @@ func (h *WebhookHandler) apply(ctx context.Context, ev Event) (string, error) {
 		return "event type " + ev.Type + " ignored", nil
 	}
 	purchaseID := ev.PurchaseID
-	if purchaseID == "" && (ev.Kind == EventChargeRefunded || ev.Kind == EventRefundUpdated || ev.Kind == EventDisputeChanged) &&
-		ev.PaymentRef != "" {
-		pay, err := h.o.Provider.LookupPayment(ctx, ev.PaymentRef)
+	movesMoney := ev.Kind == EventChargeRefunded || ev.Kind == EventRefundUpdated || ev.Kind == EventDisputeChanged
+	var pay *Payment // the refunded or disputed payment, once looked up
+	if purchaseID == "" && movesMoney && ev.PaymentRef != "" {
+		got, err := h.o.Provider.LookupPayment(ctx, ev.PaymentRef)
 		if err != nil {
 			if errors.Is(err, ErrPermanent) {
 				return "payment " + ev.PaymentRef + " not found at the provider; ignored", nil
 			}
 			return "", fmt.Errorf("look up payment %s of %s: %w", ev.PaymentRef, ev.ObjectRef, err)
 		}
-		purchaseID = pay.PurchaseID
+		purchaseID, pay = got.PurchaseID, &got
 	}
 	if purchaseID == "" {
 		return "no " + MetadataPurchaseID + " on " + ev.ObjectRef + ": not a creditd purchase; ignored", nil
@@ -238,6 +239,11 @@ func (h *WebhookHandler) apply(ctx context.Context, ev Event) (string, error) {
 	if !found {
 		h.log.Warn("webhook names an unknown purchase", "event", ev.ID, "purchase", purchaseID)
 		return "purchase " + purchaseID + " unknown; ignored", nil
+	}
+	if movesMoney {
+		if note, other, err := h.otherPayment(ctx, p, ev, pay); err != nil || other {
+			return note, err
+		}
 	}
 	switch ev.Kind {
 	case EventPaymentSucceeded:
@@ -280,6 +286,49 @@ func (h *WebhookHandler) apply(ctx context.Context, ev Event) (string, error) {
 		return h.dispute(ctx, p, ev)
 	}
 	return "event kind " + ev.Kind.String() + " ignored", nil
+}
+
+// otherPayment tells whether the payment a refund or a dispute returns
+// money of is not the one that completed the purchase (its ProviderRef; for
+// an invoice, the payment of the invoice, as LookupPayment resolves it): a
+// second payment of the purchase, a duplicate charge, whose metadata names
+// the purchase too. That money paid for none of the purchase's credits, so
+// its refunds and disputes move none of them; the answer says why, and the
+// error logged asks an operator to decide what the second payment was for.
+// When either payment is unknown there is nothing to tell them apart by.
+func (h *WebhookHandler) otherPayment(ctx context.Context, p fsm.Purchase, ev Event, pay *Payment) (string, bool, error) {
+	if p.Status != fsm.PurchaseSucceeded || p.ProviderRef == "" || ev.PaymentRef == "" {
+		return "", false, nil
+	}
+	paidBy := ev.PaymentRef
+	if p.Flow == fsm.FlowInvoice {
+		if pay == nil {
+			got, err := h.o.Provider.LookupPayment(ctx, ev.PaymentRef)
+			if errors.Is(err, ErrPermanent) {
+				return "payment " + ev.PaymentRef + " not found at the provider; ignored", true, nil
+			}
+			if err != nil {
+				return "", false, fmt.Errorf("look up the invoice paid by %s of %s: %w", ev.PaymentRef, ev.ObjectRef, err)
+			}
+			pay = &got
+		}
+		if pay.InvoiceRef == "" {
+			return "", false, nil
+		}
+		paidBy = pay.InvoiceRef
+	}
+	if paidBy == p.ProviderRef {
+		return "", false, nil
+	}
+	h.log.Error("refund or dispute of a payment that did not complete its purchase: no credits moved; an operator decides",
+		"event", ev.ID, "type", ev.Type, "object", ev.ObjectRef, "payment", ev.PaymentRef, "paid", paidBy,
+		"purchase", p.ID, "purchase_ref", p.ProviderRef)
+	what := "payment " + ev.PaymentRef
+	if paidBy != ev.PaymentRef {
+		what += " (of invoice " + paidBy + ")"
+	}
+	return fmt.Sprintf("%s returns money of %s, not of %s, which completed purchase %s: no credits moved; "+
+		"left to an operator", ev.ObjectRef, what, p.ProviderRef, p.ID), true, nil
 }
 
 func (h *WebhookHandler) purchase(id string) (fsm.Purchase, bool, error) {
@@ -325,12 +374,8 @@ func (h *WebhookHandler) invoiceUnpaid(ctx context.Context, p fsm.Purchase, ev E
 	return "purchase " + p.ID + " is " + p.Status.String() + "; nothing to do", nil
 }
 
-// refund brings the purchase's grant in line with the charge's refunds:
-// first the credits that refunds which no longer count (failed, canceled)
-// had revoked are given back, then each counting refund revokes credits in
-// proportion to the money it returned (RevocationsForRefunds), once per
-// refund id. Giving back first lets a later refund's revocation take from
-// the given-back credits when the purchase's grant is short (refunds.go).
+// refund brings the purchase's credits in line with the charge's refunds
+// (settleRefunds).
 func (h *WebhookHandler) refund(ctx context.Context, p fsm.Purchase, ev Event) (string, error) {
 	if p.Status == fsm.PurchasePending {
 		// Stripe does not order events: a refund can come before the
@@ -354,6 +399,18 @@ func (h *WebhookHandler) refund(ctx context.Context, p fsm.Purchase, ev Event) (
 		}
 		refunds = mergeRefunds(listed, ev.Refunds)
 	}
+	return h.settleRefunds(ctx, p, ev.ObjectRef, refunds)
+}
+
+// settleRefunds brings the purchase's credits in line with the charge's
+// refunds: first the credits that refunds which no longer count (failed,
+// canceled) had revoked are given back; then each counting refund revokes
+// credits in proportion to the money it returned (RevocationsForRefunds),
+// once per refund id, on a running total that counts the money of the
+// charge's disputes holding funds first; last, refunds and disputes whose
+// share found the purchase's grant emptied take it from the credits given
+// back for failed refunds and won disputes (makeUp).
+func (h *WebhookHandler) settleRefunds(ctx context.Context, p fsm.Purchase, chargeRef string, refunds []Refund) (string, error) {
 	totalMinor, err := MicrosToMinor(p.TotalMicros, p.Currency)
 	if err != nil {
 		return "", fmt.Errorf("purchase %s total: %w", p.ID, err)
@@ -361,61 +418,85 @@ func (h *WebhookHandler) refund(ctx context.Context, p fsm.Purchase, ev Event) (
 	if totalMinor <= 0 {
 		return "purchase " + p.ID + " cost nothing; no refund share to revoke", nil
 	}
-	revs, err := RevocationsForRefunds(p.Credits, totalMinor, refunds)
-	if err != nil {
-		return "", fmt.Errorf("refunds of charge %s: %w", ev.ObjectRef, err)
-	}
-	notes, backs, err := h.giveBackFailed(ctx, p, ev.ObjectRef, refunds)
+	og, err := h.purchaseGrant(p)
 	if err != nil {
 		return "", err
 	}
 	// fsm forgets a revocation's request id after its idempotency retention
 	// (7 to 14 days of log time), and every event about a charge lists all
 	// its refunds: a refund weeks after the first would revoke the first
-	// one's share again. When the charge has more than one refund, the
-	// ledger says which revocations were made.
-	var done map[string]int64
-	if len(refunds) > 1 {
-		og, found, err := h.readGrant(p.GrantID)
-		if err != nil {
+	// one's share again. When the charge has more than one refund, or credits
+	// of the purchase were revoked before (this refund's, told again, or a
+	// dispute's), the ledger says which revocations were made. When neither,
+	// nothing of the purchase was ever revoked: there is nothing to give
+	// back, no dispute that holds its credits and no credits given back.
+	var m *purchaseMoves
+	if len(refunds) > 1 || og.Revoked > 0 {
+		m = newPurchaseMoves(og)
+		if err := h.readMoves(ctx, m); err != nil {
 			return "", err
 		}
-		if !found {
-			return "", fmt.Errorf("purchase %s names grant %s, which does not exist", p.ID, p.GrantID)
-		}
-		if done, err = h.refundTaken(ctx, og.CustomerID, og.CreditTypeID, og.CreatedAt); err != nil {
-			return "", err
-		}
-		settleOrderRounding(revs, done)
+	}
+	notes, err := h.giveBackFailed(ctx, p, m, chargeRef, refunds)
+	if err != nil {
+		return "", err
+	}
+	held, err := h.heldDisputes(ctx, p, m, nil)
+	if err != nil {
+		return "", err
+	}
+	ds, revs, err := chargeShares(p, totalMinor, chargeRef, refunds, held)
+	if err != nil {
+		return "", err
+	}
+	moves, whole := movementsOf(chargeRef, ds, revs)
+	if m != nil {
+		settleOrderRounding(revs, ds, m)
 	}
 	for _, rv := range revs {
 		if rv.Credits == 0 {
 			continue // Amount 0 would mean "all that remains".
 		}
 		req := clip(refundRequestID(rv.RefundID), fsm.MaxIDLen)
-		if done[req] > 0 {
+		if m != nil && m.takenBy(req) > 0 {
 			notes = append(notes, "revocation "+req+" already applied")
-		} else {
-			note, err := h.revoke(ctx, fsm.RevokeGrant{GrantID: p.GrantID, Amount: rv.Credits,
-				Reason:    clip("refund "+rv.RefundID+" of charge "+ev.ObjectRef, fsm.MaxReasonLen),
-				RequestID: req})
-			if err != nil {
-				return "", err
-			}
-			notes = append(notes, note)
+			continue
 		}
-		if len(backs) > 0 {
-			more, err := h.revokeFromGivenBack(ctx, p, ev.ObjectRef, rv, backs)
-			if err != nil {
-				return "", err
-			}
-			notes = append(notes, more...)
+		note, err := h.revoke(ctx, fsm.RevokeGrant{GrantID: p.GrantID, Amount: rv.Credits,
+			Reason:    clip("refund "+rv.RefundID+" of charge "+chargeRef, fsm.MaxReasonLen),
+			RequestID: req})
+		if err != nil {
+			return "", err
 		}
+		notes = append(notes, note)
+	}
+	if m != nil {
+		backs, err := h.givenBackGrants(ctx, og)
+		if err != nil {
+			return "", err
+		}
+		more, err := h.makeUp(ctx, p, m, moves, whole, backs)
+		if err != nil {
+			return "", err
+		}
+		notes = append(notes, more...)
 	}
 	if len(notes) == 0 {
-		return "no refund of charge " + ev.ObjectRef + " revokes credits", nil
+		return "no refund of charge " + chargeRef + " revokes credits", nil
 	}
 	return strings.Join(notes, "; "), nil
+}
+
+// purchaseGrant reads the grant a succeeded purchase made.
+func (h *WebhookHandler) purchaseGrant(p fsm.Purchase) (fsm.Grant, error) {
+	og, found, err := h.readGrant(p.GrantID)
+	if err != nil {
+		return fsm.Grant{}, err
+	}
+	if !found {
+		return fsm.Grant{}, fmt.Errorf("purchase %s names grant %s, which does not exist", p.ID, p.GrantID)
+	}
+	return og, nil
 }
 
 // refundUpdated handles an event about one refund. A refund that failed or
@@ -433,7 +514,21 @@ func (h *WebhookHandler) refundUpdated(ctx context.Context, p fsm.Purchase, ev E
 	}
 	if ev.ObjectRef == "" {
 		// No charge to list: give back this refund's credits alone.
-		notes, _, err := h.giveBackFailed(ctx, p, "", ev.Refunds)
+		if p.Status != fsm.PurchaseSucceeded || p.GrantID == "" {
+			return "purchase " + p.ID + " has no grant; refund " + r.ID + " revoked nothing", nil
+		}
+		og, err := h.purchaseGrant(p)
+		if err != nil {
+			return "", err
+		}
+		var m *purchaseMoves
+		if og.Revoked > 0 {
+			m = newPurchaseMoves(og)
+			if err := h.readMoves(ctx, m); err != nil {
+				return "", err
+			}
+		}
+		notes, err := h.giveBackFailed(ctx, p, m, "", ev.Refunds)
 		if err != nil || len(notes) == 0 {
 			return "refund " + r.ID + " revoked nothing; nothing to give back", err
 		}

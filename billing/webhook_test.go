@@ -70,6 +70,8 @@ type refundSpec struct {
 	created int64
 }
 
+// chargeObj is charge id of purchase's payment, pi_<purchase>, with these
+// refunds.
 func chargeObj(id, purchase string, refunds ...refundSpec) map[string]any {
 	var data []map[string]any
 	var total int64
@@ -284,7 +286,7 @@ func TestWebhookOutOfOrderEventsConverge(t *testing.T) {
 		for i, swap := range []bool{false, true} {
 			r := newWebhookRig(t, fsm.GrantOnPayment, 0)
 			r.start("p1", fsm.FlowSelfServe)
-			r.mustSend("evt_ok", "payment_intent.succeeded", paymentIntentObj("pi_1", "p1", "succeeded"))
+			r.mustSend("evt_ok", "payment_intent.succeeded", paymentIntentObj("pi_p1", "p1", "succeeded"))
 			first := chargeObj("ch_1", "p1", refundSpec{"re_1", 300, 10})
 			second := chargeObj("ch_1", "p1", refundSpec{"re_1", 300, 10}, refundSpec{"re_2", 200, 20})
 			if swap {
@@ -307,7 +309,7 @@ func TestWebhookOutOfOrderEventsConverge(t *testing.T) {
 func TestWebhookRefundRevokesInProportionOnce(t *testing.T) {
 	r := newWebhookRig(t, fsm.GrantOnPayment, 0)
 	r.start("p1", fsm.FlowSelfServe)
-	r.mustSend("evt_ok", "payment_intent.succeeded", paymentIntentObj("pi_1", "p1", "succeeded"))
+	r.mustSend("evt_ok", "payment_intent.succeeded", paymentIntentObj("pi_p1", "p1", "succeeded"))
 	// 2.50 of 10.00 USD back: a quarter of 1000 credits.
 	r.mustSend("evt_r1", "charge.refunded", chargeObj("ch_1", "p1", refundSpec{"re_1", 250, 10}))
 	if g := readGrant(t, r.f, "purchase:p1"); g.Revoked != 250 || g.Remaining != 750 {
@@ -483,7 +485,7 @@ func TestARefundDeliveredBeforeThePaymentsSuccessRevokesOnItsRetry(t *testing.T)
 	// or is simply delivered late).
 	refund := chargeObj("ch_1", "p1", refundSpec{"re_1", 1000, 10})
 	code, msg := r.send("evt_refund", "charge.refunded", refund)
-	r.mustSend("evt_paid", "payment_intent.succeeded", paymentIntentObj("pi_1", "p1", "succeeded"))
+	r.mustSend("evt_paid", "payment_intent.succeeded", paymentIntentObj("pi_p1", "p1", "succeeded"))
 	if code != http.StatusServiceUnavailable {
 		t.Fatalf("a refund of a purchase still pending was answered %d %q; want 503 so that Stripe sends it again", code, msg)
 	}
@@ -510,7 +512,7 @@ func TestRefundsOfOneSecondThatAddUpToTheChargeRevokeTheWholeGrant(t *testing.T)
 	must(t, r.a, fsm.UpsertCustomer{ID: "c3", Name: "Three", BillingRef: "cus_3", PlanID: "cheap"})
 	// 1000 credits for 3.00 USD.
 	must(t, r.a, fsm.StartPurchase{ID: "p3", CustomerID: "c3", Credits: 1000, Flow: fsm.FlowSelfServe})
-	r.mustSend("evt_paid", "payment_intent.succeeded", paymentIntentObj("pi_3", "p3", "succeeded"))
+	r.mustSend("evt_paid", "payment_intent.succeeded", paymentIntentObj("pi_p3", "p3", "succeeded"))
 	// re_Z (2.00) is made first, re_A (1.00) a moment later, in the same second.
 	reZ := refundSpec{"re_Z", 200, 10}
 	reA := refundSpec{"re_A", 100, 10}

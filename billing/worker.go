@@ -454,7 +454,8 @@ func (w *Worker) auto(ctx context.Context, p fsm.Purchase, custRef string, log *
 		return w.charged(ctx, p, pay, reached, log)
 	}
 	attempt := reached + 1
-	if w.keysMayBeForgotten(p) {
+	looked := w.keysMayBeForgotten(p)
+	if looked {
 		// A retry under a forgotten key would charge again if the lost
 		// request went through: its payment decides, if there is one.
 		pays, err := w.findPayments(ctx, p, custRef)
@@ -478,6 +479,21 @@ func (w *Worker) auto(ctx context.Context, p fsm.Purchase, custRef string, log *
 	cancel()
 	if err != nil {
 		return fmt.Errorf("charge attempt %d: %w", attempt, err)
+	}
+	if pay.NotSent && !looked {
+		// A final answer the provider never gave (no card left to charge)
+		// says nothing of an earlier request for this attempt whose answer
+		// was lost: it may have charged the card before the card was
+		// removed. Its payment decides, if there is one.
+		pays, err := w.findPayments(ctx, p, custRef)
+		if err != nil {
+			return err
+		}
+		if found, ok := attemptPayment(pays, p.ProviderRef); ok {
+			log.Warn("payment of an earlier request found where the charge could not be sent; going on from it",
+				"attempt", attempt, "ref", found.Ref, "status", found.Status.String(), "unsent", pay.ProviderStatus)
+			return w.charged(ctx, p, found, attempt, log)
+		}
 	}
 	log.Info("automatic charge", "attempt", attempt, "status", pay.Status.String(), "ref", pay.Ref)
 	return w.charged(ctx, p, pay, attempt, log)
@@ -514,7 +530,7 @@ func (w *Worker) findPayments(ctx context.Context, p fsm.Purchase, custRef strin
 	pays, err := w.o.Provider.FindPayments(cctx, PaymentRequest{PurchaseID: p.ID, CustomerRef: custRef,
 		StartedAt: p.CreatedAt.Time()})
 	if err != nil {
-		return nil, fmt.Errorf("look for the payments of purchase %s before a retry past the key window: %w", p.ID, err)
+		return nil, fmt.Errorf("look for the payments earlier requests of purchase %s made: %w", p.ID, err)
 	}
 	return pays, nil
 }

@@ -138,19 +138,21 @@ func checkDayList(list *DayList, d Day, parts bool) error {
 
 // writeDayList stores a closed day's list and returns its summary. The list
 // is checked against the summary as a reader will, and refused past
-// maxListBytes, before it is written.
+// maxListBytes, before it is written. Its name holds its digest: writing it
+// again (a rerun at the same cut) writes the same bytes under the same
+// name, and another list of the day gets another name.
 func (e *Exporter) writeDayList(ctx context.Context, list DayList) (Day, error) {
 	d := Day{Date: list.Date}
 	parts := len(list.LedgerParts) > 0
+	prefix, what := grantsListsPrefix, "grants snapshots"
 	if parts {
-		d.Key = ledgerListKey(list.Date)
+		prefix, what = ledgerListsPrefix, "ledger parts"
 		d.FirstSeq, d.LastSeq = list.LedgerParts[0].FirstSeq, list.LedgerParts[len(list.LedgerParts)-1].LastSeq
 		for _, p := range list.LedgerParts {
 			d.Rows, d.Bytes = d.Rows+p.Rows, d.Bytes+p.Bytes
 		}
 		d.Files = len(list.LedgerParts)
 	} else {
-		d.Key = grantsListKey(list.Date)
 		d.FirstSeq, d.LastSeq = list.GrantSnapshots[0].Seq, list.GrantSnapshots[len(list.GrantSnapshots)-1].Seq
 		for _, s := range list.GrantSnapshots {
 			d.Rows, d.Bytes = d.Rows+s.Rows, d.Bytes+s.Bytes
@@ -159,9 +161,10 @@ func (e *Exporter) writeDayList(ctx context.Context, list DayList) (Day, error) 
 	}
 	data, err := encodeJSON(&list)
 	if err != nil {
-		return d, fmt.Errorf("export: encode %s: %w", d.Key, err)
+		return d, fmt.Errorf("export: encode the list of %s of %s: %w", what, d.Date, err)
 	}
 	d.SHA256 = hexSHA256(data)
+	d.Key = listKey(prefix, d.Date, d.SHA256)
 	if err := checkDayList(&list, d, parts); err != nil {
 		return d, fmt.Errorf("export: refusing to write %s: %w", d.Key, err)
 	}

@@ -3,16 +3,19 @@ package export
 import (
 	"encoding/json"
 	"errors"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"gocloud.dev/blob"
 
 	"github.com/creditd/creditd/export/internal/ledgergen"
+	"github.com/creditd/creditd/fsm"
 )
 
 // multiDay is an export written by many runs over several UTC days.
@@ -161,12 +164,12 @@ func TestAReportOverManyDaysFromTheExportEqualsTheOneFromTheState(t *testing.T) 
 	}
 }
 
-// The first day list a run stores is followed by a crash, before the
-// manifest that names it is committed.
-func crashAtList(suffix string) Options {
+// The first day list a run stores under prefix is followed by a crash,
+// before the manifest that names it is committed.
+func crashAtList(prefix string) Options {
 	opts := smallFiles()
 	opts.AfterObject = func(key string) error {
-		if strings.HasSuffix(key, suffix) {
+		if strings.HasPrefix(key, prefix) {
 			return errCrash
 		}
 		return nil
@@ -183,10 +186,10 @@ func TestACrashBetweenADayListAndTheManifestLeavesTheExportReadableAndTheNextRun
 		// day); other part sizes (the list is written again, differently)
 		more, behind, otherParts bool
 	}{
-		{name: "after a ledger day's list, rerun at the same cut", crash: "/" + ledgerListFile},
-		{name: "after a snapshot day's list, rerun after more writes", crash: "/" + grantsListFile, more: true},
-		{name: "rerun with other part sizes", crash: "/" + ledgerListFile, otherParts: true},
-		{name: "rerun from a replica whose cut leaves the day open", crash: "/" + ledgerListFile, behind: true},
+		{name: "after a ledger day's list, rerun at the same cut", crash: ledgerListsPrefix},
+		{name: "after a snapshot day's list, rerun after more writes", crash: grantsListsPrefix, more: true},
+		{name: "rerun with other part sizes", crash: ledgerListsPrefix, otherParts: true},
+		{name: "rerun from a replica whose cut leaves the day open", crash: ledgerListsPrefix, behind: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			g, replica := newGen(t, 33), newGen(t, 33)
@@ -209,11 +212,12 @@ func TestACrashBetweenADayListAndTheManifestLeavesTheExportReadableAndTheNextRun
 			if _, err := e.Run(testCtx(t)); !errors.Is(err, errCrash) {
 				t.Fatalf("run: %v, want the simulated crash", err)
 			}
-			orphan := "2026-03-01/" + strings.TrimPrefix(tc.crash, "/")
 			lists := dayListsOnDisk(t, dir)
-			if !slices.ContainsFunc(lists, func(k string) bool { return strings.HasSuffix(k, orphan) }) {
+			i := slices.IndexFunc(lists, func(k string) bool { return strings.HasPrefix(k, tc.crash+"date=2026-03-01-") })
+			if i < 0 {
 				t.Fatalf("the crash left lists %v; want the one of day 0 it stored", lists)
 			}
+			orphan := lists[i]
 			// The export reads as committed: up to the watermark, once.
 			var seqs []uint64
 			man, err := ScanExport(testCtx(t), b, "", func(m *Movement) error { seqs = append(seqs, m.Seq); return nil })
@@ -236,6 +240,13 @@ func TestACrashBetweenADayListAndTheManifestLeavesTheExportReadableAndTheNextRun
 			checkExactlyOnce(t, ledgerRows(t, dir), last)
 			if closed := len(m.LedgerDays) > 0; closed == tc.behind {
 				t.Errorf("after the rerun, closed days %+v; want day 0 closed unless the replica's cut is in it", m.LedgerDays)
+			}
+			// A list is named for its content: the rerun's list of day 0
+			// has the crashed run's name if and only if it has its bytes.
+			if tc.crash == ledgerListsPrefix && !tc.behind {
+				if renamed := m.LedgerDays[0].Key != orphan; renamed != tc.otherParts {
+					t.Errorf("the rerun's list of day 0 is %s, the crashed run's was %s; want another name only for other parts", m.LedgerDays[0].Key, orphan)
+				}
 			}
 			if tc.behind { // and the destination goes on from the other replica
 				exportOnce(t, FromFSM(g.F), b, smallFiles())
@@ -398,6 +409,13 @@ func TestADamagedOrOversizedDayListIsRefusedNamingIt(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	var list DayList
+	if err := json.Unmarshal(read(day0), &list); err != nil {
+		t.Fatal(err)
+	}
+	list.LedgerParts = list.LedgerParts[:len(list.LedgerParts)-1]
+	shortData, _ := encodeJSON(&list)
+	short := ledgerListKey(m.LedgerDays[0].Date, hexSHA256(shortData))
 	for _, tc := range []struct {
 		name   string
 		key    string // the list damaged
@@ -415,28 +433,23 @@ func TestADamagedOrOversizedDayListIsRefusedNamingIt(t *testing.T) {
 				t.Fatal(err)
 			}
 		}, "larger than"},
-		{"a list a part short, whose digest the manifest was edited to match", day0, func() {
-			var list DayList
-			if err := json.Unmarshal(read(day0), &list); err != nil {
-				t.Fatal(err)
-			}
-			list.LedgerParts = list.LedgerParts[:len(list.LedgerParts)-1]
-			data, _ := encodeJSON(&list)
-			write(day0, data)
+		{"a list a part short, whose name and digest the manifest was edited to match", short, func() {
+			write(short, shortData)
 			root := *m
 			root.LedgerDays = slices.Clone(m.LedgerDays)
-			root.LedgerDays[0].SHA256 = hexSHA256(data)
-			data, _ = encodeJSON(&root)
+			root.LedgerDays[0].SHA256, root.LedgerDays[0].Key = hexSHA256(shortData), short
+			data, _ := encodeJSON(&root)
 			write(ManifestKey, data)
 		}, "the manifest says"},
 		{"a damaged snapshot day list", snaps0, func() { write(snaps0, []byte("{")) }, "SHA-256"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			saved := map[string][]byte{tc.key: read(tc.key), ManifestKey: read(ManifestKey)}
+			saved := map[string][]byte{day0: read(day0), snaps0: read(snaps0), ManifestKey: read(ManifestKey)}
 			defer func() {
 				for k, data := range saved {
 					write(k, data)
 				}
+				os.Remove(path(short))
 			}()
 			tc.damage()
 			ctx := testCtx(t)
@@ -529,10 +542,18 @@ func TestTheSweepKeepsTheCommittedDayListsAndRemovesTheOthers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	open := m.LedgerParts[0].Date
-	orphans := []string{ledgerListKey(open), grantsListKey(open), ledgerListKey("2030-01-01"),
-		ledgerListKey(m.LedgerDays[0].Date) + ".18a2b3c4d5e6f708.tmp", grantsListKey(open) + ".0123456789abcdef.tmp"}
-	others := []string{"ledger/date=" + open + "/notes.json", "ledger/date=" + open + "/parts.json.bak"}
+	open, closed := m.LedgerParts[0].Date, m.LedgerDays[0]
+	sum := strings.Repeat("0123456789abcdef", 4)
+	orphans := []string{
+		ledgerListKey(open, sum), grantsListKey(open, sum), ledgerListKey("2030-01-01", sum),
+		ledgerListKey(closed.Date, sum), // another list of a committed day
+		closed.Key + ".18a2b3c4d5e6f708.tmp", grantsListKey(open, sum) + ".0123456789abcdef.tmp",
+	}
+	others := []string{
+		"ledger/date=" + open + "/notes.json",
+		listsPrefix + "notes.json", ledgerListsPrefix + "date=" + open + ".json", closed.Key + ".bak",
+		ledgerListsPrefix + "date=" + open + "-" + strings.ToUpper(sum[:listHashChars]) + ".json",
+	}
 	committed := map[string][]byte{}
 	for _, d := range slices.Concat(m.LedgerDays, m.GrantSnapshotDays) {
 		committed[d.Key] = readFile(t, md.dir, d.Key)
@@ -574,4 +595,533 @@ func readFile(t *testing.T, dir, key string) []byte {
 		t.Fatal(err)
 	}
 	return data
+}
+
+// A run that closes two days (lists for both, ledger and snapshots), under
+// each retention, crashed after every object it stores, and after its
+// commit at every deletion: the export reads as committed after the crash,
+// and the rerun leaves exactly what a run without a crash leaves, byte for
+// byte, and reports as the state does.
+func TestACrashAtAnyObjectOfADayClosingRunIsCompletedByTheNextOne(t *testing.T) {
+	if testing.Short() {
+		t.Skip("about 30 crashed runs")
+	}
+	g := newGen(t, 41)
+	base := t.TempDir()
+	b0 := openDir(t, base)
+	run(t, g, 300, 2*time.Hour) // day 0 up to 12:00
+	exportOnce(t, FromFSM(g.F), b0, smallFiles())
+	run(t, g, 200, 2*time.Hour) // up to 20:00
+	exportOnce(t, FromFSM(g.F), b0, smallFiles())
+	run(t, g, 400, 2*time.Hour) // into day 1 (12:00): day 0 closed
+	exportOnce(t, FromFSM(g.F), b0, smallFiles())
+	_, _, w, _ := g.Check()
+	run(t, g, 1200, 2*time.Hour) // into day 3: days 1 and 2 close
+	_, _, last, _ := g.Check()
+	fromState, err := ReportFromSource(testCtx(t), FromFSM(g.F), day(-1), day(30), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// 0: lists for both days; 1: a whole snapshot day and manifest
+	// snapshots dropped; 3: the retention cuts into day 0's list.
+	for _, keep := range []int{0, 1, 3} {
+		// The run without a crash.
+		clean := copyTree(t, base)
+		opts := smallFiles()
+		opts.KeepGrantSnapshots = keep
+		res := exportOnce(t, FromFSM(g.F), openDir(t, clean), opts)
+		want := treeFiles(t, clean)
+		objects := len(res.Parts) + 1 + 2*len(res.ClosedDays)
+		for k := 1; k <= objects; k++ {
+			dir := copyTree(t, base)
+			b := openDir(t, dir)
+			o := opts
+			stored := 0
+			o.AfterObject = func(key string) error {
+				if stored++; stored == k {
+					return errCrash
+				}
+				return nil
+			}
+			e, err := New(FromFSM(g.F), b, o)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = e.Run(testCtx(t))
+			if !errors.Is(err, errCrash) {
+				if stored < k {
+					break // fewer objects than counted (no snapshot list)
+				}
+				t.Fatalf("keep %d, crash after object %d: %v", keep, k, err)
+			}
+			checkReadable(t, dir, w)
+			exportOnce(t, FromFSM(g.F), b, opts)
+			checkManifestMatchesFiles(t, dir, b, last)
+			checkExactlyOnce(t, ledgerRows(t, dir), last)
+			sameTrees(t, "crash then rerun vs no crash", want, treeFiles(t, dir))
+			fromExport, err := ReportFromExport(testCtx(t), b, "", day(-1), day(30), nil)
+			if err != nil || !slices.Equal(fromState.Rows, fromExport.Rows) {
+				t.Errorf("keep %d, crash after object %d: report from the export %v differs from the state's", keep, k, err)
+			}
+		}
+		// A crash after the commit, after i of the deletions that follow
+		// it: the files the run removed after i are still there.
+		before := treeFiles(t, base)
+		for i := 0; i <= len(res.Removed); i++ {
+			dir := copyTree(t, clean)
+			for _, key := range res.Removed[i:] {
+				p := filepath.Join(dir, filepath.FromSlash(key))
+				os.MkdirAll(filepath.Dir(p), 0o755)
+				if err := os.WriteFile(p, before[key], 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			checkReadable(t, dir, last)
+			b := openDir(t, dir)
+			exportOnce(t, FromFSM(g.F), b, opts) // nothing new: the sweep only
+			checkManifestMatchesFiles(t, dir, b, last)
+			sameTrees(t, "crash after the commit, then a run", want, treeFiles(t, dir))
+		}
+	}
+}
+
+// Retention turned on, changed and turned off across days and runs, from
+// two replicas that applied the same log: every run leaves exactly the
+// files its manifest covers, keeps the newest N snapshots (or every one
+// since retention was last applied), and both destinations hold the same
+// bytes.
+func TestRetentionChangesAcrossDaysKeepTheNewestAndReplicasAgree(t *testing.T) {
+	if testing.Short() {
+		t.Skip("60 runs")
+	}
+	a, r := newGen(t, 42), newGen(t, 42)
+	da, dr := t.TempDir(), t.TempDir()
+	ba, br := openDir(t, da), openDir(t, dr)
+	// keep per run, four runs a day (6 hours apart), 7 days.
+	plan := []int{0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 5, 5, 5, 5, 5, 0, 0, 0, 0, 0, 2, 0, 0, 0, 0, 1000, 1000, 9, 0, 0}
+	var kept []string
+	for i, keep := range plan {
+		for _, x := range []*ledgergen.Gen{a, r} {
+			run(t, x, 150, 2*time.Hour) // 3 log entries, 6 hours
+		}
+		opts := smallFiles()
+		opts.KeepGrantSnapshots = keep
+		res := exportOnce(t, FromFSM(a.F), ba, opts)
+		exportOnce(t, FromFSM(r.F), br, opts)
+		kept = append(kept, res.Grants.Key)
+		if keep > 0 && len(kept) > keep {
+			kept = kept[len(kept)-keep:]
+		}
+		_, _, last, _ := a.Check()
+		checkManifestMatchesFiles(t, da, ba, last)
+		if got := committedSnapshots(t, da); !slices.Equal(got, kept) {
+			t.Fatalf("run %d (keep %d): snapshots %v, want %v", i, keep, got, kept)
+		}
+		sameTrees(t, "replicas", treeFiles(t, da), treeFiles(t, dr))
+	}
+	_, _, last, _ := a.Check()
+	checkExactlyOnce(t, ledgerRows(t, da), last)
+	fromState, err := ReportFromSource(testCtx(t), FromFSM(a.F), day(-1), day(30), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fromExport, err := ReportFromExport(testCtx(t), ba, "", day(-1), day(30), nil)
+	if err != nil || !slices.Equal(fromState.Rows, fromExport.Rows) {
+		t.Errorf("the report from the export (%v) differs from the state's", err)
+	}
+}
+
+// Log time exactly at midnight belongs to the new day, and a ledger with
+// days without entries closes only the days it has: every list holds the
+// entries of its date alone, each closed as soon as, and only when, the cut
+// reaches a later day; a run with no new entries after midnight closes
+// nothing.
+func TestDaysCloseAtMidnightExactlyAndAcrossDaysWithoutEntries(t *testing.T) {
+	g := newGen(t, 43)
+	dir := t.TempDir()
+	b := openDir(t, dir)
+	steps := []struct {
+		commands int
+		step     time.Duration
+		closed   int // closed days after the run
+	}{
+		{50, 12 * time.Hour, 0},  // day 0 12:00
+		{50, 12 * time.Hour, 1},  // day 1 00:00:00 exactly: day 0 closed
+		{50, time.Hour, 1},       // day 1 01:00
+		{50, 71 * time.Hour, 2},  // day 4 00:00 exactly: days 2, 3 have no entries
+		{0, 0, 2},                // no new entry
+		{50, 24 * time.Hour, 3},  // day 5 00:00
+		{50, 120 * time.Hour, 4}, // day 10 00:00
+	}
+	for i, s := range steps {
+		if s.commands > 0 {
+			run(t, g, s.commands, s.step)
+		}
+		exportOnce(t, FromFSM(g.F), b, smallFiles())
+		_, _, last, _ := g.Check()
+		m := checkManifestMatchesFiles(t, dir, b, last)
+		if len(m.LedgerDays) != s.closed || len(m.GrantSnapshotDays) > s.closed {
+			t.Fatalf("run %d: %d ledger days, %d snapshot days closed, want %d", i, len(m.LedgerDays), len(m.GrantSnapshotDays), s.closed)
+		}
+		byFile := map[string]string{}
+		if err := m.EachLedgerPart(testCtx(t), b, func(p Part) error { byFile[p.Key] = p.Date; return nil }); err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range ledgerRows(t, dir) {
+			if date := time.UnixMicro(r.timeMicros).UTC().Format(time.DateOnly); byFile[r.file] != date {
+				t.Fatalf("entry %d at %s is in %s, listed as of %q", r.seq, date, r.file, byFile[r.file])
+			}
+		}
+	}
+}
+
+// format1Near builds a format 1 manifest (what creditd wrote before day
+// lists) just under size bytes: runs of one entry each, perDay a day, every
+// run's part and snapshot listed, as a destination exported every minute
+// for months reached the limit and stopped taking runs. It returns the
+// manifest's bytes, its watermark and the day after its last one.
+func format1Near(t *testing.T, size, perDay int) ([]byte, uint64, time.Time) {
+	t.Helper()
+	type snap1 struct {
+		Key   string `json:"key"`
+		Seq   uint64 `json:"seq"`
+		Rows  int64  `json:"rows"`
+		Bytes int64  `json:"bytes"`
+	}
+	start := ledgergen.Start.Time()
+	old := format1{Format: 1, AppliedIndex: 1, LogTime: start.Format(time.RFC3339Nano)}
+	add := func() {
+		seq := uint64(len(old.LedgerParts)) + 1
+		date := start.AddDate(0, 0, int(seq-1)/perDay).Format(time.DateOnly)
+		old.LedgerParts = append(old.LedgerParts, Part{Key: partKey(date, seq, seq), Date: date, FirstSeq: seq, LastSeq: seq, Rows: 1, Bytes: 123_456})
+		old.GrantSnapshots = append(old.GrantSnapshots, snap1{Key: grantsKey(seq), Seq: seq, Rows: 12_345, Bytes: 345_678})
+		old.WatermarkSeq = seq
+	}
+	enc := func() []byte {
+		data, err := encodeJSON(&old)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return data
+	}
+	add()
+	one := len(enc())
+	add()
+	per := len(enc()) - one
+	for range (size-one)/per - 2 {
+		add()
+	}
+	data := enc()
+	for len(data) > size {
+		// Longer numbers further on: drop the runs over, and a few more.
+		drop := (len(data)-size)/(per+10) + 1
+		old.LedgerParts, old.GrantSnapshots = old.LedgerParts[:len(old.LedgerParts)-drop], old.GrantSnapshots[:len(old.GrantSnapshots)-drop]
+		old.WatermarkSeq -= uint64(drop)
+		data = enc()
+	}
+	if len(data) > size || len(data) < size-200*per {
+		t.Fatalf("built a format 1 manifest of %d bytes, want just under %d", len(data), size)
+	}
+	days := (int(old.WatermarkSeq) + perDay - 1) / perDay
+	return data, old.WatermarkSeq, start.AddDate(0, 0, days)
+}
+
+// A format 1 destination at the limit the old creditd stopped at (it
+// refused to commit past 64 MiB) is upgraded by the next run: every closed
+// day into its list, the manifest small again, under each retention.
+func TestAFormat1ManifestAtTheLimitIsUpgradedByTheNextRun(t *testing.T) {
+	if testing.Short() {
+		t.Skip("a 64 MiB manifest")
+	}
+	data, w, next := format1Near(t, maxManifestBytes, 1440)
+	for _, tc := range []struct {
+		keep    int
+		sameDay bool // the run's entries are of the last day of the format 1 manifest
+	}{{0, false}, {MaxKeepGrantSnapshots, false}} {
+		keep := tc.keep
+		dir := t.TempDir()
+		if err := os.WriteFile(filepath.Join(dir, ManifestKey), data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		b := openDir(t, dir)
+		ts := fsm.TimestampOf(next.Add(time.Hour))
+		if tc.sameDay {
+			ts = fsm.TimestampOf(next.Add(-time.Minute))
+		}
+		cut := &memCut{types: map[string]fsm.CreditType{"ai": {ID: "ai", Scale: 2}}}
+		for i := range uint64(5) {
+			cut.entries = append(cut.entries, fsm.LedgerEntry{Seq: w + 1 + i, Time: ts, CustomerID: "c", CreditTypeID: "ai",
+				Kind: fsm.EntryBurn, Amount: -1, BalanceAfter: -int64(i + 1), CauseKind: fsm.CauseUsage, CauseID: "e"})
+		}
+		e, err := New(cut, b, Options{KeepGrantSnapshots: keep})
+		if err != nil {
+			t.Fatal(err)
+		}
+		res, err := e.Run(testCtx(t))
+		if err != nil {
+			t.Fatalf("keep %d: the upgrade run: %v", keep, err)
+		}
+		m, err := ReadManifest(testCtx(t), b)
+		if err != nil || m.Format != formatVersion || m.WatermarkSeq != w+5 {
+			t.Fatalf("keep %d: after the upgrade: %+v, %v", keep, m.WatermarkSeq, err)
+		}
+		n := 0
+		if err := m.EachLedgerPart(testCtx(t), b, func(Part) error { n++; return nil }); err != nil || n != int(w)+1 {
+			t.Fatalf("keep %d: %d parts (%v), want %d", keep, n, err, w+1)
+		}
+		n = 0
+		if err := m.EachGrantSnapshot(testCtx(t), b, func(Snapshot) error { n++; return nil }); err != nil {
+			t.Fatal(err)
+		}
+		want := int(w) + 1
+		if keep > 0 {
+			want = min(keep, want)
+		}
+		if n != want {
+			t.Errorf("keep %d: %d snapshots, want %d", keep, n, want)
+		}
+		if len(res.ClosedDays) < 100 || len(readRoot(t, dir)) > 20<<20 {
+			t.Errorf("keep %d: %d days closed, manifest of %d bytes", keep, len(res.ClosedDays), len(readRoot(t, dir)))
+		}
+	}
+}
+
+// Warehouses that load a folder rather than a glob (Athena, Redshift
+// Spectrum and Hive external tables with LOCATION …/ledger/, Spark and
+// Databricks reading …/ledger as a dataset partitioned by date=, BigQuery
+// with uris …/ledger/*) read every file under it that is not hidden
+// (Hadoop's convention: a name starting with "_" or "."), and take the
+// directories below as partitions of one key. So ledger/ holds only
+// date=… folders of Parquet parts and grants/ only snapshot=… folders of
+// Parquet snapshots; the day lists are in the hidden _lists/ at the root.
+func TestAFolderLoaderFindsOnlyParquetUnderLedgerAndGrants(t *testing.T) {
+	md := exportOverDays(t, 44, 2, 2, smallFiles())
+	m, err := ReadManifest(testCtx(t), md.b)
+	if err != nil || len(m.LedgerDays) == 0 || len(m.GrantSnapshotDays) == 0 {
+		t.Fatalf("manifest %+v, %v: want closed days with lists", m, err)
+	}
+	for _, d := range slices.Concat(m.LedgerDays, m.GrantSnapshotDays) {
+		if !strings.HasPrefix(d.Key, "_") {
+			t.Errorf("the list %s is not in a hidden folder", d.Key)
+		}
+	}
+	root, err := os.ReadDir(md.dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range root {
+		if name := e.Name(); name != ManifestKey && name != "ledger" && name != "grants" && name != "_lists" {
+			t.Errorf("%s at the root of the export", name)
+		}
+	}
+	for _, table := range []struct{ prefix, partition string }{{"ledger", "date="}, {"grants", "snapshot="}} {
+		root := filepath.Join(md.dir, table.prefix)
+		err := filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
+			if err != nil {
+				return err
+			}
+			rel, _ := filepath.Rel(md.dir, path)
+			rel = filepath.ToSlash(rel)
+			name := d.Name()
+			if path == root || name[0] == '_' || name[0] == '.' {
+				return nil
+			}
+			if d.IsDir() {
+				if !strings.HasPrefix(name, table.partition) || filepath.Dir(path) != root {
+					t.Errorf("%s: a partition folder of another key than %s in the %s table", rel, table.partition, table.prefix)
+				}
+				return nil
+			}
+			data, err := os.ReadFile(path)
+			if err != nil {
+				return err
+			}
+			if len(data) < 8 || string(data[:4]) != "PAR1" || string(data[len(data)-4:]) != "PAR1" {
+				t.Errorf("%s is not Parquet, and not hidden: a loader of %s/ reads it as a data file", rel, table.prefix)
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// emptyFolders lists the folders under dir that hold nothing.
+func emptyFolders(t *testing.T, dir string) []string {
+	t.Helper()
+	var empty []string
+	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil || !d.IsDir() {
+			return err
+		}
+		if entries, err := os.ReadDir(path); err == nil && len(entries) == 0 {
+			rel, _ := filepath.Rel(dir, path)
+			empty = append(empty, filepath.ToSlash(rel))
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return empty
+}
+
+// Under a retention every run deletes a snapshot (and, when it drops a
+// closed day, the day's lists), and the sweep deletes what a crashed run
+// left; in a directory destination each lives in a folder of its own
+// (grants/snapshot=N/, a new day's ledger/date=D/), which must go with it,
+// or one more empty folder would stay per run, forever, for every sweep to
+// walk.
+func TestRetentionAndTheSweepLeaveNoEmptyFolders(t *testing.T) {
+	md := exportOverDays(t, 45, 2, 3, smallFiles())
+	opts := smallFiles()
+	opts.KeepGrantSnapshots = 1
+	for range 4 {
+		run(t, md.g, 100, 2*time.Hour)
+		res := exportOnce(t, FromFSM(md.g.F), md.b, opts)
+		if len(res.Removed) == 0 {
+			t.Fatal("the run removed nothing: the test covers nothing")
+		}
+	}
+	if empty := emptyFolders(t, md.dir); len(empty) > 0 {
+		t.Errorf("retention left %d empty folders behind: %v", len(empty), empty)
+	}
+	if _, err := os.Stat(filepath.Join(md.dir, "_lists", "grants")); !os.IsNotExist(err) {
+		t.Errorf("_lists/grants/ stays after its last list was dropped: %v", err)
+	}
+
+	// A crashed run's part of a later day and its snapshot, alone in their
+	// folders, then the sweep.
+	_, _, last, _ := md.g.Check()
+	for _, key := range []string{partKey("2030-01-01", last+1, last+9), grantsKey(last + 9)} {
+		path := filepath.Join(md.dir, filepath.FromSlash(key))
+		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(path, []byte("PAR1"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	run(t, md.g, 50, time.Hour)
+	exportOnce(t, FromFSM(md.g.F), md.b, opts)
+	_, _, last, _ = md.g.Check()
+	checkManifestMatchesFiles(t, md.dir, md.b, last)
+	if empty := emptyFolders(t, md.dir); len(empty) > 0 {
+		t.Errorf("the sweep left %d empty folders behind: %v", len(empty), empty)
+	}
+}
+
+// hookSource calls beforeScan before every ledger scan of its cuts: a run
+// scans its range (W, C] right after its sweep, before it writes anything.
+type hookSource struct {
+	Source
+	beforeScan func(from, to uint64)
+}
+
+func (s hookSource) Read(fn func(Cut) error) error {
+	return s.Source.Read(func(c Cut) error { return fn(hookCut{c, s.beforeScan}) })
+}
+
+type hookCut struct {
+	Cut
+	beforeScan func(from, to uint64)
+}
+
+func (c hookCut) ScanLedger(from, to uint64, fn func(*fsm.LedgerEntry) error) error {
+	c.beforeScan(from, to)
+	return c.Cut.ScanLedger(from, to, fn)
+}
+
+// Two exporters that overlap (one exporter per destination is the rule,
+// but a leadership change can break it for a moment) close the same day
+// with other part sizes: each writes its own list of it. Named for their
+// content, neither list replaces the other, so the manifest committed last
+// names a list that is there as it was written. With one name per day the
+// second list replaced the first under the manifest that named it: a
+// damaged list, refused by every later run and report.
+func TestOverlappingExportersNeverReplaceAListTheManifestNames(t *testing.T) {
+	g := newGen(t, 38)
+	dir := t.TempDir()
+	b := openDir(t, dir)
+	run(t, g, 300, 2*time.Hour) // day 0 up to 12:00
+	exportOnce(t, FromFSM(g.F), b, smallFiles())
+	_, _, w, _ := g.Check()
+	run(t, g, 400, 2*time.Hour) // into day 1: day 0 closed
+
+	// B sweeps and stops; A sweeps, writes its parts and its list of day
+	// 0, and stops; B writes its own and commits; then A commits.
+	bSwept, bGo, aListed, aGo := make(chan struct{}), make(chan struct{}), make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	srcB := hookSource{FromFSM(g.F), func(from, _ uint64) {
+		if from == w+1 {
+			once.Do(func() { close(bSwept); <-bGo })
+		}
+	}}
+	optsB := smallFiles()
+	optsB.FileRows = 250
+	optsA := smallFiles()
+	optsA.AfterObject = func(key string) error {
+		if strings.HasPrefix(key, ledgerListsPrefix) {
+			close(aListed)
+			<-aGo
+		}
+		return nil
+	}
+	start := func(src Source, opts Options) <-chan error {
+		e, err := New(src, b, opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan error, 1)
+		go func() { _, err := e.Run(testCtx(t)); done <- err }()
+		return done
+	}
+	await := func(what string, ch <-chan struct{}, done <-chan error) {
+		t.Helper()
+		select {
+		case <-ch:
+		case err := <-done:
+			t.Fatalf("the run ended (%v) before %s", err, what)
+		}
+	}
+	doneB := start(srcB, optsB)
+	await("B's sweep", bSwept, doneB)
+	doneA := start(FromFSM(g.F), optsA)
+	await("A's list", aListed, doneA)
+	close(bGo)
+	if err := <-doneB; err != nil {
+		t.Fatalf("exporter B: %v", err)
+	}
+	close(aGo)
+	if err := <-doneA; err != nil {
+		t.Fatalf("exporter A: %v", err)
+	}
+
+	// A's manifest, committed last, reads whole: its list of day 0 is
+	// A's, beside B's.
+	_, _, last, _ := g.Check()
+	var seqs []uint64
+	m, err := ScanExport(testCtx(t), b, "", func(m *Movement) error { seqs = append(seqs, m.Seq); return nil })
+	if err != nil || uint64(len(seqs)) != last || len(m.LedgerDays) != 1 {
+		t.Fatalf("after the overlap: %d entries read of %d, %d closed days, %v", len(seqs), last, len(m.LedgerDays), err)
+	}
+	ledgerLists := func() []string {
+		return slices.DeleteFunc(dayListsOnDisk(t, dir), func(k string) bool { return !strings.HasPrefix(k, ledgerListsPrefix) })
+	}
+	if lists := ledgerLists(); len(lists) != 2 || !slices.Contains(lists, m.LedgerDays[0].Key) {
+		t.Fatalf("lists %v: want A's (%s) and B's of day 0", lists, m.LedgerDays[0].Key)
+	}
+	// The next run deletes B's list, which no manifest names. (B's parts
+	// within the watermark stay: overlapping exporters with other part
+	// sizes are what "one exporter per destination" rules out.)
+	run(t, g, 50, time.Hour)
+	res := exportOnce(t, FromFSM(g.F), b, smallFiles())
+	if lists := ledgerLists(); !slices.Equal(lists, []string{m.LedgerDays[0].Key}) {
+		t.Errorf("after the next run: lists %v (removed %v); want A's of day 0 alone", lists, res.Removed)
+	}
+	if _, err := ScanExport(testCtx(t), b, "", func(*Movement) error { return nil }); err != nil {
+		t.Fatal(err)
+	}
 }

@@ -6,10 +6,14 @@ import (
 	"fmt"
 	"io/fs"
 	"net/url"
+	"os"
+	"path"
 	"strings"
+	"syscall"
 
 	"gocloud.dev/blob"
 	"gocloud.dev/blob/fileblob"
+	"gocloud.dev/gcerrors"
 )
 
 // ErrNoExport is returned to readers of a destination that holds no export
@@ -119,4 +123,35 @@ func checkFileHost(u *url.URL) error {
 		return nil
 	}
 	return fmt.Errorf("a file URL with host %q: want file:///absolute/path or file://./relative/path", u.Host)
+}
+
+// isDirectory says whether b is a directory (fileblob, the one driver that
+// answers As with an *os.FileInfo, its root's), where folders are real and
+// stay when the last object in them is deleted.
+func isDirectory(b *blob.Bucket) bool {
+	var fi os.FileInfo
+	return b.As(&fi)
+}
+
+// removeEmptyFolders removes, in a directory destination, the folders
+// above key (a deleted object) up to the root while they are empty.
+// fileblob deletes a key with os.Remove, which removes an empty folder and
+// refuses one that is not empty: the first folder that holds something
+// (or is already gone) ends the climb.
+func removeEmptyFolders(ctx context.Context, b *blob.Bucket, key string) error {
+	for dir := path.Dir(key); dir != "." && dir != "/"; dir = path.Dir(dir) {
+		err := b.Delete(ctx, dir)
+		if err == nil {
+			continue
+		}
+		if gcerrors.Code(err) == gcerrors.NotFound || errors.Is(err, syscall.ENOTEMPTY) || errors.Is(err, syscall.EEXIST) {
+			return nil
+		}
+		// Where the system says "not empty" otherwise (Windows), look.
+		if _, lerr := b.List(&blob.ListOptions{Prefix: dir + "/"}).Next(ctx); lerr == nil {
+			return nil
+		}
+		return fmt.Errorf("remove the folder %s: %w", dir, err)
+	}
+	return nil
 }

@@ -6,9 +6,14 @@
 //
 // It reads state only through one consistent fsm read transaction (a cut):
 // any replica can export from its own applied state, and two replicas that
-// applied the same log produce the same rows, byte for byte. It never writes
-// to the state machine, never talks to raft and never reads the clock to
-// decide what goes into a file (file contents depend on the ledger alone).
+// applied the same log produce the same files, byte for byte. Ledger parts
+// depend on the ledger alone. A grants snapshot is the replica's state at its
+// cut (the state file holds no older one): its amounts agree with the ledger
+// up to its snapshot_seq, but statuses and updated_at may already reflect
+// later commands that wrote no ledger entry (a Tick activating a pending
+// grant), so two replicas' snapshots at one seq can differ in those columns.
+// It never writes to the state machine, never talks to raft and never reads
+// the clock to decide what goes into a file.
 //
 // # Exactly once
 //
@@ -18,14 +23,17 @@
 // and the lists of the UTC days C closes, and only then replaces the manifest
 // with watermark C. Each object appears whole or not at all (blob writes
 // commit on Close; fileblob renames a temporary file). Part names depend only
-// on the range and the ledger, so a rerun writes the same names; a crash
-// between a part or list and the manifest leaves at most complete objects the
-// manifest does not name, which the next run deletes or overwrites before it
-// commits. One exporter per destination at a time.
+// on the range and the ledger, so a rerun writes the same names; a day list is
+// named for its content, so no write replaces a list a manifest names with
+// other bytes. A crash between a part or list and the manifest leaves at most
+// complete objects the manifest does not name, which the next run deletes or
+// writes again before it commits. One exporter per destination at a time.
 //
 // # Bounded manifest
 //
 // A closed day's parts (and, when every snapshot is kept, its snapshots) move
-// out of the manifest into an immutable day list that the manifest names with
-// its digest: the manifest grows by a summary per day, not by a part per run.
+// out of the manifest into an immutable day list under the hidden _lists/
+// folder (never beside the Parquet files, which warehouses load by folder),
+// that the manifest names with its digest: the manifest grows by a summary
+// per day, not by a part per run.
 package export

@@ -95,6 +95,9 @@ type Exporter struct {
 	src  Source
 	dst  *blob.Bucket
 	opts Options
+	// dirDest says dst is a directory (fileblob), whose folders outlive
+	// the objects in them.
+	dirDest bool
 }
 
 // New makes an Exporter from src to dst. The caller keeps dst and closes it.
@@ -105,7 +108,7 @@ func New(src Source, dst *blob.Bucket, opts Options) (*Exporter, error) {
 	if err := opts.defaults(); err != nil {
 		return nil, err
 	}
-	return &Exporter{src: src, dst: dst, opts: opts}, nil
+	return &Exporter{src: src, dst: dst, opts: opts, dirDest: isDirectory(dst)}, nil
 }
 
 // ErrBehind is returned when the replica has applied less of the ledger
@@ -187,7 +190,7 @@ func (e *Exporter) Run(ctx context.Context) (Result, error) {
 		// Committed: snapshots past retention go now; if this is cut short,
 		// the next run's sweep removes what the manifest no longer lists.
 		for _, s := range drop.snapshots {
-			if err := e.dst.Delete(ctx, s.Key); err != nil && gcerrors.Code(err) != gcerrors.NotFound {
+			if err := e.delete(ctx, s.Key); err != nil {
 				return fmt.Errorf("export: delete old grants snapshot %s: %w", s.Key, err)
 			}
 			res.Removed = append(res.Removed, s.Key)
@@ -221,7 +224,7 @@ func (e *Exporter) sweep(ctx context.Context, m *Manifest) ([]string, error) {
 	var removed []string
 	c := committedBy(m)
 	// The manifest's temporary files sit at the root, next to it.
-	for _, prefix := range []string{ledgerPrefix, grantsPrefix, ManifestKey + "."} {
+	for _, prefix := range []string{ledgerPrefix, grantsPrefix, listsPrefix, ManifestKey + "."} {
 		it := e.dst.List(&blob.ListOptions{Prefix: prefix})
 		for {
 			obj, err := it.Next(ctx)
@@ -234,7 +237,7 @@ func (e *Exporter) sweep(ctx context.Context, m *Manifest) ([]string, error) {
 			if obj.IsDir || !c.orphan(obj.Key) {
 				continue
 			}
-			if err := e.dst.Delete(ctx, obj.Key); err != nil && gcerrors.Code(err) != gcerrors.NotFound {
+			if err := e.delete(ctx, obj.Key); err != nil {
 				return removed, fmt.Errorf("export: delete uncommitted %s: %w", obj.Key, err)
 			}
 			removed = append(removed, obj.Key)
@@ -243,9 +246,28 @@ func (e *Exporter) sweep(ctx context.Context, m *Manifest) ([]string, error) {
 	return removed, nil
 }
 
+// delete deletes key (already gone is fine) and, in a directory
+// destination, the folders it leaves empty: retention deletes a snapshot
+// (in its own folder) every run, and a folder left behind for each would
+// pile up forever. A folder that cannot be removed is logged, not failed
+// on: the object is gone, and the export does not depend on its folder.
+func (e *Exporter) delete(ctx context.Context, key string) error {
+	if err := e.dst.Delete(ctx, key); err != nil && gcerrors.Code(err) != gcerrors.NotFound {
+		return err
+	}
+	if !e.dirDest {
+		return nil
+	}
+	if err := removeEmptyFolders(ctx, e.dst, key); err != nil && e.opts.Logger != nil {
+		e.opts.Logger.Warn("export: a folder left empty stays", "deleted", key, "err", err)
+	}
+	return nil
+}
+
 // orphan says whether key is an object of ours that the manifest does not
 // cover: a part or snapshot past the watermark, a snapshot dropped by
-// retention, a day list it does not name, or a blob driver's temporary file.
+// retention, a day list it does not name, or a blob driver's temporary file
+// of any of them or of the manifest.
 func (c *committed) orphan(key string) bool {
 	if first, last, ok := parsePartKey(key); ok {
 		return last > c.watermark || first > c.watermark
@@ -256,33 +278,29 @@ func (c *committed) orphan(key string) bool {
 	if isListKey(key) {
 		return !c.lists[key]
 	}
-	// fileblob's temporary files ("<name>.<hex>.tmp") of a killed writer.
-	if isTempOf(key, ManifestKey) {
-		return true
-	}
-	base := key[strings.LastIndexByte(key, '/')+1:]
-	return strings.HasSuffix(base, ".tmp") && (strings.HasPrefix(base, "part-") || strings.HasPrefix(base, grantsFile) ||
-		isTempOf(base, ledgerListFile) || isTempOf(base, grantsListFile))
-}
-
-// isTempOf says whether key is a temporary file fileblob writes before it
-// renames it to name: name + "." + hex digits + ".tmp". Only that pattern is
-// matched: other objects next to the manifest are not ours to delete.
-func isTempOf(key, name string) bool {
-	rest, ok := strings.CutPrefix(key, name+".")
+	// fileblob's temporary files of a killed writer are never committed.
+	// Only names of ours match: other objects are not ours to delete.
+	name, ok := tempTarget(key)
 	if !ok {
 		return false
 	}
-	hex, ok := strings.CutSuffix(rest, ".tmp")
-	if !ok || hex == "" {
-		return false
+	_, _, isPart := parsePartKey(name)
+	_, isSnapshot := parseGrantsKey(name)
+	return name == ManifestKey || isPart || isSnapshot || isListKey(name)
+}
+
+// tempTarget returns the name a temporary file fileblob writes is renamed
+// to: key is name + "." + hex digits + ".tmp".
+func tempTarget(key string) (name string, ok bool) {
+	rest, ok := strings.CutSuffix(key, ".tmp")
+	if !ok {
+		return "", false
 	}
-	for _, c := range hex {
-		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
-			return false
-		}
+	i := strings.LastIndexByte(rest, '.')
+	if i < 0 || !isLowerHex(rest[i+1:]) {
+		return "", false
 	}
-	return true
+	return rest[:i], true
 }
 
 // partWriter streams one ledger part into a local temporary file.

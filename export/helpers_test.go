@@ -1,7 +1,9 @@
 package export
 
 import (
+	"bytes"
 	"context"
+	"io/fs"
 	"math/big"
 	"os"
 	"path/filepath"
@@ -92,9 +94,8 @@ func decimal(b []byte) *big.Int {
 }
 
 // readFiles reads every Parquet file under dir/prefix with parquet-go, not
-// through the manifest: what a warehouse globbing the directory would load.
-// Day lists (JSON) are not Parquet: a glob of *.parquet skips them, and so
-// does this; any other file is a stray.
+// through the manifest: what a warehouse loading the folder would load.
+// Any other file is a stray (day lists live under _lists/, not here).
 func readFiles(t testing.TB, dir, prefix string) map[string][]parquet.Row {
 	t.Helper()
 	out := map[string][]parquet.Row{}
@@ -104,9 +105,6 @@ func readFiles(t testing.TB, dir, prefix string) map[string][]parquet.Row {
 			return err
 		}
 		rel, _ := filepath.Rel(dir, path)
-		if isListKey(filepath.ToSlash(rel)) {
-			return nil
-		}
 		if !strings.HasSuffix(path, ".parquet") {
 			t.Errorf("stray file %s", rel)
 			return nil
@@ -309,4 +307,120 @@ func (c *memCut) ScanGrants(fn func(*fsm.Grant) error) error {
 		}
 	}
 	return nil
+}
+
+// copyTree copies every file of src into a new temporary directory.
+func copyTree(t *testing.T, src string) string {
+	t.Helper()
+	dst := t.TempDir()
+	err := filepath.WalkDir(src, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(src, path)
+		if d.IsDir() {
+			return os.MkdirAll(filepath.Join(dst, rel), 0o755)
+		}
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		return os.WriteFile(filepath.Join(dst, rel), data, 0o644)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return dst
+}
+
+// treeFiles maps every file's relative path to its bytes.
+func treeFiles(t *testing.T, dir string) map[string][]byte {
+	t.Helper()
+	out := map[string][]byte{}
+	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		rel, _ := filepath.Rel(dir, path)
+		data, err := os.ReadFile(path)
+		out[filepath.ToSlash(rel)] = data
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func sameTrees(t *testing.T, what string, a, b map[string][]byte) {
+	t.Helper()
+	for k, x := range a {
+		y, ok := b[k]
+		if !ok {
+			t.Errorf("%s: %s only in the first", what, k)
+		} else if !bytes.Equal(x, y) {
+			t.Errorf("%s: %s differs", what, k)
+		}
+	}
+	for k := range b {
+		if _, ok := a[k]; !ok {
+			t.Errorf("%s: %s only in the second", what, k)
+		}
+	}
+}
+
+// committedSnapshots lists the keys of every snapshot the manifest covers.
+func committedSnapshots(t *testing.T, dir string) []string {
+	t.Helper()
+	b := openDir(t, dir)
+	m, err := ReadManifest(testCtx(t), b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var keys []string
+	if err := m.EachGrantSnapshot(testCtx(t), b, func(s Snapshot) error { keys = append(keys, s.Key); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	return keys
+}
+
+// checkReadable asserts the export reads as committed: the manifest at
+// watermark w, its parts 1..w once through the day lists, its snapshots
+// through theirs.
+func checkReadable(t *testing.T, dir string, w uint64) {
+	t.Helper()
+	b := openDir(t, dir)
+	var seqs []uint64
+	man, err := ScanExport(testCtx(t), b, "", func(m *Movement) error { seqs = append(seqs, m.Seq); return nil })
+	if err != nil {
+		t.Fatalf("the export does not read: %v", err)
+	}
+	if man.WatermarkSeq != w || uint64(len(seqs)) != w {
+		t.Fatalf("the export reads %d entries at watermark %d, want 1..%d", len(seqs), man.WatermarkSeq, w)
+	}
+	if err := man.EachGrantSnapshot(testCtx(t), b, func(Snapshot) error { return nil }); err != nil {
+		t.Fatalf("the export's snapshots do not read: %v", err)
+	}
+}
+
+// apply applies one log entry of cmds at ts to f.
+func apply(t *testing.T, f *fsm.FSM, ts fsm.Timestamp, cmds ...fsm.Command) {
+	t.Helper()
+	var enc [][]byte
+	for _, c := range cmds {
+		b, err := fsm.EncodeCommand(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		enc = append(enc, b)
+	}
+	rs, err := f.Apply([]fsm.Entry{{Index: f.AppliedIndex() + 1, Data: fsm.EncodeEntry(ts, enc)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range rs[0] {
+		if r.Err != nil {
+			t.Fatal(r.Err)
+		}
+	}
 }

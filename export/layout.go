@@ -23,22 +23,40 @@ import (
 // Object names in the destination. Sequences are zero-padded to 20 digits
 // (the width of a uint64) so that names sort in sequence order.
 const (
-	ManifestKey    = "manifest.json"
-	ledgerPrefix   = "ledger/"
-	grantsPrefix   = "grants/"
-	grantsFile     = "grants.parquet"
-	ledgerListFile = "parts.json"     // ledger/date=…/parts.json: a closed day's parts
-	grantsListFile = "snapshots.json" // grants/date=…/snapshots.json: a closed day's grants snapshots
+	ManifestKey  = "manifest.json"
+	ledgerPrefix = "ledger/"
+	grantsPrefix = "grants/"
+	grantsFile   = "grants.parquet"
+	// Day lists live under a hidden root folder ("_" is Hadoop's mark of
+	// a file that is not data), never in ledger/ or grants/: warehouses
+	// that load those folders whole (Hive, Athena, Spark, Redshift
+	// Spectrum) read every other file there as a Parquet file, and a
+	// grants/date=… folder beside grants/snapshot=… would give the table
+	// two partition keys.
+	listsPrefix       = "_lists/"
+	ledgerListsPrefix = listsPrefix + "ledger/" // _lists/ledger/date=D-<sha16>.json: a closed day's parts
+	grantsListsPrefix = listsPrefix + "grants/" // _lists/grants/date=D-<sha16>.json: a closed day's grants snapshots
+	// listHashChars of a list's SHA-256 (hex) are in its name: a list is
+	// named for its content, so no write ever replaces a list a manifest
+	// names with other bytes (not even that of a second exporter writing
+	// the same day's list with other part sizes).
+	listHashChars = 16
 	// formatVersion is the manifest format this creditd writes; it reads
 	// format 1 (every part and snapshot in the manifest) too.
 	formatVersion = 2
 	// maxManifestBytes bounds what a reader reads of the manifest, and so
-	// what a run may commit; a day list has the same bound, so a day whose
-	// parts fit in the manifest always fits in its own list. The manifest
-	// grows by a summary per closed UTC day (≈ 300 bytes, twice that when
-	// every grants snapshot is kept): centuries to the limit.
+	// what a run may commit. The manifest grows by a summary per closed UTC
+	// day (≈ 325 bytes, twice that when every grants snapshot is kept):
+	// centuries to the limit. Besides, it holds the open day's parts and
+	// snapshots (≈ 420 bytes a run): about 160,000 runs in one day fill it,
+	// and runs fail until the day closes.
 	maxManifestBytes = 64 << 20
-	maxListBytes     = maxManifestBytes
+	// maxListBytes bounds a day list. The run that closes a day lists the
+	// parts the manifest held (up to maxManifestBytes of them) and its own
+	// of that day: twice the manifest's bound leaves room for those, so a
+	// day that filled the manifest is never refused its list, which would
+	// stop the destination for good.
+	maxListBytes = 2 * maxManifestBytes
 	// MaxKeepGrantSnapshots bounds Options.KeepGrantSnapshots: snapshots
 	// under a retention stay in the manifest itself (≈ 170 bytes each).
 	MaxKeepGrantSnapshots = 100_000
@@ -91,23 +109,42 @@ func parseGrantsKey(key string) (seq uint64, ok bool) {
 	return seq, err == nil
 }
 
-func ledgerListKey(date string) string { return ledgerPrefix + "date=" + date + "/" + ledgerListFile }
-func grantsListKey(date string) string { return grantsPrefix + "date=" + date + "/" + grantsListFile }
+// ledgerListKey and grantsListKey name a closed day's list by its date
+// and content: sha256 is the hex SHA-256 of its bytes.
+func ledgerListKey(date, sha256 string) string { return listKey(ledgerListsPrefix, date, sha256) }
+func grantsListKey(date, sha256 string) string { return listKey(grantsListsPrefix, date, sha256) }
 
-// isListKey says whether key names a day list: ledger/date=D/parts.json or
-// grants/date=D/snapshots.json, D a date.
+func listKey(prefix, date, sha256 string) string {
+	return prefix + "date=" + date + "-" + sha256[:min(len(sha256), listHashChars)] + ".json"
+}
+
+// isListKey says whether key names a day list:
+// _lists/ledger/date=D-<sha16>.json or _lists/grants/date=D-<sha16>.json,
+// D a date and sha16 listHashChars lowercase hex digits.
 func isListKey(key string) bool {
-	for _, l := range []struct{ prefix, file string }{{ledgerPrefix, ledgerListFile}, {grantsPrefix, grantsListFile}} {
-		rest, ok := strings.CutPrefix(key, l.prefix+"date=")
+	for _, prefix := range []string{ledgerListsPrefix, grantsListsPrefix} {
+		rest, ok := strings.CutPrefix(key, prefix+"date=")
 		if !ok {
 			continue
 		}
-		date, ok := strings.CutSuffix(rest, "/"+l.file)
-		if ok && validDate(date) {
-			return true
+		rest, ok = strings.CutSuffix(rest, ".json")
+		if !ok || len(rest) != len(time.DateOnly)+1+listHashChars {
+			return false
 		}
+		date, sum := rest[:len(time.DateOnly)], rest[len(time.DateOnly):]
+		sum, ok = strings.CutPrefix(sum, "-")
+		return ok && validDate(date) && isLowerHex(sum)
 	}
 	return false
+}
+
+func isLowerHex(s string) bool {
+	for _, c := range s {
+		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
+			return false
+		}
+	}
+	return s != ""
 }
 
 func validDate(date string) bool {
@@ -125,9 +162,9 @@ func validDate(date string) bool {
 // A UTC day is closed once the ledger has an entry of a later day: no entry
 // can be added to it (log time never goes backwards). The run that sees a
 // day closed moves its parts out of the manifest into an immutable list,
-// ledger/date=D/parts.json, written before the manifest that names it, and
-// keeps one summary (Day) of it here. So the manifest grows by a summary per
-// day, not by a part per run.
+// _lists/ledger/date=D-<sha16>.json (named for its content), written
+// before the manifest that names it, and keeps one summary (Day) of it
+// here. So the manifest grows by a summary per day, not by a part per run.
 type Manifest struct {
 	// Format is 2 (this layout) or 1 (read only: every part and snapshot
 	// listed here, none in day lists).
@@ -178,7 +215,8 @@ type Snapshot struct {
 
 // Day sums up a closed day's list of ledger parts (or of grants
 // snapshots): the list is Key, and its bytes hash to SHA256, so a reader
-// refuses a list damaged or replaced after it was committed.
+// refuses a list damaged or replaced after it was committed. Key holds the
+// date and the first listHashChars of SHA256.
 type Day struct {
 	Date string `json:"date"`
 	// FirstSeq and LastSeq bound the day's entries (its snapshots' seqs).
@@ -315,7 +353,7 @@ func cmpRange(first, last, seq uint64) int {
 func (m *Manifest) check() error {
 	next, lastDay := uint64(1), ""
 	for _, d := range m.LedgerDays {
-		if err := checkDay(d, lastDay, ledgerListKey(d.Date)); err != nil {
+		if err := checkDay(d, lastDay, ledgerListsPrefix); err != nil {
 			return fmt.Errorf("ledger day %s: %w", d.Date, err)
 		}
 		if d.FirstSeq != next || d.Rows != int64(d.LastSeq-d.FirstSeq+1) || int64(d.Files) > d.Rows {
@@ -334,7 +372,7 @@ func (m *Manifest) check() error {
 	var lastSeq uint64
 	lastDay = ""
 	for _, d := range m.GrantSnapshotDays {
-		if err := checkDay(d, lastDay, grantsListKey(d.Date)); err != nil {
+		if err := checkDay(d, lastDay, grantsListsPrefix); err != nil {
 			return fmt.Errorf("grants snapshot day %s: %w", d.Date, err)
 		}
 		first, _ := m.dateAtSeq(d.FirstSeq)
@@ -356,20 +394,21 @@ func (m *Manifest) check() error {
 	return nil
 }
 
-// checkDay asserts a day summary's own shape: its date follows after, its
-// list is named key and it lists at least one file.
-func checkDay(d Day, after, key string) error {
+// checkDay asserts a day summary's own shape: its date follows after, it
+// lists at least one file, and its list is named, under prefix, for its
+// date and digest.
+func checkDay(d Day, after, prefix string) error {
 	if !validDate(d.Date) || d.Date <= after {
 		return fmt.Errorf("not a date after %q", after)
-	}
-	if d.Key != key {
-		return fmt.Errorf("list %q, expected %s", d.Key, key)
 	}
 	if d.Files < 1 || d.LastSeq < d.FirstSeq || d.Rows < 0 || d.Bytes < 0 {
 		return fmt.Errorf("%d files at %d..%d, %d rows, %d bytes", d.Files, d.FirstSeq, d.LastSeq, d.Rows, d.Bytes)
 	}
-	if _, err := hex.DecodeString(d.SHA256); err != nil || len(d.SHA256) != 2*sha256.Size {
-		return fmt.Errorf("sha256 %q is not a SHA-256 digest", d.SHA256)
+	if len(d.SHA256) != 2*sha256.Size || !isLowerHex(d.SHA256) {
+		return fmt.Errorf("sha256 %q is not a SHA-256 digest in lowercase hex", d.SHA256)
+	}
+	if key := listKey(prefix, d.Date, d.SHA256); d.Key != key {
+		return fmt.Errorf("list %q, expected %s", d.Key, key)
 	}
 	return nil
 }
@@ -398,8 +437,8 @@ func checkParts(parts []Part, first uint64, after string) (uint64, error) {
 }
 
 // ErrManifestTooLarge is returned by a run whose manifest (or one of whose
-// day lists) would outgrow what readers accept (maxManifestBytes); the
-// destination keeps its last commit.
+// day lists) would outgrow what readers accept (maxManifestBytes,
+// maxListBytes); the destination keeps its last commit.
 var ErrManifestTooLarge = errors.New("export: refusing to commit manifest: too large")
 
 func writeManifest(ctx context.Context, b *blob.Bucket, m *Manifest) error {
@@ -429,8 +468,9 @@ func writeManifest(ctx context.Context, b *blob.Bucket, m *Manifest) error {
 	// run and report; refusing it here keeps the last one readable.
 	if len(data) > maxManifestBytes {
 		return fmt.Errorf("%w: the new one, with %d closed days and listing %d ledger parts and %d grants snapshots, is %d bytes, more than the %d a reader accepts; "+
-			"the committed export stays readable, but to export further, export to a new destination (and keep fewer grants snapshots)",
-			ErrManifestTooLarge, len(m.LedgerDays), len(m.LedgerParts), len(m.GrantSnapshots), len(data), maxManifestBytes)
+			"the committed export stays readable. The parts and snapshots of the day still open (%s) fill it: export less often; "+
+			"the first run after the day is closed (an entry of a later UTC day) moves them into the day's lists and commits",
+			ErrManifestTooLarge, len(m.LedgerDays), len(m.LedgerParts), len(m.GrantSnapshots), len(data), maxManifestBytes, m.openDay())
 	}
 	// One object write: on every blob driver the new manifest replaces the
 	// old one whole, or not at all.
@@ -438,6 +478,14 @@ func writeManifest(ctx context.Context, b *blob.Bucket, m *Manifest) error {
 		return fmt.Errorf("commit manifest: %w", err)
 	}
 	return nil
+}
+
+// openDay is the date of the manifest's last part: the day still open.
+func (m *Manifest) openDay() string {
+	if len(m.LedgerParts) == 0 {
+		return ""
+	}
+	return m.LedgerParts[len(m.LedgerParts)-1].Date
 }
 
 func encodeJSON(v any) ([]byte, error) {

@@ -57,15 +57,16 @@ var LedgerColumns = []Column{
 }
 
 // GrantColumns is the schema of grants/snapshot=…/grants.parquet: every
-// grant as of the snapshot's sequence, in grant id order.
+// grant in the replica's state at the cut whose last ledger entry is the
+// snapshot's sequence, in grant id order.
 var GrantColumns = []Column{
-	{"snapshot_seq", arrow.PrimitiveTypes.Int64, false, false, "ledger sequence of the cut: the row is the grant as it stood right after this entry"},
+	{"snapshot_seq", arrow.PrimitiveTypes.Int64, false, false, "last ledger entry of the cut: the amounts are the grant's right after this entry"},
 	{"grant_id", arrow.BinaryTypes.String, false, false, "grant id (also its idempotency key)"},
 	{"customer_id", arrow.BinaryTypes.String, false, true, "customer of the pool"},
 	{"credit_type_id", arrow.BinaryTypes.String, false, true, "credit type of the pool"},
 	{"credit_scale", arrow.PrimitiveTypes.Int32, false, false, "decimal places of the credit type"},
 	{"category", arrow.BinaryTypes.String, false, true, "paid or promotional"},
-	{"status", arrow.BinaryTypes.String, false, true, "as of snapshot_seq: pending, active, depleted, expired or revoked"},
+	{"status", arrow.BinaryTypes.String, false, true, "pending, active, depleted, expired or revoked, at the cut: may reflect a later command that wrote no ledger entry"},
 	{"amount", creditsType, false, false, "credits granted, plus adjustments"},
 	{"remaining", creditsType, false, false, "credits not yet burned, expired, revoked or repaid"},
 	{"burned", creditsType, false, false, "credits burned from the grant so far (including overdraft repaid from it)"},
@@ -82,7 +83,7 @@ var GrantColumns = []Column{
 	{"source_ref", arrow.BinaryTypes.String, true, false, "purchase id, invoice or payment id; null when empty"},
 	{"reason", arrow.BinaryTypes.String, true, false, "reason of the revocation, if any"},
 	{"created_at", timestampType, false, false, "log time the grant was created"},
-	{"updated_at", timestampType, false, false, "log time of its last change"},
+	{"updated_at", timestampType, false, false, "log time of its last change, at the cut: may be later than snapshot_seq's entry"},
 }
 
 func arrowSchema(cols []Column) *arrow.Schema {

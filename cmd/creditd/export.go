@@ -27,9 +27,12 @@ environment):
 
   manifest.json                                         the commit record and watermark
   ledger/date=YYYY-MM-DD/part-<first>-<last>.parquet    ledger entries by UTC date
-  ledger/date=YYYY-MM-DD/parts.json                     a closed day's parts (named in the manifest)
-  grants/snapshot=<seq>/grants.parquet                  every grant as of <seq>
-  grants/date=YYYY-MM-DD/snapshots.json                 a closed day's snapshots, when all are kept
+  grants/snapshot=<seq>/grants.parquet                  every grant at the cut of entry <seq>
+  _lists/ledger/date=YYYY-MM-DD-<hash>.json             a closed day's parts (named in the manifest)
+  _lists/grants/date=YYYY-MM-DD-<hash>.json             a closed day's snapshots, when all are kept
+
+ledger/ and grants/ hold only Parquet, so warehouses can load them as
+folders; a list is named for its content (<hash>: the start of its SHA-256).
 
 Each run writes only what follows the manifest's watermark, then commits the
 manifest: running it twice exports nothing twice, and a run cut short (crash,

@@ -164,6 +164,25 @@ func TestDuckDBReadsIncrementalExportsExactlyOnceAndTheyTieOut(t *testing.T) {
 		}
 	})
 
+	// What a loader of the folders does (Hive and Athena tables, Spark's
+	// read.parquet(".../ledger")): every file under ledger/ and grants/ is
+	// read as Parquet, the folders below as one partition key each. The
+	// day lists are out of its way, under _lists/.
+	t.Run("the ledger and grants folders load whole as partitioned tables", func(t *testing.T) {
+		var n, distinct, days int64
+		f.one(fmt.Sprintf("SELECT count(*), count(DISTINCT seq), count(DISTINCT date) FROM read_parquet('%s/ledger/**', hive_partitioning = true)", f.dir),
+			&n, &distinct, &days)
+		if n != int64(last) || distinct != n || days < 2 {
+			t.Errorf("the ledger folder loads %d rows, %d distinct, of %d days; the ledger has %d entries over several days", n, distinct, days, last)
+		}
+		var snapshots, mislabelled int64
+		f.one(fmt.Sprintf("SELECT count(DISTINCT snapshot), count(*) FILTER (snapshot::BIGINT <> snapshot_seq) FROM read_parquet('%s/grants/**', hive_partitioning = true)", f.dir),
+			&snapshots, &mislabelled)
+		if snapshots != 3 || mislabelled != 0 {
+			t.Errorf("the grants folder loads %d snapshots (3 runs), %d rows in another snapshot's folder", snapshots, mislabelled)
+		}
+	})
+
 	// What a loader that wants only committed data does (README, Layout),
 	// with DuckDB's JSON reader: the manifest's closed days, each list
 	// checked against its digest, then the open day's parts.
@@ -175,6 +194,9 @@ func TestDuckDBReadsIncrementalExportsExactlyOnceAndTheyTieOut(t *testing.T) {
 			var key, sum, got string
 			if err := rows.Scan(&key, &sum); err != nil {
 				t.Fatal(err)
+			}
+			if !strings.HasPrefix(key, "_lists/ledger/") {
+				t.Errorf("the list %s is not under _lists/ledger/", key)
 			}
 			f.one(fmt.Sprintf("SELECT sha256(content) FROM read_text('%s')", filepath.Join(f.dir, key)), &got)
 			if got != sum {

@@ -286,14 +286,23 @@ func checkKeepSnapshots(flagName string, keep int) error {
 // start opens the destination and registers the export loop with the node;
 // it runs while this node leads. The returned func closes the destination
 // after the node has shut down.
+// check refuses the schedule's flags; serve calls it before the node
+// starts, so that a wrong value leaves no data dir behind.
+func (s *exportSchedule) check() error {
+	if s.to == "" {
+		return nil
+	}
+	if s.every < time.Minute || s.every > 7*24*time.Hour {
+		return fmt.Errorf("--export-every %s: want 1m to 168h", s.every)
+	}
+	return checkKeepSnapshots("--export-keep-grant-snapshots", s.keep)
+}
+
 func (s *exportSchedule) start(ctx context.Context, n *node.Node, logger *slog.Logger) (func(), error) {
 	if s.to == "" {
 		return func() {}, nil
 	}
-	if s.every < time.Minute || s.every > 7*24*time.Hour {
-		return nil, fmt.Errorf("--export-every %s: want 1m to 168h", s.every)
-	}
-	if err := checkKeepSnapshots("--export-keep-grant-snapshots", s.keep); err != nil {
+	if err := s.check(); err != nil {
 		return nil, err
 	}
 	dst, err := export.OpenDestination(ctx, s.to)

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"net"
@@ -138,5 +139,32 @@ func TestExportAndReportFromARunningNode(t *testing.T) {
 	data, err := os.ReadFile(out)
 	if err != nil || !strings.Contains(string(data), "ai,,0.00,0.00,10.00,0.10,0.00,0.00,0.00,0.00,9.90,") {
 		t.Fatalf("report from the running node:\n%s%v", data, err)
+	}
+}
+
+// serve checks the export schedule's flags before the node starts: a value
+// out of range used to be refused only after the node had bootstrapped a
+// cluster in the data dir (a node id, a Raft log and a state file left
+// behind for a start that failed).
+func TestServeRefusesExportFlagsBeforeTouchingTheDataDir(t *testing.T) {
+	for _, args := range [][]string{
+		{"--export-every", "30s"},
+		{"--export-every", "200h"},
+		{"--export-keep-grant-snapshots", "100001"},
+	} {
+		t.Run(strings.Join(args, " "), func(t *testing.T) {
+			dataDir := filepath.Join(t.TempDir(), "data")
+			args := append([]string{"--data-dir", dataDir, "--raft-addr", freePort(t), "--gossip-addr", freePort(t),
+				"--rpc-addr", freePort(t), "--log-level", "error", "--export-to", t.TempDir()}, args...)
+			ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+			defer cancel()
+			err := runServe(ctx, args)
+			if err == nil || !strings.Contains(err.Error(), args[len(args)-2]) {
+				t.Fatalf("serve %s: %v; want an error naming %s", strings.Join(args, " "), err, args[len(args)-2])
+			}
+			if _, err := os.Stat(dataDir); !errors.Is(err, os.ErrNotExist) {
+				t.Errorf("data dir after the refusal: %v; want none made", err)
+			}
+		})
 	}
 }

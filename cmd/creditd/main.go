@@ -47,7 +47,8 @@ func main() {
 		os.Exit(0)
 	case errors.Is(err, errUsage):
 		if err != errUsage { // the bare one comes after the usage text
-			fmt.Fprintln(os.Stderr, "creditd:", err)
+			// errUsage marks the exit status; its text says nothing.
+			fmt.Fprintln(os.Stderr, "creditd:", strings.TrimSuffix(err.Error(), ": "+errUsage.Error()))
 		}
 		os.Exit(2)
 	default:

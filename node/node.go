@@ -38,12 +38,12 @@ type Node struct {
 	stateClosed chan struct{}
 	// unlockDir releases the data dir's lock, once the state is closed.
 	unlockDir func() error
-	store       logStore
-	snaps       *raft.FileSnapshotStore
-	transport   *raftTransport
-	ml          *memberlist.Memberlist
-	gossip      *gossip
-	batch       *batcher
+	store     logStore
+	snaps     *raft.FileSnapshotStore
+	transport *raftTransport
+	ml        *memberlist.Memberlist
+	gossip    *gossip
+	batch     *batcher
 
 	raftAddr   string // advertised
 	gossipAddr string // advertised

@@ -1125,3 +1125,37 @@ func TestOverlappingExportersNeverReplaceAListTheManifestNames(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// The sweep looks for uncommitted parts only in the date folders a run can
+// have written: from the last committed part's date on (an uncommitted
+// part holds entries past the watermark, and log time never goes
+// backwards). Folders of earlier days are not listed, so a destination
+// exported every minute does not list half a million parts a year on every
+// run. A part-named object in an earlier day's folder is therefore left as
+// it is, which it can only be if someone else put it there.
+func TestTheSweepListsOnlyTheDaysARunCanHaveWritten(t *testing.T) {
+	md := exportOverDays(t, 37, 2, 2, smallFiles())
+	m, err := ReadManifest(testCtx(t), md.b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	open, closed, w := m.LedgerParts[len(m.LedgerParts)-1].Date, m.LedgerDays[0].Date, m.WatermarkSeq
+	swept := []string{partKey(open, w+1, w+5), partKey(open, w+6, w+9) + ".0123456789abcdef.tmp"}
+	unlisted := partKey(closed, w+1, w+5)
+	for _, k := range append(slices.Clone(swept), unlisted) {
+		path := filepath.Join(md.dir, filepath.FromSlash(k))
+		if err := os.WriteFile(path, []byte("PAR1"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	run(t, md.g, 50, 2*time.Hour) // the open day stays open
+	res := exportOnce(t, FromFSM(md.g.F), md.b, smallFiles())
+	for _, k := range swept {
+		if !slices.Contains(res.Removed, k) {
+			t.Errorf("%s, uncommitted in the open day's folder, was not removed (removed: %v)", k, res.Removed)
+		}
+	}
+	if slices.Contains(res.Removed, unlisted) {
+		t.Errorf("%s in the closed day %s's folder was removed: the sweep listed a day no run can add to", unlisted, closed)
+	}
+}

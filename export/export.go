@@ -223,27 +223,72 @@ func (e *Exporter) Run(ctx context.Context) (Result, error) {
 func (e *Exporter) sweep(ctx context.Context, m *Manifest) ([]string, error) {
 	var removed []string
 	c := committedBy(m)
-	// The manifest's temporary files sit at the root, next to it.
-	for _, prefix := range []string{ledgerPrefix, grantsPrefix, listsPrefix, ManifestKey + "."} {
+	sweepPrefix := func(prefix string) error {
 		it := e.dst.List(&blob.ListOptions{Prefix: prefix})
 		for {
 			obj, err := it.Next(ctx)
 			if err == io.EOF {
-				break
+				return nil
 			}
 			if err != nil {
-				return removed, fmt.Errorf("export: list %s: %w", prefix, err)
+				return fmt.Errorf("export: list %s: %w", prefix, err)
 			}
 			if obj.IsDir || !c.orphan(obj.Key) {
 				continue
 			}
 			if err := e.delete(ctx, obj.Key); err != nil {
-				return removed, fmt.Errorf("export: delete uncommitted %s: %w", obj.Key, err)
+				return fmt.Errorf("export: delete uncommitted %s: %w", obj.Key, err)
 			}
 			removed = append(removed, obj.Key)
 		}
 	}
+	ledger, err := e.ledgerPrefixesToSweep(ctx, m)
+	if err != nil {
+		return removed, err
+	}
+	// The manifest's temporary files sit at the root, next to it.
+	for _, prefix := range append(ledger, grantsPrefix, listsPrefix, ManifestKey+".") {
+		if err := sweepPrefix(prefix); err != nil {
+			return removed, err
+		}
+	}
 	return removed, nil
+}
+
+// ledgerPrefixesToSweep are the ledger's date folders an uncommitted part
+// can be in: those from the date of the last committed part on, since an
+// uncommitted part holds entries past the watermark and log time never
+// goes backwards. Listing every part of every day on every run would cost
+// a destination exported every minute half a million objects a year,
+// listed every minute.
+func (e *Exporter) ledgerPrefixesToSweep(ctx context.Context, m *Manifest) ([]string, error) {
+	from := ""
+	switch {
+	case len(m.LedgerParts) > 0:
+		from = m.LedgerParts[len(m.LedgerParts)-1].Date
+	case len(m.LedgerDays) > 0:
+		from = m.LedgerDays[len(m.LedgerDays)-1].Date
+	}
+	if from == "" {
+		return []string{ledgerPrefix}, nil
+	}
+	var prefixes []string
+	it := e.dst.List(&blob.ListOptions{Prefix: ledgerPrefix, Delimiter: "/"})
+	for {
+		obj, err := it.Next(ctx)
+		if err == io.EOF {
+			return prefixes, nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("export: list %s: %w", ledgerPrefix, err)
+		}
+		switch date, ok := strings.CutPrefix(strings.TrimSuffix(obj.Key, "/"), ledgerPrefix+"date="); {
+		case !obj.IsDir:
+			prefixes = append(prefixes, obj.Key) // a file beside the date folders: looked at alone
+		case !ok || date >= from:
+			prefixes = append(prefixes, obj.Key)
+		}
+	}
 }
 
 // delete deletes key (already gone is fine) and, in a directory

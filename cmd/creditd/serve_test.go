@@ -87,25 +87,37 @@ func startServeOn(t *testing.T, rpcListen string, args ...string) (rpcAddr strin
 	rpcAddr, dataDir := loopbackAddr(t, rpcListen), t.TempDir()
 	args = append([]string{"--data-dir", dataDir, "--rpc-addr", rpcListen, "--raft-addr", freePort(t),
 		"--gossip-addr", freePort(t), "--log-level", "error"}, args...)
+	hc := &http.Client{Timeout: 5 * time.Second}
+	defer hc.CloseIdleConnections()
+	runServeUntilTestEnds(t, "the API", hc, "http://"+rpcAddr, args)
+	return rpcAddr
+}
+
+// runServeUntilTestEnds runs `creditd serve` with args in this process
+// until the test ends (its error, if any, fails the test) and returns once
+// url's /healthz answers hc.
+func runServeUntilTestEnds(t *testing.T, what string, hc *http.Client, url string, args []string) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error, 1)
 	go func() { done <- runServe(ctx, args) }()
 	t.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {
-			t.Errorf("serve: %v", err)
+			t.Errorf("serve (%s): %v", what, err)
 		}
 	})
-	hc := &http.Client{Timeout: 5 * time.Second}
-	defer hc.CloseIdleConnections()
-	await(t, 60*time.Second, "the API", func() error {
+	await(t, 60*time.Second, what, func() error {
 		select {
 		case err := <-done:
 			done <- err
 			return fmt.Errorf("serve ended: %w", err)
 		default:
 		}
-		res, err := hc.Get("http://" + rpcAddr + "/healthz")
+		ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+		defer cancel()
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url+"/healthz", nil)
+		res, err := hc.Do(req)
 		if err != nil {
 			return err
 		}
@@ -115,7 +127,6 @@ func startServeOn(t *testing.T, rpcListen string, args ...string) (rpcAddr strin
 		}
 		return nil
 	})
-	return rpcAddr
 }
 
 // TestMaxConnectionsHoldsNewConnectionsUntilOneCloses: with --max-connections

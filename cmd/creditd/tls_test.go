@@ -84,35 +84,7 @@ func serveNode(t *testing.T, id string, hc *http.Client, scheme string, args ...
 	s.url = scheme + "://" + s.rpc
 	args = append([]string{"--node-id", id, "--data-dir", t.TempDir(), "--rpc-addr", s.rpc, "--raft-addr", freePort(t),
 		"--gossip-addr", s.gossip, "--log-level", "error"}, args...)
-	ctx, cancel := context.WithCancel(t.Context())
-	done := make(chan error, 1)
-	go func() { done <- runServe(ctx, args) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("serve %s: %v", id, err)
-		}
-	})
-	await(t, 60*time.Second, id+"'s API", func() error {
-		select {
-		case err := <-done:
-			done <- err
-			return fmt.Errorf("serve ended: %w", err)
-		default:
-		}
-		ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
-		defer cancel()
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, s.url+"/healthz", nil)
-		res, err := hc.Do(req)
-		if err != nil {
-			return err
-		}
-		res.Body.Close()
-		if res.StatusCode != http.StatusOK {
-			return fmt.Errorf("/healthz: %s", res.Status)
-		}
-		return nil
-	})
+	runServeUntilTestEnds(t, id+"'s API", hc, s.url, args)
 	return s
 }
 

@@ -120,7 +120,7 @@ func (h *WebhookHandler) dispute(ctx context.Context, p fsm.Purchase, ev Event) 
 			if err != nil {
 				return "", err
 			}
-			note, err := h.revokeDispute(ctx, p, d, reqID, totalMinor, refunds)
+			note, err := h.revokeDispute(ctx, p, og, d, reqID, totalMinor, refunds)
 			if err != nil {
 				return "", err
 			}
@@ -162,7 +162,7 @@ func (h *WebhookHandler) dispute(ctx context.Context, p fsm.Purchase, ev Event) 
 		if err := h.readMoves(ctx, m); err != nil {
 			return "", err
 		}
-		held, err := h.heldDisputes(ctx, p, m, &d)
+		held, err := h.heldDisputes(ctx, p, m, &d, d.ChargeRef)
 		if err != nil {
 			return "", err
 		}
@@ -187,8 +187,17 @@ func (h *WebhookHandler) dispute(ctx context.Context, p fsm.Purchase, ev Event) 
 // revokeDispute revokes the dispute's share of the purchase's grant, on the
 // running total after the charge's refunds (DisputeShare). What the grant
 // cannot cover is left to makeUp.
-func (h *WebhookHandler) revokeDispute(ctx context.Context, p fsm.Purchase, d Dispute, reqID string, totalMinor int64,
-	refunds []Refund) (string, error) {
+//
+// Refunds revoked while the dispute held funds counted its money first, so
+// one of them may have taken a credit of rounding that the share after them
+// counts again: a dispute whose share found nothing to revoke before (no
+// ledger entry says it was reckoned) is told again after such a refund. So
+// the share is made up by what the refunds revoked took more or less than
+// their shares on a total without the dispute, one credit each at most (a
+// larger gap is a grant they found short, not rounding). A refund that took
+// nothing is not counted: not revoked yet, it reckons the dispute itself.
+func (h *WebhookHandler) revokeDispute(ctx context.Context, p fsm.Purchase, og fsm.Grant, d Dispute, reqID string,
+	totalMinor int64, refunds []Refund) (string, error) {
 	var refundedMinor int64
 	for _, r := range refunds {
 		if r.Counts && r.AmountMinor > 0 {
@@ -198,6 +207,22 @@ func (h *WebhookHandler) revokeDispute(ctx context.Context, p fsm.Purchase, d Di
 	credits, err := DisputeShare(p.Credits, totalMinor, refundedMinor, d.AmountMinor)
 	if err != nil {
 		return "", fmt.Errorf("dispute %s of purchase %s: %w", d.ID, p.ID, err)
+	}
+	if refundedMinor > 0 {
+		alone, err := RevocationsForRefunds(p.Credits, totalMinor, 0, refunds)
+		if err != nil {
+			return "", fmt.Errorf("refunds of charge %s of dispute %s: %w", d.ChargeRef, d.ID, err)
+		}
+		m := newPurchaseMoves(og)
+		if err := h.readMoves(ctx, m); err != nil {
+			return "", err
+		}
+		for _, rv := range alone {
+			if took := m.takenBy(clip(refundRequestID(rv.RefundID), fsm.MaxIDLen)); took > 0 {
+				credits += min(max(rv.Credits-took, -1), 1)
+			}
+		}
+		credits = max(credits, 0)
 	}
 	if credits == 0 {
 		return "dispute " + d.ID + " revokes no credits", nil // Amount 0 would mean "all that remains"

@@ -172,6 +172,8 @@ func (f *fakeProvider) LookupInvoice(_ context.Context, ref string) (Invoice, er
 
 func (f *fakeProvider) Refunds(context.Context, string) ([]Refund, error) { return nil, nil }
 
+func (f *fakeProvider) Disputes(context.Context, string) ([]Dispute, error) { return nil, nil }
+
 func (f *fakeProvider) LookupDispute(_ context.Context, ref string) (Dispute, error) {
 	return Dispute{}, fmt.Errorf("no dispute %s: %w", ref, ErrPermanent)
 }

@@ -58,6 +58,10 @@ func (*Manual) LookupDispute(_ context.Context, ref string) (Dispute, error) {
 	return Dispute{}, fmt.Errorf("look up dispute %q: %w", ref, ErrOperatorAction)
 }
 
+func (*Manual) Disputes(_ context.Context, chargeRef string) ([]Dispute, error) {
+	return nil, fmt.Errorf("list disputes of %q: %w", chargeRef, ErrOperatorAction)
+}
+
 // ParseWebhook rejects everything: the manual connector has no signing
 // secret, so no payload can be trusted.
 func (*Manual) ParseWebhook([]byte, http.Header) (Event, error) {

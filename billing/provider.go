@@ -63,6 +63,11 @@ type Provider interface {
 	// come in any order, so each is acted on from the current state, not
 	// from the snapshot it carries.
 	LookupDispute(ctx context.Context, ref string) (Dispute, error)
+	// Disputes lists a charge's disputes as they stand now. A dispute
+	// whose share found nothing to revoke (the purchase's credits burned)
+	// leaves no ledger entry, yet its money is with the card holder: the
+	// charge's refunds must count it all the same.
+	Disputes(ctx context.Context, chargeRef string) ([]Dispute, error)
 	// ParseWebhook verifies a webhook's signature (with a tolerance window
 	// against replays of old payloads) and parses it into a neutral event.
 	// A verification failure matches ErrBadSignature.

@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"sort"
 	"strings"
 	"sync"
 	"testing"
@@ -453,4 +454,122 @@ func TestARefundOrDisputeOfAnotherPaymentOfThePurchaseMovesNoCredits(t *testing.
 			t.Fatalf("the dispute of in_1's payment revoked %d credits of inv1, want 500", g.Revoked)
 		}
 	})
+}
+
+// Disputes lists the disputes of a charge as the provider holds them now
+// (each one's current state, not consuming LookupDispute's sequence).
+func (p *chargeProvider) Disputes(_ context.Context, charge string) ([]Dispute, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var out []Dispute
+	for _, seq := range p.disputes {
+		if len(seq) > 0 && seq[0].ChargeRef == charge {
+			out = append(out, seq[0])
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out, nil
+}
+
+// A dispute whose share finds nothing to revoke (the purchase's credits
+// burned, or revoked by a refund that has not failed yet) leaves no ledger
+// entry, yet its money is with the card holder: the charge's refunds must
+// still count it, so that credits given back later go with that money and
+// the running total rounds as in the other order.
+func TestADisputeThatRevokedNothingStillCountsForTheChargesRefunds(t *testing.T) {
+	t.Run("a full refund, then the charge disputed in full, then the refund fails", func(t *testing.T) {
+		r := newChargeRig(t, "0.01", 1000) // 1000 credits for 10.00 USD
+		re1 := usdRefund("re_1", 1000, r.created+60)
+		r.refunded("evt_ref", re1)
+		r.dispute("evt_w", "charge.dispute.funds_withdrawn", r.dsp("dp_1", 1000, "withdrawn"))
+		if got := r.revocations(); strings.Join(got, ",") != "refund:re_1 1000" {
+			t.Fatalf("revocations %v before the refund fails, want the refund's alone", got)
+		}
+		msg := r.refundFailed("evt_failed", re1)
+		if b := r.balance(); b != 0 {
+			t.Fatalf("the refund failed but the dispute holds all 10.00 USD, yet the customer keeps %d credits "+
+				"(answer %q); want 0", b, msg)
+		}
+		r.refundFailed("evt_failed_again", re1)
+		want := []string{"refund:re_1 1000", "dispute:dp_1:from:re_1 1000"}
+		if got := r.revocations(); strings.Join(got, ",") != strings.Join(want, ",") {
+			t.Fatalf("revocations %v, want %v", got, want)
+		}
+		r.dispute("evt_won", "charge.dispute.funds_reinstated", r.dsp("dp_1", 1000, "won"))
+		if b := r.balance(); b != 1000 {
+			t.Fatalf("balance %d after the dispute was won (refund failed, 10.00 USD with the merchant), want 1000", b)
+		}
+		r.reconcile()
+	})
+	t.Run("half refunded, the rest burned, the other half disputed, then the refund fails", func(t *testing.T) {
+		r := newChargeRig(t, "0.01", 1000)
+		re1 := usdRefund("re_1", 500, r.created+60)
+		r.refunded("evt_ref", re1)
+		r.burn("u1", 500)
+		r.dispute("evt_w", "charge.dispute.funds_withdrawn", r.dsp("dp_1", 500, "withdrawn"))
+		msg := r.refundFailed("evt_failed", re1)
+		// 10.00 paid, 5.00 with the card holder: 5.00 buys the 500 burned.
+		if b := r.balance(); b != 0 {
+			t.Fatalf("balance %d after the refund failed (answer %q), want 0: the dispute's 5.00 takes the 500 given back", b, msg)
+		}
+		want := []string{"refund:re_1 500", "dispute:dp_1:from:re_1 500"}
+		if got := r.revocations(); strings.Join(got, ",") != strings.Join(want, ",") {
+			t.Fatalf("revocations %v, want %v", got, want)
+		}
+		r.reconcile()
+	})
+	// 10 credits for 10.00 USD: 0.50 disputed is worth no whole credit on
+	// its own, 0.50 more refunded makes one. Either order revokes it.
+	for _, disputeFirst := range []bool{true, false} {
+		name := map[bool]string{true: "a dispute worth less than a credit, then a refund", false: "the refund, then the dispute"}[disputeFirst]
+		t.Run(name, func(t *testing.T) {
+			r := newChargeRig(t, "1.00", 10)
+			dispute := func() { r.dispute("evt_w", "charge.dispute.funds_withdrawn", r.dsp("dp_1", 50, "withdrawn")) }
+			refund := func() { r.refunded("evt_ref", usdRefund("re_1", 50, r.created+60)) }
+			if disputeFirst {
+				dispute()
+				refund()
+			} else {
+				refund()
+				dispute()
+			}
+			if g := readGrant(t, r.f, "purchase:p1"); g.Revoked != 1 {
+				t.Fatalf("1.00 of 10.00 USD back with the card holder revoked %d of 10 credits (%v), want 1",
+					g.Revoked, r.revocations())
+			}
+			r.refunded("evt_ref_again", usdRefund("re_1", 50, r.created+60))
+			r.dispute("evt_closed", "charge.dispute.closed", r.dsp("dp_1", 50, "withdrawn"))
+			if g := readGrant(t, r.f, "purchase:p1"); g.Revoked != 1 {
+				t.Fatalf("revoked %d after the events were told again, want 1", g.Revoked)
+			}
+			r.reconcile()
+		})
+	}
+	// Everything burned: neither the dispute nor the refund has credits to
+	// take, in either order; nothing is written, the ledger's identity
+	// holds, and a win gives nothing back.
+	for _, disputeFirst := range []bool{true, false} {
+		name := map[bool]string{true: "all burned, a dispute, then a refund", false: "all burned, a refund, then a dispute"}[disputeFirst]
+		t.Run(name, func(t *testing.T) {
+			r := newChargeRig(t, "0.01", 1000)
+			r.burn("u1", 1000)
+			dispute := func() { r.dispute("evt_w", "charge.dispute.funds_withdrawn", r.dsp("dp_1", 400, "withdrawn")) }
+			refund := func() { r.refunded("evt_ref", usdRefund("re_1", 600, r.created+60)) }
+			if disputeFirst {
+				dispute()
+				refund()
+			} else {
+				refund()
+				dispute()
+			}
+			if got := r.revocations(); len(got) != 0 || r.balance() != 0 {
+				t.Fatalf("revocations %v, balance %d; want none and 0", got, r.balance())
+			}
+			r.dispute("evt_won", "charge.dispute.funds_reinstated", r.dsp("dp_1", 400, "won"))
+			if b := r.balance(); b != 0 || countGrants(t, r.f) != 1 {
+				t.Fatalf("balance %d, %d grants after a win that revoked nothing; want 0 and the purchase's alone", b, countGrants(t, r.f))
+			}
+			r.reconcile()
+		})
+	}
 }

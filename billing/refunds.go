@@ -342,24 +342,49 @@ func (h *WebhookHandler) givenBackGrants(ctx context.Context, og fsm.Grant) ([]f
 }
 
 // heldDisputes returns the disputes of the purchase whose money is with the
-// card holder: known, the dispute an event is about (if it holds funds), and
-// those the purchase's moves show revoked, as the provider holds them now (a
-// dispute given back as "dispute-won:<id>" was won, which is final, and is
-// not asked about). A dispute of another currency is left out, as it
-// revoked nothing.
-func (h *WebhookHandler) heldDisputes(ctx context.Context, p fsm.Purchase, m *purchaseMoves, known *Dispute) ([]Dispute, error) {
+// card holder, as the provider holds them now: known, the dispute an event
+// is about (if it holds funds); the disputes of chargeRef the provider
+// lists, since a dispute whose share found nothing to revoke (the credits
+// were burned, or a refund that has not failed yet had revoked them) leaves
+// no ledger entry to find it by; and those the purchase's moves show
+// revoked (a dispute given back as "dispute-won:<id>" was won, which is
+// final, and is not asked about). A dispute of another currency is left
+// out, as it revoked nothing.
+func (h *WebhookHandler) heldDisputes(ctx context.Context, p fsm.Purchase, m *purchaseMoves, known *Dispute,
+	chargeRef string) ([]Dispute, error) {
 	var held []Dispute
-	holds := func(d Dispute) bool {
-		return d.HoldsFunds && d.AmountMinor > 0 && (d.Currency == "" || strings.EqualFold(d.Currency, p.Currency))
+	seen := map[string]bool{}
+	add := func(d Dispute) {
+		if seen[d.ID] {
+			return
+		}
+		seen[d.ID] = true
+		if d.HoldsFunds && d.AmountMinor > 0 && (d.Currency == "" || strings.EqualFold(d.Currency, p.Currency)) {
+			held = append(held, d)
+		}
 	}
-	if known != nil && holds(*known) {
-		held = append(held, *known)
+	if known != nil {
+		add(*known)
+	}
+	if chargeRef != "" {
+		listed, err := h.o.Provider.Disputes(ctx, chargeRef)
+		if errors.Is(err, ErrPermanent) {
+			h.log.Warn("the disputes of a refunded or disputed charge could not be listed", "charge", chargeRef,
+				"purchase", p.ID, "err", err)
+		} else if err != nil {
+			return nil, fmt.Errorf("list the disputes of charge %s of purchase %s: %w", chargeRef, p.ID, err)
+		}
+		for _, d := range listed {
+			if d.ChargeRef == "" || d.ChargeRef == chargeRef {
+				add(d)
+			}
+		}
 	}
 	if m == nil {
 		return held, nil
 	}
 	for _, id := range m.disputes {
-		if known != nil && id == known.ID {
+		if seen[id] {
 			continue
 		}
 		if _, won, err := h.readGrant(disputeGiveBackID(id)); err != nil {
@@ -376,9 +401,7 @@ func (h *WebhookHandler) heldDisputes(ctx context.Context, p fsm.Purchase, m *pu
 		if err != nil {
 			return nil, fmt.Errorf("look up dispute %s of purchase %s: %w", id, p.ID, err)
 		}
-		if holds(d) {
-			held = append(held, d)
-		}
+		add(d)
 	}
 	return held, nil
 }

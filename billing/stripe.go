@@ -29,6 +29,9 @@ const (
 	defaultStripeHTTPTimeout = 30 * time.Second
 	// maxRefundsListed bounds the refunds read for one charge.
 	maxRefundsListed = 100
+	// maxDisputesListed bounds the disputes read for one charge (Stripe
+	// opens one per charge; inquiries and re-opened ones are few).
+	maxDisputesListed = 10
 	// maxStripeAmountMinor is Stripe's largest amount (eight digits).
 	maxStripeAmountMinor = 99_999_999
 	// defaultDaysUntilDue is the payment term of invoices.
@@ -575,6 +578,28 @@ func (s *Stripe) LookupDispute(ctx context.Context, ref string) (Dispute, error)
 		return Dispute{}, fmt.Errorf("stripe: retrieve dispute %s: %w", ref, classify(err))
 	}
 	return disputeOf(d), nil
+}
+
+// Disputes lists a charge's disputes (at most maxDisputesListed), each with
+// its money read as LookupDispute reads it (a list carries the balance
+// transactions too).
+func (s *Stripe) Disputes(ctx context.Context, chargeRef string) ([]Dispute, error) {
+	if chargeRef == "" {
+		return nil, fmt.Errorf("stripe: list disputes: charge is empty: %w", ErrPermanent)
+	}
+	lp := &stripe.DisputeListParams{Charge: stripe.String(chargeRef)}
+	lp.Limit = stripe.Int64(maxDisputesListed)
+	var out []Dispute
+	for d, err := range s.client.V1Disputes.List(ctx, lp) {
+		if err != nil {
+			return nil, fmt.Errorf("stripe: list disputes of %s: %w", chargeRef, classify(err))
+		}
+		if len(out) == maxDisputesListed {
+			return nil, fmt.Errorf("stripe: charge %s has more than %d disputes", chargeRef, maxDisputesListed)
+		}
+		out = append(out, disputeOf(d))
+	}
+	return out, nil
 }
 
 func disputeOf(d *stripe.Dispute) Dispute {

@@ -117,6 +117,20 @@ func TestStripeConnectorAgainstStripeMock(t *testing.T) {
 			t.Fatalf("LookupDispute = %+v, %v; want dp_123 of a charge, holding no money", d, err)
 		}
 	})
+	t.Run("a charge's disputes are listed with their money movements", func(t *testing.T) {
+		ds, err := s.Disputes(ctx, "ch_123")
+		if err != nil || len(ds) == 0 {
+			t.Fatalf("Disputes = %+v, %v; want stripe-mock's dispute", ds, err)
+		}
+		for _, d := range ds {
+			if d.ID == "" || d.AmountMinor <= 0 || d.HoldsFunds {
+				t.Fatalf("dispute %+v: want an id, an amount and no money moved (an inquiry)", d)
+			}
+		}
+		if _, err := s.Disputes(ctx, ""); !errors.Is(err, ErrPermanent) {
+			t.Fatalf("Disputes(\"\") error = %v, want ErrPermanent", err)
+		}
+	})
 	t.Run("a malformed request is a permanent error", func(t *testing.T) {
 		_, err := s.LookupInvoice(ctx, "")
 		if !errors.Is(err, ErrPermanent) {

@@ -441,7 +441,7 @@ func (h *WebhookHandler) settleRefunds(ctx context.Context, p fsm.Purchase, char
 	if err != nil {
 		return "", err
 	}
-	held, err := h.heldDisputes(ctx, p, m, nil)
+	held, err := h.heldDisputes(ctx, p, m, nil, chargeRef)
 	if err != nil {
 		return "", err
 	}

@@ -29,10 +29,19 @@ func newWebhookRig(t *testing.T, policy fsm.InvoiceGrantPolicy, seen int) *webho
 	t.Helper()
 	f, a := newLocalFSM(t)
 	seedCatalog(t, a, policy, fsm.AutoTopUp{})
-	// The connector's API URL is never reached: every payload here carries
-	// what the handler needs.
+	// Every payload here carries what the handler needs, but for the
+	// charge's disputes, which a refund lists: none.
+	api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodGet || r.URL.Path != "/v1/disputes" {
+			writeStripeError(w, http.StatusNotFound, "invalid_request_error", "no route "+r.URL.Path)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(`{"object":"list","url":"/v1/disputes","has_more":false,"data":[]}`))
+	}))
+	t.Cleanup(api.Close)
 	p, err := NewStripe(StripeOptions{SecretKey: Secret{testStripeKey}, WebhookSecret: Secret{testWebhookSecret},
-		URL: "http://127.0.0.1:1"})
+		URL: api.URL})
 	if err != nil {
 		t.Fatal(err)
 	}

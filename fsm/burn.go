@@ -222,6 +222,10 @@ func (a *applier) burnEvent(ev *UsageEvent, pos int, r *EventResult) {
 		r.Reason = "not enough credits: available " + FormatUnits(available, scale) +
 			", needed " + FormatUnits(credits, scale)
 		r.BalanceAfter, r.AvailableAfter = p.Balance, available
+		// A denial is demand: credits that left without a burn (expired,
+		// revoked) or a top-up held back then (paused, capped) would
+		// otherwise wait for a burn that a plan which denies never allows.
+		a.maybeAutoTopUp(cu, p, available, pos)
 	} else {
 		r.Status = EventBurned
 		if credits > 0 {
@@ -259,7 +263,8 @@ func (a *applier) setAutoTopUpLast(cu *Customer, why string) {
 }
 
 // maybeAutoTopUp starts an automatic purchase when a burn leaves available
-// below the customer's threshold, or records why it did not.
+// below the customer's threshold, or a usage event is denied while it is
+// below, or records why it did not.
 func (a *applier) maybeAutoTopUp(cu *Customer, p *Pool, available int64, pos int) {
 	if cu.PlanID == "" {
 		return

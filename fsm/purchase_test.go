@@ -226,3 +226,83 @@ func TestAPurchaseGrantWithTheLongestIDCanBeRefunded(t *testing.T) {
 		h.fails(RevokeGrant{GrantID: id, Amount: 1, Reason: "refund"}, CodeInvalid, "grant_id")
 	}
 }
+
+// A customer with auto top-up on whose available is below the threshold
+// with nothing pending gets a top-up at its next usage event, also when that
+// event is denied. Only burns started one, so a customer whose credits went
+// below the threshold without a burn (they expired, a refund revoked them,
+// the monthly cap reset, auto top-up was resumed after a failed charge) and
+// who has nothing left to burn on a plan that denies had every event denied
+// and was never topped up again.
+func TestADeniedEventStartsTheAutoTopUpItWaitsFor(t *testing.T) {
+	fixed := AutoTopUp{Enabled: true, ThresholdCredits: 300, Mode: TopUpFixed, AmountCredits: 2000}
+	for _, tc := range []struct {
+		name string
+		// drain leaves c1 with no credits and no automatic purchase pending,
+		// its auto top-up free to start one.
+		drain func(h *harness)
+	}{
+		{"the credits expired", func(h *harness) {
+			h.paid("g", 1000, "0.10", func(c *CreateGrant) { c.ExpiresAt = at(time.Hour) })
+			h.burnCredits("e0", 100) // 900 left: above the threshold
+			h.now = at(time.Hour)
+			h.ok(Tick{})
+		}},
+		{"a refund revoked them", func(h *harness) {
+			h.paid("g", 1000, "0.10")
+			h.ok(RevokeGrant{GrantID: "g", Reason: "refund", RequestID: "refund-1"})
+		}},
+		{"the monthly cap reset", func(h *harness) {
+			s := fixed
+			s.MonthlyCapMicros = 3_000_000
+			h.ok(UpsertCustomer{ID: "c1", PlanID: "pro", AutoTopUp: s})
+			h.paid("g", 1000, "0.10")
+			h.burnCredits("e0", 800) // below: the first top-up, 2 USD
+			h.ok(CompletePurchase{ID: h.customer("c1").AutoPendingPurchase, Outcome: OutcomeSucceeded})
+			h.burnCredits("e1", 2200) // 0 left; a second would make 4 USD > 3
+			if c := h.customer("c1"); c.AutoTopUpLast != "monthly cap reached" {
+				t.Fatalf("set-up: %+v", c)
+			}
+			h.now = TimestampOf(time.Date(2026, 2, 1, 0, 0, 0, 0, time.UTC))
+		}},
+		{"auto top-up was resumed after a failed charge", func(h *harness) {
+			h.paid("g", 1000, "0.10")
+			h.burnCredits("e0", 800)
+			h.ok(CompletePurchase{ID: h.customer("c1").AutoPendingPurchase, Outcome: OutcomeFailed, FailureReason: "card_declined"})
+			h.burnCredits("e1", 200) // 0 left, paused
+			h.ok(UpsertCustomer{ID: "c1", PlanID: "pro", AutoTopUp: fixed, ResumeAutoTopUp: true})
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t)
+			h.seed()
+			h.ok(UpsertCustomer{ID: "c1", PlanID: "pro", AutoTopUp: fixed})
+			tc.drain(h)
+			if b := h.balance("c1", "ai"); b.Available != 0 {
+				t.Fatalf("set-up left %d available, want 0", b.Available)
+			}
+			if c := h.customer("c1"); c.AutoPendingPurchase != "" || c.AutoTopUpPaused != "" {
+				t.Fatalf("set-up left a purchase pending or auto top-up paused: %+v", c)
+			}
+			if r := h.burnCredits("e9", 50); r.Status != EventDenied {
+				t.Fatalf("event with nothing available: %+v, want denied", r)
+			}
+			c := h.customer("c1")
+			if c.AutoPendingPurchase == "" {
+				t.Fatalf("no automatic purchase started by a denied event below the threshold (last: %q)", c.AutoTopUpLast)
+			}
+			var p Purchase
+			if err := h.f.View(func(v *View) (err error) { p, err = v.Purchase(c.AutoPendingPurchase); return }); err != nil {
+				t.Fatal(err)
+			}
+			if p.Flow != FlowAuto || p.Credits != 2000 || p.Status != PurchasePending {
+				t.Fatalf("automatic purchase %+v, want 2000 credits pending", p)
+			}
+			// A retry of the denied event is its duplicate: no second purchase.
+			h.burnCredits("e9", 50)
+			if again := h.customer("c1"); again.AutoPendingPurchase != c.AutoPendingPurchase || again.AutoSpendMicros != c.AutoSpendMicros {
+				t.Fatalf("the retry changed the customer: %+v, was %+v", again, c)
+			}
+		})
+	}
+}

@@ -262,13 +262,17 @@ func moneyFor(credits int64, price Decimal, creditScale uint8) (int64, error) {
 	return int64(out), nil
 }
 
+// scaleMul multiplies the 128-bit hi:lo by 10^k; past 128 bits it returns
+// a high word of MaxUint64, which every caller refuses.
 func scaleMul(hi, lo uint64, k int) (uint64, uint64) {
 	for ; k > 0; k-- {
 		h1, l1 := bits.Mul64(lo, 10)
-		if hi > math.MaxUint64/10 {
+		h2, l2 := bits.Mul64(hi, 10)
+		sum, carry := bits.Add64(l2, h1, 0)
+		if h2 != 0 || carry != 0 {
 			return math.MaxUint64, 0
 		}
-		hi, lo = hi*10+h1, l1
+		hi, lo = sum, l1
 	}
 	return hi, lo
 }

@@ -160,3 +160,31 @@ func TestFormatUnitsAgreesWithConcatenation(t *testing.T) {
 		}
 	}
 }
+
+// credits × price past 2^128 micros is an overflow. moneyFor scales the
+// 128-bit product up by ten per missing decimal place and checked the high
+// word against MaxUint64/10 before each step, which let a high word of
+// exactly MaxUint64/10 plus a carry wrap to zero: these products came out as
+// a few hundred million dollars' worth of micros instead of an overflow, and
+// a grant of them was stored with that deferred revenue.
+func TestMoneyPastTwoToThe128MicrosIsAnOverflow(t *testing.T) {
+	for _, tc := range []struct {
+		credits     int64
+		price       int64 // coefficient, scale 0
+		creditScale uint8
+	}{
+		{270487209592265337, 1258034963774749, 0},
+		{85788906763918592, 39665077893737148, 1},
+		{319622584780621685, 106463805476855450, 2},
+	} {
+		got, err := moneyFor(tc.credits, Decimal{Coef: tc.price}, tc.creditScale)
+		if err == nil {
+			t.Errorf("moneyFor(%d, %d, scale %d) = %d micros, want an overflow", tc.credits, tc.price, tc.creditScale, got)
+		}
+	}
+	h := newHarness(t)
+	h.seed()
+	h.ok(CreateCreditType{ID: "whole", Name: "whole credits", Scale: 0})
+	h.fails(CreateGrant{ID: "g", CustomerID: "c1", CreditTypeID: "whole", Category: Paid, Amount: 270487209592265337,
+		CostBasis: Decimal{Coef: 1258034963774749}, Currency: "USD"}, CodeInvalid, "amount")
+}

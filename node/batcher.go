@@ -2,12 +2,14 @@ package node
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/creditd/creditd/fsm"
+	"github.com/hashicorp/raft"
 )
 
 // batcher is the group commit: one dispatcher goroutine turns queued
@@ -124,11 +126,14 @@ func (b *batcher) run() {
 		}
 		batch := b.gather(first)
 		if !b.n.writable.Load() {
+			// Leadership went, or is being handed over, since the callers
+			// checked: nothing of theirs is in the log, and Apply waits for
+			// the next leader to send them there.
 			err := b.n.notLeader()
 			if b.n.IsLeader() {
-				// Elected but still catching up on earlier terms.
-				err = fmt.Errorf("%w: leader is catching up", ErrNoLeader)
+				err = fmt.Errorf("%w: this node is handing leadership over or catching up", ErrNoLeader)
 			}
+			err = notAppended(err)
 			for _, r := range batch {
 				r.done <- response{err: err}
 			}
@@ -210,7 +215,12 @@ func (b *batcher) dispatch(batch []*request) {
 		defer func() { <-b.inflight }()
 		err := f.Error()
 		if err != nil {
+			refused := errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipTransferInProgress)
 			err = b.n.mapRaftErr("replicate entry", err)
+			if refused {
+				// raft turned the entry away before appending it.
+				err = notAppended(err)
+			}
 			for _, r := range batch {
 				r.done <- response{err: err}
 			}
@@ -254,6 +264,39 @@ func (b *batcher) dispatch(batch []*request) {
 			b.n.logger.Warn("slow log entry", "index", f.Index(), "commands", len(batch), "took", d)
 		}
 	}()
+}
+
+// errNotAppended marks a write that never reached the log: this node
+// stopped leading, or began handing leadership over, before its entry was
+// appended. Apply sends it again, to the next leader.
+var errNotAppended = errors.New("node: the write was not appended")
+
+type notAppendedError struct{ err error }
+
+func (e notAppendedError) Error() string   { return e.err.Error() }
+func (e notAppendedError) Unwrap() []error { return []error{e.err, errNotAppended} }
+func notAppended(err error) error          { return notAppendedError{err} }
+
+// awaitIdle waits, at most for bound or until ctx ends, until no entry
+// is in raft: every entry appended has been answered.
+func (b *batcher) awaitIdle(ctx context.Context, bound time.Duration) {
+	if len(b.inflight) == 0 {
+		return
+	}
+	deadline := time.NewTimer(bound)
+	defer deadline.Stop()
+	poll := time.NewTicker(5 * time.Millisecond)
+	defer poll.Stop()
+	for len(b.inflight) > 0 {
+		select {
+		case <-ctx.Done():
+			return
+		case <-deadline.C:
+			b.n.logger.Warn("handing leadership over with entries still in flight", "entries", len(b.inflight), "waited", bound)
+			return
+		case <-poll.C:
+		}
+	}
 }
 
 // failQueued answers every queued command with err (dispatcher only).

@@ -21,13 +21,16 @@ func (n *Node) leadershipLoop() {
 		if cancel == nil {
 			return
 		}
+		// Under leaderMu, with the leadership's context: a write pause
+		// ending (resumeWrites) cannot make the node writable again after
+		// this.
+		n.leaderMu.Lock()
 		n.writable.Store(false)
+		wg := n.leaderWG
+		n.leaderCtx, n.leaderWG, n.leaderTasksStarted = nil, nil, false
+		n.leaderMu.Unlock()
 		n.rfsm.setLeading(false, n.cfg.FollowerApplyWait)
 		cancel()
-		n.leaderMu.Lock()
-		wg := n.leaderWG
-		n.leaderCtx, n.leaderWG = nil, nil
-		n.leaderMu.Unlock()
 		wg.Wait()
 		cancel = nil
 		n.logger.Info("stopped leading")
@@ -89,7 +92,12 @@ func (n *Node) lead(ctx context.Context, wg *sync.WaitGroup) {
 	if !n.rfsm.flush(ctx.Done()) {
 		return
 	}
-	n.writable.Store(true)
+	// Not a plain store: leadership may have ended since the flush, and a
+	// node left writable after it would stamp writes of a later term
+	// before catching up on it.
+	if !n.resumeWrites(ctx) {
+		return
+	}
 	n.logger.Info("leading", "applied_index", n.applied.Load(), "last_time", n.sm.LastTime().Time())
 
 	// The first tick also moves the applied index past the term's no-op
@@ -100,8 +108,15 @@ func (n *Node) lead(ctx context.Context, wg *sync.WaitGroup) {
 	go func() { defer wg.Done(); n.tickLoop(ctx) }()
 	go func() { defer wg.Done(); n.reconcileLoop(ctx) }()
 
+	// Under the lock that RunOnLeader takes: a task registered meanwhile
+	// is started once, here or there.
 	n.leaderMu.Lock()
+	if n.leaderCtx != ctx {
+		n.leaderMu.Unlock()
+		return
+	}
 	tasks := slices.Clone(n.onLeader)
+	n.leaderTasksStarted = true
 	n.leaderMu.Unlock()
 	for _, t := range tasks {
 		n.startLeaderTask(ctx, wg, t)
@@ -127,7 +142,7 @@ func (n *Node) RunOnLeader(name string, fn func(ctx context.Context)) {
 	n.leaderMu.Lock()
 	defer n.leaderMu.Unlock()
 	n.onLeader = append(n.onLeader, t)
-	if n.leaderCtx != nil && n.writable.Load() {
+	if n.leaderCtx != nil && n.leaderTasksStarted {
 		n.startLeaderTask(n.leaderCtx, n.leaderWG, t)
 	}
 }
@@ -345,12 +360,13 @@ var ErrUnknownMember = errors.New("node: no such member")
 var ErrLastVoter = errors.New("node: the only voter cannot be removed")
 
 // TransferLeadership hands leadership to id, or to the most up-to-date
-// voter when id is "" (leader only).
+// voter when id is "" (leader only). Writes pause first (handOver): those
+// arriving meanwhile wait, then go to the new leader.
 func (n *Node) TransferLeadership(ctx context.Context, id string) error {
 	if !n.IsLeader() {
 		return n.notLeader()
 	}
-	var fut raft.Future
+	var transfer func() raft.Future
 	switch {
 	case id == n.id:
 		return fmt.Errorf("transfer leadership to %s: %w", id, ErrTransferToSelf)
@@ -358,7 +374,7 @@ func (n *Node) TransferLeadership(ctx context.Context, id string) error {
 		if n.otherVoters() == 0 {
 			return fmt.Errorf("transfer leadership: %w", ErrNoOtherVoter)
 		}
-		fut = n.raft.LeadershipTransfer()
+		transfer = n.raft.LeadershipTransfer
 	default:
 		f := n.raft.GetConfiguration()
 		if err := f.Error(); err != nil {
@@ -372,13 +388,46 @@ func (n *Node) TransferLeadership(ctx context.Context, id string) error {
 		if s.Suffrage != raft.Voter {
 			return fmt.Errorf("transfer leadership to %s: %w", id, ErrNotAVoter)
 		}
-		fut = n.raft.LeadershipTransferToServer(s.ID, s.Address)
+		transfer = func() raft.Future { return n.raft.LeadershipTransferToServer(s.ID, s.Address) }
 	}
-	if err := n.waitFuture(ctx, fut); err != nil {
+	if err := n.handOver(ctx, transfer, true); err != nil {
 		if ctx.Err() != nil {
 			return fmt.Errorf("transfer leadership: %w", err)
 		}
 		return fmt.Errorf("transfer leadership: %w: %w", ErrTransferFailed, err)
 	}
 	return nil
+}
+
+// handOver runs a leadership transfer with writes paused. Raft refuses
+// every write while a transfer is under way, and fails the entries still
+// in flight when the leader steps down (their outcome unknown to their
+// callers), so first no new entry is appended (writable off: new writes
+// wait in awaitWritable, then go to the new leader), and the entries in
+// flight resolve. If the transfer fails while this leadership lasts,
+// writes resume when resume is set.
+func (n *Node) handOver(ctx context.Context, transfer func() raft.Future, resume bool) error {
+	n.leaderMu.Lock()
+	term := n.leaderCtx
+	paused := n.writable.Swap(false)
+	n.leaderMu.Unlock()
+	n.batch.awaitIdle(ctx, n.cfg.ApplyTimeout)
+	err := n.waitFuture(ctx, transfer())
+	if err != nil && resume && paused && term != nil {
+		n.resumeWrites(term)
+	}
+	return err
+}
+
+// resumeWrites makes the node take writes for the leadership whose context
+// is term, unless that leadership has ended (stopLeading clears leaderCtx
+// under the same lock). It reports whether it did.
+func (n *Node) resumeWrites(term context.Context) bool {
+	n.leaderMu.Lock()
+	defer n.leaderMu.Unlock()
+	if n.leaderCtx != term || term.Err() != nil {
+		return false
+	}
+	n.writable.Store(true)
+	return true
 }

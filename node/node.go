@@ -67,11 +67,14 @@ type Node struct {
 
 	members *memberTable
 
-	leaderMu   sync.Mutex
-	leaderCtx  context.Context // nil unless leading
-	leaderWG   *sync.WaitGroup
-	onLeader   []leaderTask
-	reconcileC chan struct{}
+	leaderMu  sync.Mutex
+	leaderCtx context.Context // nil unless leading
+	leaderWG  *sync.WaitGroup
+	// leaderTasksStarted is set once this leadership started the onLeader
+	// tasks; RunOnLeader starts a later one itself.
+	leaderTasksStarted bool
+	onLeader           []leaderTask
+	reconcileC         chan struct{}
 	// removed remembers members removed by an operator, so the leader does
 	// not add them back while they still gossip.
 	removedMu sync.Mutex
@@ -513,11 +516,24 @@ func (n *Node) Apply(ctx context.Context, cmd fsm.Command) (fsm.Result, error) {
 	if err != nil {
 		return fsm.Result{}, fmt.Errorf("encode %T: %w", cmd, err)
 	}
-	if err := n.awaitWritable(ctx); err != nil {
-		return fsm.Result{}, err
+	// A write the node took while it led, and that leadership moved before
+	// it reached the log (errNotAppended), goes to the next leader as one
+	// arriving now would: awaitWritable names it (*NotLeaderError) or
+	// waits for it. A few rounds at most: leadership does not move often.
+	for round := 1; ; round++ {
+		if err := n.awaitWritable(ctx); err != nil {
+			return fsm.Result{}, err
+		}
+		res, err := n.batch.submit(ctx, data)
+		if round == maxApplyRounds || !errors.Is(err, errNotAppended) {
+			return res, err
+		}
 	}
-	return n.batch.submit(ctx, data)
 }
+
+// maxApplyRounds bounds how often Apply sends a write again that was not
+// appended because leadership moved.
+const maxApplyRounds = 3
 
 // LinearizableRead returns once this node has confirmed it still leads
 // and has applied everything committed when the read began, so a read of
@@ -565,8 +581,11 @@ func (n *Node) mapRaftErr(doing string, err error) error {
 		return nil
 	case errors.Is(err, raft.ErrNotLeader):
 		return n.notLeader()
-	case errors.Is(err, raft.ErrLeadershipLost), errors.Is(err, raft.ErrLeadershipTransferInProgress):
+	case errors.Is(err, raft.ErrLeadershipLost):
 		return fmt.Errorf("%s: %w: %w: %w", doing, ErrNoLeader, ErrOutcomeUnknown, err)
+	case errors.Is(err, raft.ErrLeadershipTransferInProgress):
+		// Refused before anything was done: the outcome is known.
+		return fmt.Errorf("%s: %w: a leadership transfer is under way: %w", doing, ErrNoLeader, err)
 	case errors.Is(err, raft.ErrRaftShutdown):
 		return fmt.Errorf("%s: %w", doing, ErrShuttingDown)
 	case errors.Is(err, raft.ErrEnqueueTimeout):
@@ -790,9 +809,9 @@ func (n *Node) shutdown(ctx context.Context) error {
 	n.logger.Info("shutting down")
 	var errs []error
 	if n.raft.State() == raft.Leader && n.otherVoters() > 0 {
-		n.writable.Store(false) // new writes wait for the next leader
-		f := n.raft.LeadershipTransfer()
-		if err := n.waitFuture(ctx, f); err != nil {
+		// New writes wait for the next leader, and go on waiting if the
+		// transfer fails: this node is stopping.
+		if err := n.handOver(ctx, n.raft.LeadershipTransfer, false); err != nil {
 			n.logger.Warn("leadership transfer failed; shutting down as leader", "err", err)
 		} else {
 			n.logger.Info("handed leadership over")

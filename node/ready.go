@@ -51,7 +51,7 @@ func (r readiness) check() (bool, string) {
 	case r.leaderID == "":
 		return false, "no leader known"
 	case r.leaderID == r.selfID:
-		return false, "leading, still applying earlier terms' entries"
+		return false, "leading, not taking writes: still applying earlier terms' entries, or handing leadership over"
 	case r.leaderRPCAddr == "":
 		return false, fmt.Sprintf("leader %s known, its API address not yet (gossip)", r.leaderID)
 	case r.restoring:

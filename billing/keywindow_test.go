@@ -26,6 +26,7 @@ type forgetfulStripe struct {
 	mu       sync.Mutex
 	now      func() time.Time
 	keys     map[string][]byte // idempotency key → answer of its first request
+	bodies   map[string]string // idempotency key → parameters of its first request
 	pis      []map[string]any  // oldest first, as made
 	invoices []map[string]any
 	items    []map[string]any
@@ -37,7 +38,7 @@ type forgetfulStripe struct {
 }
 
 func newForgetfulStripe() *forgetfulStripe {
-	return &forgetfulStripe{now: time.Now, keys: map[string][]byte{}, piStatus: "succeeded",
+	return &forgetfulStripe{now: time.Now, keys: map[string][]byte{}, bodies: map[string]string{}, piStatus: "succeeded",
 		lose: map[string]int{}, failFor: map[string]int{}}
 }
 
@@ -46,7 +47,7 @@ func newForgetfulStripe() *forgetfulStripe {
 func (s *forgetfulStripe) forget() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.keys = map[string][]byte{}
+	s.keys, s.bodies = map[string][]byte{}, map[string]string{}
 }
 
 func (s *forgetfulStripe) count(what string) int {
@@ -122,6 +123,11 @@ func (s *forgetfulStripe) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	key := r.Header.Get("Idempotency-Key")
 	if r.Method == http.MethodPost && key != "" {
 		if answer, seen := s.keys[key]; seen {
+			if s.bodies[key] != r.PostForm.Encode() {
+				writeStripeError(w, http.StatusBadRequest, "idempotency_error",
+					"Keys for idempotent requests can only be used with the same parameters they were first used with.")
+				return
+			}
 			_, _ = w.Write(answer)
 			return
 		}
@@ -129,7 +135,7 @@ func (s *forgetfulStripe) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	obj, status := s.serve(name, id, r)
 	answer, _ := json.Marshal(obj)
 	if r.Method == http.MethodPost && key != "" && status == http.StatusOK {
-		s.keys[key] = answer
+		s.keys[key], s.bodies[key] = answer, r.PostForm.Encode()
 	}
 	if status == http.StatusOK && s.lose[name] > 0 {
 		s.lose[name]--
@@ -431,5 +437,85 @@ func TestAPaymentThatSucceededIsFoundPastTheListingBound(t *testing.T) {
 	}
 	if n := r.fake.count("pis"); n != maxChargeSearch+1 {
 		t.Fatalf("%d payment intents at Stripe, want %d (no second charge)", n, maxChargeSearch+1)
+	}
+}
+
+// relink points c1 at another Stripe customer, as an operator's
+// UpsertCustomer does.
+func (r *keyWindowRig) relink(ref string) {
+	r.t.Helper()
+	var cu fsm.Customer
+	if err := r.f.View(func(v *fsm.View) error {
+		var err error
+		cu, err = v.Customer("c1")
+		return err
+	}); err != nil {
+		r.t.Fatal(err)
+	}
+	must(r.t, r.a, fsm.UpsertCustomer{ID: cu.ID, Name: cu.Name, BillingRef: ref, PlanID: cu.PlanID, AutoTopUp: cu.AutoTopUp})
+}
+
+// A customer linked to another Stripe customer while a request of a
+// purchase has an unknown outcome (its answer lost) must not have the
+// purchase carried out again at the new one: the first request may have
+// charged the old customer's card, or sent it an invoice. The retry goes
+// where the first request went, under its key (Stripe would refuse the key
+// with another customer), and past the key window the look-up searches
+// there; the relink takes effect for the next purchase.
+func TestAPurchaseInFlightWhenItsCustomerIsRelinkedIsCarriedOutWhereItStarted(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		start func(r *keyWindowRig) string
+		lost  string
+		check func(t *testing.T, r *keyWindowRig, p fsm.Purchase)
+	}{
+		{"an automatic charge whose answer was lost", func(r *keyWindowRig) string { return burnToAutoTopUp(r.t, r.a, r.f) },
+			"charge", func(t *testing.T, r *keyWindowRig, p fsm.Purchase) {
+				if p.Status != fsm.PurchaseSucceeded || p.ProviderRef != "pi_1" || r.fake.count("pis") != 1 {
+					t.Fatalf("purchase %s with %q (%s), %d payment intents; want succeeded by pi_1 alone: "+
+						"the card of cus_123 was charged", p.Status, p.ProviderRef, p.ProviderStatus, r.fake.count("pis"))
+				}
+			}},
+		{"an invoice whose send was lost", func(r *keyWindowRig) string {
+			must(r.t, r.a, fsm.StartPurchase{ID: "inv1", CustomerID: "c1", Credits: 1000, Flow: fsm.FlowInvoice})
+			return "inv1"
+		}, "send", func(t *testing.T, r *keyWindowRig, p fsm.Purchase) {
+			if p.Status != fsm.PurchasePending || p.ProviderRef != "in_1" || r.fake.count("invoices") != 1 {
+				t.Fatalf("purchase %s with %q (%s %s), %d invoices; want pending on in_1 alone: cus_123 was sent it",
+					p.Status, p.ProviderRef, p.ProviderStatus, p.FailureReason, r.fake.count("invoices"))
+			}
+		}},
+		{"a self-serve payment whose start was lost", func(r *keyWindowRig) string {
+			r.fake.piStatus = "requires_payment_method"
+			must(r.t, r.a, fsm.StartPurchase{ID: "web1", CustomerID: "c1", Credits: 1000, Flow: fsm.FlowSelfServe})
+			return "web1"
+		}, "charge", func(t *testing.T, r *keyWindowRig, p fsm.Purchase) {
+			if p.Status != fsm.PurchasePending || p.ProviderRef != "pi_1" || r.fake.count("pis") != 1 {
+				t.Fatalf("purchase %s with %q (%s %s), %d payment intents; want pending on pi_1 alone",
+					p.Status, p.ProviderRef, p.ProviderStatus, p.FailureReason, r.fake.count("pis"))
+			}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := newKeyWindowRig(t, testAutoTopUp)
+			id := tc.start(r)
+			start := readPurchase(t, r.f, id).CreatedAt.Time()
+			r.fake.lose[tc.lost] = 1
+			r.step(id, start.Add(time.Minute))
+			r.relink("cus_456")
+			r.step(id, start.Add(2*time.Minute))
+			if p := readPurchase(t, r.f, id); p.Status == fsm.PurchasePending && p.ProviderRef == "" {
+				r.fake.forget()
+				r.step(id, dayLater(r, id))
+			}
+			tc.check(t, r, readPurchase(t, r.f, id))
+			r.fake.mu.Lock()
+			defer r.fake.mu.Unlock()
+			for _, o := range append(append([]map[string]any(nil), r.fake.pis...), r.fake.invoices...) {
+				if o["customer"] != "cus_123" {
+					t.Fatalf("%s made for %v, want cus_123, where the purchase started", o["id"], o["customer"])
+				}
+			}
+		})
 	}
 }

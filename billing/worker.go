@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"regexp"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -273,31 +274,54 @@ func (w *Worker) pending() ([]pendingItem, error) {
 }
 
 // attemptRE reads back where an automatic charge is, as the worker records
-// it in the purchase's ProviderStatus: "declined (attempt 2/4): …" or
-// "processing (attempt 3/4): …". Keeping it in the replicated state lets a
-// new leader go on from there.
-var attemptRE = regexp.MustCompile(`^(declined|processing) \(attempt (\d+)/\d+\)`)
+// it in the purchase's ProviderStatus: "declined (attempt 2/4): …",
+// "processing (attempt 3/4): …", or "charging (attempt 2/4) at cus_…" while
+// the attempt's request is sent and its outcome not yet known. Keeping it in
+// the replicated state lets a new leader go on from there.
+var attemptRE = regexp.MustCompile(`^(declined|processing|charging) \(attempt (\d+)/\d+\)`)
 
-// chargeState returns what the recorded status says: the attempt reached
-// and whether it is still processing at the provider (0, false = none yet).
+// chargeState returns what the recorded status says: the last attempt
+// whose outcome is known, and whether it is still processing at the
+// provider (0, false = none yet). An attempt being charged is not known yet:
+// it is made again, under its key.
 func chargeState(providerStatus string) (attempt int, processing bool) {
 	m := attemptRE.FindStringSubmatch(providerStatus)
 	if m == nil {
 		return 0, false
 	}
 	n, err := strconv.Atoi(m[2])
-	if err != nil {
+	if err != nil || n < 1 {
 		return 0, false
+	}
+	if m[1] == "charging" {
+		return n - 1, false
 	}
 	return n, m[1] == "processing"
 }
 
-// declinedAttempt is the attempt a charge was declined at (0 if none).
+// billedAtRE reads back the provider customer a purchase's request in
+// flight was sent to, as the worker records it before sending the first
+// request of an attempt whose outcome is not known yet: "charging (attempt
+// 2/4) at cus_…" (automatic), "starting at cus_…" (self-serve, invoice).
+var billedAtRE = regexp.MustCompile(`^(?:charging \(attempt \d+/\d+\)|starting) at (\S+)$`)
+
+// billedAt returns the provider customer the purchase's request in flight
+// went to, if the recorded status names one.
+func billedAt(p fsm.Purchase) (string, bool) {
+	m := billedAtRE.FindStringSubmatch(p.ProviderStatus)
+	if m == nil {
+		return "", false
+	}
+	return m[1], true
+}
+
+// declinedAttempt is the attempt a charge was declined at (0 if none, or
+// if an attempt is in flight: processing, or being charged).
 func declinedAttempt(providerStatus string) int {
-	n, processing := chargeState(providerStatus)
-	if processing {
+	if !strings.HasPrefix(providerStatus, "declined ") {
 		return 0
 	}
+	n, _ := chargeState(providerStatus)
 	return n
 }
 
@@ -338,7 +362,17 @@ func chargeKey(purchaseID string, attempt int) string {
 func (w *Worker) process(ctx context.Context, it pendingItem) (time.Time, bool) {
 	p := it.p
 	log := w.log.With("purchase", p.ID, "flow", p.Flow.String())
-	custRef, err := w.customerRef(ctx, it.cu)
+	// A request whose outcome is unknown was sent to the customer the
+	// status names: it is sent there again, under its key, and looked for
+	// there, even if the customer was linked to another provider customer
+	// since (Stripe refuses a key with another customer, and a look-up there
+	// would miss what the first request made). The link of the moment
+	// takes effect for the next attempt.
+	custRef, pinned := billedAt(p)
+	var err error
+	if !pinned {
+		custRef, err = w.customerRef(ctx, it.cu)
+	}
 	if err == nil {
 		switch p.Flow {
 		case fsm.FlowAuto:
@@ -356,6 +390,8 @@ func (w *Worker) process(ctx context.Context, it pendingItem) (time.Time, bool) 
 	switch {
 	case err == nil:
 		return now.Add(w.o.PollInterval), false
+	case errors.Is(err, errNotPending):
+		return now.Add(w.o.TransientBackoff), false
 	case errors.As(err, &wait):
 		return now.Add(wait.d), false
 	case errors.Is(err, ErrOperatorAction):
@@ -454,6 +490,10 @@ func (w *Worker) auto(ctx context.Context, p fsm.Purchase, custRef string, log *
 		return w.charged(ctx, p, pay, reached, log)
 	}
 	attempt := reached + 1
+	p, err := w.pin(ctx, p, custRef, fmt.Sprintf("charging (attempt %d/%d) at %s", attempt, w.o.MaxAttempts, custRef), log)
+	if err != nil {
+		return err
+	}
 	looked := w.keysMayBeForgotten(p)
 	if looked {
 		// A retry under a forgotten key would charge again if the lost
@@ -592,6 +632,10 @@ func (w *Worker) selfServe(ctx context.Context, p fsm.Purchase, custRef string, 
 		}
 		return w.pollPayment(ctx, p, log)
 	}
+	p, err := w.pin(ctx, p, custRef, "starting at "+custRef, log)
+	if err != nil {
+		return err
+	}
 	var pay Payment
 	if w.keysMayBeForgotten(p) {
 		// A payment started here moves no money until the customer
@@ -688,6 +732,10 @@ func (w *Worker) invoice(ctx context.Context, p fsm.Purchase, custRef string, lo
 		}
 		return nil
 	}
+	p, err := w.pin(ctx, p, custRef, "starting at "+custRef, log)
+	if err != nil {
+		return err
+	}
 	desc, err := w.describe(p)
 	if err != nil {
 		return err
@@ -714,6 +762,35 @@ func (w *Worker) invoice(ctx context.Context, p fsm.Purchase, custRef string, lo
 	}
 	return w.apply(ctx, fsm.CompletePurchase{ID: p.ID, Outcome: outcome, ProviderRef: inv.Ref,
 		ProviderStatus: clip(inv.ProviderStatus, fsm.MaxNameLen)}, log)
+}
+
+// errNotPending ends a step whose purchase was completed meanwhile (by a
+// webhook, an operator): nothing is sent for it.
+var errNotPending = errors.New("purchase no longer pending")
+
+// pin records, before the first request of an attempt is sent, the provider
+// customer it goes to (status, which billedAt reads back), unless the
+// status already names it: a retry must go where the first request went.
+// A purchase completed meanwhile is not carried further (errNotPending).
+// Nothing is recorded for a connector without customers (custRef "").
+func (w *Worker) pin(ctx context.Context, p fsm.Purchase, custRef, status string, log *slog.Logger) (fsm.Purchase, error) {
+	if custRef == "" || p.ProviderStatus == status {
+		return p, nil
+	}
+	status = clip(status, fsm.MaxNameLen)
+	cctx, cancel := w.call(ctx)
+	defer cancel()
+	res, err := w.o.Applier.Apply(cctx, fsm.CompletePurchase{ID: p.ID, Outcome: fsm.OutcomeProgress, ProviderStatus: status})
+	if err != nil {
+		return p, fmt.Errorf("record the customer %s of purchase %s before sending: %w", custRef, p.ID, err)
+	}
+	now, ok := res.Value.(*fsm.Purchase)
+	if res.Err != nil || res.Duplicate || !ok || now == nil || now.Status != fsm.PurchasePending {
+		log.Info("purchase no longer pending; nothing sent", "err", res.Err)
+		return p, errNotPending
+	}
+	p.ProviderStatus = status
+	return p, nil
 }
 
 func (w *Worker) fail(ctx context.Context, p fsm.Purchase, reason string, log *slog.Logger) error {

@@ -488,3 +488,41 @@ func TestAFailedScanKeepsEachPurchasesWait(t *testing.T) {
 		}
 	}
 }
+
+// The status the worker records is read back by a new leader: the last
+// attempt whose outcome is known, whether one is processing, the customer a
+// request in flight went to, and how long to wait. An attempt being charged
+// (its outcome unknown) is made again at once, under its key, at the
+// customer it was sent to; only a decline waits out its backoff.
+func TestRecordedChargeStatusReadBack(t *testing.T) {
+	w, err := NewWorker(WorkerOptions{Provider: newFakeProvider(), Applier: &localApplier{}, State: &localApplier{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	declined := fsm.Purchase{Flow: fsm.FlowAuto, ProviderStatus: "declined (attempt 2/4): card_declined", UpdatedAt: fsm.TimestampOf(time.Unix(1000, 0))}
+	for _, tc := range []struct {
+		status     string
+		reached    int
+		processing bool
+		customer   string
+		waits      bool
+	}{
+		{"", 0, false, "", false},
+		{"declined (attempt 2/4): card_declined", 2, false, "", true},
+		{"processing (attempt 3/4): processing", 3, true, "", false},
+		{"charging (attempt 3/4) at cus_123", 2, false, "cus_123", false},
+		{"charging (attempt 1/4) at cus_123", 0, false, "cus_123", false},
+		{"starting at cus_9", 0, false, "cus_9", false},
+		{"requires_payment_method", 0, false, "", false},
+	} {
+		p := declined
+		p.ProviderStatus = tc.status
+		n, processing := chargeState(tc.status)
+		cust, pinned := billedAt(p)
+		waits := !w.resumeAt(p).IsZero()
+		if n != tc.reached || processing != tc.processing || cust != tc.customer || pinned != (tc.customer != "") || waits != tc.waits {
+			t.Errorf("%q: reached %d processing %v customer %q waits %v; want %d %v %q %v",
+				tc.status, n, processing, cust, waits, tc.reached, tc.processing, tc.customer, tc.waits)
+		}
+	}
+}

@@ -573,3 +573,40 @@ func TestADisputeThatRevokedNothingStillCountsForTheChargesRefunds(t *testing.T)
 		})
 	}
 }
+
+// Money that came in for a purchase without buying credits (a second
+// payment of a purchase already paid, a payment of a purchase that failed
+// meanwhile) is not lost silently: it moves no credits, the answer says so,
+// and an error is logged for an operator, who refunds or grants by hand.
+func TestAPaymentThatBuysNoCreditsIsToldToAnOperator(t *testing.T) {
+	t.Run("a second payment of a purchase already paid", func(t *testing.T) {
+		r := newChargeRig(t, "0.01", 1000)
+		msg := r.mustHandle(Event{ID: "evt_dup", Type: "payment_intent.succeeded", Kind: EventPaymentSucceeded, PurchaseID: "p1",
+			ObjectRef: "pi_dup", ProviderStatus: "succeeded"})
+		if b := r.balance(); b != 1000 || !strings.Contains(msg, "pi_dup") || !strings.Contains(msg, "pi_p1") {
+			t.Fatalf("balance %d, answer %q; want 1000 and an answer naming both payments", b, msg)
+		}
+		if logs := r.logs.String(); !strings.Contains(logs, "level=ERROR") || !strings.Contains(logs, "pi_dup") {
+			t.Fatalf("no error logged for an operator: %s", logs)
+		}
+		// The purchase's own payment told again is no news.
+		r.mustHandle(Event{ID: "evt_again", Type: "payment_intent.succeeded", Kind: EventPaymentSucceeded, PurchaseID: "p1",
+			ObjectRef: "pi_p1", ProviderStatus: "succeeded"})
+		if n := strings.Count(r.logs.String(), "level=ERROR"); n != 1 {
+			t.Fatalf("%d errors logged, want the duplicate's alone: %s", n, r.logs.String())
+		}
+	})
+	t.Run("a payment of a purchase that failed", func(t *testing.T) {
+		r := newChargeRig(t, "0.01", 1000)
+		must(t, r.a, fsm.StartPurchase{ID: "p2", CustomerID: "c1", Credits: 500, Flow: fsm.FlowSelfServe})
+		must(t, r.a, fsm.CompletePurchase{ID: "p2", Outcome: fsm.OutcomeFailed, FailureReason: "not paid within 24h"})
+		msg := r.mustHandle(Event{ID: "evt_late", Type: "payment_intent.succeeded", Kind: EventPaymentSucceeded, PurchaseID: "p2",
+			ObjectRef: "pi_p2", ProviderStatus: "succeeded"})
+		if b := r.balance(); b != 1000 || !strings.Contains(msg, "failed") {
+			t.Fatalf("balance %d, answer %q; want 1000 and an answer saying the purchase failed", b, msg)
+		}
+		if logs := r.logs.String(); !strings.Contains(logs, "level=ERROR") || !strings.Contains(logs, "pi_p2") {
+			t.Fatalf("no error logged for an operator: %s", logs)
+		}
+	})
+}

@@ -245,6 +245,11 @@ func (h *WebhookHandler) apply(ctx context.Context, ev Event) (string, error) {
 			return note, err
 		}
 	}
+	if ev.Kind == EventPaymentSucceeded || ev.Kind == EventInvoicePaid {
+		if note, other := h.paidTwice(p, ev); other {
+			return note, nil
+		}
+	}
 	switch ev.Kind {
 	case EventPaymentSucceeded:
 		return h.complete(ctx, fsm.CompletePurchase{ID: p.ID, Outcome: fsm.OutcomeSucceeded,
@@ -331,6 +336,20 @@ func (h *WebhookHandler) otherPayment(ctx context.Context, p fsm.Purchase, ev Ev
 		"left to an operator", ev.ObjectRef, what, p.ProviderRef, p.ID), true, nil
 }
 
+// paidTwice tells whether a payment (or an invoice paid) names a purchase
+// another payment already completed: a second charge of the purchase (a
+// duplicate), money in that buys no credits. The purchase is left as it
+// is; the error logged asks an operator to refund it.
+func (h *WebhookHandler) paidTwice(p fsm.Purchase, ev Event) (string, bool) {
+	if p.Status != fsm.PurchaseSucceeded || p.ProviderRef == "" || ev.ObjectRef == "" || ev.ObjectRef == p.ProviderRef {
+		return "", false
+	}
+	h.log.Error("a second payment of a purchase already paid: the customer was charged twice; an operator refunds one",
+		"event", ev.ID, "type", ev.Type, "payment", ev.ObjectRef, "purchase", p.ID, "purchase_ref", p.ProviderRef)
+	return fmt.Sprintf("%s pays purchase %s, already paid by %s: no credits granted for it; left to an operator",
+		ev.ObjectRef, p.ID, p.ProviderRef), true
+}
+
 func (h *WebhookHandler) purchase(id string) (fsm.Purchase, bool, error) {
 	return readRecord(h.o.State, "purchase", id, (*fsm.View).Purchase)
 }
@@ -343,7 +362,13 @@ func (h *WebhookHandler) complete(ctx context.Context, c fsm.CompletePurchase) (
 		return "", fmt.Errorf("complete purchase %s: %w", c.ID, err)
 	}
 	if res.Err != nil {
-		h.log.Warn("purchase completion refused", "purchase", c.ID, "outcome", outcomeName(c.Outcome), "err", res.Err)
+		if paysMoney(c.Outcome) {
+			// Money came in for a purchase that ended without credits.
+			h.log.Error("payment succeeded for a purchase that cannot take it: money in, no credits; an operator refunds or grants",
+				"purchase", c.ID, "ref", c.ProviderRef, "outcome", outcomeName(c.Outcome), "err", res.Err)
+		} else {
+			h.log.Warn("purchase completion refused", "purchase", c.ID, "outcome", outcomeName(c.Outcome), "err", res.Err)
+		}
 		return "purchase " + c.ID + ": " + res.Err.Error(), nil
 	}
 	if res.Duplicate {
@@ -558,6 +583,11 @@ func (h *WebhookHandler) revoke(ctx context.Context, c fsm.RevokeGrant) (string,
 		return "revocation " + c.RequestID + " already applied", nil
 	}
 	return fmt.Sprintf("revocation %s applied", c.RequestID), nil
+}
+
+// paysMoney says the outcome reports money received.
+func paysMoney(o fsm.PurchaseOutcome) bool {
+	return o == fsm.OutcomeSucceeded || o == fsm.OutcomeInvoicePaid
 }
 
 func outcomeName(o fsm.PurchaseOutcome) string {

@@ -817,7 +817,12 @@ func (w *Worker) apply(ctx context.Context, c fsm.CompletePurchase, log *slog.Lo
 	if err != nil {
 		return fmt.Errorf("propose %s for purchase %s: %w", outcomeName(c.Outcome), c.ID, err)
 	}
-	if res.Err != nil {
+	switch {
+	case res.Err != nil && paysMoney(c.Outcome):
+		// Money came in for a purchase that ended without credits.
+		log.Error("payment succeeded for a purchase that cannot take it: money in, no credits; an operator refunds or grants",
+			"ref", c.ProviderRef, "outcome", outcomeName(c.Outcome), "err", res.Err)
+	case res.Err != nil:
 		log.Warn("purchase report refused", "outcome", outcomeName(c.Outcome), "err", res.Err)
 	}
 	return nil

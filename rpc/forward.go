@@ -22,6 +22,15 @@ import (
 // a second hop could loop.
 const ForwardedHeader = "Creditd-Forwarded-By"
 
+// notLeaderHeader is on the answer of a node that refused a forwarded
+// request because it does not lead (any more): nothing of the request was
+// done there, so the follower sends it again, to the leader it learns.
+const notLeaderHeader = "Creditd-Not-Leader"
+
+// maxForwards bounds how often one request is forwarded: leadership may
+// move on once more while it is on its way.
+const maxForwards = 3
+
 const (
 	// maxLeaderClients bounds the cache of per-address clients; leaders
 	// change rarely, so a full cache is simply emptied.
@@ -137,9 +146,10 @@ func (f *forwarder) misconfigured(addr string, err error) error {
 }
 
 // leaderAddr is where to forward: the address in nl, or, when no leader is
-// known yet (an election), the one learned within leaderWait.
-func (s *Server) leaderAddr(ctx context.Context, nl *node.NotLeaderError) (string, error) {
-	if nl.LeaderRPCAddr != "" {
+// known yet (an election) or it is stale (the one that refused the request
+// as not the leader), the one learned within leaderWait.
+func (s *Server) leaderAddr(ctx context.Context, nl *node.NotLeaderError, stale string) (string, error) {
+	if nl.LeaderRPCAddr != "" && nl.LeaderRPCAddr != stale {
 		return nl.LeaderRPCAddr, nil
 	}
 	wait := time.NewTimer(leaderWait)
@@ -154,7 +164,7 @@ func (s *Server) leaderAddr(ctx context.Context, nl *node.NotLeaderError) (strin
 			return "", connect.NewError(connect.CodeUnavailable,
 				errors.New("this node became the leader while the request waited to be forwarded; retry"))
 		}
-		if addr != "" {
+		if addr != "" && addr != stale {
 			return addr, nil
 		}
 		select {
@@ -170,27 +180,51 @@ func (s *Server) leaderAddr(ctx context.Context, nl *node.NotLeaderError) (strin
 // handle runs a method locally, and when the local node is not the leader
 // forwards the same request to the leader with call. local returns the
 // response message or any error; errors are mapped to Connect codes here.
+// A request the leader it went to refused as no longer the leader (nothing
+// done there) is run again: locally, if this node leads now, or forwarded
+// to the new leader.
 func handle[Req, Res any](
 	ctx context.Context, s *Server, req *connect.Request[Req],
 	call func(*leaderClients) func(context.Context, *connect.Request[Req]) (*connect.Response[Res], error),
 	local func(context.Context, *Req) (*Res, error),
 ) (*connect.Response[Res], error) {
-	res, err := local(ctx, req.Msg)
-	if err == nil {
-		return connect.NewResponse(res), nil
+	stale := "" // the address of a former leader that refused the request
+	for forwards := 1; ; forwards++ {
+		res, err := local(ctx, req.Msg)
+		if err == nil {
+			return connect.NewResponse(res), nil
+		}
+		var nl *node.NotLeaderError
+		if !errors.As(err, &nl) || call == nil {
+			return nil, s.toConnect(ctx, err)
+		}
+		if from := req.Header().Get(ForwardedHeader); from != "" {
+			ce := connect.NewError(connect.CodeUnavailable,
+				fmt.Errorf("forwarded by %s to a node that is not the leader (leadership is moving); retry", from))
+			ce.Meta().Set(notLeaderHeader, s.n.ID())
+			return nil, ce
+		}
+		addr, err := s.leaderAddr(ctx, nl, stale)
+		if err != nil {
+			return nil, s.toConnect(ctx, err)
+		}
+		out, err := forward(ctx, s, req, call, addr)
+		var ce *connect.Error
+		if forwards < maxForwards && errors.As(err, &ce) && ce.Code() == connect.CodeUnavailable && ce.Meta().Get(notLeaderHeader) != "" {
+			stale = addr
+			continue
+		}
+		return out, err
 	}
-	var nl *node.NotLeaderError
-	if !errors.As(err, &nl) || call == nil {
-		return nil, s.toConnect(ctx, err)
-	}
-	if from := req.Header().Get(ForwardedHeader); from != "" {
-		return nil, connect.NewError(connect.CodeUnavailable,
-			fmt.Errorf("forwarded by %s to a node that is not the leader (leadership is moving); retry", from))
-	}
-	addr, err := s.leaderAddr(ctx, nl)
-	if err != nil {
-		return nil, s.toConnect(ctx, err)
-	}
+}
+
+// forward sends req to the leader at addr with call, carrying the caller's
+// key and the request id.
+func forward[Req, Res any](
+	ctx context.Context, s *Server, req *connect.Request[Req],
+	call func(*leaderClients) func(context.Context, *connect.Request[Req]) (*connect.Response[Res], error),
+	addr string,
+) (*connect.Response[Res], error) {
 	ctx, cancel := context.WithTimeout(ctx, s.opts.ForwardTimeout)
 	defer cancel()
 	fwd := connect.NewRequest(req.Msg)

@@ -33,13 +33,14 @@ type forgetfulStripe struct {
 	piStatus string         // status of new payment intents
 	lose     map[string]int // route → answers still to lose after the effect
 	failFor  map[string]int // route → requests still to fail before any effect
+	refuse   map[string]string // route → why Stripe refuses it (a 400), every time
 	requests []string       // route of every request, in order
 	sends    int
 }
 
 func newForgetfulStripe() *forgetfulStripe {
 	return &forgetfulStripe{now: time.Now, keys: map[string][]byte{}, bodies: map[string]string{}, piStatus: "succeeded",
-		lose: map[string]int{}, failFor: map[string]int{}}
+		lose: map[string]int{}, failFor: map[string]int{}, refuse: map[string]string{}}
 }
 
 // forget drops every remembered key, as Stripe does 24 hours after a key's
@@ -100,7 +101,7 @@ func route(r *http.Request) (name, id string) {
 			return "line", ""
 		}
 		return "list-lines", ""
-	case r.Method == http.MethodPost && len(parts) == 4 && parts[1] == "invoices" && (parts[3] == "finalize" || parts[3] == "send"):
+	case r.Method == http.MethodPost && len(parts) == 4 && parts[1] == "invoices" && (parts[3] == "finalize" || parts[3] == "send" || parts[3] == "void"):
 		return parts[3], parts[2]
 	}
 	return r.Method + " " + r.URL.Path, ""
@@ -118,6 +119,10 @@ func (s *forgetfulStripe) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if s.failFor[name] > 0 {
 		s.failFor[name]--
 		writeStripeError(w, http.StatusInternalServerError, "api_error", "internal error")
+		return
+	}
+	if why := s.refuse[name]; why != "" {
+		writeStripeError(w, http.StatusBadRequest, "invalid_request_error", why)
 		return
 	}
 	key := r.Header.Get("Idempotency-Key")
@@ -181,6 +186,14 @@ func (s *forgetfulStripe) serve(name, id string, r *http.Request) (any, int) {
 		return it, http.StatusOK
 	case "list-lines":
 		return s.list(s.items, r, "invoice"), http.StatusOK
+	case "void":
+		inv := s.invoice(id)
+		if inv == nil || inv["status"] != "open" {
+			return map[string]any{"error": map[string]any{"type": "invalid_request_error",
+				"message": "invoice " + id + " cannot be voided"}}, http.StatusBadRequest
+		}
+		inv["status"] = "void"
+		return inv, http.StatusOK
 	case "finalize", "send":
 		inv := s.invoice(id)
 		if inv == nil || (name == "finalize" && inv["status"] != "draft") || (name == "send" && inv["status"] != "open") {
@@ -517,5 +530,25 @@ func TestAPurchaseInFlightWhenItsCustomerIsRelinkedIsCarriedOutWhereItStarted(t 
 				}
 			}
 		})
+	}
+}
+
+// An invoice Stripe refuses to send (the customer has no email address)
+// fails the purchase, and is voided: left open, it would stay a receivable
+// at Stripe for a purchase creditd failed, and paid (from the customer
+// portal, say) it would bring money in for no credits.
+func TestAnInvoiceStripeRefusesToSendIsVoidedWhenThePurchaseFails(t *testing.T) {
+	r := newKeyWindowRig(t, fsm.AutoTopUp{})
+	must(t, r.a, fsm.StartPurchase{ID: "inv1", CustomerID: "c1", Credits: 1000, Flow: fsm.FlowInvoice})
+	r.fake.refuse["send"] = "Customer cus_123 has no email address"
+	r.step("inv1", readPurchase(t, r.f, "inv1").CreatedAt.Time().Add(time.Minute))
+	p := readPurchase(t, r.f, "inv1")
+	if p.Status != fsm.PurchaseFailed || !strings.Contains(p.FailureReason, "no email") {
+		t.Fatalf("purchase %s (%q), want failed saying why", p.Status, p.FailureReason)
+	}
+	r.fake.mu.Lock()
+	defer r.fake.mu.Unlock()
+	if len(r.fake.invoices) != 1 || r.fake.invoices[0]["status"] != "void" {
+		t.Fatalf("invoices at Stripe %v, want in_1 voided", r.fake.invoices)
 	}
 }

@@ -426,9 +426,31 @@ func (s *Stripe) CreateInvoice(ctx context.Context, req InvoiceRequest) (Invoice
 	sp.SetIdempotencyKey(req.IdempotencyKey + ":send")
 	sent, err := s.client.V1Invoices.SendInvoice(ctx, inv.ID, sp)
 	if err != nil {
-		return Invoice{}, fmt.Errorf("stripe: send invoice %s of purchase %s: %w", inv.ID, req.PurchaseID, classify(err))
+		err = fmt.Errorf("stripe: send invoice %s of purchase %s: %w", inv.ID, req.PurchaseID, classify(err))
+		if errors.Is(err, ErrPermanent) {
+			return Invoice{}, s.voidUnsent(ctx, inv.ID, req, err)
+		}
+		return Invoice{}, err
 	}
 	return invoiceFor(sent, req.PurchaseID), nil
+}
+
+// voidUnsent voids a finalized invoice Stripe refused to send (the
+// customer has no email address, say), before the purchase fails for
+// sendErr: left open it would stay a receivable at Stripe for a purchase
+// creditd failed, and paid later it would bring money in for no credits.
+// Until it is voided the error is not permanent, so the purchase is
+// retried (each step under its key) rather than failed beside an open
+// invoice.
+func (s *Stripe) voidUnsent(ctx context.Context, invoiceID string, req InvoiceRequest, sendErr error) error {
+	vp := &stripe.InvoiceVoidInvoiceParams{}
+	vp.SetIdempotencyKey(req.IdempotencyKey + ":void")
+	if _, err := s.client.V1Invoices.VoidInvoice(ctx, invoiceID, vp); err != nil {
+		// Not the permanent send error: the purchase is retried.
+		return fmt.Errorf("stripe: void invoice %s of purchase %s, which could not be sent (%v): %v",
+			invoiceID, req.PurchaseID, sendErr, err)
+	}
+	return fmt.Errorf("%w; invoice %s voided", sendErr, invoiceID)
 }
 
 func invoiceFor(inv *stripe.Invoice, purchaseID string) Invoice {

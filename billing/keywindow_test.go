@@ -30,11 +30,11 @@ type forgetfulStripe struct {
 	pis      []map[string]any  // oldest first, as made
 	invoices []map[string]any
 	items    []map[string]any
-	piStatus string         // status of new payment intents
-	lose     map[string]int // route → answers still to lose after the effect
-	failFor  map[string]int // route → requests still to fail before any effect
+	piStatus string            // status of new payment intents
+	lose     map[string]int    // route → answers still to lose after the effect
+	failFor  map[string]int    // route → requests still to fail before any effect
 	refuse   map[string]string // route → why Stripe refuses it (a 400), every time
-	requests []string       // route of every request, in order
+	requests []string          // route of every request, in order
 	sends    int
 }
 

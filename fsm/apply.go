@@ -179,8 +179,10 @@ type applier struct {
 	// dirty pools (see densePools).
 	poolsCreated, poolsWritten int
 
-	buf     enc
-	scratch []*Grant
+	buf enc
+	// grantsSummed counts the live grants poolGrants has read (tests
+	// check that a burn's work does not grow with its pool's grants).
+	grantsSummed uint64
 	// burnSlab is shared room for results' burns (see burnSpace).
 	burnSlab []GrantBurn
 	kb       []byte // scratch key for lookups

@@ -2,32 +2,56 @@ package fsm
 
 import (
 	"bytes"
+	"math"
 	"strconv"
 )
 
-// poolGrants returns a pool's grants that may burn now (active, effective,
-// unexpired, remaining > 0) in burn order, and their sum. The pool's live
-// grants are read from the burn order index once and kept with the cached
-// pool; grants leaving the index are filtered out by their status, and
-// indexLive drops the list when one joins. The slice is scratch space, valid until the
-// next call.
-func (a *applier) poolGrants(p *Pool) (burnable []*Grant, usable int64) {
+// poolGrants returns what a pool's grants hold that may burn now (live,
+// effective, unexpired). The pool's live grants are read from the burn
+// order index once and kept with the cached pool, with their sum: it holds
+// until a grant's effective_at or expires_at comes, a burn takes from it
+// (takeFromGrant), or a grant changes otherwise (forgetUsable). Summing every
+// live grant for every event made a pool of 100,000 grants cost 1.6 ms an
+// event. A recount drops the grants that left the live set (only indexLive
+// brings one back, and it drops the list).
+func (a *applier) poolGrants(p *Pool) (usable int64) {
 	if !p.liveLoaded {
 		live := a.loadLiveGrants(p)
 		if a.err != nil {
-			return nil, 0
+			return 0
 		}
-		p.live, p.liveLoaded = live, true
+		p.live, p.liveLoaded, p.usableOK = live, true, false
 	}
-	a.scratch = a.scratch[:0]
+	if p.usableOK && a.now < p.usableUntil {
+		return p.usable
+	}
+	until := Timestamp(math.MaxInt64)
+	live := p.live[:0]
 	for _, g := range p.live {
+		a.grantsSummed++
+		if !isLive(g.Status) {
+			continue
+		}
+		live = append(live, g)
 		if canBurn(g, a.now) {
-			a.scratch = append(a.scratch, g)
 			usable += g.Remaining
 		}
+		if g.EffectiveAt > a.now {
+			until = min(until, g.EffectiveAt)
+		}
+		if g.ExpiresAt != 0 && g.ExpiresAt > a.now {
+			until = min(until, g.ExpiresAt)
+		}
 	}
-	return a.scratch, usable
+	clear(p.live[len(live):])
+	p.live = live
+	p.usable, p.usableUntil, p.usableOK = usable, until, true
+	return usable
 }
+
+// forgetUsable drops a pool's sum of usable credits after a change to one
+// of its grants other than a burn (see poolGrants).
+func forgetUsable(p *Pool) { p.usableOK = false }
 
 func (a *applier) loadLiveGrants(p *Pool) []*Grant {
 	var live []*Grant
@@ -76,22 +100,33 @@ func (a *applier) floorOf(cu *Customer, creditTypeID string) int64 {
 	return -pl.OverdraftLimit
 }
 
-// burn takes credits from the burnable grants in order and puts any
-// shortfall on the pool's overdraft; the caller has checked it is allowed.
-func (a *applier) burn(p *Pool, grants []*Grant, credits int64, cause CauseKind, causeID string, burns []GrantBurn) []GrantBurn {
+// burn takes credits from the grants that may burn, in order, and puts any
+// shortfall on the pool's overdraft; the caller has checked it is allowed
+// (poolGrants). Grants it finds used up leave the pool's live list.
+func (a *applier) burn(p *Pool, credits int64, cause CauseKind, causeID string, burns []GrantBurn) []GrantBurn {
 	left := credits
-	for _, g := range grants {
-		if left == 0 {
-			break
+	live, kept, i := p.live, 0, 0
+	for ; i < len(live) && left > 0; i++ {
+		g := live[i]
+		if canBurn(g, a.now) {
+			take := min(g.Remaining, left)
+			money := a.takeFromGrant(p, g, take)
+			p.Balance -= take
+			left -= take
+			a.appendLedger(p, &LedgerEntry{CustomerID: p.CustomerID, CreditTypeID: p.CreditTypeID, GrantID: g.ID,
+				Kind: EntryBurn, Amount: -take, BalanceAfter: p.Balance, CostBasis: g.CostBasis, Currency: g.Currency,
+				MoneyMicros: money, CauseKind: cause, CauseID: causeID, SourceKind: g.SourceKind, SourceRef: g.SourceRef})
+			burns = append(burns, GrantBurn{GrantID: g.ID, Amount: take})
 		}
-		take := min(g.Remaining, left)
-		money := a.takeFromGrant(p, g, take)
-		p.Balance -= take
-		left -= take
-		a.appendLedger(p, &LedgerEntry{CustomerID: p.CustomerID, CreditTypeID: p.CreditTypeID, GrantID: g.ID,
-			Kind: EntryBurn, Amount: -take, BalanceAfter: p.Balance, CostBasis: g.CostBasis, Currency: g.Currency,
-			MoneyMicros: money, CauseKind: cause, CauseID: causeID, SourceKind: g.SourceKind, SourceRef: g.SourceRef})
-		burns = append(burns, GrantBurn{GrantID: g.ID, Amount: take})
+		if isLive(g.Status) {
+			live[kept] = g
+			kept++
+		}
+	}
+	if kept < i {
+		kept += copy(live[kept:], live[i:])
+		clear(live[kept:])
+		p.live = live[:kept]
 	}
 	if left > 0 {
 		p.Overdraft += left
@@ -213,7 +248,7 @@ func (a *applier) burnEvent(ev *UsageEvent, pos int, r *EventResult) {
 	}
 	r.CreditTypeID, r.Credits = ctID, credits
 	p := a.pool(ev.CustomerID, ctID)
-	grants, usable := a.poolGrants(p)
+	usable := a.poolGrants(p)
 	available := usable - p.Reserved - p.Overdraft
 	floor := a.floorOf(cu, ctID)
 	if available-credits < floor {
@@ -229,7 +264,7 @@ func (a *applier) burnEvent(ev *UsageEvent, pos int, r *EventResult) {
 	} else {
 		r.Status = EventBurned
 		if credits > 0 {
-			r.Burns = a.keepBurns(a.burn(p, grants, credits, CauseUsage, ev.ID, a.burnSpace()))
+			r.Burns = a.keepBurns(a.burn(p, credits, CauseUsage, ev.ID, a.burnSpace()))
 		}
 		r.BalanceAfter, r.AvailableAfter = p.Balance, available-credits
 		if credits > 0 {

@@ -166,6 +166,11 @@ func (a *applier) repayOverdraft(p *Pool, g *Grant, cause CauseKind, causeID str
 // takeFromGrant burns n credits of g (n ≤ remaining) and returns the change
 // to its deferred revenue (≤ 0). Marks the grant depleted at zero.
 func (a *applier) takeFromGrant(p *Pool, g *Grant, n int64) int64 {
+	if p.usableOK && canBurn(g, a.now) {
+		p.usable -= n
+	} else {
+		forgetUsable(p)
+	}
 	before := g.DeferredMicros
 	g.Remaining -= n
 	after, err := a.deferredFor(g, g.Remaining)
@@ -216,6 +221,7 @@ func (a *applier) revokeGrant(c RevokeGrant) (*Grant, bool, error) {
 	before := g.DeferredMicros
 	after, _ := a.deferredFor(g, g.Remaining-n)
 	p := a.pool(g.CustomerID, g.CreditTypeID)
+	forgetUsable(p)
 	g.Remaining -= n
 	g.DeferredMicros = after
 	g.Revoked += n
@@ -288,6 +294,7 @@ func (a *applier) adjust(c Adjust) (*Grant, bool, error) {
 	}
 	before := g.DeferredMicros
 	wasDepleted := g.Status == GrantDepleted
+	forgetUsable(p)
 	g.Remaining, g.Amount, g.DeferredMicros = rem, amt, after
 	g.Adjusted += c.Amount
 	switch {

@@ -65,7 +65,7 @@ func (a *applier) reserve(c Reserve) (*Reservation, bool, error) {
 		return nil, false, invalid(field, "a reservation must hold some credits")
 	}
 	p := a.pool(c.CustomerID, ctID)
-	_, usable := a.poolGrants(p)
+	usable := a.poolGrants(p)
 	available := usable - p.Reserved - p.Overdraft
 	if available-credits < a.floorOf(cu, ctID) {
 		return nil, false, insufficient(available, credits)
@@ -138,7 +138,7 @@ func (a *applier) settle(c Settle) (*Reservation, bool, error) {
 		return r, true, nil
 	}
 	p := a.pool(r.CustomerID, r.CreditTypeID)
-	grants, usable := a.poolGrants(p)
+	usable := a.poolGrants(p)
 	if extra := credits - r.Amount; extra > 0 {
 		available := usable - p.Reserved - p.Overdraft // excludes this hold
 		if available-extra < a.floorOf(a.customer(r.CustomerID), r.CreditTypeID) {
@@ -147,12 +147,12 @@ func (a *applier) settle(c Settle) (*Reservation, bool, error) {
 	}
 	a.freeHold(r)
 	if credits > 0 {
-		a.burn(p, grants, credits, CauseReservation, r.ID, nil)
+		a.burn(p, credits, CauseReservation, r.ID, nil)
 	}
 	r.Status, r.SettledAmount = ReservationSettled, credits
 	a.storeReservation(r)
 	if cu := a.customer(r.CustomerID); cu != nil && credits > 0 {
-		_, usable := a.poolGrants(p)
+		usable := a.poolGrants(p)
 		a.maybeAutoTopUp(cu, p, usable-p.Reserved-p.Overdraft, 0)
 	}
 	return r, false, nil

@@ -67,6 +67,7 @@ func (a *applier) expireGrants() {
 			continue
 		}
 		p := a.pool(g.CustomerID, g.CreditTypeID)
+		forgetUsable(p)
 		p.Balance -= n
 		a.touchPool(p)
 		a.appendLedger(p, &LedgerEntry{CustomerID: g.CustomerID, CreditTypeID: g.CreditTypeID, GrantID: g.ID,

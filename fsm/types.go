@@ -136,11 +136,16 @@ type Pool struct {
 	tallies []grantTally
 
 	// The applier's bookkeeping for a cached pool, never stored: the
-	// Apply call that last marked it dirty (see applier.epoch), and its
-	// live grants in burn order once read (see poolGrants).
+	// Apply call that last marked it dirty (see applier.epoch), its live
+	// grants in burn order once read, and what they hold that may burn
+	// (see poolGrants).
 	dirtyIn    uint64
 	live       []*Grant
 	liveLoaded bool
+	usable     int64
+	// usable holds while usableOK and log time is before usableUntil.
+	usableUntil Timestamp
+	usableOK    bool
 }
 
 // grantTally is the part of a grant that a burn changes, kept in its pool's

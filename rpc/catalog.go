@@ -91,7 +91,7 @@ func (a *api) UpsertPlan(ctx context.Context, req *connect.Request[v1.UpsertPlan
 			return nil, err
 		}
 		var scale uint8
-		if err := a.s.preRead(func(v *fsm.View) (err error) {
+		if err := a.s.preRead(ctx, func(v *fsm.View) (err error) {
 			scale, err = newScales(v).of("plan.credit_type_id", p.CreditTypeId)
 			return err
 		}); err != nil {
@@ -159,7 +159,7 @@ func (a *api) UpsertCustomer(ctx context.Context, req *connect.Request[v1.Upsert
 		}
 		var scale uint8
 		if m.PlanId != "" {
-			if err := a.s.preRead(func(v *fsm.View) error {
+			if err := a.s.preRead(ctx, func(v *fsm.View) error {
 				p, err := v.Plan(m.PlanId)
 				if fsm.CodeOf(err) == fsm.CodeNotFound {
 					return notFoundField("plan_id", "no plan %s", m.PlanId)

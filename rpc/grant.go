@@ -64,7 +64,7 @@ func (a *api) createGrant(ctx context.Context, m *v1.CreateGrantRequest) (*v1.Cr
 		return nil, err
 	}
 	var scale uint8
-	if err := a.s.preRead(func(v *fsm.View) (err error) {
+	if err := a.s.preRead(ctx, func(v *fsm.View) (err error) {
 		scale, err = newScales(v).of("credit_type_id", m.CreditTypeId)
 		return err
 	}); err != nil {
@@ -90,7 +90,7 @@ func (a *api) RevokeGrant(ctx context.Context, req *connect.Request[v1.RevokeGra
 		}
 		var ctID string
 		var scale uint8
-		err := a.s.preRead(func(v *fsm.View) error {
+		err := a.s.preRead(ctx, func(v *fsm.View) error {
 			g, err := v.Grant(m.GrantId)
 			if err != nil {
 				if fsm.CodeOf(err) == fsm.CodeNotFound {
@@ -131,7 +131,7 @@ func (a *api) adjustGrant(ctx context.Context, m *v1.AdjustGrantRequest) (*v1.Ad
 		return nil, invalidField("reason", "is required: it is recorded in the ledger with the adjustment")
 	}
 	var scale uint8
-	err := a.s.preRead(func(v *fsm.View) error {
+	err := a.s.preRead(ctx, func(v *fsm.View) error {
 		g, err := v.Grant(m.GrantId)
 		if err != nil {
 			if fsm.CodeOf(err) == fsm.CodeNotFound {

@@ -35,14 +35,16 @@ func (a *api) PurchaseCredits(ctx context.Context, req *connect.Request[v1.Purch
 			return nil, invalidField("flow", "must be PURCHASE_FLOW_SELF_SERVE or PURCHASE_FLOW_INVOICE")
 		}
 		// The customer's plan (and so the credit type and its scale) can
-		// change: a follower's state may not have the latest, so the
-		// leader prices the purchase.
-		if !a.s.n.IsLeader() {
-			return nil, a.s.notLeader()
+		// change: a follower's state may not have the latest, nor may a
+		// leader that has not applied the whole log yet, so the leader
+		// prices the purchase once it is current (on a follower this is
+		// *node.NotLeaderError: forwarded).
+		if err := a.s.n.LinearizableRead(ctx); err != nil {
+			return nil, err
 		}
 		var ctID string
 		var scale uint8
-		err := a.s.preRead(func(v *fsm.View) error {
+		err := a.s.preRead(ctx, func(v *fsm.View) error {
 			c, err := v.Customer(m.CustomerId)
 			if err != nil {
 				if fsm.CodeOf(err) == fsm.CodeNotFound {
@@ -162,7 +164,7 @@ func (a *api) completePurchase(ctx context.Context, m *v1.CompletePurchaseReques
 		return nil, invalidField("failure_reason", "must be empty unless outcome is PURCHASE_OUTCOME_FAILED")
 	}
 	var scale uint8
-	err = a.s.preRead(func(v *fsm.View) error {
+	err = a.s.preRead(ctx, func(v *fsm.View) error {
 		p, err := v.Purchase(m.Id)
 		if err != nil {
 			if fsm.CodeOf(err) == fsm.CodeNotFound {

@@ -373,29 +373,36 @@ func (s *Server) read(ctx context.Context, stale bool, fn func(v *fsm.View) erro
 }
 
 // preRead runs fn on the local state before a write, to read what the
-// write needs: credit type scales and a feature's credit type, which never
-// change once created, so any replica's copy is right. A replica that does
-// not know them yet may lag the leader: on a follower a NotFound becomes
+// write needs: credit type scales, a feature's credit type, a grant's or a
+// reservation's, which never change once created, so any replica's copy that
+// has them is right. A NotFound may only mean that this replica has not
+// applied them yet: a follower lagging the leader, or a leader elected
+// before it applied the whole log (after a restart that rebuilds the state,
+// or an election won with committed entries still to apply). Then the state
+// is confirmed current (node.LinearizableRead: on a follower
 // *node.NotLeaderError, and the request is forwarded for the leader to
-// decide.
-func (s *Server) preRead(fn func(v *fsm.View) error) error {
+// decide; on a leader, once it has applied everything committed) and fn
+// runs again.
+func (s *Server) preRead(ctx context.Context, fn func(v *fsm.View) error) error {
+	return s.preReadConfirming(ctx, func(v *fsm.View, _ bool) error { return fn(v) })
+}
+
+// preReadConfirming is preRead with fn told whether the state is confirmed
+// current, for a caller that decides for itself what a NotFound on a
+// confirmed state means.
+func (s *Server) preReadConfirming(ctx context.Context, fn func(v *fsm.View, confirmed bool) error) error {
 	f, err := s.state()
 	if err != nil {
 		return err
 	}
-	err = f.View(fn)
-	if fsm.CodeOf(err) == fsm.CodeNotFound && !s.n.IsLeader() {
-		return s.notLeader()
+	err = f.View(func(v *fsm.View) error { return fn(v, false) })
+	if fsm.CodeOf(err) != fsm.CodeNotFound {
+		return err
 	}
-	return err
-}
-
-func (s *Server) notLeader() *node.NotLeaderError {
-	id, addr := s.n.Leader()
-	if id == s.n.ID() {
-		id, addr = "", ""
+	if err := s.n.LinearizableRead(ctx); err != nil {
+		return err
 	}
-	return &node.NotLeaderError{LeaderID: id, LeaderRPCAddr: addr}
+	return f.View(func(v *fsm.View) error { return fn(v, true) })
 }
 
 // apply proposes cmd and returns its result; a domain failure is the error.

@@ -77,7 +77,7 @@ func (a *api) reportUsage(ctx context.Context, m *v1.ReportUsageRequest) (*v1.Re
 		direct = direct || e.CreditTypeId != ""
 	}
 	if direct {
-		err := a.s.preRead(func(v *fsm.View) error {
+		err := a.s.preReadConfirming(ctx, func(v *fsm.View, confirmed bool) error {
 			sc := newScales(v)
 			for i, e := range m.Events {
 				if e.CreditTypeId == "" {
@@ -86,8 +86,10 @@ func (a *api) reportUsage(ctx context.Context, m *v1.ReportUsageRequest) (*v1.Re
 				scale, err := sc.of("credit_type_id", e.CreditTypeId)
 				if fsm.CodeOf(err) == fsm.CodeNotFound {
 					// Unknown here: the state machine rejects the event
-					// (a result, not an error), once the leader agrees.
-					if !a.s.n.IsLeader() {
+					// (a result, not an error), once the leader, caught
+					// up, agrees. Until then the event would be burned
+					// as 0 credits if the credit type exists after all.
+					if !confirmed {
 						return err
 					}
 					// But a malformed amount fails the whole batch
@@ -233,7 +235,7 @@ func (a *api) Reserve(ctx context.Context, req *connect.Request[v1.ReserveReques
 			CreditTypeID: m.CreditTypeId, TTL: ttl}
 		var ctID string
 		var scale uint8
-		err = a.s.preRead(func(v *fsm.View) error {
+		err = a.s.preRead(ctx, func(v *fsm.View) error {
 			ctID = m.CreditTypeId
 			if m.FeatureId != "" {
 				f, err := v.Feature(m.FeatureId)
@@ -266,8 +268,8 @@ func (a *api) Reserve(ctx context.Context, req *connect.Request[v1.ReserveReques
 }
 
 // reservationScale reads a reservation's credit type and its scale.
-func (a *api) reservationScale(id string) (ctID string, scale uint8, err error) {
-	err = a.s.preRead(func(v *fsm.View) error {
+func (a *api) reservationScale(ctx context.Context, id string) (ctID string, scale uint8, err error) {
+	err = a.s.preRead(ctx, func(v *fsm.View) error {
 		r, err := v.Reservation(id)
 		if err != nil {
 			if fsm.CodeOf(err) == fsm.CodeNotFound {
@@ -301,7 +303,7 @@ func (a *api) Settle(ctx context.Context, req *connect.Request[v1.SettleRequest]
 		default:
 			return nil, invalidField("quantity", "is required (or credits)")
 		}
-		ctID, scale, err := a.reservationScale(m.ReservationId)
+		ctID, scale, err := a.reservationScale(ctx, m.ReservationId)
 		if err != nil {
 			return nil, err
 		}
@@ -325,7 +327,7 @@ func (a *api) Release(ctx context.Context, req *connect.Request[v1.ReleaseReques
 		if err := checkID("reservation_id", m.ReservationId); err != nil {
 			return nil, err
 		}
-		_, scale, err := a.reservationScale(m.ReservationId)
+		_, scale, err := a.reservationScale(ctx, m.ReservationId)
 		if err != nil {
 			return nil, err
 		}

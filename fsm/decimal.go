@@ -213,6 +213,9 @@ func creditsFor(quantity int64, rate Decimal, creditScale uint8) (int64, error) 
 		return 0, ErrOverflow
 	}
 	q, r := bits.Div64(hi, lo, div)
+	if q > math.MaxInt64 { // before rounding up: MaxUint64 + 1 is 0
+		return 0, ErrOverflow
+	}
 	if r != 0 {
 		q++
 	}
@@ -246,6 +249,9 @@ func moneyFor(credits int64, price Decimal, creditScale uint8) (int64, error) {
 			return 0, ErrOverflow
 		}
 		q, r := bits.Div64(hi, lo, div)
+		if q > math.MaxInt64 { // before rounding up: MaxUint64 + 1 is 0
+			return 0, ErrOverflow
+		}
 		// Half-even: compare r with div−r instead of 2r with div, which
 		// could overflow.
 		if r > div-r || (r == div-r && q%2 == 1) {

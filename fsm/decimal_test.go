@@ -188,3 +188,65 @@ func TestMoneyPastTwoToThe128MicrosIsAnOverflow(t *testing.T) {
 	h.fails(CreateGrant{ID: "g", CustomerID: "c1", CreditTypeID: "whole", Category: Paid, Amount: 270487209592265337,
 		CostBasis: Decimal{Coef: 1258034963774749}, Currency: "USD"}, CodeInvalid, "amount")
 }
+
+// quantity × rate whose quotient is MaxUint64 with a remainder is an
+// overflow: creditsFor rounded it up past MaxUint64 to zero, so such an
+// event burned nothing and a Check allowed it, instead of being refused on
+// quantity.
+func TestUsageJustPastTwoToThe64CreditsIsAnOverflow(t *testing.T) {
+	for _, tc := range []struct {
+		quantity int64
+		rate     Decimal
+		scale    uint8
+	}{
+		{846180920812364753, Decimal{Coef: 218, Scale: 1}, 0},
+		{1137985445632914967, Decimal{Coef: 1621, Scale: 2}, 0},
+		{1152921504606486688, Decimal{Coef: 16000000000005, Scale: 12}, 0},
+		{1152849451516127218, Decimal{Coef: 16001, Scale: 5}, 2},
+	} {
+		if n, err := creditsFor(tc.quantity, tc.rate, tc.scale); err == nil {
+			t.Errorf("creditsFor(%d, %s, scale %d) = %d, want an overflow", tc.quantity, tc.rate, tc.scale, n)
+		}
+	}
+	h := newHarness(t)
+	h.seed()
+	h.ok(CreateCreditType{ID: "gpu", Name: "GPU seconds", Scale: 0})
+	h.ok(UpsertFeature{ID: "secs", Name: "seconds", CreditTypeID: "gpu", Rate: Decimal{Coef: 218, Scale: 1}})
+	r := h.ok(BurnUsage{Events: []UsageEvent{{ID: "e1", CustomerID: "c1", FeatureID: "secs", Quantity: 846180920812364753}}})
+	if ev := r.Value.([]EventResult)[0]; ev.Status != EventRejected || ev.Field != "quantity" {
+		t.Errorf("event of 846180920812364753 seconds at 21.8 credits each: %+v, want rejected on quantity", ev)
+	}
+	if err := h.f.View(func(v *View) error {
+		_, err := v.Check("c1", "secs", 846180920812364753, "", 0)
+		return err
+	}); CodeOf(err) != CodeInvalid {
+		t.Errorf("Check of 846180920812364753 seconds at 21.8 credits each: %v, want invalid quantity", err)
+	}
+}
+
+// credits × price whose quotient in micros is MaxUint64 and rounds up is an
+// overflow: moneyFor rounded it past MaxUint64 to zero, so a purchase of
+// that many credits was started at a total of 0.00 and a paid grant of them
+// carried no deferred revenue.
+func TestMoneyRoundedUpPastTwoToThe64MicrosIsAnOverflow(t *testing.T) {
+	for _, tc := range []struct {
+		credits int64
+		price   Decimal
+		scale   uint8
+	}{
+		{103459024530059179, Decimal{Coef: 1783, Scale: 5}, 2},
+		{1133092387819997028, Decimal{Coef: 1628, Scale: 8}, 0},
+		{1152273350846995541, Decimal{Coef: 16009, Scale: 9}, 0},
+	} {
+		if m, err := moneyFor(tc.credits, tc.price, tc.scale); err == nil {
+			t.Errorf("moneyFor(%d, %s, scale %d) = %d micros, want an overflow", tc.credits, tc.price, tc.scale, m)
+		}
+	}
+	h := newHarness(t)
+	h.seed()
+	h.ok(UpsertPlan{Plan: Plan{ID: "cheap", CreditTypeID: "ai", Currency: "USD", PricePerCredit: Decimal{Coef: 1783, Scale: 5}}})
+	h.ok(UpsertCustomer{ID: "c1", PlanID: "cheap"})
+	h.fails(StartPurchase{ID: "p1", CustomerID: "c1", Credits: 103459024530059179}, CodeInvalid, "credits")
+	h.fails(CreateGrant{ID: "g1", CustomerID: "c1", CreditTypeID: "ai", Category: Paid, Amount: 103459024530059179,
+		CostBasis: Decimal{Coef: 1783, Scale: 5}, Currency: "USD"}, CodeInvalid, "amount")
+}

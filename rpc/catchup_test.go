@@ -52,7 +52,9 @@ func untilAnswered[Req, Res any](t testing.TB, fn func(context.Context, *connect
 // (a reservation's credit type, the scale of a credit type given directly)
 // before they are proposed; such a read that found nothing answered
 // NOT_FOUND for a reservation that exists, and a usage event in credits of
-// a credit type not yet replayed was burned as 0 credits.
+// a credit type not yet replayed was burned as 0 credits, and a purchase was
+// read in the scale of the customer's former plan (150 credits bought as
+// 15,000).
 func TestALeaderStillReplayingItsLogAnswersWhatItHasNotAppliedYet(t *testing.T) {
 	if _, err := os.Stat("/proc/sys/kernel/random/boot_id"); err != nil {
 		t.Skip("no boot id: the state file is fsynced on every apply and never rebuilt")
@@ -68,6 +70,11 @@ func TestALeaderStillReplayingItsLogAnswersWhatItHasNotAppliedYet(t *testing.T) 
 	setupCatalog(t, c)
 	call(t, c.grant.CreateGrant, &v1.CreateGrantRequest{Id: "g", CustomerId: "acme", CreditTypeId: "ai-credits",
 		Category: v1.GrantCategory_GRANT_CATEGORY_PROMOTIONAL, Amount: "100000000"})
+	call(t, c.catalog.CreateCreditType, &v1.CreateCreditTypeRequest{Id: "units", Name: "Units", Scale: 0})
+	call(t, c.catalog.UpsertPlan, &v1.UpsertPlanRequest{Plan: &v1.Plan{Id: "by-unit", Name: "By unit", CreditTypeId: "units",
+		Currency: "USD", PricePerCredit: "1", MinPurchase: "1", MaxPurchase: "1000"}})
+	call(t, c.catalog.UpsertCustomer, &v1.UpsertCustomerRequest{Id: "bob", Name: "Bob", PlanId: "pro"})
+	bobIndex := s.n.AppliedIndex()
 	// A long log to replay: 300 entries of 1,000 usage events.
 	for b := range 300 {
 		events := make([]*v1.UsageEvent, 1000)
@@ -81,6 +88,7 @@ func TestALeaderStillReplayingItsLogAnswersWhatItHasNotAppliedYet(t *testing.T) 
 	call(t, c.catalog.CreateCreditType, &v1.CreateCreditTypeRequest{Id: "late", Name: "Late credits", Scale: 2})
 	call(t, c.grant.CreateGrant, &v1.CreateGrantRequest{Id: "gl", CustomerId: "acme", CreditTypeId: "late",
 		Category: v1.GrantCategory_GRANT_CATEGORY_PROMOTIONAL, Amount: "100"})
+	call(t, c.catalog.UpsertCustomer, &v1.UpsertCustomerRequest{Id: "bob", Name: "Bob", PlanId: "by-unit"})
 	raftAddr := s.n.RaftAddr()
 	stopServer(t, s)
 
@@ -90,11 +98,18 @@ func TestALeaderStillReplayingItsLogAnswersWhatItHasNotAppliedYet(t *testing.T) 
 	}
 	s = startServer(t, "n1", nodeOpts{nodeConfig: func(cfg *node.Config) { noSnapshots(cfg); cfg.RaftAddr = raftAddr }})
 	c = newClients(s.url, "")
+	// Asked as soon as the node leads, while it replays the log.
+	for !s.n.IsLeader() {
+		time.Sleep(time.Millisecond)
+	}
+	if s.n.Ready() {
+		t.Log("the node had replayed its log before it was asked: this run shows nothing")
+	}
 	type answer struct {
 		what string
 		err  error
 	}
-	answers := make(chan answer, 2)
+	answers := make(chan answer, 3)
 	go func() {
 		res, err := untilAnswered(t, c.usage.Settle, &v1.SettleRequest{ReservationId: "r1", Actual: &v1.SettleRequest_Credits{Credits: "2"}})
 		if err == nil && res.Reservation.SettledAmount != "2.00" {
@@ -110,8 +125,20 @@ func TestALeaderStillReplayingItsLogAnswersWhatItHasNotAppliedYet(t *testing.T) 
 		}
 		answers <- answer{"usage in credits of a credit type made before the restart", err}
 	}()
+	go func() {
+		// Once the replay has made bob, not yet moved him to by-unit.
+		for s.n.AppliedIndex() <= bobIndex {
+			time.Sleep(time.Millisecond)
+		}
+		res, err := untilAnswered(t, c.purchase.PurchaseCredits, &v1.PurchaseCreditsRequest{IdempotencyKey: "p-bob", CustomerId: "bob",
+			Credits: "150", Flow: v1.PurchaseFlow_PURCHASE_FLOW_INVOICE})
+		if err == nil && (res.Purchase.PlanId != "by-unit" || res.Purchase.Credits != "150") {
+			err = fmt.Errorf("purchase of plan %s for %s credits, want 150 of by-unit", res.Purchase.PlanId, res.Purchase.Credits)
+		}
+		answers <- answer{"a purchase by a customer whose plan changed before the restart", err}
+	}()
 	var errs []error
-	for range 2 {
+	for range 3 {
 		a := <-answers
 		if a.err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", a.what, a.err))

@@ -27,7 +27,7 @@ func (n *Node) leadershipLoop() {
 		n.leaderMu.Lock()
 		n.writable.Store(false)
 		wg := n.leaderWG
-		n.leaderCtx, n.leaderWG, n.leaderTasksStarted = nil, nil, false
+		n.leaderCtx, n.leaderWG, n.leaderTasksStarted, n.leaderCaughtUp = nil, nil, false, false
 		n.leaderMu.Unlock()
 		n.rfsm.setLeading(false, n.cfg.FollowerApplyWait)
 		cancel()
@@ -404,30 +404,38 @@ func (n *Node) TransferLeadership(ctx context.Context, id string) error {
 // in flight when the leader steps down (their outcome unknown to their
 // callers), so first no new entry is appended (writable off: new writes
 // wait in awaitWritable, then go to the new leader), and the entries in
-// flight resolve. If the transfer fails while this leadership lasts,
-// writes resume when resume is set.
+// flight resolve. If the transfer fails while this leadership lasts and
+// has caught up, writes resume when resume is set.
 func (n *Node) handOver(ctx context.Context, transfer func() raft.Future, resume bool) error {
 	n.leaderMu.Lock()
 	term := n.leaderCtx
-	paused := n.writable.Swap(false)
+	n.handingOver++
+	n.writable.Store(false)
 	n.leaderMu.Unlock()
 	n.batch.awaitIdle(ctx, n.cfg.ApplyTimeout)
 	err := n.waitFuture(ctx, transfer())
-	if err != nil && resume && paused && term != nil {
-		n.resumeWrites(term)
+	n.leaderMu.Lock()
+	defer n.leaderMu.Unlock()
+	n.handingOver--
+	if err != nil && resume && term != nil && n.leaderCtx == term && term.Err() == nil && n.leaderCaughtUp && n.handingOver == 0 {
+		n.writable.Store(true)
 	}
 	return err
 }
 
-// resumeWrites makes the node take writes for the leadership whose context
-// is term, unless that leadership has ended (stopLeading clears leaderCtx
-// under the same lock). It reports whether it did.
+// resumeWrites records that the leadership whose context is term has caught
+// up on earlier terms, and makes the node take writes unless leadership is
+// being handed over. It reports false, doing nothing, when that leadership
+// has ended (stopLeading clears leaderCtx under the same lock).
 func (n *Node) resumeWrites(term context.Context) bool {
 	n.leaderMu.Lock()
 	defer n.leaderMu.Unlock()
 	if n.leaderCtx != term || term.Err() != nil {
 		return false
 	}
-	n.writable.Store(true)
+	n.leaderCaughtUp = true
+	if n.handingOver == 0 {
+		n.writable.Store(true)
+	}
 	return true
 }

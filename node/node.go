@@ -73,8 +73,13 @@ type Node struct {
 	// leaderTasksStarted is set once this leadership started the onLeader
 	// tasks; RunOnLeader starts a later one itself.
 	leaderTasksStarted bool
-	onLeader           []leaderTask
-	reconcileC         chan struct{}
+	// leaderCaughtUp is set once this leadership has applied every entry
+	// of earlier terms (lead); handingOver counts transfers under way.
+	// writable is set only when the one holds and the other is 0.
+	leaderCaughtUp bool
+	handingOver    int
+	onLeader       []leaderTask
+	reconcileC     chan struct{}
 	// removed remembers members removed by an operator, so the leader does
 	// not add them back while they still gossip.
 	removedMu sync.Mutex

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/creditd/creditd/fsm"
+	"github.com/hashicorp/raft"
 )
 
 // TestWritesOnTheLeaderDuringALeadershipTransferGoToTheNextLeader: while
@@ -90,5 +91,44 @@ func TestALeaderTaskRegisteredAsTheNodeTakesTheLeadRunsOnce(t *testing.T) {
 		if got := starts.Load(); got != 1 {
 			t.Fatalf("round %d: the task was started %d times in one leadership; want 1", round, got)
 		}
+	}
+}
+
+// heldFuture is a raft future the test resolves.
+type heldFuture chan error
+
+func (f heldFuture) Error() error { return <-f }
+
+// TestALeaderThatCatchesUpWhileHandingOverTakesNoWrites: a transfer asked
+// of a leader still catching up on earlier terms (lead's barrier and flush)
+// keeps writes paused when the catch-up ends during it (raft would refuse
+// them all), and a transfer that fails gives the node its writes back.
+func TestALeaderThatCatchesUpWhileHandingOverTakesNoWrites(t *testing.T) {
+	c := newTestCluster(t)
+	c.startThree(nil)
+	l := c.leader()
+	l.leaderMu.Lock()
+	term := l.leaderCtx
+	l.leaderMu.Unlock()
+
+	fut := make(heldFuture, 1)
+	done := make(chan error, 1)
+	go func() {
+		done <- l.handOver(context.Background(), func() raft.Future { return fut }, true)
+	}()
+	waitFor(t, 30*time.Second, "writes to pause", func() bool { return !l.writable.Load() })
+	// What lead does once it has applied every earlier entry.
+	if !l.resumeWrites(term) {
+		t.Fatal("resumeWrites: the leadership ended")
+	}
+	if l.writable.Load() {
+		t.Fatal("writable while leadership is being handed over: raft refuses every write then")
+	}
+	fut <- errors.New("the target did not take over")
+	if err := <-done; err == nil {
+		t.Fatal("handOver hid the transfer's failure")
+	}
+	if !l.writable.Load() {
+		t.Fatal("a leader whose transfer failed takes no writes")
 	}
 }

@@ -63,9 +63,7 @@ func (m *Manifest) EachGrantSnapshot(ctx context.Context, b *blob.Bucket, fn fun
 // one committed: present, within maxListBytes, of the committed digest, and
 // holding what the summary says.
 func readDayList(ctx context.Context, b *blob.Bucket, d Day, parts bool) (*DayList, error) {
-	damaged := func(format string, args ...any) error {
-		return fmt.Errorf("%w %s (day %s): %s", ErrDamagedList, d.Key, d.Date, fmt.Sprintf(format, args...))
-	}
+	damaged := func(format string, args ...any) error { return damagedList(d, format, args...) }
 	data, err := readObject(ctx, b, d.Key, maxListBytes)
 	if gcerrors.Code(err) == gcerrors.NotFound {
 		return nil, damaged("missing, but the manifest lists it")
@@ -84,6 +82,54 @@ func readDayList(ctx context.Context, b *blob.Bucket, d Day, parts bool) (*DayLi
 		return nil, damaged("%v", err)
 	}
 	return &list, nil
+}
+
+// damagedList is ErrDamagedList for the list d sums up, saying what is
+// wrong with it.
+func damagedList(d Day, format string, args ...any) error {
+	return fmt.Errorf("%w %s (day %s): %s", ErrDamagedList, d.Key, d.Date, fmt.Sprintf(format, args...))
+}
+
+// checkCommittedLists refuses to build on a manifest whose day lists are
+// not the ones it committed, as a reader would refuse them: a run carries
+// every list into the manifest it commits, and committing on top of a
+// missing or damaged one keeps a destination that every report refuses.
+//
+// Every list must be in present, the lists the manifest names that the
+// sweep's listing of _lists/ found: no request of its own. Reading every
+// list whole on every run would cost a read per closed day ever exported
+// (at --export-every 1m, ≈ 600 KB a day: 220 MB for a year of history,
+// every minute), so a run reads and checks whole (digest, then contents
+// against the summary) only the newest list of each kind, the one the last
+// day-closing run committed, and one more of each, picked by the watermark,
+// which moves with every commit: a destination exported regularly has each
+// of its lists read now and then, for at most four list reads a run. The
+// lists a retention makes a run read are checked whole there too.
+func (e *Exporter) checkCommittedLists(ctx context.Context, m *Manifest, present map[string]bool) error {
+	for _, kind := range []struct {
+		days  []Day
+		parts bool
+	}{{m.LedgerDays, true}, {m.GrantSnapshotDays, false}} {
+		for _, d := range kind.days {
+			if !present[d.Key] {
+				return damagedList(d, "missing, but the manifest lists it")
+			}
+		}
+		n := len(kind.days)
+		if n == 0 {
+			continue
+		}
+		whole := []int{n - 1}
+		if picked := int(m.WatermarkSeq % uint64(n)); picked != n-1 {
+			whole = append(whole, picked)
+		}
+		for _, i := range whole {
+			if _, err := readDayList(ctx, e.dst, kind.days[i], kind.parts); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // checkDayList asserts a list holds what its summary says: the day's parts

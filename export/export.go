@@ -130,7 +130,8 @@ type Result struct {
 // Run exports every ledger entry after the destination's watermark up to the
 // replica's last applied entry, plus a grants snapshot at that point, then
 // commits the manifest. Running it again exports nothing twice; after a
-// failure at any step, the next Run completes the job.
+// failure at any step, the next Run completes the job. It refuses to build
+// on a committed day list that is missing or damaged (ErrDamagedList).
 func (e *Exporter) Run(ctx context.Context) (Result, error) {
 	start := time.Now()
 	var res Result
@@ -152,7 +153,12 @@ func (e *Exporter) Run(ctx context.Context) (Result, error) {
 		if err := checkDigest(c, m); err != nil {
 			return err
 		}
-		removed, err := e.sweep(ctx, m)
+		removed, err := e.sweep(ctx, m, func(present map[string]bool) error {
+			if err := e.checkCommittedLists(ctx, m, present); err != nil {
+				return fmt.Errorf("export: refusing to build on the committed export: %w", err)
+			}
+			return nil
+		})
 		res.Removed = removed
 		if err != nil {
 			return err
@@ -196,7 +202,7 @@ func (e *Exporter) Run(ctx context.Context) (Result, error) {
 			res.Removed = append(res.Removed, s.Key)
 		}
 		if drop.days {
-			removed, err := e.sweep(ctx, &next)
+			removed, err := e.sweep(ctx, &next, nil)
 			res.Removed = append(res.Removed, removed...)
 			return err
 		}
@@ -220,10 +226,14 @@ func (e *Exporter) Run(ctx context.Context) (Result, error) {
 // files (of parts, snapshots, lists and the manifest). Nothing the manifest
 // covers is touched (the lists it names, what they list), and no object of
 // another name is.
-func (e *Exporter) sweep(ctx context.Context, m *Manifest) ([]string, error) {
-	var removed []string
+//
+// It lists first; check, when set, gets the lists m names that the listing
+// found, before anything is deleted; its error ends the sweep.
+func (e *Exporter) sweep(ctx context.Context, m *Manifest, check func(present map[string]bool) error) ([]string, error) {
 	c := committedBy(m)
-	sweepPrefix := func(prefix string) error {
+	var orphans []string
+	present := map[string]bool{}
+	listPrefix := func(prefix string) error {
 		it := e.dst.List(&blob.ListOptions{Prefix: prefix})
 		for {
 			obj, err := it.Next(ctx)
@@ -233,24 +243,36 @@ func (e *Exporter) sweep(ctx context.Context, m *Manifest) ([]string, error) {
 			if err != nil {
 				return fmt.Errorf("export: list %s: %w", prefix, err)
 			}
-			if obj.IsDir || !c.orphan(obj.Key) {
-				continue
+			switch {
+			case obj.IsDir:
+			case c.lists[obj.Key]:
+				present[obj.Key] = true
+			case c.orphan(obj.Key):
+				orphans = append(orphans, obj.Key)
 			}
-			if err := e.delete(ctx, obj.Key); err != nil {
-				return fmt.Errorf("export: delete uncommitted %s: %w", obj.Key, err)
-			}
-			removed = append(removed, obj.Key)
 		}
 	}
 	ledger, err := e.ledgerPrefixesToSweep(ctx, m)
 	if err != nil {
-		return removed, err
+		return nil, err
 	}
 	// The manifest's temporary files sit at the root, next to it.
 	for _, prefix := range append(ledger, grantsPrefix, listsPrefix, ManifestKey+".") {
-		if err := sweepPrefix(prefix); err != nil {
-			return removed, err
+		if err := listPrefix(prefix); err != nil {
+			return nil, err
 		}
+	}
+	if check != nil {
+		if err := check(present); err != nil {
+			return nil, err
+		}
+	}
+	var removed []string
+	for _, key := range orphans {
+		if err := e.delete(ctx, key); err != nil {
+			return removed, fmt.Errorf("export: delete uncommitted %s: %w", key, err)
+		}
+		removed = append(removed, key)
 	}
 	return removed, nil
 }

@@ -186,3 +186,77 @@ func TestExportRefusesARetentionOfTooManyGrantSnapshotsNamingTheFlag(t *testing.
 		}
 	}
 }
+
+// appendEntries applies one log entry per command to the stopped node's
+// state in dataDir, an hour apart from at.
+func appendEntries(t *testing.T, dataDir string, at time.Time, cmds ...fsm.Command) {
+	t.Helper()
+	f, err := fsm.Open(filepath.Join(dataDir, "fsm.db"), fsm.Options{NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	for i, c := range cmds {
+		b, err := fsm.EncodeCommand(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ts := fsm.TimestampOf(at.Add(time.Duration(i) * time.Hour))
+		rs, err := f.Apply([]fsm.Entry{{Index: f.AppliedIndex() + 1, Data: fsm.EncodeEntry(ts, [][]byte{b})}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rs[0][0].Err != nil {
+			t.Fatal(rs[0][0].Err)
+		}
+	}
+}
+
+// An export run once committed a new manifest on top of a missing day
+// list, while report refused the destination for it. Both refuse it now,
+// naming the list, and the manifest stays as it was.
+func TestExportAndReportRefuseADestinationWhoseDayListIsMissing(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	dataDir, dest := t.TempDir(), t.TempDir()
+	stoppedNode(t, dataDir)
+	burn := func(id string) fsm.Command {
+		return fsm.BurnUsage{Events: []fsm.UsageEvent{{ID: id, CustomerID: "c1", CreditTypeID: "ai", Credits: 1}}}
+	}
+	exportRun := func() error {
+		return run(ctx, []string{"export", "--data-dir", dataDir, "--to", dest, "--progress", "never"}, io.Discard)
+	}
+	if err := exportRun(); err != nil {
+		t.Fatal(err)
+	}
+	appendEntries(t, dataDir, time.Date(2026, 11, 3, 9, 0, 0, 0, time.UTC), burn("e2")) // closes 2026-11-02
+	if err := exportRun(); err != nil {
+		t.Fatal(err)
+	}
+	lists, err := filepath.Glob(filepath.Join(dest, "_lists", "ledger", "date=2026-11-02-*.json"))
+	if err != nil || len(lists) != 1 {
+		t.Fatalf("day lists of 2026-11-02: %v, %v; want one", lists, err)
+	}
+	if err := os.Remove(lists[0]); err != nil {
+		t.Fatal(err)
+	}
+	manifest, err := os.ReadFile(filepath.Join(dest, export.ManifestKey))
+	if err != nil {
+		t.Fatal(err)
+	}
+	appendEntries(t, dataDir, time.Date(2026, 11, 3, 12, 0, 0, 0, time.UTC), burn("e3"))
+
+	key := "_lists/ledger/" + filepath.Base(lists[0])
+	err = exportRun()
+	if !errors.Is(err, export.ErrDamagedList) || !strings.Contains(err.Error(), key) || !strings.Contains(err.Error(), "missing") {
+		t.Errorf("export: %v; want %v naming %s: missing", err, export.ErrDamagedList, key)
+	}
+	if after, _ := os.ReadFile(filepath.Join(dest, export.ManifestKey)); string(after) != string(manifest) {
+		t.Errorf("the refused export committed a manifest")
+	}
+	err = run(ctx, []string{"report", "--from", "2026-11-01", "--to", "2026-11-30", "--format", "csv",
+		"--out", filepath.Join(t.TempDir(), "r.csv"), "--export", dest, "--progress", "never"}, io.Discard)
+	if !errors.Is(err, export.ErrDamagedList) || !strings.Contains(err.Error(), key) {
+		t.Errorf("report: %v; want %v naming %s", err, export.ErrDamagedList, key)
+	}
+}

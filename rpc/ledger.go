@@ -97,11 +97,13 @@ func (a *api) WatchEntries(ctx context.Context, req *connect.Request[v1.WatchEnt
 	if err != nil {
 		return a.s.toConnect(ctx, err)
 	}
+	// Between messages the stream has no write deadline (streams.send), so
+	// that a quiet one lives; its end, written once this returns, has one.
+	defer a.s.streams.armSend(ctx)
 	// Headers now: a client's call returns once the stream is accepted,
 	// not when the first entry is written, which on a quiet ledger may be
 	// never.
-	a.s.streams.armSend(ctx)
-	if err := stream.Send(nil); err != nil {
+	if err := a.s.streams.send(ctx, func() error { return stream.Send(nil) }); err != nil {
 		return err
 	}
 	from := m.FromSeq
@@ -126,8 +128,7 @@ func (a *api) WatchEntries(ctx context.Context, req *connect.Request[v1.WatchEnt
 			return a.s.toConnect(ctx, err)
 		}
 		if msg != nil {
-			a.s.streams.armSend(ctx)
-			if err := stream.Send(msg); err != nil {
+			if err := a.s.streams.send(ctx, func() error { return stream.Send(msg) }); err != nil {
 				return err
 			}
 			if len(msg.Entries) == watchBatch {

@@ -66,6 +66,31 @@ func (c *streamControls) armSend(ctx context.Context) {
 	_ = rc.SetWriteDeadline(d)
 }
 
+// disarmSend lifts the write deadline armSend gave the message just
+// written: an HTTP/2 stream whose write deadline passes is reset even while
+// it has nothing to write, and a WatchEntries stream may wait for minutes
+// between entries (a quiet customer). After Close the close's deadline
+// stays. (SaveSnapshot's messages follow each other at once: it only arms.)
+func (c *streamControls) disarmSend(ctx context.Context) {
+	rc, ok := ctx.Value(streamControlKey{}).(*http.ResponseController)
+	if !ok {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.closed {
+		_ = rc.SetWriteDeadline(time.Time{})
+	}
+}
+
+// send writes one message of the stream served under ctx within the
+// stream's write timeout.
+func (c *streamControls) send(ctx context.Context, write func() error) error {
+	c.armSend(ctx)
+	defer c.disarmSend(ctx)
+	return write()
+}
+
 // close ends every stream's pending and later writes after the grace.
 func (c *streamControls) close() {
 	c.mu.Lock()

@@ -196,3 +196,46 @@ func TestOneKeyCannotTakeEveryWatchSlot(t *testing.T) {
 	open(keyA)
 	waitFor(t, 30*time.Second, "key A's new stream", held(3))
 }
+
+// TestAQuietWatchOutlivesItsWriteTimeout: the write deadline of a stream's
+// message is lifted once it is written. An HTTP/2 stream whose deadline
+// passes is reset even while it has nothing to write, so a WatchEntries
+// stream that saw no new entry for StreamWriteTimeout (30 s: a quiet
+// customer's filter, a quiet night) was cut with INTERNAL, in every
+// protocol over HTTP/2.
+func TestAQuietWatchOutlivesItsWriteTimeout(t *testing.T) {
+	const timeout = time.Second
+	s := startSingle(t, nodeOpts{rpc: Options{StreamWriteTimeout: timeout}})
+	c := newClients(s.url, "")
+	setupCatalog(t, c)
+	grant := func(id string) {
+		call(t, c.grant.CreateGrant, &v1.CreateGrantRequest{Id: id, CustomerId: "acme", CreditTypeId: "ai-credits",
+			Category: v1.GrantCategory_GRANT_CATEGORY_PROMOTIONAL, Amount: "5"})
+	}
+	grant("g-early")
+	protocols := map[string][]connect.ClientOption{"connect": nil, "grpc": {connect.WithGRPC()}, "grpc-web": {connect.WithGRPCWeb()}}
+	streams := map[string]*connect.ServerStreamForClient[v1.WatchEntriesResponse]{}
+	for name, opts := range protocols {
+		stream, err := newClients(s.url, "", opts...).ledger.WatchEntries(ctxT(t), connect.NewRequest(&v1.WatchEntriesRequest{}))
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		defer stream.Close()
+		if !stream.Receive() || stream.Msg().Entries[0].GrantId != "g-early" {
+			t.Fatalf("%s: first message %v, %v; want the grant g-early", name, stream.Msg(), stream.Err())
+		}
+		streams[name] = stream
+	}
+	// Quiet for longer than the write timeout (a slower machine waits
+	// longer, which only makes the test stricter).
+	time.Sleep(3 * timeout)
+	grant("g-late")
+	for name, stream := range streams {
+		if !stream.Receive() {
+			t.Fatalf("%s: the quiet stream ended: %v", name, stream.Err())
+		}
+		if es := stream.Msg().Entries; len(es) == 0 || es[0].GrantId != "g-late" {
+			t.Fatalf("%s: entries %v, want the grant g-late", name, es)
+		}
+	}
+}

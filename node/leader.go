@@ -319,8 +319,9 @@ func (n *Node) recentlyRemoved(id string) bool {
 }
 
 // RemoveMember removes a server from the raft configuration (leader only).
-// A removed node's raft stops and it leaves the gossip pool; this leader
-// does not add it back for 10 minutes even if it keeps gossiping.
+// A removed node leaves the gossip pool (a leader's raft stops; a follower
+// notices it is out of the configuration: removedWhileRunning), and this
+// leader does not add it back for 10 minutes even if it keeps gossiping.
 func (n *Node) RemoveMember(ctx context.Context, id string) error {
 	if id == "" {
 		return fmt.Errorf("remove member: id is required")

@@ -364,12 +364,14 @@ func (n *Node) bootstrapLoop() {
 	}
 }
 
-// monitorLoop keeps the gossip metadata current and notices when raft shut
-// itself down because this node was removed from the configuration.
+// monitorLoop keeps the gossip metadata current and notices when this node
+// was removed from the configuration: raft shuts itself down on a leader
+// that removed itself, not on a follower (removedWhileRunning).
 func (n *Node) monitorLoop() {
 	t := time.NewTicker(500 * time.Millisecond)
 	defer t.Stop()
 	announced := false
+	wasMember := false
 	for {
 		select {
 		case <-n.stop:
@@ -388,7 +390,8 @@ func (n *Node) monitorLoop() {
 				}
 			}
 		}
-		if n.raft.State() == raft.Shutdown && !n.closing.Load() {
+		removed := n.raft.State() == raft.Shutdown || n.removedWhileRunning(&wasMember)
+		if removed && !n.closing.Load() {
 			n.logger.Warn("removed from the cluster; leaving the gossip pool")
 			if err := n.leaveGossip(); err != nil {
 				n.logger.Warn("leave gossip", "err", err)
@@ -397,6 +400,34 @@ func (n *Node) monitorLoop() {
 		}
 	}
 }
+
+// removedWhileRunning reports whether this follower was removed from the
+// raft configuration while it ran: raft keeps a removed follower running,
+// outside the configuration and with no leader, so without leaving the
+// gossip pool it stayed an alive member, and the leader added it back
+// once its removal was 10 minutes old (recentlyRemoved). It was a member
+// earlier in this run (wasMember: a node joining sees older configurations
+// without itself as it catches up), its latest configuration leaves it out,
+// and no leader has been in touch for removedNoContactHeartbeats heartbeat
+// timeouts (a node removed while down and added back on its return
+// replays its removal, but hears from the leader meanwhile).
+func (n *Node) removedWhileRunning(wasMember *bool) bool {
+	f := n.raft.GetConfiguration()
+	if f.Error() != nil {
+		return false
+	}
+	servers := f.Configuration().Servers
+	if slices.ContainsFunc(servers, func(s raft.Server) bool { return string(s.ID) == n.id }) {
+		*wasMember = true
+		return false
+	}
+	quiet := time.Duration(removedNoContactHeartbeats) * n.cfg.HeartbeatTimeout
+	return *wasMember && len(servers) > 0 && time.Since(n.raft.LastContact()) > quiet
+}
+
+// removedNoContactHeartbeats is how many heartbeat timeouts without a
+// leader, outside the configuration, make a follower removed.
+const removedNoContactHeartbeats = 10
 
 func stateName(s memberlist.NodeStateType) string {
 	switch s {

@@ -146,6 +146,13 @@ func (w *chunkWriter) flush() error {
 }
 
 func (a *api) SaveSnapshot(ctx context.Context, req *connect.Request[v1.SaveSnapshotRequest], stream *connect.ServerStream[v1.SaveSnapshotResponse]) error {
+	select {
+	case a.s.snaps <- struct{}{}:
+		defer func() { <-a.s.snaps }()
+	default:
+		return connect.NewError(connect.CodeResourceExhausted, fmt.Errorf(
+			"%d snapshots are being saved from this node already, its limit; retry when one has finished, or save from another node", cap(a.s.snaps)))
+	}
 	w := &chunkWriter{stream: stream, buf: make([]byte, 0, snapshotChunk), arm: func() { a.s.streams.armSend(ctx) }, done: a.s.done}
 	if err := a.s.n.SaveSnapshot(ctx, w); err != nil {
 		return a.s.toConnect(ctx, err)

@@ -54,6 +54,11 @@ type Options struct {
 	// Loopback clients of a node without keys are not bounded by it.
 	// 0 = a quarter of MaxWatchers (at least 1).
 	MaxWatchersPerKey int
+	// MaxSnapshotStreams bounds concurrent SaveSnapshot streams on this
+	// node: each reads the whole state file, and holds a read transaction
+	// on it, which keeps the pages later writes free from being reused (the
+	// file grows while snapshots overlap). 0 = 2.
+	MaxSnapshotStreams int
 	// StreamWriteTimeout bounds the write of each message of a stream
 	// (WatchEntries, SaveSnapshot): a client that stopped reading loses
 	// its stream then. 0 = 30s.
@@ -89,6 +94,7 @@ type Server struct {
 	metrics *metrics
 	fwd     *forwarder
 	watch   chan struct{} // semaphore of WatchEntries streams
+	snaps   chan struct{} // semaphore of SaveSnapshot streams
 	// watchers counts each API key's WatchEntries streams, so that one
 	// key cannot take every slot of watch.
 	watchers watcherCounts
@@ -133,6 +139,12 @@ func New(n *node.Node, opts Options) (*Server, error) {
 	if opts.MaxWatchers < 0 || opts.MaxWatchers > 1<<16 {
 		return nil, fmt.Errorf("rpc: MaxWatchers %d out of range", opts.MaxWatchers)
 	}
+	if opts.MaxSnapshotStreams == 0 {
+		opts.MaxSnapshotStreams = 2
+	}
+	if opts.MaxSnapshotStreams < 0 || opts.MaxSnapshotStreams > 64 {
+		return nil, fmt.Errorf("rpc: MaxSnapshotStreams %d out of range 1..64", opts.MaxSnapshotStreams)
+	}
 	if opts.MaxWatchersPerKey == 0 {
 		opts.MaxWatchersPerKey = max(1, opts.MaxWatchers/4)
 	}
@@ -150,6 +162,7 @@ func New(n *node.Node, opts Options) (*Server, error) {
 		auth:    newAuthenticator(opts.APIKeys),
 		metrics: newMetrics(),
 		watch:   make(chan struct{}, opts.MaxWatchers),
+		snaps:   make(chan struct{}, opts.MaxSnapshotStreams),
 		watchers: watcherCounts{
 			max:   opts.MaxWatchersPerKey,
 			byKey: map[string]int{},

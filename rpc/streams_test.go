@@ -239,3 +239,58 @@ func TestAQuietWatchOutlivesItsWriteTimeout(t *testing.T) {
 		}
 	}
 }
+
+// TestSnapshotStreamsAreBounded: a node serves at most MaxSnapshotStreams
+// SaveSnapshot streams at once (each reads the whole state file and holds a
+// read transaction on it); one more is RESOURCE_EXHAUSTED, and a stream
+// that ends gives its slot back. Snapshots saved from a cron job that
+// overlap (each slower than the period) piled up without bound.
+func TestSnapshotStreamsAreBounded(t *testing.T) {
+	s := startSingle(t, nodeOpts{rpc: Options{MaxSnapshotStreams: 2}})
+	burnEntries(t, newClients(s.url, ""), 5000)
+	sc, tr := stalledStreamClients(s.url)
+	defer tr.CloseIdleConnections()
+	var cancels []context.CancelFunc
+	defer func() {
+		for _, c := range cancels {
+			c()
+		}
+	}()
+	for i := range 2 {
+		ctx, cancel := context.WithCancel(context.Background())
+		cancels = append(cancels, cancel)
+		st, err := sc.cluster.SaveSnapshot(ctx, connect.NewRequest(&v1.SaveSnapshotRequest{}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer st.Close()
+		waitFor(t, 30*time.Second, fmt.Sprintf("snapshot stream %d to be served", i+1), func() bool { return activeStreams(s) == i+1 })
+	}
+	read := func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		st, err := newClients(s.url, "").cluster.SaveSnapshot(ctx, connect.NewRequest(&v1.SaveSnapshotRequest{}))
+		if err != nil {
+			return err
+		}
+		defer st.Close()
+		for st.Receive() {
+		}
+		return st.Err()
+	}
+	if err := read(); connect.CodeOf(err) != connect.CodeResourceExhausted {
+		t.Fatalf("a third snapshot while two are served: %v; want resource_exhausted", err)
+	}
+	cancels[0]()
+	waitFor(t, 30*time.Second, "the cancelled stream's slot to come back", func() bool { return activeStreams(s) == 1 })
+	if err := read(); err != nil {
+		t.Fatalf("a snapshot once a slot is free: %v", err)
+	}
+}
+
+// activeStreams counts the streams a server serves.
+func activeStreams(s *testServer) int {
+	s.srv.streams.mu.Lock()
+	defer s.srv.streams.mu.Unlock()
+	return len(s.srv.streams.active)
+}

@@ -1037,10 +1037,12 @@ func (c hookCut) ScanLedger(from, to uint64, fn func(*fsm.LedgerEntry) error) er
 // Two exporters that overlap (one exporter per destination is the rule,
 // but a leadership change can break it for a moment) close the same day
 // with other part sizes: each writes its own list of it. Named for their
-// content, neither list replaces the other, so the manifest committed last
-// names a list that is there as it was written. With one name per day the
+// content, neither list replaces the other. With one name per day the
 // second list replaced the first under the manifest that named it: a
-// damaged list, refused by every later run and report.
+// damaged list, refused by every later run and report. The run that
+// commits second is now refused (the manifest is no longer the one it
+// started from) and removes its own list and parts, which the committed
+// manifest does not name.
 func TestOverlappingExportersNeverReplaceAListTheManifestNames(t *testing.T) {
 	g := newGen(t, 38)
 	dir := t.TempDir()
@@ -1051,7 +1053,7 @@ func TestOverlappingExportersNeverReplaceAListTheManifestNames(t *testing.T) {
 	run(t, g, 400, 2*time.Hour) // into day 1: day 0 closed
 
 	// B sweeps and stops; A sweeps, writes its parts and its list of day
-	// 0, and stops; B writes its own and commits; then A commits.
+	// 0, and stops; B writes its own and commits; then A tries to.
 	bSwept, bGo, aListed, aGo := make(chan struct{}), make(chan struct{}), make(chan struct{}), make(chan struct{})
 	var once sync.Once
 	srcB := hookSource{FromFSM(g.F), func(from, _ uint64) {
@@ -1062,8 +1064,10 @@ func TestOverlappingExportersNeverReplaceAListTheManifestNames(t *testing.T) {
 	optsB := smallFiles()
 	optsB.FileRows = 250
 	optsA := smallFiles()
+	var aList string
 	optsA.AfterObject = func(key string) error {
 		if strings.HasPrefix(key, ledgerListsPrefix) {
+			aList = key
 			close(aListed)
 			<-aGo
 		}
@@ -1094,36 +1098,29 @@ func TestOverlappingExportersNeverReplaceAListTheManifestNames(t *testing.T) {
 	if err := <-doneB; err != nil {
 		t.Fatalf("exporter B: %v", err)
 	}
+	bRoot := readRoot(t, dir)
 	close(aGo)
-	if err := <-doneA; err != nil {
-		t.Fatalf("exporter A: %v", err)
+	if err := <-doneA; !errors.Is(err, ErrConcurrentExport) || !strings.Contains(err.Error(), "the manifest changed") {
+		t.Fatalf("exporter A: %v; want %v: the manifest changed", err, ErrConcurrentExport)
 	}
 
-	// A's manifest, committed last, reads whole: its list of day 0 is
-	// A's, beside B's.
+	// B's manifest stands and reads whole, with B's list of day 0; A's
+	// list and parts are gone: the files are exactly B's.
 	_, _, last, _ := g.Check()
-	var seqs []uint64
-	m, err := ScanExport(testCtx(t), b, "", func(m *Movement) error { seqs = append(seqs, m.Seq); return nil })
-	if err != nil || uint64(len(seqs)) != last || len(m.LedgerDays) != 1 {
-		t.Fatalf("after the overlap: %d entries read of %d, %d closed days, %v", len(seqs), last, len(m.LedgerDays), err)
+	if string(readRoot(t, dir)) != string(bRoot) {
+		t.Fatal("A replaced B's manifest")
 	}
-	ledgerLists := func() []string {
-		return slices.DeleteFunc(dayListsOnDisk(t, dir), func(k string) bool { return !strings.HasPrefix(k, ledgerListsPrefix) })
+	m := checkManifestMatchesFiles(t, dir, b, last)
+	checkExactlyOnce(t, ledgerRows(t, dir), last)
+	if len(m.LedgerDays) != 1 || m.LedgerDays[0].Key == aList {
+		t.Fatalf("closed days %+v; want B's list of day 0, not A's %s", m.LedgerDays, aList)
 	}
-	if lists := ledgerLists(); len(lists) != 2 || !slices.Contains(lists, m.LedgerDays[0].Key) {
-		t.Fatalf("lists %v: want A's (%s) and B's of day 0", lists, m.LedgerDays[0].Key)
-	}
-	// The next run deletes B's list, which no manifest names. (B's parts
-	// within the watermark stay: overlapping exporters with other part
-	// sizes are what "one exporter per destination" rules out.)
+	checkReadable(t, dir, last)
 	run(t, g, 50, time.Hour)
-	res := exportOnce(t, FromFSM(g.F), b, smallFiles())
-	if lists := ledgerLists(); !slices.Equal(lists, []string{m.LedgerDays[0].Key}) {
-		t.Errorf("after the next run: lists %v (removed %v); want A's of day 0 alone", lists, res.Removed)
-	}
-	if _, err := ScanExport(testCtx(t), b, "", func(*Movement) error { return nil }); err != nil {
-		t.Fatal(err)
-	}
+	exportOnce(t, FromFSM(g.F), b, smallFiles())
+	_, _, last, _ = g.Check()
+	checkManifestMatchesFiles(t, dir, b, last)
+	checkReadable(t, dir, last)
 }
 
 // The sweep looks for uncommitted parts only in the date folders a run can

@@ -27,9 +27,12 @@
 // named for its content, so no write replaces a list a manifest names with
 // other bytes. A crash between a part or list and the manifest leaves at most
 // complete objects the manifest does not name, which the next run deletes or
-// writes again before it commits. A run refuses to build on day lists that
-// are missing or damaged (ErrDamagedList). One exporter per destination at a
-// time.
+// writes again before it commits. One exporter per destination at a time:
+// should two overlap, a run commits only over the manifest it started from,
+// byte for byte, naming only objects that are there, and a sweep deletes
+// only while the manifest is the one it read; the other run is refused
+// (ErrConcurrentExport). A run also refuses to build on day lists that are
+// missing or damaged (ErrDamagedList).
 //
 // # Bounded manifest
 //

@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -116,6 +117,14 @@ func New(src Source, dst *blob.Bucket, opts Options) (*Exporter, error) {
 // (or ask for a read barrier).
 var ErrBehind = errors.New("export: replica is behind the destination's watermark")
 
+// ErrConcurrentExport is returned by a run that another exporter overlapped
+// on the same destination: the manifest changed after the run read it (the
+// other committed), or an object the run stored was removed (the other's
+// sweep) before its commit. The run commits nothing and deletes what it
+// stored that the committed manifest does not name; the next run goes on
+// from the manifest the other committed.
+var ErrConcurrentExport = errors.New("export: another exporter is writing to the destination")
+
 // Result says what a run did.
 type Result struct {
 	FromSeq, ToSeq uint64 // exported range; FromSeq > ToSeq when nothing was new
@@ -131,11 +140,13 @@ type Result struct {
 // replica's last applied entry, plus a grants snapshot at that point, then
 // commits the manifest. Running it again exports nothing twice; after a
 // failure at any step, the next Run completes the job. It refuses to build
-// on a committed day list that is missing or damaged (ErrDamagedList).
+// on a committed day list that is missing or damaged (ErrDamagedList), and
+// to commit over a manifest another exporter committed since it read it
+// (ErrConcurrentExport).
 func (e *Exporter) Run(ctx context.Context) (Result, error) {
 	start := time.Now()
 	var res Result
-	m, err := ReadManifest(ctx, e.dst)
+	m, base, err := readManifestStored(ctx, e.dst)
 	if err != nil {
 		return res, err
 	}
@@ -153,7 +164,7 @@ func (e *Exporter) Run(ctx context.Context) (Result, error) {
 		if err := checkDigest(c, m); err != nil {
 			return err
 		}
-		removed, err := e.sweep(ctx, m, func(present map[string]bool) error {
+		removed, err := e.sweep(ctx, m, base, func(present map[string]bool) error {
 			if err := e.checkCommittedLists(ctx, m, present); err != nil {
 				return fmt.Errorf("export: refusing to build on the committed export: %w", err)
 			}
@@ -190,7 +201,19 @@ func (e *Exporter) Run(ctx context.Context) (Result, error) {
 			return err
 		}
 		res.ClosedDays = next.LedgerDays[len(m.LedgerDays):]
-		if err := writeManifest(ctx, e.dst, &next); err != nil {
+		data, err := encodeManifest(&next)
+		if err != nil {
+			return err
+		}
+		own := storedBy(m, &next, parts, snap)
+		if err := e.commit(ctx, base, data, own); err != nil {
+			if errors.Is(err, ErrConcurrentExport) {
+				removed, rerr := e.removeOwn(ctx, own)
+				res.Removed = append(res.Removed, removed...)
+				if rerr != nil {
+					err = fmt.Errorf("%w; removing what this run stored: %v", err, rerr)
+				}
+			}
 			return err
 		}
 		// Committed: snapshots past retention go now; if this is cut short,
@@ -202,7 +225,7 @@ func (e *Exporter) Run(ctx context.Context) (Result, error) {
 			res.Removed = append(res.Removed, s.Key)
 		}
 		if drop.days {
-			removed, err := e.sweep(ctx, &next, nil)
+			removed, err := e.sweep(ctx, &next, storedManifest{data: data, exists: true}, nil)
 			res.Removed = append(res.Removed, removed...)
 			return err
 		}
@@ -227,9 +250,12 @@ func (e *Exporter) Run(ctx context.Context) (Result, error) {
 // covers is touched (the lists it names, what they list), and no object of
 // another name is.
 //
-// It lists first; check, when set, gets the lists m names that the listing
-// found, before anything is deleted; its error ends the sweep.
-func (e *Exporter) sweep(ctx context.Context, m *Manifest, check func(present map[string]bool) error) ([]string, error) {
+// It lists first and deletes only if the manifest is still base, the one m
+// was read from: what lies past an old watermark may be what another
+// exporter committed since (ErrConcurrentExport, nothing deleted). check,
+// when set, gets the lists m names that the listing found, before anything
+// is deleted; its error ends the sweep.
+func (e *Exporter) sweep(ctx context.Context, m *Manifest, base storedManifest, check func(present map[string]bool) error) ([]string, error) {
 	c := committedBy(m)
 	var orphans []string
 	present := map[string]bool{}
@@ -267,10 +293,167 @@ func (e *Exporter) sweep(ctx context.Context, m *Manifest, check func(present ma
 			return nil, err
 		}
 	}
+	if len(orphans) == 0 {
+		return nil, nil
+	}
+	if err := e.fence(ctx, base, "delete what an interrupted run left past the watermark"); err != nil {
+		return nil, err
+	}
 	var removed []string
 	for _, key := range orphans {
 		if err := e.delete(ctx, key); err != nil {
 			return removed, fmt.Errorf("export: delete uncommitted %s: %w", key, err)
+		}
+		removed = append(removed, key)
+	}
+	return removed, nil
+}
+
+// fence refuses (ErrConcurrentExport) unless the manifest is still base,
+// byte for byte: otherwise another exporter committed since this run read
+// it. It narrows the window to what follows the read (the write or the
+// deletions it guards, a round trip or a few) and does not close it: blob
+// stores have no portable lock, and gocloud.dev/blob (v0.47) has one write
+// condition, IfNotExist, which could make only a destination's first
+// manifest exclusive, not the replacement of one (and fileblob's is a check
+// then a rename, exclusive within one process only). A true compare-and-swap
+// (S3's If-Match, GCS's generation match) is reachable only through each
+// driver's own types in WriterOptions.BeforeWrite.
+func (e *Exporter) fence(ctx context.Context, base storedManifest, before string) error {
+	now, err := readStored(ctx, e.dst)
+	if err != nil {
+		return fmt.Errorf("export: re-read the manifest to %s: %w", before, err)
+	}
+	if !now.same(base) {
+		return fmt.Errorf("%w: the manifest changed since this run read it (another exporter committed); refusing to %s",
+			ErrConcurrentExport, before)
+	}
+	return nil
+}
+
+// ownObject is an object a run stored and its manifest names.
+type ownObject struct {
+	key  string
+	date string
+	size int64 // -1 for a list (named for its content)
+	kind objectKind
+}
+
+type objectKind int
+
+const (
+	ledgerPart objectKind = iota
+	grantSnapshot
+	dayList
+)
+
+// storedBy lists what the run stored for next: its parts, its snapshot and
+// the day lists next names that m does not.
+func storedBy(m, next *Manifest, parts []Part, snap Snapshot) []ownObject {
+	var own []ownObject
+	for _, p := range parts {
+		own = append(own, ownObject{key: p.Key, date: p.Date, size: p.Bytes, kind: ledgerPart})
+	}
+	own = append(own, ownObject{key: snap.Key, date: snap.Date, size: snap.Bytes, kind: grantSnapshot})
+	had := committedBy(m).lists
+	for _, d := range slices.Concat(next.LedgerDays, next.GrantSnapshotDays) {
+		if !had[d.Key] {
+			own = append(own, ownObject{key: d.Key, date: d.Date, size: -1, kind: dayList})
+		}
+	}
+	return own
+}
+
+// commit replaces the manifest with data, once every object the run stored
+// is there as it was written (another exporter's sweep may have removed
+// one: a manifest naming it would be refused by every reader) and the
+// manifest is still base. Both are checked without reading an object: a
+// stat per object stored, a read of the manifest.
+func (e *Exporter) commit(ctx context.Context, base storedManifest, data []byte, own []ownObject) error {
+	for _, o := range own {
+		attrs, err := e.dst.Attributes(ctx, o.key)
+		switch {
+		case gcerrors.Code(err) == gcerrors.NotFound:
+			return fmt.Errorf("%w: %s, stored by this run, is gone (another exporter's sweep removed it); refusing to commit",
+				ErrConcurrentExport, o.key)
+		case err != nil:
+			return fmt.Errorf("export: look for %s before the commit: %w", o.key, err)
+		case o.size >= 0 && attrs.Size != o.size:
+			return fmt.Errorf("%w: %s, stored by this run, is %d bytes, not the %d it wrote (another exporter wrote it again); refusing to commit",
+				ErrConcurrentExport, o.key, attrs.Size, o.size)
+		}
+	}
+	if err := e.fence(ctx, base, "commit"); err != nil {
+		return err
+	}
+	return storeManifest(ctx, e.dst, data)
+}
+
+// removeOwn deletes, once the run was refused its commit, what it stored
+// that the manifest committed now (another exporter's) does not name. Left
+// for the next run's sweep, its parts could lie inside that manifest's
+// watermark with other boundaries than the committed ones, where no sweep
+// looks (it removes only what lies past the watermark), and a loader
+// reading the folders would read their rows twice. What the committed
+// manifest names (the same part, snapshot or list, written by both) stays,
+// and nothing is deleted unless the manifest is still the one read here.
+func (e *Exporter) removeOwn(ctx context.Context, own []ownObject) ([]string, error) {
+	cur, stored, err := readManifestStored(ctx, e.dst)
+	if err != nil {
+		return nil, err
+	}
+	named := committedBy(cur).lists
+	for _, p := range cur.LedgerParts {
+		named[p.Key] = true
+	}
+	for _, s := range cur.GrantSnapshots {
+		named[s.Key] = true
+	}
+	// A part or snapshot of a day closed in cur is named in that day's list.
+	listed := map[string]bool{}
+	readDay := func(days []Day, date string, parts bool) error {
+		i := slices.IndexFunc(days, func(d Day) bool { return d.Date == date })
+		if i < 0 || listed[days[i].Key] {
+			return nil
+		}
+		listed[days[i].Key] = true
+		list, err := readDayList(ctx, e.dst, days[i], parts)
+		if err != nil {
+			return err
+		}
+		for _, p := range list.LedgerParts {
+			named[p.Key] = true
+		}
+		for _, s := range list.GrantSnapshots {
+			named[s.Key] = true
+		}
+		return nil
+	}
+	var doomed []string
+	for _, o := range own {
+		switch o.kind {
+		case ledgerPart:
+			err = readDay(cur.LedgerDays, o.date, true)
+		case grantSnapshot:
+			err = readDay(cur.GrantSnapshotDays, o.date, false)
+		}
+		if err != nil {
+			return nil, err
+		}
+		if !named[o.key] {
+			doomed = append(doomed, o.key)
+		}
+	}
+	if len(doomed) == 0 {
+		return nil, nil
+	}
+	if err := e.fence(ctx, stored, "remove what this run stored"); err != nil {
+		return nil, err
+	}
+	var removed []string
+	for _, key := range doomed {
+		if err := e.delete(ctx, key); err != nil {
+			return removed, fmt.Errorf("delete %s: %w", key, err)
 		}
 		removed = append(removed, key)
 	}

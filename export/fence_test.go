@@ -1,12 +1,18 @@
 package export
 
 import (
+	"context"
 	"errors"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	"gocloud.dev/blob"
+
+	"github.com/creditd/creditd/export/internal/ledgergen"
 )
 
 // A run builds on the committed export: it carries the manifest's day lists
@@ -82,6 +88,136 @@ func TestARunRefusesToBuildOnAMissingOrDamagedCommittedExport(t *testing.T) {
 				t.Fatalf("run: %v; want %v naming %s: %s", err, tc.want, tc.key, tc.what)
 			}
 			sameTrees(t, "before and after the refused run", before, treeFiles(t, dir))
+		})
+	}
+}
+
+// pause holds a run at one point (a hook) until released, once.
+type pause struct {
+	reached, release chan struct{}
+	once             sync.Once
+}
+
+func newPause() *pause { return &pause{reached: make(chan struct{}), release: make(chan struct{})} }
+
+func (p *pause) wait() { p.once.Do(func() { close(p.reached); <-p.release }) }
+
+// startRun runs an export in the background.
+func startRun(t *testing.T, src Source, b *blob.Bucket, opts Options) <-chan error {
+	t.Helper()
+	e, err := New(src, b, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { _, err := e.Run(testCtx(t)); done <- err }()
+	return done
+}
+
+// awaitPause waits until the run reaches p, failing if it ends first.
+func awaitPause(t *testing.T, what string, p *pause, done <-chan error) {
+	t.Helper()
+	select {
+	case <-p.reached:
+	case err := <-done:
+		t.Fatalf("the run ended (%v) before %s", err, what)
+	}
+}
+
+// Two exporters overlapping against one destination (the scheduled export
+// on the old and the new leader at a leadership change, a manual export
+// while serve exports) were not coordinated: the run that committed last
+// replaced the other's newer manifest, or left its parts of other sizes
+// inside the watermark, and a sweep deleted what the other run had stored
+// (committed or about to be). Now a run commits only over the manifest it
+// started from, byte for byte, and only naming objects that are there; a
+// sweep deletes only while the manifest is still the one it read. The run
+// that loses is refused with ErrConcurrentExport, commits nothing and
+// removes what it stored that the winner's manifest does not name.
+func TestOverlappingExportersNeverCommitOverEachOtherNorDeleteWhatTheOtherCommitted(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		// pauseA holds run A at its read barrier (before its sweep) or
+		// after its first stored object; run B goes whole meanwhile.
+		atBarrier bool
+		// bCrashes: B crashes after its first object (after its sweep),
+		// committing nothing.
+		bCrashes bool
+		// aBehind: A exports from a replica whose cut is before B's.
+		aBehind bool
+		want    string // in A's error
+	}{
+		{name: "B's sweep removes A's stored part, then B commits", want: "is gone"},
+		{name: "B's sweep removes A's stored part, then B crashes before committing", bCrashes: true, want: "is gone"},
+		{name: "B commits before A, from a replica behind, sweeps", atBarrier: true, aBehind: true, want: "the manifest changed"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			g, replica := newGen(t, 39), newGen(t, 39)
+			dir := t.TempDir()
+			b := openDir(t, dir)
+			for _, x := range []*ledgergen.Gen{g, replica} {
+				run(t, x, 300, 2*time.Hour) // day 0 up to 12:00
+			}
+			exportOnce(t, FromFSM(g.F), b, smallFiles())
+			_, _, w, _ := g.Check()
+			committed := readRoot(t, dir)
+			for _, x := range []*ledgergen.Gen{g, replica} {
+				run(t, x, 200, 2*time.Hour) // up to 20:00
+			}
+			run(t, g, 400, 2*time.Hour) // into day 1: g's cut closes day 0
+
+			srcA := FromFSM(g.F)
+			if tc.aBehind {
+				srcA = FromFSM(replica.F)
+			}
+			p := newPause()
+			optsA := smallFiles()
+			if tc.atBarrier {
+				optsA.Barrier = func(ctx context.Context) error { p.wait(); return nil }
+			} else {
+				optsA.AfterObject = func(string) error { p.wait(); return nil }
+			}
+			doneA := startRun(t, srcA, b, optsA)
+			awaitPause(t, "its pause", p, doneA)
+
+			// B, with other part sizes: its parts have other names than A's.
+			optsB := smallFiles()
+			optsB.FileRows = 250
+			if tc.bCrashes {
+				optsB.AfterObject = func(string) error { return errCrash }
+			}
+			eB, err := New(FromFSM(g.F), b, optsB)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := eB.Run(testCtx(t)); (err != nil) != tc.bCrashes || (tc.bCrashes && !errors.Is(err, errCrash)) {
+				t.Fatalf("run B: %v", err)
+			}
+			if !tc.bCrashes {
+				committed = readRoot(t, dir)
+			}
+			close(p.release)
+			err = <-doneA
+			if !errors.Is(err, ErrConcurrentExport) || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("run A: %v; want %v: %s", err, ErrConcurrentExport, tc.want)
+			}
+			if got := readRoot(t, dir); string(got) != string(committed) {
+				t.Fatalf("A committed over the manifest:\n%s\nwant\n%s", got, committed)
+			}
+			// The manifest reads whole, naming only objects that are there,
+			// and A left nothing that the next run's sweep would not find.
+			last := w
+			if !tc.bCrashes {
+				_, _, last, _ = g.Check()
+				checkManifestMatchesFiles(t, dir, b, last)
+				checkExactlyOnce(t, ledgerRows(t, dir), last)
+			}
+			checkReadable(t, dir, last)
+			exportOnce(t, FromFSM(g.F), b, smallFiles())
+			_, _, last, _ = g.Check()
+			checkManifestMatchesFiles(t, dir, b, last)
+			checkExactlyOnce(t, ledgerRows(t, dir), last)
+			checkReadable(t, dir, last)
 		})
 	}
 }

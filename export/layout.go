@@ -1,6 +1,7 @@
 package export
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/binary"
@@ -247,25 +248,64 @@ var ErrDamagedList = errors.New("export: damaged day list")
 // destination without one (never exported to) yields an empty manifest at
 // watermark 0. Readers of an export use readExportManifest.
 func ReadManifest(ctx context.Context, b *blob.Bucket) (*Manifest, error) {
-	m, err := readExportManifest(ctx, b)
-	if errors.Is(err, ErrNoExport) {
-		return &Manifest{Format: formatVersion}, nil
-	}
+	m, _, err := readManifestStored(ctx, b)
 	return m, err
+}
+
+// storedManifest is a manifest as stored, byte for byte, or its absence: a
+// run commits only over the one it started from.
+type storedManifest struct {
+	data   []byte
+	exists bool
+}
+
+func (s storedManifest) same(o storedManifest) bool {
+	return s.exists == o.exists && bytes.Equal(s.data, o.data)
+}
+
+// readStored reads the manifest's bytes, or finds it absent.
+func readStored(ctx context.Context, b *blob.Bucket) (storedManifest, error) {
+	data, err := readObject(ctx, b, ManifestKey, maxManifestBytes)
+	if gcerrors.Code(err) == gcerrors.NotFound {
+		return storedManifest{}, nil
+	}
+	if err != nil {
+		return storedManifest{}, fmt.Errorf("read manifest: %w", err)
+	}
+	return storedManifest{data: data, exists: true}, nil
+}
+
+// readManifestStored is ReadManifest that also returns the bytes it read.
+func readManifestStored(ctx context.Context, b *blob.Bucket) (*Manifest, storedManifest, error) {
+	s, err := readStored(ctx, b)
+	if err != nil {
+		return nil, s, err
+	}
+	if !s.exists {
+		return &Manifest{Format: formatVersion}, s, nil
+	}
+	m, err := decodeManifest(s.data)
+	return m, s, err
 }
 
 // readExportManifest reads the manifest of an export; a destination without
 // one holds no export, and yields ErrNoExport.
 func readExportManifest(ctx context.Context, b *blob.Bucket) (*Manifest, error) {
-	data, err := readObject(ctx, b, ManifestKey, maxManifestBytes)
-	if gcerrors.Code(err) == gcerrors.NotFound {
+	s, err := readStored(ctx, b)
+	if err != nil {
+		return nil, err
+	}
+	if !s.exists {
 		return nil, fmt.Errorf("%w: the destination has no %s", ErrNoExport, ManifestKey)
 	}
-	if err != nil {
-		return nil, fmt.Errorf("read manifest: %w", err)
-	}
+	return decodeManifest(s.data)
+}
+
+// decodeManifest decodes and checks a manifest's bytes.
+func decodeManifest(data []byte) (*Manifest, error) {
 	var m Manifest
-	if err := json.Unmarshal(data, &m); err != nil {
+	err := json.Unmarshal(data, &m)
+	if err != nil {
 		return nil, fmt.Errorf("decode manifest: %w", err)
 	}
 	switch m.Format {
@@ -442,8 +482,28 @@ func checkParts(parts []Part, first uint64, after string) (uint64, error) {
 var ErrManifestTooLarge = errors.New("export: refusing to commit manifest: too large")
 
 func writeManifest(ctx context.Context, b *blob.Bucket, m *Manifest) error {
+	data, err := encodeManifest(m)
+	if err != nil {
+		return err
+	}
+	return storeManifest(ctx, b, data)
+}
+
+// storeManifest replaces the manifest with data: the commit.
+func storeManifest(ctx context.Context, b *blob.Bucket, data []byte) error {
+	// One object write: on every blob driver the new manifest replaces the
+	// old one whole, or not at all.
+	if err := b.WriteAll(ctx, ManifestKey, data, &blob.WriterOptions{ContentType: "application/json"}); err != nil {
+		return fmt.Errorf("commit manifest: %w", err)
+	}
+	return nil
+}
+
+// encodeManifest checks m and encodes it as it is committed, refusing what
+// a reader would refuse.
+func encodeManifest(m *Manifest) ([]byte, error) {
 	if m.Format != formatVersion {
-		return fmt.Errorf("refusing to commit manifest: format %d, this creditd writes %d", m.Format, formatVersion)
+		return nil, fmt.Errorf("refusing to commit manifest: format %d, this creditd writes %d", m.Format, formatVersion)
 	}
 	// Empty lists, not null: a loader iterates them without a special case.
 	for _, s := range []*[]Day{&m.LedgerDays, &m.GrantSnapshotDays} {
@@ -458,26 +518,21 @@ func writeManifest(ctx context.Context, b *blob.Bucket, m *Manifest) error {
 		m.GrantSnapshots = []Snapshot{}
 	}
 	if err := m.check(); err != nil {
-		return fmt.Errorf("refusing to commit manifest: %w", err)
+		return nil, fmt.Errorf("refusing to commit manifest: %w", err)
 	}
 	data, err := encodeJSON(m)
 	if err != nil {
-		return fmt.Errorf("encode manifest: %w", err)
+		return nil, fmt.Errorf("encode manifest: %w", err)
 	}
 	// A committed manifest that ReadManifest refuses would fail every later
 	// run and report; refusing it here keeps the last one readable.
 	if len(data) > maxManifestBytes {
-		return fmt.Errorf("%w: the new one, with %d closed days and listing %d ledger parts and %d grants snapshots, is %d bytes, more than the %d a reader accepts; "+
+		return nil, fmt.Errorf("%w: the new one, with %d closed days and listing %d ledger parts and %d grants snapshots, is %d bytes, more than the %d a reader accepts; "+
 			"the committed export stays readable. The parts and snapshots of the day still open (%s) fill it: export less often; "+
 			"the first run after the day is closed (an entry of a later UTC day) moves them into the day's lists and commits",
 			ErrManifestTooLarge, len(m.LedgerDays), len(m.LedgerParts), len(m.GrantSnapshots), len(data), maxManifestBytes, m.openDay())
 	}
-	// One object write: on every blob driver the new manifest replaces the
-	// old one whole, or not at all.
-	if err := b.WriteAll(ctx, ManifestKey, data, &blob.WriterOptions{ContentType: "application/json"}); err != nil {
-		return fmt.Errorf("commit manifest: %w", err)
-	}
-	return nil
+	return data, nil
 }
 
 // openDay is the date of the manifest's last part: the day still open.

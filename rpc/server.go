@@ -57,7 +57,8 @@ type Options struct {
 	// MaxSnapshotStreams bounds concurrent SaveSnapshot streams on this
 	// node: each reads the whole state file, and holds a read transaction
 	// on it, which keeps the pages later writes free from being reused (the
-	// file grows while snapshots overlap). 0 = 2.
+	// file grows while snapshots overlap). `snapshot save`, `export --addr`
+	// and `report --addr` each take one, often at the same hour. 0 = 4.
 	MaxSnapshotStreams int
 	// StreamWriteTimeout bounds the write of each message of a stream
 	// (WatchEntries, SaveSnapshot): a client that stopped reading loses
@@ -140,7 +141,7 @@ func New(n *node.Node, opts Options) (*Server, error) {
 		return nil, fmt.Errorf("rpc: MaxWatchers %d out of range", opts.MaxWatchers)
 	}
 	if opts.MaxSnapshotStreams == 0 {
-		opts.MaxSnapshotStreams = 2
+		opts.MaxSnapshotStreams = 4
 	}
 	if opts.MaxSnapshotStreams < 0 || opts.MaxSnapshotStreams > 64 {
 		return nil, fmt.Errorf("rpc: MaxSnapshotStreams %d out of range 1..64", opts.MaxSnapshotStreams)

@@ -303,7 +303,10 @@ func TestRejectedEvents(t *testing.T) {
 		})
 	}
 	h.fails(BurnUsage{}, CodeInvalid, "events")
-	h.fails(BurnUsage{Events: make([]UsageEvent, MaxEventsPerBatch+1)}, CodeInvalid, "entry") // refused when decoded
+	// Too many events cannot be put in an entry (TestEncodeCommandRefusesWhatAnEntryCannotCarry).
+	if _, err := EncodeCommand(BurnUsage{Events: make([]UsageEvent, MaxEventsPerBatch+1)}); err == nil || err.(*Error).Field != "events" {
+		t.Fatalf("a batch of %d events: %v, want refused on events", MaxEventsPerBatch+1, err)
+	}
 }
 
 func TestExpiryAndEffectiveTimes(t *testing.T) {

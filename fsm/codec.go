@@ -34,7 +34,12 @@ const (
 
 var errTruncated = errors.New("truncated")
 
-type enc struct{ b []byte }
+type enc struct {
+	b []byte
+	// long is the length of the first string over maxStringLen encoded,
+	// which no decoder reads back (EncodeCommand refuses the command).
+	long int
+}
 
 func (e *enc) u8(v uint8) { e.b = append(e.b, v) }
 func (e *enc) bool(v bool) {
@@ -47,8 +52,14 @@ func (e *enc) bool(v bool) {
 func (e *enc) uv(v uint64)    { e.b = binary.AppendUvarint(e.b, v) }
 func (e *enc) iv(v int64)     { e.b = binary.AppendVarint(e.b, v) }
 func (e *enc) ts(v Timestamp) { e.b = binary.AppendVarint(e.b, int64(v)) }
-func (e *enc) str(s string)   { e.uv(uint64(len(s))); e.b = append(e.b, s...) }
-func (e *enc) dec(d Decimal)  { e.iv(d.Coef); e.u8(d.Scale) }
+func (e *enc) str(s string) {
+	if len(s) > maxStringLen && e.long == 0 {
+		e.long = len(s)
+	}
+	e.uv(uint64(len(s)))
+	e.b = append(e.b, s...)
+}
+func (e *enc) dec(d Decimal) { e.iv(d.Coef); e.u8(d.Scale) }
 
 type dec struct {
 	b   []byte
@@ -161,10 +172,16 @@ func (d *dec) decimal() Decimal {
 
 func (d *dec) dur() int64 { return d.iv() }
 
-// EncodeCommand encodes one command (without time) for EncodeEntry.
+// EncodeCommand encodes one command (without time) for EncodeEntry. It
+// refuses what DecodeEntry would (a string over maxStringLen, a batch of
+// more than MaxEventsPerBatch events): an entry that does not decode is
+// refused whole, with every other caller's command in it.
 func EncodeCommand(c Command) ([]byte, error) {
 	if c == nil {
 		return nil, errors.New("encode command: nil")
+	}
+	if u, ok := c.(BurnUsage); ok && len(u.Events) > MaxEventsPerBatch {
+		return nil, invalid("events", "at most %d per batch", MaxEventsPerBatch)
 	}
 	e := enc{b: make([]byte, 0, 64)}
 	e.u8(uint8(c.commandType()))
@@ -172,6 +189,9 @@ func EncodeCommand(c Command) ([]byte, error) {
 	e.b = append(e.b, 0, 0, 0, 0, 0) // room for a uvarint length, fixed up below
 	bodyAt := len(e.b)
 	encodeCommandBody(&e, c)
+	if e.long > 0 {
+		return nil, invalid("command", "%T holds a string of %d bytes; the log carries at most %d", c, e.long, maxStringLen)
+	}
 	body := len(e.b) - bodyAt
 	// Write the length as a padded 5-byte uvarint so the body need not move.
 	putPaddedUvarint(e.b[lenAt:bodyAt], uint64(body))

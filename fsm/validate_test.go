@@ -165,3 +165,43 @@ func TestCommandEncodingRoundTrips(t *testing.T) {
 func fmtCmd(c Command) string { return strings.ReplaceAll(sprintf("%T%+v", c, c), " ", "") }
 
 var sprintf = fmt.Sprintf
+
+// A command EncodeCommand accepts decodes: the leader puts many callers'
+// commands into one entry, and an entry the decoder refuses is refused
+// whole, every command in it. EncodeCommand encoded strings over the log's
+// 4,096-byte limit and batches of more than MaxEventsPerBatch events, which
+// made one caller's command fail every other caller's in the same entry.
+func TestEncodeCommandRefusesWhatAnEntryCannotCarry(t *testing.T) {
+	long := strings.Repeat("x", maxStringLen+1)
+	many := make([]UsageEvent, MaxEventsPerBatch+1)
+	for i := range many {
+		many[i] = UsageEvent{ID: "e", CustomerID: "c", CreditTypeID: "ai", Credits: 1}
+	}
+	for _, c := range []Command{
+		RevokeGrant{GrantID: "g", Reason: long},
+		CompletePurchase{ID: "p", Outcome: OutcomeFailed, FailureReason: long},
+		UpsertCustomer{ID: "c", Name: long},
+		BurnUsage{Events: []UsageEvent{{ID: "e", CustomerID: long, CreditTypeID: "ai", Credits: 1}}},
+		BurnUsage{Events: many},
+	} {
+		b, err := EncodeCommand(c)
+		if err == nil {
+			other, _ := EncodeCommand(Noop{})
+			_, _, derr := DecodeEntry(EncodeEntry(1, [][]byte{other, b}))
+			t.Errorf("EncodeCommand(%T) accepted a command that makes its entry undecodable (%v)", c, derr)
+			continue
+		}
+		if CodeOf(err) != CodeInvalid {
+			t.Errorf("EncodeCommand(%T): %v, want an invalid-argument error", c, err)
+		}
+	}
+	// At the limits it still encodes, and decodes.
+	edge := strings.Repeat("x", maxStringLen)
+	b, err := EncodeCommand(RevokeGrant{GrantID: "g", Reason: edge})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := DecodeEntry(EncodeEntry(1, [][]byte{b})); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -60,7 +60,7 @@ func (f *FSM) ApplyAnswering(entries []Entry, answer func([][]Result)) ([][]Resu
 		if len(e.Data) == 0 {
 			continue
 		}
-		t, cmds, err := DecodeEntry(e.Data)
+		rules, t, cmds, err := decodeEntry(e.Data)
 		if errors.Is(err, ErrUnknownVersion) {
 			tx.Rollback()
 			f.ap = nil
@@ -76,6 +76,7 @@ func (f *FSM) ApplyAnswering(entries []Entry, answer func([][]Result)) ([][]Resu
 		}
 		a.now = t
 		a.index = e.Index
+		a.rules = rules
 		rs := make([]Result, len(cmds))
 		for j, c := range cmds {
 			a.cmdPos = j
@@ -180,6 +181,9 @@ type applier struct {
 	poolsCreated, poolsWritten int
 
 	buf enc
+	// rules is the version of the entry being applied: the rules it is
+	// applied by (see entryVersion).
+	rules uint8
 	// grantsSummed counts the live grants poolGrants has read (tests
 	// check that a burn's work does not grow with its pool's grants).
 	grantsSummed uint64

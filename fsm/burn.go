@@ -260,7 +260,9 @@ func (a *applier) burnEvent(ev *UsageEvent, pos int, r *EventResult) {
 		// A denial is demand: credits that left without a burn (expired,
 		// revoked) or a top-up held back then (paused, capped) would
 		// otherwise wait for a burn that a plan which denies never allows.
-		a.maybeAutoTopUp(cu, p, available, pos)
+		if a.rules >= rulesDeniedEventTopsUp {
+			a.maybeAutoTopUp(cu, p, available, pos)
+		}
 	} else {
 		r.Status = EventBurned
 		if credits > 0 {

@@ -13,13 +13,30 @@ import (
 // It is compact, allocates little and is stable across Go versions. A
 // decoder refuses a version it does not know instead of guessing.
 //
-// Entry layout (version 1):
+// Entry layout (versions 1 and 2):
 //
-//	byte    entryVersion (1)
+//	byte    version
 //	varint  time (Timestamp, microseconds)
 //	uvarint command count
 //	per command: byte CommandType, uvarint length, body
-const entryVersion = 1
+//
+// An entry's version is also the rules it is applied by. What a command
+// does is changed under a new version, so an entry is applied by the rules
+// of the build that proposed it, on every replica and in every replay,
+// whatever build applies it; a build that does not know the version refuses
+// the entry (ErrUnknownVersion) rather than apply it by other rules. In a
+// rolling upgrade, replicas on the older build stop applying once an
+// upgraded leader proposes, instead of drifting apart from it.
+//
+//	1: builds before 2026-11-27
+//	2: a usage event denied while available is below the customer's auto
+//	   top-up threshold starts the top-up (rulesDeniedEventTopsUp)
+const (
+	entryVersion    = 2 // what EncodeEntry writes
+	minEntryVersion = 1
+
+	rulesDeniedEventTopsUp = 2
+)
 
 // recordVersion tags every stored record so that a future layout can be read
 // alongside this one.
@@ -230,11 +247,23 @@ func EncodeEntry(t Timestamp, cmds [][]byte) []byte {
 
 // DecodeEntry decodes a log entry. An unknown version is ErrUnknownVersion.
 func DecodeEntry(data []byte) (Timestamp, []Command, error) {
+	_, t, cmds, err := decodeEntry(data)
+	return t, cmds, err
+}
+
+// decodeEntry is DecodeEntry that also returns the entry's version: the
+// rules it is applied by.
+func decodeEntry(data []byte) (uint8, Timestamp, []Command, error) {
 	d := dec{b: data}
 	v := d.u8()
-	if d.err == nil && v != entryVersion {
-		return 0, nil, fmt.Errorf("%w: %d", ErrUnknownVersion, v)
+	if d.err == nil && (v < minEntryVersion || v > entryVersion) {
+		return 0, 0, nil, fmt.Errorf("%w: %d", ErrUnknownVersion, v)
 	}
+	t, cmds, err := decodeEntryBody(&d)
+	return v, t, cmds, err
+}
+
+func decodeEntryBody(d *dec) (Timestamp, []Command, error) {
 	t := d.ts()
 	n := d.uv()
 	if d.err != nil {

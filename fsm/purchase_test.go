@@ -306,3 +306,37 @@ func TestADeniedEventStartsTheAutoTopUpItWaitsFor(t *testing.T) {
 		})
 	}
 }
+
+// An entry is applied by the rules of its version, whichever build applies
+// it: a denied event in an entry of version 1 (proposed by a build before
+// denied events started top-ups) starts none, so replicas still on that
+// build and upgraded ones replaying the same log agree; the same event in an
+// entry of the current version starts one.
+func TestAnEntryIsAppliedByTheRulesOfItsVersion(t *testing.T) {
+	h := newHarness(t)
+	h.seed()
+	h.ok(UpsertCustomer{ID: "c1", PlanID: "pro", AutoTopUp: AutoTopUp{Enabled: true, ThresholdCredits: 300,
+		Mode: TopUpFixed, AmountCredits: 2000}})
+	h.paid("g", 1000, "0.10")
+	h.ok(RevokeGrant{GrantID: "g", Reason: "refund", RequestID: "refund-1"})
+	deny := func(version byte, id string) {
+		t.Helper()
+		e := h.entry(BurnUsage{Events: []UsageEvent{{ID: id, CustomerID: "c1", CreditTypeID: "ai", Credits: 50}}})
+		e.Data[0] = version
+		rs, err := h.f.Apply([]Entry{e})
+		if err != nil {
+			t.Fatalf("version %d: %v", version, err)
+		}
+		if r := rs[0][0]; r.Err != nil || r.Value.([]EventResult)[0].Status != EventDenied {
+			t.Fatalf("version %d: %+v, want the event denied", version, r)
+		}
+	}
+	deny(1, "e1")
+	if c := h.customer("c1"); c.AutoPendingPurchase != "" {
+		t.Fatalf("a denied event in a version 1 entry started purchase %s", c.AutoPendingPurchase)
+	}
+	deny(entryVersion, "e2")
+	if c := h.customer("c1"); c.AutoPendingPurchase == "" {
+		t.Fatalf("a denied event in a version %d entry started no purchase (last: %q)", entryVersion, c.AutoTopUpLast)
+	}
+}

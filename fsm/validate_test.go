@@ -88,15 +88,17 @@ func TestFeatureAndPlanKeepTheirCreditType(t *testing.T) {
 }
 
 func TestUnknownEntryVersionIsRefused(t *testing.T) {
-	h := newHarness(t)
-	e := h.entry(Tick{})
-	e.Data[0] = 2
-	before := h.f.AppliedIndex()
-	if _, err := h.f.Apply([]Entry{e}); !errors.Is(err, ErrUnknownVersion) {
-		t.Fatalf("got %v", err)
-	}
-	if h.f.AppliedIndex() != before {
-		t.Fatal("applied index moved")
+	for _, v := range []byte{0, entryVersion + 1, 255} {
+		h := newHarness(t)
+		e := h.entry(Tick{})
+		e.Data[0] = v
+		before := h.f.AppliedIndex()
+		if _, err := h.f.Apply([]Entry{e}); !errors.Is(err, ErrUnknownVersion) {
+			t.Fatalf("version %d: got %v", v, err)
+		}
+		if h.f.AppliedIndex() != before {
+			t.Fatalf("version %d: applied index moved", v)
+		}
 	}
 }
 

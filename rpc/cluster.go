@@ -54,6 +54,22 @@ func (a *api) GetStatus(ctx context.Context, req *connect.Request[v1.GetStatusRe
 	return connect.NewResponse(out), nil
 }
 
+// checkNodeID checks a member's id. Node ids are the operator's
+// (--node-id, node.Config.NodeID): up to 128 bytes of any text, not only the
+// characters of the API's ids, so only what no node id can hold is refused.
+func checkNodeID(field, id string, required bool) error {
+	if id == "" {
+		if required {
+			return invalidField(field, "is required")
+		}
+		return nil
+	}
+	return checkText(field, id, maxNodeIDLen)
+}
+
+// maxNodeIDLen is node.Config.Validate's bound on a node id.
+const maxNodeIDLen = 128
+
 func memberError(err error, id string) error {
 	if errors.Is(err, node.ErrUnknownMember) {
 		return notFoundField("node_id", "no member %s in the Raft configuration", id)
@@ -82,7 +98,7 @@ func (a *api) RemoveMember(ctx context.Context, req *connect.Request[v1.RemoveMe
 	return handle(ctx, a.s, req, func(c *leaderClients) func(context.Context, *connect.Request[v1.RemoveMemberRequest]) (*connect.Response[v1.RemoveMemberResponse], error) {
 		return c.cluster.RemoveMember
 	}, func(ctx context.Context, m *v1.RemoveMemberRequest) (*v1.RemoveMemberResponse, error) {
-		if err := checkID("node_id", m.NodeId); err != nil {
+		if err := checkNodeID("node_id", m.NodeId, true); err != nil {
 			return nil, err
 		}
 		if err := a.s.n.RemoveMember(ctx, m.NodeId); err != nil {
@@ -96,7 +112,7 @@ func (a *api) TransferLeadership(ctx context.Context, req *connect.Request[v1.Tr
 	return handle(ctx, a.s, req, func(c *leaderClients) func(context.Context, *connect.Request[v1.TransferLeadershipRequest]) (*connect.Response[v1.TransferLeadershipResponse], error) {
 		return c.cluster.TransferLeadership
 	}, func(ctx context.Context, m *v1.TransferLeadershipRequest) (*v1.TransferLeadershipResponse, error) {
-		if err := checkOptionalID("node_id", m.NodeId); err != nil {
+		if err := checkNodeID("node_id", m.NodeId, false); err != nil {
 			return nil, err
 		}
 		if err := a.s.n.TransferLeadership(ctx, m.NodeId); err != nil {

@@ -252,3 +252,47 @@ func TestATransferToAVoterThatIsDownIsUnavailable(t *testing.T) {
 		t.Fatalf("TransferLeadership to the stopped voter %s: %v; want unavailable", down.id, ce)
 	}
 }
+
+// TestMembersAreNamedByTheirNodeIDs: node ids are the operator's choice
+// (--node-id: any text of up to 128 bytes), not API ids: RemoveMember and
+// TransferLeadership take any of them, and refuse only what no node id
+// can be. A cluster whose nodes were named "db 1" could not remove one.
+func TestMembersAreNamedByTheirNodeIDs(t *testing.T) {
+	s := startServer(t, "db 1", nodeOpts{bootstrapExpect: 1})
+	waitFor(t, time.Minute, "the node to lead", func() bool { return s.n.Ready() })
+	c := newClients(s.url, "")
+	for _, tc := range []struct {
+		name  string
+		err   func() *connect.Error
+		code  connect.Code
+		field string
+	}{
+		{"removing the only voter, named with a space", func() *connect.Error {
+			return callErr(t, c.cluster.RemoveMember, &v1.RemoveMemberRequest{NodeId: "db 1"})
+		}, connect.CodeFailedPrecondition, "node_id"},
+		{"removing an unknown member named with a space", func() *connect.Error {
+			return callErr(t, c.cluster.RemoveMember, &v1.RemoveMemberRequest{NodeId: "db 2"})
+		}, connect.CodeNotFound, "node_id"},
+		{"transferring to the leader, named with a space", func() *connect.Error {
+			return callErr(t, c.cluster.TransferLeadership, &v1.TransferLeadershipRequest{NodeId: "db 1"})
+		}, connect.CodeInvalidArgument, "node_id"},
+		{"a node id holding a control character", func() *connect.Error {
+			return callErr(t, c.cluster.RemoveMember, &v1.RemoveMemberRequest{NodeId: "db\n1"})
+		}, connect.CodeInvalidArgument, "node_id"},
+		{"a node id longer than 128 bytes", func() *connect.Error {
+			return callErr(t, c.cluster.RemoveMember, &v1.RemoveMemberRequest{NodeId: strings.Repeat("d", 129)})
+		}, connect.CodeInvalidArgument, "node_id"},
+	} {
+		ce := tc.err()
+		if ce == nil || ce.Code() != tc.code {
+			t.Errorf("%s: %v; want %s", tc.name, ce, tc.code)
+			continue
+		}
+		if fv, err := fieldDetail(ce); err != nil || fv.Field != tc.field {
+			t.Errorf("%s: %v names field %v (%v); want %s", tc.name, ce, fv, err, tc.field)
+		}
+	}
+	if ce := callErr(t, c.cluster.TransferLeadership, &v1.TransferLeadershipRequest{NodeId: "db 1"}); ce == nil || !strings.Contains(ce.Message(), "leader already") {
+		t.Errorf("transfer to the leader itself: %v; want 'is the leader already'", ce)
+	}
+}

@@ -328,11 +328,23 @@ func hostileCases(t testing.TB, url string, c *clients) []hostileCase {
 		add("Release/reservation_id "+bad.name, inv, "reservation_id", unaryCtx(c.usage.Release, &v1.ReleaseRequest{ReservationId: bad.id}))
 		purchase("idempotency_key "+bad.name, inv, "idempotency_key", func(m *v1.PurchaseCreditsRequest) { m.IdempotencyKey = bad.id })
 		complete("id "+bad.name, inv, "id", func(m *v1.CompletePurchaseRequest) { m.Id = bad.id })
-		add("RemoveMember/node_id "+bad.name, inv, "node_id", unaryCtx(c.cluster.RemoveMember, &v1.RemoveMemberRequest{NodeId: bad.id}))
 		if bad.id != "" {
 			revoke("request_id "+bad.name, inv, "request_id", func(m *v1.RevokeGrantRequest) { m.RequestId = bad.id })
 			customer("plan_id "+bad.name, inv, "plan_id", func(m *v1.UpsertCustomerRequest) { m.PlanId = bad.id })
-			add("TransferLeadership/node_id "+bad.name, inv, "node_id", unaryCtx(c.cluster.TransferLeadership, &v1.TransferLeadershipRequest{NodeId: bad.id}))
+		}
+	}
+	// Node ids are the operator's (--node-id): any text of 1..128 bytes
+	// without control characters; one of other characters is looked up.
+	for _, bad := range []struct {
+		name, id string
+		code     connect.Code
+	}{
+		{"empty", "", inv}, {"129 characters", id129, inv}, {"a NUL", "a\x00b", inv}, {"a newline", "a\nb", inv},
+		{"an escape", "\x1b[2J", inv}, {"a DEL", "a\x7fb", inv}, {"a space", "a b", nf}, {"non-ASCII", "café", nf}, {"a slash", "a/b", nf},
+	} {
+		add("RemoveMember/node_id "+bad.name, bad.code, "node_id", unaryCtx(c.cluster.RemoveMember, &v1.RemoveMemberRequest{NodeId: bad.id}))
+		if bad.id != "" {
+			add("TransferLeadership/node_id "+bad.name, bad.code, "node_id", unaryCtx(c.cluster.TransferLeadership, &v1.TransferLeadershipRequest{NodeId: bad.id}))
 		}
 	}
 	// An id of exactly 128 characters is valid: the request fails later,

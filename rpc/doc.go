@@ -21,11 +21,14 @@
 // Connect client (HTTP/2, h2c unless Options.ForwardTLS), carrying the
 // caller's API key and request id and marked with ForwardedHeader: a node
 // that is not the leader refuses a forwarded request instead of forwarding
-// it again. Before a write, a handler reads what it needs from its own
-// replica (credit type scales, a feature's credit type: facts that never
-// change once created); a follower that does not know them yet forwards
-// rather than answer NOT_FOUND. Stale reads and WatchEntries are served by
-// the replica called, with its applied index.
+// it again, saying so (notLeaderHeader), and the follower sends it on to the
+// leader it learns (leadership moved meanwhile). Before a write, a handler
+// reads what it needs from its own replica (credit type scales, a feature's
+// credit type: facts that never change once created); what it does not find
+// it reads again once the state is confirmed current (node.LinearizableRead:
+// a follower forwards, a leader still applying earlier entries waits) rather
+// than answer NOT_FOUND. Stale reads and WatchEntries are served by the
+// replica called, with its applied index.
 //
 // Error codes, in one place (toConnect):
 //

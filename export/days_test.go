@@ -3,6 +3,7 @@ package export
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -1154,5 +1155,143 @@ func TestTheSweepListsOnlyTheDaysARunCanHaveWritten(t *testing.T) {
 	}
 	if slices.Contains(res.Removed, unlisted) {
 		t.Errorf("%s in the closed day %s's folder was removed: the sweep listed a day no run can add to", unlisted, closed)
+	}
+}
+
+// The sweep once listed every object under grants/ on every run: with
+// every snapshot kept, a run a minute adds half a million snapshot folders
+// a year, all listed every minute. It now lists, by prefixes of the
+// zero-padded seqs in their names, only the snapshots from the last closed
+// snapshot day on, up to the cut (at most 10 prefixes): where a snapshot
+// past the watermark, or an uncommitted one of the open day, can be. A
+// snapshot-named object between two older closed days is therefore left
+// as it is (only someone else can have put it there). Under a retention,
+// grants/ holds about the snapshots kept, and it is listed whole, so a
+// snapshot the retention dropped whose deletion was cut short is still
+// removed.
+func TestTheSweepListsOnlyTheSnapshotsARunCanHaveWritten(t *testing.T) {
+	plant := func(t *testing.T, dir string, keys ...string) {
+		t.Helper()
+		for _, k := range keys {
+			path := filepath.Join(dir, filepath.FromSlash(k))
+			if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(path, []byte("PAR1"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	t.Run("every snapshot kept", func(t *testing.T) {
+		md := exportOverDays(t, 39, 3, 2, smallFiles())
+		m, err := ReadManifest(testCtx(t), md.b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		days, w := m.GrantSnapshotDays, m.WatermarkSeq
+		if len(days) < 3 || days[0].LastSeq+1 >= days[1].FirstSeq {
+			t.Fatalf("snapshot days %+v: want three, the first two with a gap between them", days)
+		}
+		swept := []string{grantsKey(w + 3), grantsKey(w+5) + ".0123456789abcdef.tmp"}
+		// Uncommitted in the open day, inside the watermark.
+		if open := days[len(days)-1].LastSeq + 1; !slices.ContainsFunc(m.GrantSnapshots, func(s Snapshot) bool { return s.Seq == open }) {
+			swept = append(swept, grantsKey(open))
+		} else {
+			t.Fatalf("the open day's first entry %d has a snapshot: the test needs another ledger", open)
+		}
+		unlisted := grantsKey(days[0].LastSeq + 1) // uncommitted, between two closed days
+		plant(t, md.dir, append(slices.Clone(swept), unlisted)...)
+		run(t, md.g, 50, 2*time.Hour) // the open day stays open
+		res := exportOnce(t, FromFSM(md.g.F), md.b, smallFiles())
+		if res.ToSeq < w+5 {
+			t.Fatalf("the run's cut %d is not past the planted snapshots", res.ToSeq)
+		}
+		for _, k := range swept {
+			if !slices.Contains(res.Removed, k) {
+				t.Errorf("%s, uncommitted past the watermark, was not removed (removed: %v)", k, res.Removed)
+			}
+		}
+		if slices.Contains(res.Removed, unlisted) {
+			t.Errorf("%s, between the closed days %s and %s, was removed: the sweep listed snapshots no run can add to",
+				unlisted, days[0].Date, days[1].Date)
+		}
+		_, _, last, _ := md.g.Check()
+		checkReadable(t, md.dir, last)
+	})
+	t.Run("under a retention", func(t *testing.T) {
+		opts := smallFiles()
+		opts.KeepGrantSnapshots = 2
+		md := exportOverDays(t, 39, 2, 2, opts)
+		m, err := ReadManifest(testCtx(t), md.b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		leftover := grantsKey(m.GrantSnapshots[0].Seq - 1) // dropped, its deletion cut short
+		plant(t, md.dir, leftover)
+		run(t, md.g, 50, 2*time.Hour)
+		res := exportOnce(t, FromFSM(md.g.F), md.b, opts)
+		if !slices.Contains(res.Removed, leftover) {
+			t.Errorf("%s, left by a retention, was not removed (removed: %v)", leftover, res.Removed)
+		}
+	})
+}
+
+// seqPrefixes covers every seq of a range with at most maxSweepPrefixes
+// name prefixes, each seq once, reaching back no further than the floor
+// unless that would take more prefixes.
+func TestSeqPrefixesCoverTheRangeOnceWithFewPrefixes(t *testing.T) {
+	pfx := func(v uint64, digits int) string { return fmt.Sprintf("p%0*d", digits, v) }
+	for _, tc := range []struct {
+		name            string
+		floor, from, to uint64
+		want            []string // nil: only the properties are checked
+		reachBelowFloor bool
+	}{
+		{"blocks from the floor's on", 1250, 1751, 1900, []string{pfx(17, 18), pfx(18, 18), pfx(19, 18)}, false},
+		{"a floor far back takes one prefix", 0, 1751, 1900, []string{"p"}, false},
+		{"a range inside one block", 1700, 1751, 1760, []string{pfx(17, 18)}, false},
+		{"from equals to", 1751, 1751, 1751, []string{pfx(1751, 20)}, false},
+		{"from after to is taken as from", 10, 20, 5, []string{pfx(2, 19)}, false},
+		{"a floor just below from", 1750, 1751, 1900, nil, false},
+		{"a long range after a short day reaches below the floor, in 10 prefixes", 1_000_000_005, 1_000_000_006, 1_999_999_999, nil, true},
+		{"a long range from a round floor", 999_999_990, 999_999_991, 1_234_567_890, nil, false},
+		{"the largest seqs", 18446744073709551000, 18446744073709551600, 18446744073709551615, nil, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := seqPrefixes("p", tc.floor, tc.from, tc.to)
+			if tc.want != nil && !slices.Equal(got, tc.want) {
+				t.Fatalf("prefixes %v, want %v", got, tc.want)
+			}
+			if len(got) > maxSweepPrefixes {
+				t.Fatalf("%d prefixes, more than %d: %v", len(got), maxSweepPrefixes, got)
+			}
+			to := max(tc.to, tc.from)
+			covering := func(seq uint64) int {
+				name := "p" + fmt.Sprintf("%020d", seq)
+				n := 0
+				for _, p := range got {
+					if strings.HasPrefix(name, p) {
+						n++
+					}
+				}
+				return n
+			}
+			for _, seq := range []uint64{tc.from, to, tc.from + (to-tc.from)/3, tc.from + (to-tc.from)/2, to - (to-tc.from)/7} {
+				if n := covering(seq); n != 1 {
+					t.Errorf("seq %d is covered by %d of %v, want 1", seq, n, got)
+				}
+			}
+			for seq := tc.from; seq-tc.from < 5000; seq++ {
+				if n := covering(seq); n != 1 {
+					t.Fatalf("seq %d is covered by %d of %v, want 1", seq, n, got)
+				}
+				if seq == to {
+					break
+				}
+			}
+			if !tc.reachBelowFloor && tc.floor > 0 && covering(tc.floor-1) != 0 {
+				t.Errorf("%v reaches below the floor %d", got, tc.floor)
+			}
+		})
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -164,7 +165,7 @@ func (e *Exporter) Run(ctx context.Context) (Result, error) {
 		if err := checkDigest(c, m); err != nil {
 			return err
 		}
-		removed, err := e.sweep(ctx, m, base, func(present map[string]bool) error {
+		removed, err := e.sweep(ctx, m, base, cut, func(present map[string]bool) error {
 			if err := e.checkCommittedLists(ctx, m, present); err != nil {
 				return fmt.Errorf("export: refusing to build on the committed export: %w", err)
 			}
@@ -225,7 +226,7 @@ func (e *Exporter) Run(ctx context.Context) (Result, error) {
 			res.Removed = append(res.Removed, s.Key)
 		}
 		if drop.days {
-			removed, err := e.sweep(ctx, &next, storedManifest{data: data, exists: true}, nil)
+			removed, err := e.sweep(ctx, &next, storedManifest{data: data, exists: true}, cut, nil)
 			res.Removed = append(res.Removed, removed...)
 			return err
 		}
@@ -255,7 +256,7 @@ func (e *Exporter) Run(ctx context.Context) (Result, error) {
 // exporter committed since (ErrConcurrentExport, nothing deleted). check,
 // when set, gets the lists m names that the listing found, before anything
 // is deleted; its error ends the sweep.
-func (e *Exporter) sweep(ctx context.Context, m *Manifest, base storedManifest, check func(present map[string]bool) error) ([]string, error) {
+func (e *Exporter) sweep(ctx context.Context, m *Manifest, base storedManifest, cut uint64, check func(present map[string]bool) error) ([]string, error) {
 	c := committedBy(m)
 	var orphans []string
 	present := map[string]bool{}
@@ -282,8 +283,9 @@ func (e *Exporter) sweep(ctx context.Context, m *Manifest, base storedManifest, 
 	if err != nil {
 		return nil, err
 	}
+	grants := grantsPrefixesToSweep(m, cut, e.opts.KeepGrantSnapshots)
 	// The manifest's temporary files sit at the root, next to it.
-	for _, prefix := range append(ledger, grantsPrefix, listsPrefix, ManifestKey+".") {
+	for _, prefix := range slices.Concat(ledger, grants, []string{listsPrefix, ManifestKey + "."}) {
 		if err := listPrefix(prefix); err != nil {
 			return nil, err
 		}
@@ -494,6 +496,81 @@ func (e *Exporter) ledgerPrefixesToSweep(ctx context.Context, m *Manifest) ([]st
 			prefixes = append(prefixes, obj.Key)
 		}
 	}
+}
+
+// maxSweepPrefixes bounds the prefixes, each a list request, the sweep
+// lists snapshots under.
+const maxSweepPrefixes = 10
+
+// grantsPrefixesToSweep are the prefixes under grants/ an uncommitted
+// snapshot can be in, for a run whose cut is cut. Without a retention,
+// snapshots of closed days are in day lists and never deleted: a snapshot
+// past the watermark, or one of the open day the manifest does not name,
+// has a seq above the last closed snapshot day's, so the seqs from there to
+// the cut are listed, by prefixes of their zero-padded names. Listing every
+// snapshot on every run would cost a destination exported every minute
+// half a million objects a year, listed every minute. Under a retention
+// (or before any snapshot day), grants/ holds about the snapshots the
+// manifest names, and it is listed whole: a snapshot the retention dropped
+// whose deletion was cut short lies below every kept one.
+func grantsPrefixesToSweep(m *Manifest, cut uint64, keep int) []string {
+	if keep > 0 || len(m.GrantSnapshotDays) == 0 {
+		return []string{grantsPrefix}
+	}
+	last := m.GrantSnapshotDays[len(m.GrantSnapshotDays)-1]
+	return seqPrefixes(grantsPrefix+"snapshot=", last.FirstSeq, last.LastSeq+1, cut)
+}
+
+// seqPrefixes returns prefix followed by the leading digits of 20-digit
+// zero-padded seqs, covering every seq of [from, to] once (to < from is
+// taken as from), with at most maxSweepPrefixes prefixes: the block of from
+// at the coarsest digit that does not start before floor, the blocks after
+// it up to that of to (those above to hold seqs not written yet). When that
+// takes more than maxSweepPrefixes prefixes (a long range after a short
+// day), the block of from is taken coarser, reaching below floor.
+func seqPrefixes(prefix string, floor, from, to uint64) []string {
+	to = max(to, from)
+	a, b := fmt.Sprintf("%020d", from), fmt.Sprintf("%020d", to)
+	j := 0 // a[:j] == b[:j]
+	for j < len(a) && a[j] == b[j] {
+		j++
+	}
+	count := func(k int) int { // prefixes with from's block at k digits
+		n := 1
+		for l := k - 1; l > j; l-- {
+			n += int('9' - a[l])
+		}
+		if j < len(a) {
+			n += int(b[j] - a[j])
+		}
+		return n
+	}
+	k := 0
+	for k < len(a) && blockStart(a[:k]) < floor {
+		k++
+	}
+	for k > j+1 && count(k) > maxSweepPrefixes {
+		k--
+	}
+	if k <= j {
+		return []string{prefix + a[:k]}
+	}
+	out := []string{prefix + a[:k]}
+	for l := k - 1; l > j; l-- {
+		for d := a[l] + 1; d <= '9'; d++ {
+			out = append(out, prefix+a[:l]+string(d))
+		}
+	}
+	for d := a[j] + 1; d <= b[j]; d++ {
+		out = append(out, prefix+a[:j]+string(d))
+	}
+	return out
+}
+
+// blockStart is the least 20-digit seq whose name starts with digits.
+func blockStart(digits string) uint64 {
+	v, _ := strconv.ParseUint(digits+strings.Repeat("0", 20-len(digits)), 10, 64)
+	return v
 }
 
 // delete deletes key (already gone is fine) and, in a directory

@@ -77,6 +77,7 @@ func (f *FSM) ApplyAnswering(entries []Entry, answer func([][]Result)) ([][]Resu
 		a.now = t
 		a.index = e.Index
 		a.rules = rules
+		stored := a.idemStored
 		rs := make([]Result, len(cmds))
 		for j, c := range cmds {
 			a.cmdPos = j
@@ -91,6 +92,7 @@ func (f *FSM) ApplyAnswering(entries []Entry, answer func([][]Result)) ([][]Resu
 		// function of the log alone, however raft groups entries into
 		// Apply calls.
 		a.flushLedger()
+		a.pruneInStep(a.idemStored - stored)
 		results[i] = rs
 	}
 	// The applied index, log time and last sequence move with the answer:
@@ -207,7 +209,11 @@ type applier struct {
 	// places keys in memory; what a lookup finds does not depend on it.
 	idemPending []pendingIdem
 	idemLatest  map[uint64]int32
-	idemSeed    maphash.Seed
+	// idemStored counts the records stored in this Apply; prunes is the
+	// pruning its entries owe (pruneInStep), done in flush.
+	idemStored int
+	prunes     []idemPrune
+	idemSeed   maphash.Seed
 
 	ledgerBlock []byte // entries of the open ledger block
 	ledgerFirst uint64
@@ -277,6 +283,8 @@ func (a *applier) reset(f *FSM, tx *bolt.Tx) {
 	a.idemCurC, a.idemPrevC = nil, nil
 	a.idemPending = a.idemPending[:0]
 	clear(a.idemLatest)
+	a.idemStored = 0
+	a.prunes = a.prunes[:0]
 	a.chunk = nil
 	a.bGrant = tx.Bucket(bGrant)
 	a.bBurnOrder = tx.Bucket(bBurnOrder)
@@ -285,6 +293,7 @@ func (a *applier) reset(f *FSM, tx *bolt.Tx) {
 func (a *applier) flush() error {
 	a.flushLedger()
 	a.flushIdem()
+	a.runPrunes()
 	if a.err != nil {
 		return a.err
 	}
@@ -681,6 +690,7 @@ func (a *applier) idemStore(kind byte, id string, h [16]byte, result []byte) {
 	if !ok {
 		sameHash = -1
 	}
+	a.idemStored++
 	a.idemLatest[slot] = int32(len(a.idemPending))
 	a.idemPending = append(a.idemPending, pendingIdem{gen: a.idemGeneration(a.now), key: k, val: v, sameHash: sameHash})
 }
@@ -755,6 +765,14 @@ func seekExact(c *bolt.Cursor, b *bolt.Bucket, key []byte) []byte {
 		return nil
 	}
 	return v
+}
+
+// clone copies b into memory alloc carves: a key read through a cursor
+// points into a page that deletes may rewrite.
+func (a *applier) clone(b []byte) []byte {
+	c := a.alloc(len(b))
+	copy(c, b)
+	return c
 }
 
 // chunkSize is how much memory alloc carves keys and values from.

@@ -64,6 +64,13 @@ func benchBurnAfter(b *testing.B, pools, grants, batch int, sync, randomIDs bool
 // Apply (one state transaction), as a replica's applier merges entries
 // that are queued when it comes round; ns/op stays per entry.
 func benchBurnMerged(b *testing.B, pools, grants, batch int, sync, randomIDs bool, history, perApply int) {
+	benchBurnWindowsOn(b, pools, grants, batch, sync, randomIDs, history, perApply, 1)
+}
+
+// benchBurnWindowsOn is benchBurnMerged moving windows retention windows on
+// after the history: two and the history's generation is one no lookup
+// sees, which the new entries prune as they store (pruneInStep).
+func benchBurnWindowsOn(b *testing.B, pools, grants, batch int, sync, randomIDs bool, history, perApply, windows int) {
 	h := benchState(b, pools, grants, sync)
 	next := 0
 	batchAt := func() Entry {
@@ -86,7 +93,7 @@ func benchBurnMerged(b *testing.B, pools, grants, batch int, sync, randomIDs boo
 				b.Fatal(err)
 			}
 		}
-		h.after(DefaultIdempotencyRetention)
+		h.after(time.Duration(windows) * DefaultIdempotencyRetention)
 	}
 	entries := make([]Entry, (b.N+perApply-1)/perApply*perApply)
 	for i := range entries {
@@ -133,6 +140,8 @@ func BenchmarkApply(b *testing.B) {
 	// The default shape a retention window after 200,000 events: each new
 	// event also looks for its id in the previous generation.
 	b.Run("batch of 1000 events over 1000 pools, 1 grant, a week on", func(b *testing.B) { benchBurnAfter(b, 1000, 1, 1000, false, false, 200) })
+	// Two windows on: each entry also prunes 1,000 of history's records.
+	b.Run("batch of 1000 events over 1000 pools, 1 grant, two weeks on", func(b *testing.B) { benchBurnWindowsOn(b, 1000, 1, 1000, false, false, 200, 1, 2) })
 	b.Run("batch of 1000 events over 1000 pools, 1 grant, 8 entries per apply", func(b *testing.B) { benchBurnMerged(b, 1000, 1, 1000, false, false, 0, 8) })
 	b.Run("batch of 1000 events over 10000 pools", func(b *testing.B) { benchBurn(b, 10000, 3, 1000, false) })
 	b.Run("batch of 1000 events, 100 grants per pool", func(b *testing.B) { benchBurn(b, 100, 100, 1000, false) })

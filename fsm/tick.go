@@ -3,6 +3,7 @@ package fsm
 import (
 	"bytes"
 	"encoding/binary"
+	"fmt"
 
 	bolt "go.etcd.io/bbolt"
 )
@@ -91,34 +92,85 @@ func (a *applier) expireReservations() {
 }
 
 // pruneIdempotency deletes generations older than the previous one, at
-// most maxPruneBatch records per Tick, oldest first.
+// most maxPruneBatch records per Tick, oldest first, after the pruning the
+// entries before it in this Apply owe (pruneInStep).
 func (a *applier) pruneIdempotency() {
 	a.flushIdem() // the records stored so far belong to what is pruned
-	g := a.idemGeneration(a.now)
+	a.runPrunes()
+	a.pruneGenerationsBefore(a.idemGeneration(a.now), maxPruneBatch)
+}
+
+// rulesPruneInStep is the first entry version whose entries prune as many
+// old idempotency records as they store (pruneInStep).
+const rulesPruneInStep = 2
+
+// idemPrune is the pruning an entry owes: up to budget records of the
+// generations before gen-1 (gen is the entry's own).
+type idemPrune struct {
+	gen    uint64
+	budget int
+}
+
+// pruneInStep records the pruning an entry that stored n idempotency
+// records owes: n records of the generations no lookup sees any more. Ticks
+// alone prune at most maxPruneBatch records each (10,000 a second at the
+// default tick interval, fewer at longer ones), so a cluster that stores
+// more than that for a week never caught up and its state file grew
+// without bound. In step, pruning keeps up with any rate: a generation
+// becomes prunable a week after it began and holds a week of records, which
+// the next week's records prune. The work is done in flush, after the
+// answer, entry by entry as if each had pruned when it was applied (see
+// runPrunes), so how raft groups entries into Apply calls changes nothing.
+func (a *applier) pruneInStep(n int) {
+	if n == 0 || a.rules < rulesPruneInStep {
+		return
+	}
+	a.prunes = append(a.prunes, idemPrune{gen: a.idemGeneration(a.now), budget: n})
+}
+
+// runPrunes does the pruning entries owe, in their order. Every record
+// stored in this Apply is written first (flushIdem): an entry's pruning
+// covers generations before its own previous one, which records stored by
+// later entries never are in, so doing it here deletes what doing it at
+// the entry's end would have deleted.
+func (a *applier) runPrunes() {
+	for _, p := range a.prunes {
+		a.pruneGenerationsBefore(p.gen, p.budget)
+	}
+	a.prunes = a.prunes[:0]
+}
+
+// pruneGenerationsBefore deletes up to budget records of the generations
+// before g-1, oldest first; a generation found empty is deleted and ends
+// the call (cursors are invalid after a bucket's delete).
+func (a *applier) pruneGenerationsBefore(g uint64, budget int) {
+	if a.err != nil {
+		return
+	}
 	root := a.tx.Bucket(bIdem)
-	budget := maxPruneBatch
 	c := root.Cursor()
 	for name, _ := c.First(); name != nil && budget > 0; name, _ = c.Next() {
 		gen := binary.BigEndian.Uint64(name)
 		if gen+1 >= g {
 			return
 		}
-		b := root.Bucket(name)
-		bc := b.Cursor()
-		var keys [][]byte
-		for k, _ := bc.First(); k != nil && len(keys) < budget; k, _ = bc.Next() {
-			keys = append(keys, bytes.Clone(k))
+		// One cursor deletes from the front (a Delete per key would make
+		// one each); First again after each, since Next after a Delete
+		// skips a key.
+		bc := root.Bucket(name).Cursor()
+		for k, _ := bc.First(); k != nil && budget > 0; k, _ = bc.First() {
+			if err := bc.Delete(); err != nil {
+				a.err = fmt.Errorf("prune idempotency generation %d: %w", gen, err)
+				return
+			}
+			budget--
 		}
-		for _, k := range keys {
-			a.del(b, k)
-		}
-		budget -= len(keys)
 		if budget > 0 { // the generation is empty
-			if err := root.DeleteBucket(bytes.Clone(name)); err != nil {
+			if err := root.DeleteBucket(a.clone(name)); err != nil {
 				a.err = err
 			}
-			// Cursors are invalid after a delete: lookups open theirs
-			// anew, and pruning goes on next Tick.
+			// Lookups open their cursors anew; pruning goes on with the
+			// next entry or Tick.
 			a.idemOpen = false
 			return
 		}

@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"strings"
 	"time"
+	"unicode"
 
 	"github.com/hashicorp/raft"
 )
@@ -259,6 +261,12 @@ func (c *Config) Validate() error {
 	}
 	if len(c.NodeID) > 128 {
 		return fmt.Errorf("node config: NodeID %q is longer than 128 bytes", c.NodeID)
+	}
+	// The id travels in HTTP headers (a follower names itself on what it
+	// forwards) and is how operators name the node in the API; net/http
+	// refuses a header value with a control character in it.
+	if strings.IndexFunc(c.NodeID, unicode.IsControl) >= 0 {
+		return fmt.Errorf("node config: NodeID %q holds a control character", c.NodeID)
 	}
 	for _, a := range []struct{ name, addr string }{
 		{"RaftAddr", c.RaftAddr}, {"GossipAddr", c.GossipAddr},

@@ -35,6 +35,10 @@ func TestConfigValidateNamesTheWrongField(t *testing.T) {
 		{"the lease fits in a heartbeat", func(c *Config) { c.LeaderLeaseTimeout = 2 * c.HeartbeatTimeout }, "LeaderLeaseTimeout"},
 		{"the leader wait is bounded", func(c *Config) { c.LeaderWait = time.Hour }, "LeaderWait"},
 		{"node ids are short", func(c *Config) { c.NodeID = strings.Repeat("x", 129) }, "NodeID"},
+		// Followers send their id in a header (Creditd-Forwarded-By), which
+		// net/http refuses to carry with a control character in it.
+		{"node ids hold no control character", func(c *Config) { c.NodeID = "db\n1" }, "NodeID"},
+		{"node ids hold no tab", func(c *Config) { c.NodeID = "db\t1" }, "NodeID"},
 		{"the log cache is bounded", func(c *Config) { c.LogCacheEntries = maxLogCacheEntries + 1 }, "LogCacheEntries"},
 		{"the log cache may be off", func(c *Config) { c.LogCacheEntries = -1 }, ""},
 		{"the ready lag is bounded", func(c *Config) { c.ReadyMaxLag = maxReadyMaxLag + 1 }, "ReadyMaxLag"},

@@ -100,6 +100,9 @@ type Exporter struct {
 	// dirDest says dst is a directory (fileblob), whose folders outlive
 	// the objects in them.
 	dirDest bool
+	// wait is how Every waits, and false once ctx is done first; nil =
+	// sleep. Tests replace it.
+	wait func(ctx context.Context, d time.Duration) bool
 }
 
 // New makes an Exporter from src to dst. The caller keeps dst and closes it.
@@ -876,25 +879,81 @@ func (e *Exporter) writeGrants(ctx context.Context, c Cut, seq uint64, date stri
 // Every returns a loop that runs an export every interval until its context
 // is cancelled: the function node.RunOnLeader runs while this node leads.
 // A failed run is logged and retried at the next tick; a run is never
-// started while another is in progress. An interval of 0 or less is taken
-// as DefaultEvery (a ticker cannot take one).
+// started while another is in progress, and a tick missed while a run went
+// on is dropped. An interval of 0 or less is taken as DefaultEvery.
+//
+// A run refused because another exporter committed meanwhile
+// (ErrConcurrentExport) is tried again soon, not at the next tick (up to
+// 168 h away): the next run goes on from the other's manifest. The tries
+// wait concurrentRetryFirst, then twice as long each, at most
+// concurrentRetryMax, concurrentRetries times at most (5+10+20+40 s), and
+// never past the next tick; then the schedule resumes. A cancelled context
+// (leadership lost, shutdown) ends every wait at once.
 func (e *Exporter) Every(interval time.Duration) func(ctx context.Context) {
 	if interval <= 0 {
 		interval = DefaultEvery
 	}
+	wait := e.wait
+	if wait == nil {
+		wait = sleep
+	}
 	return func(ctx context.Context) {
-		t := time.NewTicker(interval)
-		defer t.Stop()
+		due := time.Now().Add(interval)
+		tries := 0
 		for {
-			if _, err := e.Run(ctx); err != nil && ctx.Err() == nil && e.opts.Logger != nil {
+			_, err := e.Run(ctx)
+			if err != nil && ctx.Err() == nil && e.opts.Logger != nil {
 				e.opts.Logger.Error("scheduled export failed", "err", err)
 			}
-			select {
-			case <-ctx.Done():
+			d, retry := time.Until(due), false
+			if errors.Is(err, ErrConcurrentExport) && tries < concurrentRetries {
+				if b := concurrentRetryWait(tries); b < d {
+					d, retry = b, true
+				}
+			}
+			if retry {
+				tries++
+				if l := e.opts.Logger; l != nil && ctx.Err() == nil {
+					l.Info("scheduled export: another exporter committed; trying again soon", "in", d, "try", tries, "of", concurrentRetries)
+				}
+			} else {
+				tries = 0
+			}
+			if !wait(ctx, max(d, 0)) {
 				return
-			case <-t.C:
+			}
+			if now := time.Now(); !retry && !due.After(now) {
+				due = due.Add((now.Sub(due)/interval + 1) * interval)
 			}
 		}
+	}
+}
+
+// Tries of a scheduled run refused with ErrConcurrentExport (Every).
+const (
+	concurrentRetries    = 4
+	concurrentRetryFirst = 5 * time.Second
+	concurrentRetryMax   = time.Minute
+)
+
+// concurrentRetryWait is the wait before try n+1 after a refusal.
+func concurrentRetryWait(n int) time.Duration {
+	d := concurrentRetryFirst
+	for range n {
+		d = min(2*d, concurrentRetryMax)
+	}
+	return d
+}
+
+// sleep waits d, and says false at once if ctx is done first.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
 	}
 }
 

@@ -703,3 +703,118 @@ func TestEveryCommittedManifestCanBeReadBack(t *testing.T) {
 		t.Fatalf("%d parts read (%v), want the %d committed, the closed day's last and the open day's", parts, err, len(full.LedgerParts))
 	}
 }
+
+// A scheduled run refused because another exporter committed meanwhile
+// (ErrConcurrentExport) waited for the next tick, up to 168 h, although the
+// next run simply goes on from the other's manifest. It is now tried again
+// after 5 s, then 10, 20 and 40 s, at most 4 times, and then the schedule
+// resumes; other failures wait for the schedule as before. The other
+// exporter's commit is a rewrite of the manifest from the read barrier,
+// which a run calls right after reading it; the loop's waits are recorded,
+// not slept.
+func TestAScheduledRunRefusedByAnotherExportersCommitIsTriedAgainSoon(t *testing.T) {
+	const s = time.Second
+	for _, tc := range []struct {
+		name      string
+		refusals  int   // runs whose manifest another exporter replaces
+		barrier   error // what the read barrier fails with
+		wantWaits []time.Duration
+		wantRuns  int
+		committed bool
+	}{
+		{"refused once: tried again after 5 s, and committed", 1, nil, []time.Duration{5 * s}, 2, true},
+		{"refused every time: 4 more tries, then the schedule", 1000, nil, []time.Duration{5 * s, 10 * s, 20 * s, 40 * s}, 5, false},
+		{"another failure waits for the schedule", 0, errors.New("no leader"), nil, 1, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			g := newGen(t, 16)
+			run(t, g, 200, time.Minute)
+			ctx, cancel := context.WithCancel(testCtx(t))
+			defer cancel()
+			b := openDir(t, t.TempDir())
+			runs := 0
+			opts := Options{Barrier: func(ctx context.Context) error {
+				runs++
+				if tc.barrier != nil {
+					return tc.barrier
+				}
+				if runs > tc.refusals {
+					return nil
+				}
+				data, err := b.ReadAll(ctx, ManifestKey)
+				if err != nil {
+					return writeManifest(ctx, b, &Manifest{Format: formatVersion})
+				}
+				return b.WriteAll(ctx, ManifestKey, append(data, '\n'), nil)
+			}}
+			e, err := New(FromFSM(g.F), b, opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var waits []time.Duration
+			scheduled := make(chan time.Duration, 1)
+			e.wait = func(ctx context.Context, d time.Duration) bool {
+				if d > concurrentRetryMax {
+					scheduled <- d
+					<-ctx.Done()
+					return false
+				}
+				waits = append(waits, d)
+				return true
+			}
+			done := make(chan struct{})
+			go func() { defer close(done); e.Every(time.Hour)(ctx) }()
+			select {
+			case <-scheduled:
+			case <-done:
+				t.Fatal("the loop ended before it waited for its schedule")
+			}
+			if !slices.Equal(waits, tc.wantWaits) || runs != tc.wantRuns {
+				t.Errorf("%d runs, waiting %v between them; want %d runs, waiting %v", runs, waits, tc.wantRuns, tc.wantWaits)
+			}
+			m, err := ReadManifest(ctx, b)
+			_, _, last, _ := g.Check()
+			if err != nil || (m.WatermarkSeq == last) != tc.committed {
+				t.Errorf("watermark %d of %d (%v); committed: want %v", m.WatermarkSeq, last, err, tc.committed)
+			}
+			cancel()
+			<-done
+		})
+	}
+}
+
+// The end of leadership (the loop's context cancelled) ends a wait to try
+// again at once, and no run follows.
+func TestTheEndOfLeadershipEndsTheWaitToTryAgain(t *testing.T) {
+	g := newGen(t, 17)
+	run(t, g, 100, time.Minute)
+	ctx, cancel := context.WithCancel(testCtx(t))
+	defer cancel()
+	b := openDir(t, t.TempDir())
+	runs := 0
+	e, err := New(FromFSM(g.F), b, Options{Barrier: func(ctx context.Context) error {
+		runs++
+		return writeManifest(ctx, b, &Manifest{Format: formatVersion}) // another exporter's commit
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waiting := make(chan time.Duration, 1)
+	e.wait = func(ctx context.Context, d time.Duration) bool {
+		waiting <- d
+		return sleep(ctx, d)
+	}
+	done := make(chan struct{})
+	go func() { defer close(done); e.Every(time.Hour)(ctx) }()
+	if d := <-waiting; d != concurrentRetryFirst {
+		t.Fatalf("the loop waits %s after a refused run, want %s", d, concurrentRetryFirst)
+	}
+	cancel()
+	<-done
+	if runs != 1 {
+		t.Errorf("%d runs, want 1: none after the context ended", runs)
+	}
+	if sleep(ctx, 168*time.Hour) {
+		t.Error("a wait under an ended context did not end at once")
+	}
+}

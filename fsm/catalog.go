@@ -123,7 +123,11 @@ func (a *applier) upsertCustomer(c UpsertCustomer) (*Customer, error) {
 		cu = &Customer{ID: c.ID, CreatedAt: a.now}
 		a.customers[c.ID] = cu
 	}
-	cu.Name, cu.BillingRef, cu.PlanID, cu.AutoTopUp = c.Name, c.BillingRef, c.PlanID, c.AutoTopUp
+	settings := c.AutoTopUp
+	// Settings with anything set are the customer's own, with or without
+	// Own (as before Own existed); stored, Own says it.
+	settings.Own = settings.Own || settings.hasSettings()
+	cu.Name, cu.BillingRef, cu.PlanID, cu.AutoTopUp = c.Name, c.BillingRef, c.PlanID, settings
 	if c.ResumeAutoTopUp {
 		cu.AutoTopUpPaused = ""
 	}

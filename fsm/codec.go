@@ -30,16 +30,22 @@ import (
 //
 //	1: builds before 2026-11-27
 //	2: a usage event denied while available is below the customer's auto
-//	   top-up threshold starts the top-up (rulesDeniedEventTopsUp)
+//	   top-up threshold starts the top-up (rulesDeniedEventTopsUp); an
+//	   UpsertCustomer body ends with AutoTopUp.Own, so a customer's own
+//	   settings may be all zero (auto top-up off whatever the plan says;
+//	   layoutOwnAutoTopUp). A version 1 body has no Own: its settings are
+//	   the customer's own iff not all zero, as they were.
 const (
 	entryVersion    = 2 // what EncodeEntry writes
 	minEntryVersion = 1
 
 	rulesDeniedEventTopsUp = 2
+	layoutOwnAutoTopUp     = 2
 )
 
 // recordVersion tags every stored record so that a future layout can be read
-// alongside this one.
+// alongside this one. Pool and customer records have versions of their own
+// (poolRecordVersion, customerRecordVersion).
 const recordVersion = 1
 
 // Limits on decoded input, so a hostile entry cannot make apply allocate
@@ -200,6 +206,10 @@ func EncodeCommand(c Command) ([]byte, error) {
 	if u, ok := c.(BurnUsage); ok && len(u.Events) > MaxEventsPerBatch {
 		return nil, invalid("events", "at most %d per batch", MaxEventsPerBatch)
 	}
+	if p, ok := c.(UpsertPlan); ok && p.Plan.AutoTopUp.Own {
+		// The log does not carry it: it would be dropped, not refused.
+		return nil, invalid("auto_top_up.own", "is for a customer's settings; a plan's are the default")
+	}
 	e := enc{b: make([]byte, 0, 64)}
 	e.u8(uint8(c.commandType()))
 	lenAt := len(e.b)
@@ -259,11 +269,13 @@ func decodeEntry(data []byte) (uint8, Timestamp, []Command, error) {
 	if d.err == nil && (v < minEntryVersion || v > entryVersion) {
 		return 0, 0, nil, fmt.Errorf("%w: %d", ErrUnknownVersion, v)
 	}
-	t, cmds, err := decodeEntryBody(&d)
+	t, cmds, err := decodeEntryBody(&d, v)
 	return v, t, cmds, err
 }
 
-func decodeEntryBody(d *dec) (Timestamp, []Command, error) {
+// decodeEntryBody decodes what follows the version byte: the commands are
+// laid out as entries of version v lay them out.
+func decodeEntryBody(d *dec, v uint8) (Timestamp, []Command, error) {
 	t := d.ts()
 	n := d.uv()
 	if d.err != nil {
@@ -284,7 +296,7 @@ func decodeEntryBody(d *dec) (Timestamp, []Command, error) {
 		}
 		body := dec{b: d.b[:size]}
 		d.b = d.b[size:]
-		c, err := decodeCommandBody(typ, &body)
+		c, err := decodeCommandBody(v, typ, &body)
 		if err != nil {
 			return 0, nil, fmt.Errorf("decode command %d: %w", i, err)
 		}
@@ -352,6 +364,7 @@ func encodeCommandBody(e *enc, c Command) {
 		e.str(c.PlanID)
 		encodeAutoTopUp(e, c.AutoTopUp)
 		e.bool(c.ResumeAutoTopUp)
+		e.bool(c.AutoTopUp.Own) // layoutOwnAutoTopUp
 	case CreateGrant:
 		e.str(c.ID)
 		e.str(c.CustomerID)
@@ -437,7 +450,8 @@ func decodeUsageEvent(d *dec) UsageEvent {
 	return ev
 }
 
-func decodeCommandBody(t CommandType, d *dec) (Command, error) {
+// decodeCommandBody decodes a command of an entry of version v.
+func decodeCommandBody(v uint8, t CommandType, d *dec) (Command, error) {
 	var c Command
 	switch t {
 	case CmdCreateCreditType:
@@ -447,8 +461,12 @@ func decodeCommandBody(t CommandType, d *dec) (Command, error) {
 	case CmdUpsertPlan:
 		c = UpsertPlan{Plan: decodePlan(d)}
 	case CmdUpsertCustomer:
-		c = UpsertCustomer{ID: d.str(), Name: d.str(), BillingRef: d.str(), PlanID: d.str(),
+		u := UpsertCustomer{ID: d.str(), Name: d.str(), BillingRef: d.str(), PlanID: d.str(),
 			AutoTopUp: decodeAutoTopUp(d), ResumeAutoTopUp: d.bool()}
+		if v >= layoutOwnAutoTopUp {
+			u.AutoTopUp.Own = d.bool()
+		}
+		c = u
 	case CmdCreateGrant:
 		c = CreateGrant{ID: d.str(), CustomerID: d.str(), CreditTypeID: d.str(), Category: GrantCategory(d.u8()),
 			Amount: d.iv(), CostBasis: d.decimal(), Currency: d.str(), Priority: d.u32(), EffectiveAt: d.ts(),

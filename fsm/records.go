@@ -47,8 +47,21 @@ func (p *Plan) decode(d *dec) {
 	*p = decodePlan(d)
 }
 
+// customerRecordVersion 2 ends with AutoTopUp.Own. A customer record is
+// written as version 1, as before, unless its settings are its own with
+// nothing set, which version 1 cannot say: a version 1 record's settings are
+// the customer's own iff not all zero. So a state built from entries of
+// version 1 is byte for byte what older builds made, and an older build
+// refuses (ErrUnknownVersion) only the records it would misread.
+const customerRecordVersion = 2
+
 func (c *Customer) encode(e *enc) {
-	e.u8(recordVersion)
+	own := c.AutoTopUp.Own && !c.AutoTopUp.hasSettings()
+	if own {
+		e.u8(customerRecordVersion)
+	} else {
+		e.u8(recordVersion)
+	}
 	e.str(c.ID)
 	e.str(c.Name)
 	e.str(c.BillingRef)
@@ -61,13 +74,25 @@ func (c *Customer) encode(e *enc) {
 	e.str(c.AutoPendingPurchase)
 	e.ts(c.CreatedAt)
 	e.ts(c.UpdatedAt)
+	if own {
+		e.bool(true)
+	}
 }
 
 func (c *Customer) decode(d *dec) {
-	checkVersion(d)
+	v := d.u8()
+	if d.err == nil && v != recordVersion && v != customerRecordVersion {
+		d.fail(fmt.Errorf("%w: customer record version %d", ErrUnknownVersion, v))
+		return
+	}
 	*c = Customer{ID: d.str(), Name: d.str(), BillingRef: d.str(), PlanID: d.str(), AutoTopUp: decodeAutoTopUp(d),
 		AutoTopUpPaused: d.str(), AutoTopUpLast: d.str(), AutoSpendMonth: int32(d.iv()), AutoSpendMicros: d.iv(),
 		AutoPendingPurchase: d.str(), CreatedAt: d.ts(), UpdatedAt: d.ts()}
+	if v == recordVersion {
+		c.AutoTopUp.Own = c.AutoTopUp.hasSettings()
+	} else {
+		c.AutoTopUp.Own = d.bool()
+	}
 }
 
 // poolRecordVersion 2 adds the grant tallies; version 1 (state format 2)

@@ -79,6 +79,20 @@ type AutoTopUp struct {
 	Mode             AutoTopUpMode
 	AmountCredits    int64 // fixed amount, or target balance
 	MonthlyCapMicros int64 // spend cap per UTC calendar month, money micros; 0 = no cap
+	// Own marks a customer's settings as its own even when every other
+	// field is zero: {Own: true} turns auto top-up off for the customer
+	// whatever its plan says. A customer's settings with no Own and nothing
+	// set (the zero value) are none: the customer follows its plan's. Any
+	// other field set makes them its own too, so a customer read back has
+	// Own set whenever it has settings of its own. A plan's settings are
+	// the default and never Own (EncodeCommand refuses it).
+	Own bool
+}
+
+// hasSettings reports whether any setting other than Own is given.
+func (t AutoTopUp) hasSettings() bool {
+	t.Own = false
+	return t != AutoTopUp{}
 }
 
 // Plan is a prepaid plan for one credit type.

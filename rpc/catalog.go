@@ -51,7 +51,9 @@ func (a *api) UpsertFeature(ctx context.Context, req *connect.Request[v1.UpsertF
 }
 
 // autoTopUpFSM converts auto top-up settings; amounts are in the credit
-// type of the given scale. prefix names the message in field paths.
+// type of the given scale. prefix names the message in field paths. A nil
+// message is the zero settings; the result is never Own, which only a
+// customer's settings are (UpsertCustomer sets it).
 func autoTopUpFSM(prefix string, a *v1.AutoTopUp, scale uint8) (fsm.AutoTopUp, error) {
 	if a == nil {
 		return fsm.AutoTopUp{}, nil
@@ -179,6 +181,11 @@ func (a *api) UpsertCustomer(ctx context.Context, req *connect.Request[v1.Upsert
 		if err != nil {
 			return nil, err
 		}
+		// A present auto_top_up is the customer's own settings, even
+		// {"enabled": false} and nothing else: the customer has turned
+		// auto top-up off whatever its plan says. Absent, the customer
+		// follows its plan's.
+		atu.Own = m.AutoTopUp != nil
 		res, err := a.s.apply(ctx, fsm.UpsertCustomer{ID: m.Id, Name: m.Name, BillingRef: m.BillingRef, PlanID: m.PlanId,
 			AutoTopUp: atu, ResumeAutoTopUp: m.ResumeAutoTopUp})
 		if err != nil {

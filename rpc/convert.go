@@ -70,6 +70,9 @@ func featurePB(f fsm.Feature) *v1.Feature {
 	return &v1.Feature{Id: f.ID, Name: f.Name, CreditTypeId: f.CreditTypeID, Rate: f.Rate.String(), UpdatedAt: ts(f.UpdatedAt)}
 }
 
+// autoTopUpPB is nil for no settings: a plan without a default, a customer
+// that follows its plan's. A customer's own settings (Own) are a message,
+// however empty.
 func autoTopUpPB(a fsm.AutoTopUp, scale uint8) *v1.AutoTopUp {
 	if a == (fsm.AutoTopUp{}) {
 		return nil

@@ -355,8 +355,12 @@ type UpsertCustomerRequest struct {
 	BillingRef string `protobuf:"bytes,3,opt,name=billing_ref,json=billingRef,proto3" json:"billing_ref,omitempty"`
 	// The customer's plan; may be empty, must exist otherwise.
 	PlanId string `protobuf:"bytes,4,opt,name=plan_id,json=planId,proto3" json:"plan_id,omitempty"`
-	// Automatic top-up settings; amounts in the plan's credit type, so they
-	// need plan_id.
+	// The customer's own automatic top-up settings; amounts in the plan's
+	// credit type, so they need plan_id. Present, even as {"enabled": false}
+	// and nothing else, they replace the plan's default for this customer:
+	// that turns auto top-up off whatever the plan says. Absent (or null in
+	// JSON), the customer has none of its own and follows its plan's; an
+	// upsert without them clears settings the customer had.
 	AutoTopUp *AutoTopUp `protobuf:"bytes,5,opt,name=auto_top_up,json=autoTopUp,proto3" json:"auto_top_up,omitempty"`
 	// Clear a pause left by a failed automatic charge.
 	ResumeAutoTopUp bool `protobuf:"varint,6,opt,name=resume_auto_top_up,json=resumeAutoTopUp,proto3" json:"resume_auto_top_up,omitempty"`

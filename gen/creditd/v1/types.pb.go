@@ -1159,8 +1159,8 @@ type Customer struct {
 	BillingRef string `protobuf:"bytes,3,opt,name=billing_ref,json=billingRef,proto3" json:"billing_ref,omitempty"`
 	// The customer's plan; may be empty.
 	PlanId string `protobuf:"bytes,4,opt,name=plan_id,json=planId,proto3" json:"plan_id,omitempty"`
-	// The customer's automatic top-up settings (amounts in the plan's credit
-	// type).
+	// The customer's own automatic top-up settings (amounts in the plan's
+	// credit type); unset when the customer follows its plan's.
 	AutoTopUp *AutoTopUp `protobuf:"bytes,5,opt,name=auto_top_up,json=autoTopUp,proto3" json:"auto_top_up,omitempty"`
 	// Set after a failed automatic charge: why automatic top-ups are paused.
 	AutoTopUpPaused string `protobuf:"bytes,6,opt,name=auto_top_up_paused,json=autoTopUpPaused,proto3" json:"auto_top_up_paused,omitempty"`

@@ -405,8 +405,12 @@ func (n *Node) TransferLeadership(ctx context.Context, id string) error {
 // in flight when the leader steps down (their outcome unknown to their
 // callers), so first no new entry is appended (writable off: new writes
 // wait in awaitWritable, then go to the new leader), and the entries in
-// flight resolve. If the transfer fails while this leadership lasts and
-// has caught up, writes resume when resume is set.
+// flight resolve. When it ends, writes resume (if resume is set) for the
+// leadership current then, once caught up, if the transfer failed or that
+// leadership began after the transfer did: resumeWrites left a leadership
+// caught up during the transfer paused, and nothing else would resume it.
+// That leadership may be one raft had granted before the leadership loop
+// saw it (handOver then found none), or one won again in a newer term.
 func (n *Node) handOver(ctx context.Context, transfer func() raft.Future, resume bool) error {
 	n.leaderMu.Lock()
 	term := n.leaderCtx
@@ -418,7 +422,11 @@ func (n *Node) handOver(ctx context.Context, transfer func() raft.Future, resume
 	n.leaderMu.Lock()
 	defer n.leaderMu.Unlock()
 	n.handingOver--
-	if err != nil && resume && term != nil && n.leaderCtx == term && term.Err() == nil && n.leaderCaughtUp && n.handingOver == 0 {
+	cur := n.leaderCtx
+	// A transfer that succeeded leaves the leadership it handed over
+	// paused until the leadership loop sees it end.
+	handedOver := err == nil && (term == nil || cur == term)
+	if resume && !handedOver && cur != nil && cur.Err() == nil && n.leaderCaughtUp && n.handingOver == 0 {
 		n.writable.Store(true)
 	}
 	return err

@@ -34,7 +34,9 @@ import (
 //	   UpsertCustomer body ends with AutoTopUp.Own, so a customer's own
 //	   settings may be all zero (auto top-up off whatever the plan says;
 //	   layoutOwnAutoTopUp). A version 1 body has no Own: its settings are
-//	   the customer's own iff not all zero, as they were.
+//	   the customer's own iff not all zero, as they were. An entry prunes
+//	   as many idempotency records no lookup sees as it stores
+//	   (rulesPruneInStep, in tick.go).
 const (
 	entryVersion    = 2 // what EncodeEntry writes
 	minEntryVersion = 1

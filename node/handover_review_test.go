@@ -87,3 +87,33 @@ func TestAFailedTransferGivesWritesBackToALeadershipThatBeganDuringIt(t *testing
 		})
 	}
 }
+
+// TestATransferWhoseCallerGaveUpIsNotStarted: handOver first waits (up to
+// ApplyTimeout) for the entries in flight; a caller whose context ended
+// meanwhile (an RPC's deadline, a cancelled operator) is told the transfer
+// failed, so it must not be started then: it was, raft handing leadership
+// over after the caller was told it had not, and the writes resumed by the
+// failure refused by raft while that transfer ran.
+func TestATransferWhoseCallerGaveUpIsNotStarted(t *testing.T) {
+	c := newTestCluster(t)
+	c.startThree(nil)
+	l := c.leader()
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	started := false
+	err := l.handOver(ctx, func() raft.Future {
+		started = true
+		f := make(heldFuture, 1)
+		f <- errors.New("the target did not take over")
+		return f
+	}, true)
+	if !errors.Is(err, context.Canceled) {
+		t.Errorf("handOver: %v; want the caller's context.Canceled", err)
+	}
+	if started {
+		t.Error("the transfer was started for a caller that had given up")
+	}
+	if !l.writable.Load() {
+		t.Error("writes were not given back")
+	}
+}

@@ -418,7 +418,12 @@ func (n *Node) handOver(ctx context.Context, transfer func() raft.Future, resume
 	n.writable.Store(false)
 	n.leaderMu.Unlock()
 	n.batch.awaitIdle(ctx, n.cfg.ApplyTimeout)
-	err := n.waitFuture(ctx, transfer())
+	// A caller that gave up while the entries resolved is told the
+	// transfer failed: it is not started behind its back.
+	err := ctx.Err()
+	if err == nil {
+		err = n.waitFuture(ctx, transfer())
+	}
 	n.leaderMu.Lock()
 	defer n.leaderMu.Unlock()
 	n.handingOver--

@@ -298,16 +298,22 @@ func (e *Exporter) sweep(ctx context.Context, m *Manifest, base storedManifest, 
 			return nil, err
 		}
 	}
-	if len(orphans) == 0 {
+	return e.deleteFenced(ctx, base, orphans, "delete what an interrupted run left past the watermark")
+}
+
+// deleteFenced deletes keys once the manifest is still base (fence), and
+// returns those it removed.
+func (e *Exporter) deleteFenced(ctx context.Context, base storedManifest, keys []string, doing string) ([]string, error) {
+	if len(keys) == 0 {
 		return nil, nil
 	}
-	if err := e.fence(ctx, base, "delete what an interrupted run left past the watermark"); err != nil {
+	if err := e.fence(ctx, base, doing); err != nil {
 		return nil, err
 	}
 	var removed []string
-	for _, key := range orphans {
+	for _, key := range keys {
 		if err := e.delete(ctx, key); err != nil {
-			return removed, fmt.Errorf("export: delete uncommitted %s: %w", key, err)
+			return removed, fmt.Errorf("export: %s: delete %s: %w", doing, key, err)
 		}
 		removed = append(removed, key)
 	}
@@ -449,20 +455,7 @@ func (e *Exporter) removeOwn(ctx context.Context, own []ownObject) ([]string, er
 			doomed = append(doomed, o.key)
 		}
 	}
-	if len(doomed) == 0 {
-		return nil, nil
-	}
-	if err := e.fence(ctx, stored, "remove what this run stored"); err != nil {
-		return nil, err
-	}
-	var removed []string
-	for _, key := range doomed {
-		if err := e.delete(ctx, key); err != nil {
-			return removed, fmt.Errorf("delete %s: %w", key, err)
-		}
-		removed = append(removed, key)
-	}
-	return removed, nil
+	return e.deleteFenced(ctx, stored, doomed, "remove what this run stored")
 }
 
 // ledgerPrefixesToSweep are the ledger's date folders an uncommitted part

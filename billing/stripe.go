@@ -574,15 +574,21 @@ func (s *Stripe) Refunds(ctx context.Context, chargeRef string) ([]Refund, error
 	}
 	lp := &stripe.RefundListParams{Charge: stripe.String(chargeRef)}
 	lp.Limit = stripe.Int64(maxRefundsListed)
-	var out []Refund
-	for r, err := range s.client.V1Refunds.List(ctx, lp) {
+	return listOfCharge(s.client.V1Refunds.List(ctx, lp), chargeRef, "refunds", maxRefundsListed, refundOf)
+}
+
+// listOfCharge reads a list of a charge's objects (refunds, disputes), at
+// most limit of them: more is an error, not a cut.
+func listOfCharge[T, U any](list stripe.Seq2[*T, error], chargeRef, what string, limit int, of func(*T) U) ([]U, error) {
+	var out []U
+	for v, err := range list {
 		if err != nil {
-			return nil, fmt.Errorf("stripe: list refunds of %s: %w", chargeRef, classify(err))
+			return nil, fmt.Errorf("stripe: list %s of %s: %w", what, chargeRef, classify(err))
 		}
-		if len(out) == maxRefundsListed {
-			return nil, fmt.Errorf("stripe: charge %s has more than %d refunds", chargeRef, maxRefundsListed)
+		if len(out) == limit {
+			return nil, fmt.Errorf("stripe: charge %s has more than %d %s", chargeRef, limit, what)
 		}
-		out = append(out, refundOf(r))
+		out = append(out, of(v))
 	}
 	return out, nil
 }
@@ -611,17 +617,7 @@ func (s *Stripe) Disputes(ctx context.Context, chargeRef string) ([]Dispute, err
 	}
 	lp := &stripe.DisputeListParams{Charge: stripe.String(chargeRef)}
 	lp.Limit = stripe.Int64(maxDisputesListed)
-	var out []Dispute
-	for d, err := range s.client.V1Disputes.List(ctx, lp) {
-		if err != nil {
-			return nil, fmt.Errorf("stripe: list disputes of %s: %w", chargeRef, classify(err))
-		}
-		if len(out) == maxDisputesListed {
-			return nil, fmt.Errorf("stripe: charge %s has more than %d disputes", chargeRef, maxDisputesListed)
-		}
-		out = append(out, disputeOf(d))
-	}
-	return out, nil
+	return listOfCharge(s.client.V1Disputes.List(ctx, lp), chargeRef, "disputes", maxDisputesListed, disputeOf)
 }
 
 func disputeOf(d *stripe.Dispute) Dispute {

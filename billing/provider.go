@@ -319,7 +319,8 @@ type Event struct {
 type Config struct {
 	// Getenv reads the environment (os.Getenv in production).
 	Getenv func(string) string
-	// ReadFile reads a secret file (os.ReadFile in production).
+	// ReadFile reads a secret file; nil reads at most a byte more than a
+	// secret may have (production).
 	ReadFile func(string) ([]byte, error)
 	// StripeURL overrides the Stripe API's base URL (stripe-mock in tests);
 	// CREDITD_STRIPE_API_URL sets it too.

@@ -3,6 +3,7 @@ package billing
 import (
 	"bytes"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"strings"
@@ -27,6 +28,18 @@ func (s Secret) GoString() string             { return "billing.Secret([redacted
 func (s Secret) LogValue() slog.Value         { return slog.StringValue("[redacted]") }
 func (s Secret) MarshalText() ([]byte, error) { return []byte("[redacted]"), nil }
 
+// readSecretFile reads at most one byte more than a secret may have, so a
+// wrong path (a device such as /dev/zero, a large file) is refused by the
+// size check instead of being read whole.
+func readSecretFile(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return io.ReadAll(io.LimitReader(f, maxSecretFileBytes+1))
+}
+
 // LoadSecret reads a secret from the environment variable name or, when that
 // is empty, from the file named by name+"_FILE" (a mounted secret). Secrets
 // never come from flags, which show in ps.
@@ -44,7 +57,7 @@ func LoadSecret(cfg Config, name string) (Secret, error) {
 	}
 	readFile := cfg.ReadFile
 	if readFile == nil {
-		readFile = os.ReadFile
+		readFile = readSecretFile
 	}
 	b, err := readFile(path)
 	if err != nil {
@@ -52,7 +65,7 @@ func LoadSecret(cfg Config, name string) (Secret, error) {
 		return Secret{}, fmt.Errorf("read %s_FILE %q: %w", name, path, err)
 	}
 	if len(b) > maxSecretFileBytes {
-		return Secret{}, fmt.Errorf("%s_FILE %q: %d bytes, more than the %d a secret may have", name, path, len(b), maxSecretFileBytes)
+		return Secret{}, fmt.Errorf("%s_FILE %q: more than the %d bytes a secret may have", name, path, maxSecretFileBytes)
 	}
 	v := string(bytes.TrimSpace(b))
 	if v == "" {

@@ -1,8 +1,11 @@
 package billing
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -193,5 +196,50 @@ func TestOpenUnknownConnectorNamesTheKnownOnes(t *testing.T) {
 	p, err := Open("manual", Config{})
 	if err != nil || p.Name() != "manual" {
 		t.Fatalf("Open(manual) = %v, %v", p, err)
+	}
+}
+
+// A secret file is read only up to a byte past the most a secret may have:
+// a wrong path to a device that never ends (/dev/zero) or a large file is
+// refused by the size check, naming the variable, instead of being read
+// whole (it hung start-up, growing memory). Real files, the production
+// reader.
+func TestASecretFileIsReadOnlyAsFarAsASecretCanGo(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name string, size int) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, bytes.Repeat([]byte("k"), size), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	tests := []struct {
+		name, path, wantErr string
+	}{
+		{"a key of the most a secret may have", write("max", maxSecretFileBytes), ""},
+		{"a byte more", write("more", maxSecretFileBytes+1), "more than the 4096 bytes"},
+		{"a large file", write("large", 64<<20), "more than the 4096 bytes"},
+		{"a device that never ends", "/dev/zero", "more than the 4096 bytes"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if _, err := os.Stat(tc.path); err != nil {
+				t.Skipf("%s: %v", tc.path, err) // /dev/zero on a system without it
+			}
+			cfg := Config{Getenv: func(k string) string {
+				if k == EnvStripeSecretKey+"_FILE" {
+					return tc.path
+				}
+				return ""
+			}}
+			s, err := LoadSecret(cfg, EnvStripeSecretKey)
+			switch {
+			case tc.wantErr == "" && (err != nil || len(s.Reveal()) != maxSecretFileBytes):
+				t.Fatalf("LoadSecret: %d bytes, %v", len(s.Reveal()), err)
+			case tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr) ||
+				!strings.Contains(err.Error(), EnvStripeSecretKey+"_FILE")):
+				t.Fatalf("LoadSecret error = %v, want one naming %s_FILE and %q", err, EnvStripeSecretKey, tc.wantErr)
+			}
+		})
 	}
 }

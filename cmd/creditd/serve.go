@@ -398,7 +398,7 @@ func serve(ctx context.Context, f serveFlags, logger *slog.Logger) error {
 	}
 	billOpts := billing.AttachOptions{ForwardTLS: peerTLS}
 	billOpts.Webhook.ForwardClient = webhookForwardClient(peerTLS)
-	bill, err := billing.Attach(n, f.billing, billing.Config{Getenv: os.Getenv, ReadFile: os.ReadFile, Logger: logger}, billOpts)
+	bill, err := billing.Attach(n, f.billing, billing.Config{Getenv: os.Getenv, Logger: logger}, billOpts)
 	if err != nil {
 		return fail(fmt.Errorf("billing connector %q: %w", f.billing, err))
 	}

@@ -100,7 +100,9 @@ type UsageEvent struct {
 type BurnUsage struct{ Events []UsageEvent }
 
 // Reserve holds credits for up to TTL. Either FeatureID and Quantity, or
-// CreditTypeID and Credits.
+// CreditTypeID and Credits. One refused for lack of credits while available
+// is below the customer's auto top-up threshold starts the top-up, as a
+// denied usage event does, and holds nothing.
 type Reserve struct {
 	ID           string
 	CustomerID   string
@@ -191,7 +193,9 @@ func (Adjust) commandType() CommandType           { return CmdAdjust }
 func (Noop) commandType() CommandType             { return CmdNoop }
 
 // Result is the outcome of one command. Err is a *Error for domain
-// failures; the command then changed nothing. Value holds, by command:
+// failures; the command then changed nothing, except that a Reserve refused
+// for lack of credits (CodeInsufficient) may have started its customer's
+// auto top-up (entries of version 3 on). Value holds, by command:
 // CreateCreditType *CreditType, UpsertFeature *Feature, UpsertPlan *Plan,
 // UpsertCustomer *Customer, CreateGrant *Grant, RevokeGrant *Grant,
 // BurnUsage []EventResult, Reserve *Reservation, Settle *Reservation,

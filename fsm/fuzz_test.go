@@ -8,7 +8,10 @@ import (
 
 // FuzzApply feeds arbitrary entries to a seeded state: decoding and apply
 // must never panic, and an entry that fails to decode, or a command that
-// returns an error, must leave the model exactly as it was.
+// returns an error, must leave the model exactly as it was. (A Reserve
+// refused below its customer's auto top-up threshold records the top-up,
+// but the seeded state has no auto top-up, and only a command that succeeds
+// can turn it on.)
 func FuzzApply(f *testing.F) {
 	for _, e := range randomLog(5, 30) {
 		f.Add(e.Data)

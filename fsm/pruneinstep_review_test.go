@@ -8,13 +8,14 @@ import (
 )
 
 // Pruning in step never deletes a record a lookup still sees: a log of
-// version 2 entries (which prune as many old records as they store) answers
-// exactly as the same log written as version 1 entries (which leave
-// pruning to Ticks, at most maxPruneBatch each and only of generations no
-// lookup sees), however either is grouped into Apply calls, with
-// generations turning over within one Apply. The log starts no automatic
-// top-up, the only other rule the versions differ by (its first entry, with
-// customers, stays as it is: their layout differs by version).
+// entries of the current version (which, from version 2, prune as many old
+// records as they store) answers exactly as the same log written as version
+// 1 entries (which leave pruning to Ticks, at most maxPruneBatch each and
+// only of generations no lookup sees), however either is grouped into Apply
+// calls, with generations turning over within one Apply. The log starts no
+// automatic top-up (its customers have no plan), the only other rules the
+// versions differ by (its first entry, with customers, stays as it is:
+// their layout differs by version).
 func TestPruningInStepAnswersAsNoPruningDoes(t *testing.T) {
 	for _, retention := range []time.Duration{10 * time.Minute, 30 * time.Minute} {
 		for _, seed := range []uint64{3, 11} {

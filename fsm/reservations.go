@@ -68,6 +68,14 @@ func (a *applier) reserve(c Reserve) (*Reservation, bool, error) {
 	usable := a.poolGrants(p)
 	available := usable - p.Reserved - p.Overdraft
 	if available-credits < a.floorOf(cu, ctID) {
+		// A refusal is demand, as a denied usage event is (burnEvent): a
+		// customer who only reserves, left below the threshold without a
+		// burn, would otherwise wait for a top-up no Reserve of theirs
+		// starts. Only the top-up is recorded: the Reserve has changed
+		// nothing, and changes nothing.
+		if a.rules >= rulesRefusedReserveTopsUp {
+			a.maybeAutoTopUp(cu, p, available, 0)
+		}
 		return nil, false, insufficient(available, credits)
 	}
 	reserved, err := addChecked(p.Reserved, credits)

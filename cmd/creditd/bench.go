@@ -111,7 +111,7 @@ func runBench(ctx context.Context, args []string) error {
 		return err
 	}
 	if fs.NArg() > 0 {
-		return fmt.Errorf("bench: unexpected argument %q", fs.Arg(0))
+		return fmt.Errorf("bench: unexpected argument %q: %w", fs.Arg(0), errUsage)
 	}
 	m, err := bench.ParseMix(mix)
 	if err != nil {

@@ -76,7 +76,7 @@ func runBenchSeed(ctx context.Context, args []string) error {
 		return err
 	}
 	if fs.NArg() > 0 {
-		return fmt.Errorf("bench seed: unexpected argument %q", fs.Arg(0))
+		return fmt.Errorf("bench seed: unexpected argument %q: %w", fs.Arg(0), errUsage)
 	}
 	c.progress = os.Stderr
 	t0 := time.Now()

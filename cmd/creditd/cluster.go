@@ -39,7 +39,7 @@ func runStatus(ctx context.Context, args []string) error {
 		return err
 	}
 	if fs.NArg() > 0 {
-		return fmt.Errorf("status: unexpected argument %q", fs.Arg(0))
+		return fmt.Errorf("status: unexpected argument %q: %w", fs.Arg(0), errUsage)
 	}
 	ctx, cancel := context.WithTimeout(ctx, cf.timeout)
 	defer cancel()

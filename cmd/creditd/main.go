@@ -128,7 +128,7 @@ func parseFlags(fs *flag.FlagSet, args []string) error {
 	var positional []string
 	for len(args) > 0 {
 		if err := fs.Parse(args); err != nil {
-			return err
+			return usageError(err)
 		}
 		rest := fs.Args()
 		// Parse stops at the first non-flag argument, or just after "--".
@@ -144,7 +144,7 @@ func parseFlags(fs *flag.FlagSet, args []string) error {
 	}
 	// Leave the positional arguments where fs.Args finds them.
 	if err := fs.Parse(append([]string{"--"}, positional...)); err != nil {
-		return err
+		return usageError(err)
 	}
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
@@ -160,7 +160,17 @@ func parseFlags(fs *flag.FlagSet, args []string) error {
 			}
 		}
 	})
-	return errors.Join(errs...)
+	return usageError(errors.Join(errs...))
+}
+
+// usageError marks err, a command line (or a CREDITD_ variable) that does not
+// parse, for the usage exit status (2), as an unknown command and a missing
+// required flag are: a script can tell a mistyped call from a failed one.
+func usageError(err error) error {
+	if err == nil || errors.Is(err, flag.ErrHelp) || errors.Is(err, errUsage) {
+		return err
+	}
+	return fmt.Errorf("%w: %w", err, errUsage)
 }
 
 func envName(flagName string) string {

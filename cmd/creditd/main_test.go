@@ -90,6 +90,42 @@ func TestUnknownCommandsAndHelp(t *testing.T) {
 	}
 }
 
+// A command line that does not parse exits with the usage status (2), as an
+// unknown command does, whichever command and whatever the mistake; --help
+// is not a mistake.
+func TestACommandLineThatDoesNotParseIsAUsageError(t *testing.T) {
+	tests := []struct {
+		name string
+		env  map[string]string
+		args []string
+	}{
+		{name: "an unknown flag", args: []string{"status", "--adr", "127.0.0.1:1"}},
+		{name: "an unknown flag after a positional argument", args: []string{"members", "remove", "node-1", "--adr", "127.0.0.1:1"}},
+		{name: "a flag without its value", args: []string{"export", "--addr", "127.0.0.1:1", "--to"}},
+		{name: "a value that does not parse", args: []string{"status", "--timeout", "soon"}},
+		{name: "a misspelt flag of report", args: []string{"report", "--form", "2026-11-01", "--to", "2026-11-30"}},
+		{name: "a variable that does not parse", env: map[string]string{"CREDITD_TIMEOUT": "soon"}, args: []string{"status"}},
+		{name: "an argument status does not take", args: []string{"status", "extra"}},
+		{name: "an argument serve does not take", args: []string{"serve", "--data-dir", t.TempDir(), "extra"}},
+		{name: "an argument bench does not take", args: []string{"bench", "extra"}},
+		{name: "an argument bench seed does not take", args: []string{"bench", "seed", "extra"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			for k, v := range tt.env {
+				t.Setenv(k, v)
+			}
+			err := run(t.Context(), tt.args, io.Discard)
+			if !errors.Is(err, errUsage) {
+				t.Errorf("creditd %s: %v; want a usage error (exit status 2)", strings.Join(tt.args, " "), err)
+			}
+		})
+	}
+	if err := run(t.Context(), []string{"status", "--help"}, io.Discard); !errors.Is(err, flag.ErrHelp) || errors.Is(err, errUsage) {
+		t.Errorf("creditd status --help: %v; want help (exit status 0), not a usage error", err)
+	}
+}
+
 func TestBaseURLAcceptsHostPortOrURL(t *testing.T) {
 	tests := []struct{ in, want, err string }{
 		{in: "127.0.0.1:7420", want: "http://127.0.0.1:7420"},

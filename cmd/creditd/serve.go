@@ -115,7 +115,7 @@ func runServe(ctx context.Context, args []string) error {
 		return err
 	}
 	if fs.NArg() > 0 {
-		return fmt.Errorf("serve: unexpected argument %q", fs.Arg(0))
+		return fmt.Errorf("serve: unexpected argument %q: %w", fs.Arg(0), errUsage)
 	}
 	if f.maxConnections < 1 || f.maxConnections > maxMaxConnections {
 		return fmt.Errorf("serve: --max-connections %d is outside 1..%d", f.maxConnections, maxMaxConnections)

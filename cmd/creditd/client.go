@@ -1,14 +1,19 @@
 package main
 
 import (
+	"context"
 	"crypto/tls"
+	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/url"
 	"strings"
 	"time"
+
+	"connectrpc.com/connect"
 
 	"github.com/creditd/creditd/gen/creditd/v1/creditdv1connect"
 	"github.com/creditd/creditd/rpc"
@@ -106,5 +111,61 @@ func (f *clientFlags) cluster(addr string) (creditdv1connect.ClusterServiceClien
 	if err != nil {
 		return nil, err
 	}
-	return creditdv1connect.NewClusterServiceClient(hc, u), nil
+	return creditdv1connect.NewClusterServiceClient(hc, u, connect.WithInterceptors(keyHint{apiKey: f.apiKey})), nil
+}
+
+// keyHint adds to a refusal for the API key what to give instead: the
+// node's message speaks of an Authorization header, which a client command
+// sends from --api-key (or CREDITD_API_KEY).
+type keyHint struct{ apiKey string }
+
+func (h keyHint) explain(err error) error {
+	switch code := connect.CodeOf(err); {
+	case code == connect.CodeUnauthenticated && h.apiKey == "":
+		return fmt.Errorf("%w; give --api-key KEY (or CREDITD_API_KEY)", err)
+	case code == connect.CodeUnauthenticated:
+		return fmt.Errorf("%w; --api-key is none of the node's keys", err)
+	case code == connect.CodePermissionDenied && h.apiKey != "":
+		// Without a key, the node has none and refuses a client that is
+		// not on its loopback: no key would help.
+		return fmt.Errorf("%w; give --api-key a key of that scope", err)
+	}
+	return err
+}
+
+func (h keyHint) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
+	return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
+		res, err := next(ctx, req)
+		if err != nil {
+			return nil, h.explain(err)
+		}
+		return res, nil
+	}
+}
+
+func (h keyHint) WrapStreamingClient(next connect.StreamingClientFunc) connect.StreamingClientFunc {
+	return func(ctx context.Context, spec connect.Spec) connect.StreamingClientConn {
+		return keyHintConn{StreamingClientConn: next(ctx, spec), hint: h}
+	}
+}
+
+func (h keyHint) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.StreamingHandlerFunc {
+	return next
+}
+
+// keyHintConn is a stream whose refusal says what to give: a server stream
+// (SaveSnapshot) learns of it on its first Receive.
+type keyHintConn struct {
+	connect.StreamingClientConn
+	hint keyHint
+}
+
+func (c keyHintConn) Receive(msg any) error {
+	if err := c.StreamingClientConn.Receive(msg); err != nil {
+		if errors.Is(err, io.EOF) {
+			return err
+		}
+		return c.hint.explain(err)
+	}
+	return nil
 }

@@ -37,17 +37,17 @@ import (
 //	   the customer's own iff not all zero, as they were. An entry prunes
 //	   as many idempotency records no lookup sees as it stores
 //	   (rulesPruneInStep, in tick.go).
-//	3: a Reserve refused for lack of credits while available is below the
-//	   customer's auto top-up threshold starts the top-up, as a denied
-//	   usage event does (rulesRefusedReserveTopsUp); the Reserve is still
+//	3: a Reserve or a Settle refused for lack of credits while available
+//	   is below the customer's auto top-up threshold starts the top-up, as
+//	   a denied usage event does (rulesRefusalTopsUp); the command is still
 //	   refused. The layout is version 2's.
 const (
 	entryVersion    = 3 // what EncodeEntry writes
 	minEntryVersion = 1
 
-	rulesDeniedEventTopsUp    = 2
-	layoutOwnAutoTopUp        = 2
-	rulesRefusedReserveTopsUp = 3
+	rulesDeniedEventTopsUp = 2
+	layoutOwnAutoTopUp     = 2
+	rulesRefusalTopsUp     = 3
 )
 
 // recordVersion tags every stored record so that a future layout can be read

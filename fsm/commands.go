@@ -115,6 +115,9 @@ type Reserve struct {
 
 // Settle burns the actual usage of a reservation and frees the rest. Either
 // Quantity (of the reservation's feature) or Credits, with UseCredits set.
+// One refused for lack of credits (more than its hold, the difference not
+// available) keeps its hold and, while available is below the customer's
+// auto top-up threshold, starts the top-up.
 type Settle struct {
 	ReservationID string
 	Quantity      int64
@@ -193,9 +196,9 @@ func (Adjust) commandType() CommandType           { return CmdAdjust }
 func (Noop) commandType() CommandType             { return CmdNoop }
 
 // Result is the outcome of one command. Err is a *Error for domain
-// failures; the command then changed nothing, except that a Reserve refused
-// for lack of credits (CodeInsufficient) may have started its customer's
-// auto top-up (entries of version 3 on). Value holds, by command:
+// failures; the command then changed nothing, except that a Reserve or a
+// Settle refused for lack of credits (CodeInsufficient) may have started its
+// customer's auto top-up (entries of version 3 on). Value holds, by command:
 // CreateCreditType *CreditType, UpsertFeature *Feature, UpsertPlan *Plan,
 // UpsertCustomer *Customer, CreateGrant *Grant, RevokeGrant *Grant,
 // BurnUsage []EventResult, Reserve *Reservation, Settle *Reservation,

@@ -73,7 +73,7 @@ func (a *applier) reserve(c Reserve) (*Reservation, bool, error) {
 		// burn, would otherwise wait for a top-up no Reserve of theirs
 		// starts. Only the top-up is recorded: the Reserve has changed
 		// nothing, and changes nothing.
-		if a.rules >= rulesRefusedReserveTopsUp {
+		if a.rules >= rulesRefusalTopsUp {
 			a.maybeAutoTopUp(cu, p, available, 0)
 		}
 		return nil, false, insufficient(available, credits)
@@ -149,7 +149,13 @@ func (a *applier) settle(c Settle) (*Reservation, bool, error) {
 	usable := a.poolGrants(p)
 	if extra := credits - r.Amount; extra > 0 {
 		available := usable - p.Reserved - p.Overdraft // excludes this hold
-		if available-extra < a.floorOf(a.customer(r.CustomerID), r.CreditTypeID) {
+		cu := a.customer(r.CustomerID)
+		if available-extra < a.floorOf(cu, r.CreditTypeID) {
+			// A refused Settle is demand too (a reply longer than its
+			// hold); the hold stays and nothing else changes.
+			if a.rules >= rulesRefusalTopsUp && cu != nil {
+				a.maybeAutoTopUp(cu, p, available, 0)
+			}
 			return nil, false, insufficient(available, extra)
 		}
 	}

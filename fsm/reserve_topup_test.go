@@ -385,3 +385,63 @@ func TestRefusedReservesTopUpTheSameOnEveryReplica(t *testing.T) {
 		t.Fatalf("c1 %+v; want one top-up of 20.00 credits (2 USD), paid", c1)
 	}
 }
+
+// A Settle refused for lack of credits (a reply longer than its hold, the
+// difference not available) while available is below the threshold starts
+// the top-up in entries of version 3 on, and keeps its hold; in a version 2
+// entry it changes nothing. A successful Reserve does not start one (only
+// a burn, a denied event or a refusal does), so a customer whose holds took
+// available below the threshold was left without a top-up when the Settle
+// that needed it was refused.
+func TestARefusedSettleStartsTheAutoTopUpInVersion3(t *testing.T) {
+	for _, tc := range []struct {
+		version   byte
+		wantStart bool
+	}{{2, false}, {3, true}} {
+		t.Run(fmt.Sprintf("version %d", tc.version), func(t *testing.T) {
+			h := newHarness(t)
+			h.seed()
+			h.ok(UpsertCustomer{ID: "c1", PlanID: "pro", AutoTopUp: AutoTopUp{Enabled: true, ThresholdCredits: 300,
+				Mode: TopUpFixed, AmountCredits: 2000}})
+			h.paid("g", 1000, "0.10")
+			h.ok(Reserve{ID: "r1", CustomerID: "c1", CreditTypeID: "ai", Credits: 900}) // 100 available
+			if c := h.customer("c1"); c.AutoPendingPurchase != "" {
+				t.Fatalf("set-up: the Reserve started a top-up: %+v", c)
+			}
+			before := h.dump()
+			settle := Settle{ReservationID: "r1", UseCredits: true, Credits: 1200}
+			e := h.entry(settle)
+			e.Data[0] = tc.version
+			rs, err := h.f.Apply([]Entry{e})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got, want := rs[0][0].Err, insufficient(100, 300); CodeOf(got) != CodeInsufficient || got.Error() != want.Error() {
+				t.Fatalf("Settle: %v, want %v", got, want)
+			}
+			if b := h.balance("c1", "ai"); b.Reserved != 900 || b.Available != 100 {
+				t.Fatalf("after the refused Settle: reserved %d, available %d; want the hold of 900 kept, 100 available", b.Reserved, b.Available)
+			}
+			c := h.customer("c1")
+			if !tc.wantStart {
+				if !bytes.Equal(stripMeta(before), stripMeta(h.dump())) {
+					t.Fatal("a refused Settle in a version 2 entry changed the state")
+				}
+				return
+			}
+			want := fmt.Sprintf("%s%d-0-0", AutoPurchasePrefix, e.Index)
+			if c.AutoPendingPurchase != want {
+				t.Fatalf("pending automatic purchase %q, want %s (last %q)", c.AutoPendingPurchase, want, c.AutoTopUpLast)
+			}
+			if !bytes.Equal(withoutSections(before, "customers", "purchases", "purchases_pending"),
+				withoutSections(h.dump(), "customers", "purchases", "purchases_pending")) {
+				t.Fatal("the refused Settle changed more than the customer and its purchase")
+			}
+			// Once the top-up is paid, the retry burns 1,200.
+			h.ok(CompletePurchase{ID: want, Outcome: OutcomeSucceeded})
+			if r := h.ok(settle).Value.(*Reservation); r.Status != ReservationSettled || r.SettledAmount != 1200 {
+				t.Fatalf("the Settle after the top-up: %+v", r)
+			}
+		})
+	}
+}

@@ -917,8 +917,8 @@ type AutoTopUp struct {
 	// Whether automatic top-ups run.
 	Enabled bool `protobuf:"varint,1,opt,name=enabled,proto3" json:"enabled,omitempty"`
 	// Start a top-up when a burn leaves available credits below this amount,
-	// or when a usage event is denied or a Reserve refused for lack of
-	// credits while available is below it.
+	// or when a usage event is denied or a Reserve or Settle refused for lack
+	// of credits while available is below it.
 	Threshold string `protobuf:"bytes,2,opt,name=threshold,proto3" json:"threshold,omitempty"`
 	// How `amount` is read.
 	Mode AutoTopUpMode `protobuf:"varint,3,opt,name=mode,proto3,enum=creditd.v1.AutoTopUpMode" json:"mode,omitempty"`

@@ -135,6 +135,9 @@ func runServe(ctx context.Context, args []string) error {
 	if err := checkSnapshotFlags(f.snapshotThreshold, f.snapshotInterval, f.trailingLogs); err != nil {
 		return err
 	}
+	if err := checkNodeFlags(&f); err != nil {
+		return err
+	}
 	if err := f.export.check(); err != nil {
 		return fmt.Errorf("serve: %w", err)
 	}

@@ -22,3 +22,21 @@ func TestStatusFailsWhileNoLeaderIsKnown(t *testing.T) {
 		t.Fatalf("status of a node waiting for its peers: %v; want an error saying no leader is known", err)
 	}
 }
+
+// An operator who gives a client command a node's Raft or gossip address
+// instead of its API address got "unavailable: unexpected EOF" and nothing
+// else: both ports read the HTTP/2 preface as a message of their own and
+// hang up. The error names the flag to give instead.
+func TestAClientAtANodesRaftOrGossipPortIsToldToGiveItsAPIAddress(t *testing.T) {
+	raft, gossip := freePort(t), freePort(t)
+	led := startServe(t, "--raft-addr", raft, "--gossip-addr", gossip)
+	await(t, 60*time.Second, "status with a leader", func() error {
+		return runStatus(t.Context(), []string{"--addr", led})
+	})
+	for _, addr := range []string{raft, gossip} {
+		err := runStatus(t.Context(), []string{"--addr", addr, "--timeout", "20s"})
+		if err == nil || !strings.Contains(err.Error(), "serve --rpc-addr") {
+			t.Errorf("status --addr %s (not the API): %v; want an error saying to give the node's API address (serve --rpc-addr)", addr, err)
+		}
+	}
+}

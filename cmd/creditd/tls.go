@@ -6,10 +6,12 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/creditd/creditd/billing"
@@ -127,6 +129,11 @@ func (h clientHints) RoundTrip(r *http.Request) (*http.Response, error) {
 		return nil, fmt.Errorf("%w; --ca-cert %s does not hold the CA that signed the node's certificate", err, h.caCert)
 	case errors.As(err, &hostname):
 		return nil, fmt.Errorf("%w; give --addr a host the node's certificate names", err)
+	case errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET):
+		// A node's Raft and gossip ports read the HTTP/2 preface as a
+		// message of their own and hang up: "unexpected EOF" alone does not
+		// say that --addr named the wrong port.
+		return nil, fmt.Errorf("%w; %s closed the connection without an answer: give --addr a node's API address (serve --rpc-addr), not its --raft-addr or --gossip-addr", err, r.URL.Host)
 	}
 	return nil, err
 }

@@ -228,7 +228,8 @@ type RevokeGrantRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The grant.
 	GrantId string `protobuf:"bytes,1,opt,name=grant_id,json=grantId,proto3" json:"grant_id,omitempty"`
-	// Credits to revoke (a partial refund); empty = all that remains.
+	// Credits to revoke (a partial refund); empty = all that remains. More
+	// than remains revokes what remains (the answer's grant says how much).
 	Amount string `protobuf:"bytes,2,opt,name=amount,proto3" json:"amount,omitempty"`
 	// Why, at most 1024 bytes; recorded in the ledger. No control
 	// characters except newline, carriage return and tab.

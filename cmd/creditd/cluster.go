@@ -105,7 +105,9 @@ func runStatus(ctx context.Context, args []string) error {
 const membersHelp = `
 members remove ID removes a node from the Raft configuration (the request
 goes to the leader). A non-voter is promoted if a voter went. The removed
-node stops taking part; to bring it back, wipe its data dir and let it join.
+node stops taking part: stop it. To bring it back, wipe its data dir and
+start it with --join: under a new --node-id it is added at once; under its
+old id the leader that removed it adds it once the removal is 10 minutes old.
 
 Examples:
   creditd members remove node-3

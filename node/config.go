@@ -142,6 +142,8 @@ type Config struct {
 
 	// StateMachine replaces the fsm (benchmarks use NewNoopStateMachine).
 	// nil = open fsm at DataDir/fsm.db; the node then owns and closes it.
+	// One with an FSM() *fsm.FSM method (FSMStateMachine, or a wrapper
+	// embedding it) is read through Node.FSM; its caller closes it.
 	StateMachine StateMachine
 
 	// Logger receives the node's, raft's and memberlist's logs. nil = discard.

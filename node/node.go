@@ -152,9 +152,12 @@ func Start(ctx context.Context, cfg Config) (n *Node, err error) {
 		}
 		closers = append(closers, st.close)
 		n.state, n.fsm, n.sm = st, st.f, FSMStateMachine{F: st.f}
+	} else if r, ok := n.sm.(interface{ FSM() *fsm.FSM }); ok {
+		n.fsm = r.FSM() // read through FSM; the caller owns and closes it
 	}
 	n.applied.Store(n.sm.AppliedIndex())
 	n.rfsm = newRaftFSM(n.sm, n.markApplied)
+	n.rfsm.onFailed = n.stateMachineFailed
 	n.rfsm.setLeading(false, cfg.FollowerApplyWait) // every node starts as a follower
 	// The goroutine and the closers use locals: on an error Start returns
 	// nil, which clears the named result n before the deferred closers run.
@@ -395,14 +398,33 @@ func (n *Node) markApplied(index uint64) {
 			break
 		}
 	}
+	n.wakeApplyWaiters()
+}
+
+func (n *Node) wakeApplyWaiters() {
 	n.appliedMu.Lock()
 	close(n.appliedCh)
 	n.appliedCh = make(chan struct{})
 	n.appliedMu.Unlock()
 }
 
-// AppliedNotify returns a channel closed after the next apply; call it
-// again for the one after.
+// stateMachineFailed is told each failure the state machine records: the
+// applied index will not move again, so whoever waits for it (a
+// linearizable read, a WatchEntries stream) is woken to see Failure.
+func (n *Node) stateMachineFailed(err error) {
+	n.logger.Error("state machine failed: this node applies nothing more until it is restarted", "err", err)
+	n.wakeApplyWaiters()
+}
+
+// Failure is the state machine's failure (an error matching
+// ErrStateMachineFailed: a storage failure in an apply, its commit or a
+// restore), nil while it is healthy. After one the node applies nothing
+// until it is restarted: its state stays what it was, however far the
+// cluster goes on.
+func (n *Node) Failure() error { return n.rfsm.failure() }
+
+// AppliedNotify returns a channel closed after the next apply, or when the
+// state machine fails (Failure); call it again for the one after.
 func (n *Node) AppliedNotify() <-chan struct{} {
 	n.appliedMu.Lock()
 	defer n.appliedMu.Unlock()
@@ -435,7 +457,7 @@ func (n *Node) WriteStats() WriteStats {
 func (n *Node) AppliedIndex() uint64 { return n.applied.Load() }
 
 // FSM returns the state machine for reads (nil when Config.StateMachine
-// replaced it).
+// replaced it with one that has no FSM method).
 func (n *Node) FSM() *fsm.FSM { return n.fsm }
 
 // ID is this node's id.
@@ -543,8 +565,13 @@ const maxApplyRounds = 3
 // LinearizableRead returns once this node has confirmed it still leads
 // and has applied everything committed when the read began, so a read of
 // the FSM after it sees every write acknowledged before it. On a follower
-// it returns *NotLeaderError.
+// it returns *NotLeaderError. On a node whose state machine has failed it
+// returns the failure (ErrStateMachineFailed): its state will not reach
+// the commit index, also when the failure comes while the read waits.
 func (n *Node) LinearizableRead(ctx context.Context) error {
+	if err := n.rfsm.failure(); err != nil {
+		return err
+	}
 	if err := n.awaitWritable(ctx); err != nil {
 		return err
 	}
@@ -556,6 +583,9 @@ func (n *Node) LinearizableRead(ctx context.Context) error {
 		ch := n.AppliedNotify()
 		if n.applied.Load() >= readIndex {
 			break
+		}
+		if err := n.rfsm.failure(); err != nil { // recorded before ch is closed
+			return fmt.Errorf("wait for apply of index %d: %w", readIndex, err)
 		}
 		select {
 		case <-ch:

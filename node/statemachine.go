@@ -56,6 +56,11 @@ func (s FSMStateMachine) Snapshot() (StateSnapshot, error) {
 	return snap, nil
 }
 
+// FSM is the fsm applied into: a Config.StateMachine with this method (an
+// FSMStateMachine, or a type that embeds one to wrap its Apply) is read
+// through Node.FSM.
+func (s FSMStateMachine) FSM() *fsm.FSM { return s.F }
+
 // NoopStateMachine decodes nothing and keeps only its applied index: the
 // ceiling of replication plus fsync. Each entry yields nil results; the
 // batcher answers each caller with an empty fsm.Result.
@@ -137,6 +142,10 @@ type raftFSM struct {
 	// Set under mu; atomic so that readiness probes never wait behind a
 	// long apply or restore.
 	failed atomic.Pointer[error]
+	// onFailed, if set, is called (with mu held) each time a failure is
+	// recorded, after failure() returns it: the node wakes what waits for
+	// an apply, which will not come.
+	onFailed func(err error)
 }
 
 // Bounds of one merged apply.
@@ -456,8 +465,11 @@ func (f *raftFSM) failure() error {
 func (f *raftFSM) fail(err error) error {
 	if err == nil {
 		f.failed.Store(nil)
-	} else {
-		f.failed.Store(&err)
+		return nil
+	}
+	f.failed.Store(&err)
+	if f.onFailed != nil {
+		f.onFailed(err)
 	}
 	return err
 }

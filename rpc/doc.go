@@ -28,7 +28,10 @@
 // it reads again once the state is confirmed current (node.LinearizableRead:
 // a follower forwards, a leader still applying earlier entries waits) rather
 // than answer NOT_FOUND. Stale reads and WatchEntries are served by the
-// replica called, with its applied index.
+// replica called, with its applied index; not by one whose state machine
+// failed (node.Failure), which will never apply more: reads are refused,
+// a new WatchEntries stream fails at once and an open one ends once it has
+// sent what the replica applied, all UNAVAILABLE naming the node.
 //
 // Error codes, in one place (toConnect):
 //
@@ -43,6 +46,8 @@
 //	fsm.CodeInsufficient       FAILED_PRECONDITION (InsufficientCredits detail)
 //	fsm.CodeFailedPrecondition FAILED_PRECONDITION
 //	node.ErrNoLeader, ErrShuttingDown, no reachable leader  UNAVAILABLE
+//	node.ErrStateMachineFailed UNAVAILABLE: this node applies nothing until
+//	                           restarted; the others go on
 //	node.ErrQueueFull          RESOURCE_EXHAUSTED
 //	anything else              INTERNAL (logged with the request id)
 package rpc

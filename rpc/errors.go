@@ -93,6 +93,10 @@ func (s *Server) toConnect(ctx context.Context, err error) error {
 		return connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("the request encodes to %d bytes, more than the %d a log entry holds; send it in smaller parts", big.Size, big.Limit))
 	case errors.As(err, &nl):
 		return connect.NewError(connect.CodeUnavailable, fmt.Errorf("this node is not the leader and the request could not be forwarded: %s", nl.Error()))
+	case errors.Is(err, node.ErrStateMachineFailed):
+		// The node logged the failure when it came. Other replicas hold
+		// the same state and go on; this one stays behind until restarted.
+		return s.stateMachineFailed("use another node (a write may be retried there with the same id)")
 	case errors.Is(err, node.ErrOutcomeUnknown):
 		return connect.NewError(connect.CodeUnavailable, errors.New("leadership was lost while the write was in flight; its outcome is unknown: retry with the same id"))
 	case errors.Is(err, node.ErrNoLeader):
@@ -111,6 +115,13 @@ func (s *Server) toConnect(ctx context.Context, err error) error {
 	rid := requestIDFrom(ctx)
 	s.log.ErrorContext(ctx, "internal error", slog.String("request_id", rid), slog.Any("err", err))
 	return connect.NewError(connect.CodeInternal, fmt.Errorf("internal error (request id %s)", rid))
+}
+
+// stateMachineFailed is what a client is told by a node whose state machine
+// failed (node.ErrStateMachineFailed), followed by what to do. It names the
+// node: a follower passes on what the leader it forwarded to answered.
+func (s *Server) stateMachineFailed(then string) error {
+	return connect.NewError(connect.CodeUnavailable, fmt.Errorf("the state machine on node %s failed: it applies nothing more until that node is restarted; %s", s.n.ID(), then))
 }
 
 func (s *Server) domainError(fe *fsm.Error, err error) error {

@@ -77,10 +77,20 @@ func (a *api) ListEntries(ctx context.Context, req *connect.Request[v1.ListEntri
 // WatchEntries is served by the replica called: every replica holds the same
 // ledger in the same order, so a client may watch any node (and resume from
 // the last seq it saw on another). It wakes on each apply of this replica.
+//
+// On a replica whose state machine has failed (node.Failure) nothing is
+// applied any more: a new stream fails at once, and an open one first sends
+// what the replica applied before the failure (those entries are final, the
+// same on every replica; each message has the stream's write timeout), then
+// ends, both with UNAVAILABLE, so that the client resumes on another node
+// rather than wait on a ledger that will never move here.
 func (a *api) WatchEntries(ctx context.Context, req *connect.Request[v1.WatchEntriesRequest], stream *connect.ServerStream[v1.WatchEntriesResponse]) error {
 	m := req.Msg
 	if err := checkLedgerFilter(m.CustomerId, m.CreditTypeId); err != nil {
 		return a.s.toConnect(ctx, err)
+	}
+	if a.s.n.Failure() != nil {
+		return a.s.stateMachineFailed("resume from the last seq seen on another node")
 	}
 	who := principalFrom(ctx)
 	if !a.s.watchers.take(who) {
@@ -125,6 +135,9 @@ func (a *api) WatchEntries(ctx context.Context, req *connect.Request[v1.WatchEnt
 			return nil
 		})
 		if err != nil {
+			if a.s.n.Failure() != nil {
+				return a.s.stateMachineFailed("resume from the last seq seen on another node")
+			}
 			return a.s.toConnect(ctx, err)
 		}
 		if msg != nil {
@@ -134,6 +147,12 @@ func (a *api) WatchEntries(ctx context.Context, req *connect.Request[v1.WatchEnt
 			if len(msg.Entries) == watchBatch {
 				continue // more may be waiting already
 			}
+		}
+		// Everything applied when applied was taken has been sent. A
+		// failure is recorded before applied is closed: one that comes
+		// during the wait wakes it, and the next round ends here.
+		if a.s.n.Failure() != nil {
+			return a.s.stateMachineFailed("resume from the last seq seen on another node")
 		}
 		select {
 		case <-applied:

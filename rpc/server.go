@@ -372,8 +372,13 @@ func (s *Server) state() (*fsm.FSM, error) {
 
 // read runs fn on the local state, after confirming with a quorum that it
 // is current unless stale is set. On a follower a linearizable read
-// returns *node.NotLeaderError, which the caller forwards.
+// returns *node.NotLeaderError, which the caller forwards. A node whose
+// state machine failed serves neither: its state will never catch up, and
+// a stale read's applied index would not tell the caller so.
 func (s *Server) read(ctx context.Context, stale bool, fn func(v *fsm.View) error) error {
+	if err := s.n.Failure(); err != nil {
+		return err
+	}
 	if !stale {
 		if err := s.n.LinearizableRead(ctx); err != nil {
 			return err

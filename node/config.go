@@ -9,6 +9,7 @@ import (
 	"time"
 	"unicode"
 
+	"github.com/hashicorp/memberlist"
 	"github.com/hashicorp/raft"
 )
 
@@ -61,6 +62,10 @@ type Config struct {
 	// raft address by server id: tests route pairs through proxies they can
 	// cut, to partition the cluster.
 	raftDialAddrs raft.ServerAddressProvider
+	// memberlistConfig, when set, adjusts memberlist's configuration
+	// before it starts: tests lengthen the push-pull interval, so that
+	// only a join brings a restarted node back.
+	memberlistConfig func(*memberlist.Config)
 
 	// Batch bounds group commit.
 	Batch BatchConfig

@@ -9,6 +9,7 @@ import (
 	"net"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -45,9 +46,18 @@ type memberInfo struct {
 type memberTable struct {
 	mu sync.Mutex
 	m  map[string]memberInfo
+	// changed is signalled (without waiting) on every change, for
+	// keepMembersLoop.
+	changed chan struct{}
+	// keptForgotten is set once the node leaves the pool: its members are
+	// no longer kept (forgetKeptMembers). keptMu orders it with the writes.
+	keptMu        sync.Mutex
+	keptForgotten bool
 }
 
-func newMemberTable() *memberTable { return &memberTable{m: map[string]memberInfo{}} }
+func newMemberTable() *memberTable {
+	return &memberTable{m: map[string]memberInfo{}, changed: make(chan struct{}, 1)}
+}
 
 func (t *memberTable) get(id string) (memberInfo, bool) {
 	t.mu.Lock()
@@ -92,6 +102,7 @@ func (t *memberTable) update(n *memberlist.Node, state memberlist.NodeStateType)
 		mi.since = old.since
 	}
 	t.m[n.Name] = mi
+	t.signalChange()
 	return mi, true
 }
 
@@ -124,6 +135,9 @@ func (t *memberTable) forget(now time.Time, inRaft func(id string) bool) []strin
 			gone = append(gone, id)
 		}
 	}
+	if len(gone) > 0 {
+		t.signalChange()
+	}
 	slices.Sort(gone)
 	return gone
 }
@@ -132,6 +146,58 @@ func (t *memberTable) forget(now time.Time, inRaft func(id string) bool) []strin
 type gossip struct {
 	n    *Node
 	meta atomic.Pointer[[]byte]
+	// joinAddrs is what joinLoop joins: Config.Join, and the members kept
+	// in the data dir when the node has raft state (Node.joinAddrs).
+	joinAddrs []string
+
+	// idConflict is the last conflict over this node's own id
+	// (NotifyConflict), for the readiness reason.
+	conflictMu   sync.Mutex
+	idConflict   string
+	idConflictAt time.Time
+}
+
+// idConflictShownFor is how long a conflict over this node's own id stays
+// in its readiness reason: it recurs at each push-pull (30 s) while both
+// nodes run.
+const idConflictShownFor = 2 * time.Minute
+
+// NotifyConflict is memberlist's report of two members under one name at
+// two addresses; it alone logged "Conflicting address for a. Mine: … Theirs:
+// …", which did not say that two nodes run with the same --node-id, and the
+// second of them then waited for ever with no other word. memberlist calls
+// it holding its node lock: it only logs and records.
+func (g *gossip) NotifyConflict(existing, other *memberlist.Node) {
+	id := existing.Name
+	if id == g.n.id && existing.Address() == g.n.gossipAddr {
+		why := fmt.Sprintf("another node at gossip address %s also has this node's id %q (this node's gossip address is %s): "+
+			"two nodes run with the same --node-id, and the cluster takes only one of them; stop one, or give it its own "+
+			"--node-id and an empty --data-dir (a node restarted on a new --gossip-addr sees this too, until the others "+
+			"declare its old address dead)", other.Address(), id, existing.Address())
+		g.conflictMu.Lock()
+		g.idConflict, g.idConflictAt = why, time.Now()
+		g.conflictMu.Unlock()
+		g.n.logger.Error(why, "member", id, "mine", existing.Address(), "theirs", other.Address())
+		return
+	}
+	g.n.logger.Error(fmt.Sprintf("two gossip members claim node id %q, at %s and at %s: two nodes run with the same --node-id "+
+		"(or that node restarted on a new --gossip-addr before its old address was declared dead); this node keeps the one at %s",
+		id, existing.Address(), other.Address(), existing.Address()),
+		"member", id, "kept", existing.Address(), "refused", other.Address())
+}
+
+// recentIDConflict is the conflict over this node's own id seen in the
+// last idConflictShownFor, or "".
+func (g *gossip) recentIDConflict(now time.Time) string {
+	if g == nil {
+		return ""
+	}
+	g.conflictMu.Lock()
+	defer g.conflictMu.Unlock()
+	if g.idConflict == "" || now.Sub(g.idConflictAt) > idConflictShownFor {
+		return ""
+	}
+	return g.idConflict
 }
 
 func (g *gossip) NodeMeta(limit int) []byte {
@@ -212,12 +278,17 @@ func (n *Node) startGossip(inCluster bool) error {
 	}
 	mc.Delegate = g
 	mc.Events = g
+	mc.Conflict = g
 	mc.Logger = log.New(&levelWriter{l: n.logger, component: "memberlist"}, "", 0)
+	if n.cfg.memberlistConfig != nil {
+		n.cfg.memberlistConfig(mc)
+	}
 	if n.ml, err = memberlist.Create(mc); err != nil {
 		return fmt.Errorf("start gossip on %s: %w", n.cfg.GossipAddr, err)
 	}
 	ln := n.ml.LocalNode()
 	n.gossipAddr = net.JoinHostPort(ln.Addr.String(), strconv.Itoa(int(ln.Port)))
+	g.joinAddrs = n.joinAddrs(inCluster)
 	return nil
 }
 
@@ -225,18 +296,39 @@ func (n *Node) localMeta(inCluster bool) nodeMeta {
 	return nodeMeta{Version: 1, ID: n.id, Raft: n.raftAddr, RPC: n.cfg.RPCAddr, InCluster: inCluster}
 }
 
-// joinLoop joins the gossip pool through Config.Join, retrying until one
-// address answers: the others may not be up yet.
+// joinLoop joins the gossip pool through Config.Join and the members kept
+// in the data dir (gossip.joinAddrs), retrying until it reaches another member:
+// the others may not be up yet. This node's own address is left out, and a
+// join counts only once the node knows another member (memberlist counts a
+// contact with itself as a success), so "--join own,other" goes on trying
+// other until it answers.
 func (n *Node) joinLoop() {
+	addrs := n.gossip.joinAddrs
+	others := slices.DeleteFunc(slices.Clone(addrs), n.isOwnGossipAddr)
+	if len(others) < len(addrs) {
+		n.logger.Info("not joining through this node's own gossip address", "gossip", n.gossipAddr)
+	}
+	if len(others) == 0 {
+		n.logger.Warn("join lists only this node's own gossip address: nothing to join; give another member's --gossip-addr",
+			"join", addrs)
+		return
+	}
 	backoff := 200 * time.Millisecond
 	for attempt := 1; ; attempt++ {
-		joined, err := n.ml.Join(n.cfg.Join)
-		if joined > 0 {
-			n.logger.Info("joined the gossip pool", "through", n.cfg.Join, "contacted", joined)
+		contacted, err := n.ml.Join(others)
+		if contacted > 0 && n.ml.NumMembers() > 1 {
+			n.logger.Info("joined the gossip pool", "through", others, "contacted", contacted)
 			return
 		}
+		if err == nil {
+			err = fmt.Errorf("contacted %d, but this node knows no other member after it", contacted)
+		}
 		if attempt == 1 || attempt%10 == 0 {
-			n.logger.Warn("join failed; retrying", "join", n.cfg.Join, "attempt", attempt, "err", err)
+			attrs := []any{"join", others, "attempt", attempt, "err", err}
+			if looksLikeNoGossipPort(err) {
+				attrs = append(attrs, "hint", notGossipPortHint)
+			}
+			n.logger.Warn("join failed; retrying", attrs...)
 		}
 		select {
 		case <-n.stop:
@@ -245,6 +337,51 @@ func (n *Node) joinLoop() {
 		}
 		backoff = min(backoff*2, 5*time.Second)
 	}
+}
+
+// isOwnGossipAddr reports whether addr is this node's gossip address, as
+// advertised or as bound (IP literals and the very name given: another name
+// that resolves to this node is caught by joinLoop's member count instead).
+func (n *Node) isOwnGossipAddr(addr string) bool {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	ip := net.ParseIP(host)
+	for _, own := range []string{n.gossipAddr, n.cfg.GossipAddr} {
+		oh, op, err := net.SplitHostPort(own)
+		if err != nil || op != port || op == "0" {
+			continue
+		}
+		oip := net.ParseIP(oh)
+		switch {
+		case oh == host,
+			oip != nil && ip != nil && oip.Equal(ip),
+			oip != nil && ip != nil && oip.IsUnspecified() && ip.IsLoopback(): // bound to every interface
+			return true
+		}
+	}
+	return false
+}
+
+const notGossipPortHint = "an address answered in another protocol or hung up: is it a node's --gossip-addr? " +
+	"(not its --rpc-addr or --raft-addr)"
+
+// looksLikeNoGossipPort reports whether a join error is what memberlist
+// says when the address is a port of another protocol: an API port answers
+// its message with HTTP ("received invalid msgType (72)", 72 being 'H'), a
+// raft port hangs up on it (EOF, a reset).
+func looksLikeNoGossipPort(err error) bool {
+	if err == nil {
+		return false
+	}
+	s := err.Error()
+	for _, sign := range []string{"invalid msgType", "EOF", "connection reset by peer"} {
+		if strings.Contains(s, sign) {
+			return true
+		}
+	}
+	return false
 }
 
 // gossipReconnectFor is how long after its death a member is still asked
@@ -452,8 +589,13 @@ func stateName(s memberlist.NodeStateType) string {
 const leavePropagateDelay = time.Second
 
 // leaveGossip announces the leave in the metadata, then leaves, so the
-// leader removes this node from raft instead of waiting for it as dead.
+// leader removes this node from raft instead of waiting for it as dead. A
+// node that leaves does so for good: it forgets the members it kept, so a
+// later start rejoins only through Join, as before they were kept.
 func (n *Node) leaveGossip() error {
+	if err := n.forgetKeptMembers(); err != nil {
+		n.logger.Warn("forget the kept gossip members", "err", err)
+	}
 	meta := n.localMeta(true)
 	meta.Leaving = true
 	if err := n.gossip.setMeta(meta); err != nil {

@@ -256,10 +256,11 @@ func Start(ctx context.Context, cfg Config) (n *Node, err error) {
 	if !hasState && cfg.BootstrapExpect > 1 {
 		n.goRun(n.bootstrapLoop)
 	}
-	if len(cfg.Join) > 0 {
+	if len(n.gossip.joinAddrs) > 0 { // Join, and the members kept from the last run
 		n.goRun(n.joinLoop)
 	}
 	n.goRun(n.reconnectLoop)
+	n.goRun(n.keepMembersLoop)
 	n.logger.Info("node started", "raft", n.raftAddr, "gossip", n.gossipAddr, "rpc", cfg.RPCAddr,
 		"data_dir", cfg.DataDir, "existing_state", hasState, "applied_index", n.sm.AppliedIndex())
 	return n, nil

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"sync/atomic"
+	"time"
 
 	"github.com/hashicorp/raft"
 )
@@ -29,9 +30,24 @@ type readiness struct {
 	appliedSinceStart bool
 	// maxLag is how many entries the applied index may trail commitIndex.
 	maxLag uint64
+	// idConflict is a recent conflict over this node's id in gossip (two
+	// nodes with the same --node-id): it says why a node waits for ever.
+	idConflict string
 }
 
-// check returns whether the node is ready and, when not, why.
+// check returns whether the node is ready and, when not, why: the rule
+// below, followed by a recent conflict over this node's id. The conflict
+// never makes a node unready by itself: a running node must not stop
+// serving because a second one was started under its id.
+func (r readiness) check() (bool, string) {
+	ok, why := r.rule()
+	if !ok && r.idConflict != "" {
+		why += "; " + r.idConflict
+	}
+	return ok, why
+}
+
+// rule returns whether the node is ready and, when not, why.
 //
 // A leader is ready once it may stamp writes. A follower is ready when it
 // knows the leader and its API address (rpc forwards writes there), is not
@@ -40,7 +56,7 @@ type readiness struct {
 // an old state. A follower that has applied nothing since it started must
 // have applied everything it knows committed: a brand-new node has applied
 // nothing yet, and a restarted one holds what its state file held.
-func (r readiness) check() (bool, string) {
+func (r readiness) rule() (bool, string) {
 	switch {
 	case r.closing:
 		return false, "shutting down"
@@ -78,6 +94,7 @@ func (n *Node) readiness() readiness {
 		appliedSinceStart: n.appliedSinceStart.Load(),
 		maxLag:            n.cfg.readyMaxLag(),
 		failure:           n.rfsm.failure(), // atomic: never waits behind an apply or restore
+		idConflict:        n.gossip.recentIDConflict(time.Now()),
 	}
 	r.leaderID, r.leaderRPCAddr = n.Leader()
 	// Applied before commit: both only grow, so a lag measured this way is

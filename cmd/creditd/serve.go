@@ -162,7 +162,7 @@ func newServeFlagSet(f *serveFlags) *flag.FlagSet {
 	fs.StringVar(&f.advRPC, "advertise-rpc-addr", "", "API address other nodes forward writes to and \"creditd status\" asks, when it differs from --rpc-addr: a host they reach, as host:port (no scheme: https with --tls-cert, http without)")
 	fs.StringVar(&f.gossipAddr, "gossip-addr", "127.0.0.1:7422", "gossip (memberlist) listen address, TCP and UDP")
 	fs.StringVar(&f.advGossip, "advertise-gossip-addr", "", "gossip address other nodes use, when it differs from --gossip-addr")
-	fs.Var(&f.join, "join", "gossip address(es) of existing members, host:port[,host:port]; retried until one answers")
+	fs.Var(&f.join, "join", "gossip address(es) of existing members, host:port[,host:port]; retried until another member answers (this node's own address is skipped). A node with Raft state also rejoins the members kept in its data dir, so restarts need no --join")
 	fs.Var(&f.bootstrapExpect, "bootstrap-expect", "form a new cluster when `N` fresh nodes have met (default: 1 without --join, else 0 = wait to be added)")
 	fs.StringVar(&f.logStore, "log-store", node.LogStoreBolt, "where the Raft log lives: bolt (raft-boltdb) or wal (raft-wal); a data dir keeps the one it was created with")
 	fs.BoolVar(&f.stateFsync, "state-fsync", false, "fsync the state file (fsm.db) on every apply; off, the Raft log carries durability and the state is rebuilt from snapshot and log after a machine restart")

@@ -203,6 +203,7 @@ func (s *Server) routes() (http.Handler, error) {
 	opts := []connect.HandlerOption{
 		connect.WithInterceptors(&observer{s: s}),
 		connect.WithCodec(protoCodec{}),
+		withStrictJSON(),
 		connect.WithReadMaxBytes(s.opts.MaxMessageBytes),
 		connect.WithSendMaxBytes(s.opts.answerMaxBytes()),
 		// Answers go to services in the same network: gzip would cost more
@@ -221,7 +222,7 @@ func (s *Server) routes() (http.Handler, error) {
 		func() (string, http.Handler) { return creditdv1connect.NewClusterServiceHandler(a, opts...) },
 	} {
 		path, h := reg()
-		mux.Handle(path, s.bounded(s.front(h)))
+		mux.Handle(path, s.bounded(s.front(s.strictJSON(h))))
 	}
 	// Reflection and health answer anyone (probes, grpcurl), so a client
 	// trickling its body must be cut as on the API's routes. A reflection

@@ -33,6 +33,11 @@
 // a new WatchEntries stream fails at once and an open one ends once it has
 // sent what the replica applied, all UNAVAILABLE naming the node.
 //
+// JSON requests are decoded strictly (jsonCodec: unknown fields and enum
+// names refused) and, for every protocol whose message comes whole and
+// uncompressed, once before Connect (strictJSON), so that a decoding
+// failure is an INVALID_ARGUMENT naming its field like any other.
+//
 // Error codes, in one place (toConnect):
 //
 //	fsm.CodeInvalid            INVALID_ARGUMENT  (FieldViolation detail)

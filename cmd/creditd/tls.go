@@ -129,10 +129,13 @@ func (h clientHints) RoundTrip(r *http.Request) (*http.Response, error) {
 		return nil, fmt.Errorf("%w; --ca-cert %s does not hold the CA that signed the node's certificate", err, h.caCert)
 	case errors.As(err, &hostname):
 		return nil, fmt.Errorf("%w; give --addr a host the node's certificate names", err)
-	case errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET):
+	case errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET) ||
+		strings.Contains(err.Error(), "client conn could not be established"):
 		// A node's Raft and gossip ports read the HTTP/2 preface as a
 		// message of their own and hang up: "unexpected EOF" alone does not
-		// say that --addr named the wrong port.
+		// say that --addr named the wrong port. When the hang-up comes
+		// before the server's settings, HTTP/2 says only that the
+		// connection "could not be established" (an unexported error).
 		return nil, fmt.Errorf("%w; %s closed the connection without an answer: give --addr a node's API address (serve --rpc-addr), not its --raft-addr or --gossip-addr", err, r.URL.Host)
 	}
 	return nil, err

@@ -163,7 +163,10 @@ func (e *Exporter) Run(ctx context.Context) (Result, error) {
 		cut := c.LastSeq()
 		res.FromSeq, res.ToSeq = m.WatermarkSeq+1, cut
 		if cut < m.WatermarkSeq {
-			return fmt.Errorf("%w: replica at ledger sequence %d, destination at %d", ErrBehind, cut, m.WatermarkSeq)
+			// Which of the two it is cannot be told from here: the
+			// watermark's fingerprint is of an entry this replica lacks.
+			return fmt.Errorf("%w: replica at ledger sequence %d, destination at %d (a replica that has not caught up yet, "+
+				"or a destination holding another, longer ledger's export: check the destination)", ErrBehind, cut, m.WatermarkSeq)
 		}
 		if err := checkDigest(c, m); err != nil {
 			return err

@@ -376,8 +376,14 @@ func TestReplicaBehindTheWatermarkRefusesToExport(t *testing.T) {
 	b := openDir(t, t.TempDir())
 	exportOnce(t, FromFSM(ahead.F), b, Options{})
 	e, _ := New(FromFSM(behind.F), b, Options{})
-	if _, err := e.Run(testCtx(t)); !errors.Is(err, ErrBehind) {
+	_, err := e.Run(testCtx(t))
+	if !errors.Is(err, ErrBehind) {
 		t.Fatalf("export from a lagging replica: %v, want ErrBehind", err)
+	}
+	// From here a lagging replica and another ledger's longer export look
+	// the same; the error says both.
+	if !strings.Contains(err.Error(), "another, longer ledger's export") {
+		t.Fatalf("ErrBehind does not mention another ledger's export: %v", err)
 	}
 }
 

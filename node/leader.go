@@ -431,7 +431,7 @@ func (n *Node) handOver(ctx context.Context, transfer func() raft.Future, resume
 	// A transfer that succeeded leaves the leadership it handed over
 	// paused until the leadership loop sees it end.
 	handedOver := err == nil && (term == nil || cur == term)
-	if resume && !handedOver && cur != nil && cur.Err() == nil && n.leaderCaughtUp && n.handingOver == 0 {
+	if resume && !handedOver && cur != nil && cur.Err() == nil && n.leaderCaughtUp && n.handingOver == 0 && n.rfsm.failure() == nil {
 		n.writable.Store(true)
 	}
 	return err
@@ -439,8 +439,10 @@ func (n *Node) handOver(ctx context.Context, transfer func() raft.Future, resume
 
 // resumeWrites records that the leadership whose context is term has caught
 // up on earlier terms, and makes the node take writes unless leadership is
-// being handed over. It reports false, doing nothing, when that leadership
-// has ended (stopLeading clears leaderCtx under the same lock).
+// being handed over or the state machine has failed (stateMachineFailed
+// clears writable under the same lock; the node is leaving raft). It
+// reports false, doing nothing, when that leadership has ended
+// (stopLeading clears leaderCtx under the same lock).
 func (n *Node) resumeWrites(term context.Context) bool {
 	n.leaderMu.Lock()
 	defer n.leaderMu.Unlock()
@@ -448,7 +450,7 @@ func (n *Node) resumeWrites(term context.Context) bool {
 		return false
 	}
 	n.leaderCaughtUp = true
-	if n.handingOver == 0 {
+	if n.handingOver == 0 && n.rfsm.failure() == nil {
 		n.writable.Store(true)
 	}
 	return true

@@ -85,6 +85,14 @@ type Node struct {
 	removedMu sync.Mutex
 	removed   map[string]time.Time
 
+	// leavingRaft is set once a failed state machine has made this node
+	// leave raft (leaveRaftAfterFailure). stopRaftOnce stops raft once,
+	// for that and for Shutdown, and every caller waits for it.
+	leavingRaft  atomic.Bool
+	stopRaftOnce sync.Once
+	stopRaftErr  error
+	raftStopped  chan struct{} // closed once stopRaft has stopped raft
+
 	stop chan struct{} // closed by Shutdown
 	// The applier stops only after raft, which may still deliver entries
 	// while it shuts down.
@@ -133,6 +141,7 @@ func Start(ctx context.Context, cfg Config) (n *Node, err error) {
 		removed:     map[string]time.Time{},
 		stop:        make(chan struct{}),
 		applierStop: make(chan struct{}),
+		raftStopped: make(chan struct{}),
 		unlockDir:   unlockDir,
 	}
 	var closers []func() error
@@ -412,9 +421,106 @@ func (n *Node) wakeApplyWaiters() {
 // stateMachineFailed is told each failure the state machine records: the
 // applied index will not move again, so whoever waits for it (a
 // linearizable read, a WatchEntries stream) is woken to see Failure.
+//
+// The node also leaves raft (leaveRaftAfterFailure), in a goroutine of
+// its own: this runs with the applier's lock held, in the applier or in
+// raft's FSM goroutine (a restore), which raft's shutdown waits for.
 func (n *Node) stateMachineFailed(err error) {
 	n.logger.Error("state machine failed: this node applies nothing more until it is restarted", "err", err)
+	// No entry is appended from now on: new writes are told the failure
+	// (awaitWritable), and no leadership resumes them (resumeWrites).
+	n.leaderMu.Lock()
+	n.writable.Store(false)
+	n.leaderMu.Unlock()
 	n.wakeApplyWaiters()
+	if !n.closing.Load() && n.leavingRaft.CompareAndSwap(false, true) {
+		n.goRun(n.leaveRaftAfterFailure)
+	}
+}
+
+// leaveRaftAfterFailure takes a node whose state machine failed out of the
+// cluster's raft until it is restarted, so that the others go on without
+// it as they would without a dead node. Left in raft, a failed leader kept
+// leading: followers forwarded every write to it, and it committed them
+// but answered each with the failure, so the cluster took no write until
+// it was restarted. A failed follower leaves too: its log is complete, so
+// it could win the next election (after a leader's loss, or as the most
+// up-to-date target of a leadership transfer, which raft grants without
+// asking) and be a failed leader again; raft has no way to keep a voter
+// from campaigning (a longer heartbeat timeout would also keep it loyal
+// to a dead leader, refusing every vote). Out of raft it neither votes
+// nor takes entries: it counts as down for quorum, as a dead node does.
+//
+// A leader first hands leadership over (best effort, bounded by
+// ApplyTimeout for its entries in flight and ElectionTimeout for raft's
+// transfer), so the others need not wait out an election timeout. The
+// node's API, probes and gossip stay up, saying why it is not ready.
+func (n *Node) leaveRaftAfterFailure() {
+	if n.closing.Load() {
+		return // Shutdown stops raft
+	}
+	did := "left the cluster's raft until restarted"
+	switch {
+	case n.raft.State() != raft.Leader:
+	case n.otherVoters() == 0:
+		// The entries in flight resolve first (with the failure): raft
+		// leaves the futures of entries it has committed but not yet
+		// handed to the state machine unresolved when it stops.
+		n.batch.awaitIdle(context.Background(), n.cfg.ApplyTimeout)
+		did = "led alone (no other voter to hand leadership to); " + did
+	default:
+		ctx, cancel := context.WithTimeout(context.Background(), n.cfg.ApplyTimeout+n.cfg.ElectionTimeout)
+		defer cancel()
+		go func() { // Shutdown ends the wait
+			select {
+			case <-n.stop:
+				cancel()
+			case <-ctx.Done():
+			}
+		}()
+		if err := n.handOver(ctx, n.raft.LeadershipTransfer, false); err != nil {
+			did = fmt.Sprintf("could not hand leadership over (%v), so the others elect a leader once their election timeout passes; %s", err, did)
+		} else {
+			did = fmt.Sprintf("handed leadership to %s and %s", n.newLeaderAfterHandover(ctx), did)
+		}
+	}
+	if err := n.stopRaft(); err != nil {
+		n.logger.Error("state machine failed; could not leave the cluster's raft", "err", err)
+		return
+	}
+	n.logger.Error("state machine failed; "+did, "err", n.rfsm.failure())
+}
+
+// newLeaderAfterHandover waits, within ElectionTimeout, to hear which node
+// leads after this one handed leadership over, for the log.
+func (n *Node) newLeaderAfterHandover(ctx context.Context) string {
+	deadline := time.NewTimer(n.cfg.ElectionTimeout)
+	defer deadline.Stop()
+	poll := time.NewTicker(20 * time.Millisecond)
+	defer poll.Stop()
+	for {
+		if _, id := n.raft.LeaderWithID(); id != "" && string(id) != n.id {
+			return string(id)
+		}
+		select {
+		case <-poll.C:
+		case <-deadline.C:
+			return "another voter (not yet known here)"
+		case <-ctx.Done():
+			return "another voter (not yet known here)"
+		}
+	}
+}
+
+// stopRaft shuts raft down once; every caller waits until it has stopped.
+// A second raft.Shutdown returns at once, before the first has stopped
+// raft's goroutines, and the log store must not be closed under them.
+func (n *Node) stopRaft() error {
+	n.stopRaftOnce.Do(func() {
+		n.stopRaftErr = n.raft.Shutdown().Error()
+		close(n.raftStopped)
+	})
+	return n.stopRaftErr
 }
 
 // Failure is the state machine's failure (an error matching
@@ -599,15 +705,27 @@ func (n *Node) LinearizableRead(ctx context.Context) error {
 	return nil
 }
 
-// waitFuture waits for a raft future without outliving ctx.
+// waitFuture waits for a raft future without outliving ctx or raft.
+// raft does not resolve every future when it stops: one it had queued but
+// not taken stays unresolved (VerifyLeader's and LeadershipTransfer's
+// channels are buffered), so a linearizable read that asked just before a
+// failed state machine stopped raft waited until its deadline. The
+// goroutine waiting for such a future stays.
 func (n *Node) waitFuture(ctx context.Context, f raft.Future) error {
 	done := make(chan error, 1)
-	go func() { done <- f.Error() }() // raft resolves every future, at the latest on shutdown
+	go func() { done <- f.Error() }()
 	select {
 	case err := <-done:
 		return err
 	case <-ctx.Done():
 		return ctx.Err()
+	case <-n.raftStopped:
+		select {
+		case err := <-done:
+			return err
+		default:
+			return raft.ErrRaftShutdown
+		}
 	}
 }
 
@@ -623,6 +741,11 @@ func (n *Node) mapRaftErr(doing string, err error) error {
 		// Refused before anything was done: the outcome is known.
 		return fmt.Errorf("%s: %w: a leadership transfer is under way: %w", doing, ErrNoLeader, err)
 	case errors.Is(err, raft.ErrRaftShutdown):
+		if failure := n.rfsm.failure(); failure != nil {
+			// Raft stopped because the state machine failed
+			// (leaveRaftAfterFailure): that is what the caller must hear.
+			return fmt.Errorf("%s: %w", doing, failure)
+		}
 		return fmt.Errorf("%s: %w", doing, ErrShuttingDown)
 	case errors.Is(err, raft.ErrEnqueueTimeout):
 		return fmt.Errorf("%s: %w: %w", doing, ErrNoLeader, err)
@@ -861,7 +984,7 @@ func (n *Node) shutdown(ctx context.Context) error {
 			errs = append(errs, fmt.Errorf("leave gossip: %w", err))
 		}
 	}
-	if err := n.raft.Shutdown().Error(); err != nil {
+	if err := n.stopRaft(); err != nil { // maybe stopped already (leaveRaftAfterFailure)
 		errs = append(errs, fmt.Errorf("stop raft: %w", err))
 	}
 	close(n.applierStop)

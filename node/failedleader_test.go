@@ -1,0 +1,205 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/creditd/creditd/fsm"
+	"github.com/hashicorp/raft"
+)
+
+// failableThree starts a three-node cluster whose nodes apply into fsms
+// the test holds, each through a failableSM (smfailure_test.go) that fails
+// every Apply at once once its failing is set.
+func failableThree(t *testing.T) (*testCluster, map[string]*failableSM) {
+	t.Helper()
+	sms := map[string]*failableSM{}
+	for _, id := range []string{"n1", "n2", "n3"} {
+		// Opened before the cluster so that they are closed after its
+		// nodes stop (cleanups run last first); the nodes do not own them.
+		f, err := fsm.Open(filepath.Join(t.TempDir(), id+".db"), fsm.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = f.Close() })
+		held := make(chan struct{})
+		close(held) // a failing Apply fails at once
+		sms[id] = &failableSM{FSMStateMachine: FSMStateMachine{F: f}, held: held, entered: make(chan struct{}, 1)}
+	}
+	c := newTestCluster(t)
+	c.startThree(func(cfg *Config) { cfg.StateMachine = sms[cfg.NodeID] })
+	setupLedger(c)
+	c.mustApply(burn("before"))
+	return c, sms
+}
+
+// healthyLeader waits for a node other than failed that leads and takes
+// writes.
+func healthyLeader(t *testing.T, c *testCluster, failed *Node) *Node {
+	t.Helper()
+	var l *Node
+	waitFor(t, 90*time.Second, "a healthy node to lead and take writes", func() bool {
+		for _, n := range c.up() {
+			if n != failed && n.writable.Load() {
+				l = n
+				return true
+			}
+		}
+		return false
+	})
+	return l
+}
+
+// applyThroughHealthy writes cmd through the healthy nodes as a client
+// would, following leadership among them until ctx ends; the failed node
+// is never asked.
+func applyThroughHealthy(ctx context.Context, c *testCluster, failed *Node, cmd fsm.Command) error {
+	var last error
+	for ctx.Err() == nil {
+		for _, n := range c.up() {
+			if n == failed {
+				continue
+			}
+			res, err := n.Apply(ctx, cmd)
+			var nl *NotLeaderError
+			switch {
+			case err == nil && res.Err != nil:
+				return res.Err
+			case err == nil:
+				return nil
+			case errors.As(err, &nl), errors.Is(err, ErrNoLeader):
+				last = err
+			default:
+				return err
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return errors.Join(ctx.Err(), last)
+}
+
+// wantAppliedOnHealthy waits until every node but failed has applied the
+// usage events ids, each once.
+func wantAppliedOnHealthy(t *testing.T, c *testCluster, failed *Node, ids ...string) {
+	t.Helper()
+	for _, n := range c.up() {
+		if n == failed {
+			continue
+		}
+		waitFor(t, 90*time.Second, n.ID()+" to apply "+strings.Join(ids, ", "), func() bool {
+			counts := usageCounts(t, n)
+			for _, id := range ids {
+				if counts[id] != 1 {
+					return false
+				}
+			}
+			return true
+		})
+	}
+}
+
+// watchFailedNode checks, for a while, that the failed node does not lead
+// and stays not ready saying why, while the healthy nodes write; an
+// operator's transfer of leadership to it is refused. The window is what
+// several election timeouts of the healthy nodes take, not a bound on
+// anything.
+func watchFailedNode(t *testing.T, c *testCluster, failed *Node) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	check := func(when string) {
+		t.Helper()
+		if failed.IsLeader() {
+			t.Fatalf("%s: the node whose state machine failed leads again", when)
+		}
+		if ready, why := failed.Readiness(); ready || !strings.Contains(why, "state machine failed") {
+			t.Fatalf("%s: the failed node's readiness is %v %q, want not ready, state machine failed", when, ready, why)
+		}
+	}
+	l := healthyLeader(t, c, failed)
+	if err := l.TransferLeadership(ctx, failed.ID()); err == nil {
+		t.Errorf("the healthy leader handed leadership to the failed node %s", failed.ID())
+	}
+	check("after a transfer of leadership to it")
+	until := time.Now().Add(10 * c.node(l.ID()).cfg.ElectionTimeout)
+	for i := 0; time.Now().Before(until); i++ {
+		check("while the cluster writes")
+		if err := applyThroughHealthy(ctx, c, failed, burn(fmt.Sprintf("watch-%d", i))); err != nil {
+			t.Fatalf("a write through the healthy nodes while the failed node is out: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	check("at the end")
+	if st := failed.Status(); st.State != raft.Shutdown.String() || st.Ready {
+		t.Errorf("the failed node's status: state %s, ready %v; want %s, not ready", st.State, st.Ready, raft.Shutdown)
+	}
+}
+
+// A leader whose state machine fails (a full disk) hands leadership over
+// and leaves raft until it is restarted: it stayed the leader, taking every
+// write the followers forwarded, committing it and answering each caller
+// with the failure, so the cluster took no write until an operator
+// restarted it. Now a healthy node leads, a write through it is applied on
+// both healthy nodes, and the failed node stays out and not ready.
+func TestALeaderWhoseStateMachineFailsHandsOverAndLeavesRaft(t *testing.T) {
+	c, sms := failableThree(t)
+	failed := c.leader()
+	sms[failed.ID()].failing.Store(true)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	// The entry commits before it is applied: the healthy nodes apply it,
+	// and the caller hears the failure.
+	if _, err := failed.Apply(ctx, burn("lost")); !errors.Is(err, ErrStateMachineFailed) {
+		t.Fatalf("the write whose apply failed on the leader: %v, want ErrStateMachineFailed", err)
+	}
+	if _, err := failed.Apply(ctx, burn("refused")); !errors.Is(err, ErrStateMachineFailed) {
+		t.Errorf("a write on the failed node: %v, want ErrStateMachineFailed", err)
+	}
+
+	l := healthyLeader(t, c, failed)
+	if err := applyThroughHealthy(ctx, c, failed, burn("after")); err != nil {
+		t.Fatalf("a write through the healthy nodes once %s leads: %v", l.ID(), err)
+	}
+	wantAppliedOnHealthy(t, c, failed, "before", "lost", "after")
+	watchFailedNode(t, c, failed)
+	if got := usageCounts(t, failed); got["before"] != 1 || got["after"] != 0 {
+		t.Errorf("the failed node's ledger has %v, want only what it applied before the failure", got)
+	}
+}
+
+// A follower whose state machine fails leaves raft as well: left in it, it
+// kept a complete log, so an election (or a transfer, which picks the most
+// up-to-date voter) could make it a failed leader. The cluster goes on
+// writing with the two healthy nodes.
+func TestAFollowerWhoseStateMachineFailsLeavesRaftAndTheClusterGoesOn(t *testing.T) {
+	c, sms := failableThree(t)
+	l := c.leader()
+	var failed *Node
+	for _, n := range c.up() {
+		if n != l {
+			failed = n
+			break
+		}
+	}
+	sms[failed.ID()].failing.Store(true)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if err := applyThroughHealthy(ctx, c, failed, burn("during")); err != nil {
+		t.Fatalf("a write while a follower fails: %v", err)
+	}
+	waitFor(t, 90*time.Second, "the follower's state machine to fail", func() bool { return failed.Failure() != nil })
+	waitFor(t, 90*time.Second, "the failed follower to leave raft", func() bool {
+		return failed.Status().State == raft.Shutdown.String()
+	})
+	if err := applyThroughHealthy(ctx, c, failed, burn("after")); err != nil {
+		t.Fatalf("a write once the failed follower left raft: %v", err)
+	}
+	wantAppliedOnHealthy(t, c, failed, "before", "during", "after")
+	watchFailedNode(t, c, failed)
+}

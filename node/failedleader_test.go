@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/creditd/creditd/fsm"
+	"github.com/hashicorp/memberlist"
 	"github.com/hashicorp/raft"
 )
 
@@ -137,6 +138,14 @@ func watchFailedNode(t *testing.T, c *testCluster, failed *Node) {
 	check("at the end")
 	if st := failed.Status(); st.State != raft.Shutdown.String() || st.Ready {
 		t.Errorf("the failed node's status: state %s, ready %v; want %s, not ready", st.State, st.Ready, raft.Shutdown)
+	}
+	// It was not removed: it stays a voter that is down, and in the gossip
+	// pool, so that its restart finds the members it kept.
+	if s := raftConfig(t, c.node(l.ID()))[failed.ID()]; s != raft.Voter {
+		t.Errorf("the failed node in the healthy leader's configuration: %v, want a voter", s)
+	}
+	if mi, ok := c.node(l.ID()).members.get(failed.ID()); !ok || mi.state != memberlist.StateAlive {
+		t.Errorf("the failed node in the healthy leader's gossip members: %+v (known %v), want alive", mi, ok)
 	}
 }
 

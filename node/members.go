@@ -527,6 +527,13 @@ func (n *Node) monitorLoop() {
 				}
 			}
 		}
+		// A node whose state machine failed stopped its own raft
+		// (leaveRaftAfterFailure): it was not removed. It stays in the
+		// pool, so that the cluster keeps it as a voter that is down and
+		// its restart finds the members it kept.
+		if n.leavingRaft.Load() {
+			continue
+		}
 		removed := n.raft.State() == raft.Shutdown || n.removedWhileRunning(&wasMember)
 		if removed && !n.closing.Load() {
 			n.logger.Warn("removed from the cluster; leaving the gossip pool")

@@ -227,21 +227,17 @@ func TestAPurchaseGrantWithTheLongestIDCanBeRefunded(t *testing.T) {
 	}
 }
 
-// A customer with auto top-up on whose available is below the threshold
-// with nothing pending gets a top-up at its next usage event, also when that
-// event is denied. Only burns started one, so a customer whose credits went
-// below the threshold without a burn (they expired, a refund revoked them,
-// the monthly cap reset, auto top-up was resumed after a failed charge) and
-// who has nothing left to burn on a plan that denies had every event denied
-// and was never topped up again.
-func TestADeniedEventStartsTheAutoTopUpItWaitsFor(t *testing.T) {
-	fixed := AutoTopUp{Enabled: true, ThresholdCredits: 300, Mode: TopUpFixed, AmountCredits: 2000}
-	for _, tc := range []struct {
-		name string
-		// drain leaves c1 with no credits and no automatic purchase pending,
-		// its auto top-up free to start one.
-		drain func(h *harness)
-	}{
+// drainScenario leaves customer c1 (on plan "pro" with auto top-up
+// settings fixed) with no credits and no automatic purchase pending, its
+// auto top-up free to start one, in one of the ways credits go below the
+// threshold without a burn that starts a top-up.
+type drainScenario struct {
+	name  string
+	drain func(h *harness)
+}
+
+func drainScenarios(t *testing.T, fixed AutoTopUp) []drainScenario {
+	return []drainScenario{
 		{"the credits expired", func(h *harness) {
 			h.paid("g", 1000, "0.10", func(c *CreateGrant) { c.ExpiresAt = at(time.Hour) })
 			h.burnCredits("e0", 100) // 900 left: above the threshold
@@ -272,7 +268,19 @@ func TestADeniedEventStartsTheAutoTopUpItWaitsFor(t *testing.T) {
 			h.burnCredits("e1", 200) // 0 left, paused
 			h.ok(UpsertCustomer{ID: "c1", PlanID: "pro", AutoTopUp: fixed, ResumeAutoTopUp: true})
 		}},
-	} {
+	}
+}
+
+// A customer with auto top-up on whose available is below the threshold
+// with nothing pending gets a top-up at its next usage event, also when that
+// event is denied. Only burns started one, so a customer whose credits went
+// below the threshold without a burn (they expired, a refund revoked them,
+// the monthly cap reset, auto top-up was resumed after a failed charge) and
+// who has nothing left to burn on a plan that denies had every event denied
+// and was never topped up again.
+func TestADeniedEventStartsTheAutoTopUpItWaitsFor(t *testing.T) {
+	fixed := AutoTopUp{Enabled: true, ThresholdCredits: 300, Mode: TopUpFixed, AmountCredits: 2000}
+	for _, tc := range drainScenarios(t, fixed) {
 		t.Run(tc.name, func(t *testing.T) {
 			h := newHarness(t)
 			h.seed()

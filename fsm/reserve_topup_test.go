@@ -69,44 +69,8 @@ func (h *harness) pendingPurchases() []Purchase {
 // it starts no second purchase.
 func TestARefusedReserveStartsTheAutoTopUpItWaitsFor(t *testing.T) {
 	fixed := AutoTopUp{Enabled: true, ThresholdCredits: 300, Mode: TopUpFixed, AmountCredits: 2000}
-	for _, tc := range []struct {
-		name string
-		// drain leaves c1 with no credits and no automatic purchase pending,
-		// its auto top-up free to start one.
-		drain func(h *harness)
-	}{
-		{"no credits were ever granted", func(h *harness) {}},
-		{"the credits expired", func(h *harness) {
-			h.paid("g", 1000, "0.10", func(c *CreateGrant) { c.ExpiresAt = at(time.Hour) })
-			h.burnCredits("e0", 100) // 900 left: above the threshold
-			h.now = at(time.Hour)
-			h.ok(Tick{})
-		}},
-		{"a refund revoked them", func(h *harness) {
-			h.paid("g", 1000, "0.10")
-			h.ok(RevokeGrant{GrantID: "g", Reason: "refund", RequestID: "refund-1"})
-		}},
-		{"the monthly cap reset", func(h *harness) {
-			s := fixed
-			s.MonthlyCapMicros = 3_000_000
-			h.ok(UpsertCustomer{ID: "c1", PlanID: "pro", AutoTopUp: s})
-			h.paid("g", 1000, "0.10")
-			h.burnCredits("e0", 800) // below: the first top-up, 2 USD
-			h.ok(CompletePurchase{ID: h.customer("c1").AutoPendingPurchase, Outcome: OutcomeSucceeded})
-			h.burnCredits("e1", 2200) // 0 left; a second would make 4 USD > 3
-			if c := h.customer("c1"); c.AutoTopUpLast != "monthly cap reached" {
-				t.Fatalf("set-up: %+v", c)
-			}
-			h.now = TimestampOf(time.Date(2026, 2, 1, 0, 0, 0, 0, time.UTC))
-		}},
-		{"auto top-up was resumed after a failed charge", func(h *harness) {
-			h.paid("g", 1000, "0.10")
-			h.burnCredits("e0", 800)
-			h.ok(CompletePurchase{ID: h.customer("c1").AutoPendingPurchase, Outcome: OutcomeFailed, FailureReason: "card_declined"})
-			h.burnCredits("e1", 200) // 0 left, paused
-			h.ok(UpsertCustomer{ID: "c1", PlanID: "pro", AutoTopUp: fixed, ResumeAutoTopUp: true})
-		}},
-	} {
+	scenarios := append([]drainScenario{{"no credits were ever granted", func(h *harness) {}}}, drainScenarios(t, fixed)...)
+	for _, tc := range scenarios {
 		t.Run(tc.name, func(t *testing.T) {
 			h := newHarness(t)
 			h.seed()

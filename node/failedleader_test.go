@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -211,4 +213,75 @@ func TestAFollowerWhoseStateMachineFailsLeavesRaftAndTheClusterGoesOn(t *testing
 	}
 	wantAppliedOnHealthy(t, c, failed, "before", "during", "after")
 	watchFailedNode(t, c, failed)
+}
+
+// signalHandler discards every record, and closes seen once one's message
+// begins with prefix.
+type signalHandler struct {
+	prefix string
+	once   *sync.Once
+	seen   chan struct{}
+}
+
+func (h signalHandler) Enabled(context.Context, slog.Level) bool { return true }
+func (h signalHandler) Handle(_ context.Context, r slog.Record) error {
+	if strings.HasPrefix(r.Message, h.prefix) {
+		h.once.Do(func() { close(h.seen) })
+	}
+	return nil
+}
+func (h signalHandler) WithAttrs([]slog.Attr) slog.Handler { return h }
+func (h signalHandler) WithGroup(string) slog.Handler      { return h }
+
+// A state machine that fails while Start is still setting the node up (a
+// restart onto a full disk: raft hands the log to the state machine as
+// soon as it runs) started leaveRaftAfterFailure on a half-built node: it
+// read n.raft and the batcher while Start was still writing them (a leader
+// alone dereferenced a nil batcher). Start now starts it once the node is
+// set up, and the node leaves raft as after any other failure.
+func TestAStateMachineFailingWhileItsNodeStartsLeavesRaftOnceStarted(t *testing.T) {
+	f, err := fsm.Open(filepath.Join(t.TempDir(), "solo.db"), fsm.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = f.Close() })
+	held := make(chan struct{})
+	close(held) // a failing Apply fails at once
+	sm := &failableSM{FSMStateMachine: FSMStateMachine{F: f}, held: held, entered: make(chan struct{}, 1)}
+	c := newTestCluster(t)
+	c.start("solo", func(cfg *Config) {
+		cfg.BootstrapExpect = 1
+		cfg.StateMachine = sm
+	})
+	setupLedger(c)
+	c.mustApply(burn("before"))
+	c.shutdown("solo")
+
+	sm.failing.Store(true)
+	failed := make(chan struct{})
+	n := c.restart("solo", func(cfg *Config) {
+		cfg.Logger = slog.New(signalHandler{prefix: "state machine failed: this node applies nothing more", once: &sync.Once{}, seen: failed})
+		// Start waits here, raft running, until the state machine has
+		// failed on the log raft hands it again.
+		cfg.memberlistConfig = func(*memberlist.Config) {
+			select {
+			case <-failed:
+			case <-time.After(time.Minute):
+			}
+		}
+	})
+	select {
+	case <-failed:
+	default:
+		t.Fatal("the node started before its state machine failed")
+	}
+	waitFor(t, 90*time.Second, "the failed node to leave raft", func() bool {
+		return n.Status().State == raft.Shutdown.String()
+	})
+	if err := n.Failure(); !errors.Is(err, ErrStateMachineFailed) {
+		t.Errorf("Failure() = %v, want ErrStateMachineFailed", err)
+	}
+	if ready, why := n.Readiness(); ready || !strings.Contains(why, "state machine failed") {
+		t.Errorf("readiness: %v %q, want not ready, state machine failed", ready, why)
+	}
 }

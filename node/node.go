@@ -88,7 +88,13 @@ type Node struct {
 	// leavingRaft is set once a failed state machine has made this node
 	// leave raft (leaveRaftAfterFailure). stopRaftOnce stops raft once,
 	// for that and for Shutdown, and every caller waits for it.
-	leavingRaft  atomic.Bool
+	leavingRaft atomic.Bool
+	// started is set, under startMu, once Start has set up everything
+	// leaveRaftAfterFailure uses (raft, gossip, the batcher): a failure
+	// before that (raft delivers entries while Start goes on) leaves the
+	// start of leaveRaftAfterFailure to Start.
+	startMu      sync.Mutex
+	started      bool
 	stopRaftOnce sync.Once
 	stopRaftErr  error
 	raftStopped  chan struct{} // closed once stopRaft has stopped raft
@@ -270,6 +276,12 @@ func Start(ctx context.Context, cfg Config) (n *Node, err error) {
 	}
 	n.goRun(n.reconnectLoop)
 	n.goRun(n.keepMembersLoop)
+	n.startMu.Lock()
+	n.started = true
+	if n.leavingRaft.Load() { // the state machine failed while Start went on
+		n.goRun(n.leaveRaftAfterFailure)
+	}
+	n.startMu.Unlock()
 	n.logger.Info("node started", "raft", n.raftAddr, "gossip", n.gossipAddr, "rpc", cfg.RPCAddr,
 		"data_dir", cfg.DataDir, "existing_state", hasState, "applied_index", n.sm.AppliedIndex())
 	return n, nil
@@ -424,7 +436,10 @@ func (n *Node) wakeApplyWaiters() {
 //
 // The node also leaves raft (leaveRaftAfterFailure), in a goroutine of
 // its own: this runs with the applier's lock held, in the applier or in
-// raft's FSM goroutine (a restore), which raft's shutdown waits for.
+// raft's FSM goroutine (a restore), which raft's shutdown waits for. A
+// failure while Start is still setting the node up leaves that goroutine
+// to Start's end: raft delivers entries from NewRaft on, before the
+// gossip, the batcher and n.raft itself are set.
 func (n *Node) stateMachineFailed(err error) {
 	n.logger.Error("state machine failed: this node applies nothing more until it is restarted", "err", err)
 	// No entry is appended from now on: new writes are told the failure
@@ -433,7 +448,9 @@ func (n *Node) stateMachineFailed(err error) {
 	n.writable.Store(false)
 	n.leaderMu.Unlock()
 	n.wakeApplyWaiters()
-	if !n.closing.Load() && n.leavingRaft.CompareAndSwap(false, true) {
+	n.startMu.Lock()
+	defer n.startMu.Unlock()
+	if !n.closing.Load() && n.leavingRaft.CompareAndSwap(false, true) && n.started {
 		n.goRun(n.leaveRaftAfterFailure)
 	}
 }

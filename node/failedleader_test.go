@@ -215,6 +215,55 @@ func TestAFollowerWhoseStateMachineFailsLeavesRaftAndTheClusterGoesOn(t *testing
 	watchFailedNode(t, c, failed)
 }
 
+// An operator who removes a node whose state machine failed keeps it out.
+// The failed node gossips on, alive, with its raft stopped (it cannot see
+// its removal, so it does not leave the pool), and the leader added it
+// back, a voter that is down, once the removal was 10 minutes old
+// (recentlyRemoved) — undoing the operator's removal — and would promote it
+// as a non-voter and count it as a healthy voter likewise. It now announces
+// its failure in gossip, and the leader adds no member that does.
+func TestAFailedNodeAnOperatorRemovedIsNotAddedBack(t *testing.T) {
+	c, sms := failableThree(t)
+	l := c.leader()
+	var failed *Node
+	for _, n := range c.up() {
+		if n != l {
+			failed = n
+			break
+		}
+	}
+	sms[failed.ID()].failing.Store(true)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if err := applyThroughHealthy(ctx, c, failed, burn("during")); err != nil {
+		t.Fatalf("a write while a follower fails: %v", err)
+	}
+	waitFor(t, 90*time.Second, "the failed follower to leave raft", func() bool {
+		return failed.Status().State == raft.Shutdown.String()
+	})
+	l = healthyLeader(t, c, failed)
+	waitFor(t, 90*time.Second, "the leader to hear of the failure through gossip", func() bool {
+		mi, ok := l.members.get(failed.ID())
+		return ok && mi.meta.Failed
+	})
+	if err := l.RemoveMember(ctx, failed.ID()); err != nil {
+		t.Fatalf("remove the failed node: %v", err)
+	}
+	// Ten minutes on: the removal no longer keeps it out by itself.
+	l.removedMu.Lock()
+	l.removed[failed.ID()] = time.Now().Add(-11 * time.Minute)
+	l.removedMu.Unlock()
+	if err := l.reconcile(ctx); err != nil {
+		t.Fatalf("reconcile: %v", err)
+	}
+	if s, in := raftConfig(t, l)[failed.ID()]; in {
+		t.Errorf("the failed node an operator removed is back in the configuration as a %v", s)
+	}
+	if mi, ok := l.members.get(failed.ID()); !ok || mi.state != memberlist.StateAlive {
+		t.Errorf("the failed node in the leader's gossip members: %+v (known %v), want alive", mi, ok)
+	}
+}
+
 // signalHandler discards every record, and closes seen once one's message
 // begins with prefix.
 type signalHandler struct {

@@ -226,12 +226,14 @@ func (n *Node) reconcile(ctx context.Context) error {
 		}
 	}
 	members := n.members.list()
+	// A member whose state machine failed gossips on with its raft stopped
+	// (Failed): it is no healthy voter, and none is added or promoted.
 	alive := func(id string) bool {
 		if id == n.id {
 			return true
 		}
 		mi, ok := n.members.get(id)
-		return ok && mi.state == memberlist.StateAlive
+		return ok && mi.state == memberlist.StateAlive && !mi.meta.Failed
 	}
 	timeout := n.cfg.ApplyTimeout
 	var errs []error
@@ -248,7 +250,10 @@ func (n *Node) reconcile(ctx context.Context) error {
 		s, in := servers[id]
 		switch {
 		case mi.state == memberlist.StateAlive && !in:
-			if n.recentlyRemoved(id) {
+			if n.recentlyRemoved(id) || mi.meta.Failed {
+				// A failed member an operator removed stays out: its raft
+				// is stopped until it is restarted, when it announces
+				// itself healthy again.
 				continue
 			}
 			if voters < n.cfg.Voters {

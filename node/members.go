@@ -30,6 +30,11 @@ type nodeMeta struct {
 	// Leaving is announced just before a graceful leave: memberlist's leave
 	// event does not tell a leave from a death, this flag does.
 	Leaving bool `json:"leaving,omitempty"`
+	// Failed is announced once the node's state machine failed and it left
+	// raft until restarted (leaveRaftAfterFailure): it stays an alive
+	// member, but the leader must not add it to raft (after an operator
+	// removed it) nor promote it, nor count it as a healthy voter.
+	Failed bool `json:"failed,omitempty"`
 }
 
 type memberInfo struct {
@@ -293,7 +298,8 @@ func (n *Node) startGossip(inCluster bool) error {
 }
 
 func (n *Node) localMeta(inCluster bool) nodeMeta {
-	return nodeMeta{Version: 1, ID: n.id, Raft: n.raftAddr, RPC: n.cfg.RPCAddr, InCluster: inCluster}
+	return nodeMeta{Version: 1, ID: n.id, Raft: n.raftAddr, RPC: n.cfg.RPCAddr, InCluster: inCluster,
+		Failed: n.leavingRaft.Load()}
 }
 
 // joinLoop joins the gossip pool through Config.Join and the members kept

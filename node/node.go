@@ -476,6 +476,14 @@ func (n *Node) leaveRaftAfterFailure() {
 	if n.closing.Load() {
 		return // Shutdown stops raft
 	}
+	// The others learn it first: their leader neither counts it as a
+	// healthy voter nor adds it back once an operator removed it (it stays
+	// an alive gossip member, with its raft stopped).
+	if err := n.gossip.setMeta(n.localMeta(true)); err != nil {
+		n.logger.Error("announce the state machine's failure in gossip", "err", err)
+	} else if err := n.ml.UpdateNode(5 * time.Second); err != nil {
+		n.logger.Warn("announce the state machine's failure in gossip", "err", err)
+	}
 	did := "left the cluster's raft until restarted"
 	switch {
 	case n.raft.State() != raft.Leader:

@@ -174,7 +174,10 @@ const idConflictShownFor = 2 * time.Minute
 // it holding its node lock: it only logs and records.
 func (g *gossip) NotifyConflict(existing, other *memberlist.Node) {
 	id := existing.Name
-	if id == g.n.id && existing.Address() == g.n.gossipAddr {
+	// The member under this node's own id in its own table is itself
+	// (memberlist keeps its local node and reports the other claim here);
+	// n.gossipAddr is not read, as Start sets it after memberlist runs.
+	if id == g.n.id {
 		why := fmt.Sprintf("another node at gossip address %s also has this node's id %q (this node's gossip address is %s): "+
 			"two nodes run with the same --node-id, and the cluster takes only one of them; stop one, or give it its own "+
 			"--node-id and an empty --data-dir (a node restarted on a new --gossip-addr sees this too, until the others "+

@@ -146,3 +146,53 @@ func BenchmarkApply(b *testing.B) {
 	b.Run("batch of 1000 events over 10000 pools", func(b *testing.B) { benchBurn(b, 10000, 3, 1000, false) })
 	b.Run("batch of 1000 events, 100 grants per pool", func(b *testing.B) { benchBurn(b, 100, 100, 1000, false) })
 }
+
+// BenchmarkReadPool measures the reads that walk a pool's live grants:
+// Check needs only their sum, Balance lists them too.
+func BenchmarkReadPool(b *testing.B) {
+	for _, grants := range []int{10, 1000} {
+		h := newHarness(b)
+		h.seed()
+		const perEntry = 500
+		for i := 0; i < grants; i += perEntry {
+			var cmds []Command
+			for j := i; j < min(i+perEntry, grants); j++ {
+				cmds = append(cmds, CreateGrant{ID: fmt.Sprintf("g%06d", j), CustomerID: "c1", CreditTypeID: "ai",
+					Category: Promotional, Amount: 100})
+			}
+			for _, r := range h.apply(cmds...) {
+				if r.Err != nil {
+					b.Fatal(r.Err)
+				}
+			}
+		}
+		b.Run(fmt.Sprintf("Check, %d grants", grants), func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if err := h.f.View(func(v *View) error {
+					r, err := v.Check("c1", "", 0, "ai", 100)
+					if err == nil && r.Available != int64(grants)*100 {
+						err = fmt.Errorf("available %d", r.Available)
+					}
+					return err
+				}); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+		b.Run(fmt.Sprintf("Balance, %d grants", grants), func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if err := h.f.View(func(v *View) error {
+					bal, err := v.Balance("c1", "ai")
+					if err == nil && len(bal.Grants) != grants {
+						err = fmt.Errorf("%d grants", len(bal.Grants))
+					}
+					return err
+				}); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}

@@ -133,9 +133,9 @@ func (v *View) pool(customerID, creditTypeID string) (Pool, error) {
 	return p, d.err
 }
 
-// liveGrants lists a pool's live grants in burn order and sums those that
-// may burn now.
-func (v *View) liveGrants(customerID, creditTypeID string) ([]Grant, int64, error) {
+// liveGrants sums a pool's live grants that may burn now and, when list
+// is set, lists them in burn order (Check needs only the sum).
+func (v *View) liveGrants(customerID, creditTypeID string, list bool) ([]Grant, int64, error) {
 	var out []Grant
 	var usable int64
 	p, err := v.pool(customerID, creditTypeID)
@@ -153,7 +153,9 @@ func (v *View) liveGrants(customerID, creditTypeID string) ([]Grant, int64, erro
 		if canBurn(&g, v.now) {
 			usable += g.Remaining
 		}
-		out = append(out, g)
+		if list {
+			out = append(out, g)
+		}
 	}
 	return out, usable, nil
 }
@@ -172,7 +174,7 @@ func (v *View) Balance(customerID, creditTypeID string) (Balance, error) {
 	if err != nil {
 		return Balance{}, err
 	}
-	grants, usable, err := v.liveGrants(customerID, creditTypeID)
+	grants, usable, err := v.liveGrants(customerID, creditTypeID, true)
 	if err != nil {
 		return Balance{}, err
 	}
@@ -238,7 +240,7 @@ func (v *View) Check(customerID, featureID string, quantity int64, creditTypeID 
 	if err != nil {
 		return CheckResult{}, err
 	}
-	_, usable, err := v.liveGrants(customerID, creditTypeID)
+	_, usable, err := v.liveGrants(customerID, creditTypeID, false)
 	if err != nil {
 		return CheckResult{}, err
 	}

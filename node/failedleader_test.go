@@ -184,14 +184,13 @@ func TestALeaderWhoseStateMachineFailsHandsOverAndLeavesRaft(t *testing.T) {
 	}
 }
 
-// A follower whose state machine fails leaves raft as well: left in it, it
-// kept a complete log, so an election (or a transfer, which picks the most
-// up-to-date voter) could make it a failed leader. The cluster goes on
-// writing with the two healthy nodes.
-func TestAFollowerWhoseStateMachineFailsLeavesRaftAndTheClusterGoesOn(t *testing.T) {
+// failAFollower starts three nodes, makes a follower's state machine fail
+// while a write ("during") goes through the healthy ones, and waits until
+// the failed follower has left raft.
+func failAFollower(ctx context.Context, t *testing.T) (c *testCluster, failed *Node) {
+	t.Helper()
 	c, sms := failableThree(t)
 	l := c.leader()
-	var failed *Node
 	for _, n := range c.up() {
 		if n != l {
 			failed = n
@@ -199,8 +198,6 @@ func TestAFollowerWhoseStateMachineFailsLeavesRaftAndTheClusterGoesOn(t *testing
 		}
 	}
 	sms[failed.ID()].failing.Store(true)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
 	if err := applyThroughHealthy(ctx, c, failed, burn("during")); err != nil {
 		t.Fatalf("a write while a follower fails: %v", err)
 	}
@@ -208,6 +205,17 @@ func TestAFollowerWhoseStateMachineFailsLeavesRaftAndTheClusterGoesOn(t *testing
 	waitFor(t, 90*time.Second, "the failed follower to leave raft", func() bool {
 		return failed.Status().State == raft.Shutdown.String()
 	})
+	return c, failed
+}
+
+// A follower whose state machine fails leaves raft as well: left in it, it
+// kept a complete log, so an election (or a transfer, which picks the most
+// up-to-date voter) could make it a failed leader. The cluster goes on
+// writing with the two healthy nodes.
+func TestAFollowerWhoseStateMachineFailsLeavesRaftAndTheClusterGoesOn(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	c, failed := failAFollower(ctx, t)
 	if err := applyThroughHealthy(ctx, c, failed, burn("after")); err != nil {
 		t.Fatalf("a write once the failed follower left raft: %v", err)
 	}
@@ -223,25 +231,10 @@ func TestAFollowerWhoseStateMachineFailsLeavesRaftAndTheClusterGoesOn(t *testing
 // as a non-voter and count it as a healthy voter likewise. It now announces
 // its failure in gossip, and the leader adds no member that does.
 func TestAFailedNodeAnOperatorRemovedIsNotAddedBack(t *testing.T) {
-	c, sms := failableThree(t)
-	l := c.leader()
-	var failed *Node
-	for _, n := range c.up() {
-		if n != l {
-			failed = n
-			break
-		}
-	}
-	sms[failed.ID()].failing.Store(true)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	if err := applyThroughHealthy(ctx, c, failed, burn("during")); err != nil {
-		t.Fatalf("a write while a follower fails: %v", err)
-	}
-	waitFor(t, 90*time.Second, "the failed follower to leave raft", func() bool {
-		return failed.Status().State == raft.Shutdown.String()
-	})
-	l = healthyLeader(t, c, failed)
+	c, failed := failAFollower(ctx, t)
+	l := healthyLeader(t, c, failed)
 	waitFor(t, 90*time.Second, "the leader to hear of the failure through gossip", func() bool {
 		mi, ok := l.members.get(failed.ID())
 		return ok && mi.meta.Failed

@@ -220,6 +220,15 @@ func TestAFollowerWhoseStateMachineFailsLeavesRaftAndTheClusterGoesOn(t *testing
 		t.Fatalf("a write once the failed follower left raft: %v", err)
 	}
 	wantAppliedOnHealthy(t, c, failed, "before", "during", "after")
+	// Membership calls on it name the failure, not "no leader".
+	for what, err := range map[string]error{
+		"remove a member":     failed.RemoveMember(ctx, c.leader().ID()),
+		"transfer leadership": failed.TransferLeadership(ctx, ""),
+	} {
+		if !errors.Is(err, ErrStateMachineFailed) {
+			t.Errorf("%s on the failed node: %v, want ErrStateMachineFailed", what, err)
+		}
+	}
 	watchFailedNode(t, c, failed)
 }
 

@@ -623,6 +623,11 @@ func (n *Node) Leader() (id, rpcAddr string) {
 func (n *Node) notLeader() error {
 	id, addr := n.Leader()
 	if id == "" || id == n.id {
+		if err := n.rfsm.failure(); err != nil {
+			// Its raft is stopped (leaveRaftAfterFailure): "no leader"
+			// would send the caller to wait for an election here.
+			return fmt.Errorf("this node knows no leader: %w", err)
+		}
 		return fmt.Errorf("%w: this node does not lead and knows no leader", ErrNoLeader)
 	}
 	return &NotLeaderError{LeaderID: id, LeaderRPCAddr: addr}

@@ -236,6 +236,23 @@ type drainScenario struct {
 	drain func(h *harness)
 }
 
+// drained is a harness whose customer c1, on settings fixed, the scenario
+// has drained, checked: nothing available, nothing pending, not paused.
+func (sc drainScenario) drained(t *testing.T, fixed AutoTopUp) *harness {
+	t.Helper()
+	h := newHarness(t)
+	h.seed()
+	h.ok(UpsertCustomer{ID: "c1", PlanID: "pro", AutoTopUp: fixed})
+	sc.drain(h)
+	if b := h.balance("c1", "ai"); b.Available != 0 {
+		t.Fatalf("set-up left %d available, want 0", b.Available)
+	}
+	if c := h.customer("c1"); c.AutoPendingPurchase != "" || c.AutoTopUpPaused != "" {
+		t.Fatalf("set-up left a purchase pending or auto top-up paused: %+v", c)
+	}
+	return h
+}
+
 func drainScenarios(t *testing.T, fixed AutoTopUp) []drainScenario {
 	return []drainScenario{
 		{"the credits expired", func(h *harness) {
@@ -282,16 +299,7 @@ func TestADeniedEventStartsTheAutoTopUpItWaitsFor(t *testing.T) {
 	fixed := AutoTopUp{Enabled: true, ThresholdCredits: 300, Mode: TopUpFixed, AmountCredits: 2000}
 	for _, tc := range drainScenarios(t, fixed) {
 		t.Run(tc.name, func(t *testing.T) {
-			h := newHarness(t)
-			h.seed()
-			h.ok(UpsertCustomer{ID: "c1", PlanID: "pro", AutoTopUp: fixed})
-			tc.drain(h)
-			if b := h.balance("c1", "ai"); b.Available != 0 {
-				t.Fatalf("set-up left %d available, want 0", b.Available)
-			}
-			if c := h.customer("c1"); c.AutoPendingPurchase != "" || c.AutoTopUpPaused != "" {
-				t.Fatalf("set-up left a purchase pending or auto top-up paused: %+v", c)
-			}
+			h := tc.drained(t, fixed)
 			if r := h.burnCredits("e9", 50); r.Status != EventDenied {
 				t.Fatalf("event with nothing available: %+v, want denied", r)
 			}

@@ -72,17 +72,8 @@ func TestARefusedReserveStartsTheAutoTopUpItWaitsFor(t *testing.T) {
 	scenarios := append([]drainScenario{{"no credits were ever granted", func(h *harness) {}}}, drainScenarios(t, fixed)...)
 	for _, tc := range scenarios {
 		t.Run(tc.name, func(t *testing.T) {
-			h := newHarness(t)
-			h.seed()
-			h.ok(UpsertCustomer{ID: "c1", PlanID: "pro", AutoTopUp: fixed})
-			tc.drain(h)
-			if b := h.balance("c1", "ai"); b.Available != 0 {
-				t.Fatalf("set-up left %d available, want 0", b.Available)
-			}
+			h := tc.drained(t, fixed)
 			before := h.customer("c1")
-			if before.AutoPendingPurchase != "" || before.AutoTopUpPaused != "" {
-				t.Fatalf("set-up left a purchase pending or auto top-up paused: %+v", before)
-			}
 			pendingBefore := len(h.pendingPurchases())
 			dumpBefore := h.dump()
 

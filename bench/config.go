@@ -136,6 +136,12 @@ type Config struct {
 	// reports, and no verification; a report is complete when the server
 	// answers, since it has no results to give.
 	Noop bool
+	// NoopEventCost is, with Noop, the CPU the no-op state machine of a
+	// local cluster spends per usage event it applies, on every replica
+	// (node.NewCostlyNoopStateMachine): a stand-in for a state machine
+	// whose apply costs that much. It is recorded in the report; the
+	// cluster is configured by whoever starts it.
+	NoopEventCost time.Duration
 	// SkipVerify skips the end-of-run checks.
 	SkipVerify bool
 	// RunID prefixes every id the run creates, so runs against one cluster
@@ -170,6 +176,9 @@ const (
 	// time.Duration, and a run of MaxDuration still has 86 of them.
 	MinRate = 0.001
 	MaxRate = 10_000_000
+	// MaxNoopEventCost bounds --noop-event-cost: at 10 ms an event, a
+	// 1,000-event entry already takes each replica 10 s to apply.
+	MaxNoopEventCost = 10 * time.Millisecond
 )
 
 // ValidRunID says whether id can be a run id (and so a customer id
@@ -260,6 +269,10 @@ func (c *Config) ValidateWorkload() error {
 		return fmt.Errorf("bench: --existing %q: want the run id of the setup, 1 to 16 of [a-z0-9]", c.Existing)
 	case c.Existing != "" && c.Noop:
 		return errors.New("bench: --existing and --noop: a no-op cluster has no customers")
+	case c.NoopEventCost != 0 && !c.Noop:
+		return errors.New("bench: --noop-event-cost is the cost of the no-op state machine: give --noop too")
+	case c.NoopEventCost < 0 || c.NoopEventCost > MaxNoopEventCost:
+		return fmt.Errorf("bench: --noop-event-cost %s is outside 0..%s", c.NoopEventCost, MaxNoopEventCost)
 	}
 	if len(c.Mix) == 0 {
 		return errors.New("bench: --mix is empty")

@@ -113,7 +113,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	r := &runner{cfg: cfg, scheme: u.Scheme}
 	defer r.close()
 	rep := &Report{
-		RunID: cfg.RunID, Addr: cfg.Addr, Noop: cfg.Noop, Customers: cfg.Customers, Grants: cfg.GrantsPerCustomer,
+		RunID: cfg.RunID, Addr: cfg.Addr, Noop: cfg.Noop, NoopEventCostUs: float64(cfg.NoopEventCost) / float64(time.Microsecond), Customers: cfg.Customers, Grants: cfg.GrantsPerCustomer,
 		Zipf: cfg.Zipf, Concurrency: cfg.Concurrency, Rate: cfg.Rate, Batch: cfg.Batch, Mix: cfg.Mix.String(),
 		Seed: cfg.Seed, Spread: cfg.Spread, RandomIDs: cfg.RandomIDs, Started: time.Now().UTC(),
 	}

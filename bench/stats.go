@@ -131,6 +131,10 @@ type Report struct {
 	Verify       *Verification `json:"verify,omitempty"`
 	// Machine notes what the numbers were measured on (cmd fills it).
 	Machine map[string]string `json:"machine,omitempty"`
+
+	// NoopEventCostUs is the no-op state machine's CPU per applied event
+	// (Config.NoopEventCost), in microseconds; absent when 0.
+	NoopEventCostUs float64 `json:"noop_event_cost_us,omitempty"`
 }
 
 // Op returns the figures of one operation (zero if it did not run).
@@ -180,6 +184,9 @@ func (r *Report) WriteText(w io.Writer) {
 	mode := "creditd"
 	if r.Noop {
 		mode = "no-op state machine (ceiling)"
+		if r.NoopEventCostUs > 0 {
+			mode = fmt.Sprintf("no-op state machine spending %gµs of CPU per event", r.NoopEventCostUs)
+		}
 	}
 	p("creditd bench %s: %d node(s) at %s, %s\n", r.RunID, r.Nodes, r.Addr, mode)
 	if r.Existing != "" {

@@ -3,6 +3,7 @@ package bench
 import (
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestParseUnits(t *testing.T) {
@@ -103,6 +104,9 @@ func TestValidateNamesTheWrongFlag(t *testing.T) {
 		{"--existing", func(c *Config) { c.Existing = "Not/OK" }},
 		{"--existing", func(c *Config) { c.Existing = c.RunID }},
 		{"--existing", func(c *Config) { c.Existing, c.Noop = "r1", true }},
+		{"--noop-event-cost", func(c *Config) { c.NoopEventCost = time.Microsecond }},
+		{"--noop-event-cost", func(c *Config) { c.NoopEventCost, c.Noop = -time.Microsecond, true }},
+		{"--noop-event-cost", func(c *Config) { c.NoopEventCost, c.Noop = MaxNoopEventCost+1, true }},
 	} {
 		c := base()
 		tt.mod(&c)

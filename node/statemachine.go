@@ -65,13 +65,43 @@ func (s FSMStateMachine) FSM() *fsm.FSM { return s.F }
 // ceiling of replication plus fsync. Each entry yields nil results; the
 // batcher answers each caller with an empty fsm.Result.
 type NoopStateMachine struct {
-	applied atomic.Uint64
+	applied  atomic.Uint64
+	perEvent time.Duration
 }
 
 // NewNoopStateMachine returns a state machine that applies nothing.
 func NewNoopStateMachine() *NoopStateMachine { return &NoopStateMachine{} }
 
+// NewCostlyNoopStateMachine returns a no-op state machine that decodes each
+// entry and then spends perEvent of CPU per usage event in it (and per
+// other command) before it counts the entry applied. It stands for a state
+// machine whose apply costs that much, to find the apply cost a cluster's
+// throughput and latency targets allow (creditd bench --noop-event-cost).
+func NewCostlyNoopStateMachine(perEvent time.Duration) *NoopStateMachine {
+	return &NoopStateMachine{perEvent: perEvent}
+}
+
 func (s *NoopStateMachine) Apply(entries []fsm.Entry, _ func([][]fsm.Result)) ([][]fsm.Result, error) {
+	if s.perEvent > 0 {
+		events := 0
+		for _, e := range entries {
+			if len(e.Data) == 0 { // as fsm: the leader's empty entry of its term
+				continue
+			}
+			_, cmds, err := fsm.DecodeEntry(e.Data)
+			if err != nil {
+				return nil, fmt.Errorf("decode entry %d: %w", e.Index, err)
+			}
+			for _, c := range cmds {
+				if b, ok := c.(fsm.BurnUsage); ok {
+					events += len(b.Events)
+				} else {
+					events++
+				}
+			}
+		}
+		spendCPU(time.Duration(events) * s.perEvent)
+	}
 	if len(entries) > 0 {
 		s.applied.Store(entries[len(entries)-1].Index)
 	}

@@ -35,6 +35,9 @@ type Options struct {
 	// Noop runs the no-op state machine: replication, fsync and the API
 	// with nothing applied (the ceiling).
 	Noop bool
+	// NoopEventCost makes the no-op state machine spend this much CPU per
+	// usage event it applies (node.NewCostlyNoopStateMachine); 0 = none.
+	NoopEventCost time.Duration
 	// NoSync turns fsync off (never for published figures).
 	NoSync bool
 	// StateFsync fsyncs each node's state file on every apply, as
@@ -129,7 +132,7 @@ func (c *Cluster) startNode(ctx context.Context, o Options, id string, join []st
 		Logger:            o.Logger.With("node", id),
 	}
 	if o.Noop {
-		cfg.StateMachine = node.NewNoopStateMachine()
+		cfg.StateMachine = node.NewCostlyNoopStateMachine(o.NoopEventCost)
 		// Ticks would be applied as nothing; leave them out of the ceiling.
 		cfg.TickInterval = -1
 	}

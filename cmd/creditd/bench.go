@@ -80,6 +80,7 @@ func runBench(ctx context.Context, args []string) error {
 	fs.IntVar(&localN, "local", 0, "start this many nodes in this process on loopback instead of --addr")
 	fs.StringVar(&dataDir, "data-dir", "", "with --local: directory for the nodes' data (default: a temporary one, removed after)")
 	fs.BoolVar(&cfg.Noop, "noop", false, "with --local: nodes apply nothing (the ceiling of replication, fsync and the API); only reports run")
+	fs.DurationVar(&cfg.NoopEventCost, "noop-event-cost", 0, "with --noop: CPU each node's no-op state machine spends per event it applies (e.g. 1us): a stand-in for an apply that costs that much, to find the cost the targets allow")
 	fs.BoolVar(&noSync, "no-sync", false, "with --local: turn fsync off (not for published figures)")
 	fs.IntVar(&cfg.Customers, "customers", 1000, "customers created and used")
 	fs.IntVar(&cfg.GrantsPerCustomer, "grants", 1, "grants each customer starts with (1..1000)")
@@ -169,7 +170,7 @@ func runBench(ctx context.Context, args []string) error {
 			}
 		}
 		fmt.Fprintf(os.Stderr, "starting %d local node(s)…\n", localN)
-		c, err := local.Start(ctx, local.Options{Nodes: localN, Dir: dataDir, Noop: cfg.Noop, NoSync: noSync, StateFsync: stateFsync, LogStore: logStore, FollowerApplyWait: followerApplyWait(followerWait), Logger: logger,
+		c, err := local.Start(ctx, local.Options{Nodes: localN, Dir: dataDir, Noop: cfg.Noop, NoopEventCost: cfg.NoopEventCost, NoSync: noSync, StateFsync: stateFsync, LogStore: logStore, FollowerApplyWait: followerApplyWait(followerWait), Logger: logger,
 			Batch: node.BatchConfig{MaxCommands: batchMaxCmds, MaxBytes: batchBytes, MaxWait: batchWait}})
 		if err != nil {
 			return err
@@ -305,7 +306,7 @@ func loadavg() string {
 
 // localOnlyBenchFlags configure the nodes of --local or profile them.
 var localOnlyBenchFlags = map[string]bool{
-	"noop": true, "no-sync": true, "state-fsync": true, "log-store": true, "follower-apply-wait": true,
+	"noop": true, "noop-event-cost": true, "no-sync": true, "state-fsync": true, "log-store": true, "follower-apply-wait": true,
 	"data-dir": true, "cpuprofile": true, "memprofile": true, "trace": true, "log-level": true,
 	"batch-max-commands": true, "batch-max-bytes": true, "batch-max-wait": true,
 }

@@ -6,7 +6,7 @@
 # variant in the same windows.
 #
 # Usage, from anywhere:
-#   bench/paired-run.sh ROUNDS OUTDIR "BENCH FLAGS" NAME=BINARY[:VAR=VALUE] ...
+#   bench/paired-run.sh ROUNDS OUTDIR "BENCH FLAGS" NAME=BINARY[:VAR=VALUE[:VAR=VALUE...]] ...
 # Example: two builds, then one build with and without GOGC=200:
 #   bench/paired-run.sh 8 /tmp/pairs "--warmup 3s --duration 15s --batch 1000 --concurrency 16 --mix report=100" \
 #     old=/tmp/creditd-old new=/tmp/creditd-new
@@ -23,7 +23,7 @@ for r in $(seq "$rounds"); do
   for v in "$@"; do
     name=${v%%=*} rest=${v#*=}
     bin=${rest%%:*} envs=()
-    [[ $rest == *:* ]] && envs=("${rest#*:}")
+    [[ $rest == *:* ]] && IFS=: read -ra envs <<< "${rest#*:}"
     # shellcheck disable=SC2086
     env "${envs[@]}" "$bin" bench --local 3 $flags --json > "$out/$name-$r.json" 2> "$out/$name-$r.err"
     rate=$(grep -o '"events_per_sec": [0-9.]*' "$out/$name-$r.json" | head -1 | cut -d' ' -f2)

@@ -66,6 +66,9 @@ type Config struct {
 	// before it starts: tests lengthen the push-pull interval, so that
 	// only a join brings a restarted node back.
 	memberlistConfig func(*memberlist.Config)
+	// keptMembersWriter, when set, writes keptMembersFile in place of
+	// writeFileSynced: tests hold a write in progress.
+	keptMembersWriter func(path, content string) error
 
 	// Batch bounds group commit.
 	Batch BatchConfig

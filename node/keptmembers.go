@@ -157,27 +157,59 @@ func (n *Node) keepMembersLoop() {
 	}
 }
 
-// writeKeptMembers writes the file unless the node has left the pool.
+// writeKeptMembers writes the file unless the node has left the pool or
+// is shut down.
 func (n *Node) writeKeptMembers(path string, b []byte) error {
 	n.members.keptMu.Lock()
 	defer n.members.keptMu.Unlock()
-	if n.members.keptForgotten {
+	if n.members.keptForgotten || n.members.keptStopped {
 		return nil
+	}
+	if n.cfg.keptMembersWriter != nil {
+		return n.cfg.keptMembersWriter(path, string(b))
 	}
 	return writeFileSynced(path, string(b))
 }
 
 // forgetKeptMembers removes the kept members for good: the node is leaving
-// the pool.
+// the pool. Once the node is shut down it leaves the file alone: the data
+// dir may be another process's by then.
 func (n *Node) forgetKeptMembers() error {
 	n.members.keptMu.Lock()
 	defer n.members.keptMu.Unlock()
+	if n.members.keptStopped {
+		return nil
+	}
 	n.members.keptForgotten = true
 	path := filepath.Join(n.cfg.DataDir, keptMembersFile)
 	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("remove %s: %w", path, err)
 	}
 	return syncDir(n.cfg.DataDir)
+}
+
+// stopKeepingMembers stops keptMembersFile's writes and its removal for
+// good, before Shutdown releases the data dir's lock: a new process may
+// hold the dir after that, and a write finishing then would replace its
+// file with this one's (and share its temporary file). A write may still
+// be in progress when Shutdown's time ran out before keepMembersLoop
+// returned; the channel is closed once none is and none can start.
+func (n *Node) stopKeepingMembers() <-chan struct{} {
+	t := n.members
+	done := make(chan struct{})
+	if t.keptMu.TryLock() {
+		t.keptStopped = true
+		t.keptMu.Unlock()
+		close(done)
+		return done
+	}
+	go func() {
+		defer close(done)
+		t.keptMu.Lock()
+		t.keptStopped = true
+		t.keptMu.Unlock()
+	}()
+	return done
 }
 
 // joinAddrs is what the node joins at start: Config.Join, and when it has

@@ -55,9 +55,13 @@ type memberTable struct {
 	// keepMembersLoop.
 	changed chan struct{}
 	// keptForgotten is set once the node leaves the pool: its members are
-	// no longer kept (forgetKeptMembers). keptMu orders it with the writes.
+	// no longer kept (forgetKeptMembers). keptStopped is set by Shutdown
+	// before it releases the data dir (stopKeepingMembers): the file is
+	// neither written nor removed after that. keptMu orders both with the
+	// writes.
 	keptMu        sync.Mutex
 	keptForgotten bool
+	keptStopped   bool
 }
 
 func newMemberTable() *memberTable {

@@ -404,6 +404,16 @@ func keepNodeID(dir, id string) error {
 	return nil
 }
 
+// isClosed reports whether c is closed, without waiting.
+func isClosed(c <-chan struct{}) bool {
+	select {
+	case <-c:
+		return true
+	default:
+		return false
+	}
+}
+
 func (n *Node) goRun(fn func()) {
 	n.wg.Add(1)
 	go func() {
@@ -1029,6 +1039,9 @@ func (n *Node) shutdown(ctx context.Context) error {
 	case <-ctx.Done():
 		errs = append(errs, fmt.Errorf("wait for node goroutines: %w", ctx.Err()))
 	}
+	// Released, the data dir may be another process's at once: nothing of
+	// this node may write in it after that.
+	keptStopped := n.stopKeepingMembers()
 	if err := n.transport.Close(); err != nil {
 		errs = append(errs, fmt.Errorf("close raft transport: %w", err))
 	}
@@ -1054,7 +1067,17 @@ func (n *Node) shutdown(ctx context.Context) error {
 		case <-ctx.Done():
 			errs = append(errs, fmt.Errorf("close state: not closed within the shutdown's time (a snapshot stream may still read it): %w", ctx.Err()))
 			// The dir stays locked until the state is closed after all.
-			go func() { <-n.stateClosed; _ = n.unlockDir() }()
+			go func() { <-n.stateClosed; <-keptStopped; _ = n.unlockDir() }()
+			n.logger.Info("stopped")
+			return errors.Join(errs...)
+		}
+	}
+	if !isClosed(keptStopped) {
+		select {
+		case <-keptStopped:
+		case <-ctx.Done():
+			errs = append(errs, fmt.Errorf("release data dir lock: a write of %s is still in progress; the lock goes once it ends: %w", keptMembersFile, ctx.Err()))
+			go func() { <-keptStopped; _ = n.unlockDir() }()
 			n.logger.Info("stopped")
 			return errors.Join(errs...)
 		}

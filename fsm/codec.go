@@ -13,7 +13,7 @@ import (
 // It is compact, allocates little and is stable across Go versions. A
 // decoder refuses a version it does not know instead of guessing.
 //
-// Entry layout (versions 1 to 3):
+// Entry layout (versions 1 to 4):
 //
 //	byte    version
 //	varint  time (Timestamp, microseconds)
@@ -41,13 +41,17 @@ import (
 //	   is below the customer's auto top-up threshold starts the top-up, as
 //	   a denied usage event does (rulesRefusalTopsUp); the command is still
 //	   refused. The layout is version 2's.
+//	4: a Reserve that holds credits and leaves available below the
+//	   customer's auto top-up threshold starts the top-up, as a burn that
+//	   leaves it there does (rulesHoldTopsUp). The layout is version 2's.
 const (
-	entryVersion    = 3 // what EncodeEntry writes
+	entryVersion    = 4 // what EncodeEntry writes
 	minEntryVersion = 1
 
 	rulesDeniedEventTopsUp = 2
 	layoutOwnAutoTopUp     = 2
 	rulesRefusalTopsUp     = 3
+	rulesHoldTopsUp        = 4
 )
 
 // recordVersion tags every stored record so that a future layout can be read

@@ -102,7 +102,9 @@ type BurnUsage struct{ Events []UsageEvent }
 // Reserve holds credits for up to TTL. Either FeatureID and Quantity, or
 // CreditTypeID and Credits. One refused for lack of credits while available
 // is below the customer's auto top-up threshold starts the top-up, as a
-// denied usage event does, and holds nothing.
+// denied usage event does, and holds nothing; one whose hold leaves available
+// below the threshold starts it too (entries of version 4 on), as a burn
+// does.
 type Reserve struct {
 	ID           string
 	CustomerID   string

@@ -93,6 +93,12 @@ func (a *applier) reserve(c Reserve) (*Reservation, bool, error) {
 	a.storeReservation(r)
 	a.put(a.tx.Bucket(bResvExp), timeIDKey(r.ExpiresAt, r.ID), nil)
 	a.idemStore(idemReservation, c.ID, h, nil)
+	// A hold lowers available as a burn does: a customer holding many
+	// reservations at once (an LLM API's) would otherwise be topped up
+	// only once a Reserve of theirs had been refused.
+	if a.rules >= rulesHoldTopsUp {
+		a.maybeAutoTopUp(cu, p, available-credits, 0)
+	}
 	return r, false, nil
 }
 

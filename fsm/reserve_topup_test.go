@@ -226,30 +226,48 @@ func TestARefusedReserveChecksTheAutoTopUpAsADeniedEventDoes(t *testing.T) {
 }
 
 // Each entry version keeps the auto top-up rules it was proposed under: a
-// refused Reserve starts the top-up only in entries of version 3 on, a
-// denied usage event in entries of version 2 on. An older log replays as it
-// did, and replicas still on an older build (which refuse newer entries)
-// never see an entry whose rules they do not know.
+// Reserve whose hold leaves available below the threshold starts the top-up
+// only in entries of version 4 on, a refused Reserve in entries of version 3
+// on, a denied usage event in entries of version 2 on. An older log replays
+// as it did, and replicas still on an older build (which refuse newer
+// entries) never see an entry whose rules they do not know.
 func TestEachEntryVersionKeepsItsAutoTopUpRules(t *testing.T) {
-	reserve := Reserve{ID: "r1", CustomerID: "c1", CreditTypeID: "ai", Credits: 50}
+	refused := Reserve{ID: "r1", CustomerID: "c1", CreditTypeID: "ai", Credits: 50}
+	held := Reserve{ID: "r1", CustomerID: "c1", CreditTypeID: "ai", Credits: 800} // of 1,000: 200 left
 	deny := BurnUsage{Events: []UsageEvent{{ID: "e1", CustomerID: "c1", CreditTypeID: "ai", Credits: 50}}}
 	for _, tc := range []struct {
 		version   byte
 		cmd       Command
 		wantStart bool
 	}{
-		{1, reserve, false},
-		{2, reserve, false},
-		{3, reserve, true},
+		{1, held, false},
+		{2, held, false},
+		{3, held, false},
+		{4, held, true},
+		{1, refused, false},
+		{2, refused, false},
+		{3, refused, true},
+		{4, refused, true},
 		{1, deny, false},
 		{2, deny, true},
 		{3, deny, true},
+		{4, deny, true},
 	} {
-		t.Run(fmt.Sprintf("%T in a version %d entry", tc.cmd, tc.version), func(t *testing.T) {
+		isHeld := tc.cmd == Command(held)
+		what := "a refused Reserve"
+		if isHeld {
+			what = "a held Reserve"
+		} else if _, isUsage := tc.cmd.(BurnUsage); isUsage {
+			what = "a denied usage event"
+		}
+		t.Run(fmt.Sprintf("%s in a version %d entry", what, tc.version), func(t *testing.T) {
 			h := newHarness(t)
 			h.seed()
 			h.ok(UpsertCustomer{ID: "c1", PlanID: "pro", AutoTopUp: AutoTopUp{Enabled: true, ThresholdCredits: 300,
 				Mode: TopUpFixed, AmountCredits: 2000}})
+			if isHeld {
+				h.paid("g", 1000, "0.10")
+			}
 			before := stripMeta(h.dump())
 			e := h.entry(tc.cmd)
 			e.Data[0] = tc.version
@@ -257,12 +275,16 @@ func TestEachEntryVersionKeepsItsAutoTopUpRules(t *testing.T) {
 			if err != nil {
 				t.Fatalf("version %d: %v", tc.version, err)
 			}
-			switch r := rs[0][0]; tc.cmd.(type) {
-			case Reserve:
+			switch r := rs[0][0]; {
+			case isHeld:
+				if r.Err != nil || r.Value.(*Reservation).Status != ReservationHeld {
+					t.Fatalf("Reserve: %+v, want it held", r)
+				}
+			case tc.cmd == Command(refused):
 				if CodeOf(r.Err) != CodeInsufficient {
 					t.Fatalf("Reserve: %+v, want refused for lack of credits", r)
 				}
-			case BurnUsage:
+			default:
 				if r.Err != nil || r.Value.([]EventResult)[0].Status != EventDenied {
 					t.Fatalf("usage: %+v, want the event denied", r)
 				}
@@ -274,8 +296,14 @@ func TestEachEntryVersionKeepsItsAutoTopUpRules(t *testing.T) {
 			if want := fmt.Sprintf("%s%d-0-0", AutoPurchasePrefix, e.Index); tc.wantStart && c.AutoPendingPurchase != want {
 				t.Fatalf("purchase %s, want %s", c.AutoPendingPurchase, want)
 			}
-			if _, isReserve := tc.cmd.(Reserve); isReserve && !tc.wantStart && !bytes.Equal(before, stripMeta(h.dump())) {
+			if tc.wantStart {
+				return
+			}
+			if tc.cmd == Command(refused) && !bytes.Equal(before, stripMeta(h.dump())) {
 				t.Fatalf("a refused Reserve in a version %d entry changed the state", tc.version)
+			}
+			if isHeld && !bytes.Equal(onlySections(before, topUpSections...), onlySections(h.dump(), topUpSections...)) {
+				t.Fatalf("a held Reserve in a version %d entry changed the auto top-up's records", tc.version)
 			}
 		})
 	}
@@ -344,10 +372,12 @@ func TestRefusedReservesTopUpTheSameOnEveryReplica(t *testing.T) {
 // A Settle refused for lack of credits (a reply longer than its hold, the
 // difference not available) while available is below the threshold starts
 // the top-up in entries of version 3 on, and keeps its hold; in a version 2
-// entry it changes nothing. A successful Reserve does not start one (only
-// a burn, a denied event or a refusal does), so a customer whose holds took
-// available below the threshold was left without a top-up when the Settle
-// that needed it was refused.
+// entry it changes nothing. A successful Reserve did not start one before
+// version 4 (only a burn, a denied event or a refusal did), so a customer
+// whose holds took available below the threshold was left without a top-up
+// when the Settle that needed it was refused. The hold is made in an entry
+// of the Settle's version: from version 4 on, it would start the top-up
+// itself (TestAReserveWhoseHoldLeavesAvailableBelowTheThresholdStartsTheAutoTopUp).
 func TestARefusedSettleStartsTheAutoTopUpInVersion3(t *testing.T) {
 	for _, tc := range []struct {
 		version   byte
@@ -359,7 +389,9 @@ func TestARefusedSettleStartsTheAutoTopUpInVersion3(t *testing.T) {
 			h.ok(UpsertCustomer{ID: "c1", PlanID: "pro", AutoTopUp: AutoTopUp{Enabled: true, ThresholdCredits: 300,
 				Mode: TopUpFixed, AmountCredits: 2000}})
 			h.paid("g", 1000, "0.10")
-			h.ok(Reserve{ID: "r1", CustomerID: "c1", CreditTypeID: "ai", Credits: 900}) // 100 available
+			if r := h.applyAs(tc.version, Reserve{ID: "r1", CustomerID: "c1", CreditTypeID: "ai", Credits: 900})[0]; r.Err != nil {
+				t.Fatalf("set-up: Reserve: %v", r.Err) // 100 available
+			}
 			if c := h.customer("c1"); c.AutoPendingPurchase != "" {
 				t.Fatalf("set-up: the Reserve started a top-up: %+v", c)
 			}

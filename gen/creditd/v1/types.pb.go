@@ -916,9 +916,9 @@ type AutoTopUp struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Whether automatic top-ups run.
 	Enabled bool `protobuf:"varint,1,opt,name=enabled,proto3" json:"enabled,omitempty"`
-	// Start a top-up when a burn leaves available credits below this amount,
-	// or when a usage event is denied or a Reserve or Settle refused for lack
-	// of credits while available is below it.
+	// Start a top-up when a burn or a Reserve's hold leaves available credits
+	// below this amount, or when a usage event is denied or a Reserve or Settle
+	// refused for lack of credits while available is below it.
 	Threshold string `protobuf:"bytes,2,opt,name=threshold,proto3" json:"threshold,omitempty"`
 	// How `amount` is read.
 	Mode AutoTopUpMode `protobuf:"varint,3,opt,name=mode,proto3,enum=creditd.v1.AutoTopUpMode" json:"mode,omitempty"`

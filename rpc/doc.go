@@ -34,9 +34,10 @@
 // sent what the replica applied, all UNAVAILABLE naming the node.
 //
 // JSON requests are decoded strictly (jsonCodec: unknown fields and enum
-// names refused) and, for every protocol whose message comes whole and
-// uncompressed, once before Connect (strictJSON), so that a decoding
-// failure is an INVALID_ARGUMENT naming its field like any other.
+// names refused) and, for every protocol whose message comes whole
+// (compressed with gzip or not, or in a Connect GET's query string), once
+// before Connect (strictJSON), so that a decoding failure is an
+// INVALID_ARGUMENT naming its field like any other.
 //
 // Error codes, in one place (toConnect):
 //

@@ -59,7 +59,13 @@ func rawPost(ctx context.Context, url, procedure, contentType string, body []byt
 			req.Header.Add(k, v)
 		}
 	}
-	res, err := h2c().Do(req)
+	return rawDo(h2c(), req)
+}
+
+// rawDo sends req and returns the error its Connect unary answer carries
+// (nil for a 200).
+func rawDo(hc *http.Client, req *http.Request) error {
+	res, err := hc.Do(req)
 	if err != nil {
 		return err
 	}

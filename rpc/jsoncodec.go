@@ -2,6 +2,8 @@ package rpc
 
 import (
 	"bytes"
+	"compress/gzip"
+	"encoding/base64"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -9,6 +11,7 @@ import (
 	"io"
 	"mime"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -19,6 +22,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/reflect/protoregistry"
+	"google.golang.org/protobuf/types/descriptorpb"
 
 	"github.com/creditd/creditd/fsm"
 )
@@ -36,8 +40,9 @@ import (
 //
 // A refusal names the field (decodeJSON). Connect puts "unmarshal message: "
 // in front of a codec's error, and a codec cannot add details; JSON
-// requests are therefore decoded once before Connect too (strictJSON), and
-// refused there in the shape of every other invalid argument.
+// requests (compressed or not, and Connect GETs) are therefore decoded once
+// before Connect too (strictJSON), and refused there in the shape of every
+// other invalid argument.
 type jsonCodec struct{ name string }
 
 // withStrictJSON replaces Connect's JSON codecs: it registers them under
@@ -313,11 +318,13 @@ func enumNames(ed protoreflect.EnumDescriptor) string {
 }
 
 // jsonProcedure is what strictJSON knows of a procedure: its request type,
-// and whether its answer is a stream (its request then comes in an
-// envelope, as in gRPC).
+// whether its answer is a stream (its request then comes in an envelope,
+// as in gRPC), and whether Connect takes it as a GET too (a read without
+// side effects: its message then comes in the query string).
 type jsonProcedure struct {
 	input     protoreflect.MessageType
 	streaming bool
+	get       bool
 }
 
 // jsonProcedures maps each procedure's path to its request type. Every
@@ -342,7 +349,11 @@ var jsonProcedures = sync.OnceValue(func() map[string]jsonProcedure {
 			if err != nil {
 				continue
 			}
-			out["/"+name+"/"+string(m.Name())] = jsonProcedure{input: mt, streaming: m.IsStreamingServer()}
+			// As connect-go's generated handlers: GET for a unary method
+			// whose idempotency_level is NO_SIDE_EFFECTS.
+			opts, _ := m.Options().(*descriptorpb.MethodOptions)
+			get := !m.IsStreamingServer() && opts.GetIdempotencyLevel() == descriptorpb.MethodOptions_NO_SIDE_EFFECTS
+			out["/"+name+"/"+string(m.Name())] = jsonProcedure{input: mt, streaming: m.IsStreamingServer(), get: get}
 		}
 	}
 	return out
@@ -352,22 +363,28 @@ var jsonProcedures = sync.OnceValue(func() map[string]jsonProcedure {
 // field, naming the field as every other invalid argument does: the message
 // starts with the field path and carries a FieldViolation. Connect would
 // refuse it too (jsonCodec), but prefixed "unmarshal message: " and without
-// the detail. It reads the request message (jsonMessage) ahead of Connect
-// and hands Connect the same bytes; every other request, and one that
-// decodes or fails elsewhere (a body that is not a JSON object, over
-// MaxMessageBytes, compressed, or that could not be read), goes to Connect
-// as it came. It runs after front: the key is checked before the body is
-// read. A JSON message is decoded twice; binary ones are not touched.
+// the detail. It reads the request message ahead of Connect (jsonMessage,
+// or jsonQueryMessage for a Connect GET), uncompressing it as Connect
+// would, and hands Connect the same bytes; every other request, and one
+// that decodes or fails elsewhere (a body that is not a JSON object, over
+// MaxMessageBytes compressed or not, in a compression Connect does not
+// take, or that could not be read), goes to Connect as it came. It runs
+// after front: the key is checked before the body is read. A JSON message
+// is decoded twice, and uncompressed twice when compressed; binary ones are
+// not touched.
 func (s *Server) strictJSON(h http.Handler) http.Handler {
 	errs := connect.NewErrorWriter()
 	procs := jsonProcedures()
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		p, ok := procs[r.URL.Path]
-		if !ok || r.Method != http.MethodPost {
-			h.ServeHTTP(w, r)
-			return
+		var msg []byte
+		switch {
+		case !ok:
+		case r.Method == http.MethodPost:
+			msg = jsonMessage(r, p.streaming, s.opts.MaxMessageBytes)
+		case r.Method == http.MethodGet && p.get:
+			msg = jsonQueryMessage(r.URL.Query(), s.opts.MaxMessageBytes)
 		}
-		msg := jsonMessage(r, p.streaming, s.opts.MaxMessageBytes)
 		var fe *fsm.Error
 		if msg != nil && errors.As(decodeJSON(msg, p.input.New().Interface()), &fe) {
 			_ = errs.Write(w, r, s.toConnect(r.Context(), fe))
@@ -379,14 +396,25 @@ func (s *Server) strictJSON(h http.Handler) http.Handler {
 
 // jsonMessage reads the one JSON message of a request, uncompressed, or
 // returns nil: Connect unary JSON (application/json, what curl sends: the
-// body is the message), or the first envelope of gRPC, gRPC-Web or Connect
-// streaming JSON. What it read is put back in front of r.Body. It reads no
-// more than limit bytes of message, and an envelope's message without
+// body is the message, gzip-compressed under Content-Encoding: gzip), or
+// the first envelope of gRPC, gRPC-Web or Connect streaming JSON (marked
+// compressed in its flags, in the gzip the request's Grpc-Encoding or
+// Connect-Content-Encoding names). What it read is put back in front of
+// r.Body. It reads no more than limit bytes of message, compressed or
+// not, as Connect (ReadMaxBytes), and an envelope's message without
 // waiting for the end of the body.
 func jsonMessage(r *http.Request, streaming bool, limit int) []byte {
-	enveloped, ok := jsonContentType(r.Header, streaming)
+	enveloped, encodingHeader, ok := jsonContentType(r.Header, streaming)
 	if !ok {
 		return nil
+	}
+	gzipped := false
+	switch r.Header.Get(encodingHeader) {
+	case "", "identity":
+	case "gzip":
+		gzipped = true
+	default:
+		return nil // Connect refuses a compression it does not take
 	}
 	var read []byte
 	defer func() {
@@ -398,12 +426,15 @@ func jsonMessage(r *http.Request, streaming bool, limit int) []byte {
 		if err != nil || len(body) == 0 || len(body) > limit {
 			return nil
 		}
+		if gzipped {
+			return gunzip(body, limit)
+		}
 		return body
 	}
-	var head [5]byte // flags (0: not compressed, not an end of stream), size
+	var head [5]byte // flags (bit 0: compressed; 0 or 1 for a message), size
 	n, err := io.ReadFull(r.Body, head[:])
 	read = head[:n]
-	if err != nil || head[0] != 0 {
+	if err != nil || head[0]&^envelopeCompressed != 0 || (head[0]&envelopeCompressed != 0 && !gzipped) {
 		return nil
 	}
 	size := binary.BigEndian.Uint32(head[1:])
@@ -417,7 +448,73 @@ func jsonMessage(r *http.Request, streaming bool, limit int) []byte {
 	if err != nil {
 		return nil
 	}
+	if head[0]&envelopeCompressed != 0 {
+		return gunzip(env[len(head):], limit)
+	}
 	return env[len(head):]
+}
+
+// envelopeCompressed is the flag of a compressed envelope (gRPC, gRPC-Web
+// and Connect streaming).
+const envelopeCompressed = 1
+
+// gunzip returns the gzip data b uncompressed, or nil when it is not gzip
+// or uncompresses to nothing or to more than limit bytes (Connect refuses
+// it then, RESOURCE_EXHAUSTED for the size). It reads no more than limit+1
+// bytes of what b uncompresses to: a small body that inflates past limit
+// costs no more than limit.
+func gunzip(b []byte, limit int) []byte {
+	zr, err := gzip.NewReader(bytes.NewReader(b))
+	if err != nil {
+		return nil
+	}
+	out, err := io.ReadAll(io.LimitReader(zr, int64(limit)+1))
+	if err != nil || len(out) == 0 || len(out) > limit {
+		return nil
+	}
+	return out
+}
+
+// jsonQueryMessage is the JSON message of a Connect GET, as Connect reads
+// it from the query string (encoding=json, message=, base64=1 for base64
+// with or without padding, compression=gzip), or nil: another encoding,
+// protocol version or compression, no message, or one that does not
+// decode, is empty or holds more than limit bytes, compressed or not.
+func jsonQueryMessage(q url.Values, limit int) []byte {
+	if v := q.Get("connect"); v != "" && v != "v1" {
+		return nil
+	}
+	if enc := q.Get("encoding"); enc != "json" && enc != "json; charset=utf-8" {
+		return nil
+	}
+	gzipped := false
+	switch q.Get("compression") {
+	case "", "identity":
+	case "gzip":
+		gzipped = true
+	default:
+		return nil
+	}
+	if !q.Has("message") {
+		return nil
+	}
+	text := q.Get("message")
+	var in io.Reader = strings.NewReader(text)
+	if q.Get("base64") == "1" {
+		enc := base64.URLEncoding // padded, or no padding needed
+		if len(text)%4 != 0 {
+			enc = base64.RawURLEncoding
+		}
+		in = base64.NewDecoder(enc, in)
+	}
+	msg, err := io.ReadAll(io.LimitReader(in, int64(limit)+1))
+	if err != nil || len(msg) == 0 || len(msg) > limit {
+		return nil
+	}
+	if gzipped {
+		return gunzip(msg, limit)
+	}
+	return msg
 }
 
 type readCloser struct {
@@ -426,27 +523,32 @@ type readCloser struct {
 }
 
 // jsonContentType tells a JSON request Connect would decode with
-// jsonCodec, and whether its message comes in an envelope.
-func jsonContentType(h http.Header, streaming bool) (enveloped, ok bool) {
-	if ce := h.Get("Content-Encoding"); ce != "" && ce != "identity" {
-		return false, false
-	}
+// jsonCodec, whether its message comes in an envelope, and the header that
+// names its compression: Content-Encoding for Connect unary (the whole
+// body), Connect-Content-Encoding for Connect streaming and Grpc-Encoding
+// for gRPC and gRPC-Web (each envelope marked compressed or not). An
+// enveloped body under a Content-Encoding is left to Connect.
+func jsonContentType(h http.Header, streaming bool) (enveloped bool, encodingHeader string, ok bool) {
 	mt, params, err := mime.ParseMediaType(h.Get("Content-Type"))
 	if err != nil {
-		return false, false
+		return false, "", false
 	}
 	for k, v := range params {
 		if k != "charset" || !strings.EqualFold(v, "utf-8") {
-			return false, false
+			return false, "", false
 		}
 	}
-	switch mt {
-	case "application/json":
-		return false, !streaming
-	case "application/connect+json":
-		return true, streaming
-	case "application/grpc+json", "application/grpc-web+json":
-		return true, true
+	if mt == "application/json" {
+		return false, "Content-Encoding", !streaming
 	}
-	return false, false
+	if ce := h.Get("Content-Encoding"); ce != "" && ce != "identity" {
+		return false, "", false
+	}
+	switch mt {
+	case "application/connect+json":
+		return true, "Connect-Content-Encoding", streaming
+	case "application/grpc+json", "application/grpc-web+json":
+		return true, "Grpc-Encoding", true
+	}
+	return false, "", false
 }

@@ -1,8 +1,12 @@
 package rpc
 
 import (
+	"bytes"
+	"compress/gzip"
+	"encoding/base64"
 	"errors"
 	"net/http"
+	"net/url"
 	"strings"
 	"testing"
 
@@ -329,4 +333,149 @@ func FuzzJSONFieldPath(f *testing.F) {
 			}
 		}
 	})
+}
+
+// stableFixedJSON is fixedJSON for Connect's GET requests, which a client
+// sends only with a codec that marshals stably.
+type stableFixedJSON struct{ fixedJSON }
+
+func (c stableFixedJSON) MarshalStable(m any) ([]byte, error) { return c.Marshal(m) }
+
+// gzipped is body compressed with gzip.
+func gzipped(t *testing.T, body string) []byte {
+	t.Helper()
+	var b bytes.Buffer
+	zw := gzip.NewWriter(&b)
+	if _, err := zw.Write([]byte(body)); err != nil {
+		t.Fatal(err)
+	}
+	if err := zw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return b.Bytes()
+}
+
+// TestCompressedAndGETJSONRequestsNameTheField: a JSON message that does
+// not decode is refused with INVALID_ARGUMENT naming its field, with a
+// FieldViolation, also when its body is compressed (Connect's
+// Content-Encoding and Connect-Content-Encoding, gRPC's and gRPC-Web's
+// grpc-encoding) and when it comes in a Connect GET's query string (the
+// idempotent reads), plain, in base64 or compressed; from Connect's own
+// clients over HTTP/2 and from requests built by hand, over HTTP/2 and
+// HTTP/1.1. Each was refused with the codec's "unmarshal message: ..."
+// and no detail.
+func TestCompressedAndGETJSONRequestsNameTheField(t *testing.T) {
+	s := startSingle(t, nodeOpts{})
+	setupCatalog(t, newClients(s.url, ""))
+	const (
+		reserve      = `{"id":"j-1","customerId":"acme","featureId":"gpt-tokens","quantity":"1","ttl":"10m"}`
+		balance      = `{"customerId":"acme","creditTypeId":"ai-credits","consistency":"STALE"}`
+		watch        = `{"customerId":"acme","fromSequence":"1"}`
+		balancePath  = "/creditd.v1.BalanceService/GetBalance"
+		reservePath  = "/creditd.v1.UsageService/Reserve"
+		ttlReason    = `invalid google.protobuf.Duration value "10m"`
+		stale        = `invalid value for enum field consistency: "STALE"`
+		fromSequence = `unknown field "fromSequence"`
+	)
+	var http1 http.Client // HTTP/1.1 only, as curl on http://
+	defer http1.CloseIdleConnections()
+	get := func(hc *http.Client, query url.Values) func(t *testing.T) error {
+		return func(t *testing.T) error {
+			req, err := http.NewRequestWithContext(ctxT(t), http.MethodGet, s.url+balancePath+"?"+query.Encode(), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return rawDo(hc, req)
+		}
+	}
+	getQuery := func(message string, base64Encoded, compressed bool) url.Values {
+		q := url.Values{"connect": {"v1"}, "encoding": {"json"}, "message": {message}}
+		if compressed {
+			q.Set("compression", "gzip")
+		}
+		if base64Encoded {
+			q.Set("base64", "1")
+		}
+		return q
+	}
+	connectClient := func(body string, opts ...connect.ClientOption) *clients {
+		return newClients(s.url, "", append([]connect.ClientOption{connect.WithCodec(fixedJSON{body})}, opts...)...)
+	}
+	for _, tc := range []struct {
+		name          string
+		send          func(t *testing.T) error
+		field, reason string
+	}{
+		{"Connect unary, Content-Encoding gzip, by hand", func(t *testing.T) error {
+			return rawPost(ctxT(t), s.url, reservePath, "application/json", gzipped(t, reserve), http.Header{"Content-Encoding": {"gzip"}})
+		}, "ttl", ttlReason},
+		{"Connect unary, Content-Encoding gzip, Connect's client", func(t *testing.T) error {
+			_, err := connectClient(reserve, connect.WithSendGzip()).usage.Reserve(ctxT(t), connect.NewRequest(&v1.ReserveRequest{}))
+			return err
+		}, "ttl", ttlReason},
+		{"gRPC, grpc-encoding gzip", func(t *testing.T) error {
+			_, err := connectClient(reserve, connect.WithGRPC(), connect.WithSendGzip()).usage.Reserve(ctxT(t), connect.NewRequest(&v1.ReserveRequest{}))
+			return err
+		}, "ttl", ttlReason},
+		{"gRPC-Web, grpc-encoding gzip", func(t *testing.T) error {
+			_, err := connectClient(reserve, connect.WithGRPCWeb(), connect.WithSendGzip()).usage.Reserve(ctxT(t), connect.NewRequest(&v1.ReserveRequest{}))
+			return err
+		}, "ttl", ttlReason},
+		{"Connect streaming, Connect-Content-Encoding gzip", func(t *testing.T) error {
+			st, err := connectClient(watch, connect.WithSendGzip()).ledger.WatchEntries(ctxT(t), connect.NewRequest(&v1.WatchEntriesRequest{}))
+			if err != nil {
+				return err
+			}
+			defer st.Close()
+			if st.Receive() {
+				t.Fatalf("the stream was opened: %v", st.Msg())
+			}
+			return st.Err()
+		}, "fromSequence", fromSequence},
+		{"Connect GET, Connect's client", func(t *testing.T) error {
+			c := newClients(s.url, "", connect.WithCodec(stableFixedJSON{fixedJSON{balance}}), connect.WithHTTPGet())
+			_, err := c.balance.GetBalance(ctxT(t), connect.NewRequest(&v1.GetBalanceRequest{}))
+			return err
+		}, "consistency", stale},
+		{"Connect GET, by hand over HTTP/2", get(h2c(), getQuery(balance, false, false)), "consistency", stale},
+		{"Connect GET, by hand over HTTP/1.1", get(&http1, getQuery(balance, false, false)), "consistency", stale},
+		{"Connect GET, base64", get(h2c(), getQuery(base64.RawURLEncoding.EncodeToString([]byte(balance)), true, false)), "consistency", stale},
+		{"Connect GET, gzip", get(h2c(), getQuery(base64.RawURLEncoding.EncodeToString(gzipped(t, balance)), true, true)), "consistency", stale},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := tc.send(t)
+			ce := new(connect.Error)
+			if !errors.As(err, &ce) || ce.Code() != connect.CodeInvalidArgument {
+				t.Fatalf("got %v, want InvalidArgument", err)
+			}
+			if !strings.HasPrefix(ce.Message(), tc.field+": ") || !strings.Contains(ce.Message(), tc.reason) {
+				t.Errorf("message %q, want it to start with %q and say %q", ce.Message(), tc.field+": ", tc.reason)
+			}
+			if fv, derr := fieldDetail(ce); derr != nil || fv.Field != tc.field {
+				t.Errorf("FieldViolation = %v (%v), want field %q", fv, derr, tc.field)
+			}
+		})
+	}
+
+	// The same ways with a message that decodes are answered.
+	good := `{"customerId":"acme","creditTypeId":"ai-credits","consistency":"CONSISTENCY_STALE"}`
+	for name, send := range map[string]func(t *testing.T) error{
+		"Connect unary, Content-Encoding gzip": func(t *testing.T) error {
+			return rawPost(ctxT(t), s.url, balancePath, "application/json", gzipped(t, good), http.Header{"Content-Encoding": {"gzip"}})
+		},
+		"gRPC, grpc-encoding gzip": func(t *testing.T) error {
+			_, err := connectClient(good, connect.WithGRPC(), connect.WithSendGzip()).balance.GetBalance(ctxT(t), connect.NewRequest(&v1.GetBalanceRequest{}))
+			return err
+		},
+		"Connect GET, Connect's client": func(t *testing.T) error {
+			c := newClients(s.url, "", connect.WithProtoJSON(), connect.WithHTTPGet())
+			_, err := c.balance.GetBalance(ctxT(t), connect.NewRequest(&v1.GetBalanceRequest{CustomerId: "acme", CreditTypeId: "ai-credits"}))
+			return err
+		},
+		"Connect GET, gzip": get(h2c(), getQuery(base64.URLEncoding.EncodeToString(gzipped(t, good)), true, true)),
+	} {
+		if err := send(t); err != nil {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
 }

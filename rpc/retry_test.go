@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"compress/gzip"
 	"context"
+	"encoding/base64"
 	"fmt"
 	"net/http"
+	"net/url"
 	"strings"
 	"sync"
 	"testing"
@@ -446,6 +448,30 @@ func TestOversizedBodies(t *testing.T) {
 		t.Fatalf("gzip bomb: %v, want resource_exhausted", err)
 	}
 	t.Logf("gzip bomb of %d bytes: %v", gz.Len(), err)
+	// The same bomb in JSON, which strictJSON uncompresses before Connect
+	// (no further than the limit), as a POST and as a Connect GET.
+	jsonBomb := `{"events":[{"id":"bomb","customerId":"acme","featureId":"gpt-tokens","credits":"` + strings.Repeat("0", 16<<20) + `"}]}`
+	gz.Reset()
+	zw.Reset(&gz)
+	if _, err := zw.Write([]byte(jsonBomb)); err != nil {
+		t.Fatal(err)
+	}
+	if err := zw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	err = rawPost(ctxT(t), s.url, proc, "application/json", gz.Bytes(), http.Header{"Content-Encoding": {"gzip"}})
+	if connect.CodeOf(err) != connect.CodeResourceExhausted {
+		t.Fatalf("JSON gzip bomb: %v, want resource_exhausted", err)
+	}
+	q := url.Values{"connect": {"v1"}, "encoding": {"json"}, "base64": {"1"}, "compression": {"gzip"},
+		"message": {base64.RawURLEncoding.EncodeToString(gz.Bytes())}}
+	req, rerr := http.NewRequestWithContext(ctxT(t), http.MethodGet, s.url+"/creditd.v1.BalanceService/GetBalance?"+q.Encode(), nil)
+	if rerr != nil {
+		t.Fatal(rerr)
+	}
+	if err := rawDo(h2c(), req); connect.CodeOf(err) != connect.CodeResourceExhausted {
+		t.Fatalf("JSON gzip bomb in a GET: %v, want resource_exhausted", err)
+	}
 	// Nothing of either was applied.
 	if b := call(t, c.balance.GetBalance, &v1.GetBalanceRequest{CustomerId: "acme", CreditTypeId: "ai-credits"}); b.Balance != "0.00" {
 		t.Fatalf("balance %s after refused bodies", b.Balance)

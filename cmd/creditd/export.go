@@ -85,25 +85,35 @@ func runExport(ctx context.Context, args []string) error {
 	defer cancel()
 
 	// The destination first: a wrong --to must not wait for a snapshot of
-	// a large cluster to be fetched.
-	dst, err := export.OpenDestination(ctx, to)
+	// a large cluster to be fetched. A directory this creates for a run
+	// that then fails (an unreachable node, a refusal) is removed again:
+	// left empty, it would look like an export.
+	dst, discard, err := export.OpenDestinationForRun(ctx, to)
 	if err != nil {
 		return err
 	}
 	defer dst.Close()
-	f, cleanup, err := src.open(ctx, tempDir)
+	res, err := func() (export.Result, error) {
+		f, cleanup, err := src.open(ctx, tempDir)
+		if err != nil {
+			return export.Result{}, fmt.Errorf("export: %w", err)
+		}
+		defer cleanup()
+		e, err := export.New(export.FromFSM(f), dst, export.Options{
+			RowGroupRows: rowGroupRows, FileRows: fileRows, TempDir: tempDir, Progress: prog, KeepGrantSnapshots: keepSnapshots,
+		})
+		if err != nil {
+			return export.Result{}, err
+		}
+		return e.Run(ctx)
+	}()
 	if err != nil {
-		return fmt.Errorf("export: %w", err)
-	}
-	defer cleanup()
-	e, err := export.New(export.FromFSM(f), dst, export.Options{
-		RowGroupRows: rowGroupRows, FileRows: fileRows, TempDir: tempDir, Progress: prog, KeepGrantSnapshots: keepSnapshots,
-	})
-	if err != nil {
-		return err
-	}
-	res, err := e.Run(ctx)
-	if err != nil {
+		// Also after a timeout or an interrupt, which ended ctx.
+		dctx, dcancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+		defer dcancel()
+		if derr := discard(dctx); derr != nil {
+			return fmt.Errorf("%w (and: %v)", err, derr)
+		}
 		return err
 	}
 	if res.Entries == 0 {

@@ -6,7 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
+	"maps"
+	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -16,6 +20,7 @@ import (
 
 	"github.com/creditd/creditd/export"
 	"github.com/creditd/creditd/fsm"
+	"github.com/creditd/creditd/rpc"
 )
 
 // stoppedNode writes a small ledger into dataDir/fsm.db, as a node would.
@@ -259,4 +264,96 @@ func TestExportAndReportRefuseADestinationWhoseDayListIsMissing(t *testing.T) {
 	if !errors.Is(err, export.ErrDamagedList) || !strings.Contains(err.Error(), key) {
 		t.Errorf("report: %v; want %v naming %s", err, export.ErrDamagedList, key)
 	}
+}
+
+// A failed export (the node unreachable, or refusing) left the destination
+// directory it had created before fetching anything, empty: it looked like
+// an export. It removes what it created, and only that: a directory that
+// was there stays, as does a previous export in it.
+func TestAFailedExportLeavesNoDestinationItCreated(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	n, open := soloNode(t, ctx)
+	// The same node behind an API that takes keys: a read key may not
+	// save a snapshot (admin).
+	const readKey = "export-test-read-key-0123456789"
+	api, err := rpc.New(n, rpc.Options{APIKeys: []rpc.APIKey{{Scope: rpc.ScopeRead, Key: readKey}},
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var protocols http.Protocols
+	protocols.SetHTTP1(true)
+	protocols.SetUnencryptedHTTP2(true)
+	hs := &http.Server{Handler: api.Handler(), Protocols: &protocols, ReadHeaderTimeout: 10 * time.Second}
+	go hs.Serve(ln)
+	t.Cleanup(func() { hs.Close() })
+
+	root := t.TempDir()
+	previous := filepath.Join(root, "previous")
+	if err := run(ctx, []string{"export", "--addr", open, "--to", previous, "--progress", "never", "--temp-dir", t.TempDir()}, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	before := dirFiles(t, previous)
+	for _, tc := range []struct {
+		name string
+		args []string
+		says string
+	}{
+		{"the node unreachable", []string{"--addr", "127.0.0.1:1"}, "snapshot of 127.0.0.1:1"},
+		{"the node refusing the key", []string{"--addr", ln.Addr().String(), "--api-key", readKey}, "permission_denied"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			existing := filepath.Join(dir, "existing")
+			if err := os.Mkdir(existing, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			for _, dest := range []string{filepath.Join(dir, "new", "export"), "file://" + filepath.Join(dir, "new2"), existing, previous} {
+				args := append([]string{"export", "--to", dest, "--progress", "never", "--temp-dir", t.TempDir()}, tc.args...)
+				if err := run(ctx, args, io.Discard); err == nil || !strings.Contains(err.Error(), tc.says) {
+					t.Fatalf("export --to %s: %v; want an error saying %q", dest, err, tc.says)
+				}
+			}
+			entries, err := os.ReadDir(dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var left []string
+			for _, e := range entries {
+				left = append(left, e.Name())
+			}
+			if !slices.Equal(left, []string{"existing"}) {
+				t.Errorf("%s holds %v after the failed exports; want only the directory that was there", dir, left)
+			}
+			if got := dirFiles(t, existing); len(got) != 0 {
+				t.Errorf("the existing directory holds %v", got)
+			}
+			if got := dirFiles(t, previous); !maps.Equal(got, before) {
+				t.Errorf("the previous export changed: %v, was %v", got, before)
+			}
+		})
+	}
+}
+
+// dirFiles is every file under dir, by its path in it, with its content.
+func dirFiles(t *testing.T, dir string) map[string]string {
+	t.Helper()
+	files := map[string]string{}
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		b, err := os.ReadFile(p)
+		files[strings.TrimPrefix(p, dir)] = string(b)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return files
 }

@@ -77,6 +77,16 @@ func runExport(ctx context.Context, args []string) error {
 	if err := checkKeepSnapshots("--keep-grant-snapshots", keepSnapshots); err != nil {
 		return fmt.Errorf("export: %w", err)
 	}
+	// Here, not only in export.New: that runs once the state is fetched,
+	// which for a large cluster is minutes after the typo.
+	for _, f := range []struct {
+		name    string
+		v, most int
+	}{{"--row-group-rows", rowGroupRows, export.MaxRowGroupRows}, {"--file-rows", fileRows, export.MaxFileRows}} {
+		if f.v < export.MinRows || f.v > f.most {
+			return fmt.Errorf("export: %s %d: want %d to %d: %w", f.name, f.v, export.MinRows, f.most, errUsage)
+		}
+	}
 	prog, err := progressOut(progress)
 	if err != nil {
 		return err

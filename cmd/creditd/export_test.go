@@ -192,6 +192,28 @@ func TestExportRefusesARetentionOfTooManyGrantSnapshotsNamingTheFlag(t *testing.
 	}
 }
 
+// Row counts out of range are refused naming the flag before anything is
+// opened or fetched: the source here is a node nobody runs, so a run that
+// went as far as the fetch would fail on that instead, and the destination
+// is not created.
+func TestExportRefusesRowCountsOutOfRangeNamingTheFlagBeforeFetching(t *testing.T) {
+	for _, tc := range []struct{ flag, value string }{
+		{"--row-group-rows", "0"},
+		{"--row-group-rows", fmt.Sprint(export.MaxRowGroupRows + 1)},
+		{"--file-rows", "-1"},
+		{"--file-rows", fmt.Sprint(export.MaxFileRows + 1)},
+	} {
+		to := filepath.Join(t.TempDir(), "not-made")
+		err := run(context.Background(), []string{"export", "--to", to, "--addr", "http://127.0.0.1:1", "--timeout", "5s", tc.flag, tc.value}, io.Discard)
+		if !errors.Is(err, errUsage) || !strings.Contains(err.Error(), tc.flag+" "+tc.value) {
+			t.Errorf("export %s %s: %v; want a usage error naming the flag", tc.flag, tc.value, err)
+		}
+		if _, err := os.Stat(to); !os.IsNotExist(err) {
+			t.Errorf("export %s %s created its destination: %v", tc.flag, tc.value, err)
+		}
+	}
+}
+
 // appendEntries applies one log entry per command to the stopped node's
 // state in dataDir, an hour apart from at.
 func appendEntries(t *testing.T, dataDir string, at time.Time, cmds ...fsm.Command) {

@@ -226,6 +226,15 @@ func Start(ctx context.Context, cfg Config) (n *Node, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("check raft state: %w", err)
 	}
+	if hasState && len(cfg.Join) > 0 {
+		restored, err := restoredNotRun(logs, n.store)
+		if err != nil {
+			return nil, fmt.Errorf("check raft state: %w", err)
+		}
+		if restored {
+			return nil, errRestoredJoins(cfg.DataDir, cfg.Join)
+		}
+	}
 
 	rc := raft.DefaultConfig()
 	rc.LocalID = raft.ServerID(n.id)

@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/creditd/creditd/fsm"
 	"github.com/hashicorp/raft"
@@ -18,7 +19,9 @@ import (
 // state file from it. Started afterwards (no bootstrap needed), the node
 // elects itself; other nodes join it as usual and catch up from the
 // snapshot. Because raft's log starts after the snapshot's index, no new
-// entry is ever skipped as already applied.
+// entry is ever skipped as already applied. Start refuses Join on the dir
+// until it has run (errRestoredJoins): it is a new cluster, never a member
+// of the one the snapshot came from.
 //
 // cfg needs DataDir, NodeID (or DataDir/node-id) and the raft address the
 // node will advertise (AdvertiseRaftAddr, else RaftAddr; not port 0).
@@ -150,4 +153,38 @@ func RestoreDataDir(cfg Config, r io.Reader) (err error) {
 		return errors.Join(fmt.Errorf("restore: state says applied index %d, snapshot header %d", got, index), f.Close())
 	}
 	return f.Close()
+}
+
+// errRestoredJoins refuses Config.Join on a data dir that RestoreDataDir
+// prepared and that has not run yet. The restore starts a new cluster of
+// this node alone, its raft terms anew: joined to a running cluster (the
+// one whose member it restored, under that member's id), it elected itself
+// before the leader reached it and then led the cluster's members at the
+// cluster's own term, so that two leaders wrote different entries under the
+// same index and term; a write it acknowledged was in no other node's
+// ledger, and the replicas diverged for good. Like BootstrapExpect 1 with
+// Join, a cluster of one joins nobody.
+func errRestoredJoins(dir string, join []string) error {
+	return fmt.Errorf("start refused: data dir %s was restored from a snapshot as a new one-node cluster and has not run yet, "+
+		"and --join (Join) %s would join it to a running cluster: it would elect itself and fork that cluster; "+
+		"start it without --join, as the first node of the restored cluster, and join fresh nodes to it; "+
+		"to bring a member of a running cluster back, start it on an empty data dir with --join (it catches up from the leader)",
+		dir, strings.Join(join, ","))
+}
+
+// restoredNotRun reports whether the raft state is what RestoreDataDir
+// leaves: no log and term 1. Any node that has run in a cluster has a later
+// term (the first election makes it 2), a node bootstrapped with
+// BootstrapExpect has its configuration in its log, and one that installed
+// a leader's snapshot has that leader's term.
+func restoredNotRun(logs raft.LogStore, stable raft.StableStore) (bool, error) {
+	last, err := logs.LastIndex()
+	if err != nil {
+		return false, fmt.Errorf("read raft log: %w", err)
+	}
+	term, err := stable.GetUint64([]byte("CurrentTerm"))
+	if err != nil && err.Error() != "not found" {
+		return false, fmt.Errorf("read raft term: %w", err)
+	}
+	return last == 0 && term <= 1, nil
 }

@@ -206,7 +206,8 @@ func (n *Node) reconcileLoop(ctx context.Context) {
 // reconcile applies the membership rules:
 //   - an alive member not in raft is added: a voter while there are fewer
 //     than Config.Voters, else a non-voter;
-//   - a member whose raft address changed is re-added with the new one;
+//   - a member whose raft address changed is re-added with the new one,
+//     and so is this node;
 //   - a member that left gracefully is removed;
 //   - a member dead longer than DeadServerTimeout is removed, but only if
 //     the alive voters would still be a quorum of the smaller configuration;
@@ -243,6 +244,16 @@ func (n *Node) reconcile(ctx context.Context) error {
 			return
 		}
 		n.logger.Info("membership changed", "change", what, "member", id)
+	}
+
+	// This node is in no member table of its own (gossip reports the
+	// others), so the rule below never corrected its own address: started
+	// on another raft address than the configuration names (moved, or a
+	// restored data dir served with another address than the restore's),
+	// a leader kept the old one as long as it led, and a leadership
+	// transfer to it, or the next leader's appends, went there.
+	if s, in := servers[n.id]; in && s.Suffrage == raft.Voter && string(s.Address) != n.raftAddr {
+		change("update own voter address", n.id, n.raft.AddVoter(s.ID, raft.ServerAddress(n.raftAddr), 0, timeout))
 	}
 
 	for _, mi := range members {

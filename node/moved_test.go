@@ -1,6 +1,9 @@
 package node
 
 import (
+	"bytes"
+	"context"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -99,5 +102,56 @@ func testMoved(t *testing.T, gossipToo bool, wait time.Duration) {
 		if counts[id] != 1 {
 			t.Errorf("%s: event %s is in its ledger %d times, want 1", moved, id, counts[id])
 		}
+	}
+}
+
+// A data dir restored with one raft address (RestoreDataDir's) and served
+// with another: the node leads its restored cluster alone, and a leader is
+// in no member table of its own (gossip reports the others), so the
+// reconcile that re-adds a moved member never corrected the leader's own
+// entry: its configuration, and that of every node joining it, named the
+// restore's address for as long as it led, where a leadership transfer to
+// it, or the next leader's appends, went. The leader now corrects its own
+// address too.
+func TestARestoredNodeServedOnAnotherRaftAddressIsNamedThereWhileItLeads(t *testing.T) {
+	saved := savedSnapshot(t)
+	cfg := testConfig("r1", filepath.Join(t.TempDir(), "r1"), 20997)
+	cfg.RaftAddr = freeAddr(t)
+	restoredAt := cfg.RaftAddr
+	if err := RestoreDataDir(cfg, bytes.NewReader(saved)); err != nil {
+		t.Fatalf("restore data dir: %v", err)
+	}
+	c := newTestCluster(t)
+	servedAt := freeAddr(t)
+	r1 := c.start("r1", func(c *Config) { *c = cfg; c.RaftAddr = servedAt })
+	if servedAt == restoredAt {
+		t.Fatalf("the restore and the serve use one address, %s", servedAt)
+	}
+	c.mustApply(burn("restored-cluster"))
+	for _, id := range []string{"r2", "r3"} {
+		c.start(id, func(c *Config) { c.Join = []string{r1.GossipAddr()} })
+	}
+	for _, up := range c.up() {
+		waitFor(t, time.Minute, up.ID()+"'s configuration to have r1 at "+servedAt, func() bool {
+			return serverAddr(up, "r1") == servedAt && serverAddr(up, "r2") != "" && serverAddr(up, "r3") != ""
+		})
+	}
+	c.mustApply(burn("three-nodes"))
+	c.waitConverged()
+	// Leadership leaves r1 and comes back to it through the address the
+	// configuration names.
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := r1.TransferLeadership(ctx, "r2"); err != nil {
+		t.Fatalf("transfer to r2: %v", err)
+	}
+	waitFor(t, time.Minute, "r2 to lead", func() bool { return c.node("r2").IsLeader() })
+	if err := c.node("r2").TransferLeadership(ctx, "r1"); err != nil {
+		t.Fatalf("transfer back to r1: %v", err)
+	}
+	waitFor(t, time.Minute, "r1 to lead again", r1.IsLeader)
+	c.mustApply(burn("back-on-r1"))
+	if dumps := c.waitConverged(); len(dumps) != 3 {
+		t.Fatalf("got dumps of %d replicas, want 3", len(dumps))
 	}
 }

@@ -215,10 +215,19 @@ func (n *Node) stopKeepingMembers() <-chan struct{} {
 // joinAddrs is what the node joins at start: Config.Join, and when it has
 // raft state, the members it kept (keptMembersFile), so that a restart
 // without Join finds the pool at once. A kept file that cannot be read is
-// logged and left out.
+// logged and left out. A data dir restored from a snapshot that has not
+// run yet is a new cluster: a kept file the dir held from an earlier node
+// names that node's cluster, which it would fork (errRestoredJoins).
 func (n *Node) joinAddrs(hasState bool) []string {
 	addrs := slices.Clone(n.cfg.Join)
 	if !hasState {
+		return addrs
+	}
+	if n.restoredNotRun {
+		if kept, err := loadKeptMembers(n.cfg.DataDir); err == nil && len(kept) > 0 {
+			n.logger.Warn("not rejoining the gossip members kept in the data dir: it was restored from a snapshot as a new cluster, and they are another cluster's",
+				"file", filepath.Join(n.cfg.DataDir, keptMembersFile))
+		}
 		return addrs
 	}
 	kept, err := loadKeptMembers(n.cfg.DataDir)

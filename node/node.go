@@ -58,6 +58,10 @@ type Node struct {
 	// for Ready).
 	appliedSinceStart atomic.Bool
 	restoring         atomic.Bool
+	// restoredNotRun is set when the data dir is a snapshot restore that
+	// has not run yet (a new cluster of one): it joins nobody, neither
+	// through Join (errRestoredJoins) nor the kept members (joinAddrs).
+	restoredNotRun bool
 
 	// writable is set while this node leads and has applied everything
 	// committed before its term (so fsm.LastTime is final for earlier
@@ -226,12 +230,11 @@ func Start(ctx context.Context, cfg Config) (n *Node, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("check raft state: %w", err)
 	}
-	if hasState && len(cfg.Join) > 0 {
-		restored, err := restoredNotRun(logs, n.store)
-		if err != nil {
+	if hasState {
+		if n.restoredNotRun, err = restoredNotRun(logs, n.store); err != nil {
 			return nil, fmt.Errorf("check raft state: %w", err)
 		}
-		if restored {
+		if n.restoredNotRun && len(cfg.Join) > 0 {
 			return nil, errRestoredJoins(cfg.DataDir, cfg.Join)
 		}
 	}

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"log/slog"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -57,4 +59,40 @@ func TestARestoredDataDirIsRefusedJoinUntilItHasRun(t *testing.T) {
 	if len(counts) != 22 {
 		t.Errorf("the restored node holds %d usage events, want the 20 restored and 2 new", len(counts))
 	}
+}
+
+// A restored data dir that still held the gossip members kept by the node
+// that used it before (its stores deleted, the rest left) rejoined them at
+// its first start, without any Join: the same fork as through Join. They
+// are now left out, with a warning.
+func TestARestoredDataDirDoesNotRejoinTheMembersAnEarlierNodeKeptThere(t *testing.T) {
+	saved := savedSnapshot(t)
+	c := newTestCluster(t)
+	other := c.start("o1", func(cfg *Config) { cfg.BootstrapExpect = 1 })
+
+	dir := filepath.Join(t.TempDir(), "r1")
+	kept, err := encodeKeptMembers([]keptMember{{ID: "o1", Gossip: other.GossipAddr()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, keptMembersFile), kept, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := testConfig("r1", dir, 20996)
+	cfg.RaftAddr = freeAddr(t)
+	if err := RestoreDataDir(cfg, bytes.NewReader(saved)); err != nil {
+		t.Fatalf("restore data dir: %v", err)
+	}
+	logs := newLogCapture()
+	r1 := c.start("r1", func(c *Config) { *c = cfg; c.Logger = slog.New(logs) })
+	if got := r1.gossip.joinAddrs; len(got) != 0 {
+		t.Errorf("the restored node joins %v, want nobody", got)
+	}
+	if l := logs.find("WARN", "not rejoining the gossip members kept", keptMembersFile); l == "" {
+		t.Errorf("no warning says why the kept members of %s are left out", keptMembersFile)
+	}
+	waitFor(t, time.Minute, "the restored node to lead its own cluster", r1.IsLeader)
 }

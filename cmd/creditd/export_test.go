@@ -10,7 +10,6 @@ import (
 	"log/slog"
 	"maps"
 	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -308,10 +307,7 @@ func TestAFailedExportLeavesNoDestinationItCreated(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var protocols http.Protocols
-	protocols.SetHTTP1(true)
-	protocols.SetUnencryptedHTTP2(true)
-	hs := &http.Server{Handler: api.Handler(), Protocols: &protocols, ReadHeaderTimeout: 10 * time.Second}
+	hs := rpc.NewHTTPServer("", api.Handler())
 	go hs.Serve(ln)
 	t.Cleanup(func() { hs.Close() })
 

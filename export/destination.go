@@ -79,6 +79,9 @@ func openDestination(ctx context.Context, dest string) (*blob.Bucket, createdDir
 type createdDir struct {
 	dir string // the destination's directory, absolute
 	top string // the topmost directory created: dir or a parent of it; "" when dir existed
+	// listed, when set, is called by discardCreated once it has listed
+	// what to delete: tests commit another exporter's run there.
+	listed func()
 }
 
 // OpenExport opens an export to read it. Unlike OpenDestination it creates
@@ -206,18 +209,14 @@ func removeUpTo(dir, top string) bool {
 // is there; otherwise the objects of the export's names, then the folders
 // left empty, up to created.top. With no manifest, none of them is part
 // of an export: the next run would delete them (its sweep) or write them
-// again. One exporter per destination at a time is the rule: an exporter
-// that committed here meanwhile, naming an object deleted here, is
-// refused by its own commit's check of what it stored; this does not guard
-// the moment between the look for the manifest and the deletions.
+// again. One exporter per destination at a time is the rule; should
+// another overlap, it is fenced as a run's sweep is: the manifest is
+// looked for once the objects are listed, right before they are deleted,
+// so that an export committed while they were listed loses none of its
+// objects (the listing of a failed run's many parts takes a while), and
+// an exporter that commits after the look, naming an object deleted here,
+// is refused by its own commit's check of what it stored.
 func discardCreated(ctx context.Context, b *blob.Bucket, created createdDir) error {
-	committed, err := b.Exists(ctx, ManifestKey)
-	if err != nil {
-		return fmt.Errorf("look for %s: %w", ManifestKey, err)
-	}
-	if committed {
-		return nil
-	}
 	ours := committedBy(&Manifest{})
 	var keys []string
 	it := b.List(nil)
@@ -232,6 +231,16 @@ func discardCreated(ctx context.Context, b *blob.Bucket, created createdDir) err
 		if !obj.IsDir && ours.orphan(obj.Key) {
 			keys = append(keys, obj.Key)
 		}
+	}
+	if created.listed != nil {
+		created.listed()
+	}
+	committed, err := b.Exists(ctx, ManifestKey)
+	if err != nil {
+		return fmt.Errorf("look for %s: %w", ManifestKey, err)
+	}
+	if committed {
+		return nil
 	}
 	for _, key := range keys {
 		if err := b.Delete(ctx, key); err != nil && gcerrors.Code(err) != gcerrors.NotFound {

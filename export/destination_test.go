@@ -212,3 +212,53 @@ func TestAFailedRunRemovesOnlyTheDestinationItCreated(t *testing.T) {
 		})
 	}
 }
+
+// discard looked for the manifest before it listed what to delete: an
+// exporter overlapping the failed run (the scheduled export to the same
+// new folder) that committed while discard listed lost the objects of its
+// export that bore the names the failed run had written, and its manifest
+// named parts that were gone. It looks for the manifest once the objects
+// are listed, right before it deletes them, as a run's sweep does.
+func TestDiscardKeepsAnExportCommittedWhileItListed(t *testing.T) {
+	ctx := testCtx(t)
+	g := newGen(t, 11)
+	run(t, g, 1500, 4*time.Hour)
+	dest := filepath.Join(t.TempDir(), "new", "export")
+	b, created, err := openDestination(ctx, dest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	if created.top == "" {
+		t.Fatalf("opening %s created nothing", dest)
+	}
+	opts := smallFiles()
+	opts.AfterObject = func(key string) error {
+		if strings.HasPrefix(key, "grants/") {
+			return errCrash // after every part
+		}
+		return nil
+	}
+	e, err := New(FromFSM(g.F), b, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.Run(ctx); !errors.Is(err, errCrash) {
+		t.Fatalf("run: %v; want it to fail", err)
+	}
+	var committed []string
+	created.listed = func() {
+		other := openDir(t, dest)
+		exportOnce(t, FromFSM(g.F), other, smallFiles())
+		committed = treePaths(t, dest)
+	}
+	if err := discardCreated(ctx, b, created); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(committed, ManifestKey) {
+		t.Fatalf("the other exporter committed nothing: %v", committed)
+	}
+	if got := treePaths(t, dest); !slices.Equal(got, committed) {
+		t.Errorf("discard changed an export committed meanwhile:\n got %v\nwant %v", got, committed)
+	}
+}

@@ -212,22 +212,38 @@ func (n *Node) stopKeepingMembers() <-chan struct{} {
 	return done
 }
 
+// forgetEarlierKeptMembers removes keptMembersFile from a data dir restored
+// from a snapshot that has not run yet: left by the node that used the dir
+// before, it names that node's cluster. Only left out of the first start
+// (joinAddrs), it stayed in the file, which is written when the member
+// table changes: a restored node running alone sees no other member, so
+// its next start, once it had run, rejoined that cluster and forked it.
+func (n *Node) forgetEarlierKeptMembers() error {
+	path := filepath.Join(n.cfg.DataDir, keptMembersFile)
+	if err := os.Remove(path); err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil
+		}
+		return fmt.Errorf("remove the gossip members an earlier node kept in the restored data dir: %w", err)
+	}
+	n.logger.Warn("not rejoining the gossip members kept in the data dir, and removing them: it was restored from a snapshot as a new cluster, and they are another cluster's",
+		"file", path)
+	if err := syncDir(n.cfg.DataDir); err != nil {
+		return fmt.Errorf("remove the gossip members an earlier node kept in the restored data dir: %w", err)
+	}
+	return nil
+}
+
 // joinAddrs is what the node joins at start: Config.Join, and when it has
 // raft state, the members it kept (keptMembersFile), so that a restart
 // without Join finds the pool at once. A kept file that cannot be read is
 // logged and left out. A data dir restored from a snapshot that has not
 // run yet is a new cluster: a kept file the dir held from an earlier node
-// names that node's cluster, which it would fork (errRestoredJoins).
+// names that node's cluster, which it would fork (errRestoredJoins); Start
+// has removed it (forgetEarlierKeptMembers).
 func (n *Node) joinAddrs(hasState bool) []string {
 	addrs := slices.Clone(n.cfg.Join)
-	if !hasState {
-		return addrs
-	}
-	if n.restoredNotRun {
-		if kept, err := loadKeptMembers(n.cfg.DataDir); err == nil && len(kept) > 0 {
-			n.logger.Warn("not rejoining the gossip members kept in the data dir: it was restored from a snapshot as a new cluster, and they are another cluster's",
-				"file", filepath.Join(n.cfg.DataDir, keptMembersFile))
-		}
+	if !hasState || n.restoredNotRun {
 		return addrs
 	}
 	kept, err := loadKeptMembers(n.cfg.DataDir)

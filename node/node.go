@@ -237,6 +237,11 @@ func Start(ctx context.Context, cfg Config) (n *Node, err error) {
 		if n.restoredNotRun && len(cfg.Join) > 0 {
 			return nil, errRestoredJoins(cfg.DataDir, cfg.Join)
 		}
+		if n.restoredNotRun {
+			if err := n.forgetEarlierKeptMembers(); err != nil {
+				return nil, err
+			}
+		}
 	}
 
 	rc := raft.DefaultConfig()

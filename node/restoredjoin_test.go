@@ -96,3 +96,52 @@ func TestARestoredDataDirDoesNotRejoinTheMembersAnEarlierNodeKeptThere(t *testin
 	}
 	waitFor(t, time.Minute, "the restored node to lead its own cluster", r1.IsLeader)
 }
+
+// The kept members of the node that used a restored dir before were left
+// out of its first start only (restoredNotRun), and kept in the file: the
+// file is written when the member table changes, and a restored node
+// running alone sees no other member, so at its next start, having run,
+// it rejoined them, the fork its first start had been kept from. The
+// first start now removes them.
+func TestARestoredDataDirDoesNotRejoinAnEarlierNodesMembersWhenRestarted(t *testing.T) {
+	saved := savedSnapshot(t)
+	c := newTestCluster(t)
+	other := c.start("o1", func(cfg *Config) { cfg.BootstrapExpect = 1 })
+
+	dir := filepath.Join(t.TempDir(), "r1")
+	kept, err := encodeKeptMembers([]keptMember{{ID: "o1", Gossip: other.GossipAddr()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, keptMembersFile), kept, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := testConfig("r1", dir, 20994)
+	cfg.RaftAddr = freeAddr(t)
+	if err := RestoreDataDir(cfg, bytes.NewReader(saved)); err != nil {
+		t.Fatalf("restore data dir: %v", err)
+	}
+	r1 := c.start("r1", func(c *Config) { *c = cfg })
+	waitFor(t, time.Minute, "the restored node to lead its own cluster", r1.IsLeader)
+	c.shutdown("r1")
+
+	r1 = c.restart("r1", nil)
+	if r1.restoredNotRun {
+		t.Fatal("the restored node has run, and is still taken for a restore that has not")
+	}
+	if got := r1.gossip.joinAddrs; len(got) != 0 {
+		t.Errorf("the restored node, restarted, joins %v (the earlier node's members), want nobody", got)
+	}
+	members, err := loadKeptMembers(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range members {
+		if m.ID == "o1" {
+			t.Errorf("%s still names the earlier node's member %v", keptMembersFile, m)
+		}
+	}
+}

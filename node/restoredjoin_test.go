@@ -66,26 +66,7 @@ func TestARestoredDataDirIsRefusedJoinUntilItHasRun(t *testing.T) {
 // its first start, without any Join: the same fork as through Join. They
 // are now left out, with a warning.
 func TestARestoredDataDirDoesNotRejoinTheMembersAnEarlierNodeKeptThere(t *testing.T) {
-	saved := savedSnapshot(t)
-	c := newTestCluster(t)
-	other := c.start("o1", func(cfg *Config) { cfg.BootstrapExpect = 1 })
-
-	dir := filepath.Join(t.TempDir(), "r1")
-	kept, err := encodeKeptMembers([]keptMember{{ID: "o1", Gossip: other.GossipAddr()}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.MkdirAll(dir, 0o750); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, keptMembersFile), kept, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	cfg := testConfig("r1", dir, 20996)
-	cfg.RaftAddr = freeAddr(t)
-	if err := RestoreDataDir(cfg, bytes.NewReader(saved)); err != nil {
-		t.Fatalf("restore data dir: %v", err)
-	}
+	c, cfg := restoredDirKeepingAnotherClustersMembers(t, 20996)
 	logs := newLogCapture()
 	r1 := c.start("r1", func(c *Config) { *c = cfg; c.Logger = slog.New(logs) })
 	if got := r1.gossip.joinAddrs; len(got) != 0 {
@@ -104,26 +85,8 @@ func TestARestoredDataDirDoesNotRejoinTheMembersAnEarlierNodeKeptThere(t *testin
 // it rejoined them, the fork its first start had been kept from. The
 // first start now removes them.
 func TestARestoredDataDirDoesNotRejoinAnEarlierNodesMembersWhenRestarted(t *testing.T) {
-	saved := savedSnapshot(t)
-	c := newTestCluster(t)
-	other := c.start("o1", func(cfg *Config) { cfg.BootstrapExpect = 1 })
-
-	dir := filepath.Join(t.TempDir(), "r1")
-	kept, err := encodeKeptMembers([]keptMember{{ID: "o1", Gossip: other.GossipAddr()}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.MkdirAll(dir, 0o750); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, keptMembersFile), kept, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	cfg := testConfig("r1", dir, 20994)
-	cfg.RaftAddr = freeAddr(t)
-	if err := RestoreDataDir(cfg, bytes.NewReader(saved)); err != nil {
-		t.Fatalf("restore data dir: %v", err)
-	}
+	c, cfg := restoredDirKeepingAnotherClustersMembers(t, 20994)
+	dir := cfg.DataDir
 	r1 := c.start("r1", func(c *Config) { *c = cfg })
 	waitFor(t, time.Minute, "the restored node to lead its own cluster", r1.IsLeader)
 	c.shutdown("r1")
@@ -144,4 +107,33 @@ func TestARestoredDataDirDoesNotRejoinAnEarlierNodesMembersWhenRestarted(t *test
 			t.Errorf("%s still names the earlier node's member %v", keptMembersFile, m)
 		}
 	}
+}
+
+// restoredDirKeepingAnotherClustersMembers starts a one-node cluster o1 and
+// restores a snapshot into a data dir for r1 that still holds the gossip
+// members an earlier node kept there (o1), as a dir reused after its stores
+// were deleted would. It returns the cluster and r1's config, not started.
+func restoredDirKeepingAnotherClustersMembers(t *testing.T, port int) (*testCluster, Config) {
+	t.Helper()
+	saved := savedSnapshot(t)
+	c := newTestCluster(t)
+	other := c.start("o1", func(cfg *Config) { cfg.BootstrapExpect = 1 })
+
+	dir := filepath.Join(t.TempDir(), "r1")
+	kept, err := encodeKeptMembers([]keptMember{{ID: "o1", Gossip: other.GossipAddr()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, keptMembersFile), kept, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := testConfig("r1", dir, port)
+	cfg.RaftAddr = freeAddr(t)
+	if err := RestoreDataDir(cfg, bytes.NewReader(saved)); err != nil {
+		t.Fatalf("restore data dir: %v", err)
+	}
+	return c, cfg
 }

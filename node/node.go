@@ -234,10 +234,10 @@ func Start(ctx context.Context, cfg Config) (n *Node, err error) {
 		if n.restoredNotRun, err = restoredNotRun(logs, n.store); err != nil {
 			return nil, fmt.Errorf("check raft state: %w", err)
 		}
-		if n.restoredNotRun && len(cfg.Join) > 0 {
-			return nil, errRestoredJoins(cfg.DataDir, cfg.Join)
-		}
 		if n.restoredNotRun {
+			if len(cfg.Join) > 0 {
+				return nil, errRestoredJoins(cfg.DataDir, cfg.Join)
+			}
 			if err := n.forgetEarlierKeptMembers(); err != nil {
 				return nil, err
 			}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/creditd/creditd/fsm"
 	"github.com/hashicorp/raft"
+	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 )
 
 // RestoreDataDir prepares an empty data dir, offline, to start a new
@@ -183,7 +184,8 @@ func restoredNotRun(logs raft.LogStore, stable raft.StableStore) (bool, error) {
 		return false, fmt.Errorf("read raft log: %w", err)
 	}
 	term, err := stable.GetUint64([]byte("CurrentTerm"))
-	if err != nil && err.Error() != "not found" {
+	// Never set: raft-boltdb says so with an error, raft-wal with 0.
+	if err != nil && !errors.Is(err, raftboltdb.ErrKeyNotFound) {
 		return false, fmt.Errorf("read raft term: %w", err)
 	}
 	return last == 0 && term <= 1, nil

@@ -9,11 +9,14 @@
 # Example:
 #   go build -o /tmp/creditd ./cmd/creditd && bench/targets.sh /tmp/targets /tmp/creditd
 # OUTDIR gets one directory per load (peak1000, peak1, half1000,
-# quarter1000, half1), each with paired-run.sh's reports and log.txt. About
-# ten minutes with 3 rounds. WARMUP and DURATION (3s, 15s) shorten a trial.
+# quarter1000, half1), each with paired-run.sh's reports and log.txt, and
+# targets.md: each target judged on the window's medians (cmd/benchtargets;
+# MEMORY=DIR/rss.txt of a bench/seeded-run.sh run adds the memory target).
+# About ten minutes with 3 rounds. WARMUP and DURATION (3s, 15s) shorten a
+# trial.
 set -euo pipefail
 
-[ $# -ge 2 ] || { sed -n '2,15p' "$0" >&2; exit 2; }
+[ $# -ge 2 ] || { sed -n '2,16p' "$0" >&2; exit 2; }
 out=$1 bin=$2 rounds=${3:-3}
 run="$(dirname "$0")/paired-run.sh"
 base="--warmup ${WARMUP:-3s} --duration ${DURATION:-15s} --mix report=100"
@@ -40,3 +43,12 @@ echo "rates (requests/s): half1000 $half1000 quarter1000 $quarter1000 half1 $hal
 "$run" "$rounds" "$out/half1000" "$batches --rate $half1000" "${variants[@]}"
 "$run" "$rounds" "$out/quarter1000" "$batches --rate $quarter1000" creditd="$bin"
 "$run" "$rounds" "$out/half1" "$singles --rate $half1" "${variants[@]}"
+
+# The verdict, from this window's reports alone.
+repo=$(cd "$(dirname "$0")/.." && pwd)
+# Paths as the repository sees them (relative where they are inside it).
+from_repo() { realpath --relative-base="$repo" "$1"; }
+memory=()
+[ -n "${MEMORY:-}" ] && memory=(-memory "$(from_repo "$MEMORY")")
+target_dir=$(from_repo "$out")
+(cd "$repo" && go run ./cmd/benchtargets "${memory[@]}" "$target_dir") | tee "$out/targets.md"

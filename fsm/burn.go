@@ -49,6 +49,12 @@ func (a *applier) poolGrants(p *Pool) (usable int64) {
 	return usable
 }
 
+// available is what a pool's customer may still burn or hold now: the
+// credits its grants hold that may burn, less the reserved and the overdrawn.
+func (a *applier) available(p *Pool) int64 {
+	return a.poolGrants(p) - p.Reserved - p.Overdraft
+}
+
 // forgetUsable drops a pool's sum of usable credits after a change to one
 // of its grants other than a burn (see poolGrants).
 func forgetUsable(p *Pool) { p.usableOK = false }
@@ -248,8 +254,7 @@ func (a *applier) burnEvent(ev *UsageEvent, pos int, r *EventResult) {
 	}
 	r.CreditTypeID, r.Credits = ctID, credits
 	p := a.pool(ev.CustomerID, ctID)
-	usable := a.poolGrants(p)
-	available := usable - p.Reserved - p.Overdraft
+	available := a.available(p)
 	floor := a.floorOf(cu, ctID)
 	if available-credits < floor {
 		scale := a.scaleOf(ctID)
@@ -292,6 +297,10 @@ func monthOf(t Timestamp) int32 {
 	return int32(tt.Year()*100 + int(tt.Month()))
 }
 
+// lastAlreadyPending begins the auto_top_up_last of a check that found a
+// top-up pending; the pending purchase's id follows.
+const lastAlreadyPending = "already pending: "
+
 func (a *applier) setAutoTopUpLast(cu *Customer, why string) {
 	if cu.AutoTopUpLast != why {
 		cu.AutoTopUpLast = why
@@ -300,9 +309,9 @@ func (a *applier) setAutoTopUpLast(cu *Customer, why string) {
 }
 
 // maybeAutoTopUp starts an automatic purchase when a burn or a Reserve's
-// hold leaves available below the customer's threshold, or a usage event is
-// denied or a Reserve or Settle refused while it is below, or records why it
-// did not. pos tells apart the purchases one command may start (a batch's
+// hold leaves available below the customer's threshold, a usage event is
+// denied or a Reserve or Settle refused while it is below, or an
+// UpsertCustomer finds it below, or records why it did not. pos tells apart the purchases one command may start (a batch's
 // events); the id is unique because a log index and a command's place in
 // its entry name one command.
 func (a *applier) maybeAutoTopUp(cu *Customer, p *Pool, available int64, pos int) {
@@ -325,7 +334,7 @@ func (a *applier) maybeAutoTopUp(cu *Customer, p *Pool, available int64, pos int
 		a.setAutoTopUpLast(cu, "paused: "+cu.AutoTopUpPaused)
 		return
 	case cu.AutoPendingPurchase != "":
-		a.setAutoTopUpLast(cu, "already pending: "+cu.AutoPendingPurchase)
+		a.setAutoTopUpLast(cu, lastAlreadyPending+cu.AutoPendingPurchase)
 		return
 	}
 	credits := s.AmountCredits

@@ -119,7 +119,8 @@ func (a *applier) upsertCustomer(c UpsertCustomer) (*Customer, error) {
 		return nil, invalid("auto_top_up.enabled", "auto top-up needs a plan to price the credits")
 	}
 	cu := a.customer(c.ID)
-	if cu == nil {
+	existed := cu != nil
+	if !existed {
 		cu = &Customer{ID: c.ID, CreatedAt: a.now}
 		a.customers[c.ID] = cu
 	}
@@ -132,5 +133,18 @@ func (a *applier) upsertCustomer(c UpsertCustomer) (*Customer, error) {
 		cu.AutoTopUpPaused = ""
 	}
 	a.touchCustomer(cu)
+	// Settings that find available below the threshold start the top-up
+	// now, as a burn leaving it there does: an operator turning auto top-up
+	// on for a customer with nothing left (or raising the threshold, or
+	// resuming it) would otherwise wait for the customer's next burn,
+	// denial or hold. Not when the upsert creates the customer: customers
+	// are created before their first credits are granted or bought, and
+	// would be charged before those came.
+	if a.rules >= rulesUpsertTopsUp && existed && cu.PlanID != "" {
+		if pl := a.plan(cu.PlanID); pl != nil {
+			p := a.pool(cu.ID, pl.CreditTypeID)
+			a.maybeAutoTopUp(cu, p, a.available(p), 0)
+		}
+	}
 	return cu, nil
 }

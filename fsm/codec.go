@@ -13,7 +13,7 @@ import (
 // It is compact, allocates little and is stable across Go versions. A
 // decoder refuses a version it does not know instead of guessing.
 //
-// Entry layout (versions 1 to 4):
+// Entry layout (versions 1 to 5):
 //
 //	byte    version
 //	varint  time (Timestamp, microseconds)
@@ -44,14 +44,23 @@ import (
 //	4: a Reserve that holds credits and leaves available below the
 //	   customer's auto top-up threshold starts the top-up, as a burn that
 //	   leaves it there does (rulesHoldTopsUp). The layout is version 2's.
+//	5: an UpsertCustomer of an existing customer after which available is
+//	   below its auto top-up threshold starts the top-up, or records why
+//	   not, as a burn that leaves it there does (rulesUpsertTopsUp); one
+//	   that creates the customer starts nothing, as before. The purchase
+//	   that settles the customer's pending automatic top-up clears an
+//	   auto_top_up_last of "already pending: <its id>"
+//	   (rulesSettledClearsPending). The layout is version 2's.
 const (
-	entryVersion    = 4 // what EncodeEntry writes
+	entryVersion    = 5 // what EncodeEntry writes
 	minEntryVersion = 1
 
-	rulesDeniedEventTopsUp = 2
-	layoutOwnAutoTopUp     = 2
-	rulesRefusalTopsUp     = 3
-	rulesHoldTopsUp        = 4
+	rulesDeniedEventTopsUp    = 2
+	layoutOwnAutoTopUp        = 2
+	rulesRefusalTopsUp        = 3
+	rulesHoldTopsUp           = 4
+	rulesUpsertTopsUp         = 5
+	rulesSettledClearsPending = 5
 )
 
 // recordVersion tags every stored record so that a future layout can be read

@@ -48,7 +48,11 @@ type UpsertPlan struct{ Plan Plan }
 
 // UpsertCustomer creates or replaces a customer's settings. Counters kept by
 // the state (auto top-up spend, pending purchase) are preserved. Setting
-// ResumeAutoTopUp clears a pause left by a failed automatic charge.
+// ResumeAutoTopUp clears a pause left by a failed automatic charge. One that
+// replaces an existing customer's settings and finds available below their
+// auto top-up threshold starts the top-up, or records why not, as a burn
+// leaving it there does (entries of version 5 on); one that creates the
+// customer starts nothing.
 type UpsertCustomer struct {
 	ID              string
 	Name            string
@@ -155,7 +159,10 @@ const (
 	OutcomeInvoicePaid
 )
 
-// CompletePurchase reports the billing side's result for a purchase.
+// CompletePurchase reports the billing side's result for a purchase. One
+// that settles an automatic purchase (succeeded or failed) clears its
+// customer's auto_top_up_last if that says it is pending (entries of version
+// 5 on).
 type CompletePurchase struct {
 	ID             string
 	Outcome        PurchaseOutcome

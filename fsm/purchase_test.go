@@ -100,11 +100,14 @@ func TestPurchases(t *testing.T) {
 	})
 }
 
+// autoTopUpHarness is seed with 1,000 paid credits for c1, then settings s
+// (granted first: from entry version 5 on, settings that find available
+// below the threshold start the top-up themselves).
 func autoTopUpHarness(t *testing.T, s AutoTopUp) *harness {
 	h := newHarness(t)
 	h.seed()
-	h.ok(UpsertCustomer{ID: "c1", PlanID: "pro", AutoTopUp: s})
 	h.paid("g", 1000, "0.10")
+	h.ok(UpsertCustomer{ID: "c1", PlanID: "pro", AutoTopUp: s})
 	return h
 }
 
@@ -237,12 +240,15 @@ type drainScenario struct {
 }
 
 // drained is a harness whose customer c1, on settings fixed, the scenario
-// has drained, checked: nothing available, nothing pending, not paused.
+// has drained, checked: nothing available, nothing pending, not paused. Its
+// UpsertCustomers are version 4 entries, as builds before version 5 wrote
+// them: from version 5 on, one that finds available below the threshold
+// starts the top-up itself.
 func (sc drainScenario) drained(t *testing.T, fixed AutoTopUp) *harness {
 	t.Helper()
 	h := newHarness(t)
 	h.seed()
-	h.ok(UpsertCustomer{ID: "c1", PlanID: "pro", AutoTopUp: fixed})
+	h.okInVersion4(UpsertCustomer{ID: "c1", PlanID: "pro", AutoTopUp: fixed})
 	sc.drain(h)
 	if b := h.balance("c1", "ai"); b.Available != 0 {
 		t.Fatalf("set-up left %d available, want 0", b.Available)
@@ -268,7 +274,7 @@ func drainScenarios(t *testing.T, fixed AutoTopUp) []drainScenario {
 		{"the monthly cap reset", func(h *harness) {
 			s := fixed
 			s.MonthlyCapMicros = 3_000_000
-			h.ok(UpsertCustomer{ID: "c1", PlanID: "pro", AutoTopUp: s})
+			h.okInVersion4(UpsertCustomer{ID: "c1", PlanID: "pro", AutoTopUp: s})
 			h.paid("g", 1000, "0.10")
 			h.burnCredits("e0", 800) // below: the first top-up, 2 USD
 			h.ok(CompletePurchase{ID: h.customer("c1").AutoPendingPurchase, Outcome: OutcomeSucceeded})
@@ -283,7 +289,7 @@ func drainScenarios(t *testing.T, fixed AutoTopUp) []drainScenario {
 			h.burnCredits("e0", 800)
 			h.ok(CompletePurchase{ID: h.customer("c1").AutoPendingPurchase, Outcome: OutcomeFailed, FailureReason: "card_declined"})
 			h.burnCredits("e1", 200) // 0 left, paused
-			h.ok(UpsertCustomer{ID: "c1", PlanID: "pro", AutoTopUp: fixed, ResumeAutoTopUp: true})
+			h.okInVersion4(UpsertCustomer{ID: "c1", PlanID: "pro", AutoTopUp: fixed, ResumeAutoTopUp: true})
 		}},
 	}
 }
@@ -331,9 +337,9 @@ func TestADeniedEventStartsTheAutoTopUpItWaitsFor(t *testing.T) {
 func TestAnEntryIsAppliedByTheRulesOfItsVersion(t *testing.T) {
 	h := newHarness(t)
 	h.seed()
+	h.paid("g", 1000, "0.10")
 	h.ok(UpsertCustomer{ID: "c1", PlanID: "pro", AutoTopUp: AutoTopUp{Enabled: true, ThresholdCredits: 300,
 		Mode: TopUpFixed, AmountCredits: 2000}})
-	h.paid("g", 1000, "0.10")
 	h.ok(RevokeGrant{GrantID: "g", Reason: "refund", RequestID: "refund-1"})
 	deny := func(version byte, id string) {
 		t.Helper()

@@ -146,6 +146,7 @@ func (a *applier) completePurchase(c CompletePurchase) (*Purchase, bool, error) 
 					cu.AutoSpendMicros -= p.TotalMicros
 				}
 				cu.AutoTopUpPaused = "automatic charge for purchase " + p.ID + " failed: " + c.FailureReason
+				a.clearSettledPendingReason(cu, p)
 				a.touchCustomer(cu)
 			}
 		}
@@ -181,10 +182,29 @@ func (a *applier) grantPurchase(p *Purchase, pl *Plan) error {
 	p.Status = PurchaseSucceeded
 	p.GrantID = g.ID
 	if p.Flow == FlowAuto {
-		if cu := a.customer(p.CustomerID); cu != nil && cu.AutoPendingPurchase == p.ID {
-			cu.AutoPendingPurchase = ""
-			a.touchCustomer(cu)
+		if cu := a.customer(p.CustomerID); cu != nil {
+			changed := a.clearSettledPendingReason(cu, p)
+			if cu.AutoPendingPurchase == p.ID {
+				cu.AutoPendingPurchase = ""
+				changed = true
+			}
+			if changed {
+				a.touchCustomer(cu)
+			}
 		}
 	}
 	return nil
+}
+
+// clearSettledPendingReason clears the customer's auto_top_up_last when it
+// says automatic purchase p is pending, p having settled (entries of version
+// 5 on): GetCustomer went on naming a pending purchase that had succeeded or
+// failed until the customer's next auto top-up check. It reports whether it
+// cleared it.
+func (a *applier) clearSettledPendingReason(cu *Customer, p *Purchase) bool {
+	if a.rules < rulesSettledClearsPending || cu.AutoTopUpLast != lastAlreadyPending+p.ID {
+		return false
+	}
+	cu.AutoTopUpLast = ""
+	return true
 }

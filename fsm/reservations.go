@@ -65,8 +65,7 @@ func (a *applier) reserve(c Reserve) (*Reservation, bool, error) {
 		return nil, false, invalid(field, "a reservation must hold some credits")
 	}
 	p := a.pool(c.CustomerID, ctID)
-	usable := a.poolGrants(p)
-	available := usable - p.Reserved - p.Overdraft
+	available := a.available(p)
 	if available-credits < a.floorOf(cu, ctID) {
 		// A refusal is demand, as a denied usage event is (burnEvent): a
 		// customer who only reserves, left below the threshold without a
@@ -152,9 +151,9 @@ func (a *applier) settle(c Settle) (*Reservation, bool, error) {
 		return r, true, nil
 	}
 	p := a.pool(r.CustomerID, r.CreditTypeID)
-	usable := a.poolGrants(p)
+	a.poolGrants(p) // loads the live grants burn takes from
 	if extra := credits - r.Amount; extra > 0 {
-		available := usable - p.Reserved - p.Overdraft // excludes this hold
+		available := a.available(p) // excludes this hold
 		cu := a.customer(r.CustomerID)
 		if available-extra < a.floorOf(cu, r.CreditTypeID) {
 			// A refused Settle is demand too (a reply longer than its
@@ -172,8 +171,7 @@ func (a *applier) settle(c Settle) (*Reservation, bool, error) {
 	r.Status, r.SettledAmount = ReservationSettled, credits
 	a.storeReservation(r)
 	if cu := a.customer(r.CustomerID); cu != nil && credits > 0 {
-		usable := a.poolGrants(p)
-		a.maybeAutoTopUp(cu, p, usable-p.Reserved-p.Overdraft, 0)
+		a.maybeAutoTopUp(cu, p, a.available(p), 0)
 	}
 	return r, false, nil
 }

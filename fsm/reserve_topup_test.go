@@ -194,7 +194,7 @@ func TestARefusedReserveChecksTheAutoTopUpAsADeniedEventDoes(t *testing.T) {
 			h := newHarness(t)
 			h.seed()
 			if tc.settings != (AutoTopUp{}) {
-				h.ok(UpsertCustomer{ID: "c1", PlanID: "pro", AutoTopUp: tc.settings})
+				h.okInVersion4(UpsertCustomer{ID: "c1", PlanID: "pro", AutoTopUp: tc.settings})
 			}
 			tc.setUp(h)
 			before := h.customer("c1")
@@ -263,7 +263,7 @@ func TestEachEntryVersionKeepsItsAutoTopUpRules(t *testing.T) {
 		t.Run(fmt.Sprintf("%s in a version %d entry", what, tc.version), func(t *testing.T) {
 			h := newHarness(t)
 			h.seed()
-			h.ok(UpsertCustomer{ID: "c1", PlanID: "pro", AutoTopUp: AutoTopUp{Enabled: true, ThresholdCredits: 300,
+			h.okInVersion4(UpsertCustomer{ID: "c1", PlanID: "pro", AutoTopUp: AutoTopUp{Enabled: true, ThresholdCredits: 300,
 				Mode: TopUpFixed, AmountCredits: 2000}})
 			if isHeld {
 				h.paid("g", 1000, "0.10")
@@ -335,7 +335,8 @@ func TestRefusedReservesTopUpTheSameOnEveryReplica(t *testing.T) {
 	// 3: c1's top-up paid, its Reserve holds; c2's fails (paused), its retry is refused.
 	entry(CompletePurchase{ID: "auto-2-0-0", Outcome: OutcomeSucceeded}, resv("r1", "c1", 50),
 		CompletePurchase{ID: "auto-2-1-0", Outcome: OutcomeFailed, FailureReason: "card_declined"}, resv("r2", "c2", 500))
-	// 4: c2 resumed; its retry starts auto-4-1-0 (1900 credits: up to 2000 from 100).
+	// 4: c2 resumed, which starts auto-4-0-0 (1900 credits: up to 2000 from
+	// 100; entries of version 5 on); its retry finds it pending.
 	entry(UpsertCustomer{ID: "c2", PlanID: "pro", AutoTopUp: s, ResumeAutoTopUp: true}, resv("r2", "c2", 500))
 	entry(Tick{})
 
@@ -361,8 +362,9 @@ func TestRefusedReservesTopUpTheSameOnEveryReplica(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	if len(ps) != 1 || ps[0].ID != "auto-4-1-0" || ps[0].Credits != 1900 || c2.AutoPendingPurchase != "auto-4-1-0" {
-		t.Fatalf("pending %+v, c2 %+v; want auto-4-1-0 for 1900 credits", ps, c2)
+	if len(ps) != 1 || ps[0].ID != "auto-4-0-0" || ps[0].Credits != 1900 || c2.AutoPendingPurchase != "auto-4-0-0" ||
+		c2.AutoTopUpLast != "already pending: auto-4-0-0" {
+		t.Fatalf("pending %+v, c2 %+v; want auto-4-0-0 for 1900 credits, found pending by the retry", ps, c2)
 	}
 	if c1.AutoPendingPurchase != "" || c1.AutoSpendMicros != 2_000_000 {
 		t.Fatalf("c1 %+v; want one top-up of 20.00 credits (2 USD), paid", c1)
@@ -386,9 +388,9 @@ func TestARefusedSettleStartsTheAutoTopUpInVersion3(t *testing.T) {
 		t.Run(fmt.Sprintf("version %d", tc.version), func(t *testing.T) {
 			h := newHarness(t)
 			h.seed()
+			h.paid("g", 1000, "0.10")
 			h.ok(UpsertCustomer{ID: "c1", PlanID: "pro", AutoTopUp: AutoTopUp{Enabled: true, ThresholdCredits: 300,
 				Mode: TopUpFixed, AmountCredits: 2000}})
-			h.paid("g", 1000, "0.10")
 			if r := h.applyAs(tc.version, Reserve{ID: "r1", CustomerID: "c1", CreditTypeID: "ai", Credits: 900})[0]; r.Err != nil {
 				t.Fatalf("set-up: Reserve: %v", r.Err) // 100 available
 			}

@@ -123,7 +123,8 @@ type Customer struct {
 	// reason and stops further automatic top-ups until UpsertCustomer clears it.
 	AutoTopUpPaused string
 	// AutoTopUpLast is why the last automatic top-up check did not start a
-	// purchase ("" if it did, or none ran).
+	// purchase ("" if it did, or none ran). "already pending: <id>" is
+	// cleared when purchase <id> settles (entries of version 5 on).
 	AutoTopUpLast       string
 	AutoSpendMonth      int32 // YYYYMM of AutoSpendMicros
 	AutoSpendMicros     int64

@@ -343,7 +343,11 @@ func (x *UpsertPlanResponse) GetPlan() *Plan {
 }
 
 // UpsertCustomerRequest describes a customer. Counters kept by creditd
-// (automatic top-up spend, pending purchase) are preserved.
+// (automatic top-up spend, pending purchase) are preserved. An upsert of an
+// existing customer whose automatic top-up settings (its own or its plan's)
+// find available already below the threshold starts the top-up, as a burn
+// leaving it there does (auto_pending_purchase_id in the answer), or records
+// why not in auto_top_up_last; one that creates the customer starts nothing.
 type UpsertCustomerRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Unique id.

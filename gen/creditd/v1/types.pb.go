@@ -1166,7 +1166,8 @@ type Customer struct {
 	AutoTopUp *AutoTopUp `protobuf:"bytes,5,opt,name=auto_top_up,json=autoTopUp,proto3" json:"auto_top_up,omitempty"`
 	// Set after a failed automatic charge: why automatic top-ups are paused.
 	AutoTopUpPaused string `protobuf:"bytes,6,opt,name=auto_top_up_paused,json=autoTopUpPaused,proto3" json:"auto_top_up_paused,omitempty"`
-	// Why the last automatic top-up check did not start a purchase.
+	// Why the last automatic top-up check did not start a purchase. "already
+	// pending: <id>" is cleared when purchase <id> succeeds or fails.
 	AutoTopUpLast string `protobuf:"bytes,7,opt,name=auto_top_up_last,json=autoTopUpLast,proto3" json:"auto_top_up_last,omitempty"`
 	// The month (YYYYMM) auto_spend counts.
 	AutoSpendMonth int32 `protobuf:"varint,8,opt,name=auto_spend_month,json=autoSpendMonth,proto3" json:"auto_spend_month,omitempty"`

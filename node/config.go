@@ -69,6 +69,10 @@ type Config struct {
 	// keptMembersWriter, when set, writes keptMembersFile in place of
 	// writeFileSynced: tests hold a write in progress.
 	keptMembersWriter func(path, content string) error
+	// noClusterID, when set, makes the node behave as a build before
+	// cluster ids: it makes, adopts and announces none, and refuses
+	// nobody (tests of rolling upgrades).
+	noClusterID bool
 
 	// Batch bounds group commit.
 	Batch BatchConfig

@@ -35,6 +35,14 @@ type nodeMeta struct {
 	// member, but the leader must not add it to raft (after an operator
 	// removed it) nor promote it, nor count it as a healthy voter.
 	Failed bool `json:"failed,omitempty"`
+	// Cluster is the id of the node's cluster (clusterid.go): nodes refuse
+	// the gossip of nodes that announce another. Older builds announce
+	// none.
+	Cluster string `json:"cluster,omitempty"`
+	// Boot is a random value a node that may bootstrap (BootstrapExpect
+	// above 1) announces while it is in no cluster: the bootstrapped
+	// cluster's id is derived from its servers' (clusterIDOf).
+	Boot string `json:"boot,omitempty"`
 }
 
 type memberInfo struct {
@@ -164,6 +172,9 @@ type gossip struct {
 	conflictMu   sync.Mutex
 	idConflict   string
 	idConflictAt time.Time
+
+	// refused counts the nodes of other clusters refused (clusterid.go).
+	refused refusals
 }
 
 // idConflictShownFor is how long a conflict over this node's own id stays
@@ -291,6 +302,8 @@ func (n *Node) startGossip(inCluster bool) error {
 	mc.Delegate = g
 	mc.Events = g
 	mc.Conflict = g
+	mc.Alive = g
+	mc.Merge = g
 	mc.Logger = log.New(&levelWriter{l: n.logger, component: "memberlist"}, "", 0)
 	if n.cfg.memberlistConfig != nil {
 		n.cfg.memberlistConfig(mc)
@@ -305,8 +318,12 @@ func (n *Node) startGossip(inCluster bool) error {
 }
 
 func (n *Node) localMeta(inCluster bool) nodeMeta {
-	return nodeMeta{Version: 1, ID: n.id, Raft: n.raftAddr, RPC: n.cfg.RPCAddr, InCluster: inCluster,
-		Failed: n.leavingRaft.Load()}
+	m := nodeMeta{Version: 1, ID: n.id, Raft: n.raftAddr, RPC: n.cfg.RPCAddr, InCluster: inCluster,
+		Failed: n.leavingRaft.Load(), Cluster: n.clusterID()}
+	if !inCluster {
+		m.Boot = n.bootNonce
+	}
+	return m
 }
 
 // joinLoop joins the gossip pool through Config.Join and the members kept
@@ -510,6 +527,13 @@ func (n *Node) bootstrapLoop() {
 			return
 		}
 		n.logger.Info("bootstrapped a new cluster", "servers", len(conf.Servers))
+		if !n.cfg.noClusterID {
+			// Were it not kept (a crash now), the node adopts the id the
+			// others derived, once they announce it (adoptClusterID).
+			if err := n.setClusterID(clusterIDOf(peers), "derived from the bootstrap configuration"); err != nil {
+				n.logger.Warn("keep the cluster id", "err", err)
+			}
+		}
 		return
 	}
 }
@@ -521,6 +545,7 @@ func (n *Node) monitorLoop() {
 	t := time.NewTicker(500 * time.Millisecond)
 	defer t.Stop()
 	announced := false
+	announcedCluster := ""
 	wasMember := false
 	for {
 		select {
@@ -528,7 +553,9 @@ func (n *Node) monitorLoop() {
 			return
 		case <-t.C:
 		}
-		if !announced {
+		n.adoptClusterID()
+		cluster := n.clusterID()
+		if !announced || cluster != announcedCluster {
 			id, _ := n.Leader()
 			if id != "" || n.raft.LastIndex() > 0 {
 				if err := n.gossip.setMeta(n.localMeta(true)); err != nil {
@@ -536,7 +563,7 @@ func (n *Node) monitorLoop() {
 				} else if err := n.ml.UpdateNode(5 * time.Second); err != nil {
 					n.logger.Warn("announce cluster membership", "err", err)
 				} else {
-					announced = true
+					announced, announcedCluster = true, cluster
 				}
 			}
 		}

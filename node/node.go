@@ -62,6 +62,10 @@ type Node struct {
 	// has not run yet (a new cluster of one): it joins nobody, neither
 	// through Join (errRestoredJoins) nor the kept members (joinAddrs).
 	restoredNotRun bool
+	// cluster is this node's cluster id (clusterid.go); unset while it has
+	// none. bootNonce is what it announces as Boot while it may bootstrap.
+	cluster   atomic.Pointer[string]
+	bootNonce string
 
 	// writable is set while this node leads and has applied everything
 	// committed before its term (so fsm.LastTime is final for earlier
@@ -244,6 +248,37 @@ func Start(ctx context.Context, cfg Config) (n *Node, err error) {
 		}
 	}
 
+	if !cfg.noClusterID {
+		switch {
+		case hasState:
+			id, err := loadClusterID(n.store)
+			if err != nil {
+				return nil, err
+			}
+			if id == "" && n.restoredNotRun { // restored by an older build
+				if id, err = newClusterID(); err != nil {
+					return nil, err
+				}
+				if err := saveClusterID(n.store, id); err != nil {
+					return nil, err
+				}
+			}
+			if id != "" {
+				n.cluster.Store(&id)
+			}
+		case cfg.BootstrapExpect == 1:
+			id, err := newClusterID() // kept once bootstrapped, below
+			if err != nil {
+				return nil, err
+			}
+			n.cluster.Store(&id)
+		case cfg.BootstrapExpect > 1:
+			if n.bootNonce, err = newBootNonce(); err != nil {
+				return nil, err
+			}
+		}
+	}
+
 	rc := raft.DefaultConfig()
 	rc.LocalID = raft.ServerID(n.id)
 	rc.HeartbeatTimeout = cfg.HeartbeatTimeout
@@ -278,7 +313,12 @@ func Start(ctx context.Context, cfg Config) (n *Node, err error) {
 		if err := n.raft.BootstrapCluster(conf).Error(); err != nil {
 			return nil, fmt.Errorf("bootstrap single-node cluster: %w", err)
 		}
-		n.logger.Info("bootstrapped a new cluster", "voters", 1)
+		if id := n.clusterID(); id != "" {
+			if err := saveClusterID(n.store, id); err != nil {
+				return nil, fmt.Errorf("bootstrap single-node cluster: %w", err)
+			}
+		}
+		n.logger.Info("bootstrapped a new cluster", "voters", 1, "cluster", n.clusterID())
 	}
 
 	n.batch = newBatcher(n)
@@ -299,7 +339,7 @@ func Start(ctx context.Context, cfg Config) (n *Node, err error) {
 		n.goRun(n.leaveRaftAfterFailure)
 	}
 	n.startMu.Unlock()
-	n.logger.Info("node started", "raft", n.raftAddr, "gossip", n.gossipAddr, "rpc", cfg.RPCAddr,
+	n.logger.Info("node started", "raft", n.raftAddr, "gossip", n.gossipAddr, "rpc", cfg.RPCAddr, "cluster", n.clusterID(),
 		"data_dir", cfg.DataDir, "existing_state", hasState, "applied_index", n.sm.AppliedIndex())
 	return n, nil
 }

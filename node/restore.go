@@ -132,6 +132,15 @@ func RestoreDataDir(cfg Config, r io.Reader) (err error) {
 	if err := store.SetUint64([]byte("CurrentTerm"), 1); err != nil {
 		return fmt.Errorf("restore: save current term: %w", err)
 	}
+	// A new cluster: its gossip refuses the one the snapshot came from
+	// (clusterid.go).
+	clusterID, err := newClusterID()
+	if err != nil {
+		return fmt.Errorf("restore: %w", err)
+	}
+	if err := saveClusterID(store, clusterID); err != nil {
+		return fmt.Errorf("restore: %w", err)
+	}
 
 	// Restore the state now, so a broken snapshot fails here and not at
 	// the first start.

@@ -311,9 +311,10 @@ func (a *applier) setAutoTopUpLast(cu *Customer, why string) {
 // maybeAutoTopUp starts an automatic purchase when a burn or a Reserve's
 // hold leaves available below the customer's threshold, a usage event is
 // denied or a Reserve or Settle refused while it is below, or an
-// UpsertCustomer finds it below, or records why it did not. pos tells apart the purchases one command may start (a batch's
-// events); the id is unique because a log index and a command's place in
-// its entry name one command.
+// UpsertCustomer finds it below, or records why it did not. pos tells
+// apart the purchases one command may start (a batch's events); the id is
+// unique because a log index and a command's place in its entry name one
+// command.
 func (a *applier) maybeAutoTopUp(cu *Customer, p *Pool, available int64, pos int) {
 	if cu.PlanID == "" {
 		return

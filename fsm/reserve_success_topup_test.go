@@ -277,31 +277,7 @@ func TestHoldsTopUpTheSameOnEveryReplica(t *testing.T) {
 		CompletePurchase{ID: "auto-2-3-0", Outcome: OutcomeFailed, FailureReason: "card_declined"}, resv("r7", "c2", 100))
 	entry(entryVersion, Tick{})
 
-	got := requireTheSameHoweverGrouped(t, w.log, Options{NoSync: true})
-	for i, rs := range got {
-		for j, r := range rs {
-			if r.Err != nil {
-				t.Fatalf("entry %d command %d: %v", i+1, j, r.Err)
-			}
-		}
-	}
-	f := openAt(t, t.TempDir())
-	applyAll(t, f, w.log, 1, nil)
-	var ps []Purchase
-	cs := map[string]Customer{}
-	if err := f.View(func(v *View) (err error) {
-		if ps, err = v.PendingPurchases(10); err != nil {
-			return err
-		}
-		for _, id := range []string{"c1", "c2", "c3", "c4"} {
-			if cs[id], err = v.Customer(id); err != nil {
-				return err
-			}
-		}
-		return nil
-	}); err != nil {
-		t.Fatal(err)
-	}
+	ps, cs := replayAlikeAndRead(t, w.log, "c1", "c2", "c3", "c4")
 	if len(ps) != 1 || ps[0].ID != "auto-4-0-0" || ps[0].CustomerID != "c3" || ps[0].Credits != 1950 {
 		t.Fatalf("pending %+v; want only auto-4-0-0, c3's, for 1950 credits", ps)
 	}
@@ -319,4 +295,37 @@ func TestHoldsTopUpTheSameOnEveryReplica(t *testing.T) {
 				c.AutoSpendMicros, want.pending, want.last, want.spent)
 		}
 	}
+}
+
+// replayAlikeAndRead requires log to apply without an error and to the same
+// state however its entries are grouped into Apply calls, then applies it
+// once more and returns the pending purchases and the customers named.
+func replayAlikeAndRead(t *testing.T, log []Entry, customers ...string) ([]Purchase, map[string]Customer) {
+	t.Helper()
+	got := requireTheSameHoweverGrouped(t, log, Options{NoSync: true})
+	for i, rs := range got {
+		for j, r := range rs {
+			if r.Err != nil {
+				t.Fatalf("entry %d command %d: %v", i+1, j, r.Err)
+			}
+		}
+	}
+	f := openAt(t, t.TempDir())
+	applyAll(t, f, log, 1, nil)
+	var ps []Purchase
+	cs := map[string]Customer{}
+	if err := f.View(func(v *View) (err error) {
+		if ps, err = v.PendingPurchases(10); err != nil {
+			return err
+		}
+		for _, id := range customers {
+			if cs[id], err = v.Customer(id); err != nil {
+				return err
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return ps, cs
 }

@@ -175,6 +175,34 @@ type gossip struct {
 
 	// refused counts the nodes of other clusters refused (clusterid.go).
 	refused refusals
+
+	// movedTo is, by member id, the other gossip address its name was
+	// last claimed from (NotifyConflict): where a member that moved to
+	// another host is, for reconnectLoop.
+	movedMu sync.Mutex
+	movedTo map[string]string
+}
+
+func (g *gossip) noteMoved(id, addr string) {
+	g.movedMu.Lock()
+	defer g.movedMu.Unlock()
+	if g.movedTo == nil || len(g.movedTo) >= maxKeptMembers {
+		g.movedTo = map[string]string{}
+	}
+	g.movedTo[id] = addr
+}
+
+// movedAddr is the other address id's name was last claimed from, or "".
+func (g *gossip) movedAddr(id string) string {
+	g.movedMu.Lock()
+	defer g.movedMu.Unlock()
+	return g.movedTo[id]
+}
+
+func (g *gossip) forgetMoved(id string) {
+	g.movedMu.Lock()
+	defer g.movedMu.Unlock()
+	delete(g.movedTo, id)
 }
 
 // idConflictShownFor is how long a conflict over this node's own id stays
@@ -196,13 +224,14 @@ func (g *gossip) NotifyConflict(existing, other *memberlist.Node) {
 		why := fmt.Sprintf("another node at gossip address %s also has this node's id %q (this node's gossip address is %s): "+
 			"two nodes run with the same --node-id, and the cluster takes only one of them; stop one, or give it its own "+
 			"--node-id and an empty --data-dir (a node restarted on a new --gossip-addr sees this too, until the others "+
-			"declare its old address dead)", other.Address(), id, existing.Address())
+			"have held its old address dead for a few seconds)", other.Address(), id, existing.Address())
 		g.conflictMu.Lock()
 		g.idConflict, g.idConflictAt = why, time.Now()
 		g.conflictMu.Unlock()
 		g.n.logger.Error(why, "member", id, "mine", existing.Address(), "theirs", other.Address())
 		return
 	}
+	g.noteMoved(id, other.Address())
 	g.n.logger.Error(fmt.Sprintf("two gossip members claim node id %q, at %s and at %s: two nodes run with the same --node-id "+
 		"(or that node restarted on a new --gossip-addr before its old address was declared dead); this node keeps the one at %s",
 		id, existing.Address(), other.Address(), existing.Address()),
@@ -299,6 +328,17 @@ func (n *Node) startGossip(inCluster bool) error {
 	if err := g.setMeta(n.localMeta(inCluster)); err != nil {
 		return err
 	}
+	// memberlist refuses a member's name at a new address while its old
+	// one is known (NotifyConflict): with the default 0 until the old
+	// one's dead entry is dropped, GossipToTheDeadTime (30 s) after the
+	// death and at the next wrap of the probe list, and the node then
+	// waits for its next push-pull (up to PushPullInterval, 30 s), so a
+	// node moved to another host was taken back about a minute after its
+	// restart. Only a dead name is reclaimed, never an alive or suspect
+	// one, and a dead entry's name goes to any address once it is
+	// dropped anyway; deadNodeReclaimTime leaves a node declared dead by
+	// mistake (a pause) time to hear of it and refute at its address.
+	mc.DeadNodeReclaimTime = deadNodeReclaimTime
 	mc.Delegate = g
 	mc.Events = g
 	mc.Conflict = g
@@ -316,6 +356,11 @@ func (n *Node) startGossip(inCluster bool) error {
 	g.joinAddrs = n.joinAddrs(inCluster)
 	return nil
 }
+
+// deadNodeReclaimTime is how long a member must have been dead before its
+// name is taken at another gossip address (memberlist's
+// DeadNodeReclaimTime): a node moved to another host.
+const deadNodeReclaimTime = 5 * time.Second
 
 func (n *Node) localMeta(inCluster bool) nodeMeta {
 	m := nodeMeta{Version: 1, ID: n.id, Raft: n.raftAddr, RPC: n.cfg.RPCAddr, InCluster: inCluster,
@@ -448,6 +493,22 @@ func (n *Node) reconnectLoop() {
 			case <-n.stop:
 				return
 			default:
+			}
+			// A member whose name was claimed from another address (moved
+			// to another host) is asked there too, once memberlist gives
+			// the name to another address (deadNodeReclaimTime): else the
+			// others took it back only at its own next push-pull (every 30
+			// s), which carries its state to them.
+			if moved := n.gossip.movedAddr(mi.meta.ID); moved != "" && moved != mi.gossipAddr && time.Since(mi.since) > deadNodeReclaimTime {
+				_, err := n.ml.Join([]string{moved})
+				if err == nil {
+					n.gossip.forgetMoved(mi.meta.ID)
+					n.logger.Info("reconnected a member declared dead at the other address it was claimed from (moved)",
+						"member", mi.meta.ID, "gossip", moved, "old_gossip", mi.gossipAddr)
+					continue
+				}
+				n.logger.Debug("dead member unreachable at the other address it was claimed from", "member", mi.meta.ID,
+					"gossip", moved, "err", err)
 			}
 			// Most attempts find nobody there; memberlist bounds each by its
 			// TCP timeout, and Shutdown ends a pending one.

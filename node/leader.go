@@ -190,8 +190,9 @@ func (n *Node) kickReconcile() {
 func (n *Node) reconcileLoop(ctx context.Context) {
 	t := time.NewTicker(2 * time.Second)
 	defer t.Stop()
+	var foreign foreignMembers
 	for {
-		if err := n.reconcile(ctx); err != nil && ctx.Err() == nil {
+		if err := n.reconcileLogging(ctx, &foreign); err != nil && ctx.Err() == nil {
 			n.logger.Warn("reconcile membership", "err", err)
 		}
 		select {
@@ -214,6 +215,12 @@ func (n *Node) reconcileLoop(ctx context.Context) {
 //   - while there are fewer voters than Config.Voters, alive non-voters are
 //     promoted.
 func (n *Node) reconcile(ctx context.Context) error {
+	return n.reconcileLogging(ctx, &foreignMembers{})
+}
+
+// reconcileLogging is reconcile, logging the members of other clusters it
+// leaves out through foreign (reconcileLoop keeps one per term).
+func (n *Node) reconcileLogging(ctx context.Context, foreign *foreignMembers) error {
 	f := n.raft.GetConfiguration()
 	if err := f.Error(); err != nil {
 		return fmt.Errorf("read raft configuration: %w", err)
@@ -267,6 +274,10 @@ func (n *Node) reconcile(ctx context.Context) error {
 				// itself healthy again.
 				continue
 			}
+			if why := n.ofAnotherCluster(mi.meta, true); why != "" {
+				foreign.note(n, id, mi.meta, why)
+				continue
+			}
 			if voters < n.cfg.Voters {
 				change("add voter", id, n.raft.AddVoter(raft.ServerID(id), raft.ServerAddress(mi.meta.Raft), 0, timeout))
 				voters++
@@ -274,6 +285,10 @@ func (n *Node) reconcile(ctx context.Context) error {
 				change("add non-voter", id, n.raft.AddNonvoter(raft.ServerID(id), raft.ServerAddress(mi.meta.Raft), 0, timeout))
 			}
 		case mi.state == memberlist.StateAlive && string(s.Address) != mi.meta.Raft:
+			if why := n.ofAnotherCluster(mi.meta, false); why != "" {
+				foreign.note(n, id, mi.meta, why)
+				continue
+			}
 			if s.Suffrage == raft.Voter {
 				change("update voter address", id, n.raft.AddVoter(raft.ServerID(id), raft.ServerAddress(mi.meta.Raft), 0, timeout))
 			} else {
@@ -321,6 +336,64 @@ func (n *Node) reconcile(ctx context.Context) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// ofAnotherCluster says why alive member m, announcing itself, is of
+// another cluster than this node's, so that the leader must neither add it
+// to its raft configuration nor move a server of its configuration to m's
+// raft address, or "" if it is not. Gossip refuses only a node that
+// announces another id while this one has an id (otherCluster), so the
+// pools still merged, and the leader took the other cluster's node, when:
+//   - m announces an id and this node has none: a cluster formed by a
+//     build before cluster ids, upgraded, has none (the cluster every
+//     deployment had at the upgrade), and a data dir restored from its
+//     snapshot on a former member's gossip address, or a --join to
+//     another cluster's node, met it;
+//   - m is in a raft cluster (InCluster) but announces no id while this
+//     node has one (adding only): a node of another cluster running a
+//     build before cluster ids. A node of this cluster announces its id
+//     once it is in the configuration (adoptClusterID), and a new node
+//     is in no raft cluster before it is added, whatever its build.
+//
+// A member moved to another raft address that announces no id (an older
+// build of this cluster) is moved as before.
+func (n *Node) ofAnotherCluster(m nodeMeta, adding bool) string {
+	if n.cfg.noClusterID {
+		return ""
+	}
+	mine := n.clusterID()
+	switch {
+	case m.Cluster != "" && m.Cluster != mine:
+		if mine == "" {
+			return fmt.Sprintf("it is of cluster %s, and this cluster has no id (formed by an older build)", m.Cluster)
+		}
+		return fmt.Sprintf("it is of cluster %s, and this node of cluster %s", m.Cluster, mine)
+	case adding && m.Cluster == "" && m.InCluster && mine != "":
+		return fmt.Sprintf("it is in a raft cluster of its own that has no id (a node of an older build), and this node "+
+			"is of cluster %s", mine)
+	}
+	return ""
+}
+
+// foreignMembers logs the members reconcile leaves out as of another
+// cluster, each once per otherClusterLogEvery: reconcile runs every 2 s.
+type foreignMembers struct {
+	logged map[string]time.Time // member id and why → last logged
+}
+
+func (f *foreignMembers) note(n *Node, id string, m nodeMeta, why string) {
+	key := id + "\x00" + why
+	now := time.Now()
+	if last, ok := f.logged[key]; ok && now.Sub(last) < otherClusterLogEvery {
+		return
+	}
+	if f.logged == nil || len(f.logged) >= maxRefusalsLogged {
+		f.logged = map[string]time.Time{}
+	}
+	f.logged[key] = now
+	n.logger.Error("not adding a gossip member of another creditd cluster to the raft configuration: "+why+
+		" (logged again in "+otherClusterLogEvery.String()+" if it goes on)",
+		"member", id, "raft", m.Raft, "cluster", n.clusterID(), "their_cluster", m.Cluster)
 }
 
 func (n *Node) recentlyRemoved(id string) bool {

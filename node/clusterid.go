@@ -81,24 +81,20 @@ func newClusterID() (string, error) {
 }
 
 // clusterIDOf is the id of a cluster bootstrapped with peers: every node
-// that bootstraps it computes the same peers (bootstrapLoop), and each
-// peer's Boot, a random value it announced while it had no cluster, makes
-// two clusters bootstrapped alike (the same node ids and addresses) differ.
+// that bootstraps it computes the same peers (bootstrapLoop), hence the
+// same id. Only what raft's configuration holds goes in (ids and raft
+// addresses): a random value of each node's, announced while it
+// bootstraps, would make two clusters bootstrapped alike differ, but a
+// node restarted while the others bootstrap announces a new one, and the
+// nodes that read the old and the new one would bootstrap one raft
+// configuration under two ids, refusing each other's gossip. Two clusters
+// whose nodes reach each other have different addresses.
 func clusterIDOf(peers []nodeMeta) string {
 	h := sha256.New()
 	for _, p := range peers {
-		fmt.Fprintf(h, "%q %q %q\n", p.ID, p.Raft, p.Boot)
+		fmt.Fprintf(h, "%q %q\n", p.ID, p.Raft)
 	}
 	return "cluster-" + hex.EncodeToString(h.Sum(nil)[:16])
-}
-
-// newBootNonce is what a node that may bootstrap announces as Boot.
-func newBootNonce() (string, error) {
-	var r [8]byte
-	if _, err := rand.Read(r[:]); err != nil {
-		return "", fmt.Errorf("generate bootstrap nonce: %w", err)
-	}
-	return hex.EncodeToString(r[:]), nil
 }
 
 // clusterID is this node's cluster id, "" while it has none.

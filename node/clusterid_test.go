@@ -3,7 +3,6 @@ package node
 import (
 	"bytes"
 	"context"
-	"fmt"
 	"log/slog"
 	"path/filepath"
 	"slices"
@@ -205,23 +204,20 @@ func TestEveryMemberOfAClusterCarriesItsID(t *testing.T) {
 	}
 }
 
-// Two clusters bootstrapped alike (the same node ids and raft addresses,
-// as two environments of one template would be) get different ids: the
-// id is derived from each node's random Boot too.
-func TestClustersBootstrappedAlikeGetDifferentIDs(t *testing.T) {
-	peers := func(boot ...string) []nodeMeta {
-		var out []nodeMeta
-		for i, b := range boot {
-			out = append(out, nodeMeta{ID: fmt.Sprintf("n%d", i+1), Raft: fmt.Sprintf("10.0.0.%d:7000", i+1), Boot: b})
-		}
-		return out
+// The id of a bootstrapped cluster is a function of its configuration
+// alone (ids and raft addresses): nodes that computed one configuration
+// have one id, whatever else they announced meanwhile.
+func TestTheBootstrapConfigurationAloneMakesTheClusterID(t *testing.T) {
+	peers := func(rpc, lastRaft string) []nodeMeta {
+		return []nodeMeta{{ID: "n1", Raft: "10.0.0.1:7000", RPC: rpc}, {ID: "n2", Raft: "10.0.0.2:7000"}, {ID: "n3", Raft: lastRaft}}
 	}
-	one, same, other := clusterIDOf(peers("a", "b", "c")), clusterIDOf(peers("a", "b", "c")), clusterIDOf(peers("a", "b", "d"))
+	one, same, other := clusterIDOf(peers("a", "10.0.0.3:7000")), clusterIDOf(peers("b", "10.0.0.3:7000")),
+		clusterIDOf(peers("a", "10.0.0.4:7000"))
 	if one != same {
 		t.Errorf("one configuration gives %s and %s", one, same)
 	}
 	if one == other {
-		t.Errorf("two configurations with different boot values give one id %s", one)
+		t.Errorf("two configurations give one id %s", one)
 	}
 }
 

@@ -39,10 +39,6 @@ type nodeMeta struct {
 	// the gossip of nodes that announce another. Older builds announce
 	// none.
 	Cluster string `json:"cluster,omitempty"`
-	// Boot is a random value a node that may bootstrap (BootstrapExpect
-	// above 1) announces while it is in no cluster: the bootstrapped
-	// cluster's id is derived from its servers' (clusterIDOf).
-	Boot string `json:"boot,omitempty"`
 }
 
 type memberInfo struct {
@@ -363,12 +359,8 @@ func (n *Node) startGossip(inCluster bool) error {
 const deadNodeReclaimTime = 5 * time.Second
 
 func (n *Node) localMeta(inCluster bool) nodeMeta {
-	m := nodeMeta{Version: 1, ID: n.id, Raft: n.raftAddr, RPC: n.cfg.RPCAddr, InCluster: inCluster,
+	return nodeMeta{Version: 1, ID: n.id, Raft: n.raftAddr, RPC: n.cfg.RPCAddr, InCluster: inCluster,
 		Failed: n.leavingRaft.Load(), Cluster: n.clusterID()}
-	if !inCluster {
-		m.Boot = n.bootNonce
-	}
-	return m
 }
 
 // joinLoop joins the gossip pool through Config.Join and the members kept

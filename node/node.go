@@ -63,9 +63,8 @@ type Node struct {
 	// through Join (errRestoredJoins) nor the kept members (joinAddrs).
 	restoredNotRun bool
 	// cluster is this node's cluster id (clusterid.go); unset while it has
-	// none. bootNonce is what it announces as Boot while it may bootstrap.
-	cluster   atomic.Pointer[string]
-	bootNonce string
+	// none.
+	cluster atomic.Pointer[string]
 
 	// writable is set while this node leads and has applied everything
 	// committed before its term (so fsm.LastTime is final for earlier
@@ -272,10 +271,6 @@ func Start(ctx context.Context, cfg Config) (n *Node, err error) {
 				return nil, err
 			}
 			n.cluster.Store(&id)
-		case cfg.BootstrapExpect > 1:
-			if n.bootNonce, err = newBootNonce(); err != nil {
-				return nil, err
-			}
 		}
 	}
 

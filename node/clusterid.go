@@ -193,14 +193,20 @@ func (g *gossip) NotifyAlive(peer *memberlist.Node) error {
 // joining node's Join fails). memberlist does not ask it for its periodic
 // push-pull, which NotifyAlive covers.
 func (g *gossip) NotifyMerge(peers []*memberlist.Node) error {
+	var first *otherClusterError
 	for _, p := range peers {
 		if err := g.otherCluster(p); err != nil {
-			oe := err.(*otherClusterError)
-			g.refused.note(oe, g.n, true)
-			return fmt.Errorf("refused to merge with the gossip pool of another creditd cluster: %w", err)
+			g.refused.noteAddr(p.Address(), time.Now())
+			if first == nil {
+				first = err.(*otherClusterError)
+			}
 		}
 	}
-	return nil
+	if first == nil {
+		return nil
+	}
+	g.refused.note(first, g.n, true)
+	return fmt.Errorf("refused to merge with the gossip pool of another creditd cluster: %w", first)
 }
 
 // refusals counts and logs the nodes of other clusters refused. A node
@@ -212,12 +218,40 @@ type refusals struct {
 	merges int
 	alives int
 	logged map[string]time.Time // their cluster id → last logged
+	// at is when a gossip address was last found to be a node of another
+	// cluster's (in a refused merge): reconnectLoop does not ask a dead
+	// member to rejoin there for otherClusterBackoff.
+	at map[string]time.Time
 }
 
 const (
 	otherClusterLogEvery = 10 * time.Minute
 	maxRefusalsLogged    = 64
+	// otherClusterBackoff is how long reconnectLoop leaves alone an address
+	// found to be another cluster's node's: the dead member it was asked
+	// for is not there, and every try was a refused merge on both sides
+	// (and an ERROR from memberlist on the other), every
+	// GossipReconnectInterval for the 72 hours a dead member is asked.
+	otherClusterBackoff = 10 * time.Minute
 )
+
+func (r *refusals) noteAddr(addr string, now time.Time) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.at == nil || len(r.at) >= maxRefusalsLogged {
+		r.at = map[string]time.Time{}
+	}
+	r.at[addr] = now
+}
+
+// otherClusterAt reports whether addr was found to be another cluster's
+// node's in the last otherClusterBackoff.
+func (r *refusals) otherClusterAt(addr string, now time.Time) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	at, ok := r.at[addr]
+	return ok && now.Sub(at) < otherClusterBackoff
+}
 
 func (r *refusals) note(e *otherClusterError, n *Node, merge bool) {
 	r.mu.Lock()

@@ -27,7 +27,7 @@ func TestAJoinToAnotherClustersNodeAddsNeitherToTheOther(t *testing.T) {
 
 	a.shutdown("a1")
 	a1 := a.restart("a1", func(cfg *Config) { cfg.Join = []string{b1.GossipAddr()}; cfg.Logger = slog.New(aLogs) })
-	clustersStayApart(t, []*Node{a1}, []*Node{b1}, aLogs, bLogs)
+	clustersStayApart(t, []*Node{a1}, []*Node{b1}, 3, aLogs, bLogs)
 }
 
 // A data dir restored from a snapshot (a new cluster of one) and served on
@@ -78,7 +78,20 @@ func TestARestoredNodeOnAFormerMembersGossipAddressJoinsNeitherCluster(t *testin
 			}
 			r := newTestCluster(t)
 			restored := r.start(tt.id, func(c *Config) { *c = cfg; c.Logger = slog.New(rLogs) })
-			clustersStayApart(t, []*Node{a1}, []*Node{restored}, aLogs, rLogs)
+			clustersStayApart(t, []*Node{a1}, []*Node{restored}, 1, aLogs, rLogs)
+
+			// a1 asks a2 to rejoin every 200 ms; its address being another
+			// cluster's node's, it is asked again only in 10 minutes: every
+			// try was a refused merge on both sides and an ERROR on the
+			// restored node.
+			merges, _ := restored.gossip.refused.counts()
+			passes := a1.gossip.reconnectPasses.Load()
+			waitFor(t, time.Minute, "a1 to go through 10 more reconnect passes", func() bool {
+				return a1.gossip.reconnectPasses.Load() >= passes+10
+			})
+			if now, _ := restored.gossip.refused.counts(); now != merges {
+				t.Errorf("the restored node refused %d merges with a1's pool during a1's 10 reconnect passes, want none", now-merges)
+			}
 		})
 	}
 }
@@ -87,17 +100,17 @@ func TestARestoredNodeOnAFormerMembersGossipAddressJoinsNeitherCluster(t *testin
 // of the other in its raft configuration or holds it alive in its member
 // table (by raft address: the two sides may share ids), until the first
 // node of each side leads its own cluster and every node has refused the
-// other side's pool a few times (each refusal is a join that merged the
-// pools before), and checks that a refusal was logged naming both
+// other side's pool minMerges times (each refusal is a join that merged
+// the pools before), and checks that a refusal was logged naming both
 // clusters' ids.
-func clustersStayApart(t *testing.T, a, b []*Node, logs ...*logCapture) {
+func clustersStayApart(t *testing.T, a, b []*Node, minMerges int, logs ...*logCapture) {
 	t.Helper()
 	refused := func() bool {
 		if !a[0].IsLeader() || !b[0].IsLeader() {
 			return false
 		}
 		for _, n := range append(slices.Clone(a), b...) {
-			if merges, _ := n.gossip.refused.counts(); merges < 3 {
+			if merges, _ := n.gossip.refused.counts(); merges < minMerges {
 				return false
 			}
 		}

@@ -171,6 +171,8 @@ type gossip struct {
 
 	// refused counts the nodes of other clusters refused (clusterid.go).
 	refused refusals
+	// reconnectPasses counts reconnectLoop's passes, for tests.
+	reconnectPasses atomic.Uint64
 
 	// movedTo is, by member id, the other gossip address its name was
 	// last claimed from (NotifyConflict): where a member that moved to
@@ -481,6 +483,10 @@ func (n *Node) reconnectLoop() {
 			if mi.state != memberlist.StateDead || mi.gossipAddr == "" || time.Since(mi.since) > gossipReconnectFor {
 				continue
 			}
+			// An address found to be another cluster's node's (a data dir
+			// restored from a snapshot served on the member's old address)
+			// is asked again only after otherClusterBackoff.
+			otherCluster := func(addr string) bool { return n.gossip.refused.otherClusterAt(addr, time.Now()) }
 			select {
 			case <-n.stop:
 				return
@@ -491,7 +497,8 @@ func (n *Node) reconnectLoop() {
 			// the name to another address (deadNodeReclaimTime): else the
 			// others took it back only at its own next push-pull (every 30
 			// s), which carries its state to them.
-			if moved := n.gossip.movedAddr(mi.meta.ID); moved != "" && moved != mi.gossipAddr && time.Since(mi.since) > deadNodeReclaimTime {
+			if moved := n.gossip.movedAddr(mi.meta.ID); moved != "" && moved != mi.gossipAddr && time.Since(mi.since) > deadNodeReclaimTime &&
+				!otherCluster(moved) {
 				_, err := n.ml.Join([]string{moved})
 				if err == nil {
 					n.gossip.forgetMoved(mi.meta.ID)
@@ -502,6 +509,9 @@ func (n *Node) reconnectLoop() {
 				n.logger.Debug("dead member unreachable at the other address it was claimed from", "member", mi.meta.ID,
 					"gossip", moved, "err", err)
 			}
+			if otherCluster(mi.gossipAddr) {
+				continue
+			}
 			// Most attempts find nobody there; memberlist bounds each by its
 			// TCP timeout, and Shutdown ends a pending one.
 			if _, err := n.ml.Join([]string{mi.gossipAddr}); err == nil {
@@ -510,6 +520,7 @@ func (n *Node) reconnectLoop() {
 				n.logger.Debug("dead member still unreachable", "member", mi.meta.ID, "gossip", mi.gossipAddr, "err", err)
 			}
 		}
+		n.gossip.reconnectPasses.Add(1)
 	}
 }
 

@@ -115,40 +115,35 @@ func (n *Node) setClusterID(id, how string) error {
 	return nil
 }
 
-// adoptClusterID takes the id the members of this node's raft
-// configuration announce, once this node, having none, is in it: it has
-// joined their cluster. Members that announce none (older builds) are
-// passed over; members that announce different ids leave it without one,
-// and say so.
+// adoptClusterID takes the id this node's raft leader announces, once
+// this node, having none, is in the leader's configuration: it has joined
+// the leader's cluster. Only the leader's, whose log this node takes: the
+// member this node holds under the id of a server of its configuration
+// need not be that server (a data dir restored from a snapshot, a new
+// cluster with an id, served under a former member's id on its gossip
+// address and met by the nodes of a cluster formed by an older build,
+// which accept every pool), and a node that took such a member's id took
+// the restored node for its member. A leader that announces none (a
+// cluster formed by older builds) leaves it without one, and a node takes
+// none while it leads.
 func (n *Node) adoptClusterID() {
 	if n.clusterID() != "" || n.cfg.noClusterID {
 		return
 	}
+	addr, leader := n.raft.LeaderWithID()
+	if leader == "" || string(leader) == n.id {
+		return
+	}
 	f := n.raft.GetConfiguration()
-	if f.Error() != nil {
+	if f.Error() != nil || !slices.ContainsFunc(f.Configuration().Servers, func(s raft.Server) bool { return string(s.ID) == n.id }) {
 		return
 	}
-	servers := f.Configuration().Servers
-	if !slices.ContainsFunc(servers, func(s raft.Server) bool { return string(s.ID) == n.id }) {
+	mi, ok := n.members.get(string(leader))
+	if !ok || mi.state != memberlist.StateAlive || mi.meta.Cluster == "" || mi.meta.Raft != string(addr) {
 		return
 	}
-	var ids []string
-	for _, s := range servers {
-		if mi, ok := n.members.get(string(s.ID)); ok && mi.meta.Cluster != "" && !slices.Contains(ids, mi.meta.Cluster) {
-			ids = append(ids, mi.meta.Cluster)
-		}
-	}
-	switch len(ids) {
-	case 0:
-		return
-	case 1:
-		if err := n.setClusterID(ids[0], "adopted from the members of this node's raft configuration"); err != nil {
-			n.logger.Warn("adopt the cluster id", "cluster", ids[0], "err", err)
-		}
-	default:
-		slices.Sort(ids)
-		n.logger.Error("not adopting a cluster id: the members of this node's raft configuration announce several; "+
-			"nodes of different clusters are in one configuration", "clusters", ids)
+	if err := n.setClusterID(mi.meta.Cluster, "adopted from this node's raft leader "+string(leader)); err != nil {
+		n.logger.Warn("adopt the cluster id", "cluster", mi.meta.Cluster, "err", err)
 	}
 }
 

@@ -61,13 +61,19 @@ func TestAJoinBetweenAClusterFormedByAnOlderBuildAndOneWithAnIDAddsNeitherToTheO
 // build (a new cluster, with an id) and served on a former member's
 // --gossip-addr: the old cluster's upgraded node, which has no id, asks
 // that member to rejoin there and merges the restored node's pool. Its
-// leader must not add the restored node, and the restored node must not
-// add the old cluster's node. Before, a1's configuration held r1, and the
-// restored node's held a1.
+// leader must not take the restored node's id, which it took for its own
+// cluster's, having none, when the restored node announced it under the
+// id of a server of its configuration; nor move that former member to the
+// restored node's raft address (restored under the member's id), nor add
+// the restored node (under a new id); and the restored node must not add
+// the old cluster's node. Before, a1's configuration held r1; and, a1
+// having adopted the restored node's id, a2 at the restored node's raft
+// address.
 func TestARestoredNodeMeetingAClusterFormedByAnOlderBuildJoinsNeither(t *testing.T) {
 	for _, tt := range []struct {
 		name, id string
 	}{
+		{"under the former member's id", "a2"},
 		{"under a new id", "r1"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
@@ -120,6 +126,9 @@ func TestARestoredNodeMeetingAClusterFormedByAnOlderBuildJoinsNeither(t *testing
 			restored := r.start(tt.id, func(c *Config) { *c = cfg; c.Logger = slog.New(rLogs) })
 			const leftOut = "not adding a gossip member of another creditd cluster to the raft configuration"
 			waitFor(t, 3*time.Minute, "each leader to leave the other's node out of its configuration", func() bool {
+				if id := a1.clusterID(); id != "" {
+					t.Fatalf("a1, of a cluster formed by an older build, took cluster id %q (the restored node's is %s)", id, restored.clusterID())
+				}
 				if id := foreignIn(a1, restored); id != "" && serverAddr(a1, id) == restored.RaftAddr() {
 					t.Fatalf("a1 took the restored node as its member %s: configuration %v", id, raftConfig(t, a1))
 				}

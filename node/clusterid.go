@@ -31,8 +31,8 @@ import (
 // (BootstrapExpect 1) or RestoreDataDir makes a random one; nodes that
 // bootstrap together (BootstrapExpect > 1) derive it from the configuration
 // they all compute (clusterIDOf); any other node (one started with Join, or
-// a data dir of an older build) adopts the id the members of its raft
-// configuration announce once it is in it (adoptClusterID). It is kept in
+// a data dir of an older build) adopts the id its raft leader announces
+// once it is in the leader's configuration (adoptClusterID). It is kept in
 // raft's stable store, so it goes with the raft state: a restore, or a data
 // dir whose stores were deleted, does not keep an earlier cluster's id.
 // Nodes that announce no id (older builds, and nodes not yet in a cluster)

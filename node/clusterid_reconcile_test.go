@@ -1,10 +1,7 @@
 package node
 
 import (
-	"bytes"
-	"context"
 	"log/slog"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -104,26 +101,7 @@ func TestARestoredNodeMeetingAClusterFormedByAnOlderBuildJoinsNeither(t *testing
 				mi, ok := a1.members.get("a2")
 				return a1.IsLeader() && ok && mi.state == memberlist.StateAlive
 			})
-			var saved bytes.Buffer
-			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-			defer cancel()
-			if err := a1.SaveSnapshot(ctx, &saved); err != nil {
-				t.Fatalf("save: %v", err)
-			}
-			a.crash("a2")
-			waitFor(t, time.Minute, "a1 to hold a2 dead", func() bool {
-				mi, ok := a1.members.get("a2")
-				return ok && mi.state == memberlist.StateDead
-			})
-
-			cfg := testConfig(tt.id, filepath.Join(t.TempDir(), tt.id), 20988)
-			cfg.RaftAddr = freeAddr(t)
-			cfg.GossipAddr = a2Gossip
-			if err := RestoreDataDir(cfg, &saved); err != nil {
-				t.Fatalf("restore data dir: %v", err)
-			}
-			r := newTestCluster(t)
-			restored := r.start(tt.id, func(c *Config) { *c = cfg; c.Logger = slog.New(rLogs) })
+			restored := restoreOnAFormerMembersGossipAddress(t, a, a1, a2Gossip, tt.id, 20988, rLogs)
 			const leftOut = "not adding a gossip member of another creditd cluster to the raft configuration"
 			waitFor(t, 3*time.Minute, "each leader to leave the other's node out of its configuration", func() bool {
 				if id := a1.clusterID(); id != "" {

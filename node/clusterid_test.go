@@ -58,26 +58,7 @@ func TestARestoredNodeOnAFormerMembersGossipAddressJoinsNeitherCluster(t *testin
 				cfg.Join = []string{a1.GossipAddr()}
 			})
 			waitFor(t, time.Minute, "a2 in a1's configuration", func() bool { return serverAddr(a1, "a2") != "" })
-			var saved bytes.Buffer
-			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-			defer cancel()
-			if err := a1.SaveSnapshot(ctx, &saved); err != nil {
-				t.Fatalf("save: %v", err)
-			}
-			a.crash("a2")
-			waitFor(t, time.Minute, "a1 to hold a2 dead", func() bool {
-				mi, ok := a1.members.get("a2")
-				return ok && mi.state == memberlist.StateDead
-			})
-
-			cfg := testConfig(tt.id, filepath.Join(t.TempDir(), tt.id), 20990)
-			cfg.RaftAddr = freeAddr(t)
-			cfg.GossipAddr = a2Gossip
-			if err := RestoreDataDir(cfg, &saved); err != nil {
-				t.Fatalf("restore data dir: %v", err)
-			}
-			r := newTestCluster(t)
-			restored := r.start(tt.id, func(c *Config) { *c = cfg; c.Logger = slog.New(rLogs) })
+			restored := restoreOnAFormerMembersGossipAddress(t, a, a1, a2Gossip, tt.id, 20990, rLogs)
 			clustersStayApart(t, []*Node{a1}, []*Node{restored}, 1, aLogs, rLogs)
 
 			// a1 asks a2 to rejoin every 200 ms; its address being another
@@ -264,4 +245,31 @@ func TestMembersWithoutAClusterIDAreAccepted(t *testing.T) {
 			}
 		})
 	}
+}
+
+// restoreOnAFormerMembersGossipAddress saves a1's snapshot, crashes a's
+// member a2 (on gossip address a2Gossip), waits until a1 holds it dead, and
+// starts, as node id on that gossip address, a data dir restored from the
+// snapshot: a new cluster, on an address the old one still asks a2 to
+// rejoin at.
+func restoreOnAFormerMembersGossipAddress(t *testing.T, a *testCluster, a1 *Node, a2Gossip, id string, port int, logs slog.Handler) *Node {
+	t.Helper()
+	var saved bytes.Buffer
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := a1.SaveSnapshot(ctx, &saved); err != nil {
+		t.Fatalf("save: %v", err)
+	}
+	a.crash("a2")
+	waitFor(t, time.Minute, "a1 to hold a2 dead", func() bool {
+		mi, ok := a1.members.get("a2")
+		return ok && mi.state == memberlist.StateDead
+	})
+	cfg := testConfig(id, filepath.Join(t.TempDir(), id), port)
+	cfg.RaftAddr = freeAddr(t)
+	cfg.GossipAddr = a2Gossip
+	if err := RestoreDataDir(cfg, &saved); err != nil {
+		t.Fatalf("restore data dir: %v", err)
+	}
+	return newTestCluster(t).start(id, func(c *Config) { *c = cfg; c.Logger = slog.New(logs) })
 }

@@ -862,7 +862,11 @@ type Status struct {
 	LastLogIndex      uint64
 	LastSnapshotIndex uint64
 	LastContact       time.Time // zero on the leader, or when never contacted
-	Members           []Member
+	// ClusterID is the id this node's cluster announces in gossip
+	// (clusterid.go); "" while it has none (a node not yet in a cluster, or
+	// a cluster formed by a build before cluster ids).
+	ClusterID string
+	Members   []Member
 }
 
 // Member is one server of the raft configuration or of the gossip pool.
@@ -887,6 +891,7 @@ func (n *Node) Status() Status {
 		Term:         n.raft.CurrentTerm(),
 		CommitIndex:  n.raft.CommitIndex(),
 		LastLogIndex: n.raft.LastIndex(),
+		ClusterID:    n.clusterID(),
 	}
 	st.LeaderID, st.LeaderRPCAddr = n.Leader()
 	st.Ready, st.NotReadyReason = n.Readiness()

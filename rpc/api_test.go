@@ -217,7 +217,8 @@ func TestEveryMethodOnOneNode(t *testing.T) {
 
 	// Cluster.
 	status := call(t, c.cluster.GetStatus, &v1.GetStatusRequest{})
-	if status.NodeId != "n1" || status.State != "Leader" || !status.Ready || status.LastSeq != entries[len(entries)-1].Seq {
+	if status.NodeId != "n1" || status.State != "Leader" || !status.Ready || status.LastSeq != entries[len(entries)-1].Seq ||
+		!strings.HasPrefix(status.ClusterId, "cluster-") {
 		t.Fatalf("GetStatus = %v", status)
 	}
 	stream, err := c.cluster.SaveSnapshot(ctxT(t), connect.NewRequest(&v1.SaveSnapshotRequest{}))

@@ -32,6 +32,7 @@ func (a *api) GetStatus(ctx context.Context, req *connect.Request[v1.GetStatusRe
 		GossipAddr:        st.GossipAddr,
 		RpcAddr:           st.RPCAddr,
 		LastSnapshotIndex: st.LastSnapshotIndex,
+		ClusterId:         st.ClusterID,
 	}
 	if !st.LastContact.IsZero() {
 		out.LastContact = timestamppb.New(st.LastContact)

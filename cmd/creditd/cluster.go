@@ -94,6 +94,11 @@ func runStatus(ctx context.Context, args []string) error {
 	if err := tw.Flush(); err != nil {
 		return err
 	}
+	cluster := st.ClusterId
+	if cluster == "" {
+		cluster = "none (not in a cluster yet, or one formed by a build before cluster ids)"
+	}
+	fmt.Printf("cluster %s, as %s sees it\n", cluster, st.NodeId)
 	// A script or probe that runs status to learn whether the cluster
 	// takes writes gets the answer in the exit status too.
 	if st.LeaderId == "" {

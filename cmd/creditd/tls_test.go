@@ -330,6 +330,12 @@ func TestATLSClusterForwardsOverTLSAndItsClientsNeedTheCA(t *testing.T) {
 		if err != nil {
 			t.Errorf("status: %v", err)
 		}
+		// The cluster's id, as the node asked sees it (a joined node has
+		// it once it is in the leader's configuration, so it may be none
+		// yet).
+		if !strings.Contains(out, "\ncluster ") || !strings.Contains(out, ", as "+follower.id+" sees it\n") {
+			t.Errorf("status does not end with the cluster's id as %s sees it:\n%s", follower.id, out)
+		}
 		for _, n := range nodes {
 			row := ""
 			for line := range strings.Lines(out) {

@@ -202,8 +202,13 @@ type GetStatusResponse struct {
 	// or "applied 120 of 5000 committed, more than 1024 behind"; empty when
 	// ready.
 	NotReadyReason string `protobuf:"bytes,18,opt,name=not_ready_reason,json=notReadyReason,proto3" json:"not_ready_reason,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// The id of this node's cluster, which its nodes announce in gossip to
+	// keep the pools of two clusters apart; empty while the node has none (it
+	// has not joined a cluster yet, or its cluster was formed by a build
+	// before cluster ids).
+	ClusterId     string `protobuf:"bytes,19,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *GetStatusResponse) Reset() {
@@ -358,6 +363,13 @@ func (x *GetStatusResponse) GetLastContact() *timestamppb.Timestamp {
 func (x *GetStatusResponse) GetNotReadyReason() string {
 	if x != nil {
 		return x.NotReadyReason
+	}
+	return ""
+}
+
+func (x *GetStatusResponse) GetClusterId() string {
+	if x != nil {
+		return x.ClusterId
 	}
 	return ""
 }
@@ -628,7 +640,7 @@ const file_creditd_v1_cluster_proto_rawDesc = "" +
 	"\x06leader\x18\x04 \x01(\bR\x06leader\x12\x19\n" +
 	"\brpc_addr\x18\x05 \x01(\tR\arpcAddr\x12\x1a\n" +
 	"\bsuffrage\x18\x06 \x01(\tR\bsuffrage\x12\x16\n" +
-	"\x06gossip\x18\a \x01(\tR\x06gossip\"\x93\x05\n" +
+	"\x06gossip\x18\a \x01(\tR\x06gossip\"\xb2\x05\n" +
 	"\x11GetStatusResponse\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x14\n" +
 	"\x05state\x18\x02 \x01(\tR\x05state\x12\x1b\n" +
@@ -649,7 +661,9 @@ const file_creditd_v1_cluster_proto_rawDesc = "" +
 	"\brpc_addr\x18\x0f \x01(\tR\arpcAddr\x12.\n" +
 	"\x13last_snapshot_index\x18\x10 \x01(\x04R\x11lastSnapshotIndex\x12=\n" +
 	"\flast_contact\x18\x11 \x01(\v2\x1a.google.protobuf.TimestampR\vlastContact\x12(\n" +
-	"\x10not_ready_reason\x18\x12 \x01(\tR\x0enotReadyReason\".\n" +
+	"\x10not_ready_reason\x18\x12 \x01(\tR\x0enotReadyReason\x12\x1d\n" +
+	"\n" +
+	"cluster_id\x18\x13 \x01(\tR\tclusterId\".\n" +
 	"\x13RemoveMemberRequest\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\"\x16\n" +
 	"\x14RemoveMemberResponse\"4\n" +

@@ -23,7 +23,10 @@ Shows the cluster as the node at --addr sees it: one row per member with its
 Raft state, suffrage, applied index, last snapshot index, last contact with
 the leader and whether it is ready (as /readyz: "yes", or why not), each
 member asked for its own figures ("-" when it does not answer). The leader
-is marked with *. Exits 1 after the table when the node knows no leader.
+is marked with *. A last line names the cluster's id as that node sees it
+(the id its nodes announce in gossip, so that two clusters' nodes stay
+apart; "none" before the node is in a cluster, or in a cluster formed by a
+build before cluster ids). Exits 1 after it when the node knows no leader.
 
 Examples:
   creditd status

@@ -241,14 +241,7 @@ func TestASuccessfulReserveChecksTheAutoTopUpAsABurnDoes(t *testing.T) {
 func TestHoldsTopUpTheSameOnEveryReplica(t *testing.T) {
 	s := AutoTopUp{Enabled: true, ThresholdCredits: 300, Mode: TopUpToTarget, AmountCredits: 2000}
 	w := &logWriter{now: t0}
-	entry := func(version byte, cmds ...Command) {
-		for _, c := range cmds {
-			w.add(c)
-		}
-		w.endEntry()
-		w.log[len(w.log)-1].Data[0] = version
-		w.now += Timestamp(time.Minute.Microseconds())
-	}
+	entry := w.entryOfVersion
 	resv := func(id, customer string, credits int64) Reserve {
 		return Reserve{ID: id, CustomerID: customer, CreditTypeID: "ai", Credits: credits}
 	}
@@ -328,4 +321,16 @@ func replayAlikeAndRead(t *testing.T, log []Entry, customers ...string) ([]Purch
 		t.Fatal(err)
 	}
 	return ps, cs
+}
+
+// entryOfVersion appends one entry of cmds marked as a version's (the
+// layout is version 2's in every version these tests write), then moves
+// the log's time a minute on.
+func (w *logWriter) entryOfVersion(version byte, cmds ...Command) {
+	for _, c := range cmds {
+		w.add(c)
+	}
+	w.endEntry()
+	w.log[len(w.log)-1].Data[0] = version
+	w.now += Timestamp(time.Minute.Microseconds())
 }

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"fmt"
 	"testing"
-	"time"
 )
 
 // upsertInBoth sets up two harnesses alike (seed, then setUp), applies u to
@@ -450,14 +449,7 @@ func TestEachEntryVersionKeepsItsUpsertAndSettlementRules(t *testing.T) {
 func TestUpsertTopUpsAreTheSameOnEveryReplica(t *testing.T) {
 	s := AutoTopUp{Enabled: true, ThresholdCredits: 300, Mode: TopUpToTarget, AmountCredits: 2000}
 	w := &logWriter{now: t0}
-	entry := func(version byte, cmds ...Command) {
-		for _, c := range cmds {
-			w.add(c)
-		}
-		w.endEntry()
-		w.log[len(w.log)-1].Data[0] = version
-		w.now += Timestamp(time.Minute.Microseconds())
-	}
+	entry := w.entryOfVersion
 	promo := func(id, customer string, amount int64) CreateGrant {
 		return CreateGrant{ID: id, CustomerID: customer, CreditTypeID: "ai", Category: Promotional, Amount: amount}
 	}
